@@ -1,0 +1,314 @@
+//! The command loop the target programs run (`src/bin/swaplab-*.rs`).
+//!
+//! A target prints `ready pid=N` and then obeys one command per line on
+//! stdin, answering each with one line that starts with a verb and `pid=N`,
+//! so the harness can wait for it:
+//!
+//! | command | answer |
+//! |---|---|
+//! | `call` | `greeting pid=N: TEXT` (the linked libexample's `greeting()`) |
+//! | `fork` | `forked pid=N child=M`; the child prints `greeting pid=M: TEXT` and waits to be killed |
+//! | `spawn` | `spawned pid=N child=M`; the child execs this program with `--hold`: `ready pid=M`, `greeting pid=M: TEXT` |
+//! | `exec` | `exec pid=N`, then the new image prints `ready pid=N` |
+//! | `kill-children` | `reaped pid=N children=K` |
+//! | `open PATH [nodelete] [global] [lazy]` | `opened pid=N h=H handle=0x…` (dlopen) |
+//! | `noload PATH` | `noload pid=N loaded=yes h=H handle=0x…` or `noload pid=N loaded=no` |
+//! | `callh H` | `greeting pid=N h=H fn=0x…: TEXT` |
+//! | `close H` | `closed pid=N h=H` (dlclose) |
+//! | `peek PID` | `peek pid=N of=M ok mappings=K` or `peek pid=N of=M denied: …` |
+//! | `exit` | `bye pid=N`, children killed, exit 0 |
+//!
+//! Failures answer `error pid=N: …`. Every target (and every child it forks)
+//! sets `PR_SET_PDEATHSIG` to SIGKILL, so none outlives its parent.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, CStr, CString};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use libloading::os::unix::{Library, Symbol, RTLD_GLOBAL, RTLD_LAZY, RTLD_LOCAL, RTLD_NOW};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{execv, fork, getpid, ForkResult, Pid};
+
+/// libexample's `const char *greeting(void)`.
+pub type GreetingFn = unsafe extern "C" fn() -> *const c_char;
+
+/// Prints one line and flushes it: one `write(2)` per line, so lines from a
+/// parent and its children never interleave inside a line.
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("{line}\n").as_bytes());
+    let _ = out.flush();
+}
+
+fn text_of(f: GreetingFn) -> String {
+    // SAFETY: libexample's greeting() returns a pointer to a static,
+    // NUL-terminated array.
+    unsafe { CStr::from_ptr(f()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn die_with_parent() {
+    // Best effort: if it fails the process-group kill still applies.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+}
+
+struct Agent {
+    pid: i32,
+    linked: Option<GreetingFn>,
+    exe: PathBuf,
+    handles: BTreeMap<u32, Library>,
+    next: u32,
+    children: Vec<Pid>,
+}
+
+/// Runs a target program. `linked` is libexample's `greeting` when the
+/// program is linked against it at start-up.
+pub fn main(linked: Option<GreetingFn>) -> ! {
+    die_with_parent();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mode = std::env::args().nth(1);
+    let mut agent = Agent {
+        pid: getpid().as_raw(),
+        linked,
+        exe,
+        handles: BTreeMap::new(),
+        next: 1,
+        children: Vec::new(),
+    };
+    emit(&format!("ready pid={}", agent.pid));
+    match mode.as_deref() {
+        // Print the greeting and exit (for tight start loops).
+        Some("--once") => {
+            agent.call();
+            std::process::exit(0)
+        }
+        // Print the greeting and wait to be killed (children of `spawn`).
+        Some("--hold") => {
+            agent.call();
+            hold()
+        }
+        Some(other) => {
+            emit(&format!(
+                "error pid={}: unknown argument {other}",
+                agent.pid
+            ));
+            std::process::exit(2)
+        }
+        None => {}
+    }
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        if words[0] == "exit" {
+            agent.reap();
+            emit(&format!("bye pid={}", agent.pid));
+            std::process::exit(0);
+        }
+        if let Err(e) = agent.command(&words) {
+            emit(&format!("error pid={}: {e}", agent.pid));
+        }
+    }
+    agent.reap();
+    std::process::exit(0)
+}
+
+fn hold() -> ! {
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+impl Agent {
+    fn call(&self) {
+        match self.linked {
+            Some(f) => emit(&format!("greeting pid={}: {}", self.pid, text_of(f))),
+            None => emit(&format!(
+                "error pid={}: this program is not linked against libexample",
+                self.pid
+            )),
+        }
+    }
+
+    fn command(&mut self, w: &[&str]) -> Result<(), String> {
+        let arg = |i: usize| -> Result<&str, String> {
+            w.get(i)
+                .copied()
+                .ok_or_else(|| format!("`{}` needs an argument", w[0]))
+        };
+        match w[0] {
+            "call" => {
+                self.call();
+                Ok(())
+            }
+            "fork" => self.fork_child(),
+            "spawn" => self.spawn_child(),
+            "exec" => self.exec_self(),
+            "kill-children" => {
+                let n = self.reap();
+                emit(&format!("reaped pid={} children={n}", self.pid));
+                Ok(())
+            }
+            "open" => self.open(arg(1)?, &w[2..]),
+            "noload" => self.noload(arg(1)?),
+            "callh" => self.callh(parse_handle(arg(1)?)?),
+            "close" => self.close(parse_handle(arg(1)?)?),
+            "peek" => {
+                let of: i32 = arg(1)?.parse().map_err(|_| "bad pid".to_string())?;
+                self.peek(of);
+                Ok(())
+            }
+            other => Err(format!("unknown command `{other}`")),
+        }
+    }
+
+    fn fork_child(&mut self) -> Result<(), String> {
+        // SAFETY: targets are single-threaded (the main thread reads stdin and
+        // nothing else runs), so the child may allocate and print freely.
+        match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                die_with_parent();
+                let me = getpid().as_raw();
+                self.pid = me;
+                self.call();
+                hold()
+            }
+            ForkResult::Parent { child } => {
+                self.children.push(child);
+                emit(&format!("forked pid={} child={}", self.pid, child));
+                Ok(())
+            }
+        }
+    }
+
+    fn spawn_child(&mut self) -> Result<(), String> {
+        let path = CString::new(self.exe.as_os_str().as_encoded_bytes())
+            .map_err(|_| "executable path has a NUL".to_string())?;
+        let hold_arg = CString::new("--hold").expect("no NUL");
+        // SAFETY: single-threaded (see fork_child); the child only sets its
+        // death signal and execs, or reports and _exits.
+        match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                die_with_parent();
+                let err = execv(&path, &[path.as_c_str(), hold_arg.as_c_str()]).unwrap_err();
+                emit(&format!("error pid={}: exec: {err}", getpid()));
+                // SAFETY: leave without running the parent's exit handlers.
+                unsafe { libc::_exit(127) }
+            }
+            ForkResult::Parent { child } => {
+                self.children.push(child);
+                emit(&format!("spawned pid={} child={}", self.pid, child));
+                Ok(())
+            }
+        }
+    }
+
+    fn exec_self(&mut self) -> Result<(), String> {
+        let path = CString::new(self.exe.as_os_str().as_encoded_bytes())
+            .map_err(|_| "executable path has a NUL".to_string())?;
+        emit(&format!("exec pid={}", self.pid));
+        let err = execv(&path, &[path.as_c_str()]).unwrap_err();
+        Err(format!("exec: {err}"))
+    }
+
+    /// Kills and reaps every child this process forked; returns how many.
+    fn reap(&mut self) -> usize {
+        let n = self.children.len();
+        for c in self.children.drain(..) {
+            let _ = kill(c, Signal::SIGKILL);
+            let _ = waitpid(c, None);
+        }
+        n
+    }
+
+    fn keep(&mut self, lib: Library) -> (u32, usize) {
+        let raw = lib.into_raw();
+        let h = self.next;
+        self.next += 1;
+        // SAFETY: `raw` came from into_raw just above.
+        self.handles.insert(h, unsafe { Library::from_raw(raw) });
+        (h, raw as usize)
+    }
+
+    fn open(&mut self, path: &str, opts: &[&str]) -> Result<(), String> {
+        let mut flags = RTLD_NOW;
+        for o in opts {
+            match *o {
+                "nodelete" => flags |= libc::RTLD_NODELETE,
+                "global" => flags |= RTLD_GLOBAL,
+                "lazy" => flags = (flags & !RTLD_NOW) | RTLD_LAZY,
+                other => return Err(format!("unknown open option `{other}`")),
+            }
+        }
+        if flags & RTLD_GLOBAL == 0 {
+            flags |= RTLD_LOCAL;
+        }
+        // SAFETY: libexample's initialisers are trivial.
+        let lib =
+            unsafe { Library::open(Some(path), flags) }.map_err(|e| format!("dlopen: {e}"))?;
+        let (h, raw) = self.keep(lib);
+        emit(&format!("opened pid={} h={h} handle={raw:#x}", self.pid));
+        Ok(())
+    }
+
+    fn noload(&mut self, path: &str) -> Result<(), String> {
+        // SAFETY: RTLD_NOLOAD never runs initialisers.
+        match unsafe { Library::open(Some(path), RTLD_LAZY | libc::RTLD_NOLOAD) } {
+            Ok(lib) => {
+                let (h, raw) = self.keep(lib);
+                emit(&format!(
+                    "noload pid={} loaded=yes h={h} handle={raw:#x}",
+                    self.pid
+                ));
+            }
+            Err(_) => emit(&format!("noload pid={} loaded=no", self.pid)),
+        }
+        Ok(())
+    }
+
+    fn callh(&mut self, h: u32) -> Result<(), String> {
+        let lib = self.handles.get(&h).ok_or(format!("no handle {h}"))?;
+        // SAFETY: greeting has this signature in every libexample variant.
+        let f: Symbol<GreetingFn> =
+            unsafe { lib.get(b"greeting\0") }.map_err(|e| format!("dlsym: {e}"))?;
+        let fp: GreetingFn = *f;
+        emit(&format!(
+            "greeting pid={} h={h} fn={:#x}: {}",
+            self.pid,
+            fp as usize,
+            text_of(fp)
+        ));
+        Ok(())
+    }
+
+    fn close(&mut self, h: u32) -> Result<(), String> {
+        let lib = self.handles.remove(&h).ok_or(format!("no handle {h}"))?;
+        lib.close().map_err(|e| format!("dlclose: {e}"))?;
+        emit(&format!("closed pid={} h={h}", self.pid));
+        Ok(())
+    }
+
+    fn peek(&self, of: i32) {
+        match crate::maps::file_mappings(of) {
+            Ok(m) => emit(&format!(
+                "peek pid={} of={of} ok mappings={}",
+                self.pid,
+                m.len()
+            )),
+            Err(e) => {
+                let root = e.root_cause().to_string();
+                emit(&format!("peek pid={} of={of} denied: {root}", self.pid))
+            }
+        }
+    }
+}
+
+fn parse_handle(s: &str) -> Result<u32, String> {
+    s.parse().map_err(|_| format!("bad handle `{s}`"))
+}

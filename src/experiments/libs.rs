@@ -1,0 +1,930 @@
+//! Article 000: replacing a shared library under running processes
+//! (L01–L09, L11–L13).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::lab::{field_i32, inode_of, vol, Lab};
+use crate::maps::{self, Mapping};
+use crate::process::{hermetic, spawn_retrying, Program, Target};
+use crate::replace::Replace;
+use crate::variants::Variant::{self, *};
+
+const OLD: &str = "Hell World";
+const NEW: &str = "Hello World";
+
+fn all_deleted(m: &[Mapping]) -> bool {
+    !m.is_empty() && m.iter().all(|m| m.deleted)
+}
+
+fn none_deleted(m: &[Mapping]) -> bool {
+    !m.is_empty() && m.iter().all(|m| !m.deleted)
+}
+
+fn only_inode(m: &[Mapping], ino: u64) -> bool {
+    !m.is_empty() && m.iter().all(|m| m.inode == ino)
+}
+
+fn as_strs(r: &std::result::Result<String, String>) -> std::result::Result<&str, &str> {
+    r.as_ref().map(|s| s.as_str()).map_err(|s| s.as_str())
+}
+
+fn describe(m: &[Mapping]) -> String {
+    if m.is_empty() {
+        return "no mapping".into();
+    }
+    let inodes = maps::inodes(m);
+    let deleted = m.iter().filter(|m| m.deleted).count();
+    format!(
+        "{} mappings, inodes {inodes:?}, {deleted} marked (deleted)",
+        m.len()
+    )
+}
+
+/// Checks that `m` maps exactly the old, deleted file `ino`.
+fn check_old_deleted(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
+    lab.check(
+        format!("every mapping of the library in {who}'s maps ends in (deleted)"),
+        all_deleted(m),
+        describe(m),
+    );
+    lab.check(
+        format!("{who}'s mappings keep the old inode {ino}"),
+        only_inode(m, ino),
+        describe(m),
+    );
+}
+
+/// Checks that `m` maps the current file `ino`, none deleted.
+fn check_current(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
+    lab.check(
+        format!("{who} maps the file now on disk (inode {ino}), none (deleted)"),
+        only_inode(m, ino) && none_deleted(m),
+        describe(m),
+    );
+}
+
+pub fn l01(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let mut a = lab.start(Program::Plain, "A")?;
+    let before = lab.call(&mut a)?;
+    let ma = lab.maps(a.pid())?;
+    lab.note("the library is updated (make install), and A is restarted as B");
+    // A stops after the install, not before: while A holds the old file its
+    // inode number cannot be handed to the new one (ext4 reuses a freed
+    // number at once, tmpfs never does), so the transcript is the same on
+    // every file system. The lab sheet's exercise shows the reuse.
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    lab.stop(&mut a)?;
+    let mut b = lab.start(Program::Plain, "B")?;
+    let after = lab.call(&mut b)?;
+    let mb = lab.maps(b.pid())?;
+    lab.observe("inode_before", ino1);
+    lab.observe("inode_after", ino2);
+    lab.observe("greeting_a", &before);
+    lab.observe("greeting_b", &after);
+    lab.check_eq("A, started on v1, greets with v1", before.as_str(), OLD);
+    check_current(lab, "A", &ma, ino1);
+    lab.check_eq(
+        "B, started after the replacement, greets with v2",
+        after.as_str(),
+        NEW,
+    );
+    check_current(lab, "B", &mb, ino2);
+    Ok(())
+}
+
+pub fn l02(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let mut a = lab.start(Program::Plain, "A")?;
+    let before = lab.call(&mut a)?;
+    let m1 = lab.maps(a.pid())?;
+    lab.note("the library is updated while A runs");
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let after = lab.call(&mut a)?;
+    let m2 = lab.maps(a.pid())?;
+    lab.observe("inode_old", ino1);
+    lab.observe("inode_new", ino2);
+    lab.observe("greeting_after", &after);
+    lab.check_eq("A greets with v1 before the update", before.as_str(), OLD);
+    check_current(lab, "A", &m1, ino1);
+    lab.check_eq(
+        "A, running across the update, still greets with v1",
+        after.as_str(),
+        OLD,
+    );
+    check_old_deleted(lab, "A", &m2, ino1);
+    lab.check(
+        "the file on disk is a new inode",
+        ino2 != ino1,
+        format!("{ino1} -> {ino2}"),
+    );
+    Ok(())
+}
+
+pub fn l03(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let mut a = lab.start(Program::Plain, "A")?;
+    let ga = lab.call(&mut a)?;
+    lab.note("the library is updated while A runs; B starts afterwards");
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let mut b = lab.start(Program::Plain, "B")?;
+    let gb = lab.call(&mut b)?;
+    let found = lab.grep_all()?;
+    let pids: Vec<i32> = found.iter().map(|(p, _)| *p).collect();
+    let mut want = vec![a.pid(), b.pid()];
+    want.sort();
+    let of = |pid: i32| -> Vec<Mapping> {
+        found
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    };
+    let (ma, mb) = (of(a.pid()), of(b.pid()));
+    lab.observe("processes_found", &pids);
+    lab.check_eq("A greets with v1", ga.as_str(), OLD);
+    lab.check_eq("B greets with v2", gb.as_str(), NEW);
+    lab.check_eq("grep finds exactly the two processes, A and B", pids, want);
+    check_old_deleted(lab, "A", &ma, ino1);
+    check_current(lab, "B", &mb, ino2);
+    lab.check(
+        "the two processes map different inodes",
+        ino1 != ino2 && maps::inodes(&ma) != maps::inodes(&mb),
+        format!("A {:?}, B {:?}", maps::inodes(&ma), maps::inodes(&mb)),
+    );
+    Ok(())
+}
+
+/// `fork` in `p`: the child calls the library; returns (child pid, greeting).
+fn fork_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
+    let line = lab.ask(p, "fork", "forked")?;
+    let child = field_i32(&line, "child")?;
+    let g = lab.expect(p, &format!("greeting pid={child}:"))?;
+    Ok((child, crate::lab::after_colon(&g)))
+}
+
+pub fn l04(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let mut p = lab.start(Program::Fork, "P")?;
+    let gp = lab.call(&mut p)?;
+    let (_, g1) = fork_child(lab, &mut p)?;
+    lab.note("the library is updated while P runs");
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let (c2, g2) = fork_child(lab, &mut p)?;
+    let m2 = lab.maps(c2)?;
+    lab.note("restart only the children: kill them, fork a fresh one");
+    lab.ask(&mut p, "kill-children", "reaped")?;
+    let (_, g3) = fork_child(lab, &mut p)?;
+    lab.note("a full restart: a new process");
+    let mut n = lab.start(Program::Fork, "N")?;
+    let gn = lab.call(&mut n)?;
+    let mn = lab.maps(n.pid())?;
+    lab.observe("greeting_child_after_update", &g2);
+    lab.observe("greeting_child_after_children_restart", &g3);
+    lab.check_eq(
+        "P and its first child greet with v1",
+        (gp.as_str(), g1.as_str()),
+        (OLD, OLD),
+    );
+    lab.check_eq(
+        "a child forked after the update greets with v1",
+        g2.as_str(),
+        OLD,
+    );
+    check_old_deleted(lab, "that child", &m2, ino1);
+    lab.check_eq(
+        "a child forked after a children-only restart still greets with v1",
+        g3.as_str(),
+        OLD,
+    );
+    lab.check_eq("a new process greets with v2", gn.as_str(), NEW);
+    check_current(lab, "the new process", &mn, ino2);
+    Ok(())
+}
+
+pub fn l05(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let mut a = lab.start(Program::Plain, "A")?;
+    let g1 = lab.call(&mut a)?;
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let g2 = lab.call(&mut a)?;
+    lab.note("fork + execve: A forks a child that execs A's program");
+    let line = lab.ask(&mut a, "spawn", "spawned")?;
+    let s = field_i32(&line, "child")?;
+    lab.expect(&mut a, &format!("ready pid={s}"))?;
+    let gs = crate::lab::after_colon(&lab.expect(&mut a, &format!("greeting pid={s}:"))?);
+    let ms = lab.maps(s)?;
+    lab.note("execve in place: A execs its own program; the pid stays");
+    let pid_before = a.pid();
+    lab.ask(&mut a, "exec", "exec")?;
+    let ready = lab.expect(&mut a, &format!("ready pid={pid_before}"))?;
+    let g3 = lab.call(&mut a)?;
+    let m3 = lab.maps(a.pid())?;
+    lab.observe("greeting_forked_exec", &gs);
+    lab.observe("greeting_exec_in_place", &g3);
+    lab.check_eq(
+        "A greets with v1, before and after the update",
+        (g1.as_str(), g2.as_str()),
+        (OLD, OLD),
+    );
+    let _ = ino1;
+    lab.check_eq(
+        "the forked and exec'ed child greets with v2",
+        gs.as_str(),
+        NEW,
+    );
+    check_current(lab, "the exec'ed child", &ms, ino2);
+    lab.check(
+        "after execve in place A has the same pid",
+        ready == format!("ready pid={pid_before}"),
+        &ready,
+    );
+    lab.check_eq("after execve in place A greets with v2", g3.as_str(), NEW);
+    check_current(lab, "A after execve", &m3, ino2);
+    Ok(())
+}
+
+pub fn l06(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let lib = lab.sandbox.lib_file();
+    let mut d = lab.start(Program::Dlopen, "D")?;
+    let (h1, handle1) = lab.open(&mut d, &lib, "")?;
+    let (g1, fn1) = lab.callh(&mut d, h1)?;
+    lab.note(
+        "the library is updated while D has it open; then D closes it and opens the same path",
+    );
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let m1 = lab.maps(d.pid())?;
+    lab.close(&mut d, h1)?;
+    let m_closed = lab.maps(d.pid())?;
+    let (h2, handle2) = lab.open(&mut d, &lib, "")?;
+    let (g2, fn2) = lab.callh(&mut d, h2)?;
+    let m2 = lab.maps(d.pid())?;
+    let same_handle = handle1 == handle2;
+    let same_fn = fn1 == fn2;
+    lab.observe("handle_before", &handle1);
+    lab.observe("handle_after", &handle2);
+    lab.observe("greeting_fn_before", &fn1);
+    lab.observe("greeting_fn_after", &fn2);
+    lab.observe("same_handle", same_handle);
+    lab.observe("same_load_address", same_fn);
+    lab.note(format!(
+        "the handle {}, greeting() {}",
+        vol(if same_handle {
+            "came back identical"
+        } else {
+            "changed"
+        }),
+        vol(if same_fn {
+            "sits at the same address"
+        } else {
+            "moved"
+        })
+    ));
+    lab.check_eq(
+        "D greets with v1 through the first handle",
+        g1.as_str(),
+        OLD,
+    );
+    check_old_deleted(lab, "D", &m1, ino1);
+    lab.check(
+        "after the last dlclose the library is unmapped",
+        m_closed.is_empty(),
+        describe(&m_closed),
+    );
+    lab.check_eq(
+        "dlopen of the same path after the last dlclose greets with v2",
+        g2.as_str(),
+        NEW,
+    );
+    check_current(lab, "D after the reopen", &m2, ino2);
+    lab.check(
+        "the inode in maps shows the reload",
+        ino1 != ino2 && maps::inodes(&m2) != maps::inodes(&m1),
+        format!("{:?} -> {:?}", maps::inodes(&m1), maps::inodes(&m2)),
+    );
+
+    lab.note("--- the other order: the update lands after the last dlclose ---");
+    lab.close(&mut d, h2)?;
+    let ino3 = lab.put_lib(V1, Replace::Install)?;
+    let (h3, _) = lab.open(&mut d, &lib, "")?;
+    let (g3, _) = lab.callh(&mut d, h3)?;
+    let m3 = lab.maps(d.pid())?;
+    let reused = ino3 == ino2;
+    lab.observe("inode_number_reused_when_nothing_held_the_old_file", reused);
+    lab.note(format!(
+        "nothing held the old file, so its inode number was {} for the new one",
+        vol(if reused { "reused" } else { "not reused" })
+    ));
+    lab.check_eq(
+        "dlopen loads the file now on disk again (v1)",
+        g3.as_str(),
+        OLD,
+    );
+    check_current(lab, "D", &m3, ino3);
+    Ok(())
+}
+
+pub fn l07(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let lib = lab.sandbox.lib_file();
+    let mut d = lab.start(Program::Dlopen, "D")?;
+    let (h1, handle1) = lab.open(&mut d, &lib, "")?;
+    let (g1, _) = lab.callh(&mut d, h1)?;
+    lab.note("the library is updated; D opens the same path while the first handle is open");
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let (h2, handle2) = lab.open(&mut d, &lib, "")?;
+    let (g2, _) = lab.callh(&mut d, h2)?;
+    let m = lab.maps(d.pid())?;
+    lab.observe("handle_first", &handle1);
+    lab.observe("handle_second", &handle2);
+    lab.check_eq(
+        "D greets with v1 through the first handle",
+        g1.as_str(),
+        OLD,
+    );
+    lab.check_eq(
+        "the second dlopen returns the same handle",
+        &handle2,
+        &handle1,
+    );
+    lab.check_eq(
+        "the second handle greets with v1, the old code",
+        g2.as_str(),
+        OLD,
+    );
+    check_old_deleted(lab, "D", &m, ino1);
+    lab.check(
+        "the new file on disk is not mapped",
+        !m.iter().any(|m| m.inode == ino2),
+        describe(&m),
+    );
+    Ok(())
+}
+
+/// How a library is pinned in one L08 case.
+#[derive(Clone, Copy, PartialEq)]
+enum Pin {
+    Needed,
+    NoDeleteLink,
+    NoDeleteFlag,
+    SecondHandle,
+    NoLoadProbe,
+}
+
+fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
+    let (title, variant, program, opts) = match pin {
+        Pin::Needed => ("linked at start-up (DT_NEEDED)", V1, Program::Plain, ""),
+        Pin::NoDeleteLink => ("built with -z nodelete", V1NoDelete, Program::Dlopen, ""),
+        Pin::NoDeleteFlag => ("opened with RTLD_NODELETE", V1, Program::Dlopen, "nodelete"),
+        Pin::SecondHandle => ("a second handle still open", V1, Program::Dlopen, ""),
+        Pin::NoLoadProbe => ("an RTLD_NOLOAD probe not balanced", V1, Program::Dlopen, ""),
+    };
+    lab.note(format!("--- pinned: {title} ---"));
+    let ino1 = lab.put_lib(variant, Replace::Install)?;
+    let lib = lab.sandbox.lib_file();
+    let mut d = lab.start(program, "D")?;
+    let (h1, _) = lab.open(&mut d, &lib, opts)?;
+    let (g1, _) = lab.callh(&mut d, h1)?;
+    let extra = match pin {
+        Pin::SecondHandle => Some(lab.open(&mut d, &lib, "")?.0),
+        Pin::NoLoadProbe => {
+            let line = lab.ask(&mut d, &format!("noload {}", lib.display()), "noload")?;
+            lab.check(
+                "the RTLD_NOLOAD probe finds the loaded library",
+                line.contains("loaded=yes"),
+                &line,
+            );
+            Some(crate::lab::field_u32(&line, "h")?)
+        }
+        _ => None,
+    };
+    lab.close(&mut d, h1)?;
+    let m_closed = lab.maps(d.pid())?;
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let (h3, _) = lab.open(&mut d, &lib, "")?;
+    let (g3, _) = lab.callh(&mut d, h3)?;
+    let m3 = lab.maps(d.pid())?;
+    lab.check_eq(format!("[{title}] D greets with v1"), g1.as_str(), OLD);
+    lab.check(
+        format!("[{title}] after dlclose the library stays mapped"),
+        only_inode(&m_closed, ino1),
+        describe(&m_closed),
+    );
+    lab.check_eq(
+        format!("[{title}] dlopen after the update still greets with v1"),
+        g3.as_str(),
+        OLD,
+    );
+    check_old_deleted(lab, &format!("[{title}] D"), &m3, ino1);
+    lab.observe(&format!("{title}: greeting after reopen"), &g3);
+    if let Some(h2) = extra {
+        lab.note("balance every reference: dlclose each handle; then open again");
+        lab.close(&mut d, h2)?;
+        lab.close(&mut d, h3)?;
+        let m_gone = lab.maps(d.pid())?;
+        let (h4, _) = lab.open(&mut d, &lib, "")?;
+        let (g4, _) = lab.callh(&mut d, h4)?;
+        let m4 = lab.maps(d.pid())?;
+        lab.check(
+            format!("[{title}] once every handle is closed the library is unmapped"),
+            m_gone.is_empty(),
+            describe(&m_gone),
+        );
+        lab.check_eq(
+            format!("[{title}] and dlopen then greets with v2"),
+            g4.as_str(),
+            NEW,
+        );
+        check_current(lab, &format!("[{title}] D"), &m4, ino2);
+    }
+    lab.stop(&mut d)
+}
+
+pub fn l08(lab: &mut Lab) -> Result<()> {
+    for pin in [
+        Pin::Needed,
+        Pin::NoDeleteLink,
+        Pin::NoDeleteFlag,
+        Pin::SecondHandle,
+        Pin::NoLoadProbe,
+    ] {
+        pinned_case(lab, pin)?;
+    }
+    Ok(())
+}
+
+pub fn l09(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let lib = lab.sandbox.lib_file();
+    let mut d = lab.start(Program::Dlopen, "D")?;
+    let (h1, _) = lab.open(&mut d, &lib, "")?;
+    let (g1, _) = lab.callh(&mut d, h1)?;
+    lab.note("the library is updated; D loads a copy of the new file from a unique path");
+    lab.put_lib(V2, Replace::Rename)?;
+    let copy = lab.sandbox.lib_dir().join("libexample.reload-1.so");
+    lab.shell("cp lib/libexample.so lib/libexample.reload-1.so");
+    fs::copy(&lib, &copy).context("cannot copy the library")?;
+    let ino_copy = inode_of(&copy)?;
+    let (h2, _) = lab.open(&mut d, &copy, "")?;
+    let (g2, _) = lab.callh(&mut d, h2)?;
+    let (g1b, _) = lab.callh(&mut d, h1)?;
+    let m = lab.maps(d.pid())?;
+    let old: Vec<Mapping> = m.iter().filter(|m| m.path == lib).cloned().collect();
+    let new: Vec<Mapping> = m.iter().filter(|m| m.path == copy).cloned().collect();
+    lab.observe("inodes_mapped", maps::inodes(&m));
+    lab.check_eq("the first handle greets with v1", g1.as_str(), OLD);
+    lab.check_eq("the copy at a new path greets with v2", g2.as_str(), NEW);
+    lab.check_eq(
+        "the first handle still greets with v1 beside it",
+        g1b.as_str(),
+        OLD,
+    );
+    check_old_deleted(lab, "D (old file)", &old, ino1);
+    check_current(lab, "D (copy)", &new, ino_copy);
+    Ok(())
+}
+
+/// Counts of a tight start loop run while a replacer loop runs.
+#[derive(Default, serde::Serialize)]
+struct StartLoop {
+    starts: usize,
+    failed: usize,
+    replacements: usize,
+    reasons: BTreeMap<String, usize>,
+    millis: u128,
+}
+
+fn failure_reason(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("No such file or directory") {
+        "ENOENT".into()
+    } else if err.contains("file too short") {
+        "file too short".into()
+    } else if out.status.signal().is_some() {
+        crate::process::describe_status(&out.status)
+    } else {
+        let last = err.trim().rsplit(": ").next().unwrap_or("").to_string();
+        if last.is_empty() {
+            format!("exit {}", out.status.code().unwrap_or(-1))
+        } else {
+            last
+        }
+    }
+}
+
+/// Starts `bin/swaplab-plain --once` again and again while another thread
+/// replaces the library by `how`, alternating v1 and v2. Stops after `max`
+/// starts or when `budget` is spent; with `enough`, also once that many starts
+/// have failed (after at least `min` starts).
+fn start_loop(
+    lab: &Lab,
+    how: Replace,
+    max: usize,
+    budget: Duration,
+    enough: Option<(usize, usize)>,
+) -> Result<StartLoop> {
+    let exe = lab.sandbox.program(Program::Plain)?;
+    let root = lab.sandbox.root().to_path_buf();
+    let v1 = lab.sandbox.rel(&lab.sandbox.stage(V1)?);
+    let v2 = lab.sandbox.rel(&lab.sandbox.stage(V2)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let replacer = {
+        let (stop, count) = (Arc::clone(&stop), Arc::clone(&count));
+        std::thread::spawn(move || -> Result<()> {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let src = if i.is_multiple_of(2) { &v2 } else { &v1 };
+                how.apply(&root, src, "lib/libexample.so")?;
+                i += 1;
+                count.store(i, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+    let mut r = StartLoop::default();
+    let t0 = Instant::now();
+    let result = (|| -> Result<()> {
+        while r.starts < max && t0.elapsed() < budget {
+            if let Some((min, fails)) = enough {
+                if r.starts >= min && r.failed >= fails {
+                    break;
+                }
+            }
+            let mut cmd = hermetic(&exe, &lab.sandbox.lib_dir());
+            cmd.arg("--once").stdin(std::process::Stdio::null());
+            let child = spawn_retrying(&mut cmd)?;
+            let out = wait_bounded(child)?;
+            r.starts += 1;
+            let ok = out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("greeting pid=");
+            if !ok {
+                r.failed += 1;
+                *r.reasons.entry(failure_reason(&out)).or_default() += 1;
+            }
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let replaced = replacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the replacer thread panicked"))?;
+    result?;
+    replaced.context("the replacer loop failed")?;
+    r.replacements = count.load(Ordering::Relaxed);
+    r.millis = t0.elapsed().as_millis();
+    Ok(r)
+}
+
+/// Waits for a short-lived child with the harness deadline; kills it (and
+/// its group) if it overstays.
+fn wait_bounded(mut child: std::process::Child) -> Result<std::process::Output> {
+    let until = Instant::now() + crate::process::deadline();
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if Instant::now() >= until {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            anyhow::bail!("a --once start did not exit within the deadline");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn reasons_text(r: &StartLoop) -> String {
+    if r.reasons.is_empty() {
+        return "none".into();
+    }
+    r.reasons
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a process saw when its library was replaced under it.
+struct Under {
+    /// The inode before and after the replacement.
+    inodes: (u64, u64),
+    /// Its mappings after the replacement.
+    maps: Vec<Mapping>,
+    /// Its next call: the greeting, or how it died.
+    called: std::result::Result<String, String>,
+}
+
+/// Replaces the library under a running process by `how` with `variant`,
+/// then calls it.
+fn replace_under(lab: &mut Lab, label: &str, how: Replace, variant: Variant) -> Result<Under> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let mut t = lab.start(Program::Plain, label)?;
+    let g = lab.call(&mut t)?;
+    lab.check_eq(format!("{label} greets with v1 first"), g.as_str(), OLD);
+    let ino2 = lab.put_lib(variant, how)?;
+    let m = lab.maps(t.pid())?;
+    let called = lab.call_may_crash(&mut t)?;
+    Ok(Under {
+        inodes: (ino1, ino2),
+        maps: m,
+        called,
+    })
+}
+
+pub fn l11(lab: &mut Lab) -> Result<()> {
+    let budget = Duration::from_secs(8);
+    lab.note("starts in a tight loop while another loop replaces the library");
+    lab.shell("while :; do install -m 755 build/libexample-v2.so lib/libexample.so; install -m 755 build/libexample-v1.so lib/libexample.so; done &");
+    lab.shell("for i in $(seq 4000); do bin/swaplab-plain --once > /dev/null || echo failed; done");
+    let inst = start_loop(lab, Replace::Install, 4000, budget, Some((500, 25)))?;
+    lab.note(format!(
+        "install: {} of {} starts failed ({}), {} replacements",
+        vol(inst.failed),
+        vol(inst.starts),
+        vol(reasons_text(&inst)),
+        vol(inst.replacements)
+    ));
+    lab.shell(format!(
+        "while :; do {}; {}; done &",
+        Replace::Rename.shell("build/libexample-v2.so", "lib/libexample.so"),
+        Replace::Rename.shell("build/libexample-v1.so", "lib/libexample.so")
+    ));
+    lab.shell(format!(
+        "for i in $(seq {}); do bin/swaplab-plain --once > /dev/null || echo failed; done",
+        vol(inst.starts.max(1000))
+    ));
+    let ren = start_loop(
+        lab,
+        Replace::Rename,
+        inst.starts.max(1000),
+        budget * 2,
+        None,
+    )?;
+    lab.note(format!(
+        "rename: {} of {} starts failed, {} replacements",
+        vol(ren.failed),
+        vol(ren.starts),
+        vol(ren.replacements)
+    ));
+    lab.observe("install_loop", &inst);
+    lab.observe("rename_loop", &ren);
+    lab.check(
+        "with install, some starts fail (the unlink + create window)",
+        inst.failed > 0,
+        format!("{} of {} failed", inst.failed, inst.starts),
+    );
+    lab.check(
+        "with rename, no start fails",
+        ren.failed == 0 && ren.starts >= inst.starts.min(1000),
+        format!(
+            "{} of {} failed ({})",
+            ren.failed,
+            ren.starts,
+            reasons_text(&ren)
+        ),
+    );
+
+    lab.note("--- rename(2) under a running process ---");
+    let Under {
+        inodes: (ino1, _),
+        maps: m,
+        called,
+    } = replace_under(lab, "A", Replace::Rename, V2)?;
+    lab.check_eq(
+        "A, after a rename, still greets with v1",
+        as_strs(&called),
+        Ok(OLD),
+    );
+    check_old_deleted(lab, "A", &m, ino1);
+
+    lab.note("--- cp over the live file: O_TRUNC, same inode, another layout ---");
+    let Under {
+        inodes: (ino1, ino2),
+        maps: m,
+        called,
+    } = replace_under(lab, "B", Replace::CopyInPlace, V2Layout)?;
+    lab.observe("cp_relaid_out_call", format!("{called:?}"));
+    lab.check(
+        "cp opened the mapped library for writing (no ETXTBSY), same inode",
+        ino1 == ino2,
+        format!("{ino1} -> {ino2}"),
+    );
+    lab.check(
+        "B's maps show the same inode, no (deleted)",
+        only_inode(&m, ino1) && none_deleted(&m),
+        describe(&m),
+    );
+    lab.check_eq(
+        "B's next call into the library kills it with SIGSEGV",
+        as_strs(&called),
+        Err("killed by SIGSEGV"),
+    );
+
+    lab.note("--- cp of a file shorter than the mappings ---");
+    let Under {
+        inodes: (ino1, ino2),
+        maps: m,
+        called,
+    } = replace_under(lab, "C", Replace::CopyInPlace, Short)?;
+    lab.observe("cp_short_call", format!("{called:?}"));
+    lab.check("same inode", ino1 == ino2, format!("{ino1} -> {ino2}"));
+    lab.check(
+        "C's maps show the same inode, no (deleted)",
+        only_inode(&m, ino1) && none_deleted(&m),
+        describe(&m),
+    );
+    lab.check_eq(
+        "C's next call into the library kills it with SIGBUS",
+        as_strs(&called),
+        Err("killed by SIGBUS"),
+    );
+
+    lab.note("--- same layout written in place, no truncation ---");
+    let Under {
+        inodes: (ino1, ino2),
+        maps: m,
+        called,
+    } = replace_under(lab, "D", Replace::WriteInPlace, V2)?;
+    lab.check("same inode", ino1 == ino2, format!("{ino1} -> {ino2}"));
+    lab.check(
+        "D's maps show the same inode, no (deleted)",
+        only_inode(&m, ino1) && none_deleted(&m),
+        describe(&m),
+    );
+    lab.check_eq(
+        "D silently runs the new code: it greets with v2",
+        as_strs(&called),
+        Ok(NEW),
+    );
+    Ok(())
+}
+
+/// (major, minor) of the running kernel.
+pub fn kernel_version() -> Result<(u32, u32)> {
+    let uts = nix::sys::utsname::uname()?;
+    let release = uts.release().to_string_lossy().into_owned();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    Ok((it.next().unwrap_or(0), it.next().unwrap_or(0)))
+}
+
+pub fn l12(lab: &mut Lab) -> Result<()> {
+    let (major, minor) = kernel_version()?;
+    // 6.11 allowed writes to running executables (deny_write_access dropped);
+    // 6.13 restored ETXTBSY.
+    let allows = (major, minor) >= (6, 11) && (major, minor) < (6, 13);
+    lab.observe("kernel", format!("{major}.{minor}"));
+    lab.observe("kernel_allows_writes", allows);
+    lab.put_lib(V1, Replace::Install)?;
+    let app = lab.sandbox.bin_dir().join("app");
+    let src = crate::process::targets_dir()?.join(Program::Plain.file_name());
+    lab.sandbox.program(Program::Plain)?;
+    lab.shell("cp bin/swaplab-plain bin/app");
+    fs::copy(&src, &app).context("cannot copy the target program")?;
+    let ino1 = inode_of(&app)?;
+    let mut a = lab.start_exe(&app, "A", &[], |_| String::new())?;
+    lab.call(&mut a)?;
+    lab.note(format!(
+        "open the running executable for writing (kernel {major}.{minor}: {})",
+        if allows {
+            "6.11 and 6.12 allow it"
+        } else {
+            "expect ETXTBSY"
+        }
+    ));
+    lab.shell(
+        "dd if=/dev/null of=bin/app conv=notrunc status=none   # open(O_WRONLY), writes nothing",
+    );
+    let opened = fs::OpenOptions::new().write(true).open(&app);
+    let busy = matches!(&opened, Err(e) if e.raw_os_error() == Some(libc::ETXTBSY));
+    match &opened {
+        Ok(_) => lab.say("(opened)"),
+        Err(e) => lab.say(format!("dd: failed to open 'bin/app': {e}")),
+    }
+    drop(opened);
+    lab.observe("write_open", if busy { "ETXTBSY" } else { "allowed" });
+    let exe_before = maps::exe_of(a.pid())?;
+    lab.note("replace it with a new file instead");
+    lab.shell("install -m 755 bin/swaplab-plain bin/app");
+    Replace::Install.apply(lab.sandbox.root(), "bin/swaplab-plain", "bin/app")?;
+    let ino2 = inode_of(&app)?;
+    let exe_after = maps::exe_of(a.pid())?;
+    lab.shell(format!("readlink /proc/{}/exe", a.pid()));
+    lab.say(format!(
+        "{}{}",
+        exe_after.path.display(),
+        if exe_after.deleted { " (deleted)" } else { "" }
+    ));
+    let g = lab.call(&mut a)?;
+    let mut b = lab.start_exe(&app, "B", &[], |_| String::new())?;
+    let exe_b = maps::exe_of(b.pid())?;
+    lab.shell(format!("readlink /proc/{}/exe", b.pid()));
+    lab.say(exe_b.path.display().to_string());
+    lab.call(&mut b)?;
+    lab.check(
+        if allows {
+            format!("kernel {major}.{minor} lets the running executable be opened for writing")
+        } else {
+            format!("kernel {major}.{minor} refuses to open the running executable for writing (ETXTBSY)")
+        },
+        busy != allows,
+        if busy { "ETXTBSY" } else { "the open succeeded" },
+    );
+    lab.check(
+        "before the replacement /proc/PID/exe is not (deleted)",
+        !exe_before.deleted,
+        format!("{exe_before:?}"),
+    );
+    lab.check(
+        "install replaced it: a new inode",
+        ino1 != ino2,
+        format!("{ino1} -> {ino2}"),
+    );
+    lab.check(
+        "A's /proc/PID/exe now ends in (deleted)",
+        exe_after.deleted && exe_after.path == app,
+        format!("{exe_after:?}"),
+    );
+    lab.check_eq("A keeps running", g.as_str(), OLD);
+    lab.check(
+        "B, started from the new file, has an exe that is not (deleted)",
+        !exe_b.deleted && exe_b.path == app,
+        format!("{exe_b:?}"),
+    );
+    Ok(())
+}
+
+/// The unprivileged user L13 runs a target as: `swaplab` if that user
+/// exists (CI creates it), else `nobody`.
+fn lab_user() -> Option<nix::unistd::User> {
+    ["swaplab", "nobody"]
+        .iter()
+        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+}
+
+pub fn l13(lab: &mut Lab) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return lab.skip(
+            format!(
+                "needs root to start a process as a second, unprivileged user (running as uid {})",
+                nix::unistd::geteuid()
+            ),
+            "run as root: sudo -E env PATH=\"$PATH\" cargo test l13 (uses user `swaplab` if it exists, else `nobody`)",
+        );
+    }
+    let Some(user) = lab_user() else {
+        return lab.skip(
+            "no unprivileged user `swaplab` or `nobody` on this machine",
+            "useradd --system --no-create-home swaplab",
+        );
+    };
+    lab.sandbox.open_to_all()?;
+    lab.put_lib(V1, Replace::Install)?;
+    let a = lab.start(Program::Plain, "A")?;
+    let (uid, gid) = (user.uid, user.gid);
+    let name = user.name.clone();
+    let mut u = lab.start_with(Program::Plain, "U", &[], move |cmd| {
+        cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        format!("sudo -u {name}")
+    })?;
+    lab.observe("user", &user.name);
+    lab.note(format!("U runs as {}; A as root", user.name));
+    let other = lab.ask(&mut u, &format!("peek {}", a.pid()), "peek")?;
+    let own_pid = u.pid();
+    let own = lab.ask(&mut u, &format!("peek {own_pid}"), "peek")?;
+    lab.note("root reads both");
+    let ma = lab.maps(a.pid())?;
+    let mu = lab.maps(u.pid())?;
+    lab.observe("unprivileged_reads_other", &other);
+    lab.observe("unprivileged_reads_own", &own);
+    lab.check(
+        format!("{} cannot read /proc/PID/maps of root's process", user.name),
+        other.contains(" denied: "),
+        &other,
+    );
+    lab.check(
+        format!("{} reads the maps of its own process", user.name),
+        own.contains(" ok "),
+        &own,
+    );
+    lab.check(
+        "root reads both processes' maps",
+        !ma.is_empty() && !mu.is_empty(),
+        format!("A: {}, U: {}", describe(&ma), describe(&mu)),
+    );
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! The experiments, one function per finding, grouped by source article.
+
+pub mod libs;

@@ -1,0 +1,278 @@
+//! The one definition of every finding: ID, the claim, its source article,
+//! the steps, and the experiment that observes and judges it. The tests, the
+//! CLI, the JSON report, the README table and the lab sheets all read this.
+
+use anyhow::Result;
+
+use crate::lab::Lab;
+
+/// The source articles (`shared/seeds/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Article {
+    /// 000: when must a process be restarted after a shared library update.
+    SharedLibraryUpdate,
+    /// 001: nginx's "upgrading executable on the fly".
+    NginxUpgrade,
+    /// 002: graceful restart by passing the listening socket (SCM_RIGHTS).
+    GracefulRestart,
+}
+
+impl Article {
+    pub fn title(self) -> &'static str {
+        match self {
+            Article::SharedLibraryUpdate => {
+                "000: when must a process be restarted after a shared library update"
+            }
+            Article::NginxUpgrade => "001: nginx, upgrading the executable on the fly",
+            Article::GracefulRestart => "002: graceful restart by passing the listening socket",
+        }
+    }
+}
+
+pub type Experiment = fn(&mut Lab) -> Result<()>;
+
+pub struct Finding {
+    /// Stable ID (`L04`).
+    pub id: &'static str,
+    /// The claim as a test name reads it, after the lowercase ID.
+    pub slug: &'static str,
+    /// The claim, as FINDINGS.md states it.
+    pub claim: &'static str,
+    pub article: Article,
+    /// What the experiment does, step by step.
+    pub steps: &'static [&'static str],
+    /// The experiment; `None` while it is planned.
+    pub experiment: Option<Experiment>,
+    /// For planned findings: where the work is tracked.
+    pub planned: &'static str,
+}
+
+impl Finding {
+    /// The test that proves it: `l04_forked_children_keep_the_old_library`.
+    pub fn test_name(&self) -> String {
+        format!("{}_{}", self.id.to_ascii_lowercase(), self.slug)
+    }
+
+    /// The lab sheet's path, relative to the repository.
+    pub fn sheet(&self) -> String {
+        format!("experiments/{}.md", self.id)
+    }
+}
+
+/// Looks a finding up by ID, case-insensitively.
+pub fn find(id: &str) -> Option<&'static Finding> {
+    FINDINGS.iter().find(|f| f.id.eq_ignore_ascii_case(id))
+}
+
+use crate::experiments::libs;
+
+macro_rules! planned {
+    ($id:literal, $slug:literal, $article:ident, $issue:literal, $claim:literal) => {
+        Finding {
+            id: $id,
+            slug: $slug,
+            claim: $claim,
+            article: Article::$article,
+            steps: &[],
+            experiment: None,
+            planned: $issue,
+        }
+    };
+}
+
+pub static FINDINGS: &[Finding] = &[
+    Finding {
+        id: "L01",
+        slug: "a_process_started_after_the_replacement_runs_the_new_library",
+        claim: "A process started after the library file is replaced runs the new version; its maps show the new inode and no `(deleted)`.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1 as lib/libexample.so; start A (linked at start-up), call the library, show its maps; stop A",
+            "install v2 over it (install(1): unlink + create)",
+            "start B; call the library; show its maps",
+        ],
+        experiment: Some(libs::l01),
+        planned: "",
+    },
+    Finding {
+        id: "L02",
+        slug: "a_running_process_keeps_the_old_library_marked_deleted",
+        claim: "A process running across the replacement keeps the old code: calling into the library again still gives the old output, and every mapping of the library in `/proc/PID/maps` ends in ` (deleted)` with the old inode.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1; start A; call the library; show its maps",
+            "install v2 over it while A runs",
+            "call the library in A again; show A's maps",
+        ],
+        experiment: Some(libs::l02),
+        planned: "",
+    },
+    Finding {
+        id: "L03",
+        slug: "old_and_new_run_side_by_side_and_grep_finds_both",
+        claim: "Old and new run side by side: `grep libexample /proc/*/maps` (the article's detection command) finds both processes; only the old one's lines carry `(deleted)`, and the two inodes differ.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1; start A; call the library",
+            "install v2; start B; call the library",
+            "grep libexample /proc/*/maps",
+        ],
+        experiment: Some(libs::l03),
+        planned: "",
+    },
+    Finding {
+        id: "L04",
+        slug: "forked_children_keep_the_old_library",
+        claim: "Children forked after the replacement run the old version (they inherit the parent's mappings); restarting only the children is not enough.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1; start the forking program P; fork a child, which calls the library",
+            "install v2",
+            "fork another child: it calls the library; show its maps",
+            "kill the children and fork a fresh one (a children-only restart)",
+            "start a new process N (a full restart)",
+        ],
+        experiment: Some(libs::l04),
+        planned: "",
+    },
+    Finding {
+        id: "L05",
+        slug: "exec_after_the_replacement_loads_the_new_library",
+        claim: "A fork + execve (or an execve in place) after the replacement loads the new version: exec runs the dynamic loader again.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1; start A; call the library",
+            "install v2; A still calls v1",
+            "A forks a child that execs A's program: the child calls the library; show its maps",
+            "A execs its own program in place (same pid): call the library; show its maps",
+        ],
+        experiment: Some(libs::l05),
+        planned: "",
+    },
+    Finding {
+        id: "L06",
+        slug: "dlopen_after_the_last_dlclose_loads_the_new_library",
+        claim: "The article's open question, answered for glibc: after the last `dlclose`, `dlopen` of the same path loads the new version. The handle and the load address may come back identical (measured): only the inode in maps shows the reload.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1; start D (dlopen program); dlopen lib/libexample.so, call it, show maps",
+            "dlclose it: the mappings go",
+            "install v2; dlopen the same path again, call it, show maps; compare handle, address and inode",
+        ],
+        experiment: Some(libs::l06),
+        planned: "",
+    },
+    Finding {
+        id: "L07",
+        slug: "dlopen_of_the_same_path_with_a_handle_open_returns_the_old_library",
+        claim: "glibc matches an already-loaded library by the path string first: `dlopen` of the same path while a handle is still open returns the same handle and the old code, even though the file on disk is new.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1; start D; dlopen lib/libexample.so and call it",
+            "install v2; dlopen the same path again while the first handle is open",
+            "call through the second handle; show maps",
+        ],
+        experiment: Some(libs::l07),
+        planned: "",
+    },
+    Finding {
+        id: "L08",
+        slug: "a_pinned_library_survives_dlclose_and_keeps_the_old_code",
+        claim: "`dlclose` does not unload, and a later `dlopen` keeps the old code, when the library is pinned: also linked at start-up (DT_NEEDED), built with `-z nodelete`, opened with `RTLD_NODELETE`, or another handle is still open (reference count). A successful `RTLD_NOLOAD` probe adds a reference too (measured): a probe must be balanced by a `dlclose`.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "for each pin (DT_NEEDED, -z nodelete, RTLD_NODELETE, a second handle, an RTLD_NOLOAD probe), in a fresh process:",
+            "dlopen v1 and call it; dlclose; the mappings stay",
+            "install v2; dlopen again and call: still v1",
+            "for the counted pins, dlclose every handle: the mappings go, and dlopen loads v2",
+        ],
+        experiment: Some(libs::l08),
+        planned: "",
+    },
+    Finding {
+        id: "L09",
+        slug: "dlopen_of_a_copy_at_a_new_path_loads_the_new_version_beside_the_old",
+        claim: "`dlopen` of a copy at a new, unique path loads the new version beside the old one: both are mapped and callable (the hot-reload trick).",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "install v1; start D; dlopen lib/libexample.so and call it",
+            "replace it with v2 (rename); copy it to a new, unique path",
+            "dlopen the copy and call it; call the first handle again; show maps",
+        ],
+        experiment: Some(libs::l09),
+        planned: "",
+    },
+    planned!("L10", "musl_dlclose_never_unloads_and_dlopen_matches_by_inode", SharedLibraryUpdate, "issue 6 (distro linkers)",
+        "musl differs (measured): `dlclose` never unloads, and `dlopen` of a path matches by device + inode, so after a replacement it loads the new file as a second copy while the old stays mapped."),
+    Finding {
+        id: "L11",
+        slug: "how_the_file_is_replaced_decides_what_running_processes_see",
+        claim: "How the file is replaced matters. `install` unlinks then creates (not atomic: a process starting in that window can fail to find the library — measured: about 3% of starts failed, ENOENT or \"file too short\", while install looped; 0 of about 5,000 with rename); `rename(2)` is atomic (no window). `cp` over the live file (same inode, `O_TRUNC`) is accepted by the kernel (no ETXTBSY for a mapped `.so`) and the running process crashes on its next call into the library (SIGSEGV measured 100%; SIGBUS when the new file is shorter than the mapping). A same-layout in-place write without truncation makes the running process silently run the new code. Neither in-place case shows `(deleted)`.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "start processes in a tight loop while another loop replaces the library with install, then with rename; count the failed starts",
+            "rename v2 over a running A: A keeps v1, its maps say (deleted)",
+            "cp the re-laid-out v2 over a running B (O_TRUNC, same inode); B calls the library",
+            "cp the short v2 over a running C; C calls the library",
+            "write v2 over a running D without truncating; D calls the library",
+        ],
+        experiment: Some(libs::l11),
+        planned: "",
+    },
+    Finding {
+        id: "L12",
+        slug: "a_running_executable_cannot_be_written_but_can_be_replaced",
+        claim: "Writing into a running executable fails with ETXTBSY on current kernels (6.11 and 6.12 allowed it; 6.13 denies it again); replacing it by install/rename works and `/proc/PID/exe` then reads `… (deleted)`.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "copy a target program to bin/app and start it",
+            "open bin/app for writing (expect ETXTBSY, except on kernels 6.11 and 6.12)",
+            "install a new copy over bin/app; read /proc/PID/exe; start the new file",
+        ],
+        experiment: Some(libs::l12),
+        planned: "",
+    },
+    Finding {
+        id: "L13",
+        slug: "an_unprivileged_user_cannot_read_another_users_maps",
+        claim: "An unprivileged user cannot read `/proc/PID/maps` of another user's process (why the article uses `sudo grep`); its own processes it can.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "as root, start A; start U as an unprivileged user",
+            "U reads /proc/A/maps (another user's) and /proc/U/maps (its own)",
+            "root reads both",
+        ],
+        experiment: Some(libs::l13),
+        planned: "",
+    },
+    planned!("U01", "a_child_forked_after_the_executable_is_replaced_runs_the_old_program", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "`fork` copies the running image: a child forked after the executable file is replaced runs the old program; its `/proc/PID/exe` ends in `(deleted)`."),
+    planned!("U02", "execve_runs_the_new_file_and_keeps_pid_and_open_fds", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "`execve` starts the program now on disk, keeps the pid and every fd not marked close-on-exec, and keeps no memory (flags, state); close-on-exec fds are gone."),
+    planned!("U03", "the_nginx_style_upgrade_keeps_every_connection", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "The nginx upgrade, reproduced by the harness's own master/worker server: USR2 renames the pid file to `<pid>.oldbin`, forks and execs the new binary, which is a child of the old master and inherits the listening socket (the same socket inode in `/proc/PID/fd` of both masters; fd numbers passed in an environment variable). Both generations serve. WINCH: old workers finish gracefully, the old master stays. QUIT: the old master exits. No client connection fails through the whole sequence under load."),
+    planned!("U04", "usr2_is_ignored_while_an_upgrade_is_in_progress", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "USR2 is ignored by the old master while its new binary runs, and by the new master while the old master is alive."),
+    planned!("U05", "rollback_brings_the_old_generation_back_without_errors", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "Rollback: HUP to the old master starts old workers again (forked from the old image); QUIT/TERM to the new master; the pid file is renamed back and the old generation serves; no client connection fails."),
+    planned!("U06", "a_failed_exec_leaves_the_old_master_serving", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "If the new binary cannot be executed, the old master keeps serving and renames the pid file back."),
+    planned!("U07", "a_library_update_needs_the_exec_not_a_worker_restart", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "A library update needs the exec: with libexample replaced on disk, a worker restart by fork (HUP) still runs the old library; USR2 (fork + exec) brings the new one."),
+    planned!("U08", "real_nginx_upgrades_and_rolls_back_without_errors", NginxUpgrade, "issue 3 (upgrade on the fly)",
+        "The same sequence against real nginx (Debian's package) shows the article's process tables: the new master's parent is the old master, `.oldbin` appears, the old master's exe is `(deleted)`, both masters hold the same listening socket, and no request fails under load (measured: 0 of about 100,000); the rollback path works too."),
+    planned!("G01", "a_second_bind_fails_with_eaddrinuse_unless_reuseport", GracefulRestart, "issue 4 (graceful restart)",
+        "A second process cannot bind a port that a listening socket holds (EADDRINUSE), unless both use SO_REUSEPORT."),
+    planned!("G02", "a_stop_start_restart_refuses_and_truncates", GracefulRestart, "issue 4 (graceful restart)",
+        "Stop/start restart: during the dead time clients get ECONNREFUSED (the article's `system:111`), and downloads in flight end early (the article's `asio.misc:2`, EOF); connections accepted or queued but not yet served are reset (measured per restart with 2 MiB downloads: a few resets and short reads, hundreds of refusals depending on how fast clients retry)."),
+    planned!("G03", "an_scm_rights_handover_restarts_without_a_client_error", GracefulRestart, "issue 4 (graceful restart)",
+        "Graceful restart: the new process receives the listening socket(s) over a Unix domain socket as SCM_RIGHTS ancillary data (several fds in one message), starts accepting, and only then the old one stops accepting and drains its open connections: no client sees an error, every download completes."),
+    planned!("G04", "queued_connections_wait_while_any_fd_holds_the_socket", GracefulRestart, "issue 4 (graceful restart)",
+        "Connections that arrive while nobody calls `accept` wait in the listening socket's queue and are served later, as long as some process still holds the socket; closing the last fd of the listening socket resets them (measured: 20 of 20 queued clients served through a dup passed by SCM_RIGHTS; 20 of 20 got ECONNRESET, never EOF, when the last fd closed)."),
+    planned!("G05", "a_reuseport_overlap_drops_queued_connections_unless_migrated", GracefulRestart, "issue 4 (graceful restart)",
+        "SO_REUSEPORT overlap with separate sockets: closing the old process's socket resets the connections queued on it (the HAProxy reload problem: about 1 failure per reload per 10,000 new connections/s in its own documentation), unless `net.ipv4.tcp_migrate_req=1` migrates them (measured with 200 queued clients: 93–102 reset with 0; 0 reset with 1, set inside a fresh network namespace — the setting is per namespace, the host's stays untouched)."),
+    planned!("G06", "handover_strategies_side_by_side", GracefulRestart, "issue 4 (graceful restart)",
+        "Side by side, under the same load: stop/start, SO_REUSEPORT, SCM_RIGHTS hand-over, exec inheritance (nginx style) and socket activation (`LISTEN_FDS`/`LISTEN_PID`): refused, reset and truncated connections, the refusal window, and latency (p50/p99/max) around the switch."),
+    planned!("G07", "ipv6_link_local_needs_a_scope_id", GracefulRestart, "issue 4 (graceful restart)",
+        "IPv6 link-local addresses need a scope id: connecting to `fe80::…` without `%ifname` fails (measured: EINVAL; a wrong scope id gives ENETUNREACH), with it succeeds (shown between two network namespaces joined by a veth pair; the addresses stay tentative for about 1.8 s of duplicate address detection, so wait for that, with a deadline)."),
+];

@@ -1,0 +1,428 @@
+//! An experiment's notebook: what was done and seen (the transcript), what it
+//! observed (for the JSON report), and the checks that decide the verdict.
+//!
+//! An experiment observes first and judges after: every check records what it
+//! saw, and the verdict is Confirmed only when every check held. A harness
+//! failure (a deadline passed, a file could not be written) is an Error, not a
+//! verdict about the platform.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::maps::{self, Mapping};
+use crate::process::{hermetic, Program, Target};
+use crate::replace::Replace;
+use crate::sandbox::Sandbox;
+use crate::variants::Variant;
+
+/// How an experiment judged its finding on this machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict")]
+pub enum Verdict {
+    /// Every check held.
+    Confirmed,
+    /// At least one check did not hold; `saw` says what was seen instead.
+    Refuted { saw: Vec<String> },
+    /// Not run here; `enable` is what would make it run.
+    Skipped { reason: String, enable: String },
+    /// The harness itself failed (deadline, I/O): no verdict.
+    Error { message: String },
+}
+
+impl Verdict {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Confirmed => "Confirmed",
+            Verdict::Refuted { .. } => "Refuted",
+            Verdict::Skipped { .. } => "Skipped",
+            Verdict::Error { .. } => "Error",
+        }
+    }
+
+    /// Whether this verdict fails a test or a run (Refuted or Error).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Verdict::Refuted { .. } | Verdict::Error { .. })
+    }
+}
+
+/// One part of the claim, checked against what was seen.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub ok: bool,
+    pub saw: String,
+}
+
+/// Marks a value that changes from run to run (a count, a duration): shown as
+/// is, redacted to `[N]`.
+pub fn vol(v: impl Display) -> String {
+    format!("\u{1}{v}\u{2}")
+}
+
+/// Removes the [`vol`] marks.
+pub fn plain(line: &str) -> String {
+    line.replace(['\u{1}', '\u{2}'], "")
+}
+
+pub type Sink = Box<dyn FnMut(&str) + Send>;
+
+pub struct Lab {
+    pub sandbox: Sandbox,
+    transcript: Vec<String>,
+    checks: Vec<Check>,
+    observations: BTreeMap<String, Value>,
+    skipped: Option<(String, String)>,
+    live: Option<Sink>,
+}
+
+impl Lab {
+    /// A lab with a fresh sandbox. `live`, when given, receives each
+    /// transcript line as it is written (the CLI's narration).
+    pub fn new(id: &str, live: Option<Sink>) -> Result<Lab> {
+        Ok(Lab {
+            sandbox: Sandbox::new(&id.to_ascii_lowercase())?,
+            transcript: Vec::new(),
+            checks: Vec::new(),
+            observations: BTreeMap::new(),
+            skipped: None,
+            live,
+        })
+    }
+
+    // ---- the transcript ----------------------------------------------------
+
+    /// Adds one transcript line as is.
+    pub fn say(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        if let Some(live) = self.live.as_mut() {
+            live(&plain(&line));
+        }
+        self.transcript.push(line);
+    }
+
+    /// A shell command, as typed (`$ …`), run in the sandbox folder.
+    pub fn shell(&mut self, cmd: impl Display) {
+        self.say(format!("$ {cmd}"));
+    }
+
+    /// A comment (`# …`): what is about to happen, or why.
+    pub fn note(&mut self, text: impl Display) {
+        self.say(format!("# {text}"));
+    }
+
+    /// Records an observation for the report.
+    pub fn observe(&mut self, key: &str, value: impl Serialize) {
+        self.observations.insert(
+            key.to_string(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+    }
+
+    /// Judges one part of the claim. Returns `ok`.
+    pub fn check(&mut self, what: impl Display, ok: bool, saw: impl Display) -> bool {
+        let (what, saw) = (what.to_string(), saw.to_string());
+        if ok {
+            self.say(format!("ok: {what}"));
+        } else {
+            self.say(format!("REFUTED: {what} (saw: {saw})"));
+        }
+        self.checks.push(Check { what, ok, saw });
+        ok
+    }
+
+    /// Checks that `got` equals `want`.
+    pub fn check_eq<T: PartialEq + std::fmt::Debug>(
+        &mut self,
+        what: impl Display,
+        got: T,
+        want: T,
+    ) -> bool {
+        let ok = got == want;
+        self.check(what, ok, format!("{got:?}, expected {want:?}"))
+    }
+
+    /// Ends the experiment as Skipped.
+    pub fn skip(&mut self, reason: impl Display, enable: impl Display) -> Result<()> {
+        self.note(format!("skipped: {reason}"));
+        self.skipped = Some((reason.to_string(), enable.to_string()));
+        Ok(())
+    }
+
+    // ---- library files -----------------------------------------------------
+
+    /// Puts variant `v` at `lib/libexample.so` by `how`, narrated as the
+    /// command that does the same; returns the file's inode afterwards.
+    pub fn put_lib(&mut self, v: Variant, how: Replace) -> Result<u64> {
+        let src = self.sandbox.stage(v)?;
+        let (src, dst) = (self.sandbox.rel(&src), "lib/libexample.so");
+        self.shell(format!(
+            "{}   # {} ({})",
+            how.shell(&src, dst),
+            v.name(),
+            v.greeting()
+        ));
+        how.apply(self.sandbox.root(), &src, dst)?;
+        self.lib_inode()
+    }
+
+    /// The inode `lib/libexample.so` names now, narrated as `stat`.
+    pub fn lib_inode(&mut self) -> Result<u64> {
+        let ino = inode_of(&self.sandbox.lib_file())?;
+        self.shell("stat -c 'inode=%i' lib/libexample.so");
+        self.say(format!("inode={ino}"));
+        Ok(ino)
+    }
+
+    // ---- processes ---------------------------------------------------------
+
+    /// Starts a target program from `bin/` as process `label` and waits for
+    /// its `ready` line.
+    pub fn start(&mut self, program: Program, label: &str) -> Result<Target> {
+        self.start_with(program, label, &[], |_| String::new())
+    }
+
+    /// Like [`Lab::start`], with arguments and a hook to adjust the command
+    /// (another user, say).
+    pub fn start_with(
+        &mut self,
+        program: Program,
+        label: &str,
+        args: &[&str],
+        adjust: impl FnOnce(&mut std::process::Command) -> String,
+    ) -> Result<Target> {
+        let exe = self.sandbox.program(program)?;
+        self.start_exe(&exe, label, args, adjust)
+    }
+
+    /// Starts the program at `exe` (in the sandbox) as process `label`.
+    /// `adjust` may change the command and returns a prefix for the shown
+    /// command line (`sudo -u nobody`, or nothing).
+    pub fn start_exe(
+        &mut self,
+        exe: &Path,
+        label: &str,
+        args: &[&str],
+        adjust: impl FnOnce(&mut std::process::Command) -> String,
+    ) -> Result<Target> {
+        let mut cmd = hermetic(exe, &self.sandbox.lib_dir());
+        cmd.current_dir(self.sandbox.root()).args(args);
+        let prefix = adjust(&mut cmd);
+        let mut shown = self.sandbox.rel(exe);
+        for a in args {
+            shown.push(' ');
+            shown.push_str(a);
+        }
+        if !prefix.is_empty() {
+            shown = format!("{prefix} {shown}");
+        }
+        self.shell(format!("{shown} &   # process {label}"));
+        let t = Target::start(cmd, label, &shown)?;
+        self.say(format!("[{label}] ready pid={}", t.pid()));
+        Ok(t)
+    }
+
+    /// Sends `cmd` to `t` and waits for the answer that starts with `answer`
+    /// (or an `error` line, which fails).
+    pub fn ask(&mut self, t: &mut Target, cmd: &str, answer: &str) -> Result<String> {
+        self.say(format!("[{}] < {cmd}", t.label()));
+        t.send(cmd)?;
+        let want = format!("{answer} pid={}", t.pid());
+        let err = format!("error pid={}", t.pid());
+        let line = t.wait_line(
+            |l| l.starts_with(&want) || l.starts_with(&err),
+            &format!("`{want}…`"),
+        )?;
+        self.say(format!("[{}] {line}", t.label()));
+        if line.starts_with(&err) {
+            anyhow::bail!("{} answered `{cmd}` with: {line}\n{}", t.label(), t.dump());
+        }
+        Ok(line)
+    }
+
+    /// Waits for a line from `t` that starts with `prefix`, and shows it.
+    pub fn expect(&mut self, t: &mut Target, prefix: &str) -> Result<String> {
+        let line = t.wait_line(|l| l.starts_with(prefix), &format!("`{prefix}…`"))?;
+        self.say(format!("[{}] {line}", t.label()));
+        Ok(line)
+    }
+
+    /// `exit`: the target says goodbye and exits.
+    pub fn stop(&mut self, t: &mut Target) -> Result<()> {
+        self.ask(t, "exit", "bye")?;
+        t.wait_exit()?;
+        Ok(())
+    }
+
+    /// `call` where the call may kill the process: `Ok(greeting)` if it
+    /// answered, `Err(how it ended)` if it died instead.
+    pub fn call_may_crash(
+        &mut self,
+        t: &mut Target,
+    ) -> Result<std::result::Result<String, String>> {
+        self.say(format!("[{}] < call", t.label()));
+        t.send("call")?;
+        let want = format!("greeting pid={}", t.pid());
+        match t.wait_line_or_end(|l| l.starts_with(&want), &format!("`{want}…`"))? {
+            Some(line) => {
+                self.say(format!("[{}] {line}", t.label()));
+                Ok(Ok(after_colon(&line)))
+            }
+            None => {
+                let how = crate::process::describe_status(&t.wait_exit()?);
+                self.say(format!("# process {} was {how}", t.label()));
+                Ok(Err(how))
+            }
+        }
+    }
+
+    /// `call`: the greeting of the library linked at start-up.
+    pub fn call(&mut self, t: &mut Target) -> Result<String> {
+        let line = self.ask(t, "call", "greeting")?;
+        Ok(after_colon(&line))
+    }
+
+    /// `callh H`: the greeting through dlopen handle `h`, and the address
+    /// of `greeting()`.
+    pub fn callh(&mut self, t: &mut Target, h: u32) -> Result<(String, String)> {
+        let line = self.ask(t, &format!("callh {h}"), "greeting")?;
+        Ok((after_colon(&line), field(&line, "fn")?))
+    }
+
+    /// `open PATH [opts]` (dlopen); returns the handle number and value.
+    pub fn open(&mut self, t: &mut Target, path: &Path, opts: &str) -> Result<(u32, String)> {
+        let cmd = format!("open {} {opts}", path.display());
+        let line = self.ask(t, cmd.trim_end(), "opened")?;
+        Ok((field_u32(&line, "h")?, field(&line, "handle")?))
+    }
+
+    /// `close H` (dlclose).
+    pub fn close(&mut self, t: &mut Target, h: u32) -> Result<()> {
+        self.ask(t, &format!("close {h}"), "closed").map(|_| ())
+    }
+
+    /// Whether `p` is one of this sandbox's libexample files (`lib/libexample*`).
+    pub fn is_example(&self, p: &Path) -> bool {
+        p.parent() == Some(self.sandbox.lib_dir().as_path())
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libexample"))
+    }
+
+    /// `grep libexample /proc/PID/maps`, narrated; returns the mappings of
+    /// the sandbox's libexample files (`lib/libexample*`).
+    pub fn maps(&mut self, pid: i32) -> Result<Vec<Mapping>> {
+        let found = maps::mappings_where(pid, |p| self.is_example(p))?;
+        self.shell(format!("grep libexample /proc/{pid}/maps"));
+        for m in &found {
+            self.say(m.line());
+        }
+        if found.is_empty() {
+            self.say("(no lines)");
+        }
+        Ok(found)
+    }
+
+    /// `grep libexample /proc/*/maps` (the article's detection command),
+    /// limited to this sandbox's library; narrated.
+    pub fn grep_all(&mut self) -> Result<Vec<(i32, Vec<Mapping>)>> {
+        let found = maps::scan_all(|p| self.is_example(p))?;
+        self.shell("grep libexample /proc/*/maps 2> /dev/null");
+        for (pid, ms) in &found {
+            for m in ms {
+                self.say(format!("/proc/{pid}/maps:{}", m.line()));
+            }
+        }
+        Ok(found)
+    }
+
+    // ---- the judgement -----------------------------------------------------
+
+    /// The verdict from the checks (and the experiment's result).
+    pub fn verdict(&self, result: &Result<()>) -> Verdict {
+        if let Err(e) = result {
+            return Verdict::Error {
+                message: format!("{e:#}\n(sandbox: {})", self.sandbox.root().display()),
+            };
+        }
+        if let Some((reason, enable)) = &self.skipped {
+            return Verdict::Skipped {
+                reason: reason.clone(),
+                enable: enable.clone(),
+            };
+        }
+        if self.checks.is_empty() {
+            return Verdict::Error {
+                message: "the experiment made no check".into(),
+            };
+        }
+        let saw: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: saw {}", c.what, c.saw))
+            .collect();
+        if saw.is_empty() {
+            Verdict::Confirmed
+        } else {
+            Verdict::Refuted { saw }
+        }
+    }
+
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    pub fn observations(&self) -> &BTreeMap<String, Value> {
+        &self.observations
+    }
+
+    /// The transcript as shown to a person (volatile marks removed).
+    pub fn transcript(&self) -> Vec<String> {
+        self.transcript.iter().map(|l| plain(l)).collect()
+    }
+
+    /// The transcript with everything that changes between runs redacted.
+    pub fn redacted(&self) -> Vec<String> {
+        crate::redact::redact(&self.transcript, self.sandbox.root())
+    }
+}
+
+/// The inode a path names now.
+pub fn inode_of(p: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(p)
+        .with_context(|| format!("cannot stat {}", p.display()))?
+        .ino())
+}
+
+/// The text after `": "` in an answer line.
+pub fn after_colon(line: &str) -> String {
+    line.split_once(": ")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of `key=value` in an answer line.
+pub fn field(line: &str, key: &str) -> Result<String> {
+    let want = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&want))
+        .map(|v| v.trim_end_matches(':').to_string())
+        .ok_or_else(|| anyhow::anyhow!("no `{key}=` in `{line}`"))
+}
+
+pub fn field_u32(line: &str, key: &str) -> Result<u32> {
+    field(line, key)?
+        .parse()
+        .with_context(|| format!("`{key}` in `{line}` is not a number"))
+}
+
+pub fn field_i32(line: &str, key: &str) -> Result<i32> {
+    field(line, key)?
+        .parse()
+        .with_context(|| format!("`{key}` in `{line}` is not a number"))
+}

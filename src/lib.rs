@@ -1,0 +1,14 @@
+//! swaplab: shows, on a real Linux machine, what happens to running
+//! processes when the code under them is replaced.
+
+pub mod agent;
+pub mod experiments;
+pub mod findings;
+pub mod lab;
+pub mod maps;
+pub mod process;
+pub mod redact;
+pub mod replace;
+pub mod report;
+pub mod sandbox;
+pub mod variants;

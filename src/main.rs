@@ -1,0 +1,209 @@
+//! `swaplab`: run the findings and narrate them.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use swaplab::findings::{self, Finding, FINDINGS};
+use swaplab::lab::Verdict;
+use swaplab::report::{self, Outcome, Platform, Report};
+
+#[derive(Parser)]
+#[command(
+    name = "swaplab",
+    version,
+    about = "Shows what happens to running processes when the code under them is replaced",
+    after_help = "Examples:\n  swaplab list\n  swaplab run L04\n  swaplab run --all\n  swaplab run --all --json > report.json"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every finding: ID, whether it runs here, and the claim.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run findings and narrate each experiment, then judge it.
+    Run {
+        /// Finding IDs (L04, l04, ...).
+        #[arg(value_name = "ID", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Run every finding.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Print a machine-readable report (JSON) on stdout instead of the
+        /// narration.
+        #[arg(long)]
+        json: bool,
+        /// No narration: only the verdicts.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::List { json } => list(json),
+        Command::Run {
+            ids,
+            all,
+            json,
+            quiet,
+        } => run(&ids, all, json, quiet),
+    }
+}
+
+/// Whether a finding runs on this machine, and if not, why.
+fn readiness(f: &Finding) -> String {
+    if f.experiment.is_none() {
+        return format!("planned ({})", f.planned);
+    }
+    if f.id == "L13" && !nix::unistd::geteuid().is_root() {
+        return "skips here: needs root".into();
+    }
+    "runs".into()
+}
+
+fn list(json: bool) -> ExitCode {
+    if json {
+        let rows: Vec<_> = FINDINGS
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "id": f.id,
+                    "claim": f.claim,
+                    "article": f.article.title(),
+                    "test": f.test_name(),
+                    "status": readiness(f),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON"));
+        return ExitCode::SUCCESS;
+    }
+    println!("{:<4}  {:<28}  CLAIM", "ID", "STATUS HERE");
+    for f in FINDINGS {
+        println!("{:<4}  {:<28}  {}", f.id, readiness(f), short(f.claim, 100));
+    }
+    ExitCode::SUCCESS
+}
+
+fn short(s: &str, n: usize) -> String {
+    let first = s.split(". ").next().unwrap_or(s);
+    if first.chars().count() <= n {
+        first.trim_end_matches('.').to_string()
+    } else {
+        format!("{}…", first.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn run(ids: &[String], all: bool, json: bool, quiet: bool) -> ExitCode {
+    let selected: Vec<&'static Finding> = if all {
+        FINDINGS.iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for id in ids {
+            match findings::find(id) {
+                Some(f) => v.push(f),
+                None => {
+                    eprintln!(
+                        "swaplab: unknown finding ID `{id}`; known IDs are {} (see `swaplab list`)",
+                        FINDINGS.iter().map(|f| f.id).collect::<Vec<_>>().join(", ")
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        v
+    };
+    let platform = Platform::detect();
+    let narrate = !json && !quiet;
+    if !json {
+        println!("swaplab on {}", platform.one_line());
+    }
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for f in selected {
+        if narrate {
+            println!("\n== {}: {}", f.id, f.claim);
+        }
+        let live: Option<swaplab::lab::Sink> = if narrate {
+            Some(Box::new(|line: &str| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "  {line}");
+                let _ = out.flush();
+            }))
+        } else {
+            None
+        };
+        let o = report::run(f, live);
+        if !json {
+            print_verdict(&o, narrate);
+        }
+        outcomes.push(o);
+    }
+    let failed = outcomes.iter().any(|o| o.verdict.is_failure());
+    if json {
+        let r = Report {
+            swaplab: env!("CARGO_PKG_VERSION"),
+            platform,
+            findings: outcomes,
+        };
+        println!("{}", serde_json::to_string_pretty(&r).expect("JSON"));
+    } else if outcomes.len() > 1 {
+        table(&outcomes);
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_verdict(o: &Outcome, narrate: bool) {
+    match &o.verdict {
+        Verdict::Confirmed if narrate => {}
+        Verdict::Confirmed => println!("{}: Confirmed", o.id),
+        Verdict::Refuted { saw } => {
+            println!("{}: Refuted; this machine showed:", o.id);
+            for s in saw {
+                println!("  - {s}");
+            }
+        }
+        Verdict::Skipped { reason, enable } => {
+            println!("{}: Skipped: {reason}\n  to run it: {enable}", o.id)
+        }
+        Verdict::Error { message } => println!("{}: Error (no verdict): {message}", o.id),
+    }
+}
+
+fn table(outcomes: &[Outcome]) {
+    println!("\n{:<4}  {:<9}  {:>7}  CLAIM", "ID", "VERDICT", "TIME");
+    for o in outcomes {
+        let time = if o.millis > 0 {
+            format!("{:.2} s", o.millis as f64 / 1000.0)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<4}  {:<9}  {:>7}  {}",
+            o.id,
+            o.verdict.word(),
+            time,
+            short(&o.claim, 90)
+        );
+    }
+    let count = |w: &str| outcomes.iter().filter(|o| o.verdict.word() == w).count();
+    println!(
+        "\n{} confirmed, {} refuted, {} skipped, {} errors",
+        count("Confirmed"),
+        count("Refuted"),
+        count("Skipped"),
+        count("Error")
+    );
+}

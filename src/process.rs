@@ -1,0 +1,318 @@
+//! Running target programs: a hermetic command, handshakes on stdout lines
+//! with deadlines, and a guard that kills the whole process group on drop.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// How long any handshake may take before it is a failure. Generous, because
+/// the suite must pass with both cores busy; `SWAPLAB_TIMEOUT` (seconds)
+/// overrides it.
+pub fn deadline() -> Duration {
+    std::env::var("SWAPLAB_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(20))
+}
+
+/// The folder that holds the target programs (`swaplab-plain`, ...): the
+/// folder of the running executable, or its parent when that is cargo's
+/// `deps/` (integration tests). `SWAPLAB_TARGETS_DIR` overrides it.
+pub fn targets_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SWAPLAB_TARGETS_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent folder", exe.display()))?
+        .to_path_buf();
+    if !dir.join(Program::Plain.file_name()).exists() && dir.ends_with("deps") {
+        dir.pop();
+    }
+    if !dir.join(Program::Plain.file_name()).exists() {
+        bail!(
+            "the target programs are not beside {} (looked in {}); build them with `cargo build` \
+             or set SWAPLAB_TARGETS_DIR",
+            exe.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The target programs built from `src/bin/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// Linked against libexample at start-up (DT_NEEDED).
+    Plain,
+    /// Linked against libexample; forks children on command.
+    Fork,
+    /// Not linked against libexample; opens it with dlopen (libloading).
+    Dlopen,
+}
+
+impl Program {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Program::Plain => "swaplab-plain",
+            Program::Fork => "swaplab-fork",
+            Program::Dlopen => "swaplab-dlopen",
+        }
+    }
+}
+
+/// A command that inherits nothing by accident: cleared environment,
+/// `LC_ALL=C`, the sandbox's library folder on `LD_LIBRARY_PATH`, piped
+/// standard streams and a process group of its own.
+pub fn hermetic(program: &Path, lib_dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("LC_ALL", "C")
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LD_LIBRARY_PATH", lib_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    cmd
+}
+
+/// Spawns `cmd`, retrying for a moment on ETXTBSY: a file just written by this
+/// (multi-threaded) process can be held open for writing by a child that
+/// another thread forked and has not yet exec'ed.
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
+    let until = Instant::now() + deadline();
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+enum Event {
+    Line(String),
+    Eof,
+}
+
+/// A running target. Dropping it kills its whole process group (the target
+/// and everything it forked) and reaps the target.
+pub struct Target {
+    label: String,
+    shown: String,
+    child: Child,
+    pid: i32,
+    stdin: Option<ChildStdin>,
+    events: Receiver<Event>,
+    backlog: VecDeque<String>,
+    stdout_log: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    eof: bool,
+    status: Option<ExitStatus>,
+}
+
+impl Target {
+    /// Starts `cmd` (built with [`hermetic`]) and waits for its `ready pid=N`
+    /// line. `shown` is the command as a transcript shows it.
+    pub fn start(mut cmd: Command, label: &str, shown: &str) -> Result<Target> {
+        let mut child =
+            spawn_retrying(&mut cmd).with_context(|| format!("cannot start {label} ({shown})"))?;
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(Event::Line(l)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(Event::Eof);
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut target = Target {
+            label: label.to_string(),
+            shown: shown.to_string(),
+            child,
+            pid,
+            stdin,
+            events,
+            backlog: VecDeque::new(),
+            stdout_log: Vec::new(),
+            stderr,
+            eof: false,
+            status: None,
+        };
+        let want = format!("ready pid={pid}");
+        target.wait_line(|l| l == want, &format!("`{want}`"))?;
+        Ok(target)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Sends one command line to the target's stdin.
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("{}'s stdin is closed", self.label))?;
+        writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .with_context(|| format!("cannot send `{line}` to {}\n{}", self.label, self.dump()))
+    }
+
+    /// Waits until a line matching `pred` arrives (or is already waiting in
+    /// the backlog of lines not consumed yet) and returns it. Fails with the
+    /// whole output when the deadline passes or the target's output ends.
+    pub fn wait_line(&mut self, pred: impl Fn(&str) -> bool, what: &str) -> Result<String> {
+        match self.wait_line_or_end(pred, what)? {
+            Some(l) => Ok(l),
+            None => bail!(
+                "{} ended its output before printing {what}\n{}",
+                self.label,
+                self.dump()
+            ),
+        }
+    }
+
+    /// Like [`Target::wait_line`], but the end of the output (the target and
+    /// its children exited) is an answer too: `None`.
+    pub fn wait_line_or_end(
+        &mut self,
+        pred: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> Result<Option<String>> {
+        if let Some(i) = self.backlog.iter().position(|l| pred(l)) {
+            return Ok(self.backlog.remove(i));
+        }
+        let limit = deadline();
+        let until = Instant::now() + limit;
+        loop {
+            if self.eof {
+                return Ok(None);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Event::Line(l)) => {
+                    self.stdout_log.push(l.clone());
+                    if pred(&l) {
+                        return Ok(Some(l));
+                    }
+                    self.backlog.push_back(l);
+                }
+                Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => self.eof = true,
+                Err(RecvTimeoutError::Timeout) => bail!(
+                    "timed out after {:.1} s waiting for {what} from {}\n{}",
+                    limit.as_secs_f64(),
+                    self.label,
+                    self.dump()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the target to exit (deadline applies) and returns how.
+    pub fn wait_exit(&mut self) -> Result<ExitStatus> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        let limit = deadline();
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                self.status = Some(s);
+                return Ok(s);
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "timed out after {:.1} s waiting for {} to exit\n{}",
+                    limit.as_secs_f64(),
+                    self.label,
+                    self.dump()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// What the target printed on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Everything known about the target, for failure messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- {} (pid {}): {} ---\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.label,
+            self.pid,
+            self.shown,
+            self.stdout_log.join("\n"),
+            self.stderr_text()
+        )
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // The target leads its own process group (process_group(0)), so this
+        // reaches every child it forked too. Errors mean it is already gone.
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        if self.status.is_none() {
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Describes an exit status the way a shell user would read it.
+pub fn describe_status(s: &ExitStatus) -> String {
+    if let Some(sig) = s.signal() {
+        let name = Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {sig}"));
+        format!("killed by {name}")
+    } else {
+        format!("exit status {}", s.code().unwrap_or(-1))
+    }
+}

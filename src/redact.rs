@@ -1,0 +1,102 @@
+//! Named redactions, kept in one place, for snapshots and lab sheets:
+//!
+//! | token | replaces |
+//! |---|---|
+//! | `[LAB]` | the sandbox's path |
+//! | `[PID]` | `pid=N`, `child=N`, `of=N`, `/proc/N/` |
+//! | `[ADDR]` | an address range in a maps line, any `0x…` value |
+//! | `[DEV]` | the device in a maps line |
+//! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show |
+//! | `[UID]` | `uid=N` |
+//! | `[N]` | values the experiment marked as changing from run to run (counts, times) |
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use regex::{Captures, Regex};
+
+struct Rules {
+    vol: Regex,
+    maps: Regex,
+    inode: Regex,
+    pid: Regex,
+    proc_pid: Regex,
+    hex: Regex,
+    uid: Regex,
+}
+
+fn rules() -> &'static Rules {
+    static RULES: OnceLock<Rules> = OnceLock::new();
+    RULES.get_or_init(|| Rules {
+        vol: Regex::new("\u{1}[^\u{2}]*\u{2}").expect("valid"),
+        maps: Regex::new(
+            r"\b[0-9a-f]{8,16}-[0-9a-f]{8,16} ([r-][w-][x-][ps]) ([0-9a-f]{8}) [0-9a-f]{2,}:[0-9a-f]{2,} (\d+) +",
+        )
+        .expect("valid"),
+        inode: Regex::new(r"\binode=(\d+)").expect("valid"),
+        pid: Regex::new(r"\b(pid|child|of)=\d+").expect("valid"),
+        proc_pid: Regex::new(r"/proc/\d+/").expect("valid"),
+        hex: Regex::new(r"\b0x[0-9a-f]+\b").expect("valid"),
+        uid: Regex::new(r"\buid=\d+").expect("valid"),
+    })
+}
+
+/// Redacts transcript lines; `root` is the sandbox path.
+pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
+    let r = rules();
+    let root = root.display().to_string();
+    let mut inodes: HashMap<String, usize> = HashMap::new();
+    let mut token = |ino: &str| -> String {
+        let next = inodes.len() + 1;
+        let k = *inodes.entry(ino.to_string()).or_insert(next);
+        format!("[INODE-{k}]")
+    };
+    lines
+        .iter()
+        .map(|line| {
+            let s = line.replace(&root, "[LAB]");
+            let s = r.vol.replace_all(&s, "[N]");
+            let s = r.maps.replace_all(&s, |c: &Captures| {
+                format!("[ADDR] {} {} [DEV] {}   ", &c[1], &c[2], token(&c[3]))
+            });
+            let s = r
+                .inode
+                .replace_all(&s, |c: &Captures| format!("inode={}", token(&c[1])));
+            let s = r.pid.replace_all(&s, "$1=[PID]");
+            let s = r.proc_pid.replace_all(&s, "/proc/[PID]/");
+            let s = r.hex.replace_all(&s, "[ADDR]");
+            let s = r.uid.replace_all(&s, "uid=[UID]");
+            s.into_owned()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_inodes_keep_equal_tokens() {
+        let lines: Vec<String> = [
+            "inode=14844378",
+            "7fee12576000-7fee12577000 r-xp 00000000 00:0f 14844378                   /x/lib/libexample.so (deleted)",
+            "/proc/17343/maps:7f9413f52000-7f9413f53000 r-xp 00000000 00:0f 14844475                   /x/lib/libexample.so",
+            "greeting pid=17248 h=1 fn=0x7f87d27ff120: \u{1}3\u{2} of \u{1}100\u{2}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = redact(&lines, Path::new("/x"));
+        assert_eq!(out[0], "inode=[INODE-1]");
+        assert_eq!(
+            out[1],
+            "[ADDR] r-xp 00000000 [DEV] [INODE-1]   [LAB]/lib/libexample.so (deleted)"
+        );
+        assert_eq!(
+            out[2],
+            "/proc/[PID]/maps:[ADDR] r-xp 00000000 [DEV] [INODE-2]   [LAB]/lib/libexample.so"
+        );
+        assert_eq!(out[3], "greeting pid=[PID] h=1 fn=[ADDR]: [N] of [N]");
+    }
+}

@@ -1,0 +1,93 @@
+//! The ways a file on disk gets replaced, each done by the real tool a person
+//! would type, so what the experiments show is what those tools do. Which
+//! one is used decides what running processes see (finding L11).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Replace {
+    /// install(1): unlinks the destination, creates a new file, writes it.
+    /// Not atomic: between the unlink and the end of the write the path names
+    /// nothing, or a short file.
+    Install,
+    /// cp(1) to a temporary name beside the destination, then mv(1), which is
+    /// `rename(2)`: atomic, the path always names a complete file.
+    Rename,
+    /// cp(1) over the live file: `open(O_WRONLY|O_TRUNC)`, write. Same inode.
+    CopyInPlace,
+    /// dd(1) `conv=notrunc`: the new bytes over the old ones, no truncation.
+    /// Same inode.
+    WriteInPlace,
+}
+
+impl Replace {
+    pub fn name(self) -> &'static str {
+        match self {
+            Replace::Install => "install",
+            Replace::Rename => "rename",
+            Replace::CopyInPlace => "cp",
+            Replace::WriteInPlace => "write-in-place",
+        }
+    }
+
+    /// The commands, as argument vectors, with `src` and `dst` as given.
+    fn argvs(self, src: &str, dst: &str) -> Vec<Vec<String>> {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let tmp = format!("{dst}.new");
+        match self {
+            Replace::Install => vec![v(&["install", "-m", "755", src, dst])],
+            Replace::Rename => vec![v(&["cp", src, &tmp]), v(&["mv", &tmp, dst])],
+            Replace::CopyInPlace => vec![v(&["cp", src, dst])],
+            Replace::WriteInPlace => vec![v(&[
+                "dd",
+                &format!("if={src}"),
+                &format!("of={dst}"),
+                "conv=notrunc",
+                "status=none",
+            ])],
+        }
+    }
+
+    /// The shell command line, for transcripts (paths as given).
+    pub fn shell(self, src: &str, dst: &str) -> String {
+        self.argvs(src, dst)
+            .iter()
+            .map(|a| a.join(" "))
+            .collect::<Vec<_>>()
+            .join(" && ")
+    }
+
+    /// Replaces `dst` with `src` by running the tools, in folder `cwd`, with
+    /// paths relative to it (as the transcript shows them).
+    pub fn apply(self, cwd: &Path, src: &str, dst: &str) -> Result<()> {
+        for argv in self.argvs(src, dst) {
+            let out = Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(cwd)
+                .env_clear()
+                .env("LC_ALL", "C")
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| {
+                    format!(
+                        "cannot run `{}` (coreutils' {} is needed)",
+                        argv.join(" "),
+                        argv[0]
+                    )
+                })?;
+            if !out.status.success() {
+                bail!(
+                    "`{}` failed ({}): {}",
+                    argv.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! A private folder per experiment: `lib/` (what the targets load), `bin/`
+//! (the targets), `build/` (the library variants, as `make` left them) and
+//! `run/` (pid files, sockets). Nothing is written outside it. Removed when
+//! dropped, unless `SWAPLAB_KEEP=1`, which keeps it and prints its path.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+
+use crate::process::{targets_dir, Program};
+use crate::variants::Variant;
+
+pub struct Sandbox {
+    dir: Option<TempDir>,
+    root: PathBuf,
+}
+
+impl Sandbox {
+    /// A new sandbox under the temp folder, named `swaplab-<label>-XXXXXX`.
+    pub fn new(label: &str) -> Result<Sandbox> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("swaplab-{label}-"))
+            .tempdir()
+            .context("cannot create a sandbox in the temp folder")?;
+        // Maps and /proc/PID/exe show canonical paths: use the same here.
+        let root = fs::canonicalize(dir.path())?;
+        for sub in ["lib", "bin", "build", "run"] {
+            fs::create_dir(root.join(sub))?;
+        }
+        Ok(Sandbox {
+            dir: Some(dir),
+            root,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `lib/`: on the targets' LD_LIBRARY_PATH.
+    pub fn lib_dir(&self) -> PathBuf {
+        self.root.join("lib")
+    }
+
+    /// `lib/libexample.so`: the file the experiments replace.
+    pub fn lib_file(&self) -> PathBuf {
+        self.lib_dir().join("libexample.so")
+    }
+
+    pub fn bin_dir(&self) -> PathBuf {
+        self.root.join("bin")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// A path relative to the sandbox, as transcripts show it.
+    pub fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(&self.root)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.display().to_string())
+    }
+
+    /// Copies a library variant into `build/` (once) and returns its path.
+    pub fn stage(&self, v: Variant) -> Result<PathBuf> {
+        let dst = self.root.join("build").join(v.file_name());
+        if !dst.exists() {
+            fs::copy(v.built_path(), &dst).with_context(|| {
+                format!(
+                    "cannot copy {} (was the crate built by cargo?)",
+                    v.built_path().display()
+                )
+            })?;
+        }
+        Ok(dst)
+    }
+
+    /// Puts a target program in `bin/` (a hard link to the build output,
+    /// or a copy where linking is not possible) and returns its path.
+    pub fn program(&self, p: Program) -> Result<PathBuf> {
+        let dst = self.bin_dir().join(p.file_name());
+        if !dst.exists() {
+            let src = targets_dir()?.join(p.file_name());
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst)
+                    .with_context(|| format!("cannot copy {} to the sandbox", src.display()))?;
+            }
+        }
+        Ok(dst)
+    }
+
+    /// Opens the sandbox to other users (for experiments that run a target
+    /// as an unprivileged user): the folders become 0755.
+    pub fn open_to_all(&self) -> Result<()> {
+        for d in [
+            self.root.clone(),
+            self.lib_dir(),
+            self.bin_dir(),
+            self.run_dir(),
+        ] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::env::var_os("SWAPLAB_KEEP").is_some_and(|v| v == "1") {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("swaplab: sandbox kept at {}", dir.keep().display());
+            }
+        }
+    }
+}
