@@ -74,6 +74,8 @@ pub type Sink = Box<dyn FnMut(&str) + Send>;
 pub struct Lab {
     pub sandbox: Sandbox,
     transcript: Vec<String>,
+    /// Indexes of transcript lines that show /proc (commands and output).
+    evidence: Vec<usize>,
     checks: Vec<Check>,
     observations: BTreeMap<String, Value>,
     skipped: Option<(String, String)>,
@@ -87,6 +89,7 @@ impl Lab {
         Ok(Lab {
             sandbox: Sandbox::new(&id.to_ascii_lowercase())?,
             transcript: Vec::new(),
+            evidence: Vec::new(),
             checks: Vec::new(),
             observations: BTreeMap::new(),
             skipped: None,
@@ -105,6 +108,13 @@ impl Lab {
         self.transcript.push(line);
     }
 
+    /// Adds a transcript line that shows what /proc says (a command reading
+    /// it, or its output): these also make the finding's /proc snapshot.
+    pub fn proof(&mut self, line: impl Into<String>) {
+        self.evidence.push(self.transcript.len());
+        self.say(line);
+    }
+
     /// A shell command, as typed (`$ …`), run in the sandbox folder.
     pub fn shell(&mut self, cmd: impl Display) {
         self.say(format!("$ {cmd}"));
@@ -113,6 +123,12 @@ impl Lab {
     /// A comment (`# …`): what is about to happen, or why.
     pub fn note(&mut self, text: impl Display) {
         self.say(format!("# {text}"));
+    }
+
+    /// Starts a part of a multi-part experiment (`# --- title ---`); inode
+    /// tokens are numbered afresh in each part (see [`crate::redact`]).
+    pub fn part(&mut self, title: impl Display) {
+        self.say(format!("{}{title} ---", crate::redact::PART));
     }
 
     /// Records an observation for the report.
@@ -316,12 +332,12 @@ impl Lab {
     /// the sandbox's libexample files (`lib/libexample*`).
     pub fn maps(&mut self, pid: i32) -> Result<Vec<Mapping>> {
         let found = maps::mappings_where(pid, |p| self.is_example(p))?;
-        self.shell(format!("grep libexample /proc/{pid}/maps"));
+        self.proof(format!("$ grep libexample /proc/{pid}/maps"));
         for m in &found {
-            self.say(m.line());
+            self.proof(m.line());
         }
         if found.is_empty() {
-            self.say("(no lines)");
+            self.proof("(no lines)");
         }
         Ok(found)
     }
@@ -330,10 +346,10 @@ impl Lab {
     /// limited to this sandbox's library; narrated.
     pub fn grep_all(&mut self) -> Result<Vec<(i32, Vec<Mapping>)>> {
         let found = maps::scan_all(|p| self.is_example(p))?;
-        self.shell("grep libexample /proc/*/maps 2> /dev/null");
+        self.proof("$ grep libexample /proc/*/maps 2> /dev/null");
         for (pid, ms) in &found {
             for m in ms {
-                self.say(format!("/proc/{pid}/maps:{}", m.line()));
+                self.proof(format!("/proc/{pid}/maps:{}", m.line()));
             }
         }
         Ok(found)
@@ -388,6 +404,16 @@ impl Lab {
     /// The transcript with everything that changes between runs redacted.
     pub fn redacted(&self) -> Vec<String> {
         crate::redact::redact(&self.transcript, self.sandbox.root())
+    }
+
+    /// The redacted lines that show /proc (redacted together with the whole
+    /// transcript, so inode tokens agree with it).
+    pub fn redacted_evidence(&self) -> Vec<String> {
+        let all = self.redacted();
+        self.evidence
+            .iter()
+            .filter_map(|&i| all.get(i).cloned())
+            .collect()
     }
 }
 

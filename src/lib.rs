@@ -11,4 +11,5 @@ pub mod redact;
 pub mod replace;
 pub mod report;
 pub mod sandbox;
+pub mod sheets;
 pub mod variants;

@@ -48,6 +48,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C or a TERM: kill the targets and remove the sandboxes before
+    // leaving (targets also die with us through PR_SET_PDEATHSIG).
+    if let Err(e) = ctrlc::set_handler(|| {
+        swaplab::process::kill_all();
+        swaplab::sandbox::remove_all();
+        eprintln!("swaplab: interrupted; targets killed, sandboxes removed");
+        std::process::exit(130);
+    }) {
+        eprintln!("swaplab: cannot install the interrupt handler: {e}");
+    }
     match cli.command {
         Command::List { json } => list(json),
         Command::Run {

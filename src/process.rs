@@ -104,6 +104,20 @@ pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
     }
 }
 
+/// Process groups of the targets alive now, for [`kill_all`].
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills every target process group still alive (Ctrl-C in the CLI).
+pub fn kill_all() {
+    for pgid in live().drain(..) {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
 enum Event {
     Line(String),
     Eof,
@@ -132,6 +146,7 @@ impl Target {
         let mut child =
             spawn_retrying(&mut cmd).with_context(|| format!("cannot start {label} ({shown})"))?;
         let pid = child.id() as i32;
+        live().push(pid);
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
@@ -299,6 +314,7 @@ impl Drop for Target {
         // The target leads its own process group (process_group(0)), so this
         // reaches every child it forked too. Errors mean it is already gone.
         let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        live().retain(|&p| p != self.pid);
         if self.status.is_none() {
             let _ = self.child.wait();
         }

@@ -3,10 +3,10 @@
 //! | token | replaces |
 //! |---|---|
 //! | `[LAB]` | the sandbox's path |
-//! | `[PID]` | `pid=N`, `child=N`, `of=N`, `/proc/N/` |
+//! | `[PID]` | `pid=N`, `child=N`, `of=N`, `/proc/N/`, and the pid argument of `peek` |
 //! | `[ADDR]` | an address range in a maps line, any `0x…` value |
 //! | `[DEV]` | the device in a maps line |
-//! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show |
+//! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show. Numbering starts afresh at each part of an experiment (a `# --- … ---` line): a file freed in one part may hand its inode number to a file of the next (ext4 reuses numbers at once), which would make the tokens differ from run to run |
 //! | `[UID]` | `uid=N` |
 //! | `[N]` | values the experiment marked as changing from run to run (counts, times) |
 
@@ -15,6 +15,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use regex::{Captures, Regex};
+
+/// How a transcript line that starts a part of an experiment begins.
+pub const PART: &str = "# --- ";
 
 struct Rules {
     vol: Regex,
@@ -36,7 +39,7 @@ fn rules() -> &'static Rules {
         .expect("valid"),
         inode: Regex::new(r"\binode=(\d+)").expect("valid"),
         pid: Regex::new(r"\b(pid|child|of)=\d+").expect("valid"),
-        proc_pid: Regex::new(r"/proc/\d+/").expect("valid"),
+        proc_pid: Regex::new(r"/proc/\d+/|(< peek )\d+").expect("valid"),
         hex: Regex::new(r"\b0x[0-9a-f]+\b").expect("valid"),
         uid: Regex::new(r"\buid=\d+").expect("valid"),
     })
@@ -47,14 +50,17 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
     let r = rules();
     let root = root.display().to_string();
     let mut inodes: HashMap<String, usize> = HashMap::new();
-    let mut token = |ino: &str| -> String {
-        let next = inodes.len() + 1;
-        let k = *inodes.entry(ino.to_string()).or_insert(next);
-        format!("[INODE-{k}]")
-    };
     lines
         .iter()
         .map(|line| {
+            if line.starts_with(PART) {
+                inodes.clear();
+            }
+            let mut token = |ino: &str| -> String {
+                let next = inodes.len() + 1;
+                let k = *inodes.entry(ino.to_string()).or_insert(next);
+                format!("[INODE-{k}]")
+            };
             let s = line.replace(&root, "[LAB]");
             let s = r.vol.replace_all(&s, "[N]");
             let s = r.maps.replace_all(&s, |c: &Captures| {
@@ -64,7 +70,10 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
                 .inode
                 .replace_all(&s, |c: &Captures| format!("inode={}", token(&c[1])));
             let s = r.pid.replace_all(&s, "$1=[PID]");
-            let s = r.proc_pid.replace_all(&s, "/proc/[PID]/");
+            let s = r.proc_pid.replace_all(&s, |c: &Captures| match c.get(1) {
+                Some(peek) => format!("{}[PID]", peek.as_str()),
+                None => "/proc/[PID]/".to_string(),
+            });
             let s = r.hex.replace_all(&s, "[ADDR]");
             let s = r.uid.replace_all(&s, "uid=[UID]");
             s.into_owned()
@@ -98,5 +107,23 @@ mod tests {
             "/proc/[PID]/maps:[ADDR] r-xp 00000000 [DEV] [INODE-2]   [LAB]/lib/libexample.so"
         );
         assert_eq!(out[3], "greeting pid=[PID] h=1 fn=[ADDR]: [N] of [N]");
+    }
+
+    #[test]
+    fn inode_numbering_starts_afresh_at_each_part() {
+        let lines: Vec<String> = [
+            "inode=5",
+            "inode=7",
+            "# --- next ---",
+            "inode=7",
+            "[U] < peek 4242",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = redact(&lines, Path::new("/x"));
+        assert_eq!(out[1], "inode=[INODE-2]");
+        assert_eq!(out[3], "inode=[INODE-1]");
+        assert_eq!(out[4], "[U] < peek [PID]");
     }
 }

@@ -103,6 +103,9 @@ pub struct Outcome {
     /// The transcript as the lab sheet shows it (redacted).
     #[serde(skip)]
     pub redacted: Vec<String>,
+    /// The redacted lines that show /proc.
+    #[serde(skip)]
+    pub evidence: Vec<String>,
     pub millis: u128,
 }
 
@@ -121,6 +124,7 @@ pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
         observations: BTreeMap::new(),
         transcript: Vec::new(),
         redacted: Vec::new(),
+        evidence: Vec::new(),
         millis: 0,
     };
     let Some(experiment) = f.experiment else {
@@ -147,6 +151,7 @@ pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
     outcome.observations = lab.observations().clone();
     outcome.transcript = lab.transcript();
     outcome.redacted = lab.redacted();
+    outcome.evidence = lab.redacted_evidence();
     outcome.millis = t0.elapsed().as_millis();
     outcome
 }

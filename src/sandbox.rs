@@ -6,12 +6,35 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use tempfile::TempDir;
 
 use crate::process::{targets_dir, Program};
 use crate::variants::Variant;
+
+/// Sandboxes alive now, for [`remove_all`].
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes every sandbox still alive (Ctrl-C in the CLI; the targets must be
+/// killed first). Other threads may still be writing into a sandbox (a
+/// replacement loop), so removal is retried until the folder is gone; once it
+/// is, their writes fail.
+pub fn remove_all() {
+    for dir in live().drain(..) {
+        for _ in 0..100 {
+            let _ = fs::remove_dir_all(&dir);
+            if !dir.exists() {
+                break;
+            }
+        }
+    }
+}
 
 pub struct Sandbox {
     dir: Option<TempDir>,
@@ -30,6 +53,7 @@ impl Sandbox {
         for sub in ["lib", "bin", "build", "run"] {
             fs::create_dir(root.join(sub))?;
         }
+        live().push(root.clone());
         Ok(Sandbox {
             dir: Some(dir),
             root,
@@ -110,6 +134,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        live().retain(|d| d != &self.root);
         if std::env::var_os("SWAPLAB_KEEP").is_some_and(|v| v == "1") {
             if let Some(dir) = self.dir.take() {
                 eprintln!("swaplab: sandbox kept at {}", dir.keep().display());

@@ -1,1 +1,28 @@
+//! One test per finding, named as the claim it proves: `cargo test l04` runs
+//! exactly L04. Each runs the real experiment (processes, files, /proc) and
+//! fails unless the finding is Confirmed on this machine.
 
+mod support;
+
+macro_rules! finding {
+    ($name:ident) => {
+        #[test]
+        fn $name() {
+            support::prove(stringify!($name));
+        }
+    };
+}
+
+// Article 000: replacing a shared library under running processes.
+finding!(l01_a_process_started_after_the_replacement_runs_the_new_library);
+finding!(l02_a_running_process_keeps_the_old_library_marked_deleted);
+finding!(l03_old_and_new_run_side_by_side_and_grep_finds_both);
+finding!(l04_forked_children_keep_the_old_library);
+finding!(l05_exec_after_the_replacement_loads_the_new_library);
+finding!(l06_dlopen_after_the_last_dlclose_loads_the_new_library);
+finding!(l07_dlopen_of_the_same_path_with_a_handle_open_returns_the_old_library);
+finding!(l08_a_pinned_library_survives_dlclose_and_keeps_the_old_code);
+finding!(l09_dlopen_of_a_copy_at_a_new_path_loads_the_new_version_beside_the_old);
+finding!(l11_how_the_file_is_replaced_decides_what_running_processes_see);
+finding!(l12_a_running_executable_cannot_be_written_but_can_be_replaced);
+finding!(l13_an_unprivileged_user_cannot_read_another_users_maps);

@@ -1,0 +1,91 @@
+//! Lab sheets (`experiments/ID.md`) and the README's findings table: the
+//! prose is written by people, the transcript block and the table are
+//! generated from what the experiments show, and the tests fail when they
+//! drift. `SWAPLAB_BLESS=1 cargo test` rewrites them from a fresh run.
+
+use std::path::{Path, PathBuf};
+
+use crate::findings::{Finding, FINDINGS};
+
+pub const BEGIN: &str =
+    "<!-- transcript: generated from the experiment; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
+pub const END: &str = "<!-- end of transcript -->";
+pub const TABLE_BEGIN: &str =
+    "<!-- findings table: generated; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
+pub const TABLE_END: &str = "<!-- end of findings table -->";
+
+/// The repository this swaplab was built from.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sheet_path(f: &Finding) -> PathBuf {
+    repo().join(f.sheet())
+}
+
+/// Whether blessing (rewriting generated parts) was asked for.
+pub fn blessing() -> bool {
+    std::env::var_os("SWAPLAB_BLESS").is_some_and(|v| v == "1")
+}
+
+fn block(lines: &[String]) -> String {
+    format!("{BEGIN}\n```console\n{}\n```\n{END}", lines.join("\n"))
+}
+
+fn between<'a>(text: &'a str, begin: &str, end: &str) -> Option<(usize, usize, &'a str)> {
+    let a = text.find(begin)?;
+    let b = a + text[a..].find(end)? + end.len();
+    Some((a, b, &text[a..b]))
+}
+
+/// The transcript a sheet shows.
+pub fn transcript_in(text: &str) -> Option<Vec<String>> {
+    let (_, _, blk) = between(text, BEGIN, END)?;
+    let inner = blk.split_once("```console\n")?.1.rsplit_once("```")?.0;
+    Some(inner.lines().map(str::to_string).collect())
+}
+
+/// The sheet text with its transcript block replaced by `lines`.
+pub fn with_transcript(text: &str, lines: &[String]) -> Option<String> {
+    let (a, b, _) = between(text, BEGIN, END)?;
+    Some(format!("{}{}{}", &text[..a], block(lines), &text[b..]))
+}
+
+/// The verdict a sheet's transcript ends with (`verdict: Confirmed`).
+pub fn verdict_in(text: &str) -> Option<String> {
+    transcript_in(text)?
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("verdict: ").map(str::to_string))
+}
+
+/// The README's findings table: ID (linked to its sheet), claim, and the
+/// status its sheet records.
+pub fn readme_table() -> String {
+    let mut out = vec![
+        TABLE_BEGIN.to_string(),
+        "| ID | Claim | Status here |".to_string(),
+        "|---|---|---|".to_string(),
+    ];
+    for f in FINDINGS {
+        let claim = f.claim.replace('|', "\\|");
+        let row = if f.experiment.is_some() {
+            let status = std::fs::read_to_string(sheet_path(f))
+                .ok()
+                .and_then(|t| verdict_in(&t))
+                .unwrap_or_else(|| "no sheet yet".into());
+            format!("| [{}]({}) | {claim} | {status} |", f.id, f.sheet())
+        } else {
+            format!("| {} | {claim} | planned ({}) |", f.id, f.planned)
+        };
+        out.push(row);
+    }
+    out.push(TABLE_END.to_string());
+    out.join("\n")
+}
+
+/// The README text with its findings table regenerated.
+pub fn readme_with_table(text: &str) -> Option<String> {
+    let (a, b, _) = between(text, TABLE_BEGIN, TABLE_END)?;
+    Some(format!("{}{}{}", &text[..a], readme_table(), &text[b..]))
+}

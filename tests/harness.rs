@@ -1,0 +1,196 @@
+//! The harness's own promises: nothing survives a panic or an interrupt, and
+//! the docs (lab sheets, README table, test list) cannot drift from the one
+//! definition of each finding.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use swaplab::findings::FINDINGS;
+use swaplab::lab::{field_i32, Lab};
+use swaplab::process::Program;
+use swaplab::replace::Replace;
+use swaplab::sheets;
+use swaplab::variants::Variant;
+
+/// Whether `pid` is gone (or a zombie waiting for init), polled to a deadline.
+fn gone(pid: i32) -> bool {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = procfs::process::Process::new(pid)
+            .and_then(|p| p.stat())
+            .map(|s| s.state);
+        if !matches!(state, Ok(c) if c != 'Z') {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Processes whose executable lies under `dir`.
+fn processes_under(dir: &Path) -> Vec<(i32, PathBuf)> {
+    procfs::process::all_processes()
+        .unwrap()
+        .filter_map(|p| p.ok())
+        .filter_map(|p| p.exe().ok().map(|e| (p.pid, e)))
+        .filter(|(_, e)| e.starts_with(dir))
+        .collect()
+}
+
+#[test]
+fn a_panicking_experiment_leaves_no_process_and_no_sandbox() {
+    let seen = std::sync::Mutex::new((Vec::<i32>::new(), PathBuf::new()));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut lab = Lab::new("panic", None).unwrap();
+        lab.put_lib(Variant::V1, Replace::Install).unwrap();
+        let mut p = lab.start(Program::Fork, "P").unwrap();
+        let line = lab.ask(&mut p, "fork", "forked").unwrap();
+        let child = field_i32(&line, "child").unwrap();
+        let spawned = lab.ask(&mut p, "spawn", "spawned").unwrap();
+        let grandchild = field_i32(&spawned, "child").unwrap();
+        lab.expect(&mut p, &format!("ready pid={grandchild}"))
+            .unwrap();
+        *seen.lock().unwrap() = (
+            vec![p.pid(), child, grandchild],
+            lab.sandbox.root().to_path_buf(),
+        );
+        panic!("a deliberate failure in the middle of an experiment");
+    }));
+    assert!(result.is_err());
+    let (pids, root) = seen.into_inner().unwrap();
+    assert_eq!(pids.len(), 3);
+    for pid in pids {
+        assert!(gone(pid), "process {pid} survived the panic");
+    }
+    assert!(
+        !root.exists(),
+        "sandbox {} survived the panic",
+        root.display()
+    );
+}
+
+/// Starts `swaplab run L11` with a private temp folder, waits until its
+/// start loop runs, sends `signal`, and returns (temp folder, exit status).
+fn interrupt_a_run(
+    signal: nix::sys::signal::Signal,
+) -> (tempfile::TempDir, std::process::ExitStatus) {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::Builder::new()
+        .prefix("swaplab-int-")
+        .tempdir()
+        .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .args(["run", "L11"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("for i in $(seq") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let started = rx.recv_timeout(Duration::from_secs(60));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let status = child.wait().unwrap();
+    started.expect("swaplab run L11 did not reach its start loop");
+    (tmp, status)
+}
+
+#[test]
+fn ctrl_c_during_a_run_kills_the_targets_and_removes_the_sandbox() {
+    let (tmp, status) = interrupt_a_run(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let left = processes_under(tmp.path());
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
+}
+
+#[test]
+fn a_killed_harness_takes_its_targets_with_it() {
+    // SIGKILL leaves no chance to clean up files, but PR_SET_PDEATHSIG still
+    // ends every target.
+    let (tmp, status) = interrupt_a_run(nix::sys::signal::Signal::SIGKILL);
+    assert!(status.code().is_none(), "{status:?}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !processes_under(tmp.path()).is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let left = processes_under(tmp.path());
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn every_finding_with_an_experiment_has_a_test_named_after_its_claim() {
+    let tests = include_str!("findings.rs");
+    for f in FINDINGS.iter().filter(|f| f.experiment.is_some()) {
+        assert!(
+            tests.contains(&format!("finding!({});", f.test_name())),
+            "tests/findings.rs has no test {} for {}",
+            f.test_name(),
+            f.id
+        );
+    }
+}
+
+#[test]
+fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
+    for f in FINDINGS.iter().filter(|f| f.experiment.is_some()) {
+        let path = sheets::sheet_path(f);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("no lab sheet {}: {e}", path.display()));
+        for section in [
+            "## The question",
+            "## Run it",
+            "## What you will see",
+            "## Why",
+            "## Exercise",
+        ] {
+            assert!(
+                text.contains(section),
+                "{} lacks `{section}`",
+                path.display()
+            );
+        }
+        assert!(
+            text.contains(f.claim),
+            "{} does not state the claim",
+            path.display()
+        );
+        assert!(
+            text.contains(&format!("swaplab run {}", f.id)),
+            "{} does not say how to run it",
+            path.display()
+        );
+        assert!(
+            sheets::transcript_in(&text).is_some(),
+            "{} has no transcript block",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn the_readme_findings_table_is_the_generated_one() {
+    let path = sheets::repo().join("README.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let want = sheets::readme_with_table(&text).expect("README has the findings table markers");
+    if want != text && sheets::blessing() && std::env::var_os("CI").is_none() {
+        std::fs::write(&path, want).unwrap();
+        return;
+    }
+    assert!(
+        want == text,
+        "README.md's findings table is out of date: refresh it with `SWAPLAB_BLESS=1 cargo test`"
+    );
+}
