@@ -68,6 +68,11 @@ struct Agent {
 /// program is linked against it at start-up.
 pub fn main(linked: Option<GreetingFn>) -> ! {
     die_with_parent();
+    // Children are reaped by the kernel as they die, so none lingers as a
+    // zombie, whoever kills it.
+    // SAFETY: setting a signal disposition to SIG_IGN has no handler to run.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGCHLD, nix::sys::signal::SigHandler::SigIgn) };
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let mode = std::env::args().nth(1);
     let mut agent = Agent {
@@ -217,7 +222,9 @@ impl Agent {
         Err(format!("exec: {err}"))
     }
 
-    /// Kills and reaps every child this process forked; returns how many.
+    /// Kills every child this process forked and waits until they are gone
+    /// (SIGCHLD is ignored, so waitpid returns once the kernel reaped them);
+    /// returns how many.
     fn reap(&mut self) -> usize {
         let n = self.children.len();
         for c in self.children.drain(..) {

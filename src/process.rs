@@ -76,8 +76,26 @@ impl Program {
 /// A command that inherits nothing by accident: cleared environment,
 /// `LC_ALL=C`, the sandbox's library folder on `LD_LIBRARY_PATH`, piped
 /// standard streams and a process group of its own.
+///
+/// The child also gets `PR_SET_PDEATHSIG` (SIGKILL) before it execs, and
+/// exits at once if its parent is already gone, so a target spawned in the
+/// instant the harness dies does not outlive it.
 pub fn hermetic(program: &Path, lib_dir: &Path) -> Command {
     let mut cmd = Command::new(program);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
     cmd.env_clear()
         .env("LC_ALL", "C")
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -309,10 +327,38 @@ impl Target {
     }
 }
 
+/// The other members of process group `pgid` (not its leader).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(|p| p.ok())
+        .filter_map(|p| p.stat().ok())
+        .filter(|s| s.pgrp == pgid && s.pid != pgid && s.state != 'Z')
+        .map(|s| s.pid)
+        .collect()
+}
+
 impl Drop for Target {
     fn drop(&mut self) {
-        // The target leads its own process group (process_group(0)), so this
-        // reaches every child it forked too. Errors mean it is already gone.
+        // The target leads its own process group (process_group(0)). Its
+        // children die first, while it is alive to reap them (targets ignore
+        // SIGCHLD, so the kernel reaps for them): orphans would go to init,
+        // and not every init reaps (a container's often does not).
+        if self.status.is_none() {
+            let members = group_members(self.pid);
+            for &m in &members {
+                let _ = nix::sys::signal::kill(Pid::from_raw(m), Signal::SIGKILL);
+            }
+            let until = Instant::now() + Duration::from_secs(2);
+            while !members.is_empty()
+                && !group_members(self.pid).is_empty()
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // Then the whole group; errors mean it is already gone.
         let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
         live().retain(|&p| p != self.pid);
         if self.status.is_none() {

@@ -30,14 +30,22 @@ fn gone(pid: i32) -> bool {
     }
 }
 
-/// Processes whose executable lies under `dir`.
-fn processes_under(dir: &Path) -> Vec<(i32, PathBuf)> {
-    procfs::process::all_processes()
-        .unwrap()
-        .filter_map(|p| p.ok())
-        .filter_map(|p| p.exe().ok().map(|e| (p.pid, e)))
-        .filter(|(_, e)| e.starts_with(dir))
-        .collect()
+/// Processes whose executable lies under `dir`, once those dying have had
+/// up to 10 s to go: returns the ones still there then.
+fn processes_left_under(dir: &Path) -> Vec<(i32, PathBuf)> {
+    let under = || -> Vec<(i32, PathBuf)> {
+        procfs::process::all_processes()
+            .unwrap()
+            .filter_map(|p| p.ok())
+            .filter_map(|p| p.exe().ok().map(|e| (p.pid, e)))
+            .filter(|(_, e)| e.starts_with(dir))
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !under().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    under()
 }
 
 #[test]
@@ -110,7 +118,7 @@ fn interrupt_a_run(
 fn ctrl_c_during_a_run_kills_the_targets_and_removes_the_sandbox() {
     let (tmp, status) = interrupt_a_run(nix::sys::signal::Signal::SIGINT);
     assert_eq!(status.code(), Some(130), "{status:?}");
-    let left = processes_under(tmp.path());
+    let left = processes_left_under(tmp.path());
     assert!(left.is_empty(), "processes left: {left:?}");
     let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
@@ -122,11 +130,7 @@ fn a_killed_harness_takes_its_targets_with_it() {
     // ends every target.
     let (tmp, status) = interrupt_a_run(nix::sys::signal::Signal::SIGKILL);
     assert!(status.code().is_none(), "{status:?}");
-    let until = Instant::now() + Duration::from_secs(10);
-    while !processes_under(tmp.path()).is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let left = processes_under(tmp.path());
+    let left = processes_left_under(tmp.path());
     assert!(left.is_empty(), "processes left: {left:?}");
 }
 
