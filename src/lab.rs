@@ -237,7 +237,7 @@ impl Lab {
             shown = format!("{prefix} {shown}");
         }
         self.shell(format!("{shown} &   # process {label}"));
-        let t = Target::start(cmd, label, &shown)?;
+        let t = Target::start(cmd, label, &plain(&shown))?;
         self.say(format!("[{label}] ready pid={}", t.pid()));
         Ok(t)
     }

@@ -901,10 +901,10 @@ pub fn l13(lab: &mut Lab) -> Result<()> {
     let name = user.name.clone();
     let mut u = lab.start_with(Program::Plain, "U", &[], move |cmd| {
         cmd.uid(uid.as_raw()).gid(gid.as_raw());
-        format!("sudo -u {name}")
+        format!("sudo -u {}", vol(&name))
     })?;
     lab.observe("user", &user.name);
-    lab.note(format!("U runs as {}; A as root", user.name));
+    lab.note(format!("U runs as {}; A as root", vol(&user.name)));
     let other = lab.ask(&mut u, &format!("peek {}", a.pid()), "peek")?;
     let own_pid = u.pid();
     let own = lab.ask(&mut u, &format!("peek {own_pid}"), "peek")?;
@@ -914,12 +914,12 @@ pub fn l13(lab: &mut Lab) -> Result<()> {
     lab.observe("unprivileged_reads_other", &other);
     lab.observe("unprivileged_reads_own", &own);
     lab.check(
-        format!("{} cannot read /proc/PID/maps of root's process", user.name),
+        "the unprivileged user cannot read /proc/PID/maps of root's process",
         other.contains(" denied: "),
         &other,
     );
     lab.check(
-        format!("{} reads the maps of its own process", user.name),
+        "the unprivileged user reads the maps of its own process",
         own.contains(" ok "),
         &own,
     );
