@@ -76,15 +76,6 @@ pub fn file_mappings(pid: i32) -> Result<Vec<Mapping>> {
         .collect())
 }
 
-/// The mappings of `file` in process `pid` (matched by path, as `grep` on the
-/// maps file does, with or without ` (deleted)`).
-pub fn mappings_of(pid: i32, file: &Path) -> Result<Vec<Mapping>> {
-    Ok(file_mappings(pid)?
-        .into_iter()
-        .filter(|m| m.path == file)
-        .collect())
-}
-
 /// The mappings of process `pid` whose path satisfies `pred`.
 pub fn mappings_where(pid: i32, pred: impl Fn(&Path) -> bool) -> Result<Vec<Mapping>> {
     Ok(file_mappings(pid)?

@@ -24,15 +24,6 @@ pub enum Replace {
 }
 
 impl Replace {
-    pub fn name(self) -> &'static str {
-        match self {
-            Replace::Install => "install",
-            Replace::Rename => "rename",
-            Replace::CopyInPlace => "cp",
-            Replace::WriteInPlace => "write-in-place",
-        }
-    }
-
     /// The commands, as argument vectors, with `src` and `dst` as given.
     fn argvs(self, src: &str, dst: &str) -> Vec<Vec<String>> {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();

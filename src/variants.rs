@@ -21,14 +21,6 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
-        Variant::V1,
-        Variant::V2,
-        Variant::V2Layout,
-        Variant::Short,
-        Variant::V1NoDelete,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Variant::V1 => "v1",

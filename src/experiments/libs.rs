@@ -801,22 +801,26 @@ pub fn l12(lab: &mut Lab) -> Result<()> {
     let mut a = lab.start_exe(&app, "A", &[], |_| String::new())?;
     lab.call(&mut a)?;
     lab.note(format!(
-        "open the running executable for writing (kernel {major}.{minor}: {})",
-        if allows {
+        "open the running executable for writing (kernel {}: {})",
+        vol(format!("{major}.{minor}")),
+        vol(if allows {
             "6.11 and 6.12 allow it"
         } else {
             "expect ETXTBSY"
-        }
+        })
     ));
     lab.shell(
         "dd if=/dev/null of=bin/app conv=notrunc status=none   # open(O_WRONLY), writes nothing",
     );
     let opened = fs::OpenOptions::new().write(true).open(&app);
     let busy = matches!(&opened, Err(e) if e.raw_os_error() == Some(libc::ETXTBSY));
-    match &opened {
-        Ok(_) => lab.say("(opened)"),
-        Err(e) => lab.say(format!("dd: failed to open 'bin/app': {e}")),
-    }
+    lab.say(format!(
+        "dd: {}",
+        vol(match &opened {
+            Ok(_) => "(opened for writing)".to_string(),
+            Err(e) => format!("failed to open 'bin/app': {e}"),
+        })
+    ));
     drop(opened);
     lab.observe("write_open", if busy { "ETXTBSY" } else { "allowed" });
     let exe_before = maps::exe_of(a.pid())?;
@@ -838,13 +842,17 @@ pub fn l12(lab: &mut Lab) -> Result<()> {
     lab.proof(exe_b.path.display().to_string());
     lab.call(&mut b)?;
     lab.check(
-        if allows {
-            format!("kernel {major}.{minor} lets the running executable be opened for writing")
-        } else {
-            format!("kernel {major}.{minor} refuses to open the running executable for writing (ETXTBSY)")
-        },
+        "the kernel refuses to open the running executable for writing (ETXTBSY), \
+         unless it is 6.11 or 6.12, which allow it",
         busy != allows,
-        if busy { "ETXTBSY" } else { "the open succeeded" },
+        format!(
+            "kernel {major}.{minor}: {}",
+            if busy {
+                "ETXTBSY"
+            } else {
+                "the open succeeded"
+            }
+        ),
     );
     lab.check(
         "before the replacement /proc/PID/exe is not (deleted)",
