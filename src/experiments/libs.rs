@@ -211,7 +211,7 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
 }
 
 pub fn l05(lab: &mut Lab) -> Result<()> {
-    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    lab.put_lib(V1, Replace::Install)?;
     let mut a = lab.start(Program::Plain, "A")?;
     let g1 = lab.call(&mut a)?;
     let ino2 = lab.put_lib(V2, Replace::Install)?;
@@ -235,7 +235,6 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
         (g1.as_str(), g2.as_str()),
         (OLD, OLD),
     );
-    let _ = ino1;
     lab.check_eq(
         "the forked and exec'ed child greets with v2",
         gs.as_str(),
