@@ -61,6 +61,14 @@ pub enum Program {
     Fork,
     /// Not linked against libexample; opens it with dlopen (libloading).
     Dlopen,
+    /// A small program that says which build it is (build 1).
+    App,
+    /// The same program, build 2.
+    App2,
+    /// The nginx-style master/worker server, version 1.0.0.
+    Server,
+    /// The same server, version 2.0.0.
+    Server2,
 }
 
 impl Program {
@@ -69,6 +77,10 @@ impl Program {
             Program::Plain => "swaplab-plain",
             Program::Fork => "swaplab-fork",
             Program::Dlopen => "swaplab-dlopen",
+            Program::App => "swaplab-app",
+            Program::App2 => "swaplab-app-2",
+            Program::Server => "swaplab-server",
+            Program::Server2 => "swaplab-server-2",
         }
     }
 }
@@ -92,6 +104,16 @@ pub fn hermetic(program: &Path, lib_dir: &Path) -> Command {
             }
             if libc::getppid() != parent {
                 libc::_exit(1);
+            }
+            // No fd but the three standard streams crosses the exec: mark
+            // the rest close-on-exec (not closed, so std's own exec-error
+            // pipe still works). Fall back to fcntl where close_range is
+            // missing (kernels before 5.11).
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
             }
             Ok(())
         });
@@ -133,6 +155,64 @@ fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
 pub fn kill_all() {
     for pgid in live().drain(..) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// A process group that left the harness's tree (a daemon's): killed when
+/// dropped, and by [`kill_all`] on Ctrl-C.
+pub struct GroupGuard(i32);
+
+impl GroupGuard {
+    pub fn new(pgid: i32) -> GroupGuard {
+        live().push(pgid);
+        GroupGuard(pgid)
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.0), Signal::SIGKILL);
+        live().retain(|&p| p != self.0);
+    }
+}
+
+/// `swaplab-sentinel` watching a sandbox: when this guard is dropped, or the
+/// harness dies however it dies, the sentinel kills every process whose
+/// executable lies in the sandbox (see `src/bin/swaplab-sentinel.rs`).
+pub struct Sentinel {
+    child: Child,
+}
+
+impl Sentinel {
+    pub fn start(sandbox: &Path) -> Result<Sentinel> {
+        let exe = targets_dir()?.join("swaplab-sentinel");
+        // Not hermetic(): no PR_SET_PDEATHSIG, since it must outlive us.
+        let child = Command::new(&exe)
+            .arg(sandbox)
+            .env_clear()
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        Ok(Sentinel { child })
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,62 @@
+//! Guards a sandbox whose processes leave the harness's process tree (real
+//! nginx daemonizes: a new session, its parent init). The harness starts it
+//! with a pipe on stdin and never writes to it. When stdin ends — the harness
+//! closed it, or died, even by SIGKILL — the sentinel kills every process
+//! whose executable lies under the sandbox, until none is left, and, if the
+//! harness died (its parent changed), removes the sandbox too.
+//!
+//! usage: swaplab-sentinel SANDBOX
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn under(root: &Path) -> Vec<i32> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(|p| p.ok())
+        .filter(|p| p.stat().is_ok_and(|s| s.state != 'Z'))
+        .filter_map(|p| p.exe().ok().map(|e| (p.pid, e)))
+        .filter(|(_, e)| e.starts_with(root))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn main() {
+    let Some(root) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        eprintln!("usage: swaplab-sentinel SANDBOX");
+        std::process::exit(2);
+    };
+    let named_like_a_sandbox = root
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("swaplab-"));
+    if !root.is_absolute() || !named_like_a_sandbox {
+        eprintln!(
+            "swaplab-sentinel: {} is not a swaplab sandbox",
+            root.display()
+        );
+        std::process::exit(2);
+    }
+    let parent = nix::unistd::getppid();
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = under(&root);
+        if left.is_empty() || Instant::now() > until {
+            break;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if nix::unistd::getppid() != parent {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
