@@ -7,7 +7,7 @@
 //! | command | answer |
 //! |---|---|
 //! | `call` | `greeting pid=N: TEXT` (the linked libexample's `greeting()`) |
-//! | `fork` | `forked pid=N child=M`; the child prints `greeting pid=M: TEXT` and waits to be killed |
+//! | `fork` | `forked pid=N child=M`; the child prints `greeting pid=M: TEXT` (or, if the program is not linked against libexample, `version pid=M: BUILD`) and waits to be killed |
 //! | `spawn` | `spawned pid=N child=M`; the child execs this program with `--hold`: `ready pid=M`, `greeting pid=M: TEXT` |
 //! | `exec` | `exec pid=N`, then the new image prints `ready pid=N` |
 //! | `kill-children` | `reaped pid=N children=K` |
@@ -16,6 +16,10 @@
 //! | `callh H` | `greeting pid=N h=H fn=0x…: TEXT` |
 //! | `close H` | `closed pid=N h=H` (dlclose) |
 //! | `peek PID` | `peek pid=N of=M ok mappings=K` or `peek pid=N of=M denied: …` |
+//! | `version` | `version pid=N: BUILD` (which build of the program runs) |
+//! | `remember TEXT` | `remembered pid=N: TEXT` (kept in memory only) |
+//! | `recall` | `recall pid=N: TEXT`, or `recall pid=N: (nothing)` |
+//! | `pipe [cloexec]` | `pipe pid=N r=FD w=FD cloexec=yes/no` (a pipe kept open) |
 //! | `exit` | `bye pid=N`, children killed, exit 0 |
 //!
 //! Failures answer `error pid=N: …`. Every target (and every child it forks)
@@ -36,7 +40,7 @@ pub type GreetingFn = unsafe extern "C" fn() -> *const c_char;
 
 /// Prints one line and flushes it: one `write(2)` per line, so lines from a
 /// parent and its children never interleave inside a line.
-fn emit(line: &str) {
+pub fn emit(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(format!("{line}\n").as_bytes());
     let _ = out.flush();
@@ -57,6 +61,9 @@ fn die_with_parent() {
 
 struct Agent {
     pid: i32,
+    build: &'static str,
+    memory: Option<String>,
+    pipes: Vec<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
     linked: Option<GreetingFn>,
     exe: PathBuf,
     handles: BTreeMap<u32, Library>,
@@ -64,9 +71,14 @@ struct Agent {
     children: Vec<Pid>,
 }
 
-/// Runs a target program. `linked` is libexample's `greeting` when the
-/// program is linked against it at start-up.
+/// Runs a target program (build "1"). `linked` is libexample's `greeting`
+/// when the program is linked against it at start-up.
 pub fn main(linked: Option<GreetingFn>) -> ! {
+    main_build("1", linked)
+}
+
+/// Runs a target program that says it is build `build`.
+pub fn main_build(build: &'static str, linked: Option<GreetingFn>) -> ! {
     die_with_parent();
     // Children are reaped by the kernel as they die, so none lingers as a
     // zombie, whoever kills it.
@@ -77,6 +89,9 @@ pub fn main(linked: Option<GreetingFn>) -> ! {
     let mode = std::env::args().nth(1);
     let mut agent = Agent {
         pid: getpid().as_raw(),
+        build,
+        memory: None,
+        pipes: Vec::new(),
         linked,
         exe,
         handles: BTreeMap::new(),
@@ -87,12 +102,12 @@ pub fn main(linked: Option<GreetingFn>) -> ! {
     match mode.as_deref() {
         // Print the greeting and exit (for tight start loops).
         Some("--once") => {
-            agent.call();
+            agent.hello();
             std::process::exit(0)
         }
         // Print the greeting and wait to be killed (children of `spawn`).
         Some("--hold") => {
-            agent.call();
+            agent.hello();
             hold()
         }
         Some(other) => {
@@ -141,6 +156,43 @@ impl Agent {
         }
     }
 
+    /// What a new process says first: its greeting if it is linked against
+    /// libexample, otherwise which build it is.
+    fn hello(&self) {
+        match self.linked {
+            Some(_) => self.call(),
+            None => self.version(),
+        }
+    }
+
+    fn version(&self) {
+        emit(&format!("version pid={}: {}", self.pid, self.build));
+    }
+
+    fn pipe(&mut self, opts: &[&str]) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let cloexec = match opts {
+            [] => false,
+            ["cloexec"] => true,
+            _ => return Err(format!("unknown pipe options {opts:?}")),
+        };
+        let flags = if cloexec {
+            nix::fcntl::OFlag::O_CLOEXEC
+        } else {
+            nix::fcntl::OFlag::empty()
+        };
+        let (r, w) = nix::unistd::pipe2(flags).map_err(|e| format!("pipe2: {e}"))?;
+        emit(&format!(
+            "pipe pid={} r={} w={} cloexec={}",
+            self.pid,
+            r.as_raw_fd(),
+            w.as_raw_fd(),
+            if cloexec { "yes" } else { "no" }
+        ));
+        self.pipes.push((r, w));
+        Ok(())
+    }
+
     fn command(&mut self, w: &[&str]) -> Result<(), String> {
         let arg = |i: usize| -> Result<&str, String> {
             w.get(i)
@@ -152,6 +204,22 @@ impl Agent {
                 self.call();
                 Ok(())
             }
+            "version" => {
+                self.version();
+                Ok(())
+            }
+            "remember" => {
+                let text = w[1..].join(" ");
+                emit(&format!("remembered pid={}: {text}", self.pid));
+                self.memory = Some(text);
+                Ok(())
+            }
+            "recall" => {
+                let text = self.memory.as_deref().unwrap_or("(nothing)");
+                emit(&format!("recall pid={}: {text}", self.pid));
+                Ok(())
+            }
+            "pipe" => self.pipe(&w[1..]),
             "fork" => self.fork_child(),
             "spawn" => self.spawn_child(),
             "exec" => self.exec_self(),
@@ -181,7 +249,7 @@ impl Agent {
                 die_with_parent();
                 let me = getpid().as_raw();
                 self.pid = me;
-                self.call();
+                self.hello();
                 hold()
             }
             ForkResult::Parent { child } => {
