@@ -64,9 +64,30 @@ pub fn vol(v: impl Display) -> String {
     format!("\u{1}{v}\u{2}")
 }
 
-/// Removes the [`vol`] marks.
+/// Marks a pid in a process table: shown as is (padded to 7 columns),
+/// redacted to `[PID-k]`, numbered by first appearance, so a redacted table
+/// still shows which process is whose parent.
+pub fn pidv(pid: i32) -> String {
+    format!("\u{3}{pid:>7}\u{4}")
+}
+
+/// Like [`pidv`], without padding (inside a sentence).
+pub fn pidt(pid: i32) -> String {
+    format!("\u{3}{pid}\u{4}")
+}
+
+/// Removes the [`vol`] and [`pidv`] marks.
 pub fn plain(line: &str) -> String {
-    line.replace(['\u{1}', '\u{2}'], "")
+    line.replace(['\u{1}', '\u{2}', '\u{3}', '\u{4}'], "")
+}
+
+/// Which column names a process in [`Lab::table`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// `comm` (what swaplab's server sets: `swaplab master`).
+    Comm,
+    /// The command line (nginx rewrites it: `nginx: master process …`).
+    Args,
 }
 
 pub type Sink = Box<dyn FnMut(&str) + Send>;
@@ -353,6 +374,87 @@ impl Lab {
             }
         }
         Ok(found)
+    }
+
+    /// The article's process table for process group `pgid`: PID, PPID,
+    /// command and executable, read from /proc, oldest first.
+    pub fn table(&mut self, pgid: i32, shown: Shown) -> Vec<crate::procs::Proc> {
+        let rows = crate::procs::group(pgid);
+        let col = match shown {
+            Shown::Comm => "comm",
+            Shown::Args => "args",
+        };
+        self.proof(format!(
+            "$ ps -o pid,ppid,{col} -g {}   # and readlink /proc/PID/exe",
+            pidt(pgid)
+        ));
+        self.proof(format!(
+            "{:>7} {:>7}  {:<16} EXE",
+            "PID",
+            "PPID",
+            col.to_ascii_uppercase()
+        ));
+        for p in &rows {
+            let exe = p
+                .exe
+                .as_ref()
+                .map(|e| self.sandbox.rel(e))
+                .unwrap_or_else(|| "?".into());
+            let cmd = match shown {
+                Shown::Comm => p.comm.clone(),
+                Shown::Args => p.args.clone(),
+            };
+            self.proof(format!(
+                "{} {}  {:<16} {exe}",
+                pidv(p.pid),
+                pidv(p.ppid),
+                cmd
+            ));
+        }
+        rows
+    }
+
+    /// `ls -l /proc/PID/fd`, narrated; returns (fd, target).
+    pub fn fds(&mut self, pid: i32) -> Vec<(i32, String)> {
+        let fds = crate::procs::fds(pid);
+        self.proof(format!(
+            "$ ls -l /proc/{pid}/fd | awk '{{print $9, $10, $11}}'"
+        ));
+        for (fd, t) in &fds {
+            self.proof(format!("{fd} -> {t}"));
+        }
+        fds
+    }
+
+    /// `kill -SIG PID`, narrated with how the pid was found (`$(cat
+    /// run/x.pid)`, say).
+    pub fn kill(&mut self, sig: nix::sys::signal::Signal, pid: i32, how: &str) -> Result<()> {
+        let name = sig.as_str().trim_start_matches("SIG");
+        self.shell(format!("kill -{name} {how}   # {}", pidt(pid)));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .with_context(|| format!("kill -{name} {pid}"))
+    }
+
+    /// Polls `probe` until it returns `Some`, or fails at the deadline with
+    /// `what` and the last thing the probe saw (`last`).
+    pub fn wait_until<T>(
+        &mut self,
+        what: &str,
+        mut probe: impl FnMut() -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        let limit = crate::process::deadline();
+        let until = std::time::Instant::now() + limit;
+        loop {
+            match probe() {
+                Ok(v) => return Ok(v),
+                Err(last) if std::time::Instant::now() >= until => anyhow::bail!(
+                    "timed out after {:.1} s waiting until {what} (last seen: {last})\n(sandbox: {})",
+                    limit.as_secs_f64(),
+                    self.sandbox.root().display()
+                ),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
     }
 
     // ---- the judgement -----------------------------------------------------

@@ -2,14 +2,18 @@
 //! processes when the code under them is replaced.
 
 pub mod agent;
+pub mod bench;
 pub mod experiments;
 pub mod findings;
 pub mod lab;
+pub mod load;
 pub mod maps;
 pub mod process;
+pub mod procs;
 pub mod redact;
 pub mod replace;
 pub mod report;
 pub mod sandbox;
+pub mod server;
 pub mod sheets;
 pub mod variants;

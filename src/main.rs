@@ -44,6 +44,38 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Measure: figures for a whole sequence under load.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Upgrade (USR2, WINCH, QUIT) and rollback (USR2, WINCH, HUP, QUIT new)
+    /// of swaplab's server and real nginx under the load client: requests,
+    /// failures by kind, p50/p99/max latency before, during and after.
+    Upgrade {
+        /// Completed requests before the switch, and again after it.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        requests: u64,
+        /// Answers each step of the sequence waits for.
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        settle: u64,
+        /// Load connections, each a thread opening one connection after another.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+        connections: u64,
+        /// Workers per master.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+        workers: u64,
+        /// Which servers.
+        #[arg(long, value_delimiter = ',', default_value = "swaplab,nginx", value_parser = ["swaplab", "nginx"])]
+        server: Vec<String>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +98,26 @@ fn main() -> ExitCode {
             json,
             quiet,
         } => run(&ids, all, json, quiet),
+        Command::Bench {
+            what:
+                Bench::Upgrade {
+                    requests,
+                    settle,
+                    connections,
+                    workers,
+                    server,
+                    json,
+                },
+        } => bench_upgrade(
+            swaplab::bench::Options {
+                requests: requests as usize,
+                settle: settle as usize,
+                connections: connections as usize,
+                workers: workers as usize,
+                servers: server,
+            },
+            json,
+        ),
     }
 }
 
@@ -76,6 +128,9 @@ fn readiness(f: &Finding) -> String {
     }
     if f.id == "L13" && !nix::unistd::geteuid().is_root() {
         return "skips here: needs root".into();
+    }
+    if f.id == "U08" && swaplab::experiments::nginx::find_nginx().is_none() {
+        return "skips here: needs nginx".into();
     }
     "runs".into()
 }
@@ -216,4 +271,51 @@ fn table(outcomes: &[Outcome]) {
         count("Skipped"),
         count("Error")
     );
+}
+
+fn bench_upgrade(o: swaplab::bench::Options, json: bool) -> ExitCode {
+    let platform = Platform::detect();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if !json {
+        println!(
+            "swaplab bench upgrade on {}, {cores} cores\n{} load connections, {} completed requests before and after each switch, {} answers per step, {} workers per master\n",
+            platform.one_line(),
+            o.connections,
+            o.requests,
+            o.settle,
+            o.workers
+        );
+    }
+    let runs = swaplab::bench::upgrade_runs(&o, |what| {
+        if !json {
+            eprintln!("  {what}");
+        }
+    });
+    let failed = runs
+        .iter()
+        .any(|r| r.error.is_some() || !r.refuted.is_empty());
+    if json {
+        let v = serde_json::json!({
+            "swaplab": env!("CARGO_PKG_VERSION"),
+            "platform": platform,
+            "cores": cores,
+            "options": {
+                "requests": o.requests,
+                "settle": o.settle,
+                "connections": o.connections,
+                "workers": o.workers,
+            },
+            "runs": runs,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+    } else {
+        println!("\n{}", swaplab::bench::table(&runs));
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -7,6 +7,9 @@
 //! | `[ADDR]` | an address range in a maps line, any `0x…` value |
 //! | `[DEV]` | the device in a maps line |
 //! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show. Numbering starts afresh at each part of an experiment (a `# --- … ---` line): a file freed in one part may hand its inode number to a file of the next (ext4 reuses numbers at once), which would make the tokens differ from run to run |
+//! | `[PID-1]`, `[PID-2]`, … | pids the experiment marked with [`crate::lab::pidv`] (process tables), numbered by first appearance over the whole transcript, so a table still shows who is whose parent |
+//! | `pipe:[INODE-k]`, `socket:[INODE-k]` | the inodes of pipes and sockets in `/proc/PID/fd`, numbered with the file inodes |
+//! | `[PORT]` | the port of a loopback address (`127.0.0.1:[PORT]`) |
 //! | `[UID]` | `uid=N` |
 //! | `[N]` | values the experiment marked as changing from run to run (counts, times) |
 
@@ -27,6 +30,9 @@ struct Rules {
     proc_pid: Regex,
     hex: Regex,
     uid: Regex,
+    pidv: Regex,
+    fd_inode: Regex,
+    port: Regex,
 }
 
 fn rules() -> &'static Rules {
@@ -42,6 +48,9 @@ fn rules() -> &'static Rules {
         proc_pid: Regex::new(r"/proc/\d+/|(< peek )\d+").expect("valid"),
         hex: Regex::new(r"\b0x[0-9a-f]+\b").expect("valid"),
         uid: Regex::new(r"\buid=\d+").expect("valid"),
+        pidv: Regex::new("\u{3} *(\\d+)\u{4}").expect("valid"),
+        fd_inode: Regex::new(r"\b(pipe|socket):\[(\d+)\]").expect("valid"),
+        port: Regex::new(r"\b127\.0\.0\.1:[1-9]\d*").expect("valid"),
     })
 }
 
@@ -50,6 +59,7 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
     let r = rules();
     let root = root.display().to_string();
     let mut inodes: HashMap<String, usize> = HashMap::new();
+    let mut pids: HashMap<String, usize> = HashMap::new();
     lines
         .iter()
         .map(|line| {
@@ -62,7 +72,16 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
                 format!("[INODE-{k}]")
             };
             let s = line.replace(&root, "[LAB]");
+            let s = r.pidv.replace_all(&s, |c: &Captures| {
+                let next = pids.len() + 1;
+                let k = *pids.entry(c[1].to_string()).or_insert(next);
+                format!("[PID-{k}]")
+            });
             let s = r.vol.replace_all(&s, "[N]");
+            let s = r.port.replace_all(&s, "127.0.0.1:[PORT]");
+            let s = r
+                .fd_inode
+                .replace_all(&s, |c: &Captures| format!("{}:{}", &c[1], token(&c[2])));
             let s = r.maps.replace_all(&s, |c: &Captures| {
                 format!("[ADDR] {} {} [DEV] {}   ", &c[1], &c[2], token(&c[3]))
             });

@@ -13,6 +13,8 @@ pub enum Replace {
     /// Not atomic: between the unlink and the end of the write the path names
     /// nothing, or a short file.
     Install,
+    /// install(1) with mode 644: a new file nobody may execute (U06).
+    InstallNoExec,
     /// cp(1) to a temporary name beside the destination, then mv(1), which is
     /// `rename(2)`: atomic, the path always names a complete file.
     Rename,
@@ -30,6 +32,7 @@ impl Replace {
         let tmp = format!("{dst}.new");
         match self {
             Replace::Install => vec![v(&["install", "-m", "755", src, dst])],
+            Replace::InstallNoExec => vec![v(&["install", "-m", "644", src, dst])],
             Replace::Rename => vec![v(&["cp", src, &tmp]), v(&["mv", &tmp, dst])],
             Replace::CopyInPlace => vec![v(&["cp", src, dst])],
             Replace::WriteInPlace => vec![v(&[

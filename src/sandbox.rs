@@ -117,6 +117,28 @@ impl Sandbox {
         Ok(dst)
     }
 
+    /// Copies a target program into `build/` (once), as the upgrade that
+    /// an experiment installs over `bin/`; returns its path.
+    pub fn stage_program(&self, p: Program) -> Result<PathBuf> {
+        let dst = self.root.join("build").join(p.file_name());
+        if !dst.exists() {
+            let src = targets_dir()?.join(p.file_name());
+            fs::copy(&src, &dst)
+                .with_context(|| format!("cannot copy {} to the sandbox", src.display()))?;
+        }
+        Ok(dst)
+    }
+
+    /// Copies any file into `build/` under `name` (once); returns its path.
+    pub fn stage_file(&self, src: &Path, name: &str) -> Result<PathBuf> {
+        let dst = self.root.join("build").join(name);
+        if !dst.exists() {
+            fs::copy(src, &dst)
+                .with_context(|| format!("cannot copy {} to the sandbox", src.display()))?;
+        }
+        Ok(dst)
+    }
+
     /// Opens the sandbox to other users (for experiments that run a target
     /// as an unprivileged user): the folders become 0755.
     pub fn open_to_all(&self) -> Result<()> {

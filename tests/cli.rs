@@ -21,7 +21,7 @@ fn list_shows_every_finding_with_its_status() {
             f.id
         );
     }
-    assert!(text.contains("planned (issue 3"), "{text}");
+    assert!(text.contains("planned (issue 4"), "{text}");
 }
 
 #[test]
@@ -94,11 +94,11 @@ fn run_json_reports_verdict_observations_and_platform() {
 #[test]
 fn a_planned_finding_is_skipped_with_the_reason() {
     swaplab()
-        .args(["run", "U03"])
+        .args(["run", "G03"])
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "U03: Skipped: not implemented yet",
+            "G03: Skipped: not implemented yet",
         ));
 }
 
@@ -130,4 +130,111 @@ fn bad_flags_and_missing_arguments_exit_with_code_2() {
         .code(2)
         .stderr(predicate::str::contains("cannot be used with"));
     swaplab().arg("frobnicate").assert().code(2);
+}
+
+#[test]
+fn run_u03_narrates_the_upgrade_with_the_process_tables() {
+    let out = swaplab().args(["run", "U03"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    for want in [
+        "kill -USR2 $(cat run/swaplab.pid)",
+        "kill -WINCH $(cat run/swaplab.pid.oldbin)",
+        "kill -QUIT $(cat run/swaplab.pid.oldbin)",
+        "run/swaplab.pid.oldbin:",
+        "PID    PPID  COMM",
+        "swaplab master   bin/swaplab-server (deleted)",
+        "swaplab worker   bin/swaplab-server",
+        "0 failed",
+        "verdict: Confirmed",
+    ] {
+        assert!(text.contains(want), "`{want}` missing from:\n{text}");
+    }
+}
+
+#[test]
+fn bench_upgrade_reports_every_phase_as_json() {
+    let out = swaplab()
+        .args([
+            "bench",
+            "upgrade",
+            "--server",
+            "swaplab",
+            "--requests",
+            "200",
+            "--settle",
+            "20",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    for r in runs {
+        assert!(r["error"].is_null(), "{r}");
+        let phases: Vec<&str> = r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["phase"].as_str().unwrap())
+            .collect();
+        assert_eq!(phases, ["before", "during", "after"]);
+        for p in r["phases"].as_array().unwrap() {
+            assert_eq!(p["failed"], 0, "{p}");
+            assert!(p["requests"].as_u64().unwrap() > 0, "{p}");
+            assert!(p["p99_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap());
+        }
+    }
+}
+
+#[test]
+fn bench_rejects_bad_flags_with_exit_code_2() {
+    for args in [
+        &["bench", "upgrade", "--connections", "0"][..],
+        &["bench", "upgrade", "--server", "apache"][..],
+        &["bench", "upgrade", "--requests", "many"][..],
+        &["bench", "nothing"][..],
+    ] {
+        swaplab().args(args).assert().code(2);
+    }
+}
+
+fn server() -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab-server"));
+    cmd.timeout(std::time::Duration::from_secs(30));
+    cmd
+}
+
+#[test]
+fn the_server_refuses_a_port_in_use_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::Builder::new()
+        .prefix("swaplab-cli-")
+        .tempdir()
+        .unwrap();
+    server()
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--pid-file"])
+        .arg(dir.path().join("s.pid"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("the port is in use"));
+    assert!(!dir.path().join("s.pid").exists());
+}
+
+#[test]
+fn the_server_listens_on_loopback_only_and_rejects_bad_arguments() {
+    for args in [
+        &["--listen", "0.0.0.0:8080", "--pid-file", "x.pid"][..],
+        &["--listen", "nonsense", "--pid-file", "x.pid"][..],
+        &["--workers", "0", "--pid-file", "x.pid"][..],
+        &["--listen", "127.0.0.1:0"][..],
+        &["--bogus"][..],
+    ] {
+        server()
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("swaplab-server:"));
+    }
 }

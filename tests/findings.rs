@@ -26,3 +26,13 @@ finding!(l09_dlopen_of_a_copy_at_a_new_path_loads_the_new_version_beside_the_old
 finding!(l11_how_the_file_is_replaced_decides_what_running_processes_see);
 finding!(l12_a_running_executable_cannot_be_written_but_can_be_replaced);
 finding!(l13_an_unprivileged_user_cannot_read_another_users_maps);
+
+// Article 001: upgrading the executable on the fly.
+finding!(u01_a_child_forked_after_the_executable_is_replaced_runs_the_old_program);
+finding!(u02_execve_runs_the_new_file_and_keeps_pid_and_open_fds);
+finding!(u03_the_nginx_style_upgrade_keeps_every_connection);
+finding!(u04_usr2_is_ignored_while_an_upgrade_is_in_progress);
+finding!(u05_rollback_brings_the_old_generation_back_without_errors);
+finding!(u06_a_failed_exec_leaves_the_old_master_serving);
+finding!(u07_a_library_update_needs_the_exec_not_a_worker_restart);
+finding!(u08_real_nginx_upgrades_and_rolls_back_without_errors);

@@ -85,13 +85,24 @@ fn a_panicking_experiment_leaves_no_process_and_no_sandbox() {
 fn interrupt_a_run(
     signal: nix::sys::signal::Signal,
 ) -> (tempfile::TempDir, std::process::ExitStatus) {
+    interrupt("L11", "for i in $(seq", signal)
+}
+
+/// Starts `swaplab run ID` with a private temp folder, waits until it prints
+/// a line containing `marker`, sends `signal`, and returns (temp folder,
+/// exit status).
+fn interrupt(
+    id: &str,
+    marker: &'static str,
+    signal: nix::sys::signal::Signal,
+) -> (tempfile::TempDir, std::process::ExitStatus) {
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::Builder::new()
         .prefix("swaplab-int-")
         .tempdir()
         .unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
-        .args(["run", "L11"])
+        .args(["run", id])
         .env("TMPDIR", tmp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -101,7 +112,7 @@ fn interrupt_a_run(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("for i in $(seq") {
+            if line.contains(marker) {
                 let _ = tx.send(());
             }
         }
@@ -110,7 +121,7 @@ fn interrupt_a_run(
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, signal).unwrap();
     let status = child.wait().unwrap();
-    started.expect("swaplab run L11 did not reach its start loop");
+    started.unwrap_or_else(|_| panic!("swaplab run {id} never printed `{marker}`"));
     (tmp, status)
 }
 
@@ -132,6 +143,64 @@ fn a_killed_harness_takes_its_targets_with_it() {
     assert!(status.code().is_none(), "{status:?}");
     let left = processes_left_under(tmp.path());
     assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_an_upgrade_leaves_no_generation_behind() {
+    // Both masters run (the .oldbin pid file is shown) when Ctrl-C comes.
+    let (tmp, status) = interrupt(
+        "U03",
+        "swaplab.pid.oldbin:",
+        nix::sys::signal::Signal::SIGINT,
+    );
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let left = processes_left_under(tmp.path());
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
+}
+
+#[test]
+fn a_harness_killed_in_the_middle_of_an_upgrade_leaves_no_generation_behind() {
+    // The old master dies with the harness (PR_SET_PDEATHSIG), its workers
+    // with it; the new master, whose parent is the old master, sees its
+    // stdin end and takes its workers with it.
+    let (tmp, status) = interrupt(
+        "U03",
+        "swaplab.pid.oldbin:",
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(status.code().is_none(), "{status:?}");
+    let left = processes_left_under(tmp.path());
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn a_harness_killed_while_nginx_runs_leaves_no_nginx_behind() {
+    if swaplab::experiments::nginx::find_nginx().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx is missing on CI: apt-get install -y nginx"
+        );
+        eprintln!("skipped: nginx is not installed (apt-get install -y nginx)");
+        return;
+    }
+    // nginx daemonizes out of the harness's tree; the sentinel sweeps it
+    // and, the harness being gone, the sandbox too.
+    let (tmp, status) = interrupt(
+        "U08",
+        "nginx.pid.oldbin:",
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(status.code().is_none(), "{status:?}");
+    let left = processes_left_under(tmp.path());
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(tmp.path()).unwrap().next().is_some() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
 }
 
 #[test]

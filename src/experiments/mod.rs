@@ -1,3 +1,5 @@
 //! The experiments, one function per finding, grouped by source article.
 
 pub mod libs;
+pub mod nginx;
+pub mod upgrade;

@@ -1,0 +1,239 @@
+//! U08: the upgrade and the rollback against real nginx, from a private
+//! prefix in the sandbox (config, pid file, logs, temp folders), on a
+//! loopback port, driven by the same steps and load client as swaplab's
+//! own server.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::experiments::upgrade::{self, Fleet, SETTLE};
+use crate::lab::{vol, Lab, Shown};
+use crate::process::{hermetic, GroupGuard, Sentinel};
+use crate::procs;
+use crate::replace::Replace;
+
+/// What would make U08 run where nginx is missing.
+pub const ENABLE: &str = "apt-get install -y nginx";
+
+/// The nginx binary: `SWAPLAB_NGINX`, or `nginx` on PATH or in the sbin
+/// folders where distributions put it.
+pub fn find_nginx() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SWAPLAB_NGINX") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            [
+                "/usr/sbin",
+                "/usr/local/sbin",
+                "/usr/local/nginx/sbin",
+                "/sbin",
+            ]
+            .iter()
+            .map(PathBuf::from),
+        )
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+/// A running nginx: the fleet, plus the guards that kill it whatever
+/// happens (it daemonizes, so it is neither our child nor in our group).
+pub struct Nginx {
+    pub fleet: Fleet,
+    pub master: i32,
+    // Dropped in this order: the group first, then the sentinel sweeps.
+    _group: GroupGuard,
+    _sentinel: Sentinel,
+}
+
+fn config(port: u16, workers: usize) -> String {
+    format!(
+        "# written by swaplab: everything under the sandbox, loopback only
+daemon on;
+master_process on;
+worker_processes {workers};
+pid run/nginx.pid;
+error_log run/error.log notice;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path run/client_body;
+    proxy_temp_path run/proxy;
+    fastcgi_temp_path run/fastcgi;
+    uwsgi_temp_path run/uwsgi;
+    scgi_temp_path run/scgi;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 \"pid=$pid version=$nginx_version\\n\"; }}
+    }}
+}}
+"
+    )
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Starts nginx from `bin/nginx` (a copy of the system's) with a config in
+/// the sandbox. `None` (and the lab Skipped) where nginx is missing.
+pub fn start(lab: &mut Lab, workers: usize) -> Result<Option<Nginx>> {
+    let Some(system) = find_nginx() else {
+        lab.skip("nginx is not installed", ENABLE)?;
+        return Ok(None);
+    };
+    let root = lab.sandbox.root().to_path_buf();
+    let sentinel = Sentinel::start(&root)?;
+    lab.sandbox.stage_file(&system, "nginx")?;
+    lab.shell(format!("cp {} build/nginx", system.display()));
+    lab.shell(format!(
+        "{}   # nginx runs from the sandbox",
+        Replace::Install.shell("build/nginx", "bin/nginx")
+    ));
+    Replace::Install.apply(&root, "build/nginx", "bin/nginx")?;
+    fs::create_dir_all(root.join("conf"))?;
+    let bin = root.join("bin/nginx");
+    let args = [
+        "-p".to_string(),
+        format!("{}/", root.display()),
+        "-c".into(),
+        "conf/nginx.conf".into(),
+        "-e".into(),
+        "run/error.log".into(),
+    ];
+    // The port is free when chosen, but another process may take it before
+    // nginx binds: then try another.
+    let mut last = String::new();
+    let mut started = None;
+    for _ in 0..5 {
+        let port = free_port()?;
+        fs::write(root.join("conf/nginx.conf"), config(port, workers))?;
+        let err_path = root.join("run/start.err");
+        let mut cmd = hermetic(&bin, &lab.sandbox.lib_dir());
+        cmd.current_dir(&root)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err_path)?);
+        let mut child = crate::process::spawn_retrying(&mut cmd)
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let until = Instant::now() + crate::process::deadline();
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("nginx did not daemonize within the deadline");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        last = fs::read_to_string(&err_path).unwrap_or_default();
+        if status.success() {
+            started = Some(port);
+            break;
+        }
+        if !last.contains("Address already in use") {
+            bail!("nginx failed to start ({status}):\n{last}");
+        }
+    }
+    let Some(port) = started else {
+        bail!("nginx could not bind a free loopback port in 5 tries:\n{last}");
+    };
+    lab.shell("cat conf/nginx.conf");
+    for l in config(port, workers).lines() {
+        lab.say(l.replace(&port.to_string(), &vol(port)));
+    }
+    lab.shell(format!("bin/nginx {}", args.join(" ")));
+    let pid_file = root.join("run/nginx.pid");
+    let master = lab.wait_until("nginx writes its pid file", || {
+        fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| procs::alive(*p))
+            .ok_or_else(|| "no pid file".to_string())
+    })?;
+    let pgid = procs::get(master).map(|p| p.pgrp).unwrap_or(master);
+    let group = GroupGuard::new(pgid);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut fleet = Fleet {
+        pid_rel: "run/nginx.pid".into(),
+        pid_file,
+        workers,
+        pgid,
+        shown: Shown::Args,
+        addr,
+        env_var: "NGINX",
+        passed: upgrade::Passed::ErrorLog(root.join("run/error.log")),
+        who: HashMap::new(),
+        gens: HashMap::from([(master, 1)]),
+    };
+    lab.wait_until("nginx's workers run", || {
+        let n = fleet.workers_of(master).len();
+        if n == workers {
+            Ok(())
+        } else {
+            Err(format!("{n} workers"))
+        }
+    })?;
+    fleet.note_workers(master);
+    fleet.show_pid_files(lab);
+    lab.table(pgid, Shown::Args);
+    Ok(Some(Nginx {
+        fleet,
+        master,
+        _group: group,
+        _sentinel: sentinel,
+    }))
+}
+
+/// Installs another copy of nginx over `bin/nginx` (the running master's
+/// file becomes `(deleted)`).
+pub fn replace_binary(lab: &mut Lab) -> Result<()> {
+    lab.shell(format!(
+        "{}   # a new copy of the binary",
+        Replace::Install.shell("build/nginx", "bin/nginx")
+    ));
+    Replace::Install.apply(lab.sandbox.root(), "build/nginx", "bin/nginx")
+}
+
+pub fn u08(lab: &mut Lab) -> Result<()> {
+    let Some(mut ng) = start(lab, 2)? else {
+        return Ok(());
+    };
+    let first = ng.master;
+    let load = upgrade::start_load(lab, &ng.fleet, 2)?;
+    upgrade::served_by(lab, &load, &ng.fleet, load.mark(), first, SETTLE)?;
+    lab.part("upgrade: USR2, WINCH, QUIT");
+    let second = upgrade::upgrade(
+        lab,
+        &mut ng.fleet,
+        &load,
+        first,
+        SETTLE,
+        &mut replace_binary,
+    )?;
+    lab.part("rollback: USR2, WINCH, HUP the old master, QUIT the new one");
+    upgrade::rollback(
+        lab,
+        &mut ng.fleet,
+        &load,
+        second,
+        SETTLE,
+        &mut replace_binary,
+    )?;
+    lab.part("the end");
+    upgrade::finish_load(lab, load, &ng.fleet);
+    upgrade::quit(lab, second, "$(cat run/nginx.pid)")?;
+    Ok(())
+}

@@ -1,0 +1,1024 @@
+//! Article 001: upgrading the executable on the fly (U01–U08).
+//!
+//! U01/U02 use a small target (`swaplab-app`, builds 1 and 2). U03–U07 use
+//! swaplab's nginx-style master/worker server (`swaplab::server`), U08 real
+//! nginx; both are driven by the same steps ([`usr2`], [`winch`], [`hup`],
+//! [`quit`]) under the load client, and every step waits on evidence (pid
+//! files, the process tree in /proc), never on a sleep.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use nix::sys::signal::Signal;
+
+use crate::lab::{after_colon, field, field_i32, pidt, vol, Lab, Shown};
+use crate::load::{self, Load, Mark, Sample};
+use crate::maps::split_deleted;
+use crate::process::{Program, Target};
+use crate::procs::{self, Proc};
+use crate::replace::Replace;
+use crate::server::{LISTEN_FDS, WORKER_COMM};
+use crate::variants::Variant::{V1, V2};
+
+const OLD: &str = "Hell World";
+const NEW: &str = "Hello World";
+
+/// Answers to wait for after each step in the experiments (the benchmark
+/// waits for more).
+pub const SETTLE: usize = 20;
+
+// ---- U01, U02: fork and execve on a small target --------------------------
+
+/// `readlink /proc/PID/exe`, narrated; returns (path, deleted).
+fn exe_of(lab: &mut Lab, pid: i32) -> Result<(PathBuf, bool)> {
+    let exe = procfs::process::Process::new(pid)
+        .and_then(|p| p.exe())
+        .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
+    lab.proof(format!("$ readlink /proc/{}/exe", pidt(pid)));
+    lab.proof(exe.display().to_string());
+    Ok(split_deleted(&exe))
+}
+
+/// `install -m 755 build/<next> bin/<prog>`, narrated.
+fn install_program(lab: &mut Lab, next: Program, prog: Program, how: Replace) -> Result<()> {
+    let src = lab.sandbox.stage_program(next)?;
+    let src = lab.sandbox.rel(&src);
+    let dst = format!("bin/{}", prog.file_name());
+    lab.shell(format!(
+        "{}   # the new build, {}",
+        how.shell(&src, &dst),
+        next.file_name()
+    ));
+    how.apply(lab.sandbox.root(), &src, &dst)
+}
+
+fn version(lab: &mut Lab, t: &mut Target) -> Result<String> {
+    Ok(after_colon(&lab.ask(t, "version", "version")?))
+}
+
+pub fn u01(lab: &mut Lab) -> Result<()> {
+    let exe = lab.sandbox.program(Program::App)?;
+    let mut a = lab.start_exe(&exe, "A", &[], |_| String::new())?;
+    let va = version(lab, &mut a)?;
+    let (_, a_deleted_before) = exe_of(lab, a.pid())?;
+    lab.note("the program file is replaced while A runs (make install)");
+    install_program(lab, Program::App2, Program::App, Replace::Install)?;
+    let (a_exe, a_deleted) = exe_of(lab, a.pid())?;
+    lab.note("fork: A copies itself");
+    let line = lab.ask(&mut a, "fork", "forked")?;
+    let c = field_i32(&line, "child")?;
+    let vc = after_colon(&lab.expect(&mut a, &format!("version pid={c}:"))?);
+    let (c_exe, c_deleted) = exe_of(lab, c)?;
+    lab.note("fork + execve of the same path: A starts its program anew");
+    let line = lab.ask(&mut a, "spawn", "spawned")?;
+    let s = field_i32(&line, "child")?;
+    lab.expect(&mut a, &format!("ready pid={s}"))?;
+    let vs = after_colon(&lab.expect(&mut a, &format!("version pid={s}:"))?);
+    let (s_exe, s_deleted) = exe_of(lab, s)?;
+    lab.observe("build_forked_child", &vc);
+    lab.observe("build_exec_child", &vs);
+    lab.check_eq("A runs build 1", va.as_str(), "1");
+    lab.check(
+        "before the replacement A's exe is the file on disk",
+        !a_deleted_before,
+        "(deleted)",
+    );
+    lab.check(
+        "after the replacement A's exe ends in (deleted)",
+        a_deleted && a_exe == exe,
+        format!("{} deleted={a_deleted}", a_exe.display()),
+    );
+    lab.check_eq(
+        "the child forked after the replacement still runs build 1",
+        vc.as_str(),
+        "1",
+    );
+    lab.check(
+        "the forked child's /proc/PID/exe ends in (deleted)",
+        c_deleted && c_exe == exe,
+        format!("{} deleted={c_deleted}", c_exe.display()),
+    );
+    lab.check_eq(
+        "a child that execs the path runs build 2, the file now on disk",
+        vs.as_str(),
+        "2",
+    );
+    lab.check(
+        "the exec'ed child's exe is the file on disk, not (deleted)",
+        !s_deleted && s_exe == exe,
+        format!("{} deleted={s_deleted}", s_exe.display()),
+    );
+    Ok(())
+}
+
+pub fn u02(lab: &mut Lab) -> Result<()> {
+    let exe = lab.sandbox.program(Program::App)?;
+    let mut a = lab.start_exe(&exe, "A", &[], |_| String::new())?;
+    let pid = a.pid();
+    let v1 = version(lab, &mut a)?;
+    lab.ask(&mut a, "remember the flag is set", "remembered")?;
+    let keep = lab.ask(&mut a, "pipe", "pipe")?;
+    let gone = lab.ask(&mut a, "pipe cloexec", "pipe")?;
+    let (kr, kw) = (field_i32(&keep, "r")?, field_i32(&keep, "w")?);
+    let (gr, gw) = (field_i32(&gone, "r")?, field_i32(&gone, "w")?);
+    let before = lab.fds(pid);
+    lab.note("the program file is replaced, then A calls execve on its own path");
+    install_program(lab, Program::App2, Program::App, Replace::Install)?;
+    lab.ask(&mut a, "exec", "exec")?;
+    let ready = lab.expect(&mut a, "ready pid=")?;
+    let v2 = version(lab, &mut a)?;
+    let recall = after_colon(&lab.ask(&mut a, "recall", "recall")?);
+    let after = lab.fds(pid);
+    let (exe_after, deleted) = exe_of(lab, pid)?;
+    let at = |fds: &[(i32, String)], fd: i32| -> Option<String> {
+        fds.iter().find(|(f, _)| *f == fd).map(|(_, t)| t.clone())
+    };
+    lab.observe("fds_before", before.len());
+    lab.observe("fds_after", after.len());
+    lab.check_eq("before: build 1", v1.as_str(), "1");
+    lab.check_eq(
+        "after execve the pid is the same",
+        ready,
+        format!("ready pid={pid}"),
+    );
+    lab.check_eq(
+        "after execve the file now on disk runs: build 2",
+        v2.as_str(),
+        "2",
+    );
+    lab.check(
+        "its exe is the file on disk, not (deleted)",
+        !deleted && exe_after == exe,
+        format!("{} deleted={deleted}", exe_after.display()),
+    );
+    let kept: Vec<i32> = vec![0, 1, 2, kr, kw];
+    let same: Vec<bool> = kept
+        .iter()
+        .map(|fd| at(&before, *fd).is_some() && at(&before, *fd) == at(&after, *fd))
+        .collect();
+    lab.check(
+        "stdin, stdout, stderr and the plain pipe keep their fd numbers and inodes",
+        same.iter().all(|s| *s),
+        format!("fds {kept:?} same: {same:?}"),
+    );
+    lab.check(
+        "the close-on-exec pipe is gone",
+        at(&before, gr).is_some() && at(&after, gr).is_none() && at(&after, gw).is_none(),
+        format!(
+            "fd {gr}: {:?} -> {:?}, fd {gw}: {:?}",
+            at(&before, gr),
+            at(&after, gr),
+            at(&after, gw)
+        ),
+    );
+    lab.check_eq(
+        "nothing in memory survives: the flag is forgotten",
+        recall.as_str(),
+        "(nothing)",
+    );
+    Ok(())
+}
+
+// ---- the fleet: a master/worker server seen through /proc -----------------
+
+/// A running master/worker server (swaplab's or nginx), seen through its
+/// pid file and /proc.
+pub struct Fleet {
+    /// The pid file, relative to the sandbox (`run/swaplab.pid`).
+    pub pid_rel: String,
+    pub pid_file: PathBuf,
+    pub workers: usize,
+    /// The process group every generation shares.
+    pub pgid: i32,
+    pub shown: Shown,
+    pub addr: SocketAddr,
+    /// The variable that passes the listening fds to a new binary.
+    pub env_var: &'static str,
+    /// Where the new master's value of it shows.
+    pub passed: Passed,
+    /// Worker pid → its master, as seen in /proc after each step.
+    pub who: HashMap<i32, i32>,
+    /// Master pid → generation (1 for the first).
+    pub gens: HashMap<i32, u32>,
+}
+
+/// Where the fd numbers a new master received can be seen.
+#[derive(Clone, Debug)]
+pub enum Passed {
+    /// `/proc/PID/environ` (swaplab's server leaves its environment alone).
+    Environ,
+    /// The error log (nginx writes its process title over the memory that
+    /// `/proc/PID/environ` shows, and logs `using inherited sockets from`).
+    ErrorLog(PathBuf),
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn is_worker(p: &Proc) -> bool {
+    p.comm == WORKER_COMM || p.args.starts_with("nginx: worker process")
+}
+
+impl Fleet {
+    pub fn current(&self) -> Option<i32> {
+        read_pid(&self.pid_file)
+    }
+
+    pub fn oldbin_path(&self) -> PathBuf {
+        let mut s = self.pid_file.as_os_str().to_owned();
+        s.push(".oldbin");
+        PathBuf::from(s)
+    }
+
+    pub fn oldbin(&self) -> Option<i32> {
+        read_pid(&self.oldbin_path())
+    }
+
+    pub fn workers_of(&self, master: i32) -> Vec<i32> {
+        procs::children(master)
+            .iter()
+            .filter(|p| is_worker(p))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Records the workers `master` has now; returns them.
+    pub fn note_workers(&mut self, master: i32) -> Vec<i32> {
+        let w = self.workers_of(master);
+        for p in &w {
+            self.who.insert(*p, master);
+        }
+        w
+    }
+
+    /// The master whose worker answered `s`.
+    pub fn master_of(&self, s: &Sample) -> Option<i32> {
+        s.answer
+            .as_ref()
+            .and_then(|a| self.who.get(&a.pid))
+            .copied()
+    }
+
+    fn gen(&self, master: i32) -> u32 {
+        self.gens.get(&master).copied().unwrap_or(0)
+    }
+
+    /// `cat` of the pid file and `.oldbin`, narrated.
+    pub fn show_pid_files(&self, lab: &mut Lab) {
+        lab.shell(format!(
+            "grep -H . {0} {0}.oldbin 2>/dev/null",
+            self.pid_rel
+        ));
+        for p in [self.pid_file.clone(), self.oldbin_path()] {
+            if let Some(pid) = read_pid(&p) {
+                lab.say(format!("{}:{}", lab.sandbox.rel(&p), pidt(pid)));
+            }
+        }
+    }
+}
+
+/// The master that `old` forked for its new binary: a child that is not a
+/// worker.
+fn new_master_of(old: i32) -> Option<Proc> {
+    procs::children(old).into_iter().find(|p| !is_worker(p))
+}
+
+/// USR2 to `old`: waits until the new master runs with all its workers;
+/// checks the article's evidence; returns the new master.
+pub fn usr2(lab: &mut Lab, fleet: &mut Fleet, old: i32, replaced: bool) -> Result<i32> {
+    lab.kill(Signal::SIGUSR2, old, &format!("$(cat {})", fleet.pid_rel))?;
+    let n = fleet.workers;
+    let new = lab.wait_until("the new master runs with its workers", || {
+        let m = new_master_of(old).ok_or("no new master yet")?;
+        let w = fleet.workers_of(m.pid);
+        if w.len() < n {
+            return Err(format!("new master {} has {} workers", m.pid, w.len()));
+        }
+        match fleet.current() {
+            Some(p) if p == m.pid => Ok(m.pid),
+            other => Err(format!("pid file says {other:?}")),
+        }
+    })?;
+    fleet.note_workers(new);
+    fleet.gens.insert(new, fleet.gen(old) + 1);
+    fleet.show_pid_files(lab);
+    lab.table(fleet.pgid, fleet.shown);
+    let oldbin = fleet.oldbin();
+    lab.check(
+        "USR2 renamed the pid file to .oldbin, which names the old master",
+        oldbin == Some(old),
+        format!("{:?}", oldbin),
+    );
+    let ppid = procs::get(new).map(|p| p.ppid);
+    lab.check(
+        "the new master's parent is the old master",
+        ppid == Some(old),
+        format!("ppid {ppid:?}, old master {old}"),
+    );
+    let (old_exe, old_deleted) = exe_of(lab, old)?;
+    let (new_exe, new_deleted) = exe_of(lab, new)?;
+    let (what, ok) = if replaced {
+        (
+            "the old master's exe ends in (deleted); the new one's is the file on disk",
+            old_deleted && !new_deleted && old_exe == new_exe,
+        )
+    } else {
+        (
+            "the binary was not replaced: both masters run the file on disk",
+            !old_deleted && !new_deleted && old_exe == new_exe,
+        )
+    };
+    lab.check(
+        what,
+        ok,
+        format!(
+            "old {} deleted={old_deleted}, new {} deleted={new_deleted}",
+            old_exe.display(),
+            new_exe.display()
+        ),
+    );
+    same_socket(lab, fleet, old, new);
+    Ok(new)
+}
+
+/// Checks that `old` and `new` hold the one listening socket, and shows how
+/// the fd numbers were passed.
+fn same_socket(lab: &mut Lab, fleet: &Fleet, old: i32, new: i32) {
+    let port = fleet.addr.port();
+    let listening = procs::listening_inode(port);
+    lab.proof(format!(
+        "$ awk '$2 ~ /:{}$/ && $4 == \"0A\" {{print \"inode=\" $10}}' /proc/net/tcp   # who listens on 127.0.0.1:[PORT]",
+        vol(format!("{port:04X}"))
+    ));
+    lab.proof(format!(
+        "inode={}",
+        listening
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "(none)".into())
+    ));
+    let mut holders = Vec::new();
+    for pid in [old, new] {
+        let socks = procs::sockets(pid);
+        lab.proof(format!("$ ls -l /proc/{}/fd | grep socket", pidt(pid)));
+        for (fd, ino) in &socks {
+            lab.proof(format!("{fd} -> socket:[{ino}]"));
+        }
+        holders.push(
+            socks
+                .iter()
+                .find(|(_, i)| Some(*i) == listening)
+                .map(|(fd, _)| *fd),
+        );
+    }
+    lab.check(
+        "both masters hold the same listening socket (one inode in both /proc/PID/fd)",
+        listening.is_some() && holders.iter().all(|h| h.is_some()),
+        format!("listening inode {listening:?}; held at fds {holders:?}"),
+    );
+    let passed = match &fleet.passed {
+        Passed::Environ => {
+            let v = procs::environ_var(new, fleet.env_var);
+            lab.proof(format!(
+                "$ tr '\\0' '\\n' < /proc/{}/environ | grep ^{}=",
+                pidt(new),
+                fleet.env_var
+            ));
+            lab.proof(format!(
+                "{}={}",
+                fleet.env_var,
+                v.clone().unwrap_or_default()
+            ));
+            v
+        }
+        Passed::ErrorLog(path) => {
+            let what = format!("{new}#{new}: using inherited sockets from \"");
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let v = text
+                .lines()
+                .filter_map(|l| l.split_once(&what))
+                .map(|(_, rest)| rest.trim_end_matches('"').to_string())
+                .next_back();
+            lab.say(format!(
+                "$ grep -o '{}#{}: using inherited sockets.*' {}",
+                pidt(new),
+                pidt(new),
+                lab.sandbox.rel(path)
+            ));
+            lab.say(format!(
+                "{}#{}: using inherited sockets from \"{}\"",
+                pidt(new),
+                pidt(new),
+                v.clone().unwrap_or_default()
+            ));
+            v
+        }
+    };
+    let want = holders[1].map(|fd| format!("{fd};"));
+    lab.check(
+        format!(
+            "the new master got the fd number in {} from the old one",
+            fleet.env_var
+        ),
+        passed.is_some() && passed == want,
+        format!("{passed:?}, socket at fd {:?}", holders[1]),
+    );
+}
+
+/// WINCH to `old`: waits until its workers are gone; it stays.
+pub fn winch(lab: &mut Lab, fleet: &mut Fleet, old: i32) -> Result<()> {
+    lab.kill(
+        Signal::SIGWINCH,
+        old,
+        &format!("$(cat {}.oldbin)", fleet.pid_rel),
+    )?;
+    lab.wait_until("the old workers are gone", || {
+        let w = fleet.workers_of(old);
+        if w.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} old workers", w.len()))
+        }
+    })?;
+    lab.table(fleet.pgid, fleet.shown);
+    let alive = procs::alive(old);
+    lab.check(
+        "after WINCH the old workers are gone and the old master stays",
+        alive && fleet.workers_of(old).is_empty(),
+        format!("old master alive={alive}"),
+    );
+    Ok(())
+}
+
+/// HUP to `master`: waits until it has its workers again.
+pub fn hup(lab: &mut Lab, fleet: &mut Fleet, master: i32, how: &str) -> Result<()> {
+    lab.kill(Signal::SIGHUP, master, how)?;
+    let n = fleet.workers;
+    lab.wait_until("the workers are back", || {
+        let w = fleet.workers_of(master);
+        if w.len() >= n {
+            Ok(())
+        } else {
+            Err(format!("{} workers", w.len()))
+        }
+    })?;
+    fleet.note_workers(master);
+    lab.table(fleet.pgid, fleet.shown);
+    Ok(())
+}
+
+/// QUIT to `pid`: waits until it has exited.
+pub fn quit(lab: &mut Lab, pid: i32, how: &str) -> Result<()> {
+    lab.kill(Signal::SIGQUIT, pid, how)?;
+    lab.wait_until("the master has exited", || {
+        if procs::alive(pid) {
+            Err("still alive".into())
+        } else {
+            Ok(())
+        }
+    })?;
+    Ok(())
+}
+
+/// Waits until `n` requests that started after `since` were answered by
+/// workers of `master`; narrates it.
+pub fn served_by(
+    lab: &mut Lab,
+    load: &Load,
+    fleet: &Fleet,
+    since: Mark,
+    master: i32,
+    n: usize,
+) -> Result<()> {
+    let gen = fleet.gen(master);
+    load.wait_for(since, n, &format!("gen {gen} answered"), |s| {
+        fleet.master_of(s) == Some(master)
+    })
+    .with_context(|| format!("(sandbox: {})", lab.sandbox.root().display()))?;
+    lab.say(format!(
+        "[load] gen {gen} (master {}) answers",
+        pidt(master)
+    ));
+    Ok(())
+}
+
+/// Waits for `n` answers after a new mark, then checks that every request
+/// since the mark was answered by `master`'s workers.
+pub fn only(
+    lab: &mut Lab,
+    load: &Load,
+    fleet: &Fleet,
+    master: i32,
+    n: usize,
+    what: &str,
+) -> Result<()> {
+    let since = load.mark();
+    served_by(lab, load, fleet, since, master, n)?;
+    let seen = load.since(since);
+    let others: Vec<i32> = seen
+        .iter()
+        .filter(|s| s.answer.is_some() && fleet.master_of(s) != Some(master))
+        .filter_map(|s| s.answer.as_ref().map(|a| a.pid))
+        .collect();
+    lab.check(
+        what,
+        others.is_empty(),
+        format!(
+            "{} answers from other workers: {:?}",
+            others.len(),
+            &others[..others.len().min(5)]
+        ),
+    );
+    Ok(())
+}
+
+/// The load client on `fleet`'s address, narrated.
+pub fn start_load(lab: &mut Lab, fleet: &Fleet, connections: usize) -> Result<Load> {
+    let mut o = load::Options::new(fleet.addr);
+    o.connections = connections;
+    lab.note(format!(
+        "load: {connections} clients open new connections to http://{}/ one after another; every outcome is recorded",
+        fleet.addr
+    ));
+    Load::start(o)
+}
+
+/// Stops the load and checks that no request failed.
+pub fn finish_load(lab: &mut Lab, load: Load, fleet: &Fleet) -> Vec<Sample> {
+    let samples = load.stop();
+    let failed: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.kind != load::Kind::Completed)
+        .collect();
+    let mut by_gen: std::collections::BTreeMap<u32, usize> = Default::default();
+    for s in &samples {
+        if let Some(m) = fleet.master_of(s) {
+            *by_gen.entry(fleet.gen(m)).or_default() += 1;
+        }
+    }
+    let answered: Vec<String> = by_gen
+        .iter()
+        .map(|(g, n)| format!("gen {g}: {}", vol(n)))
+        .collect();
+    lab.say(format!(
+        "[load] {} requests, {} failed; answered by {}",
+        vol(samples.len()),
+        failed.len(),
+        answered.join(", ")
+    ));
+    lab.observe("requests", samples.len());
+    lab.observe("failed", failed.len());
+    lab.observe("by_kind", load::tally(&samples));
+    lab.observe(
+        "answered_by_generation",
+        by_gen
+            .iter()
+            .map(|(g, n)| (g.to_string(), *n))
+            .collect::<HashMap<_, _>>(),
+    );
+    let first: Vec<String> = failed
+        .iter()
+        .take(5)
+        .map(|s| format!("{:?} {}", s.kind, s.detail.clone().unwrap_or_default()))
+        .collect();
+    lab.check(
+        "no request failed through the whole sequence",
+        failed.is_empty() && !samples.is_empty(),
+        format!(
+            "{} of {}: {} ({})",
+            failed.len(),
+            samples.len(),
+            load::tally(&samples),
+            first.join("; ")
+        ),
+    );
+    samples
+}
+
+/// The article's sequence: USR2, WINCH, QUIT old. `replace` puts the new
+/// binary on disk first. Returns the new master.
+pub fn upgrade(
+    lab: &mut Lab,
+    fleet: &mut Fleet,
+    load: &Load,
+    old: i32,
+    settle: usize,
+    replace: &mut dyn FnMut(&mut Lab) -> Result<()>,
+) -> Result<i32> {
+    replace(lab)?;
+    let since = load.mark();
+    let new = usr2(lab, fleet, old, true)?;
+    served_by(lab, load, fleet, since, old, 1)?;
+    served_by(lab, load, fleet, since, new, 1)?;
+    lab.check("both generations serve after USR2", true, "");
+    winch(lab, fleet, old)?;
+    only(
+        lab,
+        load,
+        fleet,
+        new,
+        settle,
+        "after WINCH only the new workers answer",
+    )?;
+    quit(lab, old, &format!("$(cat {}.oldbin)", fleet.pid_rel))?;
+    fleet.show_pid_files(lab);
+    lab.table(fleet.pgid, fleet.shown);
+    let (cur, ob) = (fleet.current(), fleet.oldbin());
+    lab.check(
+        "after QUIT the old master is gone, the pid file names the new one, no .oldbin",
+        !procs::alive(old) && cur == Some(new) && ob.is_none(),
+        format!("pid file {cur:?}, .oldbin {ob:?}"),
+    );
+    only(
+        lab,
+        load,
+        fleet,
+        new,
+        settle,
+        "the new generation serves alone",
+    )?;
+    Ok(new)
+}
+
+/// The rollback: USR2, WINCH old, HUP old (its workers come back, forked
+/// from the old image), QUIT new; the pid file is renamed back. Returns the
+/// new master that was retired.
+pub fn rollback(
+    lab: &mut Lab,
+    fleet: &mut Fleet,
+    load: &Load,
+    old: i32,
+    settle: usize,
+    replace: &mut dyn FnMut(&mut Lab) -> Result<()>,
+) -> Result<i32> {
+    replace(lab)?;
+    let since = load.mark();
+    let new = usr2(lab, fleet, old, true)?;
+    served_by(lab, load, fleet, since, new, 1)?;
+    winch(lab, fleet, old)?;
+    only(
+        lab,
+        load,
+        fleet,
+        new,
+        settle,
+        "after WINCH only the new workers answer",
+    )?;
+    lab.note("roll back: HUP to the old master brings its workers back");
+    let since = load.mark();
+    hup(lab, fleet, old, &format!("$(cat {}.oldbin)", fleet.pid_rel))?;
+    let back = fleet.workers_of(old);
+    served_by(lab, load, fleet, since, old, 1)?;
+    let exes: Vec<bool> = back
+        .iter()
+        .filter_map(|w| procfs::process::Process::new(*w).and_then(|p| p.exe()).ok())
+        .map(|e| split_deleted(&e).1)
+        .collect();
+    lab.check(
+        "the old master's fresh workers are forks of the old image (exe (deleted))",
+        exes.len() == back.len() && !exes.is_empty() && exes.iter().all(|d| *d),
+        format!("{exes:?}"),
+    );
+    quit(lab, new, &format!("$(cat {})", fleet.pid_rel))?;
+    let renamed = lab.wait_until("the pid file is renamed back", || {
+        match (fleet.current(), fleet.oldbin()) {
+            (Some(p), None) => Ok(p),
+            other => Err(format!("pid file, .oldbin: {other:?}")),
+        }
+    })?;
+    fleet.show_pid_files(lab);
+    lab.table(fleet.pgid, fleet.shown);
+    lab.check(
+        "after QUIT to the new master the pid file names the old master again, no .oldbin",
+        renamed == old,
+        format!("pid file {renamed}"),
+    );
+    only(
+        lab,
+        load,
+        fleet,
+        old,
+        settle,
+        "the old generation serves alone again",
+    )?;
+    Ok(new)
+}
+
+// ---- swaplab's server ------------------------------------------------------
+
+/// Starts swaplab's server (version 1.0.0) from `bin/` with `workers`
+/// workers on an ephemeral loopback port.
+pub fn start_server(lab: &mut Lab, workers: usize) -> Result<(Target, Fleet)> {
+    let exe = lab.sandbox.program(Program::Server)?;
+    let w = workers.to_string();
+    let mut t = lab.start_exe(
+        &exe,
+        "S",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            &w,
+            "--pid-file",
+            "run/swaplab.pid",
+            "--exit-with-stdin",
+        ],
+        |_| String::new(),
+    )?;
+    let master = t.pid();
+    let line = lab.expect(&mut t, &format!("notice pid={master}: listening"))?;
+    let addr: SocketAddr = field(&line, "addr")?
+        .parse()
+        .map_err(|e| anyhow!("bad address in `{line}`: {e}"))?;
+    let mut fleet = Fleet {
+        pid_rel: "run/swaplab.pid".into(),
+        pid_file: lab.sandbox.run_dir().join("swaplab.pid"),
+        workers,
+        pgid: master,
+        shown: Shown::Comm,
+        addr,
+        env_var: LISTEN_FDS,
+        passed: Passed::Environ,
+        who: HashMap::new(),
+        gens: HashMap::from([(master, 1)]),
+    };
+    lab.wait_until("the workers run", || {
+        let n = fleet.workers_of(master).len();
+        if n == workers {
+            Ok(())
+        } else {
+            Err(format!("{n} workers"))
+        }
+    })?;
+    fleet.note_workers(master);
+    fleet.show_pid_files(lab);
+    lab.table(fleet.pgid, fleet.shown);
+    Ok((t, fleet))
+}
+
+pub fn install_server_2(lab: &mut Lab) -> Result<()> {
+    install_program(lab, Program::Server2, Program::Server, Replace::Install)
+}
+
+pub fn u03(lab: &mut Lab) -> Result<()> {
+    lab.put_lib(V1, Replace::Install)?;
+    let (mut s, mut fleet) = start_server(lab, 2)?;
+    let old = s.pid();
+    let load = start_load(lab, &fleet, 2)?;
+    served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
+    lab.note(
+        "the new version is installed over the running binary, then the article's three signals",
+    );
+    let new = upgrade(lab, &mut fleet, &load, old, SETTLE, &mut install_server_2)?;
+    s.wait_exit()?;
+    let samples = finish_load(lab, load, &fleet);
+    let versions: Vec<(u32, String)> = {
+        let mut v: Vec<(u32, String)> = samples
+            .iter()
+            .filter_map(|s| s.answer.as_ref())
+            .filter_map(|a| Some((a.gen?, a.version.clone()?)))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    lab.check_eq(
+        "gen 1 answered as version 1.0.0 and gen 2 as 2.0.0",
+        versions,
+        vec![(1, "1.0.0".to_string()), (2, "2.0.0".to_string())],
+    );
+    lab.observe(
+        "new_master_ppid_after_quit",
+        procs::get(new).map(|p| p.ppid),
+    );
+    Ok(())
+}
+
+/// Waits for a log line of `s`'s fleet that starts with `prefix`; shows it.
+fn log_line(lab: &mut Lab, s: &mut Target, prefix: &str) -> Result<String> {
+    lab.expect(s, prefix)
+}
+
+/// The masters in the group now.
+fn masters(fleet: &Fleet) -> Vec<i32> {
+    procs::group(fleet.pgid)
+        .iter()
+        .filter(|p| !is_worker(p))
+        .map(|p| p.pid)
+        .collect()
+}
+
+pub fn u04(lab: &mut Lab) -> Result<()> {
+    lab.put_lib(V1, Replace::Install)?;
+    let (mut s, mut fleet) = start_server(lab, 2)?;
+    let old = s.pid();
+    install_server_2(lab)?;
+    let new = usr2(lab, &mut fleet, old, true)?;
+    lab.expect(&mut s, &format!("notice pid={old}: signal USR2 received"))?;
+    lab.part("USR2 again, to either master, while both run");
+    lab.kill(
+        Signal::SIGUSR2,
+        old,
+        &format!("$(cat {}.oldbin)", fleet.pid_rel),
+    )?;
+    let l1 = log_line(
+        lab,
+        &mut s,
+        &format!("notice pid={old}: signal USR2 received"),
+    )?;
+    let m1 = masters(&fleet);
+    lab.kill(Signal::SIGUSR2, new, &format!("$(cat {})", fleet.pid_rel))?;
+    let l2 = log_line(
+        lab,
+        &mut s,
+        &format!("notice pid={new}: signal USR2 received"),
+    )?;
+    let m2 = masters(&fleet);
+    fleet.show_pid_files(lab);
+    lab.table(fleet.pgid, fleet.shown);
+    lab.check(
+        "the old master ignores USR2 while its new binary runs",
+        l1.contains("ignoring") && m1.len() == 2,
+        format!("`{l1}`; masters {m1:?}"),
+    );
+    lab.check(
+        "the new master ignores USR2 while the old master is alive",
+        l2.contains("ignoring") && m2.len() == 2,
+        format!("`{l2}`; masters {m2:?}"),
+    );
+    lab.check(
+        "the pid files are unchanged",
+        fleet.current() == Some(new) && fleet.oldbin() == Some(old),
+        format!("{:?} {:?}", fleet.current(), fleet.oldbin()),
+    );
+    lab.part("once the old master is gone, the new one accepts USR2");
+    quit(lab, old, &format!("$(cat {}.oldbin)", fleet.pid_rel))?;
+    s.wait_exit()?;
+    let third = usr2(lab, &mut fleet, new, false)?;
+    lab.check(
+        "with the old master gone, USR2 to the new master starts a third generation",
+        third != new && third != old,
+        format!("{third}"),
+    );
+    Ok(())
+}
+
+pub fn u05(lab: &mut Lab) -> Result<()> {
+    lab.put_lib(V1, Replace::Install)?;
+    let (s, mut fleet) = start_server(lab, 2)?;
+    let old = s.pid();
+    let load = start_load(lab, &fleet, 2)?;
+    served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
+    lab.note("the new version is installed; USR2 and WINCH as for an upgrade, then the way back");
+    rollback(lab, &mut fleet, &load, old, SETTLE, &mut install_server_2)?;
+    let since = load.mark();
+    served_by(lab, &load, &fleet, since, old, SETTLE)?;
+    let last = load.since(since);
+    let vs: Vec<String> = {
+        let mut v: Vec<String> = last
+            .iter()
+            .filter_map(|s| s.answer.as_ref()?.version.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    lab.check_eq(
+        "after the rollback every answer comes from version 1.0.0",
+        vs,
+        vec!["1.0.0".to_string()],
+    );
+    finish_load(lab, load, &fleet);
+    lab.check("the old master still runs", procs::alive(old), "gone");
+    drop(s);
+    Ok(())
+}
+
+pub fn u06(lab: &mut Lab) -> Result<()> {
+    lab.put_lib(V1, Replace::Install)?;
+    let (mut s, fleet) = start_server(lab, 2)?;
+    let old = s.pid();
+    let load = start_load(lab, &fleet, 2)?;
+    served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
+    lab.note("the new binary is installed without execute permission: execve will fail");
+    install_program(
+        lab,
+        Program::Server2,
+        Program::Server,
+        Replace::InstallNoExec,
+    )?;
+    let since = load.mark();
+    lab.kill(Signal::SIGUSR2, old, &format!("$(cat {})", fleet.pid_rel))?;
+    let started = log_line(
+        lab,
+        &mut s,
+        &format!("notice pid={old}: new binary process"),
+    )?;
+    let child = field_i32(&started, "child")?;
+    let alert = log_line(lab, &mut s, &format!("alert pid={child}: execve() failed"))?;
+    let back = log_line(
+        lab,
+        &mut s,
+        &format!("notice pid={old}: new binary process child={child} exited"),
+    )?;
+    fleet.show_pid_files(lab);
+    lab.table(fleet.pgid, fleet.shown);
+    served_by(lab, &load, &fleet, since, old, SETTLE)?;
+    let m = masters(&fleet);
+    lab.check(
+        "the exec failed (permission denied)",
+        alert.contains("Permission denied"),
+        &alert,
+    );
+    lab.check(
+        "the old master renamed the pid file back",
+        back.ends_with("renamed back: ok")
+            && fleet.current() == Some(old)
+            && fleet.oldbin().is_none(),
+        format!(
+            "`{back}`; pid file {:?}, .oldbin {:?}",
+            fleet.current(),
+            fleet.oldbin()
+        ),
+    );
+    lab.check_eq("the old master is the only master", m, vec![old]);
+    lab.check_eq(
+        "the old master keeps its workers",
+        fleet.workers_of(old).len(),
+        fleet.workers,
+    );
+    finish_load(lab, load, &fleet);
+    Ok(())
+}
+
+pub fn u07(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let (s, mut fleet) = start_server(lab, 2)?;
+    let old = s.pid();
+    let load = start_load(lab, &fleet, 2)?;
+    served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
+    lab.note("libexample is updated on disk; the server binary stays as it is");
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    lab.note("HUP: the master forks fresh workers (and retires the old ones)");
+    let before: Vec<i32> = fleet.workers_of(old);
+    lab.kill(Signal::SIGHUP, old, &format!("$(cat {})", fleet.pid_rel))?;
+    let n = fleet.workers;
+    let fresh = lab.wait_until("only fresh workers run", || {
+        let w = fleet.workers_of(old);
+        if w.len() == n && w.iter().all(|p| !before.contains(p)) {
+            Ok(w)
+        } else {
+            Err(format!("workers {w:?}, before {before:?}"))
+        }
+    })?;
+    fleet.note_workers(old);
+    lab.table(fleet.pgid, fleet.shown);
+    let since = load.mark();
+    served_by(lab, &load, &fleet, since, old, SETTLE)?;
+    let hup_greetings = greetings(&load.since(since), &fleet, old);
+    let m_fresh = lab.maps(fresh[0])?;
+    lab.note("USR2: fork + execve of the same binary");
+    let since = load.mark();
+    let new = usr2(lab, &mut fleet, old, false)?;
+    served_by(lab, &load, &fleet, since, new, SETTLE)?;
+    let new_greetings = greetings(&load.since(since), &fleet, new);
+    let m_new = lab.maps(new)?;
+    finish_load(lab, load, &fleet);
+    lab.observe("greetings_after_hup", &hup_greetings);
+    lab.observe("greetings_after_usr2", &new_greetings);
+    lab.check_eq(
+        "after HUP the fresh workers (forked) still answer with the old library",
+        hup_greetings,
+        vec![OLD.to_string()],
+    );
+    lab.check(
+        "a fresh worker maps the old libexample, (deleted)",
+        !m_fresh.is_empty() && m_fresh.iter().all(|m| m.deleted && m.inode == ino1),
+        format!("{} mappings", m_fresh.len()),
+    );
+    lab.check_eq(
+        "after USR2 the new generation answers with the new library",
+        new_greetings,
+        vec![NEW.to_string()],
+    );
+    lab.check(
+        "the new master maps the new libexample",
+        !m_new.is_empty() && m_new.iter().all(|m| !m.deleted && m.inode == ino2),
+        format!("{} mappings", m_new.len()),
+    );
+    Ok(())
+}
+
+/// The distinct greetings in answers from `master`'s workers.
+fn greetings(samples: &[Sample], fleet: &Fleet, master: i32) -> Vec<String> {
+    let mut v: Vec<String> = samples
+        .iter()
+        .filter(|s| fleet.master_of(s) == Some(master))
+        .filter_map(|s| s.answer.as_ref()?.greeting.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
