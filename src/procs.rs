@@ -54,11 +54,24 @@ pub fn alive(pid: i32) -> bool {
     get(pid).is_some()
 }
 
-/// The live members of process group `pgid`, oldest first.
+/// The live members of process group `pgid` in tree order: each process
+/// followed by its children, siblings oldest first (pids may wrap around, so
+/// they do not tell the order on their own).
 pub fn group(pgid: i32) -> Vec<Proc> {
-    let mut v: Vec<Proc> = all().into_iter().filter(|p| p.pgrp == pgid).collect();
-    v.sort_by_key(|p| (p.start, p.pid));
-    v
+    let mut members: Vec<Proc> = all().into_iter().filter(|p| p.pgrp == pgid).collect();
+    members.sort_by_key(|p| (p.start, p.pid));
+    let pids: Vec<i32> = members.iter().map(|p| p.pid).collect();
+    let mut out = Vec::with_capacity(members.len());
+    fn visit(p: &Proc, members: &[Proc], out: &mut Vec<Proc>) {
+        out.push(p.clone());
+        for c in members.iter().filter(|c| c.ppid == p.pid && c.pid != p.pid) {
+            visit(c, members, out);
+        }
+    }
+    for root in members.iter().filter(|p| !pids.contains(&p.ppid)) {
+        visit(root, &members, &mut out);
+    }
+    out
 }
 
 /// The live children of `pid`, oldest first.

@@ -48,6 +48,21 @@ fn processes_left_under(dir: &Path) -> Vec<(i32, PathBuf)> {
     under()
 }
 
+/// No process runs from under `dir`; with `files`, `dir` is empty too
+/// (given 10 s: a sentinel may still be sweeping).
+fn assert_nothing_left(dir: &Path, files: bool) {
+    let left = processes_left_under(dir);
+    assert!(left.is_empty(), "processes left: {left:?}");
+    if files {
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(dir).unwrap().next().is_some() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let entries: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
+    }
+}
+
 #[test]
 fn a_panicking_experiment_leaves_no_process_and_no_sandbox() {
     let seen = std::sync::Mutex::new((Vec::<i32>::new(), PathBuf::new()));
@@ -129,10 +144,7 @@ fn interrupt(
 fn ctrl_c_during_a_run_kills_the_targets_and_removes_the_sandbox() {
     let (tmp, status) = interrupt_a_run(nix::sys::signal::Signal::SIGINT);
     assert_eq!(status.code(), Some(130), "{status:?}");
-    let left = processes_left_under(tmp.path());
-    assert!(left.is_empty(), "processes left: {left:?}");
-    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
+    assert_nothing_left(tmp.path(), true);
 }
 
 #[test]
@@ -141,8 +153,7 @@ fn a_killed_harness_takes_its_targets_with_it() {
     // ends every target.
     let (tmp, status) = interrupt_a_run(nix::sys::signal::Signal::SIGKILL);
     assert!(status.code().is_none(), "{status:?}");
-    let left = processes_left_under(tmp.path());
-    assert!(left.is_empty(), "processes left: {left:?}");
+    assert_nothing_left(tmp.path(), false);
 }
 
 #[test]
@@ -154,10 +165,7 @@ fn ctrl_c_in_the_middle_of_an_upgrade_leaves_no_generation_behind() {
         nix::sys::signal::Signal::SIGINT,
     );
     assert_eq!(status.code(), Some(130), "{status:?}");
-    let left = processes_left_under(tmp.path());
-    assert!(left.is_empty(), "processes left: {left:?}");
-    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
+    assert_nothing_left(tmp.path(), true);
 }
 
 #[test]
@@ -171,8 +179,7 @@ fn a_harness_killed_in_the_middle_of_an_upgrade_leaves_no_generation_behind() {
         nix::sys::signal::Signal::SIGKILL,
     );
     assert!(status.code().is_none(), "{status:?}");
-    let left = processes_left_under(tmp.path());
-    assert!(left.is_empty(), "processes left: {left:?}");
+    assert_nothing_left(tmp.path(), false);
 }
 
 #[test]
@@ -193,14 +200,7 @@ fn a_harness_killed_while_nginx_runs_leaves_no_nginx_behind() {
         nix::sys::signal::Signal::SIGKILL,
     );
     assert!(status.code().is_none(), "{status:?}");
-    let left = processes_left_under(tmp.path());
-    assert!(left.is_empty(), "processes left: {left:?}");
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_dir(tmp.path()).unwrap().next().is_some() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
+    assert_nothing_left(tmp.path(), true);
 }
 
 #[test]

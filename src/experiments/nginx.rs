@@ -178,17 +178,7 @@ pub fn start(lab: &mut Lab, workers: usize) -> Result<Option<Nginx>> {
         who: HashMap::new(),
         gens: HashMap::from([(master, 1)]),
     };
-    lab.wait_until("nginx's workers run", || {
-        let n = fleet.workers_of(master).len();
-        if n == workers {
-            Ok(())
-        } else {
-            Err(format!("{n} workers"))
-        }
-    })?;
-    fleet.note_workers(master);
-    fleet.show_pid_files(lab);
-    lab.table(pgid, Shown::Args);
+    fleet.first_look(lab, master)?;
     Ok(Some(Nginx {
         fleet,
         master,

@@ -58,6 +58,16 @@ fn version(lab: &mut Lab, t: &mut Target) -> Result<String> {
     Ok(after_colon(&lab.ask(t, "version", "version")?))
 }
 
+/// Checks that an exe (as `exe_of` returned it) is `path`, deleted or not.
+fn check_exe(lab: &mut Lab, what: &str, path: &Path, seen: (&Path, bool), deleted: bool) {
+    let (exe, d) = seen;
+    lab.check(
+        what,
+        exe == path && d == deleted,
+        format!("{} deleted={d}", exe.display()),
+    );
+}
+
 pub fn u01(lab: &mut Lab) -> Result<()> {
     let exe = lab.sandbox.program(Program::App)?;
     let mut a = lab.start_exe(&exe, "A", &[], |_| String::new())?;
@@ -80,35 +90,43 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
     lab.observe("build_forked_child", &vc);
     lab.observe("build_exec_child", &vs);
     lab.check_eq("A runs build 1", va.as_str(), "1");
-    lab.check(
+    check_exe(
+        lab,
         "before the replacement A's exe is the file on disk",
-        !a_deleted_before,
-        "(deleted)",
+        &exe,
+        (&exe, a_deleted_before),
+        false,
     );
-    lab.check(
+    check_exe(
+        lab,
         "after the replacement A's exe ends in (deleted)",
-        a_deleted && a_exe == exe,
-        format!("{} deleted={a_deleted}", a_exe.display()),
+        &exe,
+        (&a_exe, a_deleted),
+        true,
     );
     lab.check_eq(
         "the child forked after the replacement still runs build 1",
         vc.as_str(),
         "1",
     );
-    lab.check(
+    check_exe(
+        lab,
         "the forked child's /proc/PID/exe ends in (deleted)",
-        c_deleted && c_exe == exe,
-        format!("{} deleted={c_deleted}", c_exe.display()),
+        &exe,
+        (&c_exe, c_deleted),
+        true,
     );
     lab.check_eq(
         "a child that execs the path runs build 2, the file now on disk",
         vs.as_str(),
         "2",
     );
-    lab.check(
+    check_exe(
+        lab,
         "the exec'ed child's exe is the file on disk, not (deleted)",
-        !s_deleted && s_exe == exe,
-        format!("{} deleted={s_deleted}", s_exe.display()),
+        &exe,
+        (&s_exe, s_deleted),
+        false,
     );
     Ok(())
 }
@@ -148,10 +166,12 @@ pub fn u02(lab: &mut Lab) -> Result<()> {
         v2.as_str(),
         "2",
     );
-    lab.check(
+    check_exe(
+        lab,
         "its exe is the file on disk, not (deleted)",
-        !deleted && exe_after == exe,
-        format!("{} deleted={deleted}", exe_after.display()),
+        &exe,
+        (&exe_after, deleted),
+        false,
     );
     let kept: Vec<i32> = vec![0, 1, 2, kr, kw];
     let same: Vec<bool> = kept
@@ -264,6 +284,24 @@ impl Fleet {
 
     fn gen(&self, master: i32) -> u32 {
         self.gens.get(&master).copied().unwrap_or(0)
+    }
+
+    /// Waits until the first master runs all its workers, records them, and
+    /// shows the pid file and the process table.
+    pub fn first_look(&mut self, lab: &mut Lab, master: i32) -> Result<()> {
+        let want = self.workers;
+        lab.wait_until("the workers run", || {
+            let n = self.workers_of(master).len();
+            if n == want {
+                Ok(())
+            } else {
+                Err(format!("{n} workers"))
+            }
+        })?;
+        self.note_workers(master);
+        self.show_pid_files(lab);
+        lab.table(self.pgid, self.shown);
+        Ok(())
     }
 
     /// `cat` of the pid file and `.oldbin`, narrated.
@@ -744,17 +782,7 @@ pub fn start_server(lab: &mut Lab, workers: usize) -> Result<(Target, Fleet)> {
         who: HashMap::new(),
         gens: HashMap::from([(master, 1)]),
     };
-    lab.wait_until("the workers run", || {
-        let n = fleet.workers_of(master).len();
-        if n == workers {
-            Ok(())
-        } else {
-            Err(format!("{n} workers"))
-        }
-    })?;
-    fleet.note_workers(master);
-    fleet.show_pid_files(lab);
-    lab.table(fleet.pgid, fleet.shown);
+    fleet.first_look(lab, master)?;
     Ok((t, fleet))
 }
 
