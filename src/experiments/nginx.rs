@@ -163,7 +163,16 @@ pub fn start(lab: &mut Lab, workers: usize) -> Result<Option<Nginx>> {
             .filter(|p| procs::alive(*p))
             .ok_or_else(|| "no pid file".to_string())
     })?;
-    let pgid = procs::get(master).map(|p| p.pgrp).unwrap_or(master);
+    // The daemon leads a session and process group of its own (setsid);
+    // every generation stays in that group. Read it once it holds.
+    let pgid = lab.wait_until(
+        "nginx's master leads its own process group",
+        || match procs::get(master) {
+            Some(p) if p.pgrp == p.pid => Ok(p.pgrp),
+            Some(p) => Err(format!("master {} in group {}", p.pid, p.pgrp)),
+            None => Err(format!("master {master} is gone")),
+        },
+    )?;
     let group = GroupGuard::new(pgid);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut fleet = Fleet {
