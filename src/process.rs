@@ -43,7 +43,8 @@ pub fn targets_dir() -> Result<PathBuf> {
     }
     if !dir.join(Program::Plain.file_name()).exists() {
         bail!(
-            "the target programs are not beside {} (looked in {}); build them with `cargo build` \
+            "the target programs are not beside {} (looked in {}); build them all with \
+             `cargo build --release` (or `cargo build`: `cargo run` builds only swaplab itself) \
              or set SWAPLAB_TARGETS_DIR",
             exe.display(),
             dir.display()
