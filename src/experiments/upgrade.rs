@@ -635,9 +635,10 @@ pub fn finish_load(lab: &mut Lab, load: Load, fleet: &Fleet) -> Vec<Sample> {
     samples
 }
 
-/// The article's sequence: USR2, WINCH, QUIT old. `replace` puts the new
-/// binary on disk first. Returns the new master.
-pub fn upgrade(
+/// How both sequences begin: the new binary on disk, USR2, both
+/// generations serve, WINCH, only the new workers answer. Returns the new
+/// master.
+fn hand_over(
     lab: &mut Lab,
     fleet: &mut Fleet,
     load: &Load,
@@ -652,14 +653,22 @@ pub fn upgrade(
     served_by(lab, load, fleet, since, new, 1)?;
     lab.check("both generations serve after USR2", true, "");
     winch(lab, fleet, old)?;
-    only(
-        lab,
-        load,
-        fleet,
-        new,
-        settle,
-        "after WINCH only the new workers answer",
-    )?;
+    let what = "after WINCH only the new workers answer";
+    only(lab, load, fleet, new, settle, what)?;
+    Ok(new)
+}
+
+/// The article's sequence: USR2, WINCH, QUIT old. `replace` puts the new
+/// binary on disk first. Returns the new master.
+pub fn upgrade(
+    lab: &mut Lab,
+    fleet: &mut Fleet,
+    load: &Load,
+    old: i32,
+    settle: usize,
+    replace: &mut dyn FnMut(&mut Lab) -> Result<()>,
+) -> Result<i32> {
+    let new = hand_over(lab, fleet, load, old, settle, replace)?;
     quit(lab, old, &format!("$(cat {}.oldbin)", fleet.pid_rel))?;
     fleet.show_pid_files(lab);
     lab.table(fleet.pgid, fleet.shown);
@@ -691,19 +700,7 @@ pub fn rollback(
     settle: usize,
     replace: &mut dyn FnMut(&mut Lab) -> Result<()>,
 ) -> Result<i32> {
-    replace(lab)?;
-    let since = load.mark();
-    let new = usr2(lab, fleet, old, true)?;
-    served_by(lab, load, fleet, since, new, 1)?;
-    winch(lab, fleet, old)?;
-    only(
-        lab,
-        load,
-        fleet,
-        new,
-        settle,
-        "after WINCH only the new workers answer",
-    )?;
+    let new = hand_over(lab, fleet, load, old, settle, replace)?;
     lab.note("roll back: HUP to the old master brings its workers back");
     let since = load.mark();
     hup(lab, fleet, old, &format!("$(cat {}.oldbin)", fleet.pid_rel))?;
