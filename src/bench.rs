@@ -99,7 +99,8 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
         let mut ours: Option<(crate::process::Target, upgrade::Fleet)> = None;
         let mut theirs: Option<nginx::Nginx> = None;
         type Replacer = fn(&mut Lab) -> Result<()>;
-        let (fleet, first, replace): (&mut upgrade::Fleet, i32, Replacer) = if server == "nginx" {
+        let (fleet, first, mut replace): (&mut upgrade::Fleet, i32, Replacer) = if server == "nginx"
+        {
             let Some(ng) = nginx::start(&mut lab, o.workers)? else {
                 run.skipped = Some(format!("nginx is not installed: {}", nginx::ENABLE));
                 return Ok(());
@@ -113,7 +114,6 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
             let (_, fleet) = ours.insert((t, fleet));
             (fleet, first, upgrade::install_server_2)
         };
-        let mut replace = replace;
         let mut opts = crate::load::Options::new(fleet.addr);
         opts.connections = o.connections;
         opts.max_requests = (o.requests as u64) * 4 + 1_000_000;

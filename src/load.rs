@@ -142,7 +142,6 @@ pub struct Load {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     t0: Instant,
-    opts: Options,
 }
 
 /// A point in the load's history: requests started after it.
@@ -182,7 +181,6 @@ impl Load {
             shared,
             threads,
             t0,
-            opts,
         })
     }
 
@@ -208,11 +206,6 @@ impl Load {
             .filter(|s| s.start >= since.at)
             .cloned()
             .collect()
-    }
-
-    /// How many requests have ended so far.
-    pub fn count(&self) -> usize {
-        self.samples().len()
     }
 
     /// Waits until `n` requests that started after `since` satisfy `pred`;
@@ -275,10 +268,6 @@ impl Load {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-
-    pub fn options(&self) -> &Options {
-        &self.opts
     }
 }
 
