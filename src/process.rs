@@ -70,6 +70,8 @@ pub enum Program {
     Server,
     /// The same server, version 2.0.0.
     Server2,
+    /// The download server that hands its listening sockets over (G).
+    Handover,
 }
 
 impl Program {
@@ -82,6 +84,7 @@ impl Program {
             Program::App2 => "swaplab-app-2",
             Program::Server => "swaplab-server",
             Program::Server2 => "swaplab-server-2",
+            Program::Handover => "swaplab-handover",
         }
     }
 }
@@ -241,7 +244,16 @@ pub struct Target {
 impl Target {
     /// Starts `cmd` (built with [`hermetic`]) and waits for its `ready pid=N`
     /// line. `shown` is the command as a transcript shows it.
-    pub fn start(mut cmd: Command, label: &str, shown: &str) -> Result<Target> {
+    pub fn start(cmd: Command, label: &str, shown: &str) -> Result<Target> {
+        let mut target = Target::spawn(cmd, label, shown)?;
+        let want = format!("ready pid={}", target.pid);
+        target.wait_line(|l| l == want, &format!("`{want}`"))?;
+        Ok(target)
+    }
+
+    /// Starts `cmd` without waiting for anything (a target expected to fail
+    /// or to hang); dropping it still kills its process group.
+    pub fn spawn(mut cmd: Command, label: &str, shown: &str) -> Result<Target> {
         let mut child =
             spawn_retrying(&mut cmd).with_context(|| format!("cannot start {label} ({shown})"))?;
         let pid = child.id() as i32;
@@ -276,7 +288,7 @@ impl Target {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let mut target = Target {
+        Ok(Target {
             label: label.to_string(),
             shown: shown.to_string(),
             child,
@@ -288,10 +300,7 @@ impl Target {
             stderr,
             eof: false,
             status: None,
-        };
-        let want = format!("ready pid={pid}");
-        target.wait_line(|l| l == want, &format!("`{want}`"))?;
-        Ok(target)
+        })
     }
 
     pub fn pid(&self) -> i32 {

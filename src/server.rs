@@ -136,28 +136,13 @@ fn clear_cloexec(fd: RawFd) -> std::io::Result<()> {
 /// The listening sockets: inherited through `SWAPLAB_LISTEN_FDS`, or bound.
 fn listeners(o: &Options, me: i32) -> Vec<TcpListener> {
     if let Ok(list) = std::env::var(LISTEN_FDS) {
-        let mut out = Vec::new();
-        for part in list.split(';').filter(|p| !p.is_empty()) {
-            let fd: RawFd = part
-                .parse()
-                .unwrap_or_else(|_| fail(&format!("{LISTEN_FDS}={list:?}: `{part}` is not an fd")));
-            // SAFETY: the old master passed this fd to us across exec; we
-            // are its only owner in this image.
-            let l = unsafe { TcpListener::from_raw_fd(fd) };
-            let listening = nix::sys::socket::getsockopt(&l, nix::sys::socket::sockopt::AcceptConn)
-                .unwrap_or(false);
-            let addr = l.local_addr().ok();
-            match (listening, addr) {
-                (true, Some(addr)) => {
-                    emit(&format!(
-                        "notice pid={me}: using inherited listening socket fd={fd} addr={addr}"
-                    ));
-                    out.push(l);
-                }
-                _ => fail(&format!(
-                    "{LISTEN_FDS}: fd {fd} is not an inherited listening socket"
-                )),
-            }
+        let out = adopt_listeners(&list).unwrap_or_else(|e| fail(&e));
+        for l in &out {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            emit(&format!(
+                "notice pid={me}: using inherited listening socket fd={} addr={addr}",
+                l.as_raw_fd()
+            ));
         }
         return out;
     }
@@ -179,6 +164,87 @@ fn listeners(o: &Options, me: i32) -> Vec<TcpListener> {
         l.as_raw_fd()
     ));
     vec![l]
+}
+
+/// Adopts the listening sockets whose numbers `list` names (`3;4;`), as an
+/// old master passes them across `execve` in [`LISTEN_FDS`]. Each must be an
+/// open TCP socket in the listening state.
+pub fn adopt_listeners(list: &str) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::new();
+    for part in list.split(';').filter(|p| !p.is_empty()) {
+        let fd: RawFd = part
+            .parse()
+            .map_err(|_| format!("{LISTEN_FDS}={list:?}: `{part}` is not an fd"))?;
+        if fd < 3 || nix::fcntl::fcntl(probe_fd(fd), FcntlArg::F_GETFD).is_err() {
+            return Err(format!("{LISTEN_FDS}: fd {fd} is not open"));
+        }
+        // SAFETY: the old process passed this open fd to us across exec;
+        // this image owns it from here on.
+        let l = unsafe { TcpListener::from_raw_fd(fd) };
+        let listening = nix::sys::socket::getsockopt(&l, nix::sys::socket::sockopt::AcceptConn)
+            .unwrap_or(false);
+        if !listening || l.local_addr().is_err() {
+            std::mem::forget(l);
+            return Err(format!(
+                "{LISTEN_FDS}: fd {fd} is not an inherited listening socket"
+            ));
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn probe_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
+    // SAFETY: only used for a probe (F_GETFD) on a number that may or may
+    // not be open; the kernel answers EBADF for a closed one.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// Forks a child that execs `exe` (with `argv`) as the next generation: the
+/// environment is this one's, with [`LISTEN_FDS`] naming `fds` (which must
+/// not be close-on-exec) and [`GENERATION`] set to `gen`. Everything is
+/// prepared before the fork, so the child only calls `execve`, and if that
+/// fails writes one `alert` line and `_exit(1)`s: safe also in a
+/// multi-threaded process.
+pub fn spawn_new_binary(exe: &Path, argv: &[CString], fds: &[RawFd], gen: u32) -> nix::Result<Pid> {
+    let list: String = fds.iter().map(|fd| format!("{fd};")).collect();
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != LISTEN_FDS && k != GENERATION)
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.extend(CString::new(format!("{LISTEN_FDS}={list}")));
+    env.extend(CString::new(format!("{GENERATION}={gen}")));
+    let path = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
+    let shown = exe.display().to_string();
+    // SAFETY: the child calls only execve, getpid, write and _exit, and
+    // formats into a stack buffer (no allocation).
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let err = nix::unistd::execve(&path, argv, &env).unwrap_err();
+            let mut buf = [0u8; 1024];
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            let _ = writeln!(
+                w,
+                "alert pid={}: execve() failed while executing new binary process {:?}: {}",
+                // SAFETY: getpid is async-signal-safe.
+                unsafe { libc::getpid() },
+                shown.as_str(),
+                err.desc()
+            );
+            let n = w.position() as usize;
+            // SAFETY: write(2) and _exit(2) are async-signal-safe.
+            unsafe {
+                libc::write(1, buf.as_ptr().cast(), n);
+                libc::_exit(1)
+            }
+        }
+        ForkResult::Parent { child } => Ok(child),
+    }
 }
 
 fn oldbin(pid_file: &Path) -> PathBuf {
@@ -445,38 +511,9 @@ impl Master {
             ));
             return;
         }
-        let fds: String = self
-            .listeners
-            .iter()
-            .map(|l| format!("{};", l.as_raw_fd()))
-            .collect();
-        let mut env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| k != LISTEN_FDS && k != GENERATION)
-            .filter_map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                CString::new(kv).ok()
-            })
-            .collect();
-        env.extend(CString::new(format!("{LISTEN_FDS}={fds}")));
-        env.extend(CString::new(format!("{GENERATION}={}", self.gen + 1)));
-        let path = CString::new(self.exe.as_os_str().as_bytes()).unwrap_or_default();
-        // SAFETY: the master is single-threaded; the child only execs, or
-        // reports the failure and _exits.
-        match unsafe { fork() } {
-            Ok(ForkResult::Child) => {
-                let err = nix::unistd::execve(&path, &self.argv, &env).unwrap_err();
-                emit(&format!(
-                    "alert pid={}: execve() failed while executing new binary process {:?}: {}",
-                    getpid(),
-                    self.exe.display().to_string(),
-                    err.desc()
-                ));
-                // SAFETY: leave without the parent's exit handlers.
-                unsafe { libc::_exit(1) }
-            }
-            Ok(ForkResult::Parent { child }) => {
+        let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
+        match spawn_new_binary(&self.exe, &self.argv, &fds, self.gen + 1) {
+            Ok(child) => {
                 self.new_binary = Some(child);
                 self.log(&format!("new binary process child={child} started"));
             }
