@@ -104,11 +104,14 @@ pub struct Sample {
     pub answer: Option<Answer>,
     /// What went wrong, for failures.
     pub detail: Option<String>,
+    /// Body bytes received.
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub addr: SocketAddr,
+    /// Where to connect: request k of a thread goes to `addrs[k % len]`.
+    pub addrs: Vec<SocketAddr>,
     /// Connections in flight at once (one thread each).
     pub connections: usize,
     /// Stop after this many requests in all...
@@ -117,22 +120,29 @@ pub struct Options {
     pub max_duration: Duration,
     /// Per request: connect, send, and the whole answer.
     pub timeout: Duration,
+    /// Requests per second in all (open loop: each thread starts its
+    /// requests on a fixed schedule, late ones at once); `None`: as fast as
+    /// the answers come (closed loop).
+    pub rate: Option<f64>,
 }
 
 impl Options {
     pub fn new(addr: SocketAddr) -> Options {
         Options {
-            addr,
+            addrs: vec![addr],
             connections: 2,
             max_requests: 200_000,
             max_duration: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
+            rate: None,
         }
     }
 }
 
 struct Shared {
     samples: Mutex<Vec<Sample>>,
+    /// Requests connected and not yet ended (downloads in flight).
+    in_flight: std::sync::atomic::AtomicUsize,
     grew: Condvar,
     stop: AtomicBool,
 }
@@ -155,26 +165,30 @@ pub struct Mark {
 impl Load {
     /// Starts the threads. Refuses any address outside loopback.
     pub fn start(opts: Options) -> Result<Load> {
-        if !opts.addr.ip().is_loopback() {
-            bail!(
-                "the load client sends traffic to loopback only (127.0.0.0/8, ::1), not {}",
-                opts.addr
-            );
+        if opts.addrs.is_empty() {
+            bail!("the load client needs an address");
+        }
+        if let Some(a) = opts.addrs.iter().find(|a| !a.ip().is_loopback()) {
+            bail!("the load client sends traffic to loopback only (127.0.0.0/8, ::1), not {a}");
+        }
+        if opts.rate.is_some_and(|r| !(r > 0.0 && r <= 1e6)) {
+            bail!("the rate must be above 0 and at most 1,000,000 requests/s");
         }
         if opts.connections == 0 || opts.connections > 256 {
             bail!("connections must be 1 to 256, not {}", opts.connections);
         }
         let shared = Arc::new(Shared {
             samples: Mutex::new(Vec::new()),
+            in_flight: Default::default(),
             grew: Condvar::new(),
             stop: AtomicBool::new(false),
         });
         let t0 = Instant::now();
         let threads = (0..opts.connections)
-            .map(|_| {
+            .map(|i| {
                 let shared = Arc::clone(&shared);
                 let opts = opts.clone();
-                std::thread::spawn(move || worker(&shared, &opts, t0))
+                std::thread::spawn(move || worker(&shared, &opts, t0, i))
             })
             .collect();
         Ok(Load {
@@ -189,6 +203,21 @@ impl Load {
             .samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests connected and not yet ended: downloads in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The load's own clock: time since it started.
+    pub fn now(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// When the load started.
+    pub fn started(&self) -> Instant {
+        self.t0
     }
 
     pub fn mark(&self) -> Mark {
@@ -295,8 +324,10 @@ pub fn tally(samples: &[Sample]) -> String {
         .join(", ")
 }
 
-fn worker(shared: &Shared, opts: &Options, t0: Instant) {
+fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
     let deadline = t0 + opts.max_duration;
+    let threads = opts.connections as f64;
+    let mut k: u64 = 0;
     while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         {
             let samples = shared.samples.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,15 +335,28 @@ fn worker(shared: &Shared, opts: &Options, t0: Instant) {
                 break;
             }
         }
+        if let Some(rate) = opts.rate {
+            // Request k of thread `me` is due at (k * threads + me) / rate.
+            let due = t0 + Duration::from_secs_f64((k as f64 * threads + me as f64) / rate);
+            let now = Instant::now();
+            if due > now {
+                // Wait for the slot, but notice a stop within 50 ms.
+                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                continue;
+            }
+        }
+        let addr = opts.addrs[(k as usize + me) % opts.addrs.len()];
+        k += 1;
         let start = t0.elapsed();
         let began = Instant::now();
-        let (kind, answer, detail) = request(opts);
+        let (kind, answer, detail, bytes) = request(opts, addr, &shared.in_flight);
         let sample = Sample {
             start,
             latency: began.elapsed(),
             kind,
             answer,
             detail,
+            bytes,
         };
         shared
             .samples
@@ -335,13 +379,29 @@ fn classify(e: &std::io::Error) -> Kind {
     }
 }
 
-fn request(opts: &Options) -> (Kind, Option<Answer>, Option<String>) {
-    let fail = |e: std::io::Error, stage: &str| (classify(&e), None, Some(format!("{stage}: {e}")));
+type Outcome = (Kind, Option<Answer>, Option<String>, u64);
+
+/// Counts a request as in flight from connect to its end.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn request(
+    opts: &Options,
+    addr: SocketAddr,
+    in_flight: &std::sync::atomic::AtomicUsize,
+) -> Outcome {
     let began = Instant::now();
-    let mut conn = match TcpStream::connect_timeout(&opts.addr, opts.timeout) {
+    let mut conn = match TcpStream::connect_timeout(&addr, opts.timeout) {
         Ok(c) => c,
-        Err(e) => return fail(e, "connect"),
+        Err(e) => return (classify(&e), None, Some(format!("connect: {e}")), 0),
     };
+    in_flight.fetch_add(1, Ordering::SeqCst);
+    let _counted = InFlight(in_flight);
     let left = opts
         .timeout
         .saturating_sub(began.elapsed())
@@ -349,29 +409,67 @@ fn request(opts: &Options) -> (Kind, Option<Answer>, Option<String>) {
     let _ = conn.set_read_timeout(Some(left));
     let _ = conn.set_write_timeout(Some(left));
     let req = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUser-Agent: swaplab-load\r\nConnection: close\r\n\r\n",
-        opts.addr
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: swaplab-load\r\nConnection: close\r\n\r\n"
     );
     if let Err(e) = conn.write_all(req.as_bytes()) {
-        return fail(e, "send");
+        return (classify(&e), None, Some(format!("send: {e}")), 0);
     }
+    // The head, then the body counted as it streams (downloads can be
+    // large): only its first bytes are kept, to see who answered.
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut body_bytes: u64 = 0;
+    let mut head_len = None;
+    let mut buf = [0u8; 65536];
     loop {
         if began.elapsed() > opts.timeout {
-            return (Kind::Timeout, None, Some("answer: too slow".into()));
+            return (
+                Kind::Timeout,
+                None,
+                Some(format!("answer: too slow ({body_bytes} body bytes in)")),
+                body_bytes,
+            );
         }
         match conn.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Ok(n) => match head_len {
+                Some(_) => {
+                    body_bytes += n as u64;
+                    let keep = 512usize.saturating_sub(got.len()).min(n);
+                    got.extend_from_slice(&buf[..keep]);
+                }
+                None => {
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head_len = Some(i + 4);
+                        body_bytes = (got.len() - i - 4) as u64;
+                        got.truncate((i + 4 + 512).min(got.len()));
+                    } else if got.len() > 65536 {
+                        return (Kind::Other, None, Some("a head over 64 KiB".into()), 0);
+                    }
+                }
+            },
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return fail(e, "receive"),
+            Err(e) => {
+                let at = match head_len {
+                    Some(_) => format!(" after {body_bytes} body bytes"),
+                    None => String::new(),
+                };
+                return (
+                    classify(&e),
+                    None,
+                    Some(format!("receive{at}: {e}")),
+                    body_bytes,
+                );
+            }
         }
     }
-    parse_response(&got)
+    let (kind, answer, detail) = parse_response(&got, body_bytes);
+    (kind, answer, detail, body_bytes)
 }
 
-fn parse_response(got: &[u8]) -> (Kind, Option<Answer>, Option<String>) {
+/// Judges a whole response: `got` holds the head and the first bytes of the
+/// body, `body_bytes` how many body bytes arrived in all.
+fn parse_response(got: &[u8], body_bytes: u64) -> (Kind, Option<Answer>, Option<String>) {
     let text = String::from_utf8_lossy(got);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return (
@@ -390,18 +488,25 @@ fn parse_response(got: &[u8]) -> (Kind, Option<Answer>, Option<String>) {
     let length = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())
+            .then(|| v.trim().parse::<u64>().ok())
             .flatten()
     });
     match length {
-        Some(n) if body.len() < n => (
+        Some(n) if body_bytes < n => (
             Kind::ShortRead,
             None,
-            Some(format!("EOF after {} of {n} body bytes", body.len())),
+            Some(format!("EOF after {body_bytes} of {n} body bytes")),
         ),
         _ => match Answer::parse(body) {
             Some(a) => (Kind::Completed, Some(a), None),
-            None => (Kind::Other, None, Some(format!("unexpected body `{body}`"))),
+            None => (
+                Kind::Other,
+                None,
+                Some(format!(
+                    "unexpected body `{}`",
+                    body.chars().take(80).collect::<String>()
+                )),
+            ),
         },
     }
 }
@@ -482,12 +587,16 @@ mod tests {
     #[test]
     fn responses_are_classified() {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npid=1\n";
-        assert_eq!(parse_response(ok).0, Kind::Completed);
+        assert_eq!(parse_response(ok, 6).0, Kind::Completed);
         let short = b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\npid=1\n";
-        assert_eq!(parse_response(short).0, Kind::ShortRead);
-        assert_eq!(parse_response(b"HTTP/1.1 20").0, Kind::ShortRead);
+        assert_eq!(parse_response(short, 6).0, Kind::ShortRead);
+        assert_eq!(parse_response(b"HTTP/1.1 20", 0).0, Kind::ShortRead);
         let bad = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(parse_response(bad).0, Kind::Other);
+        assert_eq!(parse_response(bad, 0).0, Kind::Other);
+        // A large body counted, not kept: 1 MiB announced, 1 MiB arrived.
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\npid=9 gen=3\n....";
+        let (k, a, _) = parse_response(big, 1 << 20);
+        assert_eq!((k, a.map(|a| a.gen)), (Kind::Completed, Some(Some(3))));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show. Numbering starts afresh at each part of an experiment (a `# --- … ---` line): a file freed in one part may hand its inode number to a file of the next (ext4 reuses numbers at once), which would make the tokens differ from run to run |
 //! | `[PID-1]`, `[PID-2]`, … | pids the experiment marked with [`crate::lab::pidv`] (process tables), numbered by first appearance over the whole transcript, so a table still shows who is whose parent |
 //! | `pipe:[INODE-k]`, `socket:[INODE-k]` | the inodes of pipes and sockets in `/proc/PID/fd`, numbered with the file inodes |
-//! | `[PORT]` | the port of a loopback address (`127.0.0.1:[PORT]`) |
+//! | `[PORT]` | the port of a loopback address (`127.0.0.1:[PORT]`, `[::1]:[PORT]`) |
+//! | `at_ns=[NS]` | a CLOCK_MONOTONIC time printed by the hand-over server |
+//! | `[N] downloads` | how many downloads a hand-over server had in flight |
 //! | `[UID]` | `uid=N` |
 //! | `[N]` | values the experiment marked as changing from run to run (counts, times) |
 
@@ -33,6 +35,8 @@ struct Rules {
     pidv: Regex,
     fd_inode: Regex,
     port: Regex,
+    ns: Regex,
+    downloads: Regex,
 }
 
 fn rules() -> &'static Rules {
@@ -50,7 +54,9 @@ fn rules() -> &'static Rules {
         uid: Regex::new(r"\buid=\d+").expect("valid"),
         pidv: Regex::new("\u{3} *(\\d+)\u{4}").expect("valid"),
         fd_inode: Regex::new(r"\b(pipe|socket):\[(\d+)\]").expect("valid"),
-        port: Regex::new(r"\b127\.0\.0\.1:[1-9]\d*").expect("valid"),
+        port: Regex::new(r"(\b127\.\d+\.\d+\.\d+|\[::1\]):[1-9]\d*").expect("valid"),
+        ns: Regex::new(r"\bat_ns=\d+").expect("valid"),
+        downloads: Regex::new(r"\b\d+ downloads\b").expect("valid"),
     })
 }
 
@@ -78,7 +84,9 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
                 format!("[PID-{k}]")
             });
             let s = r.vol.replace_all(&s, "[N]");
-            let s = r.port.replace_all(&s, "127.0.0.1:[PORT]");
+            let s = r.port.replace_all(&s, "$1:[PORT]");
+            let s = r.ns.replace_all(&s, "at_ns=[NS]");
+            let s = r.downloads.replace_all(&s, "[N] downloads");
             let s = r
                 .fd_inode
                 .replace_all(&s, |c: &Captures| format!("{}:{}", &c[1], token(&c[2])));
