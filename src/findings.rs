@@ -64,7 +64,7 @@ pub fn find(id: &str) -> Option<&'static Finding> {
     FINDINGS.iter().find(|f| f.id.eq_ignore_ascii_case(id))
 }
 
-use crate::experiments::{libs, nginx, upgrade};
+use crate::experiments::{graceful, libs, nginx, upgrade};
 
 macro_rules! planned {
     ($id:literal, $slug:literal, $article:ident, $issue:literal, $claim:literal) => {
@@ -355,18 +355,99 @@ pub static FINDINGS: &[Finding] = &[
         experiment: Some(nginx::u08),
         planned: "",
     },
-    planned!("G01", "a_second_bind_fails_with_eaddrinuse_unless_reuseport", GracefulRestart, "issue 4 (graceful restart)",
-        "A second process cannot bind a port that a listening socket holds (EADDRINUSE), unless both use SO_REUSEPORT."),
-    planned!("G02", "a_stop_start_restart_refuses_and_truncates", GracefulRestart, "issue 4 (graceful restart)",
-        "Stop/start restart: during the dead time clients get ECONNREFUSED (the article's `system:111`), and downloads in flight end early (the article's `asio.misc:2`, EOF); connections accepted or queued but not yet served are reset (measured per restart with 2 MiB downloads: a few resets and short reads, hundreds of refusals depending on how fast clients retry)."),
-    planned!("G03", "an_scm_rights_handover_restarts_without_a_client_error", GracefulRestart, "issue 4 (graceful restart)",
-        "Graceful restart: the new process receives the listening socket(s) over a Unix domain socket as SCM_RIGHTS ancillary data (several fds in one message), starts accepting, and only then the old one stops accepting and drains its open connections: no client sees an error, every download completes."),
-    planned!("G04", "queued_connections_wait_while_any_fd_holds_the_socket", GracefulRestart, "issue 4 (graceful restart)",
-        "Connections that arrive while nobody calls `accept` wait in the listening socket's queue and are served later, as long as some process still holds the socket; closing the last fd of the listening socket resets them (measured: 20 of 20 queued clients served through a dup passed by SCM_RIGHTS; 20 of 20 got ECONNRESET, never EOF, when the last fd closed)."),
-    planned!("G05", "a_reuseport_overlap_drops_queued_connections_unless_migrated", GracefulRestart, "issue 4 (graceful restart)",
-        "SO_REUSEPORT overlap with separate sockets: closing the old process's socket resets the connections queued on it (the HAProxy reload problem: about 1 failure per reload per 10,000 new connections/s in its own documentation), unless `net.ipv4.tcp_migrate_req=1` migrates them (measured with 200 queued clients: 93–102 reset with 0; 0 reset with 1, set inside a fresh network namespace — the setting is per namespace, the host's stays untouched)."),
-    planned!("G06", "handover_strategies_side_by_side", GracefulRestart, "issue 4 (graceful restart)",
-        "Side by side, under the same load: stop/start, SO_REUSEPORT, SCM_RIGHTS hand-over, exec inheritance (nginx style) and socket activation (`LISTEN_FDS`/`LISTEN_PID`): refused, reset and truncated connections, the refusal window, and latency (p50/p99/max) around the switch."),
-    planned!("G07", "ipv6_link_local_needs_a_scope_id", GracefulRestart, "issue 4 (graceful restart)",
-        "IPv6 link-local addresses need a scope id: connecting to `fe80::…` without `%ifname` fails (measured: EINVAL; a wrong scope id gives ENETUNREACH), with it succeeds (shown between two network namespaces joined by a veth pair; the addresses stay tentative for about 1.8 s of duplicate address detection, so wait for that, with a deadline)."),
+    Finding {
+        id: "G01",
+        slug: "a_second_bind_fails_with_eaddrinuse_unless_reuseport",
+        claim: "A second process cannot bind a port that a listening socket holds (EADDRINUSE), unless both use SO_REUSEPORT.",
+        article: Article::GracefulRestart,
+        steps: &[
+            "start A listening on 127.0.0.1 (an ephemeral port)",
+            "start a second process on the same address: it fails with EADDRINUSE",
+            "start C and D on one port, both with SO_REUSEPORT: two listening sockets (two inodes); new connections reach both",
+            "a third process without SO_REUSEPORT on that port: EADDRINUSE",
+        ],
+        experiment: Some(graceful::g01),
+        planned: "",
+    },
+    Finding {
+        id: "G02",
+        slug: "a_stop_start_restart_refuses_and_truncates",
+        claim: "Stop/start restart: during the dead time clients get ECONNREFUSED (the article's `system:111`), and downloads in flight end early (the article's `asio.misc:2`, EOF); connections accepted or queued but not yet served are reset (measured per restart with 2 MiB downloads: a few resets and short reads, hundreds of refusals depending on how fast clients retry).",
+        article: Article::GracefulRestart,
+        steps: &[
+            "start gen 1 (2 MiB downloads, each spread over 300 ms) on 127.0.0.1 and ::1; the load opens 100 connections a second",
+            "once downloads are in flight, TERM gen 1: it exits at once",
+            "wait until a client is refused (the dead time), then start gen 2 on the same addresses",
+            "stop the load once gen 2 has served: count refused, truncated and reset downloads",
+        ],
+        experiment: Some(graceful::g02),
+        planned: "",
+    },
+    Finding {
+        id: "G03",
+        slug: "an_scm_rights_handover_restarts_without_a_client_error",
+        claim: "Graceful restart: the new process receives the listening socket(s) over a Unix domain socket as SCM_RIGHTS ancillary data (several fds in one message), starts accepting, and only then the old one stops accepting and drains its open connections: no client sees an error, every download completes.",
+        article: Article::GracefulRestart,
+        steps: &[
+            "start gen 1 listening on 127.0.0.1 and ::1, with a control socket run/handover.sock; the load opens 150 connections a second, each a 1 MiB download",
+            "start gen 2 with --takeover: it receives both listening fds in one sendmsg, accepts, says ready; gen 1 stops accepting, drains, exits; gen 2 takes the control socket",
+            "the same socket inodes in /proc/PID/fd of both; 20 switches in a row",
+            "stop the load: no error of any kind; fd counts stay equal; nothing left",
+        ],
+        experiment: Some(graceful::g03),
+        planned: "",
+    },
+    Finding {
+        id: "G04",
+        slug: "queued_connections_wait_while_any_fd_holds_the_socket",
+        claim: "Connections that arrive while nobody calls `accept` wait in the listening socket's queue and are served later, as long as some process still holds the socket; closing the last fd of the listening socket resets them (measured: 20 of 20 queued clients served through a dup passed by SCM_RIGHTS; 20 of 20 got ECONNRESET, never EOF, when the last fd closed).",
+        article: Article::GracefulRestart,
+        steps: &[
+            "start A listening but not accepting; 20 clients connect and send a request: they wait in the accept queue (rx_queue in /proc/PID/net/tcp)",
+            "B takes the socket over by SCM_RIGHTS; A exits: B serves all 20",
+            "start C listening but not accepting; 20 clients connect; C exits (the last fd closes): all 20 are reset",
+        ],
+        experiment: Some(graceful::g04),
+        planned: "",
+    },
+    Finding {
+        id: "G05",
+        slug: "a_reuseport_overlap_drops_queued_connections_unless_migrated",
+        claim: "SO_REUSEPORT overlap with separate sockets: closing the old process's socket resets the connections queued on it (the HAProxy reload problem: about 1 failure per reload per 10,000 new connections/s in its own documentation), unless `net.ipv4.tcp_migrate_req=1` migrates them (measured with 200 queued clients: 93–102 reset with 0; 0 reset with 1, set inside a fresh network namespace — the setting is per namespace, the host's stays untouched).",
+        article: Article::GracefulRestart,
+        steps: &[
+            "in a fresh network namespace (tcp_migrate_req=0): A and B listen on one port with SO_REUSEPORT, neither accepting; 200 clients connect and send a request",
+            "A closes its socket; B accepts: the connections queued on A's socket were reset",
+            "again in another fresh namespace with tcp_migrate_req=1: none reset, B serves all 200",
+            "the host's net.ipv4.tcp_migrate_req is unchanged",
+        ],
+        experiment: Some(graceful::g05),
+        planned: "",
+    },
+    Finding {
+        id: "G06",
+        slug: "handover_strategies_side_by_side",
+        claim: "Side by side, under the same load: stop/start, SO_REUSEPORT, SCM_RIGHTS hand-over, exec inheritance (nginx style) and socket activation (`LISTEN_FDS`/`LISTEN_PID`): refused, reset and truncated connections, the refusal window, and latency (p50/p99/max) around the switch.",
+        article: Article::GracefulRestart,
+        steps: &[
+            "for each strategy: start gen 1; the load opens 200 connections a second (256 KiB downloads over 30 ms); a new generation takes 30 ms to start",
+            "switch generations 3 times: stop-start (TERM, start again), reuseport (a new socket beside the old, QUIT old), scm-rights (take-over), exec (USR2, QUIT old), activation (HUP the holder)",
+            "count attempted, refused, reset, truncated and timed-out connections, the refusal window and the switch time; QUIT the last generation",
+        ],
+        experiment: Some(graceful::g06),
+        planned: "",
+    },
+    Finding {
+        id: "G07",
+        slug: "ipv6_link_local_needs_a_scope_id",
+        claim: "IPv6 link-local addresses need a scope id: connecting to `fe80::…` without `%ifname` fails (measured: EINVAL; a wrong scope id gives ENETUNREACH), with it succeeds (shown between two network namespaces joined by a veth pair; the addresses stay tentative for about 1.8 s of duplicate address detection, so wait for that, with a deadline).",
+        article: Article::GracefulRestart,
+        steps: &[
+            "make two network namespaces A and B and a veth pair swl-a (in A) / swl-b (in B); bring both up",
+            "wait until both link-local addresses are past duplicate address detection",
+            "B listens on [::]; from A connect to B's fe80:: address without a scope id, with %lo, with %swl-a",
+        ],
+        experiment: Some(graceful::g07),
+        planned: "",
+    },
 ];

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use swaplab::experiments::graceful::{Pace, Setup, Strategy};
 use swaplab::findings::{self, Finding, FINDINGS};
 use swaplab::lab::Verdict;
 use swaplab::report::{self, Outcome, Platform, Report};
@@ -76,6 +77,57 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Every hand-over strategy (stop-start, reuseport, scm-rights, exec,
+    /// activation) through repeated switches under the same constant-rate
+    /// download load: attempted, completed, refused, reset, truncated and
+    /// timed-out connections, the refusal window, the switch time, latency
+    /// before/during/after. Writes handover.json and an SVG timeline per
+    /// strategy into --out.
+    Handover {
+        /// New connections per second (each a whole download).
+        #[arg(long, default_value_t = 200.0, value_parser = parse_rate)]
+        rate: f64,
+        /// Client threads (enough for the downloads in flight).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=256))]
+        connections: u64,
+        /// Switches per strategy.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        switches: u64,
+        /// Completed downloads before the first switch and after the last.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        settle: u64,
+        /// Downloads the new generation completes before the next switch.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        between: u64,
+        /// Bytes per download.
+        #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(64..=1 << 30))]
+        body: u64,
+        /// The server spreads each download over this many ms.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        download_ms: u64,
+        /// A new generation takes this many ms to start (reading its
+        /// configuration...): the dead time of stop-start.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        startup_ms: u64,
+        /// Which strategies.
+        #[arg(long, value_delimiter = ',', default_value = "stop-start,reuseport,scm-rights,exec,activation", value_parser = ["stop-start", "reuseport", "scm-rights", "exec", "activation"])]
+        strategy: Vec<String>,
+        /// Folder for handover.json and the SVG timelines (made if missing).
+        #[arg(long, default_value = "swaplab-bench")]
+        out: std::path::PathBuf,
+        /// Print the JSON on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 100_000.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}`: give a rate above 0 and at most 100000 connections/s"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -98,6 +150,36 @@ fn main() -> ExitCode {
             json,
             quiet,
         } => run(&ids, all, json, quiet),
+        Command::Bench {
+            what:
+                Bench::Handover {
+                    rate,
+                    connections,
+                    switches,
+                    settle,
+                    between,
+                    body,
+                    download_ms,
+                    startup_ms,
+                    strategy,
+                    out,
+                    json,
+                },
+        } => bench_handover(
+            swaplab::bench::HandoverOptions {
+                setup: Setup::new(body, download_ms, startup_ms),
+                pace: Pace {
+                    rate,
+                    threads: connections as usize,
+                    switches: switches as usize,
+                    settle: settle as usize,
+                    between: between as usize,
+                },
+                strategies: strategy.iter().filter_map(|s| Strategy::parse(s)).collect(),
+            },
+            &out,
+            json,
+        ),
         Command::Bench {
             what:
                 Bench::Upgrade {
@@ -131,6 +213,9 @@ fn readiness(f: &Finding) -> String {
     }
     if f.id == "U08" && swaplab::experiments::nginx::find_nginx().is_none() {
         return "skips here: needs nginx".into();
+    }
+    if (f.id == "G05" || f.id == "G07") && swaplab::netns::NetNs::available().is_err() {
+        return "skips here: needs root (netns)".into();
     }
     "runs".into()
 }
@@ -312,6 +397,91 @@ fn bench_upgrade(o: swaplab::bench::Options, json: bool) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
     } else {
         println!("\n{}", swaplab::bench::table(&runs));
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn bench_handover(
+    o: swaplab::bench::HandoverOptions,
+    out: &std::path::Path,
+    json: bool,
+) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(out) {
+        eprintln!(
+            "swaplab: cannot make the output folder {}: {e}",
+            out.display()
+        );
+        return ExitCode::from(2);
+    }
+    let platform = Platform::detect();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if !json {
+        println!(
+            "swaplab bench handover on {}, {cores} cores\n{} new connections/s ({} client threads), downloads of {} bytes over {} ms, a new generation starts in {} ms; {} switches per strategy\n",
+            platform.one_line(),
+            o.pace.rate,
+            o.pace.threads,
+            o.setup.body,
+            o.setup.download_ms,
+            o.setup.startup_ms,
+            o.pace.switches
+        );
+    }
+    let runs = swaplab::bench::handover_runs(&o, |what| {
+        if !json {
+            eprintln!("  {what}");
+        }
+    });
+    let mut written = Vec::new();
+    let mut failed = false;
+    for r in &runs {
+        if let Some(e) = &r.error {
+            failed = true;
+            eprintln!("swaplab: {}: {e}", r.strategy.name());
+        }
+        if let Some(c) = &r.result {
+            let path = out.join(format!("handover-{}.svg", c.strategy.name()));
+            match std::fs::write(&path, swaplab::timeline::svg(c)) {
+                Ok(()) => written.push(path),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("swaplab: cannot write {}: {e}", path.display());
+                }
+            }
+        }
+    }
+    let v = serde_json::json!({
+        "swaplab": env!("CARGO_PKG_VERSION"),
+        "platform": platform,
+        "cores": cores,
+        "setup": o.setup,
+        "pace": o.pace,
+        "runs": runs,
+    });
+    let text = serde_json::to_string_pretty(&v).expect("JSON");
+    let path = out.join("handover.json");
+    match std::fs::write(&path, &text) {
+        Ok(()) => written.push(path),
+        Err(e) => {
+            failed = true;
+            eprintln!("swaplab: cannot write {}: {e}", path.display());
+        }
+    }
+    if json {
+        println!("{text}");
+    } else {
+        let rows: Vec<_> = runs.iter().filter_map(|r| r.result.clone()).collect();
+        println!("{}", swaplab::experiments::graceful::table(&rows));
+        println!("written:");
+        for p in &written {
+            println!("  {}", p.display());
+        }
     }
     if failed {
         ExitCode::FAILURE

@@ -1,0 +1,1609 @@
+//! Article 002: graceful restart by passing the listening socket (G01–G07).
+//!
+//! The target is the hand-over server (`swaplab::handover`), which serves
+//! downloads and hands its listening sockets to a new generation by one of
+//! five strategies. [`Service`] runs it under one strategy and performs a
+//! switch; G02, G03, G06 and `swaplab bench handover` share it, and every
+//! step waits on evidence (a log line, an exit, a refused request), never
+//! on a sleep. G04 and G05 fill listening queues on purpose; G05 and G07
+//! run inside network namespaces the experiment makes ([`NetNs`]).
+
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use crate::handover::mono_ns;
+use crate::lab::{field, field_i32, field_u32, pidt, vol, Lab};
+use crate::load::{self, Kind, Load, Sample, Stats};
+use crate::netns::NetNs;
+use crate::process::{hermetic, Program, Target};
+use crate::procs;
+use crate::server::GENERATION;
+
+/// The control socket of the SCM_RIGHTS strategy, in the sandbox.
+const CONTROL: &str = "run/handover.sock";
+
+/// How a new generation gets the listening sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    StopStart,
+    ScmRights,
+    Reuseport,
+    Exec,
+    Activation,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::StopStart,
+        Strategy::Reuseport,
+        Strategy::ScmRights,
+        Strategy::Exec,
+        Strategy::Activation,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::StopStart => "stop-start",
+            Strategy::ScmRights => "scm-rights",
+            Strategy::Reuseport => "reuseport",
+            Strategy::Exec => "exec",
+            Strategy::Activation => "activation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Whether every generation serves the very same listening socket.
+    pub fn shares_the_socket(self) -> bool {
+        matches!(
+            self,
+            Strategy::ScmRights | Strategy::Exec | Strategy::Activation
+        )
+    }
+}
+
+/// The workload and the server's behaviour.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Setup {
+    /// Bytes per download.
+    pub body: u64,
+    /// How long the server spreads each download over.
+    pub download_ms: u64,
+    /// How long a new generation takes to start.
+    pub startup_ms: u64,
+    /// How long an old process waits for the new one's `ready`.
+    pub handover_timeout_ms: u64,
+}
+
+impl Setup {
+    pub fn new(body: u64, download_ms: u64, startup_ms: u64) -> Setup {
+        Setup {
+            body,
+            download_ms,
+            startup_ms,
+            handover_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Whether `::1` can be bound here (containers often disable IPv6).
+pub fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// The two listeners every hand-over server gets: 127.0.0.1 and ::1 on one
+/// port, or 127.0.0.1 and 127.0.0.2 where IPv6 is off.
+fn listen_args() -> Vec<String> {
+    let second = if ipv6_loopback() {
+        "[::1]:0"
+    } else {
+        "127.0.0.2:0"
+    };
+    ["--listen", "127.0.0.1:0", "--listen", second]
+        .map(String::from)
+        .to_vec()
+}
+
+/// What an `accepting pid=N gen=G at_ns=T fd=4 addr=…, fd=5 addr=…` line
+/// says.
+#[derive(Clone, Debug, Serialize)]
+pub struct Accepting {
+    pub pid: i32,
+    pub gen: u32,
+    pub at_ns: u64,
+    pub fds: Vec<(i32, SocketAddr)>,
+}
+
+impl Accepting {
+    pub fn parse(line: &str) -> Result<Accepting> {
+        let mut fds = Vec::new();
+        for part in line.split(", ") {
+            let fd = field_i32(part, "fd")?;
+            let addr: SocketAddr = field(part, "addr")?
+                .trim_end_matches(',')
+                .parse()
+                .with_context(|| format!("bad address in `{line}`"))?;
+            fds.push((fd, addr));
+        }
+        Ok(Accepting {
+            pid: field_i32(line, "pid")?,
+            gen: field_u32(line, "gen")?,
+            at_ns: field(line, "at_ns")?
+                .parse()
+                .with_context(|| format!("bad at_ns in `{line}`"))?,
+            fds,
+        })
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.fds.iter().map(|(_, a)| *a).collect()
+    }
+}
+
+/// One switch from a generation to the next.
+#[derive(Clone, Debug, Serialize)]
+pub struct Switch {
+    pub from: i32,
+    pub to: i32,
+    pub gen: u32,
+    /// CLOCK_MONOTONIC: the signal (or the start of the new process).
+    pub signal_ns: u64,
+    /// The new generation accepting.
+    pub accepting_ns: u64,
+    /// The old generation gone (drained, or cut).
+    pub done_ns: u64,
+    /// `(fds, messages)` the new process received (SCM_RIGHTS).
+    pub received: Option<(usize, usize)>,
+    /// The new generation's fds that are not client connections.
+    pub fds: usize,
+}
+
+impl Switch {
+    /// Signal to new process accepting.
+    pub fn switch_ms(&self) -> f64 {
+        self.accepting_ns.saturating_sub(self.signal_ns) as f64 / 1e6
+    }
+}
+
+/// The fds of `pid` that are not client connections: everything but
+/// sockets, plus the listening sockets (by fd number, as the server logged
+/// them) and Unix sockets (from /proc/net/unix). A leak of any kind shows
+/// as growth; connections in flight do not count.
+pub fn lasting_fds(pid: i32, listening: &[i32]) -> usize {
+    let unix: std::collections::HashSet<u64> = procfs::net::unix()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| u.inode)
+        .collect();
+    procs::fds(pid)
+        .into_iter()
+        .filter(|(fd, t)| {
+            let Some(ino) = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.trim_end_matches(']').parse::<u64>().ok())
+            else {
+                return true;
+            };
+            listening.contains(fd) || unix.contains(&ino)
+        })
+        .count()
+}
+
+/// A hand-over server running under one strategy.
+pub struct Service {
+    pub strategy: Strategy,
+    setup: Setup,
+    /// Targets the harness started, oldest first (exec and activation: one,
+    /// whose process group holds every generation).
+    targets: Vec<Target>,
+    pub current: Accepting,
+    pub switches: Vec<Switch>,
+    /// The holder (activation).
+    pub holder: Option<i32>,
+}
+
+fn common_args(setup: &Setup) -> Vec<String> {
+    let mut a = vec![
+        "--body".to_string(),
+        setup.body.to_string(),
+        "--download-ms".to_string(),
+        setup.download_ms.to_string(),
+    ];
+    if setup.handover_timeout_ms != 5_000 {
+        a.push("--handover-timeout-ms".into());
+        a.push(setup.handover_timeout_ms.to_string());
+    }
+    if setup.startup_ms > 0 {
+        a.push("--startup-ms".into());
+        a.push(setup.startup_ms.to_string());
+    }
+    a
+}
+
+fn start_gen(lab: &mut Lab, label: &str, gen: u32, args: &[String]) -> Result<Target> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.start_with(Program::Handover, label, &args, |c| {
+        c.env(GENERATION, gen.to_string());
+        format!("{GENERATION}={gen}")
+    })
+}
+
+fn accepting_line(lab: &mut Lab, t: &mut Target, gen: u32) -> Result<Accepting> {
+    let line = t.wait_line(
+        |l| l.starts_with("accepting pid=") && l.contains(&format!(" gen={gen} ")),
+        &format!("`accepting … gen={gen}`"),
+    )?;
+    lab.say(format!("[{}] {line}", t.label()));
+    Accepting::parse(&line)
+}
+
+impl Service {
+    /// Starts generation 1.
+    pub fn start(lab: &mut Lab, strategy: Strategy, setup: Setup) -> Result<Service> {
+        let mut args = Vec::new();
+        match strategy {
+            Strategy::Activation => args.push("--holder".to_string()),
+            Strategy::Reuseport => args.push("--reuseport".to_string()),
+            Strategy::ScmRights => {
+                args.push("--control".to_string());
+                args.push(CONTROL.to_string());
+            }
+            _ => {}
+        }
+        args.extend(listen_args());
+        args.extend(common_args(&setup));
+        let label = if strategy == Strategy::Activation {
+            "holder"
+        } else {
+            "gen 1"
+        };
+        let mut t = start_gen(lab, label, 1, &args)?;
+        let current = accepting_line(lab, &mut t, 1)?;
+        let holder = (strategy == Strategy::Activation).then(|| t.pid());
+        Ok(Service {
+            strategy,
+            setup,
+            targets: vec![t],
+            current,
+            switches: Vec::new(),
+            holder,
+        })
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.current.addrs()
+    }
+
+    fn listening_fds(&self) -> Vec<i32> {
+        self.current.fds.iter().map(|(fd, _)| *fd).collect()
+    }
+
+    /// Waits for a line of the newest target (the current generation, or
+    /// the one whose process group holds it) that starts with `prefix`, and
+    /// narrates it.
+    pub fn expect(&mut self, lab: &mut Lab, prefix: &str) -> Result<String> {
+        let t = self.newest();
+        lab.expect(t, prefix)
+    }
+
+    /// The pid signals go to: the holder, or the current generation.
+    pub fn signal_pid(&self) -> i32 {
+        self.holder.unwrap_or(self.current.pid)
+    }
+
+    fn newest(&mut self) -> &mut Target {
+        self.targets.last_mut().expect("a target")
+    }
+
+    /// Stop/start, first half: TERM the current process and wait until it
+    /// is gone (its downloads are cut). Returns when the signal went.
+    pub fn stop_now(&mut self, lab: &mut Lab) -> Result<u64> {
+        let old = self.current.pid;
+        let t_sig = mono_ns();
+        lab.kill(Signal::SIGTERM, old, "$OLD")?;
+        let t = self.newest();
+        let line = t.wait_line(
+            |l| l.starts_with(&format!("notice pid={old}: signal SIGTERM")),
+            "`signal SIGTERM received`",
+        )?;
+        let label = t.label().to_string();
+        t.wait_exit()?;
+        lab.say(format!("[{label}] {line}"));
+        Ok(t_sig)
+    }
+
+    /// Stop/start, second half: start the next generation on the same
+    /// addresses.
+    pub fn start_again(&mut self, lab: &mut Lab) -> Result<()> {
+        let gen = self.current.gen + 1;
+        let mut args = Vec::new();
+        for a in self.current.addrs() {
+            args.push("--listen".to_string());
+            args.push(a.to_string());
+        }
+        args.extend(common_args(&self.setup));
+        let mut t = start_gen(lab, &format!("gen {gen}"), gen, &args)?;
+        self.current = accepting_line(lab, &mut t, gen)?;
+        self.targets.retain(|t| procs::alive(t.pid()));
+        self.targets.push(t);
+        Ok(())
+    }
+
+    /// One switch to the next generation. `narrate`: show each log line
+    /// (otherwise only the commands and a summary).
+    pub fn switch(&mut self, lab: &mut Lab, narrate: bool) -> Result<Switch> {
+        let old = self.current.clone();
+        let gen = old.gen + 1;
+        let mut received = None;
+        let t_sig;
+        match self.strategy {
+            Strategy::StopStart => {
+                t_sig = self.stop_now(lab)?;
+                self.start_again(lab)?;
+            }
+            Strategy::ScmRights => {
+                let mut args = vec![
+                    "--takeover".to_string(),
+                    CONTROL.to_string(),
+                    "--control".to_string(),
+                    CONTROL.to_string(),
+                ];
+                args.extend(common_args(&self.setup));
+                t_sig = mono_ns();
+                let mut t = start_gen(lab, &format!("gen {gen}"), gen, &args)?;
+                let new = t.pid();
+                let got = t.wait_line(
+                    |l| l.starts_with(&format!("notice pid={new}: received ")),
+                    "`received N fds`",
+                )?;
+                if narrate {
+                    lab.say(format!("[gen {gen}] {got}"));
+                }
+                let n: usize = got
+                    .split("received ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let m: usize = got
+                    .split(" fds in ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                received = Some((n, m));
+                self.current = accepting_line(lab, &mut t, gen)?;
+                let released = t.wait_line(
+                    |l| l.starts_with(&format!("notice pid={new}: control socket")),
+                    "`control socket …` (the old process released the sockets)",
+                )?;
+                if narrate {
+                    lab.say(format!("[gen {gen}] {released}"));
+                }
+                let o = self.targets.last_mut().expect("the old target");
+                for step in [
+                    format!("notice pid={}: take-over request from pid={new}", old.pid),
+                    format!("notice pid={}: pid={new} is ready", old.pid),
+                    format!("notice pid={}: drain", old.pid),
+                ] {
+                    let line = o.wait_line(|l| l.starts_with(&step), &format!("`{step}…`"))?;
+                    if narrate {
+                        lab.say(format!("[{}] {line}", o.label()));
+                    }
+                }
+                o.wait_exit()?;
+                self.targets.retain(|t| procs::alive(t.pid()));
+                self.targets.push(t);
+            }
+            Strategy::Reuseport => {
+                let mut args = vec!["--reuseport".to_string()];
+                for a in old.addrs() {
+                    args.push("--listen".to_string());
+                    args.push(a.to_string());
+                }
+                args.extend(common_args(&self.setup));
+                t_sig = mono_ns();
+                let mut t = start_gen(lab, &format!("gen {gen}"), gen, &args)?;
+                self.current = accepting_line(lab, &mut t, gen)?;
+                lab.kill(Signal::SIGQUIT, old.pid, "$OLD")?;
+                let o = self.targets.last_mut().expect("the old target");
+                for step in ["signal QUIT", "drain"] {
+                    let want = format!("notice pid={}: {step}", old.pid);
+                    let line = o.wait_line(|l| l.starts_with(&want), &format!("`{want}…`"))?;
+                    if narrate {
+                        lab.say(format!("[{}] {line}", o.label()));
+                    }
+                }
+                o.wait_exit()?;
+                self.targets.retain(|t| procs::alive(t.pid()));
+                self.targets.push(t);
+            }
+            Strategy::Exec => {
+                t_sig = mono_ns();
+                lab.kill(Signal::SIGUSR2, old.pid, "$OLD")?;
+                let t = self.targets.last_mut().expect("the target");
+                self.current = accepting_line(lab, t, gen)?;
+                let new = self.current.pid;
+                let t = self.targets.last_mut().expect("the target");
+                let inherited = t.wait_line(
+                    |l| l.starts_with(&format!("notice pid={new}: using inherited")),
+                    "`using inherited listening sockets`",
+                )?;
+                if narrate {
+                    lab.say(format!("[{}] {inherited}", t.label()));
+                }
+                lab.kill(Signal::SIGQUIT, old.pid, "$OLD")?;
+                let t = self.targets.last_mut().expect("the target");
+                let want = format!("notice pid={}: drain", old.pid);
+                let line = t.wait_line(|l| l.starts_with(&want), &format!("`{want}…`"))?;
+                if narrate {
+                    lab.say(format!("[{}] {line}", t.label()));
+                }
+                let pid = old.pid;
+                lab.wait_until("the old generation has exited", || {
+                    if procs::alive(pid) {
+                        Err("still alive".into())
+                    } else {
+                        Ok(())
+                    }
+                })?;
+            }
+            Strategy::Activation => {
+                let holder = self.holder.expect("a holder");
+                t_sig = mono_ns();
+                lab.kill(Signal::SIGHUP, holder, "$HOLDER")?;
+                let t = self.targets.last_mut().expect("the holder");
+                self.current = accepting_line(lab, t, gen)?;
+                let t = self.targets.last_mut().expect("the holder");
+                for want in [
+                    format!("notice pid={holder}: holder: generation gen={gen} "),
+                    format!(
+                        "notice pid={holder}: holder: generation gen={} pid={} exited",
+                        old.gen, old.pid
+                    ),
+                ] {
+                    let line = t.wait_line(|l| l.starts_with(&want), &format!("`{want}…`"))?;
+                    if narrate {
+                        lab.say(format!("[holder] {line}"));
+                    }
+                }
+            }
+        }
+        let done = mono_ns();
+        let mut fds = lasting_fds(self.current.pid, &self.listening_fds());
+        if let Some(h) = self.holder {
+            fds += procs::fds(h).len();
+        }
+        let s = Switch {
+            from: old.pid,
+            to: self.current.pid,
+            gen,
+            signal_ns: t_sig,
+            accepting_ns: self.current.at_ns,
+            done_ns: done,
+            received,
+            fds,
+        };
+        self.switches.push(s.clone());
+        Ok(s)
+    }
+
+    /// Ends the service gracefully (QUIT: stop accepting, drain) and checks
+    /// what it leaves: no process, no control socket file.
+    pub fn finish(mut self, lab: &mut Lab) -> Result<Vec<String>> {
+        let mut left = Vec::new();
+        let pid = self.holder.unwrap_or(self.current.pid);
+        lab.kill(Signal::SIGQUIT, pid, "$CURRENT")?;
+        let gens: Vec<i32> = vec![self.current.pid, pid];
+        lab.wait_until("every generation has exited", || {
+            match gens.iter().find(|p| procs::alive(**p)) {
+                Some(p) => Err(format!("pid {p} still alive")),
+                None => Ok(()),
+            }
+        })?;
+        for t in &mut self.targets {
+            if t.pid() == pid {
+                t.wait_exit()?;
+            }
+        }
+        let sock = lab.sandbox.root().join(CONTROL);
+        if sock.exists() {
+            left.push(format!("{CONTROL} is still there"));
+        }
+        Ok(left)
+    }
+}
+
+// ---- loads and figures ----------------------------------------------------
+
+/// The load of the graceful-restart experiments: constant rate, every
+/// listener in turn, each request a whole download.
+pub fn start_load(
+    lab: &mut Lab,
+    addrs: Vec<SocketAddr>,
+    rate: f64,
+    threads: usize,
+) -> Result<Load> {
+    let mut o = load::Options::new(addrs[0]);
+    o.addrs = addrs;
+    o.rate = Some(rate);
+    o.connections = threads;
+    o.max_duration = Duration::from_secs(600);
+    o.max_requests = 10_000_000;
+    lab.note(format!(
+        "load: {} new connections a second (constant rate, {} clients, every listener in turn); each downloads the whole body",
+        vol(rate),
+        vol(threads)
+    ));
+    Load::start(o)
+}
+
+/// How the load saw one strategy.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub strategy: Strategy,
+    pub switches: Vec<Switch>,
+    pub attempted: usize,
+    pub completed: usize,
+    pub refused: usize,
+    pub reset: usize,
+    pub truncated: usize,
+    pub timed_out: usize,
+    pub other: usize,
+    /// The longest span, in one switch, from the first refused connection
+    /// to the end of the last.
+    pub refusal_window_ms: f64,
+    pub switch_ms_median: f64,
+    pub switch_ms_max: f64,
+    pub before: Stats,
+    pub during: Stats,
+    pub after: Stats,
+    /// What the old generations and the control socket left behind.
+    pub left_behind: Vec<String>,
+    /// CLOCK_MONOTONIC of the load's start (to place switches on its clock).
+    #[serde(skip)]
+    pub zero_ns: u64,
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+impl Comparison {
+    pub fn failed(&self) -> usize {
+        self.attempted - self.completed
+    }
+
+    /// A switch's times on the load's clock.
+    pub fn at(&self, ns: u64) -> Duration {
+        Duration::from_nanos(ns.saturating_sub(self.zero_ns))
+    }
+}
+
+pub fn compare(
+    strategy: Strategy,
+    switches: Vec<Switch>,
+    samples: Vec<Sample>,
+    zero_ns: u64,
+    left_behind: Vec<String>,
+) -> Comparison {
+    let at = |ns: u64| Duration::from_nanos(ns.saturating_sub(zero_ns));
+    let count = |k: Kind| samples.iter().filter(|s| s.kind == k).count();
+    let first = switches.first().map(|s| at(s.signal_ns));
+    let last = switches.last().map(|s| at(s.done_ns));
+    let pick = |f: &dyn Fn(&Sample) -> bool| -> Stats {
+        let v: Vec<&Sample> = samples.iter().filter(|s| f(s)).collect();
+        Stats::of(&v)
+    };
+    let (before, during, after) = match (first, last) {
+        (Some(a), Some(b)) => (
+            pick(&|s| s.start < a),
+            pick(&|s| s.start >= a && s.start < b),
+            pick(&|s| s.start >= b),
+        ),
+        _ => (pick(&|_| true), Stats::default(), Stats::default()),
+    };
+    let mut window = 0.0f64;
+    for (i, sw) in switches.iter().enumerate() {
+        let from = at(sw.signal_ns);
+        let to = switches
+            .get(i + 1)
+            .map(|n| at(n.signal_ns))
+            .unwrap_or(Duration::MAX);
+        let refused: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.kind == Kind::Refused && s.start >= from && s.start < to)
+            .collect();
+        if let (Some(a), Some(b)) = (
+            refused.iter().map(|s| s.start).min(),
+            refused.iter().map(|s| s.start + s.latency).max(),
+        ) {
+            window = window.max((b - a).as_secs_f64() * 1000.0);
+        }
+    }
+    let mut ms: Vec<f64> = switches.iter().map(Switch::switch_ms).collect();
+    ms.sort_by(f64::total_cmp);
+    Comparison {
+        strategy,
+        attempted: samples.len(),
+        completed: count(Kind::Completed),
+        refused: count(Kind::Refused),
+        reset: count(Kind::Reset),
+        truncated: count(Kind::ShortRead),
+        timed_out: count(Kind::Timeout),
+        other: count(Kind::Other),
+        refusal_window_ms: window,
+        switch_ms_median: ms.get(ms.len() / 2).copied().unwrap_or(0.0),
+        switch_ms_max: ms.last().copied().unwrap_or(0.0),
+        before,
+        during,
+        after,
+        left_behind,
+        zero_ns,
+        samples,
+        switches,
+    }
+}
+
+/// How hard the comparison pushes.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Pace {
+    /// New connections per second.
+    pub rate: f64,
+    /// Client threads.
+    pub threads: usize,
+    pub switches: usize,
+    /// Completed downloads before the first switch and after the last.
+    pub settle: usize,
+    /// Downloads the new generation completes after each switch.
+    pub between: usize,
+}
+
+/// Runs one strategy through `pace.switches` switches under the load.
+pub fn run_strategy(
+    lab: &mut Lab,
+    strategy: Strategy,
+    setup: Setup,
+    pace: Pace,
+) -> Result<Comparison> {
+    lab.part(strategy.name());
+    let mut svc = Service::start(lab, strategy, setup)?;
+    let load = start_load(lab, svc.addrs(), pace.rate, pace.threads)?;
+    let zero_ns = mono_ns().saturating_sub(load.now().as_nanos() as u64);
+    let m = load.mark();
+    load.wait_for(m, pace.settle, "a download completed", |s| {
+        s.kind == Kind::Completed
+    })?;
+    for i in 0..pace.switches {
+        let sw = svc.switch(lab, i == 0)?;
+        if i > 0 {
+            lab.say(format!(
+                "switch {}: gen {} {} -> gen {} {}",
+                i + 1,
+                sw.gen - 1,
+                pidt(sw.from),
+                sw.gen,
+                pidt(sw.to)
+            ));
+        }
+        let m = load.mark();
+        let gen = sw.gen;
+        load.wait_for(
+            m,
+            pace.between,
+            &format!("a download from gen {gen} completed"),
+            |s| s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen),
+        )?;
+    }
+    let m = load.mark();
+    load.wait_for(m, pace.settle, "a download completed", |s| {
+        s.kind == Kind::Completed
+    })?;
+    let samples = load.stop();
+    let switches = svc.switches.clone();
+    let left = svc.finish(lab)?;
+    Ok(compare(strategy, switches, samples, zero_ns, left))
+}
+
+/// The comparison table (Markdown), one row per strategy.
+pub fn table(rows: &[Comparison]) -> String {
+    let mut out = String::from(
+        "| strategy | switches | attempted | completed | refused | reset | truncated | timed out | refusal window ms | switch ms (median/max) | p50/p99/max ms before | during | after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let lat = |s: &Stats| format!("{:.1}/{:.1}/{:.1}", s.p50_ms, s.p99_ms, s.max_ms);
+    for c in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1}/{:.1} | {} | {} | {} |\n",
+            c.strategy.name(),
+            c.switches.len(),
+            c.attempted,
+            c.completed,
+            c.refused,
+            c.reset,
+            c.truncated,
+            c.timed_out,
+            c.refusal_window_ms,
+            c.switch_ms_median,
+            c.switch_ms_max,
+            lat(&c.before),
+            lat(&c.during),
+            lat(&c.after),
+        ));
+    }
+    out
+}
+
+// ---- G01 ------------------------------------------------------------------
+
+/// Runs the server to its end (it is expected to fail at start): exit
+/// status and stderr.
+fn run_to_end(lab: &mut Lab, args: &[&str]) -> Result<(i32, String)> {
+    let exe = lab.sandbox.program(Program::Handover)?;
+    let mut cmd = hermetic(&exe, &lab.sandbox.lib_dir());
+    cmd.current_dir(lab.sandbox.root())
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    lab.shell(format!("bin/swaplab-handover {}", args.join(" ")));
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    for l in err.lines() {
+        lab.say(l.to_string());
+    }
+    let code = out.status.code().unwrap_or(-1);
+    lab.shell("echo $?");
+    lab.say(code.to_string());
+    Ok((code, err))
+}
+
+fn port_of(a: &Accepting) -> u16 {
+    a.fds[0].1.port()
+}
+
+/// Requests `n` downloads one after another; returns who answered each
+/// (`Err` with what happened to one that failed).
+fn answers(addr: SocketAddr, n: usize) -> Result<Vec<std::result::Result<i32, String>>> {
+    let mut o = load::Options::new(addr);
+    o.connections = 1;
+    o.max_requests = n as u64;
+    let l = Load::start(o)?;
+    let m = l.mark();
+    l.wait_for(m, n, "a request ended", |_| true)?;
+    Ok(l.stop()
+        .iter()
+        .map(|s| match &s.answer {
+            Some(a) => Ok(a.pid),
+            None => Err(format!(
+                "{:?} {}",
+                s.kind,
+                s.detail.clone().unwrap_or_default()
+            )),
+        })
+        .collect())
+}
+
+pub fn g01(lab: &mut Lab) -> Result<()> {
+    let small = ["--body", "256"];
+    let mut args: Vec<&str> = vec!["--listen", "127.0.0.1:0"];
+    args.extend(small);
+    let mut a = lab.start_with(Program::Handover, "A", &args, |_| String::new())?;
+    let acc_a = accepting_line(lab, &mut a, 1)?;
+    let port = port_of(&acc_a);
+    lab.note("a second process binds the same address: refused by the kernel");
+    let addr = format!("127.0.0.1:{port}");
+    let (code, err) = run_to_end(lab, &["--listen", &addr, "--body", "256"])?;
+    lab.check(
+        "a second bind of a port a listening socket holds fails with EADDRINUSE",
+        code == 2 && err.contains("Address already in use"),
+        format!("exit {code}: {err}"),
+    );
+    lab.observe("plain_second_bind", &err);
+
+    lab.part("both with SO_REUSEPORT");
+    let mut args: Vec<&str> = vec!["--reuseport", "--listen", "127.0.0.1:0"];
+    args.extend(small);
+    let mut c = lab.start_with(Program::Handover, "C", &args, |_| String::new())?;
+    let acc_c = accepting_line(lab, &mut c, 1)?;
+    let addr = format!("127.0.0.1:{}", port_of(&acc_c));
+    let mut args: Vec<&str> = vec!["--reuseport", "--listen", &addr];
+    args.extend(small);
+    let mut d = lab.start_with(Program::Handover, "D", &args, |_| String::new())?;
+    let acc_d = accepting_line(lab, &mut d, 1)?;
+    let (ic, id) = (
+        socket_inode(c.pid(), acc_c.fds[0].0),
+        socket_inode(d.pid(), acc_d.fds[0].0),
+    );
+    lab.proof(format!(
+        "$ readlink /proc/{}/fd/{} /proc/{}/fd/{}",
+        c.pid(),
+        acc_c.fds[0].0,
+        d.pid(),
+        acc_d.fds[0].0
+    ));
+    lab.proof(format!("socket:[{ic}]"));
+    lab.proof(format!("socket:[{id}]"));
+    lab.check(
+        "with SO_REUSEPORT on both, the second bind succeeds: two listening sockets (two inodes) on one port",
+        ic != 0 && id != 0 && ic != id,
+        format!("inodes {ic} and {id}"),
+    );
+    let sa: SocketAddr = addr.parse().context("address")?;
+    let who = answers(sa, 64)?;
+    let (by_c, by_d) = (
+        who.iter().filter(|p| p.as_ref() == Ok(&c.pid())).count(),
+        who.iter().filter(|p| p.as_ref() == Ok(&d.pid())).count(),
+    );
+    let failed: Vec<&String> = who.iter().filter_map(|r| r.as_ref().err()).collect();
+    lab.say(format!(
+        "[load] 64 new connections: {} answered by C, {} by D",
+        vol(by_c),
+        vol(by_d)
+    ));
+    lab.check(
+        "the kernel spreads new connections over both sockets",
+        by_c > 0 && by_d > 0 && failed.is_empty(),
+        format!("C {by_c}, D {by_d}, failed {failed:?}"),
+    );
+    lab.note("a third process without SO_REUSEPORT on that port: refused");
+    let (code, err) = run_to_end(lab, &["--listen", &addr, "--body", "256"])?;
+    lab.check(
+        "SO_REUSEPORT must be set on both sides: a bind without it still fails with EADDRINUSE",
+        code == 2 && err.contains("Address already in use"),
+        format!("exit {code}: {err}"),
+    );
+    Ok(())
+}
+
+/// The inode of the socket at `/proc/PID/fd/FD` (0 if none).
+fn socket_inode(pid: i32, fd: i32) -> u64 {
+    procs::sockets(pid)
+        .into_iter()
+        .find(|(f, _)| *f == fd)
+        .map(|(_, i)| i)
+        .unwrap_or(0)
+}
+
+// ---- G02 ------------------------------------------------------------------
+
+/// The article's stop/start restart, with its dead time made visible: the
+/// new process starts only once a client has been refused.
+pub fn g02(lab: &mut Lab) -> Result<()> {
+    let setup = Setup::new(2 << 20, 300, 0);
+    let mut svc = Service::start(lab, Strategy::StopStart, setup)?;
+    let old = svc.current.pid;
+    let load = start_load(lab, svc.addrs(), 100.0, 64)?;
+    let m = load.mark();
+    load.wait_for(m, 10, "a download from gen 1 completed", |s| {
+        s.kind == Kind::Completed
+    })?;
+    lab.wait_until("downloads are in flight", || {
+        let n = load.in_flight();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} in flight"))
+        }
+    })?;
+    lab.note("stop: the old process exits at once (the article's Ctrl-C)");
+    let stop = load.mark();
+    svc.stop_now(lab)?;
+    lab.note("dead time: nobody listens; the new process starts once a client has been refused");
+    load.wait_for(stop, 1, "a connection was refused", |s| {
+        s.kind == Kind::Refused
+    })?;
+    svc.start_again(lab)?;
+    let gen2 = svc.current.gen;
+    let m = load.mark();
+    load.wait_for(m, 10, "a download from gen 2 completed", |s| {
+        s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen2)
+    })?;
+    let samples = load.stop();
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.start + s.latency >= stop.at)
+        .collect();
+    let count = |k: Kind| after.iter().filter(|s| s.kind == k).count();
+    let (refused, truncated, reset) = (
+        count(Kind::Refused),
+        count(Kind::ShortRead),
+        count(Kind::Reset),
+    );
+    lab.say(format!(
+        "[load] around the restart: {} refused, {} truncated (EOF early), {} reset, {} completed",
+        vol(refused),
+        vol(truncated),
+        vol(reset),
+        vol(count(Kind::Completed))
+    ));
+    let first = |k: Kind| {
+        after
+            .iter()
+            .find(|s| s.kind == k)
+            .and_then(|s| s.detail.clone())
+            .unwrap_or_default()
+    };
+    lab.observe("refused", refused);
+    lab.observe("truncated", truncated);
+    lab.observe("reset", reset);
+    lab.observe("old_pid", old);
+    lab.check(
+        "during the dead time new connections are refused (ECONNREFUSED, the article's system:111)",
+        refused > 0 && first(Kind::Refused).contains("os error 111"),
+        format!("{refused} refused: {}", first(Kind::Refused)),
+    );
+    lab.check(
+        "downloads in flight when the old process exits end early (EOF before the whole body, the article's asio.misc:2)",
+        truncated > 0 && first(Kind::ShortRead).contains("EOF after"),
+        format!("{truncated} truncated: {}", first(Kind::ShortRead)),
+    );
+    lab.observe("first_reset", first(Kind::Reset));
+    Ok(())
+}
+
+// ---- G03 ------------------------------------------------------------------
+
+pub const G03_SWITCHES: usize = 20;
+
+pub fn g03(lab: &mut Lab) -> Result<()> {
+    let setup = Setup::new(1 << 20, 40, 0);
+    let mut svc = Service::start(lab, Strategy::ScmRights, setup)?;
+    let listeners = svc.current.fds.len();
+    let load = start_load(lab, svc.addrs(), 150.0, 32)?;
+    let m = load.mark();
+    load.wait_for(m, 10, "a download completed", |s| s.kind == Kind::Completed)?;
+    let mut same = true;
+    let mut seen = Vec::new();
+    for i in 0..G03_SWITCHES {
+        let old = svc.current.clone();
+        let before: Vec<u64> = old
+            .fds
+            .iter()
+            .map(|(fd, _)| socket_inode(old.pid, *fd))
+            .collect();
+        if i == 0 {
+            lab.note("switch 1: the new process takes the sockets over (run/handover.sock)");
+            lab.proof(format!(
+                "$ ls -l /proc/{}/fd   # the old process: its listening sockets",
+                old.pid
+            ));
+            for ((fd, _), ino) in old.fds.iter().zip(&before) {
+                lab.proof(format!("{fd} -> socket:[{ino}]"));
+            }
+        }
+        let sw = svc.switch(lab, i == 0)?;
+        let new = svc.current.clone();
+        let after: Vec<u64> = new
+            .fds
+            .iter()
+            .map(|(fd, _)| socket_inode(new.pid, *fd))
+            .collect();
+        if i == 0 {
+            lab.proof(format!(
+                "$ ls -l /proc/{}/fd   # the new process: the same sockets",
+                new.pid
+            ));
+            for ((fd, _), ino) in new.fds.iter().zip(&after) {
+                lab.proof(format!("{fd} -> socket:[{ino}]"));
+            }
+        } else {
+            lab.say(format!(
+                "switch {}: gen {} {} -> gen {} {}, {} fds in {} message",
+                i + 1,
+                sw.gen - 1,
+                pidt(sw.from),
+                sw.gen,
+                pidt(sw.to),
+                sw.received.map(|r| r.0).unwrap_or(0),
+                sw.received.map(|r| r.1).unwrap_or(0)
+            ));
+        }
+        same &= before == after && !after.contains(&0);
+        seen.push(sw);
+        let m = load.mark();
+        let gen = svc.current.gen;
+        load.wait_for(m, 5, &format!("a download from gen {gen} completed"), |s| {
+            s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen)
+        })?;
+    }
+    let samples = load.stop();
+    let left = svc.finish(lab)?;
+    let failed: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.kind != Kind::Completed)
+        .collect();
+    let gens: std::collections::BTreeSet<u32> = samples
+        .iter()
+        .filter_map(|s| s.answer.as_ref().and_then(|a| a.gen))
+        .collect();
+    lab.say(format!(
+        "[load] {} downloads, {} failed ({}), served by {} generations",
+        vol(samples.len()),
+        failed.len(),
+        vol(load::tally(&samples)),
+        vol(gens.len())
+    ));
+    lab.observe("downloads", samples.len());
+    lab.observe("failed", failed.len());
+    lab.observe("switches", seen.len());
+    lab.observe(
+        "switch_ms",
+        seen.iter().map(Switch::switch_ms).collect::<Vec<_>>(),
+    );
+    let received: Vec<(usize, usize)> = seen.iter().filter_map(|s| s.received).collect();
+    lab.check(
+        format!(
+            "every new process received all {listeners} listening fds in one message (SCM_RIGHTS)"
+        ),
+        received.len() == seen.len() && received.iter().all(|r| *r == (listeners, 1)),
+        format!("{received:?}"),
+    );
+    lab.check(
+        "the new process holds the very same sockets (same inodes in /proc/PID/fd)",
+        same,
+        "an inode differed",
+    );
+    lab.check(
+        format!("{G03_SWITCHES} switches under load: no client error of any kind, every download complete"),
+        failed.is_empty() && seen.len() == G03_SWITCHES,
+        format!(
+            "{} of {}: {}",
+            failed.len(),
+            samples.len(),
+            failed
+                .iter()
+                .take(3)
+                .map(|s| format!("{:?} {}", s.kind, s.detail.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    );
+    let fds: Vec<usize> = seen.iter().map(|s| s.fds).collect();
+    lab.observe("lasting_fds", &fds);
+    lab.check(
+        "no fd leaks from generation to generation (/proc/PID/fd counts, connections aside, stay equal)",
+        fds.windows(2).all(|w| w[0] == w[1]),
+        format!("{fds:?}"),
+    );
+    lab.check(
+        "nothing is left: every generation exited, no control socket file",
+        left.is_empty(),
+        left.join("; "),
+    );
+    Ok(())
+}
+
+// ---- G04 ------------------------------------------------------------------
+
+const QUEUED: usize = 20;
+
+/// Connects `n` clients and sends each a request; nobody accepts yet.
+fn queue_clients(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
+    (0..n)
+        .map(|_| {
+            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .with_context(|| format!("connect to {addr}"))?;
+            c.set_read_timeout(Some(crate::process::deadline()))?;
+            c.write_all(b"GET / HTTP/1.1\r\nHost: queued\r\nConnection: close\r\n\r\n")?;
+            Ok(c)
+        })
+        .collect()
+}
+
+/// Reads each client's answer: who answered, or how it failed.
+fn read_all(clients: Vec<TcpStream>) -> Vec<std::result::Result<i32, String>> {
+    clients
+        .into_iter()
+        .map(|mut c| {
+            let mut got = Vec::new();
+            match c.read_to_end(&mut got) {
+                Ok(0) => Err("EOF".to_string()),
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&got);
+                    text.split_once("\r\n\r\n")
+                        .and_then(|(_, b)| load::Answer::parse(b))
+                        .map(|a| a.pid)
+                        .ok_or_else(|| "no answer".to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// The accept queue of the listening socket on `port`, from /proc/net/tcp
+/// of `pid`'s namespace: (inode, queued connections).
+fn accept_queue(pid: i32, port: u16) -> Vec<(u64, u32)> {
+    let Ok(p) = procfs::process::Process::new(pid) else {
+        return Vec::new();
+    };
+    p.tcp()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.state == procfs::net::TcpState::Listen && e.local_address.port() == port)
+        .map(|e| (e.inode, e.rx_queue))
+        .collect()
+}
+
+fn show_queue(lab: &mut Lab, pid: i32, port: u16) -> Vec<(u64, u32)> {
+    let q = accept_queue(pid, port);
+    lab.proof(format!(
+        "$ grep ' 0A ' /proc/{pid}/net/tcp   # listening on 127.0.0.1:{port}: rx_queue is the accept queue"
+    ));
+    for (ino, n) in &q {
+        lab.proof(format!("listening socket:[{ino}] rx_queue={}", vol(n)));
+    }
+    q
+}
+
+pub fn g04(lab: &mut Lab) -> Result<()> {
+    let args = [
+        "--paused",
+        "--control",
+        CONTROL,
+        "--listen",
+        "127.0.0.1:0",
+        "--body",
+        "256",
+    ];
+    let mut a = lab.start_with(Program::Handover, "A", &args, |_| String::new())?;
+    let pid_a = a.pid();
+    lab.expect(&mut a, &format!("notice pid={pid_a}: paused"))?;
+    let addr = {
+        let line = a.wait_line(|l| l.contains(": listening fd="), "`listening`")?;
+        let l = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .ok_or_else(|| anyhow!("no address in `{line}`"))?;
+        l.trim_end_matches(',').parse::<SocketAddr>()?
+    };
+    lab.note(format!(
+        "{QUEUED} clients connect and send a request; A does not accept"
+    ));
+    let clients = queue_clients(addr, QUEUED)?;
+    let q = lab.wait_until("the connections wait in A's accept queue", || {
+        let q = accept_queue(pid_a, addr.port());
+        match q.first() {
+            Some((_, n)) if *n as usize >= QUEUED => Ok(q),
+            other => Err(format!("{other:?}")),
+        }
+    })?;
+    let _ = q;
+    show_queue(lab, pid_a, addr.port());
+    lab.note("B takes the listening socket over (SCM_RIGHTS); A, released, exits");
+    let mut b = lab.start_with(
+        Program::Handover,
+        "B",
+        &["--takeover", CONTROL, "--body", "256"],
+        |_| String::new(),
+    )?;
+    let pid_b = b.pid();
+    lab.expect(&mut b, &format!("notice pid={pid_b}: received"))?;
+    lab.expect(&mut a, &format!("notice pid={pid_a}: drained"))?;
+    a.wait_exit()?;
+    let got = read_all(clients);
+    let by_b = got
+        .iter()
+        .filter(|r| r.as_ref().ok() == Some(&b.pid()))
+        .count();
+    lab.say(format!(
+        "[clients] {by_b} of {QUEUED} queued clients served by B {}",
+        pidt(b.pid())
+    ));
+    lab.observe("served_after_handover", by_b);
+    lab.check(
+        "connections queued while nobody accepted are served by the process that received the socket",
+        by_b == QUEUED,
+        format!("{got:?}"),
+    );
+
+    lab.part("the last fd closes");
+    let args = ["--paused", "--listen", "127.0.0.1:0", "--body", "256"];
+    let mut c = lab.start_with(Program::Handover, "C", &args, |_| String::new())?;
+    let line = c.wait_line(|l| l.contains(": listening fd="), "`listening`")?;
+    let addr: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| anyhow!("no address in `{line}`"))?
+        .parse()?;
+    lab.note(format!(
+        "{QUEUED} clients connect and send a request; C does not accept"
+    ));
+    let clients = queue_clients(addr, QUEUED)?;
+    let pid_c = c.pid();
+    lab.wait_until(
+        "the connections wait in C's accept queue",
+        || match accept_queue(pid_c, addr.port()).first() {
+            Some((_, n)) if *n as usize >= QUEUED => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    show_queue(lab, pid_c, addr.port());
+    lab.note("C exits: the last fd of the listening socket closes");
+    lab.kill(Signal::SIGTERM, pid_c, "$C")?;
+    c.wait_exit()?;
+    let got = read_all(clients);
+    let reset = got
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.contains("reset")))
+        .count();
+    let eof = got
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e == "EOF"))
+        .count();
+    lab.say(format!(
+        "[clients] {reset} of {QUEUED} reset (ECONNRESET), {eof} EOF"
+    ));
+    lab.observe("reset_when_closed", reset);
+    lab.check(
+        "closing the last fd of the listening socket resets every queued connection (ECONNRESET, never EOF)",
+        reset == QUEUED && eof == 0,
+        format!("{got:?}"),
+    );
+    Ok(())
+}
+
+// ---- G05 ------------------------------------------------------------------
+
+const G05_CLIENTS: usize = 200;
+
+fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<(usize, usize, usize)> {
+    let setting = if migrate { "1" } else { "0" };
+    lab.shell(format!(
+        "unshare --net   # a fresh network namespace; inside it: ip link set lo up; sysctl -w net.ipv4.tcp_migrate_req={setting}"
+    ));
+    let ns = NetNs::new(&[("net.ipv4.tcp_migrate_req", setting)])?;
+    let args_a = [
+        "--reuseport",
+        "--paused",
+        "--listen",
+        "127.0.0.1:0",
+        "--body",
+        "256",
+    ];
+    let exe = lab.sandbox.program(Program::Handover)?;
+    let start_in_ns = |lab: &mut Lab, label: &str, args: &[&str]| -> Result<Target> {
+        let exe = exe.clone();
+        lab.start_exe(&exe, label, args, |c| {
+            ns.enter_on_exec(c);
+            "nsenter --net=$NS".into()
+        })
+    };
+    let mut a = start_in_ns(lab, "A", &args_a)?;
+    let line = a.wait_line(|l| l.contains(": listening fd="), "`listening`")?;
+    let addr: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| anyhow!("no address in `{line}`"))?
+        .parse()?;
+    let listen = addr.to_string();
+    let args_b = [
+        "--reuseport",
+        "--paused",
+        "--listen",
+        &listen,
+        "--body",
+        "256",
+    ];
+    let mut b = start_in_ns(lab, "B", &args_b)?;
+    lab.note(format!(
+        "{G05_CLIENTS} clients connect (inside the namespace) and send a request; neither accepts"
+    ));
+    let clients = ns.run(|| queue_clients(addr, G05_CLIENTS))??;
+    let (pa, pb) = (a.pid(), b.pid());
+    let queues = lab.wait_until("every connection waits in one of the two queues", || {
+        let q = accept_queue(pa, addr.port());
+        let total: u32 = q.iter().map(|(_, n)| n).sum();
+        if total as usize >= G05_CLIENTS {
+            Ok(q)
+        } else {
+            Err(format!("{q:?}"))
+        }
+    })?;
+    let fd_a = field_i32(&line, "fd")?;
+    let on_a_ino = socket_inode(pa, fd_a);
+    let on_a = queues
+        .iter()
+        .find(|(i, _)| *i == on_a_ino)
+        .map(|(_, n)| *n as usize)
+        .unwrap_or(0);
+    show_queue(lab, pa, addr.port());
+    lab.say(format!(
+        "# {} queued on A's socket, {} on B's",
+        vol(on_a),
+        vol(G05_CLIENTS - on_a)
+    ));
+    lab.note("A closes its socket (QUIT: stop accepting, exit); then B accepts");
+    lab.kill(Signal::SIGQUIT, pa, "$A")?;
+    a.wait_exit()?;
+    b.send("resume")?;
+    lab.say("[B] < resume");
+    lab.expect(&mut b, &format!("accepting pid={pb}"))?;
+    let got = read_all(clients);
+    let served = got.iter().filter(|r| r.as_ref().ok() == Some(&pb)).count();
+    let reset = got
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.contains("reset")))
+        .count();
+    lab.say(format!(
+        "[clients] {} served by B, {} reset, {} other",
+        vol(served),
+        vol(reset),
+        G05_CLIENTS - served - reset
+    ));
+    drop(b);
+    Ok((on_a, served, reset))
+}
+
+pub fn g05(lab: &mut Lab) -> Result<()> {
+    if let Err(why) = NetNs::available() {
+        return lab.skip(
+            format!("G05 changes net.ipv4.tcp_migrate_req, which it does only inside a network namespace it makes, and this machine does not allow that ({why})"),
+            "run as root: sudo swaplab run G05 (or sudo -E cargo test g05)",
+        );
+    }
+    lab.proof("$ sysctl net.ipv4.tcp_migrate_req   # the host's, left untouched".to_string());
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    lab.proof(format!("net.ipv4.tcp_migrate_req = {host}"));
+    lab.part("tcp_migrate_req=0");
+    let (on_a, _served, reset) = reuseport_drop(lab, false)?;
+    lab.observe("queued_on_old_0", on_a);
+    lab.observe("reset_0", reset);
+    lab.check(
+        "closing the old SO_REUSEPORT socket resets the connections queued on it",
+        on_a > 0 && reset == on_a,
+        format!("{on_a} queued on the old socket, {reset} reset"),
+    );
+    lab.part("tcp_migrate_req=1");
+    let (on_a, served, reset) = reuseport_drop(lab, true)?;
+    lab.observe("queued_on_old_1", on_a);
+    lab.observe("reset_1", reset);
+    lab.check(
+        "with net.ipv4.tcp_migrate_req=1 they migrate to the other socket: none reset, all served",
+        on_a > 0 && reset == 0 && served == G05_CLIENTS,
+        format!("{on_a} queued on the old socket, {reset} reset, {served} served"),
+    );
+    let after = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    lab.check_eq("the host's setting is untouched", after, host);
+    Ok(())
+}
+
+// ---- G06 ------------------------------------------------------------------
+
+pub fn g06_setup() -> (Setup, Pace) {
+    (
+        Setup::new(256 << 10, 30, 30),
+        Pace {
+            rate: 200.0,
+            threads: 32,
+            switches: 3,
+            settle: 20,
+            between: 10,
+        },
+    )
+}
+
+pub fn g06(lab: &mut Lab) -> Result<()> {
+    let (setup, pace) = g06_setup();
+    lab.note(format!(
+        "each strategy: {} switches under the same constant-rate load; downloads of {} KiB over {} ms; a new generation takes {} ms to start",
+        pace.switches,
+        setup.body >> 10,
+        setup.download_ms,
+        setup.startup_ms
+    ));
+    let mut rows = Vec::new();
+    for s in Strategy::ALL {
+        rows.push(run_strategy(lab, s, setup, pace)?);
+    }
+    lab.part("side by side");
+    lab.say(
+        "strategy     attempted  refused  reset  truncated  timeout  refusal-window-ms  switch-ms",
+    );
+    for c in &rows {
+        lab.say(format!(
+            "{:<12} {:>9}  {:>7}  {:>5}  {:>9}  {:>7}  {:>17}  {:>9}",
+            c.strategy.name(),
+            vol(c.attempted),
+            vol(c.refused),
+            vol(c.reset),
+            vol(c.truncated),
+            vol(c.timed_out),
+            vol(format!("{:.1}", c.refusal_window_ms)),
+            vol(format!("{:.1}", c.switch_ms_median))
+        ));
+    }
+    lab.observe("comparison", &rows);
+    for c in &rows {
+        let name = c.strategy.name();
+        let serving = c.switches.len() == pace.switches;
+        if c.strategy.shares_the_socket() {
+            lab.check(
+                format!("{name}: the socket is never closed, so no client error of any kind"),
+                serving && c.failed() == 0,
+                format!("{} of {} failed", c.failed(), c.attempted),
+            );
+        }
+        match c.strategy {
+            Strategy::StopStart => {
+                lab.check(
+                    "stop-start: refused connections in the dead time (a refusal window)",
+                    serving && c.refused > 0 && c.refusal_window_ms > 0.0,
+                    format!(
+                        "{} refused, window {:.1} ms",
+                        c.refused, c.refusal_window_ms
+                    ),
+                );
+            }
+            Strategy::Reuseport => {
+                lab.check(
+                    "reuseport: some socket always listens, so no refused connection",
+                    serving && c.refused == 0,
+                    format!("{} refused", c.refused),
+                );
+            }
+            _ => {}
+        }
+        lab.check(
+            format!("{name}: nothing left behind"),
+            c.left_behind.is_empty(),
+            c.left_behind.join("; "),
+        );
+    }
+    Ok(())
+}
+
+// ---- G07 ------------------------------------------------------------------
+
+/// Runs `ip ARGS` inside `ns`, narrated with `shown` for the namespace paths.
+fn ip(lab: &mut Lab, ns: &NetNs, args: &[&str], shown: &str) -> Result<()> {
+    // A namespace path (`/proc/PID/fd/N`) shows as the variable `$NS_B`.
+    let words: Vec<&str> = args
+        .iter()
+        .map(|a| if a.starts_with("/proc/") { "$NS_B" } else { a })
+        .collect();
+    lab.shell(format!("nsenter --net=$NS_{shown} ip {}", words.join(" ")));
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(args);
+    ns.enter_on_exec(&mut cmd);
+    let out = cmd.output().context("cannot run ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn have_ip() -> bool {
+    std::process::Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn link_local(lab: &mut Lab, ns: &NetNs, ifname: &str) -> Result<(Ipv6Addr, u32)> {
+    let (addr, index) = lab.wait_until(
+        &format!("{ifname} has a link-local address past duplicate address detection"),
+        || {
+            let a = ns.ipv6_addrs(ifname).map_err(|e| e.to_string())?;
+            match a.iter().find(|(ip, _, _)| ip.segments()[0] == 0xfe80) {
+                Some((ip, index, false)) => Ok((*ip, *index)),
+                Some((ip, _, true)) => Err(format!("{ip} tentative")),
+                None => Err("no fe80:: address yet".into()),
+            }
+        },
+    )?;
+    lab.proof(format!(
+        "$ ip -6 addr show dev {ifname}   # (in its namespace)"
+    ));
+    lab.proof(format!(
+        "{}: {ifname}: inet6 {}/64 scope link",
+        vol(index),
+        vol(addr)
+    ));
+    Ok((addr, index))
+}
+
+pub fn g07(lab: &mut Lab) -> Result<()> {
+    if let Err(why) = NetNs::available() {
+        return lab.skip(
+            format!("G07 joins two network namespaces with a veth pair, which needs root ({why})"),
+            "run as root: sudo swaplab run G07 (or sudo -E cargo test g07)",
+        );
+    }
+    if !have_ip() {
+        return lab.skip(
+            "G07 makes the veth pair with ip (iproute2), which is not installed",
+            "apt-get install -y iproute2",
+        );
+    }
+    lab.note("two fresh network namespaces, A and B, joined by a veth pair");
+    let a = NetNs::new(&[])?;
+    let b = NetNs::new(&[])?;
+    let b_path = b.path();
+    ip(
+        lab,
+        &a,
+        &[
+            "link", "add", "swl-a", "type", "veth", "peer", "name", "swl-b", "netns", &b_path,
+        ],
+        "A",
+    )?;
+    ip(lab, &a, &["link", "set", "swl-a", "up"], "A")?;
+    ip(lab, &b, &["link", "set", "swl-b", "up"], "B")?;
+    let t0 = std::time::Instant::now();
+    let (_a_ip, a_index) = link_local(lab, &a, "swl-a")?;
+    let (b_ip, _b_index) = link_local(lab, &b, "swl-b")?;
+    lab.observe("dad_ms", t0.elapsed().as_millis() as u64);
+    let listener = b.run(|| std::net::TcpListener::bind("[::]:0"))??;
+    let port = listener.local_addr()?.port();
+    lab.note(format!("B listens on [::]:{}", vol(port)));
+    let server = std::thread::spawn(move || -> std::io::Result<String> {
+        let (mut c, from) = listener.accept()?;
+        c.write_all(b"hello from B\n")?;
+        Ok(from.to_string())
+    });
+    let try_connect = |lab: &mut Lab,
+                       scope: u32,
+                       shown: &str|
+     -> Result<std::result::Result<String, std::io::Error>> {
+        lab.shell(format!("connect [{shown}]:{}   # from A", vol(port)));
+        let sa = SocketAddr::V6(SocketAddrV6::new(b_ip, port, 0, scope));
+        let r = a.run(move || {
+            TcpStream::connect_timeout(&sa, Duration::from_secs(5)).and_then(|mut s| {
+                let mut got = String::new();
+                s.read_to_string(&mut got)?;
+                Ok(got.trim().to_string())
+            })
+        })?;
+        match &r {
+            Ok(got) => lab.say(got.clone()),
+            Err(e) => lab.say(format!("connect: {e}")),
+        }
+        Ok(r)
+    };
+    let plain = try_connect(lab, 0, "fe80::…")?;
+    let errno = |r: &std::result::Result<String, std::io::Error>| {
+        r.as_ref().err().and_then(|e| e.raw_os_error())
+    };
+    lab.check(
+        "without a scope id the kernel cannot tell which link is meant: EINVAL",
+        errno(&plain) == Some(libc::EINVAL),
+        format!("{plain:?}"),
+    );
+    let wrong = try_connect(lab, 1, "fe80::…%lo")?;
+    lab.check(
+        "with the wrong interface (lo) the address is unreachable: ENETUNREACH",
+        errno(&wrong) == Some(libc::ENETUNREACH),
+        format!("{wrong:?}"),
+    );
+    let right = try_connect(lab, a_index, "fe80::…%swl-a")?;
+    lab.check(
+        "with the right scope id (%swl-a) the connection succeeds",
+        matches!(&right, Ok(g) if g == "hello from B"),
+        format!("{right:?}"),
+    );
+    let from = server
+        .join()
+        .map_err(|_| anyhow!("the listener thread panicked"))??;
+    lab.observe("client_seen_by_b", from);
+    Ok(())
+}
