@@ -224,3 +224,52 @@ pub fn table(runs: &[Run]) -> String {
     }
     out
 }
+
+// ---- swaplab bench handover ------------------------------------------------
+
+use crate::experiments::graceful::{self, Comparison, Pace, Setup, Strategy};
+
+#[derive(Clone, Debug)]
+pub struct HandoverOptions {
+    pub setup: Setup,
+    pub pace: Pace,
+    pub strategies: Vec<Strategy>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HandoverRun {
+    pub strategy: Strategy,
+    /// A harness failure (a deadline passed): no figures.
+    pub error: Option<String>,
+    pub result: Option<Comparison>,
+}
+
+/// Runs each strategy through its switches under the same load, one
+/// sandbox each.
+pub fn handover_runs(o: &HandoverOptions, mut progress: impl FnMut(&str)) -> Vec<HandoverRun> {
+    o.strategies
+        .iter()
+        .map(|&s| {
+            progress(&format!(
+                "{}: {} switches at {} connections/s",
+                s.name(),
+                o.pace.switches,
+                o.pace.rate
+            ));
+            let result = Lab::new("bench-handover", None)
+                .and_then(|mut lab| graceful::run_strategy(&mut lab, s, o.setup, o.pace));
+            match result {
+                Ok(c) => HandoverRun {
+                    strategy: s,
+                    error: None,
+                    result: Some(c),
+                },
+                Err(e) => HandoverRun {
+                    strategy: s,
+                    error: Some(format!("{e:#}")),
+                    result: None,
+                },
+            }
+        })
+        .collect()
+}
