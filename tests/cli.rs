@@ -21,7 +21,7 @@ fn list_shows_every_finding_with_its_status() {
             f.id
         );
     }
-    assert!(text.contains("planned (issue 4"), "{text}");
+    assert!(text.contains("planned (issue 6"), "{text}");
 }
 
 #[test]
@@ -94,11 +94,11 @@ fn run_json_reports_verdict_observations_and_platform() {
 #[test]
 fn a_planned_finding_is_skipped_with_the_reason() {
     swaplab()
-        .args(["run", "G03"])
+        .args(["run", "L10"])
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "G03: Skipped: not implemented yet",
+            "L10: Skipped: not implemented yet",
         ));
 }
 
@@ -237,4 +237,126 @@ fn the_server_listens_on_loopback_only_and_rejects_bad_arguments() {
             .code(2)
             .stderr(predicate::str::contains("swaplab-server:"));
     }
+}
+
+#[test]
+fn bench_handover_prints_the_table_and_writes_json_and_svg_timelines() {
+    let dir = tempfile::Builder::new()
+        .prefix("swaplab-cli-")
+        .tempdir()
+        .unwrap();
+    let out = swaplab()
+        .args([
+            "bench",
+            "handover",
+            "--switches",
+            "2",
+            "--settle",
+            "10",
+            "--between",
+            "5",
+            "--rate",
+            "100",
+            "--body",
+            "65536",
+            "--download-ms",
+            "10",
+            "--startup-ms",
+            "20",
+            "--out",
+        ])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    for s in [
+        "stop-start",
+        "reuseport",
+        "scm-rights",
+        "exec",
+        "activation",
+    ] {
+        assert!(text.contains(&format!("| {s} | 2 |")), "{text}");
+        let svg = std::fs::read_to_string(dir.path().join(format!("handover-{s}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+        assert!(
+            svg.contains("switch to gen 3"),
+            "{s}: no second switch drawn"
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("handover.json")).unwrap())
+            .unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 5, "{v}");
+    for r in runs {
+        assert!(r["error"].is_null(), "{r}");
+        let c = &r["result"];
+        assert_eq!(c["switches"].as_array().unwrap().len(), 2, "{c}");
+        for phase in ["before", "during", "after"] {
+            assert!(c[phase]["requests"].as_u64().unwrap() > 0, "{phase}: {c}");
+        }
+        if r["strategy"] == "stop-start" {
+            assert!(c["refused"].as_u64().unwrap() > 0, "{c}");
+        }
+        if ["scm-rights", "exec", "activation"].contains(&r["strategy"].as_str().unwrap()) {
+            assert_eq!(c["attempted"], c["completed"], "{c}");
+        }
+    }
+}
+
+#[test]
+fn bench_handover_rejects_bad_flags_with_exit_code_2() {
+    for args in [
+        &["bench", "handover", "--strategy", "teleport"][..],
+        &["bench", "handover", "--rate", "0"][..],
+        &["bench", "handover", "--rate", "fast"][..],
+        &["bench", "handover", "--switches", "0"][..],
+        &["bench", "handover", "--body", "1"][..],
+    ] {
+        swaplab().args(args).assert().code(2);
+    }
+    swaplab()
+        .args([
+            "bench",
+            "handover",
+            "--out",
+            "/proc/swaplab-cannot-write-here",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot make the output folder"));
+}
+
+fn handover() -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab-handover"));
+    cmd.timeout(std::time::Duration::from_secs(30));
+    cmd
+}
+
+#[test]
+fn the_handover_server_refuses_bad_input_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    handover()
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Address already in use"));
+    handover()
+        .args(["--listen", "192.0.2.1:80"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("loopback only"));
+    handover().args(["--fault", "explode"]).assert().code(2);
+    let dir = tempfile::Builder::new()
+        .prefix("swaplab-cli-")
+        .tempdir()
+        .unwrap();
+    handover()
+        .arg("--takeover")
+        .arg(dir.path().join("nobody.sock"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("cannot reach the old process"));
 }

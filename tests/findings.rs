@@ -36,3 +36,12 @@ finding!(u05_rollback_brings_the_old_generation_back_without_errors);
 finding!(u06_a_failed_exec_leaves_the_old_master_serving);
 finding!(u07_a_library_update_needs_the_exec_not_a_worker_restart);
 finding!(u08_real_nginx_upgrades_and_rolls_back_without_errors);
+
+// Article 002: graceful restart by passing the listening socket.
+finding!(g01_a_second_bind_fails_with_eaddrinuse_unless_reuseport);
+finding!(g02_a_stop_start_restart_refuses_and_truncates);
+finding!(g03_an_scm_rights_handover_restarts_without_a_client_error);
+finding!(g04_queued_connections_wait_while_any_fd_holds_the_socket);
+finding!(g05_a_reuseport_overlap_drops_queued_connections_unless_migrated);
+finding!(g06_handover_strategies_side_by_side);
+finding!(g07_ipv6_link_local_needs_a_scope_id);

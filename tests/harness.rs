@@ -204,6 +204,31 @@ fn a_harness_killed_while_nginx_runs_leaves_no_nginx_behind() {
 }
 
 #[test]
+fn a_harness_killed_while_exec_generations_run_leaves_none_behind() {
+    // G06's exec part: generation 2 is a child of generation 1, not of the
+    // harness; it sees its stdin end when the harness is gone.
+    let (tmp, status) = interrupt(
+        "G06",
+        ": using inherited listening sockets",
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(status.code().is_none(), "{status:?}");
+    assert_nothing_left(tmp.path(), false);
+}
+
+#[test]
+fn ctrl_c_while_the_socket_holder_runs_leaves_nothing_behind() {
+    // G06's activation part: the holder and the generations it started.
+    let (tmp, status) = interrupt(
+        "G06",
+        "holder: generation gen=2",
+        nix::sys::signal::Signal::SIGINT,
+    );
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_nothing_left(tmp.path(), true);
+}
+
+#[test]
 fn every_finding_with_an_experiment_has_a_test_named_after_its_claim() {
     let tests = include_str!("findings.rs");
     for f in FINDINGS.iter().filter(|f| f.experiment.is_some()) {
