@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{kill, sigprocmask, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     self, recvmsg, sendmsg, sockopt, AddressFamily, Backlog, ControlMessage, ControlMessageOwned,
@@ -138,25 +138,17 @@ fn log(me: i32, what: &str) {
     emit(&format!("notice pid={me}: {what}"));
 }
 
-fn handled_signals() -> SigSet {
-    let mut s = SigSet::empty();
-    for sig in [
+/// Blocks the handled signals (before any thread starts, so every thread
+/// inherits the mask) and returns a signalfd for them.
+fn signal_fd() -> SignalFd {
+    let mask = crate::server::signal_set(&[
         Signal::SIGUSR2,
         Signal::SIGQUIT,
         Signal::SIGHUP,
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGCHLD,
-    ] {
-        s.add(sig);
-    }
-    s
-}
-
-/// Blocks the handled signals (before any thread starts, so every thread
-/// inherits the mask) and returns a signalfd for them.
-fn signal_fd() -> SignalFd {
-    let mask = handled_signals();
+    ]);
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
         fail(&format!("cannot block signals: {e}"));
     }
@@ -198,6 +190,34 @@ pub fn bind_listener(addr: SocketAddr, reuseport: bool) -> Result<TcpListener, S
     socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))
         .map_err(|e| format!("listen: {e}"))?;
     Ok(TcpListener::from(fd))
+}
+
+/// Polls `fds`; which of them have something to say.
+fn poll_ready(fds: &mut [PollFd], timeout: PollTimeout) -> Vec<bool> {
+    match poll(fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => fail(&format!("poll: {e}")),
+    }
+    fds.iter()
+        .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+        .collect()
+}
+
+/// Binds every `--listen` address, or fails with the reason. A port 0
+/// after the first listener means the first one's port (one port on
+/// 127.0.0.1 and ::1).
+fn bind_all(addrs: &[SocketAddr], reuseport: bool) -> Vec<TcpListener> {
+    let mut ls: Vec<TcpListener> = Vec::new();
+    for a in addrs {
+        let mut a = *a;
+        if a.port() == 0 {
+            if let Some(first) = ls.first().and_then(|l| l.local_addr().ok()) {
+                a.set_port(first.port());
+            }
+        }
+        ls.push(bind_listener(a, reuseport).unwrap_or_else(|e| fail(&e)));
+    }
+    ls
 }
 
 fn describe(ls: &[TcpListener]) -> String {
@@ -292,18 +312,7 @@ fn serve_main(opts: Opts) -> ! {
         );
         ls
     } else {
-        let mut ls = Vec::new();
-        for a in &opts.listen {
-            // A port 0 after the first listener means the first one's port
-            // (one port on 127.0.0.1 and ::1).
-            let mut a = *a;
-            if a.port() == 0 {
-                if let Some(first) = ls.first().and_then(|l: &TcpListener| l.local_addr().ok()) {
-                    a.set_port(first.port());
-                }
-            }
-            ls.push(bind_listener(a, opts.reuseport).unwrap_or_else(|e| fail(&e)));
-        }
+        let ls = bind_all(&opts.listen, opts.reuseport);
         log(
             me,
             &format!(
@@ -582,14 +591,7 @@ impl Server {
                     fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
                 }
             }
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => fail(&format!("poll: {e}")),
-            }
-            let ready: Vec<bool> = fds
-                .iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect();
+            let ready = poll_ready(&mut fds, timeout);
             drop(fds);
             if ready[0] {
                 while let Ok(Some(info)) = self.signals.read_signal() {
@@ -858,16 +860,8 @@ impl Server {
 /// Serves one download: reads the request head, then sends `body` bytes
 /// whose first line is `pid=N gen=G`, spread over `ms` milliseconds.
 fn download(mut conn: TcpStream, me: i32, gen: u32, body: u64, ms: u64) {
-    let limit = Some(Duration::from_secs(5));
-    let _ = conn.set_read_timeout(limit);
-    let _ = conn.set_write_timeout(limit);
-    let mut req = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => req.extend_from_slice(&buf[..n]),
-        }
+    if !crate::server::read_request_head(&mut conn) {
+        return;
     }
     let head = format!(
         "HTTP/1.1 200 OK\r\nServer: swaplab-handover\r\nContent-Type: text/plain\r\n\
@@ -919,16 +913,7 @@ fn holder(opts: Opts) -> ! {
         .filter(|a| a != "--holder")
         .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| fail("an argument has a NUL")))
         .collect();
-    let mut ls = Vec::new();
-    for a in &opts.listen {
-        let mut a = *a;
-        if a.port() == 0 {
-            if let Some(first) = ls.first().and_then(|l: &TcpListener| l.local_addr().ok()) {
-                a.set_port(first.port());
-            }
-        }
-        ls.push(bind_listener(a, false).unwrap_or_else(|e| fail(&e)));
-    }
+    let ls = bind_all(&opts.listen, false);
     for l in &ls {
         // The holder never accepts; the fds reach each generation by dup2.
         let _ = nix::fcntl::fcntl(
@@ -984,14 +969,7 @@ fn holder(opts: Opts) -> ! {
             PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
             PollFd::new(notify.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, pt) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => fail(&format!("poll: {e}")),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready = poll_ready(&mut fds, pt);
         if ready[1] {
             let mut buf = [0u8; 512];
             if !matches!(stdin.lock().read(&mut buf), Ok(n) if n > 0) {
@@ -1064,25 +1042,13 @@ impl Holder {
         self.next += 1;
         let n = self.ls.len() as i32;
         let src: Vec<RawFd> = self.ls.iter().map(|l| l.as_raw_fd()).collect();
-        let mut env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| {
-                ![
-                    "LISTEN_FDS",
-                    "LISTEN_PID",
-                    "NOTIFY_SOCKET",
-                    GENERATION,
-                    LISTEN_FDS,
-                ]
-                .iter()
-                .any(|x| k == x)
-            })
-            .filter_map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                CString::new(kv).ok()
-            })
-            .collect();
+        let mut env = crate::server::environment_without(&[
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "NOTIFY_SOCKET",
+            GENERATION,
+            LISTEN_FDS,
+        ]);
         env.extend(CString::new(format!("LISTEN_FDS={n}")));
         env.extend(CString::new(format!("NOTIFY_SOCKET=@{}", self.notify_name)));
         env.extend(CString::new(format!("{GENERATION}={gen}")));

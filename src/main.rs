@@ -358,11 +358,15 @@ fn table(outcomes: &[Outcome]) {
     );
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 fn bench_upgrade(o: swaplab::bench::Options, json: bool) -> ExitCode {
     let platform = Platform::detect();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = cores();
     if !json {
         println!(
             "swaplab bench upgrade on {}, {cores} cores\n{} load connections, {} completed requests before and after each switch, {} answers per step, {} workers per master\n",
@@ -418,9 +422,7 @@ fn bench_handover(
         return ExitCode::from(2);
     }
     let platform = Platform::detect();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = cores();
     if !json {
         println!(
             "swaplab bench handover on {}, {cores} cores\n{} new connections/s ({} client threads), downloads of {} bytes over {} ms, a new generation starts in {} ms; {} switches per strategy\n",

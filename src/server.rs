@@ -200,6 +200,20 @@ fn probe_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
+/// This process's environment as `KEY=VALUE` strings for `execve`, without
+/// the variables named in `drop`.
+pub fn environment_without(drop: &[&str]) -> Vec<CString> {
+    std::env::vars_os()
+        .filter(|(k, _)| !drop.iter().any(|d| k == d))
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect()
+}
+
 /// Forks a child that execs `exe` (with `argv`) as the next generation: the
 /// environment is this one's, with [`LISTEN_FDS`] naming `fds` (which must
 /// not be close-on-exec) and [`GENERATION`] set to `gen`. Everything is
@@ -208,15 +222,7 @@ fn probe_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
 /// multi-threaded process.
 pub fn spawn_new_binary(exe: &Path, argv: &[CString], fds: &[RawFd], gen: u32) -> nix::Result<Pid> {
     let list: String = fds.iter().map(|fd| format!("{fd};")).collect();
-    let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| k != LISTEN_FDS && k != GENERATION)
-        .filter_map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
-        .collect();
+    let mut env = environment_without(&[LISTEN_FDS, GENERATION]);
     env.extend(CString::new(format!("{LISTEN_FDS}={list}")));
     env.extend(CString::new(format!("{GENERATION}={gen}")));
     let path = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
@@ -262,9 +268,34 @@ fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn handled_signals() -> SigSet {
+/// Reads an HTTP request's head (up to the blank line), with 5 s timeouts
+/// on the connection from here on; `false` if the client went away first.
+pub fn read_request_head(conn: &mut TcpStream) -> bool {
+    let limit = Some(Duration::from_secs(5));
+    let _ = conn.set_read_timeout(limit);
+    let _ = conn.set_write_timeout(limit);
+    let mut req = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// The set of `signals` (to block and read through a signalfd).
+pub fn signal_set(signals: &[Signal]) -> SigSet {
     let mut s = SigSet::empty();
-    for sig in [
+    for sig in signals {
+        s.add(*sig);
+    }
+    s
+}
+
+fn handled_signals() -> SigSet {
+    signal_set(&[
         Signal::SIGUSR2,
         Signal::SIGWINCH,
         Signal::SIGQUIT,
@@ -272,10 +303,7 @@ fn handled_signals() -> SigSet {
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGCHLD,
-    ] {
-        s.add(sig);
-    }
-    s
+    ])
 }
 
 struct Master {
@@ -600,16 +628,8 @@ impl Master {
     }
 
     fn serve(&self, me: i32, mut conn: TcpStream) {
-        let limit = Some(Duration::from_secs(5));
-        let _ = conn.set_read_timeout(limit);
-        let _ = conn.set_write_timeout(limit);
-        let mut req = Vec::new();
-        let mut buf = [0u8; 2048];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
-            }
+        if !read_request_head(&mut conn) {
+            return;
         }
         // SAFETY: greeting() returns a static NUL-terminated string.
         let text = unsafe { CStr::from_ptr((self.greeting)()) }.to_string_lossy();

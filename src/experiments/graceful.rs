@@ -337,6 +337,31 @@ impl Service {
         Ok(())
     }
 
+    /// Follows the old generation's log through `steps` (line prefixes
+    /// after `notice pid=OLD: `) to its exit, then makes `new` the newest
+    /// target.
+    fn retire(
+        &mut self,
+        lab: &mut Lab,
+        old: i32,
+        steps: &[String],
+        new: Target,
+        narrate: bool,
+    ) -> Result<()> {
+        let o = self.newest();
+        for step in steps {
+            let want = format!("notice pid={old}: {step}");
+            let line = o.wait_line(|l| l.starts_with(&want), &format!("`{want}…`"))?;
+            if narrate {
+                lab.say(format!("[{}] {line}", o.label()));
+            }
+        }
+        o.wait_exit()?;
+        self.targets.retain(|t| procs::alive(t.pid()));
+        self.targets.push(new);
+        Ok(())
+    }
+
     /// One switch to the next generation. `narrate`: show each log line
     /// (otherwise only the commands and a summary).
     pub fn switch(&mut self, lab: &mut Lab, narrate: bool) -> Result<Switch> {
@@ -388,20 +413,12 @@ impl Service {
                 if narrate {
                     lab.say(format!("[gen {gen}] {released}"));
                 }
-                let o = self.targets.last_mut().expect("the old target");
-                for step in [
-                    format!("notice pid={}: take-over request from pid={new}", old.pid),
-                    format!("notice pid={}: pid={new} is ready", old.pid),
-                    format!("notice pid={}: drain", old.pid),
-                ] {
-                    let line = o.wait_line(|l| l.starts_with(&step), &format!("`{step}…`"))?;
-                    if narrate {
-                        lab.say(format!("[{}] {line}", o.label()));
-                    }
-                }
-                o.wait_exit()?;
-                self.targets.retain(|t| procs::alive(t.pid()));
-                self.targets.push(t);
+                let steps = [
+                    format!("take-over request from pid={new}"),
+                    format!("pid={new} is ready"),
+                    "drain".to_string(),
+                ];
+                self.retire(lab, old.pid, &steps, t, narrate)?;
             }
             Strategy::Reuseport => {
                 let mut args = vec!["--reuseport".to_string()];
@@ -414,17 +431,8 @@ impl Service {
                 let mut t = start_gen(lab, &format!("gen {gen}"), gen, &args)?;
                 self.current = accepting_line(lab, &mut t, gen)?;
                 lab.kill(Signal::SIGQUIT, old.pid, "$OLD")?;
-                let o = self.targets.last_mut().expect("the old target");
-                for step in ["signal QUIT", "drain"] {
-                    let want = format!("notice pid={}: {step}", old.pid);
-                    let line = o.wait_line(|l| l.starts_with(&want), &format!("`{want}…`"))?;
-                    if narrate {
-                        lab.say(format!("[{}] {line}", o.label()));
-                    }
-                }
-                o.wait_exit()?;
-                self.targets.retain(|t| procs::alive(t.pid()));
-                self.targets.push(t);
+                let steps = ["signal QUIT".to_string(), "drain".to_string()];
+                self.retire(lab, old.pid, &steps, t, narrate)?;
             }
             Strategy::Exec => {
                 t_sig = mono_ns();
@@ -951,6 +959,21 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
 
 pub const G03_SWITCHES: usize = 20;
 
+/// The socket inodes behind a generation's listening fds.
+fn listening_inodes(a: &Accepting) -> Vec<u64> {
+    a.fds
+        .iter()
+        .map(|(fd, _)| socket_inode(a.pid, *fd))
+        .collect()
+}
+
+fn show_listening(lab: &mut Lab, a: &Accepting, inodes: &[u64], what: &str) {
+    lab.proof(format!("$ ls -l /proc/{}/fd   # {what}", a.pid));
+    for ((fd, _), ino) in a.fds.iter().zip(inodes) {
+        lab.proof(format!("{fd} -> socket:[{ino}]"));
+    }
+}
+
 pub fn g03(lab: &mut Lab) -> Result<()> {
     let setup = Setup::new(1 << 20, 40, 0);
     let mut svc = Service::start(lab, Strategy::ScmRights, setup)?;
@@ -962,36 +985,16 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
     let mut seen = Vec::new();
     for i in 0..G03_SWITCHES {
         let old = svc.current.clone();
-        let before: Vec<u64> = old
-            .fds
-            .iter()
-            .map(|(fd, _)| socket_inode(old.pid, *fd))
-            .collect();
+        let before = listening_inodes(&old);
         if i == 0 {
             lab.note("switch 1: the new process takes the sockets over (run/handover.sock)");
-            lab.proof(format!(
-                "$ ls -l /proc/{}/fd   # the old process: its listening sockets",
-                old.pid
-            ));
-            for ((fd, _), ino) in old.fds.iter().zip(&before) {
-                lab.proof(format!("{fd} -> socket:[{ino}]"));
-            }
+            show_listening(lab, &old, &before, "the old process: its listening sockets");
         }
         let sw = svc.switch(lab, i == 0)?;
         let new = svc.current.clone();
-        let after: Vec<u64> = new
-            .fds
-            .iter()
-            .map(|(fd, _)| socket_inode(new.pid, *fd))
-            .collect();
+        let after = listening_inodes(&new);
         if i == 0 {
-            lab.proof(format!(
-                "$ ls -l /proc/{}/fd   # the new process: the same sockets",
-                new.pid
-            ));
-            for ((fd, _), ino) in new.fds.iter().zip(&after) {
-                lab.proof(format!("{fd} -> socket:[{ino}]"));
-            }
+            show_listening(lab, &new, &after, "the new process: the same sockets");
         } else {
             lab.say(format!(
                 "switch {}: gen {} {} -> gen {} {}, {} fds in {} message",
@@ -1083,6 +1086,17 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
 
 const QUEUED: usize = 20;
 
+/// The first address of a `listening fd=N addr=A…` line.
+fn listening_addr(line: &str) -> Result<SocketAddr> {
+    line.split("addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| anyhow!("no address in `{line}`"))?
+        .trim_end_matches(',')
+        .parse()
+        .with_context(|| format!("bad address in `{line}`"))
+}
+
 /// Connects `n` clients and sends each a request; nobody accepts yet.
 fn queue_clients(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
     (0..n)
@@ -1155,15 +1169,8 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     let mut a = lab.start_with(Program::Handover, "A", &args, |_| String::new())?;
     let pid_a = a.pid();
     lab.expect(&mut a, &format!("notice pid={pid_a}: paused"))?;
-    let addr = {
-        let line = a.wait_line(|l| l.contains(": listening fd="), "`listening`")?;
-        let l = line
-            .split("addr=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .ok_or_else(|| anyhow!("no address in `{line}`"))?;
-        l.trim_end_matches(',').parse::<SocketAddr>()?
-    };
+    let line = a.wait_line(|l| l.contains(": listening fd="), "`listening`")?;
+    let addr = listening_addr(&line)?;
     lab.note(format!(
         "{QUEUED} clients connect and send a request; A does not accept"
     ));
@@ -1208,12 +1215,7 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     let args = ["--paused", "--listen", "127.0.0.1:0", "--body", "256"];
     let mut c = lab.start_with(Program::Handover, "C", &args, |_| String::new())?;
     let line = c.wait_line(|l| l.contains(": listening fd="), "`listening`")?;
-    let addr: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .ok_or_else(|| anyhow!("no address in `{line}`"))?
-        .parse()?;
+    let addr = listening_addr(&line)?;
     lab.note(format!(
         "{QUEUED} clients connect and send a request; C does not accept"
     ));
@@ -1279,12 +1281,7 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<(usize, usize, usize)>
     };
     let mut a = start_in_ns(lab, "A", &args_a)?;
     let line = a.wait_line(|l| l.contains(": listening fd="), "`listening`")?;
-    let addr: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .ok_or_else(|| anyhow!("no address in `{line}`"))?
-        .parse()?;
+    let addr = listening_addr(&line)?;
     let listen = addr.to_string();
     let args_b = [
         "--reuseport",
