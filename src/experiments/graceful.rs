@@ -1456,6 +1456,12 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
             }
             _ => {}
         }
+        let fds: Vec<usize> = c.switches.iter().map(|s| s.fds).collect();
+        lab.check(
+            format!("{name}: no fd growth from generation to generation (/proc/PID/fd, connections aside)"),
+            fds.windows(2).all(|w| w[0] == w[1]),
+            format!("{fds:?}"),
+        );
         lab.check(
             format!("{name}: nothing left behind"),
             c.left_behind.is_empty(),
