@@ -404,6 +404,29 @@ impl Target {
             .clone()
     }
 
+    /// Waits until what the target printed on stderr satisfies `pred` (the
+    /// reader thread may still be copying it after the target exited), and
+    /// returns it; fails at the deadline with what arrived.
+    pub fn wait_stderr(&self, pred: impl Fn(&str) -> bool, what: &str) -> Result<String> {
+        let limit = deadline();
+        let until = Instant::now() + limit;
+        loop {
+            let text = self.stderr_text();
+            if pred(&text) {
+                return Ok(text);
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "timed out after {:.1} s waiting for {what} on the stderr of {}\n{}",
+                    limit.as_secs_f64(),
+                    self.label,
+                    self.dump()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Everything known about the target, for failure messages.
     pub fn dump(&self) -> String {
         format!(
