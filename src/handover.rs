@@ -449,8 +449,20 @@ fn take_over(me: i32, path: &Path, opts: &Opts) -> (Vec<TcpListener>, u32, UnixS
         }
         (msg.bytes, (fds, messages))
     };
-    let text = String::from_utf8_lossy(&data[..n]).trim().to_string();
     let (fds, messages) = fds;
+    let mut got = data[..n].to_vec();
+    if fds.is_empty() {
+        // A refusal is a text line: read the rest of it.
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut byte = [0u8; 1];
+        while !got.contains(&b'\n') && got.len() < 4096 {
+            match (&conn).read(&mut byte) {
+                Ok(1) => got.push(byte[0]),
+                _ => break,
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&got).trim().to_string();
     if fds.is_empty() {
         eprintln!(
             "swaplab-handover: the old process at {} did not hand over: {}",
@@ -759,7 +771,9 @@ impl Server {
             .map(|c| c.pid())
             .unwrap_or(0);
         if let Some(h) = &self.handover {
-            let _ = writeln!(conn, "busy pid={} taking-over={}", self.me, h.peer);
+            // One write: the asker reads one message.
+            let _ =
+                conn.write_all(format!("busy pid={} taking-over={}\n", self.me, h.peer).as_bytes());
             self.log(&format!(
                 "take-over request from pid={peer} refused: pid={} is taking over",
                 h.peer
@@ -767,7 +781,7 @@ impl Server {
             return;
         }
         if self.draining.is_some() {
-            let _ = writeln!(conn, "busy pid={} stopping", self.me);
+            let _ = conn.write_all(format!("busy pid={} stopping\n", self.me).as_bytes());
             return;
         }
         let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
