@@ -215,11 +215,6 @@ impl Load {
         self.t0.elapsed()
     }
 
-    /// When the load started.
-    pub fn started(&self) -> Instant {
-        self.t0
-    }
-
     pub fn mark(&self) -> Mark {
         // The time first: a sample recorded after `index` was taken may have
         // started before `at`, never the other way round.
