@@ -74,6 +74,21 @@ fn main() {
         );
     }
 
+    // The C sleeper of `swaplab bench stale`, linked against libexample v1
+    // (the sandbox's lib/ is on its LD_LIBRARY_PATH at run time).
+    let sleeper = out.join("swaplab-sleeper");
+    let mut cmd: Command = compiler.to_command();
+    cmd.arg(Path::new("csrc").join("sleeper.c"))
+        .arg("-o")
+        .arg(&sleeper)
+        .arg(format!("-L{}", root.join("v1").display()))
+        .arg("-lexample");
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("cannot run the C compiler ({cmd:?}): {e}; install gcc (apt-get install -y gcc)")
+    });
+    assert!(status.success(), "building the sleeper failed: {cmd:?}");
+    println!("cargo:rustc-env=SWAPLAB_SLEEPER={}", sleeper.display());
+
     println!("cargo:rustc-env=SWAPLAB_VARIANTS={}", root.display());
     println!("cargo:rustc-env=SWAPLAB_CC={}", compiler.path().display());
     // The plain-linked targets name `example` in a #[link] attribute; only

@@ -20,6 +20,8 @@
 //! | `remember TEXT` | `remembered pid=N: TEXT` (kept in memory only) |
 //! | `recall` | `recall pid=N: TEXT`, or `recall pid=N: (nothing)` |
 //! | `pipe [cloexec]` | `pipe pid=N r=FD w=FD cloexec=yes/no` (a pipe kept open) |
+//! | `pseudo` | `pseudo pid=N memfd=… sysv=… devzero=… anon=…`: maps, executable, a memfd, a SysV shared memory segment, `/dev/zero` shared, and anonymous memory (what `swaplab stale` must not report) |
+//! | `map PATH` | `mapped pid=N` (PATH mapped read-only, as data) |
 //! | `exit` | `bye pid=N`, children killed, exit 0 |
 //!
 //! Failures answer `error pid=N: …`. Every target (and every child it forks)
@@ -237,6 +239,16 @@ impl Agent {
                 self.peek(of);
                 Ok(())
             }
+            "pseudo" => {
+                let r = pseudo_mappings();
+                emit(&format!("pseudo pid={} {r}", self.pid));
+                Ok(())
+            }
+            "map" => {
+                map_data(arg(1)?)?;
+                emit(&format!("mapped pid={}", self.pid));
+                Ok(())
+            }
             other => Err(format!("unknown command `{other}`")),
         }
     }
@@ -382,6 +394,93 @@ impl Agent {
             }
         }
     }
+}
+
+/// Maps `len` bytes of `fd` (or anonymous memory with -1) readable and
+/// executable, shared; the mapping is kept for the life of the process.
+fn map_exec(fd: i32, len: usize, flags: i32) -> bool {
+    // SAFETY: a fresh mapping at an address the kernel chooses; nothing
+    // else refers to it, and it is never unmapped.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_EXEC,
+            flags,
+            fd,
+            0,
+        )
+    };
+    p != libc::MAP_FAILED
+}
+
+/// The pseudo-file mappings of `pseudo`, each `name=yes` or `name=no`.
+fn pseudo_mappings() -> String {
+    let yes = |ok: bool| if ok { "yes" } else { "no" };
+    let len = 4096;
+    // A memfd, as JIT compilers use them: written, then mapped executable.
+    // SAFETY: plain system calls on fds this function owns.
+    let memfd = unsafe {
+        let fd = libc::memfd_create(c"swaplab-jit".as_ptr(), 0);
+        let ok =
+            fd >= 0 && libc::ftruncate(fd, len as i64) == 0 && map_exec(fd, len, libc::MAP_SHARED);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        ok
+    };
+    // A SysV segment, removed at once: it lives while attached, and goes
+    // away with the process.
+    // SAFETY: the segment is private to this process; shmat's address is
+    // kept mapped for the life of the process.
+    let sysv = unsafe {
+        let id = libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o600);
+        let ok = id >= 0 && {
+            let p = libc::shmat(id, std::ptr::null(), libc::SHM_EXEC | libc::SHM_RDONLY);
+            p as isize != -1
+        };
+        if id >= 0 {
+            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        }
+        ok
+    };
+    // /dev/zero, shared: shows as `/dev/zero (deleted)`.
+    let devzero = std::fs::File::open("/dev/zero")
+        .map(|f| {
+            use std::os::fd::AsRawFd;
+            map_exec(f.as_raw_fd(), len, libc::MAP_SHARED)
+        })
+        .unwrap_or(false);
+    let anon = map_exec(-1, len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+    format!(
+        "memfd={} sysv={} devzero={} anon={}",
+        yes(memfd),
+        yes(sysv),
+        yes(devzero),
+        yes(anon)
+    )
+}
+
+/// Maps the file at `path` read-only and private (data, not code).
+fn map_data(path: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len().max(1) as usize;
+    // SAFETY: a fresh read-only mapping, never unmapped or written.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn parse_handle(s: &str) -> Result<u32, String> {

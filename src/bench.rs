@@ -8,7 +8,7 @@
 //! end of the last step (each step waits for `settle` answers), `after`
 //! lasts until `requests` more completed.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::experiments::{nginx, upgrade};
@@ -272,4 +272,365 @@ pub fn handover_runs(o: &HandoverOptions, mut progress: impl FnMut(&str)) -> Vec
             }
         })
         .collect()
+}
+
+// ---- swaplab bench stale ----------------------------------------------------
+
+/// `swaplab bench stale`: how fast, and how right, each detector is on the
+/// same set of processes.
+#[derive(Clone, Debug, Serialize)]
+pub struct StaleOptions {
+    /// Sleepers started in all.
+    pub processes: usize,
+    /// Of the sleepers on the new library, one in `jit_every` also maps a
+    /// memfd executable (a `(deleted)` mapping that is not stale code); 0
+    /// for none.
+    pub jit_every: usize,
+    /// Timed runs of each fast tool (the median is reported).
+    pub runs: usize,
+    /// Whether to run `needrestart -b` (tens of seconds on 1,000 processes).
+    pub needrestart: bool,
+}
+
+/// One tool's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolRun {
+    pub tool: &'static str,
+    pub command: String,
+    /// Why it did not run, with the command that installs it.
+    pub skipped: Option<String>,
+    /// Wall time of each run, in seconds.
+    pub seconds: Vec<f64>,
+    pub median_seconds: Option<f64>,
+    /// Among the bench's sleepers: flagged, missed, false alarms.
+    pub flagged: usize,
+    pub missed: usize,
+    pub false_alarms: usize,
+    pub correct: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StaleBench {
+    pub options: StaleOptions,
+    /// Sleepers on the replaced library (the truth: these need a restart).
+    pub stale: usize,
+    /// Sleepers on the new library, and how many of them map a memfd.
+    pub fresh: usize,
+    pub jit: usize,
+    /// Seconds spent starting the sleepers.
+    pub setup_seconds: f64,
+    pub tools: Vec<ToolRun>,
+}
+
+/// The sleepers, one process group, killed and reaped on drop.
+struct Sleepers {
+    pids: Vec<i32>,
+    guard: Option<crate::process::GroupGuard>,
+    pgid: i32,
+    lines: std::io::BufReader<std::fs::File>,
+    writer: Option<std::os::fd::OwnedFd>,
+}
+
+impl Sleepers {
+    /// Starts `n` sleepers from `exe` with `lib` as their library folder;
+    /// every `jit_every`-th maps a memfd; waits until each said `ready`.
+    fn start(
+        &mut self,
+        exe: &std::path::Path,
+        lib: &std::path::Path,
+        n: usize,
+        jit_every: usize,
+    ) -> Result<Vec<i32>> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let me = std::process::id().to_string();
+        let writer = self.writer.as_ref().expect("pipe open");
+        let mut started = Vec::with_capacity(n);
+        for k in 0..n {
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg(&me)
+                .env_clear()
+                .env("LC_ALL", "C")
+                .env("LD_LIBRARY_PATH", lib)
+                .stdin(std::process::Stdio::null())
+                .stdout(writer.try_clone()?)
+                .stderr(std::process::Stdio::null())
+                .process_group(self.pgid);
+            if jit_every > 0 && k % jit_every == jit_every - 1 {
+                cmd.arg("--jit");
+            }
+            let child = crate::process::spawn_retrying(&mut cmd)
+                .with_context(|| format!("cannot start {}", exe.display()))?;
+            let pid = child.id() as i32;
+            if self.pgid == 0 {
+                self.pgid = pid;
+                self.guard = Some(crate::process::GroupGuard::new(pid));
+            }
+            // Reaped by pid on drop, after the group is killed.
+            drop(child);
+            started.push(pid);
+        }
+        let until = std::time::Instant::now() + crate::process::deadline() * 4;
+        let mut ready = 0;
+        let mut line = String::new();
+        while ready < n {
+            line.clear();
+            if std::time::Instant::now() >= until {
+                anyhow::bail!("only {ready} of {n} sleepers said ready before the deadline");
+            }
+            if self.lines.read_line(&mut line)? == 0 {
+                anyhow::bail!("the sleepers' pipe closed after {ready} of {n} ready lines");
+            }
+            if line.starts_with("ready ") {
+                ready += 1;
+            }
+        }
+        self.pids.extend(&started);
+        Ok(started)
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        for &pid in &self.pids {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+    }
+}
+
+/// Times `argv` (stdout captured), `runs` times; returns the seconds of each
+/// run and the last run's stdout.
+fn time_runs(argv: &[String], runs: usize) -> Result<(Vec<f64>, String)> {
+    let mut secs = Vec::new();
+    let mut last = String::new();
+    for _ in 0..runs.max(1) {
+        let t0 = std::time::Instant::now();
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", argv[0]))?;
+        secs.push(t0.elapsed().as_secs_f64());
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    Ok((secs, last))
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s.get(s.len() / 2).copied()
+}
+
+/// Runs the bench: starts the sleepers, replaces the library under half of
+/// them, and times each detector on the whole machine, judging each against
+/// the truth on the sleepers.
+pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBench> {
+    use std::collections::BTreeSet;
+    let sandbox = crate::sandbox::Sandbox::new("bench-stale")?;
+    let root = sandbox.root().to_path_buf();
+    let exe = sandbox.bin_dir().join("swaplab-sleeper");
+    std::fs::copy(env!("SWAPLAB_SLEEPER"), &exe)
+        .context("cannot copy the sleeper into the sandbox")?;
+    let v1 = sandbox.rel(&sandbox.stage(Variant::V1)?);
+    let v2 = sandbox.rel(&sandbox.stage(Variant::V2)?);
+    Replace::Install.apply(&root, &v1, "lib/libexample.so")?;
+    let (r, w) = nix::unistd::pipe()?;
+    let mut s = Sleepers {
+        pids: Vec::new(),
+        guard: None,
+        pgid: 0,
+        lines: std::io::BufReader::new(std::fs::File::from(r)),
+        writer: Some(w),
+    };
+    let half = o.processes / 2;
+    let t0 = std::time::Instant::now();
+    progress(&format!("starting {half} sleepers on libexample v1"));
+    let old: BTreeSet<i32> = s
+        .start(&exe, &sandbox.lib_dir(), half, 0)?
+        .into_iter()
+        .collect();
+    progress("install v2 over it (the old sleepers now run a replaced library)");
+    Replace::Install.apply(&root, &v2, "lib/libexample.so")?;
+    let rest = o.processes - half;
+    progress(&format!("starting {rest} sleepers on v2"));
+    s.start(&exe, &sandbox.lib_dir(), rest, o.jit_every)?;
+    s.writer = None;
+    let setup_seconds = t0.elapsed().as_secs_f64();
+    let ours: BTreeSet<i32> = s.pids.iter().copied().collect();
+    let jit = rest.checked_div(o.jit_every).unwrap_or(0);
+
+    let judge = |flagged: &BTreeSet<i32>| {
+        let mine: BTreeSet<i32> = flagged.intersection(&ours).copied().collect();
+        let missed = old.difference(&mine).count();
+        let alarms = mine.difference(&old).count();
+        (mine.len(), missed, alarms)
+    };
+    let mut tools = Vec::new();
+    let me = std::env::current_exe()?.display().to_string();
+    let swaplab = vec![me.clone(), "stale".into(), "--json".into()];
+    progress("timing swaplab stale");
+    let (secs, out) = time_runs(&swaplab, o.runs)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).context("swaplab stale --json gave no JSON")?;
+    let flagged: BTreeSet<i32> = v["processes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["need"] == "required")
+                .filter_map(|p| p["pid"].as_i64().map(|x| x as i32))
+                .collect()
+        })
+        .unwrap_or_default();
+    tools.push(tool_run(
+        "swaplab stale",
+        "swaplab stale --json",
+        secs,
+        judge(&flagged),
+    ));
+    progress("timing grep -l '(deleted)' /proc/*/maps");
+    let grep = vec![
+        "/bin/sh".to_string(),
+        "-c".into(),
+        "grep -l '(deleted)' /proc/*/maps 2>/dev/null".into(),
+    ];
+    let (secs, out) = time_runs(&grep, o.runs)?;
+    let flagged: BTreeSet<i32> = out
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("/proc/")?
+                .strip_suffix("/maps")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    tools.push(tool_run(
+        "grep",
+        "grep -l '(deleted)' /proc/*/maps",
+        secs,
+        judge(&flagged),
+    ));
+    let nr = ["/usr/sbin/needrestart", "/sbin/needrestart"]
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file());
+    match (o.needrestart, nr) {
+        (false, _) => tools.push(skipped(
+            "needrestart -b",
+            "not asked for (--needrestart)".into(),
+        )),
+        (true, None) => tools.push(skipped(
+            "needrestart -b",
+            "needrestart is not installed: apt-get install -y needrestart".into(),
+        )),
+        (true, Some(p)) => {
+            progress("timing needrestart -b (slow)");
+            let argv = vec![p.to_string(), "-b".into(), "-r".into(), "l".into()];
+            let (secs, out) = time_runs(&argv, 1)?;
+            let units: Vec<String> = out
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("NEEDRESTART-SVC:")
+                        .or_else(|| l.strip_prefix("NEEDRESTART-SESS:"))
+                        .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
+                })
+                .collect();
+            let flagged: BTreeSet<i32> = ours
+                .iter()
+                .copied()
+                .filter(|pid| {
+                    let cg =
+                        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                    units
+                        .iter()
+                        .any(|u| !u.is_empty() && cg.contains(u.as_str()))
+                })
+                .collect();
+            tools.push(tool_run(
+                "needrestart -b",
+                "needrestart -b -r l",
+                secs,
+                judge(&flagged),
+            ));
+        }
+    }
+    drop(s);
+    drop(sandbox);
+    Ok(StaleBench {
+        options: o.clone(),
+        stale: old.len(),
+        fresh: rest,
+        jit,
+        setup_seconds,
+        tools,
+    })
+}
+
+fn tool_run(
+    tool: &'static str,
+    command: &str,
+    seconds: Vec<f64>,
+    j: (usize, usize, usize),
+) -> ToolRun {
+    ToolRun {
+        tool,
+        command: command.into(),
+        skipped: None,
+        median_seconds: median(&seconds),
+        seconds,
+        flagged: j.0,
+        missed: j.1,
+        false_alarms: j.2,
+        correct: j.1 == 0 && j.2 == 0,
+    }
+}
+
+fn skipped(tool: &'static str, why: String) -> ToolRun {
+    ToolRun {
+        tool,
+        command: String::new(),
+        skipped: Some(why),
+        seconds: Vec::new(),
+        median_seconds: None,
+        flagged: 0,
+        missed: 0,
+        false_alarms: 0,
+        correct: false,
+    }
+}
+
+/// The bench as a table, with each tool's time relative to grep's.
+pub fn stale_table(b: &StaleBench) -> String {
+    let grep = b
+        .tools
+        .iter()
+        .find(|t| t.tool == "grep")
+        .and_then(|t| t.median_seconds);
+    let mut out = format!(
+        "{:<16} {:>10} {:>9} {:>8} {:>7} {:>13}  ANSWER\n",
+        "TOOL", "WALL (s)", "× grep", "FLAGGED", "MISSED", "FALSE ALARMS"
+    );
+    for t in &b.tools {
+        match (&t.skipped, t.median_seconds) {
+            (Some(why), _) => out.push_str(&format!("{:<16} skipped: {why}\n", t.tool)),
+            (None, Some(s)) => {
+                let ratio = grep
+                    .map(|g| format!("{:.2}", s / g))
+                    .unwrap_or_else(|| "-".into());
+                out.push_str(&format!(
+                    "{:<16} {:>10.4} {:>9} {:>8} {:>7} {:>13}  {}\n",
+                    t.tool,
+                    s,
+                    ratio,
+                    t.flagged,
+                    t.missed,
+                    t.false_alarms,
+                    if t.correct { "correct" } else { "wrong" }
+                ));
+            }
+            (None, None) => {}
+        }
+    }
+    out
 }

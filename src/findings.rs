@@ -15,6 +15,8 @@ pub enum Article {
     NginxUpgrade,
     /// 002: graceful restart by passing the listening socket (SCM_RIGHTS).
     GracefulRestart,
+    /// Article 000's practical question, answered by swaplab's detector.
+    Detector,
 }
 
 impl Article {
@@ -25,6 +27,9 @@ impl Article {
             }
             Article::NginxUpgrade => "001: nginx, upgrading the executable on the fly",
             Article::GracefulRestart => "002: graceful restart by passing the listening socket",
+            Article::Detector => {
+                "000's question answered: which running processes must be restarted"
+            }
         }
     }
 }
@@ -64,7 +69,7 @@ pub fn find(id: &str) -> Option<&'static Finding> {
     FINDINGS.iter().find(|f| f.id.eq_ignore_ascii_case(id))
 }
 
-use crate::experiments::{graceful, libs, nginx, upgrade};
+use crate::experiments::{detect, graceful, libs, nginx, upgrade};
 
 macro_rules! planned {
     ($id:literal, $slug:literal, $article:ident, $issue:literal, $claim:literal) => {
@@ -448,6 +453,19 @@ pub static FINDINGS: &[Finding] = &[
             "B listens on [::]; from A connect to B's fe80:: address without a scope id, with %lo, with %swl-a",
         ],
         experiment: Some(graceful::g07),
+        planned: "",
+    },
+    Finding {
+        id: "D01",
+        slug: "swaplab_stale_finds_exactly_the_processes_to_restart",
+        claim: "`swaplab stale` flags exactly the processes that run code no longer on disk, in every case the experiments show (library replaced or removed, forked children, in-place writes with and without a new layout, a pinned dlopen, the executable replaced, a path mounted over) and none that run what is on disk (started after the update, reloaded by dlopen, memfd/SysV/`/dev` pseudo-files); an identical reinstall is optional. `grep '(deleted)' /proc/*/maps`, `lsof` and `needrestart -b` each get some of these cases wrong.",
+        article: Article::Detector,
+        steps: &[
+            "one process per case, each on its own copy of libexample (lib/a … lib/m): replaced, removed, a child forked after the update, cp and dd over the live file, reinstalled identical (with and without a build-id), started after the update, dlopen reloaded, dlopen pinned, the executable replaced, pseudo-file mappings, a bind mount over the path in the process's own mount namespace (root)",
+            "run swaplab stale, grep -l '(deleted)' /proc/PID/maps, lsof (DEL entries and +L1) and needrestart -b on them",
+            "call every process to see what it really runs; print the case × tool table against that truth",
+        ],
+        experiment: Some(detect::d01),
         planned: "",
     },
 ];

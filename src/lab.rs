@@ -81,6 +81,19 @@ pub fn plain(line: &str) -> String {
     line.replace(['\u{1}', '\u{2}', '\u{3}', '\u{4}'], "")
 }
 
+/// What `swaplab stale` should say of a process.
+#[derive(Clone, Copy, Debug)]
+pub enum Stale {
+    /// Nothing: it runs what is on disk.
+    Clean,
+    /// A restart of this very process is required, for this reason.
+    Required(crate::stale::Reason),
+    /// Listed as optional: the files on disk have the same content.
+    Optional,
+    /// Required, but at the ancestor given (it was forked from it).
+    Via(i32),
+}
+
 /// Which column names a process in [`Lab::table`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shown {
@@ -455,6 +468,86 @@ impl Lab {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
             }
         }
+    }
+
+    // ---- swaplab stale -----------------------------------------------------
+
+    /// `swaplab stale --pid …` on these processes, narrated with its report.
+    pub fn stale(&mut self, pids: &[i32]) -> Result<crate::stale::Report> {
+        let args: Vec<String> = pids.iter().map(|p| format!("--pid {}", pidt(*p))).collect();
+        self.proof(format!("$ swaplab stale {}", args.join(" ")));
+        let r = crate::stale::scan(&crate::stale::Options {
+            pids: pids.to_vec(),
+            ..Default::default()
+        })?;
+        let marks = crate::stale::Marks {
+            pid: pidt,
+            vol: |s| vol(s),
+        };
+        for line in crate::stale::render(&r, &marks) {
+            self.proof(line);
+        }
+        Ok(r)
+    }
+
+    /// Checks the detector's verdict on process `pid` (`who`) against what
+    /// the experiment saw.
+    pub fn check_stale(
+        &mut self,
+        r: &crate::stale::Report,
+        who: &str,
+        pid: i32,
+        want: Stale,
+    ) -> bool {
+        use crate::stale::{Need, Reason};
+        let got = r.get(pid);
+        let saw = match got {
+            None => "not flagged".to_string(),
+            Some(p) => format!(
+                "{:?}, restart at {}: {}",
+                p.need,
+                p.restart.at,
+                p.files
+                    .iter()
+                    .map(|f| format!("{} {} ({})", f.path.display(), f.reason.word(), f.evidence))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        let (what, ok) = match want {
+            Stale::Clean => (
+                format!("swaplab stale does not flag {who}"),
+                got.is_none(),
+            ),
+            Stale::Required(reason) => (
+                format!(
+                    "swaplab stale flags {who}: {}, restart required",
+                    reason.word()
+                ),
+                got.is_some_and(|p| {
+                    p.need == Need::Required
+                        && p.restart.at == pid
+                        && p.files.iter().any(|f| f.reason == reason)
+                }),
+            ),
+            Stale::Optional => (
+                format!("swaplab stale lists {who} as restart optional (same content on disk)"),
+                got.is_some_and(|p| {
+                    p.need == Need::Optional
+                        && p.files.iter().all(|f| f.reason == Reason::Reinstalled)
+                }),
+            ),
+            Stale::Via(top) => (
+                format!(
+                    "swaplab stale flags {who} and says to exec or restart {} instead: a fork from it copies the old code",
+                    pidt(top)
+                ),
+                got.is_some_and(|p| {
+                    p.need == Need::Required && p.restart.at == top && !p.restart.fork_is_enough
+                }),
+            ),
+        };
+        self.check(what, ok, saw)
     }
 
     // ---- the judgement -----------------------------------------------------

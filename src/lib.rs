@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod elf;
 pub mod experiments;
 pub mod findings;
 pub mod handover;
@@ -18,5 +19,6 @@ pub mod report;
 pub mod sandbox;
 pub mod server;
 pub mod sheets;
+pub mod stale;
 pub mod timeline;
 pub mod variants;

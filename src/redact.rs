@@ -13,6 +13,7 @@
 //! | `at_ns=[NS]` | a CLOCK_MONOTONIC time printed by the hand-over server |
 //! | `[N] downloads` | how many downloads a hand-over server had in flight |
 //! | `[UID]` | `uid=N` |
+//! | `build-id=[BUILD-1]`, … | ELF build-ids, numbered by first appearance over the whole transcript (they depend on the compiler) |
 //! | `[N]` | values the experiment marked as changing from run to run (counts, times) |
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ struct Rules {
     port: Regex,
     ns: Regex,
     downloads: Regex,
+    build_id: Regex,
 }
 
 fn rules() -> &'static Rules {
@@ -57,6 +59,7 @@ fn rules() -> &'static Rules {
         port: Regex::new(r"(\b127\.\d+\.\d+\.\d+|\[::1\]):[1-9]\d*").expect("valid"),
         ns: Regex::new(r"\bat_ns=\d+").expect("valid"),
         downloads: Regex::new(r"\b\d+ downloads\b").expect("valid"),
+        build_id: Regex::new(r"\bbuild-id=([0-9a-f]+)").expect("valid"),
     })
 }
 
@@ -66,6 +69,7 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
     let root = root.display().to_string();
     let mut inodes: HashMap<String, usize> = HashMap::new();
     let mut pids: HashMap<String, usize> = HashMap::new();
+    let mut builds: HashMap<String, usize> = HashMap::new();
     lines
         .iter()
         .map(|line| {
@@ -84,6 +88,11 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
                 format!("[PID-{k}]")
             });
             let s = r.vol.replace_all(&s, "[N]");
+            let s = r.build_id.replace_all(&s, |c: &Captures| {
+                let next = builds.len() + 1;
+                let k = *builds.entry(c[1].to_string()).or_insert(next);
+                format!("build-id=[BUILD-{k}]")
+            });
             let s = r.port.replace_all(&s, "$1:[PORT]");
             let s = r.ns.replace_all(&s, "at_ns=[NS]");
             let s = r.downloads.replace_all(&s, "[N] downloads");

@@ -45,3 +45,6 @@ finding!(g04_queued_connections_wait_while_any_fd_holds_the_socket);
 finding!(g05_a_reuseport_overlap_drops_queued_connections_unless_migrated);
 finding!(g06_handover_strategies_side_by_side);
 finding!(g07_ipv6_link_local_needs_a_scope_id);
+
+// Article 000's question answered: which running processes must be restarted.
+finding!(d01_swaplab_stale_finds_exactly_the_processes_to_restart);

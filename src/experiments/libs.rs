@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::lab::{field_i32, inode_of, vol, Lab};
+use crate::lab::{field_i32, inode_of, vol, Lab, Stale};
 use crate::maps::{self, Mapping};
 use crate::process::{hermetic, spawn_retrying, Program, Target};
 use crate::replace::Replace;
+use crate::stale::Reason;
 use crate::variants::Variant::{self, *};
 
 const OLD: &str = "Hell World";
@@ -126,6 +127,9 @@ pub fn l02(lab: &mut Lab) -> Result<()> {
         ino2 != ino1,
         format!("{ino1} -> {ino2}"),
     );
+    lab.note("which processes must be restarted?");
+    let r = lab.stale(&[a.pid()])?;
+    lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
     Ok(())
 }
 
@@ -160,6 +164,10 @@ pub fn l03(lab: &mut Lab) -> Result<()> {
         ino1 != ino2 && maps::inodes(&ma) != maps::inodes(&mb),
         format!("A {:?}, B {:?}", maps::inodes(&ma), maps::inodes(&mb)),
     );
+    lab.note("grep finds both; which must be restarted?");
+    let r = lab.stale(&[a.pid(), b.pid()])?;
+    lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "B", b.pid(), Stale::Clean);
     Ok(())
 }
 
@@ -182,7 +190,11 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     let m2 = lab.maps(c2)?;
     lab.note("restart only the children: kill them, fork a fresh one");
     lab.ask(&mut p, "kill-children", "reaped")?;
-    let (_, g3) = fork_child(lab, &mut p)?;
+    let (c3, g3) = fork_child(lab, &mut p)?;
+    lab.note("which processes must be restarted, and how?");
+    let r = lab.stale(&[p.pid(), c3])?;
+    lab.check_stale(&r, "P", p.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "P's new child", c3, Stale::Via(p.pid()));
     lab.note("a full restart: a new process");
     let mut n = lab.start(Program::Fork, "N")?;
     let gn = lab.call(&mut n)?;
@@ -207,6 +219,8 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     );
     lab.check_eq("a new process greets with v2", gn.as_str(), NEW);
     check_current(lab, "the new process", &mn, ino2);
+    let r = lab.stale(&[n.pid()])?;
+    lab.check_stale(&r, "the new process", n.pid(), Stale::Clean);
     Ok(())
 }
 
@@ -216,6 +230,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     let g1 = lab.call(&mut a)?;
     let ino2 = lab.put_lib(V2, Replace::Install)?;
     let g2 = lab.call(&mut a)?;
+    let r1 = lab.stale(&[a.pid()])?;
     lab.note("fork + execve: A forks a child that execs A's program");
     let line = lab.ask(&mut a, "spawn", "spawned")?;
     let s = field_i32(&line, "child")?;
@@ -228,6 +243,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     let ready = lab.expect(&mut a, &format!("ready pid={pid_before}"))?;
     let g3 = lab.call(&mut a)?;
     let m3 = lab.maps(a.pid())?;
+    let r2 = lab.stale(&[a.pid(), s])?;
     lab.observe("greeting_forked_exec", &gs);
     lab.observe("greeting_exec_in_place", &g3);
     lab.check_eq(
@@ -248,6 +264,14 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     );
     lab.check_eq("after execve in place A greets with v2", g3.as_str(), NEW);
     check_current(lab, "A after execve", &m3, ino2);
+    lab.check_stale(
+        &r1,
+        "A, before the exec",
+        pid_before,
+        Stale::Required(Reason::Replaced),
+    );
+    lab.check_stale(&r2, "A, after execve in place", pid_before, Stale::Clean);
+    lab.check_stale(&r2, "the forked and exec'ed child", s, Stale::Clean);
     Ok(())
 }
 
@@ -262,11 +286,13 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
     );
     let ino2 = lab.put_lib(V2, Replace::Install)?;
     let m1 = lab.maps(d.pid())?;
+    let r1 = lab.stale(&[d.pid()])?;
     lab.close(&mut d, h1)?;
     let m_closed = lab.maps(d.pid())?;
     let (h2, handle2) = lab.open(&mut d, &lib, "")?;
     let (g2, fn2) = lab.callh(&mut d, h2)?;
     let m2 = lab.maps(d.pid())?;
+    let r2 = lab.stale(&[d.pid()])?;
     let same_handle = handle1 == handle2;
     let same_fn = fn1 == fn2;
     lab.observe("handle_before", &handle1);
@@ -310,6 +336,13 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
         ino1 != ino2 && maps::inodes(&m2) != maps::inodes(&m1),
         format!("{:?} -> {:?}", maps::inodes(&m1), maps::inodes(&m2)),
     );
+    lab.check_stale(
+        &r1,
+        "D, while it holds the old library",
+        d.pid(),
+        Stale::Required(Reason::Replaced),
+    );
+    lab.check_stale(&r2, "D, after the reload", d.pid(), Stale::Clean);
 
     lab.part("the other order: the update lands after the last dlclose");
     lab.close(&mut d, h2)?;
@@ -368,6 +401,8 @@ pub fn l07(lab: &mut Lab) -> Result<()> {
         !m.iter().any(|m| m.inode == ino2),
         describe(&m),
     );
+    let r = lab.stale(&[d.pid()])?;
+    lab.check_stale(&r, "D", d.pid(), Stale::Required(Reason::Replaced));
     Ok(())
 }
 
@@ -414,6 +449,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
     let (h3, _) = lab.open(&mut d, &lib, "")?;
     let (g3, _) = lab.callh(&mut d, h3)?;
     let m3 = lab.maps(d.pid())?;
+    let r3 = lab.stale(&[d.pid()])?;
     lab.check_eq(format!("[{title}] D greets with v1"), g1.as_str(), OLD);
     lab.check(
         format!("[{title}] after dlclose the library stays mapped"),
@@ -426,6 +462,12 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
         OLD,
     );
     check_old_deleted(lab, &format!("[{title}] D"), &m3, ino1);
+    lab.check_stale(
+        &r3,
+        &format!("[{title}] D"),
+        d.pid(),
+        Stale::Required(Reason::Replaced),
+    );
     lab.observe(&format!("{title}: greeting after reopen"), &g3);
     if let Some(h2) = extra {
         lab.note("balance every reference: dlclose each handle; then open again");
@@ -435,6 +477,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
         let (h4, _) = lab.open(&mut d, &lib, "")?;
         let (g4, _) = lab.callh(&mut d, h4)?;
         let m4 = lab.maps(d.pid())?;
+        let r4 = lab.stale(&[d.pid()])?;
         lab.check(
             format!("[{title}] once every handle is closed the library is unmapped"),
             m_gone.is_empty(),
@@ -446,6 +489,12 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
             NEW,
         );
         check_current(lab, &format!("[{title}] D"), &m4, ino2);
+        lab.check_stale(
+            &r4,
+            &format!("[{title}] D, reloaded"),
+            d.pid(),
+            Stale::Clean,
+        );
     }
     lab.stop(&mut d)
 }
@@ -491,6 +540,14 @@ pub fn l09(lab: &mut Lab) -> Result<()> {
     );
     check_old_deleted(lab, "D (old file)", &old, ino1);
     check_current(lab, "D (copy)", &new, ino_copy);
+    let r = lab.stale(&[d.pid()])?;
+    lab.check_stale(&r, "D", d.pid(), Stale::Required(Reason::Replaced));
+    lab.check(
+        "swaplab stale lists only the old file, not the copy D also runs",
+        r.get(d.pid())
+            .is_some_and(|p| p.files.len() == 1 && p.files[0].path == lib),
+        format!("{:?}", r.get(d.pid()).map(|p| &p.files)),
+    );
     Ok(())
 }
 
@@ -625,6 +682,8 @@ struct Under {
     maps: Vec<Mapping>,
     /// Its next call: the greeting, or how it died.
     called: std::result::Result<String, String>,
+    /// What `swaplab stale` said between the replacement and the call.
+    stale: crate::stale::Report,
 }
 
 /// Replaces the library under a running process by `how` with `variant`,
@@ -634,13 +693,23 @@ fn replace_under(lab: &mut Lab, label: &str, how: Replace, variant: Variant) -> 
     let mut t = lab.start(Program::Plain, label)?;
     let g = lab.call(&mut t)?;
     lab.check_eq(format!("{label} greets with v1 first"), g.as_str(), OLD);
+    if how == Replace::WriteInPlace {
+        // Only the change time shows a same-layout write; the start time is
+        // known to a clock tick, so the write must come later than that.
+        lab.note(format!(
+            "(the write comes two clock ticks or more after {label} started: the change time is all that shows it)"
+        ));
+        crate::stale::wait_until_measurably_started(t.pid(), crate::process::deadline())?;
+    }
     let ino2 = lab.put_lib(variant, how)?;
     let m = lab.maps(t.pid())?;
+    let stale = lab.stale(&[t.pid()])?;
     let called = lab.call_may_crash(&mut t)?;
     Ok(Under {
         inodes: (ino1, ino2),
         maps: m,
         called,
+        stale,
     })
 }
 
@@ -702,6 +771,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         inodes: (ino1, _),
         maps: m,
         called,
+        stale: ra,
     } = replace_under(lab, "A", Replace::Rename, V2)?;
     lab.check_eq(
         "A, after a rename, still greets with v1",
@@ -709,12 +779,15 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         Ok(OLD),
     );
     check_old_deleted(lab, "A", &m, ino1);
+    let a = pid_of(&ra);
+    lab.check_stale(&ra, "A", a, Stale::Required(Reason::Replaced));
 
     lab.part("cp over the live file: O_TRUNC, same inode, another layout");
     let Under {
         inodes: (ino1, ino2),
         maps: m,
         called,
+        stale: rb,
     } = replace_under(lab, "B", Replace::CopyInPlace, V2Layout)?;
     lab.observe("cp_relaid_out_call", format!("{called:?}"));
     lab.check(
@@ -732,12 +805,14 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         as_strs(&called),
         Err("killed by SIGSEGV"),
     );
+    check_in_place(lab, &rb, "B", "segments");
 
     lab.part("cp of a file shorter than the mappings");
     let Under {
         inodes: (ino1, ino2),
         maps: m,
         called,
+        stale: rc,
     } = replace_under(lab, "C", Replace::CopyInPlace, Short)?;
     lab.observe("cp_short_call", format!("{called:?}"));
     lab.check("same inode", ino1 == ino2, format!("{ino1} -> {ino2}"));
@@ -751,12 +826,14 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         as_strs(&called),
         Err("killed by SIGBUS"),
     );
+    check_in_place(lab, &rc, "C", "segments");
 
     lab.part("same layout written in place, no truncation");
     let Under {
         inodes: (ino1, ino2),
         maps: m,
         called,
+        stale: rd,
     } = replace_under(lab, "D", Replace::WriteInPlace, V2)?;
     lab.check("same inode", ino1 == ino2, format!("{ino1} -> {ino2}"));
     lab.check(
@@ -769,7 +846,65 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         as_strs(&called),
         Ok(NEW),
     );
+    check_in_place(lab, &rd, "D", "ctime");
+
+    lab.part("the same file installed again (same build-id)");
+    reinstall_same(lab, "E", V1, OLD)?;
+    lab.part("the same file without a build-id installed again (same bytes)");
+    reinstall_same(lab, "F", Short, NEW)?;
     Ok(())
+}
+
+/// The one process a `swaplab stale --pid` report was asked about.
+fn pid_of(r: &crate::stale::Report) -> i32 {
+    r.processes.first().map(|p| p.pid).unwrap_or(0)
+}
+
+/// Checks that `swaplab stale` flagged the only process of `r` as modified
+/// in place, found by `evidence` (`segments` or `ctime`).
+fn check_in_place(lab: &mut Lab, r: &crate::stale::Report, who: &str, evidence: &str) {
+    let pid = pid_of(r);
+    lab.check_stale(r, who, pid, Stale::Required(Reason::ModifiedInPlace));
+    lab.check(
+        format!("swaplab stale tells it by the {evidence}"),
+        r.processes
+            .first()
+            .is_some_and(|p| p.files.iter().any(|f| f.evidence == evidence)),
+        format!("{:?}", r.processes.first().map(|p| &p.files)),
+    );
+}
+
+/// Installs `v` while a process runs on the same file installed before:
+/// a new inode with the same content.
+fn reinstall_same(lab: &mut Lab, label: &str, v: Variant, greets: &str) -> Result<()> {
+    let ino1 = lab.put_lib(v, Replace::Install)?;
+    let mut t = lab.start(Program::Plain, label)?;
+    let g1 = lab.call(&mut t)?;
+    lab.note("the same file is installed again (a package reinstalled)");
+    let ino2 = lab.put_lib(v, Replace::Install)?;
+    let m = lab.maps(t.pid())?;
+    let r = lab.stale(&[t.pid()])?;
+    let g2 = lab.call(&mut t)?;
+    lab.check_eq(
+        format!("{label} greets the same before and after"),
+        (g1.as_str(), g2.as_str()),
+        (greets, greets),
+    );
+    check_old_deleted(lab, label, &m, ino1);
+    lab.check(
+        "a new inode on disk",
+        ino1 != ino2,
+        format!("{ino1} -> {ino2}"),
+    );
+    let root = nix::unistd::geteuid().is_root();
+    if v == Short && !root {
+        // Without a build-id only the bytes tell, and the old file is
+        // readable through /proc/PID/map_files by root alone.
+        lab.check_stale(&r, label, t.pid(), Stale::Required(Reason::Replaced));
+    } else {
+        lab.check_stale(&r, label, t.pid(), Stale::Optional);
+    }
+    lab.stop(&mut t)
 }
 
 /// (major, minor) of the running kernel.

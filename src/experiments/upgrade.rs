@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::Signal;
 
-use crate::lab::{after_colon, field, field_i32, pidt, vol, Lab, Shown};
+use crate::lab::{after_colon, field, field_i32, pidt, vol, Lab, Shown, Stale};
 use crate::load::{self, Load, Mark, Sample};
 use crate::maps::split_deleted;
 use crate::process::{Program, Target};
 use crate::procs::{self, Proc};
 use crate::replace::Replace;
 use crate::server::{LISTEN_FDS, WORKER_COMM};
+use crate::stale::Reason;
 use crate::variants::Variant::{V1, V2};
 
 const OLD: &str = "Hell World";
@@ -87,6 +88,8 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
     lab.expect(&mut a, &format!("ready pid={s}"))?;
     let vs = after_colon(&lab.expect(&mut a, &format!("version pid={s}:"))?);
     let (s_exe, s_deleted) = exe_of(lab, s)?;
+    lab.note("which processes must be restarted?");
+    let r = lab.stale(&[a.pid(), c, s])?;
     lab.observe("build_forked_child", &vc);
     lab.observe("build_exec_child", &vs);
     lab.check_eq("A runs build 1", va.as_str(), "1");
@@ -128,6 +131,18 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
         (&s_exe, s_deleted),
         false,
     );
+    lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
+    lab.check(
+        "swaplab stale names A's executable as the replaced file",
+        r.get(a.pid()).is_some_and(|p| {
+            p.files
+                .iter()
+                .any(|f| f.role == crate::stale::Role::Executable && f.path == exe)
+        }),
+        format!("{:?}", r.get(a.pid()).map(|p| &p.files)),
+    );
+    lab.check_stale(&r, "the forked child", c, Stale::Via(a.pid()));
+    lab.check_stale(&r, "the exec'ed child", s, Stale::Clean);
     Ok(())
 }
 
@@ -997,12 +1012,19 @@ pub fn u07(lab: &mut Lab) -> Result<()> {
     served_by(lab, &load, &fleet, since, old, SETTLE)?;
     let hup_greetings = greetings(&load.since(since), &fleet, old);
     let m_fresh = lab.maps(fresh[0])?;
+    lab.note("which processes must be restarted, and how?");
+    let mut asked = vec![old];
+    asked.extend(&fresh);
+    let r_hup = lab.stale(&asked)?;
     lab.note("USR2: fork + execve of the same binary");
     let since = load.mark();
     let new = usr2(lab, &mut fleet, old, false)?;
     served_by(lab, &load, &fleet, since, new, SETTLE)?;
     let new_greetings = greetings(&load.since(since), &fleet, new);
     let m_new = lab.maps(new)?;
+    let mut asked = vec![new];
+    asked.extend(fleet.workers_of(new));
+    let r_new = lab.stale(&asked)?;
     finish_load(lab, load, &fleet);
     lab.observe("greetings_after_hup", &hup_greetings);
     lab.observe("greetings_after_usr2", &new_greetings);
@@ -1026,6 +1048,18 @@ pub fn u07(lab: &mut Lab) -> Result<()> {
         !m_new.is_empty() && m_new.iter().all(|m| !m.deleted && m.inode == ino2),
         format!("{} mappings", m_new.len()),
     );
+    lab.check_stale(
+        &r_hup,
+        "the old master",
+        old,
+        Stale::Required(Reason::Replaced),
+    );
+    for w in &fresh {
+        lab.check_stale(&r_hup, "a fresh worker (HUP)", *w, Stale::Via(old));
+    }
+    for p in &asked {
+        lab.check_stale(&r_new, "the new generation (USR2)", *p, Stale::Clean);
+    }
     Ok(())
 }
 

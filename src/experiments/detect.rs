@@ -1,0 +1,643 @@
+//! D01: which running processes must be restarted? One scenario with every
+//! case the experiments showed, judged by `swaplab stale`, by the article's
+//! `grep '(deleted)' /proc/*/maps`, by `lsof` (its `DEL` entries, and the
+//! `+L1` advice), and by `needrestart -b`, against the truth each process
+//! shows when it is called.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::lab::{after_colon, field_i32, pidt, Lab, Stale};
+use crate::process::{Program, Target};
+use crate::replace::Replace;
+use crate::stale::{Need, Reason};
+use crate::variants::Variant::{self, *};
+
+const OLD: &str = "Hell World";
+const NEW: &str = "Hello World";
+
+/// What the process really needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Truth {
+    Required,
+    Optional,
+    Clean,
+}
+
+impl Truth {
+    fn word(self) -> &'static str {
+        match self {
+            Truth::Required => "required",
+            Truth::Optional => "optional",
+            Truth::Clean => "-",
+        }
+    }
+}
+
+/// One case of the scenario: a process and what it really needs.
+struct Case {
+    key: &'static str,
+    title: &'static str,
+    truth: Truth,
+    expect: Stale,
+    pid: i32,
+}
+
+/// A tool's answer: the pids it flags, or why it did not run.
+type Answer = std::result::Result<BTreeSet<i32>, String>;
+
+/// Puts variant `v` at `dst` (relative to the sandbox) by `how`, narrated.
+fn put(lab: &mut Lab, v: Variant, how: Replace, dst: &str) -> Result<()> {
+    let src = lab.sandbox.stage(v)?;
+    let src = lab.sandbox.rel(&src);
+    lab.shell(format!(
+        "{}   # {} ({})",
+        how.shell(&src, dst),
+        v.name(),
+        v.greeting()
+    ));
+    how.apply(lab.sandbox.root(), &src, dst)
+}
+
+/// Starts `program` with `lib/<dir>` as its library folder.
+fn start_on(lab: &mut Lab, program: Program, label: &str, dir: &str) -> Result<Target> {
+    let libs = lab.sandbox.lib_dir().join(dir);
+    let shown = format!("LD_LIBRARY_PATH=lib/{dir}");
+    lab.start_with(program, label, &[], move |cmd| {
+        cmd.env("LD_LIBRARY_PATH", &libs);
+        shown
+    })
+}
+
+/// A case folder `lib/<dir>/` with variant `v` installed in it.
+fn case_lib(lab: &mut Lab, dir: &str, v: Variant) -> Result<String> {
+    std::fs::create_dir_all(lab.sandbox.lib_dir().join(dir))?;
+    let dst = format!("lib/{dir}/libexample.so");
+    put(lab, v, Replace::Install, &dst)?;
+    Ok(dst)
+}
+
+/// Runs a tool, narrated as `shown`; returns its stdout, or why it could not
+/// run (with the command that installs it).
+fn tool(
+    lab: &mut Lab,
+    argv: &[&str],
+    shown: &str,
+    package: &str,
+) -> std::result::Result<String, String> {
+    lab.proof(format!("$ {shown}"));
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir(lab.sandbox.root())
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let why = format!("{} is not installed: apt-get install -y {package}", argv[0]);
+            lab.say(format!("# skipped: {why}"));
+            Err(why)
+        }
+        Err(e) => Err(format!("cannot run {}: {e}", argv[0])),
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d: PathBuf| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// `grep -l '(deleted)' /proc/PID/maps …`: the article's detection.
+fn grep_deleted(lab: &mut Lab, pids: &[i32]) -> Answer {
+    let files: Vec<String> = pids.iter().map(|p| format!("/proc/{p}/maps")).collect();
+    let shown: Vec<String> = pids.iter().map(|p| pidt(*p)).collect();
+    let mut argv = vec!["grep", "-l", "(deleted)"];
+    argv.extend(files.iter().map(String::as_str));
+    let out = tool(
+        lab,
+        &argv,
+        &format!("grep -l '(deleted)' /proc/{{{}}}/maps", shown.join(",")),
+        "grep",
+    )?;
+    let mut flagged = BTreeSet::new();
+    for line in out.lines() {
+        if let Some(pid) = line
+            .strip_prefix("/proc/")
+            .and_then(|r| r.strip_suffix("/maps"))
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            lab.proof(format!("/proc/{}/maps", pidt(pid)));
+            flagged.insert(pid);
+        }
+    }
+    Ok(flagged)
+}
+
+/// `lsof -p …` lines with FD `DEL` (a deleted mapped file) or a name marked
+/// `(deleted)`; or, with `plus_l1`, every file `lsof +L1` lists (open files
+/// with no link left).
+fn lsof(lab: &mut Lab, pids: &[i32], plus_l1: bool) -> Answer {
+    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    let list = list.join(",");
+    let shown: Vec<String> = pids.iter().map(|p| pidt(*p)).collect();
+    let shown = shown.join(",");
+    let (argv, shown): (Vec<&str>, String) = if plus_l1 {
+        (
+            vec!["lsof", "-nP", "-w", "-a", "+L1", "-p", &list],
+            format!("lsof -nP -a +L1 -p {shown}"),
+        )
+    } else {
+        (
+            vec!["lsof", "-nP", "-w", "-p", &list],
+            format!("lsof -nP -p {shown} | grep -E ' DEL |\\(deleted\\)'"),
+        )
+    };
+    let out = tool(lab, &argv, &shown, "lsof")?;
+    let mut flagged = BTreeSet::new();
+    for line in out.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let Some(pid) = cols.get(1).and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let hit = plus_l1 || cols.get(3) == Some(&"DEL") || line.ends_with("(deleted)");
+        if hit {
+            let name = cols.last().copied().unwrap_or("");
+            let name = if line.ends_with("(deleted)") {
+                format!("{} (deleted)", cols[cols.len().saturating_sub(2)])
+            } else {
+                name.to_string()
+            };
+            lab.proof(format!(
+                "{} {} {} {}",
+                cols[0],
+                pidt(pid),
+                cols.get(3).unwrap_or(&""),
+                name
+            ));
+            flagged.insert(pid);
+        }
+    }
+    if flagged.is_empty() {
+        lab.proof("(no lines)");
+    }
+    Ok(flagged)
+}
+
+/// `needrestart -b`: the services (and sessions) it asks to restart; a
+/// process counts as flagged when its service or session is among them.
+fn needrestart(lab: &mut Lab, cases: &[Case]) -> Answer {
+    let Some(exe) = which("needrestart") else {
+        lab.proof("$ needrestart -b -r l");
+        let why = "needrestart is not installed: apt-get install -y needrestart".to_string();
+        lab.say(format!("# skipped: {why}"));
+        return Err(why);
+    };
+    let exe = exe.display().to_string();
+    let out = tool(
+        lab,
+        &[&exe, "-b", "-r", "l"],
+        "needrestart -b -r l",
+        "needrestart",
+    )?;
+    let mut units = BTreeSet::new();
+    for line in out.lines() {
+        if let Some(rest) = line
+            .strip_prefix("NEEDRESTART-SVC:")
+            .or_else(|| line.strip_prefix("NEEDRESTART-SESS:"))
+        {
+            lab.proof(line.to_string());
+            units.insert(rest.trim().to_string());
+        }
+    }
+    if units.is_empty() {
+        lab.proof("(no NEEDRESTART-SVC or NEEDRESTART-SESS line)");
+    }
+    let mut flagged = BTreeSet::new();
+    for c in cases {
+        let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid)).unwrap_or_default();
+        if units
+            .iter()
+            .any(|u| cgroup.contains(u.split_whitespace().next().unwrap_or(u)))
+        {
+            flagged.insert(c.pid);
+        }
+    }
+    Ok(flagged)
+}
+
+/// Calls the library in `t` (or says how it died).
+fn greeting(lab: &mut Lab, t: &mut Target) -> Result<String> {
+    Ok(match lab.call_may_crash(t)? {
+        Ok(g) => g,
+        Err(how) => how,
+    })
+}
+
+pub fn d01(lab: &mut Lab) -> Result<()> {
+    let root = nix::unistd::geteuid().is_root();
+    let mut cases: Vec<Case> = Vec::new();
+    let mut keep: Vec<Target> = Vec::new();
+
+    lab.part("the scenario: one process per case, each on its own copy of the library");
+    lab.note("a: the library replaced (install) under a running process");
+    case_lib(lab, "a", V1)?;
+    let mut a = start_on(lab, Program::Fork, "a", "a")?;
+    lab.call(&mut a)?;
+    lab.note("b: the library removed");
+    case_lib(lab, "b", V1)?;
+    let mut b = start_on(lab, Program::Plain, "b", "b")?;
+    lab.call(&mut b)?;
+    lab.note("d: cp over the live library (another layout)");
+    case_lib(lab, "d", V1)?;
+    let mut d = start_on(lab, Program::Plain, "d", "d")?;
+    lab.call(&mut d)?;
+    lab.note("e: the same layout written in place (dd conv=notrunc)");
+    case_lib(lab, "e", V1)?;
+    let mut e = start_on(lab, Program::Plain, "e", "e")?;
+    lab.call(&mut e)?;
+    lab.note("f: the same file installed again (same build-id)");
+    case_lib(lab, "f", V1)?;
+    let mut f = start_on(lab, Program::Plain, "f", "f")?;
+    lab.call(&mut f)?;
+    lab.note("g: the same file without a build-id installed again (same bytes)");
+    case_lib(lab, "g", Short)?;
+    let mut g = start_on(lab, Program::Plain, "g", "g")?;
+    lab.call(&mut g)?;
+    lab.note("i: dlopen, then a reload after the update");
+    case_lib(lab, "i", V1)?;
+    let lib_i = lab.sandbox.lib_dir().join("i/libexample.so");
+    let mut i = start_on(lab, Program::Dlopen, "i", "i")?;
+    let (hi, _) = lab.open(&mut i, &lib_i, "")?;
+    lab.note("j: dlopen, pinned by a second handle");
+    case_lib(lab, "j", V1)?;
+    let lib_j = lab.sandbox.lib_dir().join("j/libexample.so");
+    let mut j = start_on(lab, Program::Dlopen, "j", "j")?;
+    let (hj1, _) = lab.open(&mut j, &lib_j, "")?;
+    lab.open(&mut j, &lib_j, "")?;
+    lab.note("k: the executable replaced");
+    let app = lab.sandbox.bin_dir().join("app-k");
+    let built = crate::process::targets_dir()?.join(Program::App.file_name());
+    lab.shell("cp bin/swaplab-app bin/app-k");
+    std::fs::copy(&built, &app).context("cannot copy the target program")?;
+    let mut k = lab.start_exe(&app, "k", &[], |_| String::new())?;
+    lab.note("l: JIT-style pseudo-files (memfd, SysV shm, /dev/zero) mapped executable, nothing replaced");
+    case_lib(lab, "l", V1)?;
+    let mut l = start_on(lab, Program::Plain, "l", "l")?;
+    let line = lab.ask(&mut l, "pseudo", "pseudo")?;
+    lab.check(
+        "l maps a memfd, a SysV segment and /dev/zero executable",
+        line.contains("memfd=yes") && line.contains("sysv=yes") && line.contains("devzero=yes"),
+        &line,
+    );
+    let mut m = None;
+    if root {
+        lab.note("m: the path mounted over in the process's own mount namespace (no (deleted))");
+        case_lib(lab, "m", V1)?;
+        let libs = lab.sandbox.lib_dir().join("m");
+        let t = lab.start_with(Program::Plain, "m", &[], move |cmd| {
+            cmd.env("LD_LIBRARY_PATH", &libs);
+            // SAFETY: unshare and mount are plain system calls, safe
+            // between fork and exec; nothing is allocated.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(cmd, || {
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            c"/".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            "LD_LIBRARY_PATH=lib/m unshare --mount --propagation private".into()
+        })?;
+        m = Some(t);
+    } else {
+        lab.note("m: skipped: a mount namespace needs root (sudo swaplab run D01)");
+    }
+    // Every in-place write must come measurably after its process started.
+    crate::stale::wait_until_measurably_started(e.pid(), crate::process::deadline())?;
+
+    lab.part("the updates");
+    put(lab, V2, Replace::Install, "lib/a/libexample.so")?;
+    lab.note("c: a child a forks after the update");
+    let line = lab.ask(&mut a, "fork", "forked")?;
+    let c = field_i32(&line, "child")?;
+    let gc = after_colon(&lab.expect(&mut a, &format!("greeting pid={c}:"))?);
+    lab.note("h: a process started after the update");
+    let mut h = start_on(lab, Program::Plain, "h", "a")?;
+    lab.shell("rm lib/b/libexample.so");
+    std::fs::remove_file(lab.sandbox.lib_dir().join("b/libexample.so"))?;
+    put(lab, V2Layout, Replace::CopyInPlace, "lib/d/libexample.so")?;
+    put(lab, V2, Replace::WriteInPlace, "lib/e/libexample.so")?;
+    put(lab, V1, Replace::Install, "lib/f/libexample.so")?;
+    put(lab, Short, Replace::Install, "lib/g/libexample.so")?;
+    put(lab, V2, Replace::Install, "lib/i/libexample.so")?;
+    lab.close(&mut i, hi)?;
+    let (hi2, _) = lab.open(&mut i, &lib_i, "")?;
+    put(lab, V2, Replace::Install, "lib/j/libexample.so")?;
+    lab.close(&mut j, hj1)?;
+    let (hj3, _) = lab.open(&mut j, &lib_j, "")?;
+    let next = lab.sandbox.stage_program(Program::App2)?;
+    let next = lab.sandbox.rel(&next);
+    lab.shell(format!(
+        "{}   # the new build",
+        Replace::Install.shell(&next, "bin/app-k")
+    ));
+    Replace::Install.apply(lab.sandbox.root(), &next, "bin/app-k")?;
+    if let Some(t) = &m {
+        let v2 = lab.sandbox.rel(&lab.sandbox.stage(V2)?);
+        let shown = format!(
+            "nsenter --target {} --mount --wd mount --bind {v2} lib/m/libexample.so",
+            pidt(t.pid())
+        );
+        let pid = t.pid().to_string();
+        tool(
+            lab,
+            &[
+                "nsenter",
+                "--target",
+                &pid,
+                "--mount",
+                "--wd",
+                "mount",
+                "--bind",
+                &v2,
+                "lib/m/libexample.so",
+            ],
+            &shown,
+            "util-linux mount",
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let mounted = std::fs::metadata(format!(
+            "/proc/{}/root{}",
+            t.pid(),
+            lab.sandbox.lib_dir().join("m/libexample.so").display()
+        ))
+        .map(|md| {
+            use std::os::unix::fs::MetadataExt;
+            md.ino()
+        })
+        .ok();
+        let here = crate::lab::inode_of(&lab.sandbox.lib_dir().join("m/libexample.so")).ok();
+        lab.check(
+            "inside m's mount namespace the path names another file; outside it does not",
+            mounted.is_some() && mounted != here,
+            format!("inside {mounted:?}, outside {here:?}"),
+        );
+    }
+
+    let row = |key, title, truth, expect, pid| Case {
+        key,
+        title,
+        truth,
+        expect,
+        pid,
+    };
+    cases.push(row(
+        "a",
+        "library replaced (install)",
+        Truth::Required,
+        Stale::Required(Reason::Replaced),
+        a.pid(),
+    ));
+    cases.push(row(
+        "b",
+        "library removed (rm)",
+        Truth::Required,
+        Stale::Required(Reason::Removed),
+        b.pid(),
+    ));
+    cases.push(row(
+        "c",
+        "child forked after the update",
+        Truth::Required,
+        Stale::Via(a.pid()),
+        c,
+    ));
+    cases.push(row(
+        "d",
+        "cp over it: another layout",
+        Truth::Required,
+        Stale::Required(Reason::ModifiedInPlace),
+        d.pid(),
+    ));
+    cases.push(row(
+        "e",
+        "dd over it: same layout",
+        Truth::Required,
+        Stale::Required(Reason::ModifiedInPlace),
+        e.pid(),
+    ));
+    cases.push(row(
+        "f",
+        "same file again (build-id)",
+        Truth::Optional,
+        Stale::Optional,
+        f.pid(),
+    ));
+    if root {
+        cases.push(row(
+            "g",
+            "same file again (bytes)",
+            Truth::Optional,
+            Stale::Optional,
+            g.pid(),
+        ));
+    }
+    cases.push(row(
+        "h",
+        "started after the update",
+        Truth::Clean,
+        Stale::Clean,
+        h.pid(),
+    ));
+    cases.push(row(
+        "i",
+        "dlopen, reloaded",
+        Truth::Clean,
+        Stale::Clean,
+        i.pid(),
+    ));
+    cases.push(row(
+        "j",
+        "dlopen, pinned",
+        Truth::Required,
+        Stale::Required(Reason::Replaced),
+        j.pid(),
+    ));
+    cases.push(row(
+        "k",
+        "executable replaced",
+        Truth::Required,
+        Stale::Required(Reason::Replaced),
+        k.pid(),
+    ));
+    cases.push(row(
+        "l",
+        "memfd/SysV/dev JIT maps",
+        Truth::Clean,
+        Stale::Clean,
+        l.pid(),
+    ));
+    if let Some(t) = &m {
+        cases.push(row(
+            "m",
+            "mounted over (no deleted)",
+            Truth::Required,
+            Stale::Required(Reason::Replaced),
+            t.pid(),
+        ));
+    }
+    let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
+
+    lab.part("the tools");
+    let r = lab.stale(&pids)?;
+    let answers: Vec<(&str, Answer)> = vec![
+        ("grep (deleted)", grep_deleted(lab, &pids)),
+        ("lsof DEL", lsof(lab, &pids, false)),
+        ("lsof +L1", lsof(lab, &pids, true)),
+        ("needrestart -b", needrestart(lab, &cases)),
+    ];
+
+    lab.part("the truth: call each process");
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    seen.insert("a", greeting(lab, &mut a)?);
+    seen.insert("b", greeting(lab, &mut b)?);
+    seen.insert("c", gc);
+    seen.insert("e", greeting(lab, &mut e)?);
+    seen.insert("f", greeting(lab, &mut f)?);
+    seen.insert("g", greeting(lab, &mut g)?);
+    seen.insert("h", greeting(lab, &mut h)?);
+    seen.insert("i", lab.callh(&mut i, hi2)?.0);
+    seen.insert("j", lab.callh(&mut j, hj3)?.0);
+    seen.insert("k", after_colon(&lab.ask(&mut k, "version", "version")?));
+    seen.insert("l", greeting(lab, &mut l)?);
+    if let Some(t) = m.as_mut() {
+        seen.insert("m", greeting(lab, t)?);
+    }
+    seen.insert("d", greeting(lab, &mut d)?);
+    let want: &[(&str, &str, &str)] = &[
+        ("a", OLD, "the old code; the disk has v2"),
+        ("b", OLD, "the old code; nothing on disk"),
+        ("c", OLD, "the old code, copied by fork"),
+        ("d", "killed by SIGSEGV", "its next call crashes"),
+        (
+            "e",
+            NEW,
+            "v2's code, run without a restart by a process v1 set up",
+        ),
+        ("f", OLD, "what the disk has (v1)"),
+        ("g", NEW, "what the disk has (short)"),
+        ("h", NEW, "what the disk has (v2)"),
+        ("i", NEW, "what the disk has (v2)"),
+        ("j", OLD, "the old code; the disk has v2"),
+        ("k", "1", "build 1; the disk has build 2"),
+        ("l", OLD, "what the disk has (v1)"),
+        ("m", OLD, "the old code; its path names v2"),
+    ];
+    for (key, expect, why) in want {
+        if let Some(got) = seen.get(key) {
+            lab.check_eq(format!("{key} shows {why}"), got.as_str(), *expect);
+        }
+    }
+    keep.extend([a, b, d, e, f, g, h, i, j, k, l]);
+    keep.extend(m);
+
+    lab.part("judged");
+    for c in &cases {
+        lab.check_stale(&r, &format!("{} ({})", c.key, c.title), c.pid, c.expect);
+    }
+    table(lab, &cases, &r, &answers);
+    let ci = std::env::var_os("CI").is_some();
+    for (name, a) in &answers {
+        if let Err(why) = a {
+            if ci {
+                lab.check(format!("{name} runs on CI"), false, why);
+            }
+        }
+    }
+    drop(keep);
+    Ok(())
+}
+
+fn table(lab: &mut Lab, cases: &[Case], r: &crate::stale::Report, answers: &[(&str, Answer)]) {
+    let mut head = format!("{:<34} {:<9} {:<13}", "CASE", "TRUTH", "swaplab stale");
+    for (name, _) in answers {
+        head.push_str(&format!(" {name:<15}"));
+    }
+    lab.say(head.trim_end().to_string());
+    let mut wrong: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for c in cases {
+        let s = match r.get(c.pid).map(|p| p.need) {
+            Some(Need::Required) => "required",
+            Some(Need::Optional) => "optional",
+            None => "-",
+        };
+        let s_ok = s == c.truth.word();
+        let mut line = format!(
+            "{:<34} {:<9} {:<13}",
+            format!("{} {}", c.key, c.title),
+            c.truth.word(),
+            if s_ok {
+                s.to_string()
+            } else {
+                format!("{s} ✗")
+            }
+        );
+        for (name, a) in answers {
+            let cell = match a {
+                Err(_) => "skipped".to_string(),
+                Ok(flagged) => {
+                    let yes = flagged.contains(&c.pid);
+                    let should = c.truth == Truth::Required;
+                    let e = wrong.entry(name).or_default();
+                    if yes && !should {
+                        e.1 += 1;
+                    } else if !yes && should {
+                        e.0 += 1;
+                    }
+                    match (yes, yes == should) {
+                        (true, true) => "flagged".into(),
+                        (true, false) => "flagged ✗".into(),
+                        (false, true) => "-".into(),
+                        (false, false) => "- ✗".into(),
+                    }
+                }
+            };
+            line.push_str(&format!(" {cell:<15}"));
+        }
+        lab.say(line.trim_end().to_string());
+    }
+    let mut tally = Vec::new();
+    for (name, a) in answers {
+        match a {
+            Ok(_) => {
+                let (miss, alarm) = wrong.get(name).copied().unwrap_or_default();
+                tally.push(format!("{name}: {miss} missed, {alarm} false alarms"));
+                lab.observe(&format!("{name}: missed, false alarms"), (miss, alarm));
+            }
+            Err(why) => tally.push(format!("{name}: skipped ({why})")),
+        }
+    }
+    lab.say(format!(
+        "# ✗ = wrong against the truth; {}",
+        tally.join("; ")
+    ));
+    lab.note("needrestart -b names services and sessions only (these processes belong to none), and its default configuration ignores mappings under /tmp and /run (blacklist_mappings in /etc/needrestart/needrestart.conf)");
+}
