@@ -444,7 +444,8 @@ fn pseudo_mappings() -> String {
         }
         ok
     };
-    // /dev/zero, shared: shows as `/dev/zero (deleted)`.
+    // /dev/zero, shared: anonymous shared memory under a device's name
+    // (`/dev/zero (deleted)` on older kernels).
     let devzero = std::fs::File::open("/dev/zero")
         .map(|f| {
             use std::os::fd::AsRawFd;

@@ -14,12 +14,12 @@
 //! | the path names another device/inode (the mapping is usually ` (deleted)`) and the content differs | replaced | required |
 //! | the same, with the same ELF build-id (or, without one, the same bytes) | reinstalled, same content | optional |
 //! | the same inode, but its `PT_LOAD` segments no longer match the mappings | modified in place (the `cp` case of L11: the next call may crash) | required |
-//! | the same inode, changed (ctime) after the process started, by more than the start time's resolution | modified in place | required |
+//! | the same inode, its content written (mtime) after the process started, by more than the start time's resolution | modified in place | required |
 //!
 //! The in-place checks know what they can: the segment check needs no clock,
 //! and catches every write that moves or shortens the code. A write that
 //! keeps the layout (L11's `dd conv=notrunc`) shows only in the inode's
-//! change time, which is compared with the process's start time: that is a
+//! modification time, which is compared with the process's start time: that is a
 //! clock comparison, with the start time known to one clock tick (10 ms),
 //! and it trusts that the wall clock did not jump in between. A file created
 //! after the process started and then mapped (a `dlopen` of a new file) is
@@ -29,8 +29,8 @@
 //! Not reported, and counted in the summary instead:
 //! - pseudo-files, which have no file on disk to compare with: memfd
 //!   (`/memfd:… (deleted)`: JIT code, sealed executables), SysV shared
-//!   memory (`/SYSV…`), anything under `/dev` (`/dev/zero (deleted)` is how
-//!   a shared anonymous mapping shows, `/dev/shm` holds POSIX shared memory),
+//!   memory (`/SYSV…`), anything under `/dev` (a shared mapping of `/dev/zero`,
+//!   `(deleted)` on older kernels; `/dev/shm` holds POSIX shared memory),
 //!   huge pages (`/anon_hugepage`) and `[aio]` rings;
 //! - anonymous mappings (heap, stacks, `[vdso]`), which are not files;
 //! - files mapped without execute permission (data, locale archives,
@@ -138,7 +138,7 @@ pub struct StaleFile {
     /// What the path names now, if anything.
     pub on_disk: Option<FileId>,
     /// How the contents were compared: `build-id`, `bytes`, `segments`,
-    /// `ctime`, or why they could not be.
+    /// `mtime`, or why they could not be.
     pub evidence: String,
     /// The whole explanation, for people.
     pub detail: String,
@@ -233,7 +233,7 @@ const PSEUDO: &[(&str, &str)] = &[
     ),
     (
         "dev",
-        "a device or /dev/shm object (/dev/zero (deleted) is a shared anonymous mapping)",
+        "a device or /dev/shm object (a shared /dev/zero mapping is anonymous memory)",
     ),
     ("hugetlb", "anonymous huge pages (/anon_hugepage)"),
     ("kernel", "a kernel object mapped like a file (/[aio] rings)"),
@@ -276,6 +276,8 @@ enum OnDisk {
         id: FileId,
         size: u64,
         ctime_ns: i128,
+        /// When the content was last written.
+        mtime_ns: i128,
         btime_ns: Option<i128>,
     },
     Missing,
@@ -288,6 +290,7 @@ fn on_disk(p: &Path) -> OnDisk {
             id: FileId::of(&m),
             size: m.size(),
             ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
             btime_ns: m.created().ok().and_then(|t| {
                 t.duration_since(std::time::UNIX_EPOCH)
                     .ok()
@@ -703,6 +706,7 @@ impl Scanner {
                 id,
                 size,
                 ctime_ns,
+                mtime_ns,
                 btime_ns,
             } => {
                 if let Some(why) = self.segments_differ(ctx, &real, id, ctime_ns, size) {
@@ -717,23 +721,26 @@ impl Scanner {
                         ),
                     ));
                 }
-                // A change after the start, by more than the start time's
-                // resolution (one tick), to a file that existed before the
-                // process or was changed well after it was made.
+                // Content written after the start, by more than the start
+                // time's resolution (one tick), to a file that existed
+                // before the process or was written well after it was
+                // made. The modification time, not the change time: a new
+                // hard link or a chmod changes the ctime of a file nobody
+                // wrote.
                 let tick = self.tick_ns;
-                let after_start = ctime_ns - ctx.start_ns;
+                let after_start = mtime_ns - ctx.start_ns;
                 let old_enough = match btime_ns {
                     None => true,
-                    Some(b) => b < ctx.start_ns || ctime_ns - b > tick,
+                    Some(b) => b < ctx.start_ns || mtime_ns - b > tick,
                 };
                 if after_start > tick && old_enough {
                     return Some(file(
                         Reason::ModifiedInPlace,
                         Need::Required,
                         Some(id),
-                        "ctime".into(),
+                        "mtime".into(),
                         format!(
-                            "same inode={}, changed (ctime) {} ms after the process started",
+                            "same inode={}, written (mtime) {} ms after the process started",
                             id.inode,
                             after_start / 1_000_000
                         ),
@@ -1007,7 +1014,7 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
                 Role::Executable => "executable",
                 Role::Library => "library",
             };
-            let detail = if f.evidence == "ctime" {
+            let detail = if f.evidence == "mtime" {
                 ms_vol(&f.detail, marks)
             } else {
                 f.detail.clone()

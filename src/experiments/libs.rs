@@ -697,7 +697,7 @@ fn replace_under(lab: &mut Lab, label: &str, how: Replace, variant: Variant) -> 
         // Only the change time shows a same-layout write; the start time is
         // known to a clock tick, so the write must come later than that.
         lab.note(format!(
-            "(the write comes two clock ticks or more after {label} started: the change time is all that shows it)"
+            "(the write comes two clock ticks or more after {label} started: its modification time is all that shows it)"
         ));
         crate::stale::wait_until_measurably_started(t.pid(), crate::process::deadline())?;
     }
@@ -846,7 +846,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         as_strs(&called),
         Ok(NEW),
     );
-    check_in_place(lab, &rd, "D", "ctime");
+    check_in_place(lab, &rd, "D", "mtime");
 
     lab.part("the same file installed again (same build-id)");
     reinstall_same(lab, "E", V1, OLD)?;
@@ -861,7 +861,7 @@ fn pid_of(r: &crate::stale::Report) -> i32 {
 }
 
 /// Checks that `swaplab stale` flagged the only process of `r` as modified
-/// in place, found by `evidence` (`segments` or `ctime`).
+/// in place, found by `evidence` (`segments` or `mtime`).
 fn check_in_place(lab: &mut Lab, r: &crate::stale::Report, who: &str, evidence: &str) {
     let pid = pid_of(r);
     lab.check_stale(r, who, pid, Stale::Required(Reason::ModifiedInPlace));
