@@ -1,34 +1,69 @@
 /*
  * swaplab-sleeper: the process `swaplab bench stale` starts by the thousand.
  * Linked against libexample at start-up (DT_NEEDED), like the article's
- * `test`; it greets once, says `ready PID`, and sleeps until it is killed.
+ * `test`; it greets once, says `ready PID`, and sleeps until the harness is
+ * gone or kills it.
  *
- *   swaplab-sleeper PARENT_PID [--jit]
+ *   swaplab-sleeper HARNESS_PID [--jit] [--daemon]
  *
- * It dies with its parent (PR_SET_PDEATHSIG), and exits at once if PARENT_PID
- * is already gone. With --jit it also maps a memfd executable, as JIT
- * compilers do: a `(deleted)` mapping that is no stale code.
+ * --jit     also map a memfd executable, as JIT compilers do: a `(deleted)`
+ *           mapping that is no stale code.
+ * --daemon  fork and let the first process exit, so the sleeper's parent is
+ *           init, as a daemon's is (needrestart judges a child by its parent
+ *           instead of on its own). It stays in the harness's process group.
+ *
+ * It never outlives the harness: it exits at once if HARNESS_PID is not its
+ * parent, and then waits on a pidfd of the harness (PR_SET_PDEATHSIG would
+ * not survive the daemon fork).
  */
 #define _GNU_SOURCE
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 const char *greeting(void);
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PARENT_PID [--jit]\n", argv[0]);
+        fprintf(stderr, "usage: %s HARNESS_PID [--jit] [--daemon]\n", argv[0]);
         return 2;
     }
+    int jit = 0, daemon = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--jit") == 0)
+            jit = 1;
+        else if (strcmp(argv[i], "--daemon") == 0)
+            daemon = 1;
+        else {
+            fprintf(stderr, "unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    pid_t harness = (pid_t)atol(argv[1]);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != (pid_t)atol(argv[1]))
+    if (getppid() != harness)
         return 1;
-    if (argc > 2 && strcmp(argv[2], "--jit") == 0) {
+    int watch = (int)syscall(SYS_pidfd_open, harness, 0);
+    if (watch < 0) {
+        perror("pidfd_open");
+        return 1;
+    }
+    if (daemon) {
+        pid_t child = fork();
+        if (child < 0) {
+            perror("fork");
+            return 1;
+        }
+        if (child > 0)
+            _exit(0);
+    }
+    if (jit) {
         int fd = memfd_create("swaplab-jit", 0);
         if (fd < 0 || ftruncate(fd, 4096) != 0 ||
             mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0) == MAP_FAILED) {
@@ -39,6 +74,10 @@ int main(int argc, char **argv) {
     }
     printf("ready %d %s\n", (int)getpid(), greeting());
     fflush(stdout);
-    for (;;)
-        pause();
+    /* Readable once the harness has exited. */
+    struct pollfd p = {.fd = watch, .events = POLLIN};
+    for (;;) {
+        if (poll(&p, 1, -1) > 0)
+            return 0;
+    }
 }

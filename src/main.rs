@@ -108,6 +108,10 @@ enum Bench {
         /// Leave needrestart -b out (it takes tens of seconds).
         #[arg(long)]
         no_needrestart: bool,
+        /// Keep the sleepers as children of the bench instead of daemons
+        /// (needrestart then judges them by their parent, once).
+        #[arg(long)]
+        children: bool,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -221,6 +225,7 @@ fn main() -> ExitCode {
                     jit_every,
                     runs,
                     no_needrestart,
+                    children,
                     json,
                 },
         } => bench_stale(
@@ -229,6 +234,7 @@ fn main() -> ExitCode {
                 jit_every: jit_every as usize,
                 runs: runs as usize,
                 needrestart: !no_needrestart,
+                daemons: !children,
             },
             json,
         ),

@@ -1,0 +1,350 @@
+//! `swaplab stale` as a user meets it: a replaced executable flagged with
+//! exit status 1, an identical reinstall listed as optional, pseudo-files
+//! and data left out but counted, bad input refused with exit status 2,
+//! another user's processes counted as unreadable, and the bench on a small
+//! set of sleepers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn swaplab() -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
+    cmd.timeout(Duration::from_secs(120));
+    cmd
+}
+
+/// A process killed and reaped when the test ends, however it ends.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Guarded {
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+/// A sandbox folder others may enter (for the unprivileged test).
+fn sandbox() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("swaplab-stale-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Waits, with a deadline, until `probe` holds.
+fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !probe() {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Starts a copy of `sleep` at `dir/name` (as `uid` if given) and waits
+/// until the exec is done (its /proc/PID/exe names the copy).
+fn sleeper(dir: &Path, name: &str, uid: Option<(u32, u32)>) -> (Guarded, PathBuf) {
+    let exe = dir.join(name);
+    if !exe.exists() {
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+    }
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("600").stdin(Stdio::null()).stdout(Stdio::null());
+    if let Some((u, g)) = uid {
+        cmd.uid(u).gid(g);
+    }
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = Guarded(cmd.spawn().unwrap());
+    let pid = child.pid();
+    wait_for(&format!("{pid} runs {}", exe.display()), || {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+    });
+    (child, exe)
+}
+
+/// `install -m 755 SRC DST`: the real tool, a new inode at DST.
+fn install(src: &str, dst: &Path) {
+    let st = std::process::Command::new("install")
+        .args(["-m", "755", src])
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", String::from_utf8_lossy(out)))
+}
+
+#[test]
+fn stale_flags_a_replaced_executable_and_exits_1() {
+    let dir = sandbox();
+    let (p, exe) = sleeper(dir.path(), "old-sleep", None);
+    install("/bin/true", &exe);
+    let pid = p.pid().to_string();
+    swaplab()
+        .args(["stale", "--pid", &pid])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(format!("{pid} old-sleep")))
+        .stdout(predicate::str::contains("restart required"))
+        .stdout(predicate::str::contains("executable"))
+        .stdout(predicate::str::contains(": replaced:"))
+        .stdout(predicate::str::contains("1 process needs a restart"));
+    let out = swaplab()
+        .args(["stale", "--json", "--pid", &pid])
+        .assert()
+        .code(1);
+    let v = json(&out.get_output().stdout);
+    let f = &v["processes"][0]["files"][0];
+    assert_eq!(v["processes"][0]["pid"], p.pid());
+    assert_eq!(f["role"], "executable");
+    assert_eq!(f["reason"], "replaced");
+    assert_eq!(f["need"], "required");
+    assert_eq!(f["deleted"], true);
+    assert!(f["evidence"].as_str().unwrap().contains("build-id"), "{f}");
+}
+
+#[test]
+fn stale_lists_an_identical_reinstall_as_optional_and_exits_0() {
+    let dir = sandbox();
+    let (p, exe) = sleeper(dir.path(), "same-sleep", None);
+    install("/bin/sleep", &exe);
+    let pid = p.pid().to_string();
+    let out = swaplab()
+        .args(["stale", "--json", "--pid", &pid])
+        .assert()
+        .code(0);
+    let v = json(&out.get_output().stdout);
+    assert_eq!(v["required"], 0, "{v}");
+    assert_eq!(v["optional"], 1, "{v}");
+    assert_eq!(v["processes"][0]["need"], "optional");
+    assert_eq!(v["processes"][0]["files"][0]["reason"], "reinstalled");
+}
+
+#[test]
+fn stale_leaves_pseudo_files_and_data_out_and_counts_them() {
+    let dir = sandbox();
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, vec![7u8; 8192]).unwrap();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab-dlopen"));
+    cmd.env_clear()
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut t = Guarded(cmd.spawn().unwrap());
+    let pid = t.pid();
+    let mut stdin = t.0.stdin.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(t.0.stdout.take().unwrap()));
+    let mut ask = |cmd: &str, answer: &str| {
+        use std::io::Write;
+        writeln!(stdin, "{cmd}").unwrap();
+        loop {
+            let l = lines.next().expect("the target answered").unwrap();
+            if l.starts_with(answer) {
+                return l;
+            }
+        }
+    };
+    let pseudo = ask("pseudo", "pseudo");
+    assert!(
+        pseudo.contains("memfd=yes")
+            && pseudo.contains("sysv=yes")
+            && pseudo.contains("devzero=yes"),
+        "{pseudo}"
+    );
+    ask(&format!("map {}", data.display()), "mapped");
+    std::fs::remove_file(&data).unwrap();
+    // The article's grep flags this process: the memfd, the SysV segment
+    // and the data file are (deleted); /dev/zero is too on older kernels.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for what in ["/memfd:", "/SYSV", "/dev/zero", "data.bin (deleted)"] {
+        assert!(maps.contains(what), "{what} missing from maps:\n{maps}");
+    }
+    let out = swaplab()
+        .args(["stale", "--json", "--pid", &pid.to_string()])
+        .assert()
+        .code(0);
+    let v = json(&out.get_output().stdout);
+    assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
+    let kinds: Vec<&str> = v["excluded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in ["memfd", "sysv-shm", "dev"] {
+        assert!(kinds.contains(&k), "{k} not counted as excluded: {v}");
+    }
+    assert!(v["data_files"].as_u64().unwrap() >= 1, "{v}");
+    swaplab()
+        .args(["stale", "--pid", &pid.to_string()])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("not checked:"))
+        .stdout(predicate::str::contains("memfd"));
+}
+
+#[test]
+fn stale_rejects_bad_input_with_exit_code_2() {
+    swaplab()
+        .args(["stale", "--pid", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--pid"));
+    swaplab()
+        .args(["stale", "--pid", "4194304"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no such process"));
+    swaplab()
+        .args(["stale", "--user", "no-such-user-swaplab"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no such user"));
+    swaplab()
+        .args(["stale", "--match", "("])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a valid regular expression"));
+    swaplab().args(["stale", "--frobnicate"]).assert().code(2);
+    swaplab()
+        .args(["stale", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit status"));
+}
+
+/// The unprivileged user: `swaplab` if it exists (CI makes it), else `nobody`.
+fn other_user() -> Option<nix::unistd::User> {
+    ["swaplab", "nobody"]
+        .iter()
+        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+}
+
+#[test]
+fn stale_as_an_unprivileged_user_reports_its_own_and_counts_the_rest() {
+    let ci = std::env::var_os("CI").is_some();
+    if !nix::unistd::geteuid().is_root() {
+        assert!(!ci, "on CI this test must run as root");
+        eprintln!(
+            "skipped: needs root to start processes as two users (sudo -E cargo test stale_as)"
+        );
+        return;
+    }
+    let Some(user) = other_user() else {
+        assert!(!ci, "on CI the user `swaplab` must exist");
+        eprintln!("skipped: no user `swaplab` or `nobody` (useradd --system swaplab)");
+        return;
+    };
+    let dir = sandbox();
+    let (root_p, root_exe) = sleeper(dir.path(), "swl-unpriv-root", None);
+    let ids = (user.uid.as_raw(), user.gid.as_raw());
+    let (user_p, user_exe) = sleeper(dir.path(), "swl-unpriv-user", Some(ids));
+    install("/bin/true", &root_exe);
+    install("/bin/true", &user_exe);
+    // The user runs its own copy of swaplab from the sandbox (the build
+    // folder may not be open to it).
+    let me = dir.path().join("swaplab");
+    std::fs::copy(assert_cmd::cargo::cargo_bin!("swaplab"), &me).unwrap();
+    let out = std::process::Command::new(&me)
+        .args(["stale", "--json", "--match", "swl-unpriv"])
+        .uid(ids.0)
+        .gid(ids.1)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    let flagged: Vec<i64> = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(flagged, vec![user_p.pid() as i64], "{v}");
+    assert_eq!(v["processes"][0]["files"][0]["reason"], "replaced", "{v}");
+    let unreadable: Vec<i64> = v["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(unreadable, vec![root_p.pid() as i64], "{v}");
+    let text = std::process::Command::new(&me)
+        .args(["stale", "--match", "swl-unpriv"])
+        .uid(ids.0)
+        .gid(ids.1)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("1 unreadable (another user's; run as root to read them: swl-unpriv-root)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_stale_times_each_tool_and_judges_its_answer() {
+    let out = swaplab()
+        .args([
+            "bench",
+            "stale",
+            "--processes",
+            "20",
+            "--runs",
+            "1",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v = json(&out.get_output().stdout);
+    let b = &v["bench"];
+    assert_eq!(b["stale"], 10, "{v}");
+    assert_eq!(b["jit"], 1, "{v}");
+    let tool = |name: &str| {
+        b["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tool"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing: {v}"))
+    };
+    let s = tool("swaplab stale");
+    assert_eq!(s["correct"], true, "{s}");
+    assert_eq!(s["flagged"], 10, "{s}");
+    let g = tool("grep");
+    assert_eq!(g["missed"], 0, "{g}");
+    assert_eq!(g["false_alarms"], 1, "the memfd sleeper: {g}");
+    assert!(s["median_seconds"].as_f64().unwrap() > 0.0);
+    swaplab()
+        .args(["bench", "stale", "--processes", "1"])
+        .assert()
+        .code(2);
+}
