@@ -1079,8 +1079,13 @@ pub fn summary(r: &Report, marks: &Marks) -> String {
         if names.len() > 8 {
             shown.push("…".into());
         }
+        let why = if r.scanner_uid == 0 {
+            "denied even to root: another user namespace, or a process that forbids it"
+        } else {
+            "another user's; run as root to read them"
+        };
         s.push_str(&format!(
-            ", {} unreadable (another user's; run as root to read them: {})",
+            ", {} unreadable ({why}: {})",
             (marks.vol)(r.unreadable.len().to_string()),
             (marks.vol)(shown.join(", "))
         ));
