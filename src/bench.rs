@@ -450,6 +450,10 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
     use std::collections::BTreeSet;
     let sandbox = crate::sandbox::Sandbox::new("bench-stale")?;
     let root = sandbox.root().to_path_buf();
+    // The sleepers are daemons, out of the bench's process tree: if the
+    // bench dies, even by SIGKILL, the sentinel kills them and removes the
+    // sandbox.
+    let sentinel = crate::process::Sentinel::start(&root)?;
     let exe = sandbox.bin_dir().join("swaplab-sleeper");
     std::fs::copy(env!("SWAPLAB_SLEEPER"), &exe)
         .context("cannot copy the sleeper into the sandbox")?;
@@ -607,6 +611,7 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
         tools.push(tool_run(name, &shown, secs, judge(&flagged)));
     }
     drop(s);
+    drop(sentinel);
     drop(sandbox);
     Ok(StaleBench {
         options: o.clone(),

@@ -292,3 +292,37 @@ fn the_readme_findings_table_is_the_generated_one() {
         "README.md's findings table is out of date: refresh it with `SWAPLAB_BLESS=1 cargo test`"
     );
 }
+
+#[test]
+fn a_killed_bench_stale_leaves_no_sleeper_and_no_sandbox() {
+    // The bench's sleepers are daemons (their parent is init): the sentinel
+    // kills them and removes the sandbox when the bench dies by SIGKILL.
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::Builder::new()
+        .prefix("swaplab-int-")
+        .tempdir()
+        .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .args(["bench", "stale", "--processes", "100", "--no-needrestart"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("starting 50 sleepers on v2") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let started = rx.recv_timeout(Duration::from_secs(60));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status = child.wait().unwrap();
+    started.expect("the bench never started its second half of sleepers");
+    assert!(status.code().is_none(), "{status:?}");
+    assert_nothing_left(tmp.path(), true);
+}
