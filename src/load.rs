@@ -215,6 +215,14 @@ impl Load {
         self.t0.elapsed()
     }
 
+    /// The mark of the load's start: every request is after it.
+    pub fn origin(&self) -> Mark {
+        Mark {
+            at: Duration::ZERO,
+            index: 0,
+        }
+    }
+
     pub fn mark(&self) -> Mark {
         // The time first: a sample recorded after `index` was taken may have
         // started before `at`, never the other way round.
