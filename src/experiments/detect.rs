@@ -81,6 +81,18 @@ fn case_lib(lab: &mut Lab, dir: &str, v: Variant) -> Result<String> {
     Ok(dst)
 }
 
+/// Case `key`: its own `lib/<key>/` with `v`, and `program` started on it
+/// (and, if linked against the library, called once).
+fn case(lab: &mut Lab, key: &str, what: &str, v: Variant, program: Program) -> Result<Target> {
+    lab.note(format!("{key}: {what}"));
+    case_lib(lab, key, v)?;
+    let mut t = start_on(lab, program, key, key)?;
+    if program != Program::Dlopen {
+        lab.call(&mut t)?;
+    }
+    Ok(t)
+}
+
 /// Runs a tool, narrated as `shown`; returns its stdout, or why it could not
 /// run (with the command that installs it).
 fn tool(
@@ -246,42 +258,61 @@ fn greeting(lab: &mut Lab, t: &mut Target) -> Result<String> {
 pub fn d01(lab: &mut Lab) -> Result<()> {
     let root = nix::unistd::geteuid().is_root();
     let mut cases: Vec<Case> = Vec::new();
-    let mut keep: Vec<Target> = Vec::new();
 
     lab.part("the scenario: one process per case, each on its own copy of the library");
-    lab.note("a: the library replaced (install) under a running process");
-    case_lib(lab, "a", V1)?;
-    let mut a = start_on(lab, Program::Fork, "a", "a")?;
-    lab.call(&mut a)?;
-    lab.note("b: the library removed");
-    case_lib(lab, "b", V1)?;
-    let mut b = start_on(lab, Program::Plain, "b", "b")?;
-    lab.call(&mut b)?;
-    lab.note("d: cp over the live library (another layout)");
-    case_lib(lab, "d", V1)?;
-    let mut d = start_on(lab, Program::Plain, "d", "d")?;
-    lab.call(&mut d)?;
-    lab.note("e: the same layout written in place (dd conv=notrunc)");
-    case_lib(lab, "e", V1)?;
-    let mut e = start_on(lab, Program::Plain, "e", "e")?;
-    lab.call(&mut e)?;
-    lab.note("f: the same file installed again (same build-id)");
-    case_lib(lab, "f", V1)?;
-    let mut f = start_on(lab, Program::Plain, "f", "f")?;
-    lab.call(&mut f)?;
-    lab.note("g: the same file without a build-id installed again (same bytes)");
-    case_lib(lab, "g", Short)?;
-    let mut g = start_on(lab, Program::Plain, "g", "g")?;
-    lab.call(&mut g)?;
-    lab.note("i: dlopen, then a reload after the update");
-    case_lib(lab, "i", V1)?;
+    let mut a = case(
+        lab,
+        "a",
+        "the library replaced (install) under a running process",
+        V1,
+        Program::Fork,
+    )?;
+    let mut b = case(lab, "b", "the library removed", V1, Program::Plain)?;
+    let mut d = case(
+        lab,
+        "d",
+        "cp over the live library (another layout)",
+        V1,
+        Program::Plain,
+    )?;
+    let mut e = case(
+        lab,
+        "e",
+        "the same layout written in place (dd conv=notrunc)",
+        V1,
+        Program::Plain,
+    )?;
+    let mut f = case(
+        lab,
+        "f",
+        "the same file installed again (same build-id)",
+        V1,
+        Program::Plain,
+    )?;
+    let mut g = case(
+        lab,
+        "g",
+        "the same file without a build-id installed again (same bytes)",
+        Short,
+        Program::Plain,
+    )?;
+    let mut i = case(
+        lab,
+        "i",
+        "dlopen, then a reload after the update",
+        V1,
+        Program::Dlopen,
+    )?;
     let lib_i = lab.sandbox.lib_dir().join("i/libexample.so");
-    let mut i = start_on(lab, Program::Dlopen, "i", "i")?;
     let (hi, _) = lab.open(&mut i, &lib_i, "")?;
-    lab.note("j: dlopen, pinned by a second handle");
-    case_lib(lab, "j", V1)?;
+    let mut j = case(
+        lab,
+        "j",
+        "dlopen, pinned by a second handle",
+        V1,
+        Program::Dlopen,
+    )?;
     let lib_j = lab.sandbox.lib_dir().join("j/libexample.so");
-    let mut j = start_on(lab, Program::Dlopen, "j", "j")?;
     let (hj1, _) = lab.open(&mut j, &lib_j, "")?;
     lab.open(&mut j, &lib_j, "")?;
     lab.note("k: the executable replaced");
@@ -290,9 +321,13 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     lab.shell("cp bin/swaplab-app bin/app-k");
     std::fs::copy(&built, &app).context("cannot copy the target program")?;
     let mut k = lab.start_exe(&app, "k", &[], |_| String::new())?;
-    lab.note("l: JIT-style pseudo-files (memfd, SysV shm, /dev/zero) mapped executable, nothing replaced");
-    case_lib(lab, "l", V1)?;
-    let mut l = start_on(lab, Program::Plain, "l", "l")?;
+    let mut l = case(
+        lab,
+        "l",
+        "JIT-style pseudo-files (memfd, SysV shm, /dev/zero) mapped executable, nothing replaced",
+        V1,
+        Program::Plain,
+    )?;
     let line = lab.ask(&mut l, "pseudo", "pseudo")?;
     lab.check(
         "l maps a memfd, a SysV segment and /dev/zero executable",
@@ -556,8 +591,6 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
             lab.check_eq(format!("{key} shows {why}"), got.as_str(), *expect);
         }
     }
-    keep.extend([a, b, d, e, f, g, h, i, j, k, l]);
-    keep.extend(m);
 
     lab.part("judged");
     for c in &cases {
@@ -572,7 +605,6 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
             }
         }
     }
-    drop(keep);
     Ok(())
 }
 

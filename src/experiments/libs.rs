@@ -684,6 +684,7 @@ struct Under {
     called: std::result::Result<String, String>,
     /// What `swaplab stale` said between the replacement and the call.
     stale: crate::stale::Report,
+    pid: i32,
 }
 
 /// Replaces the library under a running process by `how` with `variant`,
@@ -694,8 +695,8 @@ fn replace_under(lab: &mut Lab, label: &str, how: Replace, variant: Variant) -> 
     let g = lab.call(&mut t)?;
     lab.check_eq(format!("{label} greets with v1 first"), g.as_str(), OLD);
     if how == Replace::WriteInPlace {
-        // Only the change time shows a same-layout write; the start time is
-        // known to a clock tick, so the write must come later than that.
+        // Only the modification time shows a same-layout write; the start
+        // time is known to a clock tick, so the write must come later.
         lab.note(format!(
             "(the write comes two clock ticks or more after {label} started: its modification time is all that shows it)"
         ));
@@ -704,12 +705,14 @@ fn replace_under(lab: &mut Lab, label: &str, how: Replace, variant: Variant) -> 
     let ino2 = lab.put_lib(variant, how)?;
     let m = lab.maps(t.pid())?;
     let stale = lab.stale(&[t.pid()])?;
+    let pid = t.pid();
     let called = lab.call_may_crash(&mut t)?;
     Ok(Under {
         inodes: (ino1, ino2),
         maps: m,
         called,
         stale,
+        pid,
     })
 }
 
@@ -772,6 +775,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         maps: m,
         called,
         stale: ra,
+        pid: a,
     } = replace_under(lab, "A", Replace::Rename, V2)?;
     lab.check_eq(
         "A, after a rename, still greets with v1",
@@ -779,7 +783,6 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         Ok(OLD),
     );
     check_old_deleted(lab, "A", &m, ino1);
-    let a = pid_of(&ra);
     lab.check_stale(&ra, "A", a, Stale::Required(Reason::Replaced));
 
     lab.part("cp over the live file: O_TRUNC, same inode, another layout");
@@ -788,6 +791,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         maps: m,
         called,
         stale: rb,
+        pid: b,
     } = replace_under(lab, "B", Replace::CopyInPlace, V2Layout)?;
     lab.observe("cp_relaid_out_call", format!("{called:?}"));
     lab.check(
@@ -805,7 +809,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         as_strs(&called),
         Err("killed by SIGSEGV"),
     );
-    check_in_place(lab, &rb, "B", "segments");
+    check_in_place(lab, &rb, "B", b, "segments");
 
     lab.part("cp of a file shorter than the mappings");
     let Under {
@@ -813,6 +817,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         maps: m,
         called,
         stale: rc,
+        pid: c,
     } = replace_under(lab, "C", Replace::CopyInPlace, Short)?;
     lab.observe("cp_short_call", format!("{called:?}"));
     lab.check("same inode", ino1 == ino2, format!("{ino1} -> {ino2}"));
@@ -826,7 +831,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         as_strs(&called),
         Err("killed by SIGBUS"),
     );
-    check_in_place(lab, &rc, "C", "segments");
+    check_in_place(lab, &rc, "C", c, "segments");
 
     lab.part("same layout written in place, no truncation");
     let Under {
@@ -834,6 +839,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         maps: m,
         called,
         stale: rd,
+        pid: d,
     } = replace_under(lab, "D", Replace::WriteInPlace, V2)?;
     lab.check("same inode", ino1 == ino2, format!("{ino1} -> {ino2}"));
     lab.check(
@@ -846,7 +852,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         as_strs(&called),
         Ok(NEW),
     );
-    check_in_place(lab, &rd, "D", "mtime");
+    check_in_place(lab, &rd, "D", d, "mtime");
 
     lab.part("the same file installed again (same build-id)");
     reinstall_same(lab, "E", V1, OLD)?;
@@ -855,22 +861,15 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-/// The one process a `swaplab stale --pid` report was asked about.
-fn pid_of(r: &crate::stale::Report) -> i32 {
-    r.processes.first().map(|p| p.pid).unwrap_or(0)
-}
-
-/// Checks that `swaplab stale` flagged the only process of `r` as modified
-/// in place, found by `evidence` (`segments` or `mtime`).
-fn check_in_place(lab: &mut Lab, r: &crate::stale::Report, who: &str, evidence: &str) {
-    let pid = pid_of(r);
+/// Checks that `swaplab stale` flagged process `pid` as modified in place,
+/// found by `evidence` (`segments` or `mtime`).
+fn check_in_place(lab: &mut Lab, r: &crate::stale::Report, who: &str, pid: i32, evidence: &str) {
     lab.check_stale(r, who, pid, Stale::Required(Reason::ModifiedInPlace));
     lab.check(
         format!("swaplab stale tells it by the {evidence}"),
-        r.processes
-            .first()
+        r.get(pid)
             .is_some_and(|p| p.files.iter().any(|f| f.evidence == evidence)),
-        format!("{:?}", r.processes.first().map(|p| &p.files)),
+        format!("{:?}", r.get(pid).map(|p| &p.files)),
     );
 }
 
