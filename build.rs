@@ -1,4 +1,8 @@
-//! Compiles the `libexample.so` variants from `csrc/libexample.c`.
+//! Compiles the C side of swaplab: the `libexample.so` variants from
+//! `csrc/libexample.c`, the sleeper of `swaplab bench stale`, and, where
+//! `musl-gcc` is installed, musl builds of the variants and of the C twins of
+//! the target programs (`csrc/target.c`). The recipe (which variants, which
+//! flags) is `src/recipe.rs`, shared with `swaplab matrix`.
 //!
 //! The `cc` crate builds static archives only, so its configured compiler
 //! (honouring `CC`, `CFLAGS` and the target) is asked for a command and run
@@ -6,42 +10,77 @@
 //! `$OUT_DIR/libexample/<variant>/libexample.so`, so the plain-linked targets
 //! can be linked with `-L <folder> -lexample` and the harness copies the
 //! others into each experiment's sandbox. `SWAPLAB_VARIANTS` tells the crate
-//! where they are, at compile time.
+//! where they are, at compile time; `SWAPLAB_MUSL` where the musl builds are
+//! (empty when there are none, and `SWAPLAB_MUSL_WHY` says why).
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (folder name, greeting, version, extra flags)
-const VARIANTS: &[(&str, &str, u32, &[&str])] = &[
-    ("v1", "Hell World", 1, &[]),
-    ("v2", "Hello World", 2, &[]),
-    ("v2-layout", "Hello World", 2, &["-DMOVED_LAYOUT"]),
-    (
-        "short",
-        "Hello World",
-        2,
-        &[
-            "-Os",
-            "-fno-asynchronous-unwind-tables",
-            "-fno-ident",
-            "-Wl,-z,norelro",
-            "-Wl,-z,noseparate-code",
-            "-Wl,--no-eh-frame-hdr",
-            "-Wl,--build-id=none",
-            "-Wl,--hash-style=gnu",
-            "-s",
-        ],
-    ),
-    ("v1-nodelete", "Hell World", 1, &["-Wl,-z,nodelete"]),
-];
+include!("src/recipe.rs");
+
+fn run(mut cmd: Command, what: &str) {
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("cannot run the C compiler ({cmd:?}): {e}; install gcc (apt-get install -y gcc)")
+    });
+    assert!(status.success(), "building {what} failed: {cmd:?}");
+}
+
+/// `musl-gcc` (or `SWAPLAB_MUSL_CC`) if it can be run.
+fn musl_compiler() -> Result<PathBuf, String> {
+    let cc = env::var_os("SWAPLAB_MUSL_CC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("musl-gcc"));
+    match Command::new(&cc).arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(cc),
+        Ok(_) => Err(format!("{} --version failed", cc.display())),
+        Err(_) => Err(format!(
+            "{} is not installed (Debian and Ubuntu: apt-get install -y musl-tools; \
+             Fedora: dnf install -y musl-gcc; Arch: pacman -S musl)",
+            cc.display()
+        )),
+    }
+}
+
+/// The musl builds: variants under `<dir>/libexample/`, twins under `<dir>/bin/`.
+fn build_musl(cc: &Path, dir: &Path) {
+    let lib_root = dir.join("libexample");
+    for v in VARIANTS {
+        let folder = lib_root.join(v.0);
+        std::fs::create_dir_all(&folder).expect("create musl variant folder");
+        let out = folder.join("libexample.so");
+        let mut cmd = Command::new(cc);
+        cmd.args(variant_args(
+            v,
+            "csrc/libexample.c",
+            &out.display().to_string(),
+        ));
+        run(cmd, &format!("musl libexample {}", v.0));
+    }
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("create musl bin folder");
+    for t in TWINS {
+        let mut cmd = Command::new(cc);
+        cmd.args(twin_args(
+            t,
+            "csrc/target.c",
+            &lib_root.join("v1").display().to_string(),
+            &bin.join(t.0).display().to_string(),
+        ));
+        run(cmd, &format!("the musl twin {}", t.0));
+    }
+}
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let source = Path::new("csrc").join("libexample.c");
     println!("cargo:rerun-if-changed=csrc");
+    println!("cargo:rerun-if-changed=src/recipe.rs");
     println!("cargo:rerun-if-env-changed=CC");
     println!("cargo:rerun-if-env-changed=CFLAGS");
+    println!("cargo:rerun-if-env-changed=SWAPLAB_MUSL_CC");
+    // Installing musl-tools changes nothing cargo watches: PATH is the
+    // nearest thing (and `touch build.rs` always works).
+    println!("cargo:rerun-if-env-changed=PATH");
 
     // Fixed optimisation and no debug info: the layout (and so the offsets a
     // lab sheet shows) is the same in debug and release builds of swaplab.
@@ -53,25 +92,17 @@ fn main() {
         .get_compiler();
 
     let root = out.join("libexample");
-    for (name, greeting, version, extra) in VARIANTS {
-        let dir = root.join(name);
+    for v in VARIANTS {
+        let dir = root.join(v.0);
         std::fs::create_dir_all(&dir).expect("create variant folder");
         let target = dir.join("libexample.so");
         let mut cmd: Command = compiler.to_command();
-        cmd.args(["-shared", "-fPIC", "-Wl,-soname,libexample.so"])
-            .arg(format!("-DGREETING=\"{greeting}\""))
-            .arg(format!("-DVERSION={version}"))
-            .args(*extra)
-            .arg(&source)
-            .arg("-o")
-            .arg(&target);
-        let status = cmd.status().unwrap_or_else(|e| {
-            panic!("cannot run the C compiler ({cmd:?}): {e}; install gcc (apt-get install -y gcc)")
-        });
-        assert!(
-            status.success(),
-            "building libexample {name} failed: {cmd:?}"
-        );
+        cmd.args(variant_args(
+            v,
+            &Path::new("csrc").join("libexample.c").display().to_string(),
+            &target.display().to_string(),
+        ));
+        run(cmd, &format!("libexample {}", v.0));
     }
 
     // The C sleeper of `swaplab bench stale`, linked against libexample v1
@@ -83,11 +114,29 @@ fn main() {
         .arg(&sleeper)
         .arg(format!("-L{}", root.join("v1").display()))
         .arg("-lexample");
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!("cannot run the C compiler ({cmd:?}): {e}; install gcc (apt-get install -y gcc)")
-    });
-    assert!(status.success(), "building the sleeper failed: {cmd:?}");
+    run(cmd, "the sleeper");
     println!("cargo:rustc-env=SWAPLAB_SLEEPER={}", sleeper.display());
+
+    // musl: only where swaplab itself is not a musl program already (on a
+    // musl-native system the host targets are the musl column).
+    let target_env = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    let musl = if target_env == "musl" {
+        Err("swaplab itself is built for musl here: its own targets are the musl column".into())
+    } else {
+        musl_compiler()
+    };
+    match musl {
+        Ok(cc) => {
+            let dir = out.join("musl");
+            build_musl(&cc, &dir);
+            println!("cargo:rustc-env=SWAPLAB_MUSL={}", dir.display());
+            println!("cargo:rustc-env=SWAPLAB_MUSL_WHY=");
+        }
+        Err(why) => {
+            println!("cargo:rustc-env=SWAPLAB_MUSL=");
+            println!("cargo:rustc-env=SWAPLAB_MUSL_WHY={why}");
+        }
+    }
 
     println!("cargo:rustc-env=SWAPLAB_VARIANTS={}", root.display());
     println!("cargo:rustc-env=SWAPLAB_CC={}", compiler.path().display());

@@ -46,6 +46,9 @@ impl Segment {
 pub struct Elf {
     pub loads: Vec<Segment>,
     pub build_id: Option<Vec<u8>>,
+    /// The program interpreter (`PT_INTERP`: the dynamic loader an
+    /// executable names), read from files only.
+    pub interp: Option<String>,
 }
 
 /// How the bytes of the object are addressed in the source.
@@ -154,7 +157,28 @@ fn parse<H: FileHeader<Endian = Endianness>>(src: &File, at: Where, head: Vec<u8
             break;
         }
     }
-    Some(Elf { loads, build_id })
+    let interp = match at {
+        Where::Memory { .. } => None,
+        Where::File => phdrs
+            .iter()
+            .find(|p| p.p_type(endian) == elf::PT_INTERP)
+            .and_then(|p| {
+                let size = Into::<u64>::into(p.p_filesz(endian)) as usize;
+                let bytes = read_at(src, p.p_offset(endian).into(), size.min(4096))?;
+                let text = bytes.split(|b| *b == 0).next()?;
+                Some(String::from_utf8_lossy(text).into_owned())
+            }),
+    };
+    Some(Elf {
+        loads,
+        build_id,
+        interp,
+    })
+}
+
+/// The dynamic loader the executable at `path` names (`PT_INTERP`).
+pub fn interpreter(path: &std::path::Path) -> Option<String> {
+    read(&File::open(path).ok()?, Where::File)?.interp
 }
 
 /// A build-id as hex, as `readelf -n` and `file` print it.

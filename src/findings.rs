@@ -5,6 +5,7 @@
 use anyhow::Result;
 
 use crate::lab::Lab;
+use crate::runtime::Libc;
 
 /// The source articles (`shared/seeds/`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -36,6 +37,23 @@ impl Article {
 
 pub type Experiment = fn(&mut Lab) -> Result<()>;
 
+/// Which C libraries a finding runs on (see [`crate::runtime`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Scope {
+    /// Every C library, with the C twins of the targets; the same claim holds
+    /// on each.
+    AnyLibc,
+    /// Every C library; the loaders differ, and the experiment checks each
+    /// one's own expectation ([`Finding::musl`] for musl).
+    PerLibc,
+    /// One C library's behaviour only.
+    Only(Libc),
+    /// Needs swaplab's own Rust programs (servers, the tools compared by
+    /// D01): runs on the host's C library only. What it shows is the
+    /// kernel's, not the loader's.
+    Host,
+}
+
 pub struct Finding {
     /// Stable ID (`L04`).
     pub id: &'static str,
@@ -50,9 +68,39 @@ pub struct Finding {
     pub experiment: Option<Experiment>,
     /// For planned findings: where the work is tracked.
     pub planned: &'static str,
+    /// Which C libraries it runs on.
+    pub scope: Scope,
+    /// For [`Scope::PerLibc`]: what musl shows instead of the claim.
+    pub musl: &'static str,
 }
 
 impl Finding {
+    /// What the finding expects on `libc`: the claim, or musl's own.
+    pub fn claim_for(&self, libc: Libc) -> &'static str {
+        match (self.scope, libc) {
+            (Scope::PerLibc, Libc::Musl) => self.musl,
+            _ => self.claim,
+        }
+    }
+
+    /// Whether it runs on `libc` at all (and if not, why).
+    pub fn runs_on(&self, rt: &crate::runtime::Runtime) -> std::result::Result<(), String> {
+        match self.scope {
+            Scope::Only(l) if l != rt.libc => Err(format!(
+                "{} is {}'s behaviour; this column runs {}",
+                self.id,
+                l.name(),
+                rt.libc.name()
+            )),
+            Scope::Host if rt.twins => Err(format!(
+                "{} needs swaplab's own Rust programs, built for the host's C library; \
+                 this column has only the C twins of the library targets",
+                self.id
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The test that proves it: `l04_forked_children_keep_the_old_library`.
     pub fn test_name(&self) -> String {
         format!("{}_{}", self.id.to_ascii_lowercase(), self.slug)
@@ -71,19 +119,12 @@ pub fn find(id: &str) -> Option<&'static Finding> {
 
 use crate::experiments::{detect, graceful, libs, nginx, upgrade};
 
-macro_rules! planned {
-    ($id:literal, $slug:literal, $article:ident, $issue:literal, $claim:literal) => {
-        Finding {
-            id: $id,
-            slug: $slug,
-            claim: $claim,
-            article: Article::$article,
-            steps: &[],
-            experiment: None,
-            planned: $issue,
-        }
-    };
-}
+/// What musl shows instead of L06's claim.
+const MUSL_L06: &str = "On musl, `dlopen` of the same path after the last `dlclose` also loads the new version, but as a second copy: `dlclose` left the old one mapped (`(deleted)`), and the handle differs.";
+/// What musl shows instead of L07's claim.
+const MUSL_L07: &str = "musl matches by device + inode, not by the path string: `dlopen` of the same path while a handle is still open loads the new file as a second copy, with another handle and the new code; the old copy stays mapped beside it.";
+/// What musl shows instead of L08's claim.
+const MUSL_L08: &str = "On musl pinning changes nothing: every `dlclose` leaves the library mapped, and a `dlopen` after the replacement loads the new file (v2) as a second copy, whatever pins the old one; with every handle closed both copies stay mapped.";
 
 pub static FINDINGS: &[Finding] = &[
     Finding {
@@ -98,6 +139,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l01),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "L02",
@@ -111,6 +154,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l02),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "L03",
@@ -124,6 +169,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l03),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "L04",
@@ -139,6 +186,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l04),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "L05",
@@ -153,6 +202,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l05),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "L06",
@@ -166,6 +217,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l06),
         planned: "",
+        scope: Scope::PerLibc,
+        musl: MUSL_L06,
     },
     Finding {
         id: "L07",
@@ -179,6 +232,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l07),
         planned: "",
+        scope: Scope::PerLibc,
+        musl: MUSL_L07,
     },
     Finding {
         id: "L08",
@@ -193,6 +248,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l08),
         planned: "",
+        scope: Scope::PerLibc,
+        musl: MUSL_L08,
     },
     Finding {
         id: "L09",
@@ -206,9 +263,25 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l09),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
-    planned!("L10", "musl_dlclose_never_unloads_and_dlopen_matches_by_inode", SharedLibraryUpdate, "issue 6 (distro linkers)",
-        "musl differs (measured): `dlclose` never unloads, and `dlopen` of a path matches by device + inode, so after a replacement it loads the new file as a second copy while the old stays mapped."),
+    Finding {
+        id: "L10",
+        slug: "musl_dlclose_never_unloads_and_dlopen_matches_by_inode",
+        claim: "musl differs (measured): `dlclose` never unloads, and `dlopen` of a path matches by device + inode, so after a replacement it loads the new file as a second copy while the old stays mapped.",
+        article: Article::SharedLibraryUpdate,
+        steps: &[
+            "on musl: install v1; start D (dlopen program, built with musl-gcc); dlopen lib/libexample.so and call it",
+            "hard-link the file to another name and dlopen that: the same handle (same device and inode)",
+            "install v2; dlopen the same path while the first handle is open: another handle, v2; the first still gives v1",
+            "dlclose every handle: both copies stay mapped",
+        ],
+        experiment: Some(libs::l10),
+        planned: "",
+        scope: Scope::Only(Libc::Musl),
+        musl: "",
+    },
     Finding {
         id: "L11",
         slug: "how_the_file_is_replaced_decides_what_running_processes_see",
@@ -223,6 +296,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l11),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "L12",
@@ -236,6 +311,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l12),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "L13",
@@ -249,6 +326,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(libs::l13),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "U01",
@@ -263,6 +342,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(upgrade::u01),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "U02",
@@ -276,6 +357,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(upgrade::u02),
         planned: "",
+        scope: Scope::AnyLibc,
+        musl: "",
     },
     Finding {
         id: "U03",
@@ -291,6 +374,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(upgrade::u03),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "U04",
@@ -304,6 +389,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(upgrade::u04),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "U05",
@@ -318,6 +405,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(upgrade::u05),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "U06",
@@ -331,6 +420,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(upgrade::u06),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "U07",
@@ -345,6 +436,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(upgrade::u07),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "U08",
@@ -359,6 +452,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(nginx::u08),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "G01",
@@ -373,6 +468,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(graceful::g01),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "G02",
@@ -387,6 +484,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(graceful::g02),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "G03",
@@ -401,6 +500,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(graceful::g03),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "G04",
@@ -414,6 +515,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(graceful::g04),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "G05",
@@ -428,6 +531,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(graceful::g05),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "G06",
@@ -441,6 +546,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(graceful::g06),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "G07",
@@ -454,6 +561,8 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(graceful::g07),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
     Finding {
         id: "D01",
@@ -467,5 +576,7 @@ pub static FINDINGS: &[Finding] = &[
         ],
         experiment: Some(detect::d01),
         planned: "",
+        scope: Scope::Host,
+        musl: "",
     },
 ];

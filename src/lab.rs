@@ -32,6 +32,9 @@ pub enum Verdict {
     Skipped { reason: String, enable: String },
     /// The harness itself failed (deadline, I/O): no verdict.
     Error { message: String },
+    /// The claim is not about this column's C library (L10 on glibc), or
+    /// the experiment needs programs this column does not have.
+    NotApplicable { reason: String },
 }
 
 impl Verdict {
@@ -41,6 +44,7 @@ impl Verdict {
             Verdict::Refuted { .. } => "Refuted",
             Verdict::Skipped { .. } => "Skipped",
             Verdict::Error { .. } => "Error",
+            Verdict::NotApplicable { .. } => "n/a",
         }
     }
 
@@ -120,8 +124,13 @@ impl Lab {
     /// A lab with a fresh sandbox. `live`, when given, receives each
     /// transcript line as it is written (the CLI's narration).
     pub fn new(id: &str, live: Option<Sink>) -> Result<Lab> {
+        Lab::on(id, live, crate::runtime::Runtime::host())
+    }
+
+    /// A lab whose targets run on `runtime` (another C library).
+    pub fn on(id: &str, live: Option<Sink>, runtime: crate::runtime::Runtime) -> Result<Lab> {
         Ok(Lab {
-            sandbox: Sandbox::new(&id.to_ascii_lowercase())?,
+            sandbox: Sandbox::on(&id.to_ascii_lowercase(), runtime)?,
             transcript: Vec::new(),
             evidence: Vec::new(),
             checks: Vec::new(),
@@ -129,6 +138,11 @@ impl Lab {
             skipped: None,
             live,
         })
+    }
+
+    /// The C library family the targets run on.
+    pub fn libc(&self) -> crate::runtime::Libc {
+        self.sandbox.runtime().libc
     }
 
     // ---- the transcript ----------------------------------------------------

@@ -8,6 +8,7 @@ use swaplab::experiments::graceful::{Pace, Setup, Strategy};
 use swaplab::findings::{self, Finding, FINDINGS};
 use swaplab::lab::Verdict;
 use swaplab::report::{self, Outcome, Platform, Report};
+use swaplab::runtime::{Runtime, Unavailable};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,40 @@ enum Command {
         /// No narration: only the verdicts.
         #[arg(long, short)]
         quiet: bool,
+        /// Only these columns: a C library (`glibc`, `musl`) or a column
+        /// name (`host`). By default every C library available here.
+        #[arg(long, value_delimiter = ',', value_name = "LIBC")]
+        libc: Vec<String>,
+    },
+    /// Print the platform × finding table (Markdown) of `swaplab run --json`
+    /// reports, marking every cell that differs from the expectation.
+    #[command(after_help = COMPARE_HELP)]
+    Compare {
+        /// Report files (`swaplab run --all --json > report.json`).
+        #[arg(value_name = "REPORT", required = true)]
+        reports: Vec<std::path::PathBuf>,
+    },
+    /// Run the findings on other Debian releases' glibc: builds (and caches)
+    /// a debootstrap root per release, compiles the C targets inside it with
+    /// its own gcc, runs them with its own loader and C library, and writes a
+    /// report per release. Needs root and debootstrap.
+    #[command(after_help = MATRIX_HELP)]
+    Matrix {
+        /// Debian releases (codenames).
+        #[arg(long, value_delimiter = ',', value_name = "RELEASE", required = true)]
+        debian: Vec<String>,
+        /// Where the roots are cached.
+        #[arg(long, value_name = "DIR")]
+        cache: Option<std::path::PathBuf>,
+        /// The Debian mirror debootstrap downloads from.
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+        /// Where the reports go (made if missing).
+        #[arg(long, default_value = "swaplab-matrix")]
+        out: std::path::PathBuf,
+        /// Only these findings (default: every one).
+        #[arg(long, value_delimiter = ',', value_name = "ID")]
+        only: Vec<String>,
     },
     /// Which running processes run code that is no longer on disk (an
     /// executable or library replaced, removed, or modified in place), and
@@ -87,6 +122,28 @@ Examples:
   swaplab stale
   sudo swaplab stale --json
   swaplab stale --user www-data --match nginx";
+
+const COMPARE_HELP: &str = "\
+Each report gives one column per C library it ran on (the host's, musl's,
+a Debian root's). A cell is the verdict, with the C library whose expectation
+held where the findings differ by C library (L06-L10). Refuted and Error
+cells are marked; the findings that behave differently across the columns
+are named under the table.
+
+Exit status: 0 every cell as expected, 1 some cell marked, 2 bad input.
+
+Example:
+  swaplab run --all --json > host.json
+  swaplab compare host.json swaplab-matrix/*.json";
+
+const MATRIX_HELP: &str = "\
+Needs root (debootstrap and chroot) and debootstrap (apt-get install -y
+debootstrap). The first run of a release downloads it (about 100 MB per
+release, a few minutes); later runs reuse the cached root.
+
+Example:
+  sudo swaplab matrix --debian bullseye,trixie
+  swaplab compare host.json swaplab-matrix/*.json";
 
 #[derive(Subcommand)]
 enum Bench {
@@ -217,7 +274,16 @@ fn main() -> ExitCode {
             all,
             json,
             quiet,
-        } => run(&ids, all, json, quiet),
+            libc,
+        } => run(&ids, all, json, quiet, &libc),
+        Command::Compare { reports } => compare(&reports),
+        Command::Matrix {
+            debian,
+            cache,
+            mirror,
+            out,
+            only,
+        } => matrix(&debian, cache, &mirror, &out, &only),
         Command::Bench {
             what:
                 Bench::Stale {
@@ -333,6 +399,14 @@ fn readiness(f: &Finding) -> String {
     if f.experiment.is_none() {
         return format!("planned ({})", f.planned);
     }
+    if let swaplab::findings::Scope::Only(libc) = f.scope {
+        let here = Runtime::available()
+            .into_iter()
+            .any(|c| c.is_ok_and(|r| r.libc == libc));
+        if !here {
+            return format!("skips here: needs {}", libc.name());
+        }
+    }
     if f.id == "L13" && !nix::unistd::geteuid().is_root() {
         return "skips here: needs root".into();
     }
@@ -355,6 +429,7 @@ fn list(json: bool) -> ExitCode {
                     "claim": f.claim,
                     "article": f.article.title(),
                     "test": f.test_name(),
+                    "scope": f.scope,
                     "status": readiness(f),
                 })
             })
@@ -378,60 +453,134 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-fn run(ids: &[String], all: bool, json: bool, quiet: bool) -> ExitCode {
-    let selected: Vec<&'static Finding> = if all {
-        FINDINGS.iter().collect()
-    } else {
-        let mut v = Vec::new();
-        for id in ids {
-            match findings::find(id) {
-                Some(f) => v.push(f),
-                None => {
-                    eprintln!(
-                        "swaplab: unknown finding ID `{id}`; known IDs are {} (see `swaplab list`)",
-                        FINDINGS.iter().map(|f| f.id).collect::<Vec<_>>().join(", ")
-                    );
-                    return ExitCode::from(2);
-                }
-            }
+/// The findings named by `ids` (or every one), or an error message.
+fn select(ids: &[String], all: bool) -> Result<Vec<&'static Finding>, String> {
+    if all || ids.is_empty() {
+        return Ok(FINDINGS.iter().collect());
+    }
+    ids.iter()
+        .map(|id| {
+            findings::find(id).ok_or_else(|| {
+                format!(
+                    "unknown finding ID `{id}`; known IDs are {} (see `swaplab list`)",
+                    FINDINGS.iter().map(|f| f.id).collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+type Columns = Vec<Result<Runtime, Unavailable>>;
+
+/// The columns `--libc` asks for, or an error message.
+fn columns(libc: &[String]) -> Result<Columns, String> {
+    let all = Runtime::available();
+    if libc.is_empty() {
+        return Ok(all);
+    }
+    let name_of = |c: &Result<Runtime, Unavailable>| match c {
+        Ok(r) => (r.name.clone(), r.libc.name()),
+        Err(u) => (u.name.clone(), u.libc.name()),
+    };
+    for want in libc {
+        if !all.iter().any(|c| {
+            let (n, l) = name_of(c);
+            n == *want || l == want
+        }) {
+            return Err(format!(
+                "--libc {want}: no such column; this machine has {}",
+                all.iter()
+                    .map(|c| {
+                        let (n, l) = name_of(c);
+                        format!("{n} ({l})")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
-        v
+    }
+    Ok(all
+        .into_iter()
+        .filter(|c| {
+            let (n, l) = name_of(c);
+            libc.iter().any(|w| *w == n || w == l)
+        })
+        .collect())
+}
+
+fn run(ids: &[String], all: bool, json: bool, quiet: bool, libc: &[String]) -> ExitCode {
+    let selected = match select(ids, all) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("swaplab: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cols = match columns(libc) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("swaplab: {e}");
+            return ExitCode::from(2);
+        }
     };
     let platform = Platform::detect();
     let narrate = !json && !quiet;
     if !json {
         println!("swaplab on {}", platform.one_line());
+        for c in &cols {
+            match c {
+                Ok(r) => println!("  column {}: {}, loader {}", r.name, r.label(), r.loader),
+                Err(u) => println!(
+                    "  column {}: Skipped: {}\n    to run it: {}",
+                    u.name, u.reason, u.enable
+                ),
+            }
+        }
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
-    for f in selected {
-        if narrate {
-            println!("\n== {}: {}", f.id, f.claim);
+    for f in &selected {
+        for c in &cols {
+            let o = match c {
+                Err(u) => report::unavailable(f, u),
+                Ok(rt) => {
+                    if narrate && f.runs_on(rt).is_ok() {
+                        println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
+                    }
+                    let live: Option<swaplab::lab::Sink> = if narrate {
+                        Some(Box::new(|line: &str| {
+                            let mut out = std::io::stdout().lock();
+                            let _ = writeln!(out, "  {line}");
+                            let _ = out.flush();
+                        }))
+                    } else {
+                        None
+                    };
+                    report::run_on(f, rt, live)
+                }
+            };
+            if !json && c.is_ok() {
+                print_verdict(&o, narrate);
+            }
+            outcomes.push(o);
         }
-        let live: Option<swaplab::lab::Sink> = if narrate {
-            Some(Box::new(|line: &str| {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "  {line}");
-                let _ = out.flush();
-            }))
-        } else {
-            None
-        };
-        let o = report::run(f, live);
-        if !json {
-            print_verdict(&o, narrate);
-        }
-        outcomes.push(o);
     }
     let failed = outcomes.iter().any(|o| o.verdict.is_failure());
     if json {
         let r = Report {
             swaplab: env!("CARGO_PKG_VERSION"),
             platform,
+            columns: cols
+                .iter()
+                .map(|c| match c {
+                    Ok(r) => report::Column::of(r),
+                    Err(u) => report::Column::missing(u),
+                })
+                .collect(),
             findings: outcomes,
         };
         println!("{}", serde_json::to_string_pretty(&r).expect("JSON"));
     } else if outcomes.len() > 1 {
-        table(&outcomes);
+        table(&selected, &cols, &outcomes);
     }
     if failed {
         ExitCode::FAILURE
@@ -441,46 +590,137 @@ fn run(ids: &[String], all: bool, json: bool, quiet: bool) -> ExitCode {
 }
 
 fn print_verdict(o: &Outcome, narrate: bool) {
+    let id = format!("{} [{}]", o.id, o.runtime);
     match &o.verdict {
         Verdict::Confirmed if narrate => {}
-        Verdict::Confirmed => println!("{}: Confirmed", o.id),
+        Verdict::NotApplicable { .. } if narrate => {}
+        Verdict::Confirmed => println!("{id}: Confirmed"),
+        Verdict::NotApplicable { reason } => println!("{id}: n/a: {reason}"),
         Verdict::Refuted { saw } => {
-            println!("{}: Refuted; this machine showed:", o.id);
+            println!("{id}: Refuted; this machine showed:");
             for s in saw {
                 println!("  - {s}");
             }
         }
         Verdict::Skipped { reason, enable } => {
-            println!("{}: Skipped: {reason}\n  to run it: {enable}", o.id)
+            println!("{id}: Skipped: {reason}\n  to run it: {enable}")
         }
-        Verdict::Error { message } => println!("{}: Error (no verdict): {message}", o.id),
+        Verdict::Error { message } => println!("{id}: Error (no verdict): {message}"),
     }
 }
 
-fn table(outcomes: &[Outcome]) {
-    println!("\n{:<4}  {:<9}  {:>7}  CLAIM", "ID", "VERDICT", "TIME");
-    for o in outcomes {
-        let time = if o.millis > 0 {
-            format!("{:.2} s", o.millis as f64 / 1000.0)
-        } else {
-            "-".into()
-        };
-        println!(
-            "{:<4}  {:<9}  {:>7}  {}",
-            o.id,
-            o.verdict.word(),
-            time,
-            short(&o.claim, 90)
-        );
+/// The verdicts, one column per C library.
+fn table(selected: &[&Finding], cols: &Columns, outcomes: &[Outcome]) {
+    let names: Vec<String> = cols
+        .iter()
+        .map(|c| match c {
+            Ok(r) => format!("{} ({})", r.name, r.label()),
+            Err(u) => format!("{} (-)", u.name),
+        })
+        .collect();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(9).max(9);
+    let mut head = format!("\n{:<4}", "ID");
+    for n in &names {
+        head.push_str(&format!("  {n:<width$}"));
+    }
+    println!("{head}  CLAIM");
+    for f in selected {
+        let mut row = format!("{:<4}", f.id);
+        for c in cols {
+            let name = match c {
+                Ok(r) => &r.name,
+                Err(u) => &u.name,
+            };
+            let cell = outcomes
+                .iter()
+                .find(|o| o.id == f.id && &o.runtime == name)
+                .map(|o| {
+                    if o.millis > 0 {
+                        format!("{} {:.1} s", o.verdict.word(), o.millis as f64 / 1000.0)
+                    } else {
+                        o.verdict.word().to_string()
+                    }
+                })
+                .unwrap_or_default();
+            row.push_str(&format!("  {cell:<width$}"));
+        }
+        println!("{row}  {}", short(f.claim, 70));
     }
     let count = |w: &str| outcomes.iter().filter(|o| o.verdict.word() == w).count();
     println!(
-        "\n{} confirmed, {} refuted, {} skipped, {} errors",
+        "\n{} confirmed, {} refuted, {} skipped, {} errors, {} not applicable",
         count("Confirmed"),
         count("Refuted"),
         count("Skipped"),
-        count("Error")
+        count("Error"),
+        count("n/a")
     );
+}
+
+fn compare(paths: &[std::path::PathBuf]) -> ExitCode {
+    match swaplab::compare::load(paths) {
+        Ok(reports) => {
+            let c = swaplab::compare::Comparison::of(&reports);
+            print!("{}", c.markdown());
+            if c.marked() > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("swaplab compare: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn matrix(
+    releases: &[String],
+    cache: Option<std::path::PathBuf>,
+    mirror: &str,
+    out: &std::path::Path,
+    only: &[String],
+) -> ExitCode {
+    let selected = match select(only, only.is_empty()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("swaplab matrix: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = swaplab::matrix::Options {
+        releases: releases.to_vec(),
+        cache,
+        mirror: mirror.to_string(),
+        out: out.to_path_buf(),
+    };
+    match swaplab::matrix::run(&opts, &selected, |line| eprintln!("{line}")) {
+        Ok(written) => {
+            let reports = match swaplab::compare::load(&written) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("swaplab matrix: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let c = swaplab::compare::Comparison::of(&reports);
+            print!("{}", c.markdown());
+            println!("\nreports:");
+            for p in &written {
+                println!("  {}", p.display());
+            }
+            if c.marked() > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("swaplab matrix: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn cores() -> usize {

@@ -2,7 +2,6 @@
 //! checks, observations and transcript, for people and for machines (JSON).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -10,6 +9,7 @@ use serde_json::Value;
 
 use crate::findings::Finding;
 use crate::lab::{Check, Lab, Sink, Verdict};
+use crate::runtime::Runtime;
 
 /// The machine the findings were observed on.
 #[derive(Clone, Debug, Serialize)]
@@ -33,16 +33,14 @@ impl Platform {
                 .map(|u| f(u).to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        let (libc, libc_version) = libc_version();
+        let host = Runtime::host();
         Platform {
             os: os_name(),
             kernel: field(|u| u.release()),
             arch: field(|u| u.machine()),
-            libc,
-            libc_version,
-            loader: loader_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "unknown".into()),
+            libc: host.libc.name().into(),
+            libc_version: host.libc_version,
+            loader: host.loader,
         }
     }
 
@@ -54,9 +52,10 @@ impl Platform {
     }
 }
 
-fn os_name() -> String {
-    let text = std::fs::read_to_string("/etc/os-release")
-        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+/// `PRETTY_NAME` from os-release (of the root at `root`, `/` for the host).
+pub fn os_name_in(root: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(root.join("etc/os-release"))
+        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
         .unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
@@ -64,35 +63,20 @@ fn os_name() -> String {
         .unwrap_or_else(|| "unknown Linux".into())
 }
 
-#[cfg(target_env = "gnu")]
-fn libc_version() -> (String, String) {
-    // SAFETY: returns a pointer to a static string.
-    let v = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
-    ("glibc".into(), v.to_string_lossy().into_owned())
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn libc_version() -> (String, String) {
-    ("musl".into(), "unknown".into())
-}
-
-/// The loader mapped into this very process (`ld-linux…`, `ld-musl…`).
-fn loader_path() -> Option<PathBuf> {
-    let me = nix::unistd::getpid().as_raw();
-    crate::maps::file_mappings(me)
-        .ok()?
-        .into_iter()
-        .map(|m| m.path)
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("ld-"))
-        })
+/// The host's `PRETTY_NAME`.
+pub fn os_name() -> String {
+    os_name_in(std::path::Path::new("/"))
 }
 
 /// One finding, run and judged.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     pub id: String,
+    /// The column it ran in ([`Runtime::name`]: `host`, `musl`, ...).
+    pub runtime: String,
+    /// The C library the targets ran on, whose expectation was checked.
+    pub libc: String,
+    /// The claim as expected on that C library.
     pub claim: String,
     pub test: String,
     #[serde(flatten)]
@@ -109,13 +93,22 @@ pub struct Outcome {
     pub millis: u128,
 }
 
-/// Runs one finding's experiment in a fresh sandbox. `live` receives the
-/// transcript as it is written. Planned findings come back as Skipped.
+/// Runs one finding's experiment in a fresh sandbox, on the host's C
+/// library. `live` receives the transcript as it is written.
 pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
+    run_on(f, &Runtime::host(), live)
+}
+
+/// Runs one finding's experiment with its targets on `rt`. Planned
+/// findings, and findings that do not run on that C library, come back as
+/// Skipped.
+pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
     let t0 = Instant::now();
     let mut outcome = Outcome {
         id: f.id.into(),
-        claim: f.claim.into(),
+        runtime: rt.name.clone(),
+        libc: rt.libc.name().into(),
+        claim: f.claim_for(rt.libc).into(),
         test: f.test_name(),
         verdict: Verdict::Error {
             message: String::new(),
@@ -134,7 +127,11 @@ pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
         };
         return outcome;
     };
-    let mut lab = match Lab::new(f.id, live) {
+    if let Err(reason) = f.runs_on(rt) {
+        outcome.verdict = Verdict::NotApplicable { reason };
+        return outcome;
+    }
+    let mut lab = match Lab::on(f.id, live, rt.clone()) {
         Ok(lab) => lab,
         Err(e) => {
             outcome.verdict = Verdict::Error {
@@ -156,10 +153,72 @@ pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
     outcome
 }
 
-/// What `swaplab run --json` prints.
+/// A column that could not run here, every finding Skipped for one reason.
+pub fn unavailable(f: &Finding, u: &crate::runtime::Unavailable) -> Outcome {
+    Outcome {
+        id: f.id.into(),
+        runtime: u.name.clone(),
+        libc: u.libc.name().into(),
+        claim: f.claim_for(u.libc).into(),
+        test: f.test_name(),
+        verdict: Verdict::Skipped {
+            reason: u.reason.clone(),
+            enable: u.enable.clone(),
+        },
+        checks: Vec::new(),
+        observations: BTreeMap::new(),
+        transcript: Vec::new(),
+        redacted: Vec::new(),
+        evidence: Vec::new(),
+        millis: 0,
+    }
+}
+
+/// One column of a report: the C library the targets ran on.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Column {
+    /// `host`, `musl`, `debian-bullseye`.
+    pub name: String,
+    pub libc: String,
+    pub libc_version: String,
+    pub loader: String,
+    /// The system the C library comes from.
+    pub os: String,
+    /// Empty when the column ran; otherwise why it could not.
+    #[serde(default)]
+    pub unavailable: String,
+}
+
+impl Column {
+    pub fn of(rt: &Runtime) -> Column {
+        Column {
+            name: rt.name.clone(),
+            libc: rt.libc.name().into(),
+            libc_version: rt.libc_version.clone(),
+            loader: rt.loader.clone(),
+            os: rt.os.clone(),
+            unavailable: String::new(),
+        }
+    }
+
+    pub fn missing(u: &crate::runtime::Unavailable) -> Column {
+        Column {
+            name: u.name.clone(),
+            libc: u.libc.name().into(),
+            libc_version: String::new(),
+            loader: String::new(),
+            os: String::new(),
+            unavailable: u.reason.clone(),
+        }
+    }
+}
+
+/// What `swaplab run --json` prints: the machine, its columns (one per C
+/// library the targets ran on), and every finding's outcome in each.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub swaplab: &'static str,
     pub platform: Platform,
+    pub columns: Vec<Column>,
     pub findings: Vec<Outcome>,
 }

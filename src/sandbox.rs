@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use tempfile::TempDir;
 
-use crate::process::{targets_dir, Program};
+use crate::process::Program;
+use crate::runtime::Runtime;
 use crate::variants::Variant;
 
 /// Sandboxes alive now, for [`remove_all`].
@@ -39,11 +40,19 @@ pub fn remove_all() {
 pub struct Sandbox {
     dir: Option<TempDir>,
     root: PathBuf,
+    /// Where the programs and library variants come from.
+    runtime: Runtime,
 }
 
 impl Sandbox {
-    /// A new sandbox under the temp folder, named `swaplab-<label>-XXXXXX`.
+    /// A new sandbox under the temp folder, named `swaplab-<label>-XXXXXX`,
+    /// for swaplab's own targets on the host's C library.
     pub fn new(label: &str) -> Result<Sandbox> {
+        Sandbox::on(label, Runtime::host())
+    }
+
+    /// A new sandbox whose programs and libraries come from `runtime`.
+    pub fn on(label: &str, runtime: Runtime) -> Result<Sandbox> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("swaplab-{label}-"))
             .tempdir()
@@ -57,7 +66,13 @@ impl Sandbox {
         Ok(Sandbox {
             dir: Some(dir),
             root,
+            runtime,
         })
+    }
+
+    /// The C library (and builds) under this sandbox's targets.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     pub fn root(&self) -> &Path {
@@ -93,14 +108,27 @@ impl Sandbox {
     pub fn stage(&self, v: Variant) -> Result<PathBuf> {
         let dst = self.root.join("build").join(v.file_name());
         if !dst.exists() {
-            fs::copy(v.built_path(), &dst).with_context(|| {
+            let src = self.runtime.variant(v);
+            fs::copy(&src, &dst).with_context(|| {
                 format!(
                     "cannot copy {} (was the crate built by cargo?)",
-                    v.built_path().display()
+                    src.display()
                 )
             })?;
         }
         Ok(dst)
+    }
+
+    /// Where the runtime's build of program `p` is.
+    pub fn built(&self, p: Program) -> Result<PathBuf> {
+        if !self.runtime.has(p) {
+            anyhow::bail!(
+                "the {} column has no {} (its targets are the C twins)",
+                self.runtime.name,
+                p.file_name()
+            );
+        }
+        Ok(self.runtime.targets()?.join(p.file_name()))
     }
 
     /// Puts a target program in `bin/` (a hard link to the build output,
@@ -108,7 +136,7 @@ impl Sandbox {
     pub fn program(&self, p: Program) -> Result<PathBuf> {
         let dst = self.bin_dir().join(p.file_name());
         if !dst.exists() {
-            let src = targets_dir()?.join(p.file_name());
+            let src = self.built(p)?;
             if fs::hard_link(&src, &dst).is_err() {
                 fs::copy(&src, &dst)
                     .with_context(|| format!("cannot copy {} to the sandbox", src.display()))?;
@@ -122,7 +150,7 @@ impl Sandbox {
     pub fn stage_program(&self, p: Program) -> Result<PathBuf> {
         let dst = self.root.join("build").join(p.file_name());
         if !dst.exists() {
-            let src = targets_dir()?.join(p.file_name());
+            let src = self.built(p)?;
             fs::copy(&src, &dst)
                 .with_context(|| format!("cannot copy {} to the sandbox", src.display()))?;
         }

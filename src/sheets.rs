@@ -10,6 +10,17 @@ use crate::findings::{Finding, FINDINGS};
 pub const BEGIN: &str =
     "<!-- transcript: generated from the experiment; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
 pub const END: &str = "<!-- end of transcript -->";
+/// The start of a transcript block for another C library than the default
+/// (glibc): `<!-- transcript on musl: … -->`.
+pub fn begin(block: &str) -> String {
+    if block.is_empty() {
+        BEGIN.to_string()
+    } else {
+        format!(
+            "<!-- transcript on {block}: generated from the experiment; refresh with `SWAPLAB_BLESS=1 cargo test` -->"
+        )
+    }
+}
 pub const TABLE_BEGIN: &str =
     "<!-- findings table: generated; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
 pub const TABLE_END: &str = "<!-- end of findings table -->";
@@ -28,8 +39,8 @@ pub fn blessing() -> bool {
     std::env::var_os("SWAPLAB_BLESS").is_some_and(|v| v == "1")
 }
 
-fn block(lines: &[String]) -> String {
-    format!("{BEGIN}\n```console\n{}\n```\n{END}", lines.join("\n"))
+fn block(begin: &str, lines: &[String]) -> String {
+    format!("{begin}\n```console\n{}\n```\n{END}", lines.join("\n"))
 }
 
 fn between<'a>(text: &'a str, begin: &str, end: &str) -> Option<(usize, usize, &'a str)> {
@@ -38,25 +49,48 @@ fn between<'a>(text: &'a str, begin: &str, end: &str) -> Option<(usize, usize, &
     Some((a, b, &text[a..b]))
 }
 
-/// The transcript a sheet shows.
+/// The transcript a sheet shows (the default block: glibc's).
 pub fn transcript_in(text: &str) -> Option<Vec<String>> {
-    let (_, _, blk) = between(text, BEGIN, END)?;
+    transcript_in_block(text, "")
+}
+
+/// The transcript of block `block` (`""` for glibc's, `"musl"`).
+pub fn transcript_in_block(text: &str, block: &str) -> Option<Vec<String>> {
+    let (_, _, blk) = between(text, &begin(block), END)?;
     let inner = blk.split_once("```console\n")?.1.rsplit_once("```")?.0;
     Some(inner.lines().map(str::to_string).collect())
 }
 
 /// The sheet text with its transcript block replaced by `lines`.
 pub fn with_transcript(text: &str, lines: &[String]) -> Option<String> {
-    let (a, b, _) = between(text, BEGIN, END)?;
-    Some(format!("{}{}{}", &text[..a], block(lines), &text[b..]))
+    with_transcript_block(text, "", lines)
 }
 
-/// The verdict a sheet's transcript ends with (`verdict: Confirmed`).
+/// The sheet text with block `block` replaced by `lines`.
+pub fn with_transcript_block(text: &str, name: &str, lines: &[String]) -> Option<String> {
+    let head = begin(name);
+    let (a, b, _) = between(text, &head, END)?;
+    Some(format!(
+        "{}{}{}",
+        &text[..a],
+        block(&head, lines),
+        &text[b..]
+    ))
+}
+
+/// The verdict a sheet's transcript ends with (`verdict: Confirmed`); for a
+/// sheet with only a musl block (L10), that one's, marked `(musl)`.
 pub fn verdict_in(text: &str) -> Option<String> {
-    transcript_in(text)?
-        .iter()
-        .rev()
-        .find_map(|l| l.strip_prefix("verdict: ").map(str::to_string))
+    let last = |lines: Vec<String>| {
+        lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("verdict: ").map(str::to_string))
+    };
+    match transcript_in(text) {
+        Some(lines) => last(lines),
+        None => last(transcript_in_block(text, "musl")?).map(|v| format!("{v} (musl)")),
+    }
 }
 
 /// The README's findings table: ID (linked to its sheet), claim, and the

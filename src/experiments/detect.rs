@@ -317,7 +317,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     lab.open(&mut j, &lib_j, "")?;
     lab.note("k: the executable replaced");
     let app = lab.sandbox.bin_dir().join("app-k");
-    let built = crate::process::targets_dir()?.join(Program::App.file_name());
+    let built = lab.sandbox.built(Program::App)?;
     lab.shell("cp bin/swaplab-app bin/app-k");
     std::fs::copy(&built, &app).context("cannot copy the target program")?;
     let mut k = lab.start_exe(&app, "k", &[], |_| String::new())?;

@@ -1,5 +1,6 @@
 //! Article 000: replacing a shared library under running processes
-//! (L01–L09, L11–L13).
+//! (L01–L13). L06–L08 check each C library's own expectation; L10 is
+//! musl's.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +16,7 @@ use crate::lab::{field_i32, inode_of, vol, Lab, Stale};
 use crate::maps::{self, Mapping};
 use crate::process::{hermetic, spawn_retrying, Program, Target};
 use crate::replace::Replace;
+use crate::runtime::Libc;
 use crate::stale::Reason;
 use crate::variants::Variant::{self, *};
 
@@ -68,6 +70,24 @@ fn check_current(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
     lab.check(
         format!("{who} maps the file now on disk, none (deleted)"),
         only_inode(m, ino) && none_deleted(m),
+        describe(m),
+    );
+}
+
+/// Checks that `m` maps both the old file `old`, every mapping of it
+/// (deleted), and the file now on disk `new`, none of it (deleted): two
+/// copies side by side (musl's second copy).
+fn check_two_copies(lab: &mut Lab, who: &str, m: &[Mapping], old: u64, new: u64) {
+    let of = |ino: u64| -> Vec<Mapping> { m.iter().filter(|m| m.inode == ino).cloned().collect() };
+    let (o, n) = (of(old), of(new));
+    lab.check(
+        format!("{who} still maps the old file, every mapping (deleted)"),
+        all_deleted(&o),
+        describe(m),
+    );
+    lab.check(
+        format!("{who} also maps the file now on disk, none (deleted)"),
+        none_deleted(&n),
         describe(m),
     );
 }
@@ -320,29 +340,52 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
         OLD,
     );
     check_old_deleted(lab, "D", &m1, ino1);
-    lab.check(
-        "after the last dlclose the library is unmapped",
-        m_closed.is_empty(),
-        describe(&m_closed),
-    );
-    lab.check_eq(
-        "dlopen of the same path after the last dlclose greets with v2",
-        g2.as_str(),
-        NEW,
-    );
-    check_current(lab, "D after the reopen", &m2, ino2);
-    lab.check(
-        "the inode in maps shows the reload",
-        ino1 != ino2 && maps::inodes(&m2) != maps::inodes(&m1),
-        format!("{:?} -> {:?}", maps::inodes(&m1), maps::inodes(&m2)),
-    );
     lab.check_stale(
         &r1,
         "D, while it holds the old library",
         d.pid(),
         Stale::Required(Reason::Replaced),
     );
-    lab.check_stale(&r2, "D, after the reload", d.pid(), Stale::Clean);
+    lab.check_eq(
+        "dlopen of the same path after the last dlclose greets with v2",
+        g2.as_str(),
+        NEW,
+    );
+    match lab.libc() {
+        Libc::Glibc => {
+            lab.check(
+                "after the last dlclose the library is unmapped",
+                m_closed.is_empty(),
+                describe(&m_closed),
+            );
+            check_current(lab, "D after the reopen", &m2, ino2);
+            lab.check(
+                "the inode in maps shows the reload",
+                ino1 != ino2 && maps::inodes(&m2) != maps::inodes(&m1),
+                format!("{:?} -> {:?}", maps::inodes(&m1), maps::inodes(&m2)),
+            );
+            lab.check_stale(&r2, "D, after the reload", d.pid(), Stale::Clean);
+        }
+        Libc::Musl => {
+            lab.check(
+                "musl: after the last dlclose the library stays mapped (dlclose never unloads)",
+                only_inode(&m_closed, ino1),
+                describe(&m_closed),
+            );
+            check_two_copies(lab, "D after the reopen", &m2, ino1, ino2);
+            lab.check(
+                "musl: the reopen is a second copy, with another handle",
+                !same_handle,
+                format!("{handle1} -> {handle2}"),
+            );
+            lab.check_stale(
+                &r2,
+                "D, after the reopen: the old copy is still mapped",
+                d.pid(),
+                Stale::Required(Reason::Replaced),
+            );
+        }
+    }
 
     lab.part("the other order: the update lands after the last dlclose");
     lab.close(&mut d, h2)?;
@@ -363,7 +406,10 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
         g3.as_str(),
         OLD,
     );
-    check_current(lab, "D", &m3, ino3);
+    match lab.libc() {
+        Libc::Glibc => check_current(lab, "D", &m3, ino3),
+        Libc::Musl => check_two_copies(lab, "D", &m3, ino2, ino3),
+    }
     Ok(())
 }
 
@@ -385,23 +431,40 @@ pub fn l07(lab: &mut Lab) -> Result<()> {
         g1.as_str(),
         OLD,
     );
-    lab.check_eq(
-        "the second dlopen returns the same handle",
-        &handle2,
-        &handle1,
-    );
-    lab.check_eq(
-        "the second handle greets with v1, the old code",
-        g2.as_str(),
-        OLD,
-    );
-    check_old_deleted(lab, "D", &m, ino1);
-    lab.check(
-        "the new file on disk is not mapped",
-        !m.iter().any(|m| m.inode == ino2),
-        describe(&m),
-    );
     let r = lab.stale(&[d.pid()])?;
+    match lab.libc() {
+        Libc::Glibc => {
+            lab.check_eq(
+                "the second dlopen returns the same handle",
+                &handle2,
+                &handle1,
+            );
+            lab.check_eq(
+                "the second handle greets with v1, the old code",
+                g2.as_str(),
+                OLD,
+            );
+            check_old_deleted(lab, "D", &m, ino1);
+            lab.check(
+                "the new file on disk is not mapped",
+                !m.iter().any(|m| m.inode == ino2),
+                describe(&m),
+            );
+        }
+        Libc::Musl => {
+            lab.check(
+                "musl: the second dlopen returns another handle (the path matched no loaded inode)",
+                handle2 != handle1,
+                format!("{handle1} then {handle2}"),
+            );
+            lab.check_eq(
+                "musl: the second handle greets with v2, the new file",
+                g2.as_str(),
+                NEW,
+            );
+            check_two_copies(lab, "D", &m, ino1, ino2);
+        }
+    }
     lab.check_stale(&r, "D", d.pid(), Stale::Required(Reason::Replaced));
     Ok(())
 }
@@ -456,12 +519,24 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
         only_inode(&m_closed, ino1),
         describe(&m_closed),
     );
-    lab.check_eq(
-        format!("[{title}] dlopen after the update still greets with v1"),
-        g3.as_str(),
-        OLD,
-    );
-    check_old_deleted(lab, &format!("[{title}] D"), &m3, ino1);
+    let musl = lab.libc() == Libc::Musl;
+    if musl {
+        lab.check_eq(
+            format!(
+                "[{title}] musl: dlopen after the update loads the new file (v2) as a second copy"
+            ),
+            g3.as_str(),
+            NEW,
+        );
+        check_two_copies(lab, &format!("[{title}] D"), &m3, ino1, ino2);
+    } else {
+        lab.check_eq(
+            format!("[{title}] dlopen after the update still greets with v1"),
+            g3.as_str(),
+            OLD,
+        );
+        check_old_deleted(lab, &format!("[{title}] D"), &m3, ino1);
+    }
     lab.check_stale(
         &r3,
         &format!("[{title}] D"),
@@ -478,23 +553,38 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
         let (g4, _) = lab.callh(&mut d, h4)?;
         let m4 = lab.maps(d.pid())?;
         let r4 = lab.stale(&[d.pid()])?;
-        lab.check(
-            format!("[{title}] once every handle is closed the library is unmapped"),
-            m_gone.is_empty(),
-            describe(&m_gone),
-        );
         lab.check_eq(
             format!("[{title}] and dlopen then greets with v2"),
             g4.as_str(),
             NEW,
         );
-        check_current(lab, &format!("[{title}] D"), &m4, ino2);
-        lab.check_stale(
-            &r4,
-            &format!("[{title}] D, reloaded"),
-            d.pid(),
-            Stale::Clean,
-        );
+        if musl {
+            lab.check(
+                format!("[{title}] musl: with every handle closed both copies stay mapped"),
+                maps::inodes(&m_gone) == maps::inodes(&m3),
+                describe(&m_gone),
+            );
+            check_two_copies(lab, &format!("[{title}] D"), &m4, ino1, ino2);
+            lab.check_stale(
+                &r4,
+                &format!("[{title}] D, the old copy still mapped"),
+                d.pid(),
+                Stale::Required(Reason::Replaced),
+            );
+        } else {
+            lab.check(
+                format!("[{title}] once every handle is closed the library is unmapped"),
+                m_gone.is_empty(),
+                describe(&m_gone),
+            );
+            check_current(lab, &format!("[{title}] D"), &m4, ino2);
+            lab.check_stale(
+                &r4,
+                &format!("[{title}] D, reloaded"),
+                d.pid(),
+                Stale::Clean,
+            );
+        }
     }
     lab.stop(&mut d)
 }
@@ -548,6 +638,60 @@ pub fn l09(lab: &mut Lab) -> Result<()> {
             .is_some_and(|p| p.files.len() == 1 && p.files[0].path == lib),
         format!("{:?}", r.get(d.pid()).map(|p| &p.files)),
     );
+    Ok(())
+}
+
+/// L10: musl's loader. Run on the musl column only (see `Scope::Only`).
+pub fn l10(lab: &mut Lab) -> Result<()> {
+    let ino1 = lab.put_lib(V1, Replace::Install)?;
+    let lib = lab.sandbox.lib_file();
+    let alias = lab.sandbox.lib_dir().join("libexample-alias.so");
+    let mut d = lab.start(Program::Dlopen, "D")?;
+    let (h1, handle1) = lab.open(&mut d, &lib, "")?;
+    let (g1, _) = lab.callh(&mut d, h1)?;
+    lab.note("another name for the same file (a hard link: same device and inode)");
+    lab.shell("ln lib/libexample.so lib/libexample-alias.so");
+    fs::hard_link(&lib, &alias).context("cannot link the library")?;
+    let (h2, handle2) = lab.open(&mut d, &alias, "")?;
+    lab.note("the library is updated; D opens the same path while the first handle is open");
+    let ino2 = lab.put_lib(V2, Replace::Install)?;
+    let (h3, handle3) = lab.open(&mut d, &lib, "")?;
+    let (g3, _) = lab.callh(&mut d, h3)?;
+    let (g1b, _) = lab.callh(&mut d, h1)?;
+    let m = lab.maps(d.pid())?;
+    lab.note("dlclose every handle");
+    for h in [h3, h2, h1] {
+        lab.close(&mut d, h)?;
+    }
+    let m_closed = lab.maps(d.pid())?;
+    let r = lab.stale(&[d.pid()])?;
+    lab.observe("handles", [&handle1, &handle2, &handle3]);
+    lab.check_eq("D greets with v1", g1.as_str(), OLD);
+    lab.check_eq(
+        "dlopen of another path to the same device and inode returns the same handle",
+        &handle2,
+        &handle1,
+    );
+    lab.check(
+        "after the replacement, dlopen of the same path returns another handle",
+        handle3 != handle1,
+        format!("{handle1} then {handle3}"),
+    );
+    lab.check_eq("the new handle greets with v2", g3.as_str(), NEW);
+    lab.check_eq(
+        "the first handle still greets with v1 beside it",
+        g1b.as_str(),
+        OLD,
+    );
+    let old: Vec<Mapping> = m.iter().filter(|m| m.inode == ino1).cloned().collect();
+    check_old_deleted(lab, "D (first copy)", &old, ino1);
+    check_two_copies(lab, "D", &m, ino1, ino2);
+    lab.check(
+        "with every handle closed, both copies stay mapped: dlclose never unloads",
+        maps::inodes(&m_closed) == maps::inodes(&m),
+        format!("{} before, {} after", describe(&m), describe(&m_closed)),
+    );
+    lab.check_stale(&r, "D", d.pid(), Stale::Required(Reason::Replaced));
     Ok(())
 }
 
@@ -926,7 +1070,7 @@ pub fn l12(lab: &mut Lab) -> Result<()> {
     lab.observe("kernel_allows_writes", allows);
     lab.put_lib(V1, Replace::Install)?;
     let app = lab.sandbox.bin_dir().join("app");
-    let src = crate::process::targets_dir()?.join(Program::Plain.file_name());
+    let src = lab.sandbox.built(Program::Plain)?;
     lab.sandbox.program(Program::Plain)?;
     lab.shell("cp bin/swaplab-plain bin/app");
     fs::copy(&src, &app).context("cannot copy the target program")?;

@@ -1,10 +1,12 @@
-//! What every finding test does: run the experiment, fail with everything it
-//! saw unless it is Confirmed, and check that the lab sheet and the /proc
-//! snapshot still show what the experiment shows.
+//! What every finding test does: run the experiment on every C library it
+//! runs on here, fail with everything it saw unless it is Confirmed, and
+//! check that the lab sheet and the /proc snapshot still show what the
+//! experiment shows (glibc's block, and musl's where it differs).
 
-use swaplab::findings::{self, Finding};
+use swaplab::findings::{self, Finding, Scope};
 use swaplab::lab::Verdict;
 use swaplab::report::{self, Outcome};
+use swaplab::runtime::{Libc, Runtime};
 use swaplab::sheets;
 
 fn on_ci() -> bool {
@@ -48,42 +50,94 @@ fn explain(f: &Finding, o: &Outcome) -> String {
     )
 }
 
-/// Runs the finding the test is named after and judges it.
+/// Runs the finding the test is named after on every C library it runs on
+/// here (the host's, and musl's where `musl-gcc` built the C twins) and
+/// judges each: Refuted or Error fails; Skipped fails on CI only.
 pub fn prove(test: &str) {
     let f = finding_of(test);
-    let o = report::run(f, None);
+    for column in Runtime::available() {
+        match column {
+            Err(u) => {
+                let concerned = match f.scope {
+                    Scope::AnyLibc | Scope::PerLibc => true,
+                    Scope::Only(l) => l == u.libc,
+                    Scope::Host => false,
+                };
+                if concerned {
+                    skipped(f, &u.name, &u.reason, &u.enable);
+                }
+            }
+            Ok(rt) => {
+                if f.runs_on(&rt).is_ok() {
+                    judge(f, &rt, &report::run_on(f, &rt, None));
+                }
+            }
+        }
+    }
+}
+
+fn skipped(f: &Finding, column: &str, reason: &str, enable: &str) {
+    let msg = format!(
+        "{} [{column}]: Skipped: {reason}\n  to run it: {enable}",
+        f.id
+    );
+    if on_ci() {
+        panic!("{msg}\n(on CI every finding must run)");
+    }
+    eprintln!("{msg}");
+}
+
+/// The sheet block (and snapshot suffix) that shows a run on `rt`: glibc's
+/// is the default; musl's exists where musl's expectation differs.
+fn block_for(f: &Finding, rt: &Runtime) -> Option<&'static str> {
+    match (rt.libc, f.scope) {
+        (Libc::Glibc, _) if !rt.twins => Some(""),
+        (Libc::Musl, Scope::PerLibc | Scope::Only(_)) => Some("musl"),
+        _ => None,
+    }
+}
+
+fn judge(f: &Finding, rt: &Runtime, o: &Outcome) {
     match &o.verdict {
         Verdict::Confirmed => {}
-        Verdict::Skipped { reason, enable } => {
-            let msg = format!("{}: Skipped: {reason}\n  to run it: {enable}", f.id);
-            if on_ci() {
-                panic!("{msg}\n(on CI every finding must run)");
-            }
-            eprintln!("{msg}");
-            return;
+        Verdict::Skipped { reason, enable } => return skipped(f, &rt.name, reason, enable),
+        Verdict::NotApplicable { reason } => panic!("{}: n/a on {}: {reason}", f.id, rt.name),
+        Verdict::Refuted { .. } | Verdict::Error { .. } => {
+            panic!("[on {}]\n{}", rt.label(), explain(f, o))
         }
-        Verdict::Refuted { .. } | Verdict::Error { .. } => panic!("{}", explain(f, &o)),
     }
-    check_sheet(f, &o);
+    let Some(block) = block_for(f, rt) else {
+        return;
+    };
+    check_sheet(f, o, block);
+    let name = if block.is_empty() {
+        format!("{}_proc", f.id)
+    } else {
+        format!("{}_{block}_proc", f.id)
+    };
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path("../snapshots");
     settings.set_prepend_module_to_snapshot(false);
-    settings.set_description(format!("{}: what /proc showed (redacted)", f.id));
+    settings.set_description(format!(
+        "{} on {}: what /proc showed (redacted)",
+        f.id,
+        rt.libc.name()
+    ));
     settings.bind(|| {
-        insta::assert_snapshot!(format!("{}_proc", f.id), o.evidence.join("\n"));
+        insta::assert_snapshot!(name, o.evidence.join("\n"));
     });
 }
 
 /// The sheet's transcript must be the experiment's redacted transcript.
-fn check_sheet(f: &Finding, o: &Outcome) {
+fn check_sheet(f: &Finding, o: &Outcome, block: &str) {
     let path = sheets::sheet_path(f);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{} has no lab sheet at {}: {e}", f.id, path.display()));
-    let shown = sheets::transcript_in(&text).unwrap_or_else(|| {
+    let shown = sheets::transcript_in_block(&text, block).unwrap_or_else(|| {
         panic!(
             "{} has no transcript block (between `{}` and `{}`)",
             path.display(),
-            sheets::BEGIN,
+            sheets::begin(block),
             sheets::END
         )
     });
@@ -91,7 +145,8 @@ fn check_sheet(f: &Finding, o: &Outcome) {
         return;
     }
     if sheets::blessing() && !on_ci() {
-        let new = sheets::with_transcript(&text, &o.redacted).expect("block found above");
+        let new =
+            sheets::with_transcript_block(&text, block, &o.redacted).expect("block found above");
         std::fs::write(&path, new).expect("write the sheet");
         eprintln!("{}: transcript refreshed", path.display());
         return;

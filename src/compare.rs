@@ -1,0 +1,331 @@
+//! `swaplab compare`: the platform × finding table of several reports.
+//!
+//! Reports are read leniently (as JSON values), so a report written by
+//! another swaplab version still compares: what a cell needs is the
+//! finding's ID, its column and its verdict.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::findings::{self, Scope};
+
+/// One report file, parsed.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub json: Value,
+}
+
+/// Reads every report; fails on a missing file or one that is not a report.
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let json: Value = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not JSON (write reports with `swaplab run --all --json > FILE`)",
+                p.display()
+            )
+        })?;
+        if !json.get("findings").is_some_and(Value::is_array) {
+            bail!(
+                "{} is not a swaplab run report (no `findings` list)",
+                p.display()
+            );
+        }
+        out.push(Loaded {
+            path: p.clone(),
+            json,
+        });
+    }
+    Ok(out)
+}
+
+/// One column of the table: one C library on one machine.
+#[derive(Clone, Debug)]
+pub struct Col {
+    /// `Debian 12 (bookworm) · glibc 2.36`.
+    pub title: String,
+    /// Kernel, loader and the report it came from.
+    pub detail: String,
+    /// The column's key inside its report.
+    runtime: String,
+    report: usize,
+}
+
+/// One cell: a finding in a column.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub verdict: String,
+    /// The C library whose expectation was checked.
+    pub libc: String,
+    /// Why it was skipped or refuted, shortly.
+    pub why: String,
+}
+
+impl Cell {
+    /// Whether the cell differs from the expectation: a refutation or a
+    /// harness error.
+    pub fn marked(&self) -> bool {
+        matches!(self.verdict.as_str(), "Refuted" | "Error")
+    }
+
+    /// What the platform showed, for telling columns apart: the verdict, and
+    /// for a finding whose expectation depends on the C library, which one
+    /// held.
+    fn behaviour(&self, per_libc: bool) -> Option<String> {
+        match self.verdict.as_str() {
+            "Skipped" => None,
+            "Confirmed" if per_libc => Some(format!("as on {}", self.libc)),
+            v => Some(v.to_string()),
+        }
+    }
+}
+
+pub struct Comparison {
+    pub cols: Vec<Col>,
+    /// Finding IDs, in the order of the registry, then any others.
+    pub ids: Vec<String>,
+    pub cells: BTreeMap<(String, usize), Cell>,
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn short_os(os: &str) -> String {
+    os.replace("GNU/Linux ", "")
+}
+
+fn per_libc(id: &str) -> bool {
+    findings::find(id).is_some_and(|f| matches!(f.scope, Scope::PerLibc | Scope::Only(_)))
+}
+
+impl Comparison {
+    pub fn of(reports: &[Loaded]) -> Comparison {
+        let mut cols = Vec::new();
+        for (i, r) in reports.iter().enumerate() {
+            let platform = r.json.get("platform").cloned().unwrap_or(Value::Null);
+            let file = r
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut listed: Vec<Value> = r
+                .json
+                .get("columns")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if listed.is_empty() {
+                // A report from before columns: one column, the host's.
+                listed.push(serde_json::json!({
+                    "name": "host",
+                    "libc": text(&platform, "libc"),
+                    "libc_version": text(&platform, "libc_version"),
+                    "loader": text(&platform, "loader"),
+                    "os": text(&platform, "os"),
+                }));
+            }
+            for c in listed {
+                let os = match text(&c, "os") {
+                    o if o.is_empty() => text(&platform, "os"),
+                    o => o,
+                };
+                let missing = text(&c, "unavailable");
+                let libc = format!("{} {}", text(&c, "libc"), text(&c, "libc_version"));
+                cols.push(Col {
+                    title: format!("{} · {}", short_os(&os), libc.trim()),
+                    detail: if missing.is_empty() {
+                        format!(
+                            "kernel {} {}, loader `{}` ({})",
+                            text(&platform, "kernel"),
+                            text(&platform, "arch"),
+                            text(&c, "loader"),
+                            file
+                        )
+                    } else {
+                        format!("not run: {missing} ({file})")
+                    },
+                    runtime: text(&c, "name"),
+                    report: i,
+                });
+            }
+        }
+        let mut cells = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (ci, col) in cols.iter().enumerate() {
+            let findings = reports[col.report]
+                .json
+                .get("findings")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for o in findings {
+                let runtime = match text(&o, "runtime") {
+                    r if r.is_empty() => "host".to_string(),
+                    r => r,
+                };
+                if runtime != col.runtime {
+                    continue;
+                }
+                let id = text(&o, "id");
+                let verdict = text(&o, "verdict");
+                let why = match verdict.as_str() {
+                    "Skipped" => text(&o, "reason"),
+                    "NotApplicable" => text(&o, "reason"),
+                    "Error" => text(&o, "message"),
+                    "Refuted" => o
+                        .get("saw")
+                        .and_then(Value::as_array)
+                        .and_then(|s| s.first())
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    _ => String::new(),
+                };
+                seen.insert(id.clone());
+                cells.insert(
+                    (id, ci),
+                    Cell {
+                        verdict: if verdict == "NotApplicable" {
+                            "n/a".into()
+                        } else {
+                            verdict
+                        },
+                        libc: text(&o, "libc"),
+                        why,
+                    },
+                );
+            }
+        }
+        let mut ids: Vec<String> = findings::FINDINGS
+            .iter()
+            .map(|f| f.id.to_string())
+            .filter(|id| seen.contains(id))
+            .collect();
+        ids.extend(seen.into_iter().filter(|id| findings::find(id).is_none()));
+        Comparison { cols, ids, cells }
+    }
+
+    /// How many cells differ from the expectation.
+    pub fn marked(&self) -> usize {
+        self.cells.values().filter(|c| c.marked()).count()
+    }
+
+    /// The findings whose behaviour differs between the columns that ran
+    /// them, with what each column showed.
+    pub fn differing(&self) -> Vec<(String, Vec<(usize, String)>)> {
+        let mut out = Vec::new();
+        for id in &self.ids {
+            let per = per_libc(id);
+            let shown: Vec<(usize, String)> = (0..self.cols.len())
+                .filter_map(|ci| {
+                    let c = self.cells.get(&(id.clone(), ci))?;
+                    Some((ci, c.behaviour(per)?))
+                })
+                .collect();
+            let kinds: BTreeSet<&String> = shown.iter().map(|(_, b)| b).collect();
+            if kinds.len() > 1 {
+                out.push((id.clone(), shown));
+            }
+        }
+        out
+    }
+
+    /// The table, in Markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        s.push_str("| finding |");
+        for c in &self.cols {
+            s.push_str(&format!(" {} |", c.title));
+        }
+        s.push_str("\n|---|");
+        for _ in &self.cols {
+            s.push_str("---|");
+        }
+        s.push('\n');
+        let mut notes: Vec<String> = Vec::new();
+        for id in &self.ids {
+            let per = per_libc(id);
+            s.push_str(&format!("| {id} |"));
+            for ci in 0..self.cols.len() {
+                let cell = match self.cells.get(&(id.clone(), ci)) {
+                    None => " |".to_string(),
+                    Some(c) => {
+                        let mut t = match c.verdict.as_str() {
+                            "Confirmed" if per => format!("Confirmed ({})", c.libc),
+                            "Refuted" => "**✗ Refuted**".into(),
+                            "Error" => "**✗ Error**".into(),
+                            v => v.to_string(),
+                        };
+                        if matches!(c.verdict.as_str(), "Refuted" | "Error" | "Skipped")
+                            && !c.why.is_empty()
+                        {
+                            let why = c.why.lines().next().unwrap_or_default();
+                            let note = format!("{id} in column {}: {why}", ci + 1);
+                            let n = match notes.iter().position(|x| x == &note) {
+                                Some(n) => n + 1,
+                                None => {
+                                    notes.push(note);
+                                    notes.len()
+                                }
+                            };
+                            t.push_str(&format!(" [{n}]"));
+                        }
+                        format!(" {} |", t.replace('|', "\\|"))
+                    }
+                };
+                s.push_str(&cell);
+            }
+            s.push('\n');
+        }
+        s.push_str("\nColumns:\n");
+        for (i, c) in self.cols.iter().enumerate() {
+            s.push_str(&format!("{}. {}: {}\n", i + 1, c.title, c.detail));
+        }
+        if !notes.is_empty() {
+            s.push_str("\nNotes:\n");
+            for (i, n) in notes.iter().enumerate() {
+                s.push_str(&format!("[{}] {}\n", i + 1, n.replace('|', "\\|")));
+            }
+        }
+        let diff = self.differing();
+        s.push_str("\nFindings that differ across these columns: ");
+        if diff.is_empty() {
+            s.push_str("none.\n");
+        } else {
+            s.push('\n');
+            for (id, shown) in &diff {
+                let by: Vec<String> = shown
+                    .iter()
+                    .map(|(ci, b)| format!("{}: {b}", ci + 1))
+                    .collect();
+                s.push_str(&format!("- {id} ({})\n", by.join("; ")));
+            }
+        }
+        let marked = self.marked();
+        s.push_str(&format!(
+            "\n{marked} cell{} differ{} from the expectation.\n",
+            if marked == 1 { "" } else { "s" },
+            if marked == 1 { "s" } else { "" }
+        ));
+        s
+    }
+}
+
+/// A report file's default name for a column set (`report-host.json`).
+pub fn file_name(label: &str) -> String {
+    format!("report-{label}.json")
+}
+
+/// Whether `p` looks like a report this module can read (for globbing).
+pub fn is_report(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "json")
+}

@@ -1,0 +1,274 @@
+//! `swaplab matrix --debian bullseye,trixie`: the findings on other glibc
+//! releases. For each Debian release it builds (once, then cached) a
+//! minimal root with `debootstrap`, compiles the libexample variants and the
+//! C twins of the targets inside it with that release's own gcc against its
+//! own glibc, and runs every finding with those programs. The programs name
+//! the root's loader as their interpreter and the root's library folder as
+//! their rpath, so the kernel starts them under that release's loader and C
+//! library, while swaplab observes them from the host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::findings::Finding;
+use crate::recipe::{twin_args, variant_args, TWINS, VARIANTS};
+use crate::report::{self, Column, Platform, Report};
+use crate::runtime::{Libc, Runtime};
+
+pub struct Options {
+    pub releases: Vec<String>,
+    /// Where the roots are kept; `/var/cache/swaplab/debian` by default.
+    pub cache: Option<PathBuf>,
+    pub mirror: String,
+    /// Where the reports go.
+    pub out: PathBuf,
+}
+
+/// The marker of a finished root: debootstrap ran to the end.
+const READY: &str = ".swaplab-root-ready";
+
+const LIBEXAMPLE_C: &str = include_str!("../csrc/libexample.c");
+const TARGET_C: &str = include_str!("../csrc/target.c");
+
+/// Where a program is, on PATH or in the sbin folders (root's PATH may
+/// lack them under sudo).
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn cache_dir(opts: &Options) -> PathBuf {
+    opts.cache
+        .clone()
+        .or_else(|| std::env::var_os("SWAPLAB_CACHE").map(|d| PathBuf::from(d).join("debian")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/swaplab/debian"))
+}
+
+/// Checks what the matrix needs before it starts anything.
+fn preflight(opts: &Options) -> Result<PathBuf> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "needs root: debootstrap builds the roots and chroot compiles inside them; \
+             run it as root (sudo swaplab matrix --debian {})",
+            opts.releases.join(",")
+        );
+    }
+    if opts.releases.is_empty() {
+        bail!("no release given (--debian bullseye,trixie)");
+    }
+    for r in &opts.releases {
+        if r.is_empty()
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            bail!("--debian {r}: not a Debian codename (bullseye, bookworm, trixie, ...)");
+        }
+    }
+    let debootstrap = find_tool("debootstrap").ok_or_else(|| {
+        anyhow::anyhow!("debootstrap is not installed (apt-get install -y debootstrap)")
+    })?;
+    find_tool("chroot").ok_or_else(|| anyhow::anyhow!("chroot is not installed (coreutils)"))?;
+    Ok(debootstrap)
+}
+
+/// The root of `release`, made with debootstrap unless it is cached.
+fn root_of(
+    debootstrap: &Path,
+    cache: &Path,
+    release: &str,
+    mirror: &str,
+    say: &dyn Fn(&str),
+) -> Result<PathBuf> {
+    let root = cache.join(release);
+    if root.join(READY).exists() {
+        say(&format!("{release}: cached root {}", root.display()));
+        return Ok(root);
+    }
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("cannot make the cache folder {}", cache.display()))?;
+    let partial = cache.join(format!("{release}.partial"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot remove {}", partial.display()))?;
+    }
+    let log = cache.join(format!("{release}.debootstrap.log"));
+    say(&format!(
+        "{release}: debootstrap --variant=minbase --include=gcc,libc6-dev {release} {} {mirror} \
+         (a few minutes; log in {})",
+        root.display(),
+        log.display()
+    ));
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("cannot write {}", log.display()))?;
+    let status = Command::new(debootstrap)
+        .args(["--variant=minbase", "--include=gcc,libc6-dev", release])
+        .arg(&partial)
+        .arg(mirror)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .status()
+        .context("cannot run debootstrap")?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        bail!(
+            "debootstrap of {release} failed ({status}); the end of {}:\n  {}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+        );
+    }
+    if root.exists() {
+        std::fs::remove_dir_all(&root)?;
+    }
+    std::fs::rename(&partial, &root)?;
+    std::fs::write(root.join(READY), format!("{release} from {mirror}\n"))?;
+    Ok(root)
+}
+
+/// Runs `args` inside `root` (chroot, clean environment); its stdout.
+fn inside(root: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(find_tool("chroot").unwrap_or_else(|| "chroot".into()))
+        .arg(root)
+        .args(["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "LC_ALL=C"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot chroot into {}", root.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` inside {} failed: {}",
+            args.join(" "),
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The path `p` (inside the root) names after every symlink, resolved by the
+/// root's own readlink: absolute links inside the root point into the root,
+/// not into the host.
+fn resolve_inside(root: &Path, p: &str) -> Result<String> {
+    inside(root, &["readlink", "-f", p])
+}
+
+/// A host path for a path inside the root.
+fn host_path(root: &Path, inner: &str) -> PathBuf {
+    root.join(inner.trim_start_matches('/'))
+}
+
+/// Compiles the variants and the twins inside `root`; returns the runtime.
+fn build_in(root: &Path, release: &str) -> Result<Runtime> {
+    let work = "/swaplab";
+    let host_work = host_path(root, work);
+    if host_work.exists() {
+        std::fs::remove_dir_all(&host_work)?;
+    }
+    std::fs::create_dir_all(host_work.join("src"))?;
+    std::fs::create_dir_all(host_work.join("bin"))?;
+    std::fs::write(host_work.join("src/libexample.c"), LIBEXAMPLE_C)?;
+    std::fs::write(host_work.join("src/target.c"), TARGET_C)?;
+    let lib_src = format!("{work}/src/libexample.c");
+    let target_src = format!("{work}/src/target.c");
+    for v in VARIANTS {
+        let dir = format!("{work}/libexample/{}", v.0);
+        std::fs::create_dir_all(host_path(root, &dir))?;
+        let args = variant_args(v, &lib_src, &format!("{dir}/libexample.so"));
+        let mut all = vec!["gcc"];
+        all.extend(args.iter().map(String::as_str));
+        inside(root, &all)?;
+    }
+    // The loader and C library the root's gcc links against, by name: a
+    // probe build says which loader it names (no /lib64 assumption), gcc
+    // says where libc.so.6 is, and the root resolves both.
+    let probe = format!("{work}/bin/probe");
+    inside(
+        root,
+        &[
+            "gcc",
+            "-O2",
+            "-DBUILD=\"0\"",
+            &target_src,
+            "-o",
+            &probe,
+            "-ldl",
+        ],
+    )?;
+    let interp = crate::elf::interpreter(&host_path(root, &probe))
+        .ok_or_else(|| anyhow::anyhow!("the probe built in {release} names no loader"))?;
+    std::fs::remove_file(host_path(root, &probe))?;
+    let loader = host_path(root, &resolve_inside(root, &interp)?);
+    let libc_so = inside(root, &["gcc", "-print-file-name=libc.so.6"])?;
+    let libc_real = resolve_inside(root, &libc_so)?;
+    let libdir = host_path(
+        root,
+        Path::new(&libc_real)
+            .parent()
+            .and_then(|p| p.to_str())
+            .unwrap_or("/"),
+    );
+    let v1 = format!("{work}/libexample/v1");
+    for t in TWINS {
+        let mut args = twin_args(t, &target_src, &v1, &format!("{work}/bin/{}", t.0));
+        args.push(format!("-Wl,--dynamic-linker={}", loader.display()));
+        args.push(format!("-Wl,-rpath,{}", libdir.display()));
+        args.push("-Wl,--disable-new-dtags".into());
+        let mut all = vec!["gcc"];
+        all.extend(args.iter().map(String::as_str));
+        inside(root, &all)?;
+    }
+    Runtime::twins(
+        &format!("debian-{release}"),
+        Libc::Glibc,
+        report::os_name_in(root),
+        host_work.join("bin"),
+        host_work.join("libexample"),
+    )
+}
+
+/// Builds or reuses each release's root, runs `selected` on it, writes
+/// `report-debian-<release>.json` into `opts.out`; returns the paths.
+pub fn run(opts: &Options, selected: &[&Finding], say: impl Fn(&str)) -> Result<Vec<PathBuf>> {
+    let debootstrap = preflight(opts)?;
+    let cache = cache_dir(opts);
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot make the output folder {}", opts.out.display()))?;
+    let mut written = Vec::new();
+    for release in &opts.releases {
+        let root = root_of(&debootstrap, &cache, release, &opts.mirror, &say)?;
+        say(&format!(
+            "{release}: compiling the C targets inside the root"
+        ));
+        let rt = build_in(&root, release).with_context(|| format!("building in {release}"))?;
+        say(&format!(
+            "{release}: {} ({}), loader {}",
+            rt.label(),
+            rt.os,
+            rt.loader
+        ));
+        let mut outcomes = Vec::new();
+        for f in selected {
+            let o = report::run_on(f, &rt, None);
+            say(&format!("  {} [{}]: {}", f.id, rt.name, o.verdict.word()));
+            outcomes.push(o);
+        }
+        let r = Report {
+            swaplab: env!("CARGO_PKG_VERSION"),
+            platform: Platform::detect(),
+            columns: vec![Column::of(&rt)],
+            findings: outcomes,
+        };
+        let path = opts.out.join(crate::compare::file_name(&rt.name));
+        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
