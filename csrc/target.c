@@ -12,6 +12,10 @@
  *   swaplab-dlopen                not linked against libexample (dlopen only)
  *   swaplab-app, swaplab-app-2    not linked, -DBUILD="1" / -DBUILD="2"
  *
+ * Arguments: none (the command loop), `--once` and `--hold` as the Rust
+ * agent, and `--libc`, which prints `libc pid=N: glibc 2.31` (the running
+ * glibc's own gnu_get_libc_version) and exits.
+ *
  * The commands and their answers are listed in src/agent.rs. Every line is
  * written with one write(2), so lines of a parent and its children never
  * interleave inside a line. Every process (and every child it forks) sets
@@ -34,6 +38,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <gnu/libc-version.h>
+#endif
 
 #ifndef BUILD
 #define BUILD "1"
@@ -368,6 +375,15 @@ int main(int argc, char **argv) {
     if (argc > 1) {
         if (!strcmp(argv[1], "--once")) {
             hello();
+            return 0;
+        }
+        /* Which C library this program runs on, as it says itself. */
+        if (!strcmp(argv[1], "--libc")) {
+#ifdef __GLIBC__
+            emit("libc pid=%d: glibc %s", me, gnu_get_libc_version());
+#else
+            emit("libc pid=%d: not glibc", me);
+#endif
             return 0;
         }
         if (!strcmp(argv[1], "--hold")) {

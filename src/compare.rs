@@ -5,7 +5,7 @@
 //! finding's ID, its column and its verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -76,9 +76,15 @@ impl Cell {
     /// What the platform showed, for telling columns apart: the verdict, and
     /// for a finding whose expectation depends on the C library, which one
     /// held.
-    fn behaviour(&self, per_libc: bool) -> Option<String> {
+    fn behaviour(&self, id: &str) -> Option<String> {
+        let f = findings::find(id);
+        let per_libc = f.is_some_and(|f| matches!(f.scope, Scope::PerLibc | Scope::Only(_)));
+        let only = f.is_some_and(|f| matches!(f.scope, Scope::Only(_)));
         match self.verdict.as_str() {
             "Skipped" => None,
+            // Not run: a column without the programs says nothing.
+            "n/a" if !only => None,
+            "n/a" => Some("not this C library's behaviour".into()),
             "Confirmed" if per_libc => Some(format!("as on {}", self.libc)),
             v => Some(v.to_string()),
         }
@@ -224,11 +230,10 @@ impl Comparison {
     pub fn differing(&self) -> Vec<(String, Vec<(usize, String)>)> {
         let mut out = Vec::new();
         for id in &self.ids {
-            let per = per_libc(id);
             let shown: Vec<(usize, String)> = (0..self.cols.len())
                 .filter_map(|ci| {
                     let c = self.cells.get(&(id.clone(), ci))?;
-                    Some((ci, c.behaviour(per)?))
+                    Some((ci, c.behaviour(id)?))
                 })
                 .collect();
             let kinds: BTreeSet<&String> = shown.iter().map(|(_, b)| b).collect();
@@ -323,9 +328,4 @@ impl Comparison {
 /// A report file's default name for a column set (`report-host.json`).
 pub fn file_name(label: &str) -> String {
     format!("report-{label}.json")
-}
-
-/// Whether `p` looks like a report this module can read (for globbing).
-pub fn is_report(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e == "json")
 }

@@ -287,6 +287,7 @@ impl Lab {
         self.shell(format!("{shown} &   # process {label}"));
         let t = Target::start(cmd, label, &plain(&shown))?;
         self.say(format!("[{label}] ready pid={}", t.pid()));
+        self.sandbox.runtime().check_loaded(t.pid())?;
         Ok(t)
     }
 

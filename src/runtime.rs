@@ -150,7 +150,7 @@ impl Runtime {
         })?;
         let libc_version = match libc {
             Libc::Musl => musl_version(Path::new(&loader)),
-            Libc::Glibc => glibc_version(Path::new(&loader)),
+            Libc::Glibc => glibc_version(&targets),
         }
         .unwrap_or_else(|| "unknown".into());
         Ok(Runtime {
@@ -181,6 +181,29 @@ impl Runtime {
             Some(d) => Ok(d.clone()),
             None => crate::process::targets_dir(),
         }
+    }
+
+    /// Fails unless process `pid` (a C twin) runs under this column's
+    /// loader: the guard that a column really runs the C library it names
+    /// (the host's own targets are not checked).
+    pub fn check_loaded(&self, pid: i32) -> Result<()> {
+        if !self.twins {
+            return Ok(());
+        }
+        let want =
+            std::fs::canonicalize(&self.loader).unwrap_or_else(|_| PathBuf::from(&self.loader));
+        let maps = crate::maps::file_mappings(pid)?;
+        if maps.iter().any(|m| m.path == want) {
+            return Ok(());
+        }
+        let mut seen: Vec<String> = maps.iter().map(|m| m.path.display().to_string()).collect();
+        seen.dedup();
+        anyhow::bail!(
+            "process {pid} of the {} column does not map its loader {} (maps: {})",
+            self.name,
+            want.display(),
+            seen.join(", ")
+        )
     }
 
     /// Where this column's build of variant `v` is.
@@ -233,15 +256,19 @@ fn musl_version(loader: &Path) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// glibc's loader, run with `--version`, prints `… version 2.31.` first.
-fn glibc_version(loader: &Path) -> Option<String> {
-    let out = std::process::Command::new(loader)
-        .arg("--version")
+/// The running glibc's own answer: a C twin run with `--libc` prints
+/// `libc pid=N: glibc 2.31` (gnu_get_libc_version). Asking the loader
+/// (`ld.so --version`) works only from glibc 2.33 on.
+fn glibc_version(targets: &Path) -> Option<String> {
+    let out = std::process::Command::new(targets.join(Program::Dlopen.file_name()))
+        .arg("--libc")
+        .env_clear()
+        .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null())
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let first = text.lines().next()?;
-    let v = first.rsplit(' ').next()?.trim_end_matches('.');
-    Some(v.to_string())
+    text.lines()
+        .find_map(|l| l.split_once(": glibc "))
+        .map(|(_, v)| v.trim().to_string())
 }
