@@ -68,6 +68,25 @@ pub fn os_name() -> String {
     os_name_in(std::path::Path::new("/"))
 }
 
+/// Whether `what` (a finding ID, a column such as `musl`, or a tool such as
+/// `needrestart`) may be missing on CI: `SWAPLAB_ALLOW_SKIP` lists them,
+/// comma-separated, for distributions that do not package something (the
+/// workflow sets it per distribution). Elsewhere on CI every finding must run.
+pub fn may_skip(what: &str) -> bool {
+    std::env::var("SWAPLAB_ALLOW_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .any(|w| {
+            what.eq_ignore_ascii_case(w)
+                || what
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|first| first.eq_ignore_ascii_case(w))
+        })
+}
+
 /// One finding, run and judged.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {

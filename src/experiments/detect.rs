@@ -600,7 +600,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     let ci = std::env::var_os("CI").is_some();
     for (name, a) in &answers {
         if let Err(why) = a {
-            if ci {
+            if ci && !crate::report::may_skip(name) {
                 lab.check(format!("{name} runs on CI"), false, why);
             }
         }
