@@ -270,8 +270,13 @@ fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
             "{} does not say how to run it",
             path.display()
         );
+        // glibc's block, or only musl's for a musl-only finding (L10).
+        let block = match f.scope {
+            swaplab::findings::Scope::Only(swaplab::runtime::Libc::Musl) => "musl",
+            _ => "",
+        };
         assert!(
-            sheets::transcript_in(&text).is_some(),
+            sheets::transcript_in_block(&text, block).is_some(),
             "{} has no transcript block",
             path.display()
         );
