@@ -657,22 +657,27 @@ fn table(selected: &[&Finding], cols: &Columns, outcomes: &[Outcome]) {
     );
 }
 
-fn compare(paths: &[std::path::PathBuf]) -> ExitCode {
-    match swaplab::compare::load(paths) {
-        Ok(reports) => {
-            let c = swaplab::compare::Comparison::of(&reports);
-            print!("{}", c.markdown());
-            if c.marked() > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+/// Prints the table of `paths`; exits 1 if a cell is marked, 2 if a report
+/// cannot be read.
+fn print_comparison(paths: &[std::path::PathBuf], who: &str) -> ExitCode {
+    let reports = match swaplab::compare::load(paths) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("swaplab compare: {e:#}");
-            ExitCode::from(2)
+            eprintln!("swaplab {who}: {e:#}");
+            return ExitCode::from(2);
         }
+    };
+    let c = swaplab::compare::Comparison::of(&reports);
+    print!("{}", c.markdown());
+    if c.marked() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
+}
+
+fn compare(paths: &[std::path::PathBuf]) -> ExitCode {
+    print_comparison(paths, "compare")
 }
 
 fn matrix(
@@ -697,24 +702,12 @@ fn matrix(
     };
     match swaplab::matrix::run(&opts, &selected, |line| eprintln!("{line}")) {
         Ok(written) => {
-            let reports = match swaplab::compare::load(&written) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("swaplab matrix: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let c = swaplab::compare::Comparison::of(&reports);
-            print!("{}", c.markdown());
+            let code = print_comparison(&written, "matrix");
             println!("\nreports:");
             for p in &written {
                 println!("  {}", p.display());
             }
-            if c.marked() > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+            code
         }
         Err(e) => {
             eprintln!("swaplab matrix: {e:#}");

@@ -118,27 +118,35 @@ pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
     run_on(f, &Runtime::host(), live)
 }
 
+impl Outcome {
+    /// An outcome with no run behind it yet: `verdict` and nothing seen.
+    fn blank(f: &Finding, runtime: &str, libc: crate::runtime::Libc, verdict: Verdict) -> Outcome {
+        Outcome {
+            id: f.id.into(),
+            runtime: runtime.into(),
+            libc: libc.name().into(),
+            claim: f.claim_for(libc).into(),
+            test: f.test_name(),
+            verdict,
+            checks: Vec::new(),
+            observations: BTreeMap::new(),
+            transcript: Vec::new(),
+            redacted: Vec::new(),
+            evidence: Vec::new(),
+            millis: 0,
+        }
+    }
+}
+
 /// Runs one finding's experiment with its targets on `rt`. Planned
-/// findings, and findings that do not run on that C library, come back as
-/// Skipped.
+/// findings come back as Skipped, findings that do not run on that C
+/// library as NotApplicable.
 pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
     let t0 = Instant::now();
-    let mut outcome = Outcome {
-        id: f.id.into(),
-        runtime: rt.name.clone(),
-        libc: rt.libc.name().into(),
-        claim: f.claim_for(rt.libc).into(),
-        test: f.test_name(),
-        verdict: Verdict::Error {
-            message: String::new(),
-        },
-        checks: Vec::new(),
-        observations: BTreeMap::new(),
-        transcript: Vec::new(),
-        redacted: Vec::new(),
-        evidence: Vec::new(),
-        millis: 0,
+    let no_verdict = Verdict::Error {
+        message: String::new(),
     };
+    let mut outcome = Outcome::blank(f, &rt.name, rt.libc, no_verdict);
     let Some(experiment) = f.experiment else {
         outcome.verdict = Verdict::Skipped {
             reason: format!("not implemented yet: planned in {}", f.planned),
@@ -174,23 +182,11 @@ pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
 
 /// A column that could not run here, every finding Skipped for one reason.
 pub fn unavailable(f: &Finding, u: &crate::runtime::Unavailable) -> Outcome {
-    Outcome {
-        id: f.id.into(),
-        runtime: u.name.clone(),
-        libc: u.libc.name().into(),
-        claim: f.claim_for(u.libc).into(),
-        test: f.test_name(),
-        verdict: Verdict::Skipped {
-            reason: u.reason.clone(),
-            enable: u.enable.clone(),
-        },
-        checks: Vec::new(),
-        observations: BTreeMap::new(),
-        transcript: Vec::new(),
-        redacted: Vec::new(),
-        evidence: Vec::new(),
-        millis: 0,
-    }
+    let skipped = Verdict::Skipped {
+        reason: u.reason.clone(),
+        enable: u.enable.clone(),
+    };
+    Outcome::blank(f, &u.name, u.libc, skipped)
 }
 
 /// One column of a report: the C library the targets ran on.
