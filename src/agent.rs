@@ -24,6 +24,9 @@
 //! | `map PATH` | `mapped pid=N` (PATH mapped read-only, as data) |
 //! | `exit` | `bye pid=N`, children killed, exit 0 |
 //!
+//! `csrc/target.c` is this loop's C twin (the same commands and answers),
+//! built for other C libraries: keep the two in step.
+//!
 //! Failures answer `error pid=N: …`. Every target (and every child it forks)
 //! sets `PR_SET_PDEATHSIG` to SIGKILL, so none outlives its parent.
 
