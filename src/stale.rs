@@ -1126,16 +1126,21 @@ pub fn parse_user(s: &str) -> std::result::Result<u32, String> {
 }
 
 /// Waits until process `pid` has run longer than the detector's time
-/// resolution (two clock ticks of its start time), so that a write made
-/// afterwards is measurably after the start.
+/// resolution (two clock ticks of its start time) plus a margin, so that a
+/// write made afterwards is measurably after the start. The margin covers
+/// the file times' coarse clock, which lags the real time by a jiffy and,
+/// on a busy virtual machine whose timer interrupts come late, by more:
+/// one musl L11 run here saw a write two ticks after the start go
+/// unflagged.
 pub fn wait_until_measurably_started(pid: i32, deadline: Duration) -> Result<()> {
+    const MARGIN_NS: i128 = 50_000_000;
     let tick = 1_000_000_000 / procfs::ticks_per_second().max(1) as i128;
     let stat = Process::new(pid)
         .and_then(|p| p.stat())
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     let start = stat.starttime as i128 * tick;
     let until = Instant::now() + deadline;
-    while clock_ns(nix::time::ClockId::CLOCK_BOOTTIME) <= start + 2 * tick {
+    while clock_ns(nix::time::ClockId::CLOCK_BOOTTIME) <= start + 2 * tick + MARGIN_NS {
         if Instant::now() >= until {
             anyhow::bail!("process {pid} did not age two clock ticks within {deadline:?}");
         }
