@@ -77,15 +77,13 @@ impl Cell {
     /// for a finding whose expectation depends on the C library, which one
     /// held.
     fn behaviour(&self, id: &str) -> Option<String> {
-        let f = findings::find(id);
-        let per_libc = f.is_some_and(|f| matches!(f.scope, Scope::PerLibc | Scope::Only(_)));
-        let only = f.is_some_and(|f| matches!(f.scope, Scope::Only(_)));
+        let only = findings::find(id).is_some_and(|f| matches!(f.scope, Scope::Only(_)));
         match self.verdict.as_str() {
             "Skipped" => None,
             // Not run: a column without the programs says nothing.
             "n/a" if !only => None,
             "n/a" => Some("not this C library's behaviour".into()),
-            "Confirmed" if per_libc => Some(format!("as on {}", self.libc)),
+            "Confirmed" if per_libc(id) => Some(format!("as on {}", self.libc)),
             v => Some(v.to_string()),
         }
     }

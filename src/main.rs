@@ -396,9 +396,6 @@ fn stale(pids: Vec<i32>, user: Option<String>, pattern: Option<String>, json: bo
 
 /// Whether a finding runs on this machine, and if not, why.
 fn readiness(f: &Finding) -> String {
-    if f.experiment.is_none() {
-        return format!("planned ({})", f.planned);
-    }
     if let swaplab::findings::Scope::Only(libc) = f.scope {
         let here = Runtime::available()
             .into_iter()

@@ -138,22 +138,14 @@ impl Outcome {
     }
 }
 
-/// Runs one finding's experiment with its targets on `rt`. Planned
-/// findings come back as Skipped, findings that do not run on that C
-/// library as NotApplicable.
+/// Runs one finding's experiment with its targets on `rt`. Findings that
+/// do not run on that C library come back as NotApplicable.
 pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
     let t0 = Instant::now();
     let no_verdict = Verdict::Error {
         message: String::new(),
     };
     let mut outcome = Outcome::blank(f, &rt.name, rt.libc, no_verdict);
-    let Some(experiment) = f.experiment else {
-        outcome.verdict = Verdict::Skipped {
-            reason: format!("not implemented yet: planned in {}", f.planned),
-            enable: "a later swaplab release".into(),
-        };
-        return outcome;
-    };
     if let Err(reason) = f.runs_on(rt) {
         outcome.verdict = Verdict::NotApplicable { reason };
         return outcome;
@@ -167,7 +159,7 @@ pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
             return outcome;
         }
     };
-    let result = experiment(&mut lab);
+    let result = (f.experiment)(&mut lab);
     let verdict = lab.verdict(&result);
     lab.say(format!("verdict: {}", verdict.word()));
     outcome.verdict = verdict;

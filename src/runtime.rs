@@ -244,14 +244,24 @@ pub fn host_loader() -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-/// musl's loader, run as a command, prints its version (`Version 1.2.3`).
-fn musl_version(loader: &Path) -> Option<String> {
-    let out = std::process::Command::new(loader)
+/// What `program ARGS` prints on stdout and stderr, run with nothing
+/// inherited but `LC_ALL=C`.
+fn output_of(program: &Path, args: &[&str]) -> Option<(String, String)> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null())
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stderr).into_owned();
-    text.lines()
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Some((text(&out.stdout), text(&out.stderr)))
+}
+
+/// musl's loader, run as a command, prints its version (`Version 1.2.3`).
+fn musl_version(loader: &Path) -> Option<String> {
+    let (_, err) = output_of(loader, &[])?;
+    err.lines()
         .find_map(|l| l.strip_prefix("Version "))
         .map(|v| v.trim().to_string())
 }
@@ -260,15 +270,8 @@ fn musl_version(loader: &Path) -> Option<String> {
 /// `libc pid=N: glibc 2.31` (gnu_get_libc_version). Asking the loader
 /// (`ld.so --version`) works only from glibc 2.33 on.
 fn glibc_version(targets: &Path) -> Option<String> {
-    let out = std::process::Command::new(targets.join(Program::Dlopen.file_name()))
-        .arg("--libc")
-        .env_clear()
-        .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
+    let (out, _) = output_of(&targets.join(Program::Dlopen.file_name()), &["--libc"])?;
+    out.lines()
         .find_map(|l| l.split_once(": glibc "))
         .map(|(_, v)| v.trim().to_string())
 }

@@ -103,15 +103,11 @@ pub fn readme_table() -> String {
     ];
     for f in FINDINGS {
         let claim = f.claim.replace('|', "\\|");
-        let row = if f.experiment.is_some() {
-            let status = std::fs::read_to_string(sheet_path(f))
-                .ok()
-                .and_then(|t| verdict_in(&t))
-                .unwrap_or_else(|| "no sheet yet".into());
-            format!("| [{}]({}) | {claim} | {status} |", f.id, f.sheet())
-        } else {
-            format!("| {} | {claim} | planned ({}) |", f.id, f.planned)
-        };
+        let status = std::fs::read_to_string(sheet_path(f))
+            .ok()
+            .and_then(|t| verdict_in(&t))
+            .unwrap_or_else(|| "no sheet yet".into());
+        let row = format!("| [{}]({}) | {claim} | {status} |", f.id, f.sheet());
         out.push(row);
     }
     out.push(TABLE_END.to_string());
