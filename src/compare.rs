@@ -30,18 +30,47 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
                 p.display()
             )
         })?;
-        if !json.get("findings").is_some_and(Value::is_array) {
-            bail!(
-                "{} is not a swaplab run report (no `findings` list)",
+        judgeable(&json).with_context(|| {
+            format!(
+                "{} cannot be judged (write reports with `swaplab run --all --json > FILE`)",
                 p.display()
-            );
-        }
+            )
+        })?;
         out.push(Loaded {
             path: p.clone(),
             json,
         });
     }
     Ok(out)
+}
+
+/// The verdicts a report may hold (`Verdict`'s names in JSON).
+const VERDICTS: [&str; 5] = ["Confirmed", "Refuted", "Skipped", "NotApplicable", "Error"];
+
+/// A report can be judged when it lists at least one finding and every
+/// entry names a finding and one of the known verdicts: a report that says
+/// nothing, or something unknown, must not compare as "as expected".
+fn judgeable(json: &Value) -> Result<()> {
+    let Some(findings) = json.get("findings").and_then(Value::as_array) else {
+        bail!("it is not a swaplab run report (no `findings` list)");
+    };
+    if findings.is_empty() {
+        bail!("its `findings` list is empty");
+    }
+    for (i, o) in findings.iter().enumerate() {
+        let id = text(o, "id");
+        if id.is_empty() {
+            bail!("finding #{} has no `id`", i + 1);
+        }
+        let verdict = text(o, "verdict");
+        if !VERDICTS.contains(&verdict.as_str()) {
+            bail!(
+                "{id} has the verdict {verdict:?}, which is none of {}",
+                VERDICTS.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One column of the table: one C library on one machine.

@@ -2,6 +2,13 @@
 //! (the targets), `build/` (the library variants, as `make` left them) and
 //! `run/` (pid files, sockets). Nothing is written outside it. Removed when
 //! dropped, unless `SWAPLAB_KEEP=1`, which keeps it and prints its path.
+//!
+//! A process killed before its drops run (SIGKILL, or SIGINT/SIGTERM to a
+//! test binary, which has no handler) cannot remove its folders. So every
+//! folder is named after its owner (`swaplab-LABEL-PID_START-XXXXXX`: the pid
+//! and the kernel's start time of the process, which together never name
+//! another process), and the first folder a process makes sweeps away every
+//! folder of the same user whose owner is gone.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +44,76 @@ pub fn remove_all() {
     }
 }
 
+/// The owner tag of this process: `PID_START`, START being the process's
+/// start time in clock ticks after boot (field 22 of `/proc/PID/stat`).
+fn owner_tag(pid: i32) -> Option<String> {
+    let start = procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .ok()?
+        .starttime;
+    Some(format!("{pid}_{start}"))
+}
+
+/// The owner tag in a folder name `swaplab-LABEL-PID_START-XXXXXX`.
+fn owner_in(name: &str) -> Option<(i32, &str)> {
+    let rest = name.strip_prefix("swaplab-")?;
+    let (rest, _random) = rest.rsplit_once('-')?;
+    let tag = rest.rsplit('-').next()?;
+    let (pid, start) = tag.split_once('_')?;
+    let ok = !start.is_empty() && start.bytes().all(|b| b.is_ascii_digit());
+    Some((pid.parse().ok()?, tag)).filter(|_| ok)
+}
+
+/// Removes the folders under `tmp` that this user's swaplab processes made
+/// and that outlived them; returns how many. A folder whose owner still
+/// runs, that another user owns, or whose name carries no owner, stays.
+pub fn sweep(tmp: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some((pid, tag)) = owner_in(&name.to_string_lossy()).map(|(p, t)| (p, t.to_string()))
+        else {
+            continue;
+        };
+        let mine = e
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && !m.file_type().is_symlink());
+        if mine && owner_tag(pid).as_deref() != Some(tag.as_str()) {
+            if fs::remove_dir_all(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// A new folder `swaplab-LABEL-PID_START-XXXXXX` in the temp folder, owned
+/// by this process (see the module's doc). The first call of a process
+/// sweeps away the folders of owners that are gone.
+pub fn scratch(label: &str) -> Result<TempDir> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let tmp = std::env::temp_dir();
+    SWEPT.call_once(|| {
+        sweep(&tmp);
+    });
+    let me = std::process::id() as i32;
+    let tag = owner_tag(me).context("cannot read this process's start time in /proc")?;
+    tempfile::Builder::new()
+        .prefix(&format!("swaplab-{label}-{tag}-"))
+        .tempdir_in(&tmp)
+        .with_context(|| {
+            format!(
+                "cannot create a folder in the temp folder {}",
+                tmp.display()
+            )
+        })
+}
+
 pub struct Sandbox {
     dir: Option<TempDir>,
     root: PathBuf,
@@ -45,7 +122,8 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A new sandbox under the temp folder, named `swaplab-<label>-XXXXXX`,
+    /// A new sandbox under the temp folder, named after its owner (see
+    /// [`scratch`]),
     /// for swaplab's own targets on the host's C library.
     pub fn new(label: &str) -> Result<Sandbox> {
         Sandbox::on(label, Runtime::host())
@@ -53,10 +131,7 @@ impl Sandbox {
 
     /// A new sandbox whose programs and libraries come from `runtime`.
     pub fn on(label: &str, runtime: Runtime) -> Result<Sandbox> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("swaplab-{label}-"))
-            .tempdir()
-            .context("cannot create a sandbox in the temp folder")?;
+        let dir = scratch(label)?;
         // Maps and /proc/PID/exe show canonical paths: use the same here.
         let root = fs::canonicalize(dir.path())?;
         for sub in ["lib", "bin", "build", "run"] {
@@ -190,5 +265,42 @@ impl Drop for Sandbox {
                 eprintln!("swaplab: sandbox kept at {}", dir.keep().display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_is_read_from_the_folder_name() {
+        assert_eq!(
+            owner_in("swaplab-l04-123_4567-AbC9xZ"),
+            Some((123, "123_4567"))
+        );
+        assert_eq!(
+            owner_in("swaplab-bench-stale-9_10-zzzzzz"),
+            Some((9, "9_10"))
+        );
+        assert_eq!(owner_in("swaplab-l04-AbC9xZ"), None);
+        assert_eq!(owner_in("swaplab-bars"), None);
+        assert_eq!(owner_in("other-1_2-abcdef"), None);
+    }
+
+    #[test]
+    fn a_sweep_removes_only_folders_whose_owner_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = owner_tag(std::process::id() as i32).unwrap();
+        let pid = std::process::id();
+        // Same pid, another start time: a process that is gone.
+        let gone = tmp.path().join(format!("swaplab-x-{pid}_1-aaaaaa"));
+        let alive = tmp.path().join(format!("swaplab-x-{me}-bbbbbb"));
+        let untagged = tmp.path().join("swaplab-x-cccccc");
+        for d in [&gone, &alive, &untagged] {
+            fs::create_dir_all(d.join("lib")).unwrap();
+        }
+        assert_eq!(sweep(tmp.path()), 1);
+        assert!(!gone.exists());
+        assert!(alive.exists() && untagged.exists());
     }
 }

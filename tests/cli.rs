@@ -142,10 +142,7 @@ fn run_shows_a_column_per_c_library_and_l10_runs_only_on_musl() {
 
 #[test]
 fn compare_prints_the_platform_by_finding_table() {
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-cli-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("cli").unwrap();
     let report = dir.path().join("report-host.json");
     let out = swaplab()
         .args(["run", "L06", "L10", "U02", "--json"])
@@ -173,10 +170,7 @@ fn compare_prints_the_platform_by_finding_table() {
 
 #[test]
 fn compare_marks_a_refuted_cell_and_exits_1() {
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-cli-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("cli").unwrap();
     let report = dir.path().join("report-other.json");
     // A report as another machine would write it, where L07 was refuted.
     let text = serde_json::json!({
@@ -206,10 +200,7 @@ fn compare_marks_a_refuted_cell_and_exits_1() {
 
 #[test]
 fn compare_and_matrix_reject_bad_input_with_exit_code_2() {
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-cli-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("cli").unwrap();
     swaplab()
         .args(["compare", "/nonexistent/report.json"])
         .assert()
@@ -225,6 +216,33 @@ fn compare_and_matrix_reject_bad_input_with_exit_code_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("is not a swaplab run report"));
+    // A report that says nothing, or something unknown, cannot be judged.
+    for (name, body, why) in [
+        (
+            "empty.json",
+            r#"{"findings": []}"#,
+            "`findings` list is empty",
+        ),
+        (
+            "odd.json",
+            r#"{"findings": [{"id": "L01", "verdict": "Maybe"}]}"#,
+            "L01 has the verdict \"Maybe\"",
+        ),
+        (
+            "anon.json",
+            r#"{"findings": [{"verdict": "Confirmed"}]}"#,
+            "finding #1 has no `id`",
+        ),
+    ] {
+        let report = dir.path().join(name);
+        std::fs::write(&report, body).unwrap();
+        swaplab()
+            .arg("compare")
+            .arg(&report)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(why));
+    }
     swaplab().arg("compare").assert().code(2);
     swaplab()
         .args(["run", "L06", "--libc", "bionic"])
@@ -262,10 +280,7 @@ fn matrix_says_it_needs_root_and_stops_cleanly() {
         eprintln!("skipped: no user `swaplab` or `nobody` to run as");
         return;
     };
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-cli-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("cli").unwrap();
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
     {
         use std::os::unix::process::CommandExt;
@@ -393,10 +408,7 @@ fn server() -> Command {
 fn the_server_refuses_a_port_in_use_clearly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-cli-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("cli").unwrap();
     server()
         .args(["--listen", &format!("127.0.0.1:{port}"), "--pid-file"])
         .arg(dir.path().join("s.pid"))
@@ -425,10 +437,7 @@ fn the_server_listens_on_loopback_only_and_rejects_bad_arguments() {
 
 #[test]
 fn bench_handover_prints_the_table_and_writes_json_and_svg_timelines() {
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-cli-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("cli").unwrap();
     let out = swaplab()
         .args([
             "bench",
@@ -533,10 +542,7 @@ fn the_handover_server_refuses_bad_input_clearly() {
         .code(2)
         .stderr(predicate::str::contains("loopback only"));
     handover().args(["--fault", "explode"]).assert().code(2);
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-cli-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("cli").unwrap();
     handover()
         .arg("--takeover")
         .arg(dir.path().join("nobody.sock"))

@@ -30,22 +30,24 @@ fn gone(pid: i32) -> bool {
     }
 }
 
+/// Processes whose executable lies under `dir` now.
+fn processes_under_now(dir: &Path) -> Vec<(i32, PathBuf)> {
+    procfs::process::all_processes()
+        .unwrap()
+        .filter_map(|p| p.ok())
+        .filter_map(|p| p.exe().ok().map(|e| (p.pid, e)))
+        .filter(|(_, e)| e.starts_with(dir))
+        .collect()
+}
+
 /// Processes whose executable lies under `dir`, once those dying have had
 /// up to 10 s to go: returns the ones still there then.
 fn processes_left_under(dir: &Path) -> Vec<(i32, PathBuf)> {
-    let under = || -> Vec<(i32, PathBuf)> {
-        procfs::process::all_processes()
-            .unwrap()
-            .filter_map(|p| p.ok())
-            .filter_map(|p| p.exe().ok().map(|e| (p.pid, e)))
-            .filter(|(_, e)| e.starts_with(dir))
-            .collect()
-    };
     let until = Instant::now() + Duration::from_secs(10);
-    while !under().is_empty() && Instant::now() < until {
+    while !processes_under_now(dir).is_empty() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
     }
-    under()
+    processes_under_now(dir)
 }
 
 /// No process runs from under `dir`; with `files`, `dir` is empty too
@@ -112,10 +114,7 @@ fn interrupt(
     signal: nix::sys::signal::Signal,
 ) -> (tempfile::TempDir, std::process::ExitStatus) {
     use std::io::{BufRead, BufReader};
-    let tmp = tempfile::Builder::new()
-        .prefix("swaplab-int-")
-        .tempdir()
-        .unwrap();
+    let tmp = swaplab::sandbox::scratch("int").unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
         .args(["run", id])
         .env("TMPDIR", tmp.path())
@@ -150,10 +149,70 @@ fn ctrl_c_during_a_run_kills_the_targets_and_removes_the_sandbox() {
 #[test]
 fn a_killed_harness_takes_its_targets_with_it() {
     // SIGKILL leaves no chance to clean up files, but PR_SET_PDEATHSIG still
-    // ends every target.
+    // ends every target, and the next run sweeps the sandbox away.
     let (tmp, status) = interrupt_a_run(nix::sys::signal::Signal::SIGKILL);
     assert!(status.code().is_none(), "{status:?}");
     assert_nothing_left(tmp.path(), false);
+    the_next_run_sweeps(tmp.path());
+}
+
+/// Runs a short experiment with `tmp` as its temp folder, as the next
+/// `cargo test` or `swaplab run` would, and checks that `tmp` is empty then:
+/// the sandboxes whose owner was killed are gone.
+fn the_next_run_sweeps(tmp: &Path) {
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .args(["run", "L01", "-q"])
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "swaplab run L01: {out:?}");
+    assert_nothing_left(tmp, true);
+}
+
+/// Not a claim: the experiment that the next test runs in a test binary of
+/// its own (this one, started again with `--ignored`) and interrupts.
+#[test]
+#[ignore = "run and interrupted by an_interrupted_test_binary_leaves_nothing_behind"]
+fn an_experiment_to_interrupt() {
+    let f = swaplab::findings::find("L11").unwrap();
+    let _ = swaplab::report::run_on(f, &swaplab::runtime::Runtime::host(), None);
+}
+
+#[test]
+fn an_interrupted_test_binary_leaves_nothing_behind() {
+    // Ctrl-C (SIGINT), a cancelled CI job (SIGTERM) or SIGKILL: a test binary
+    // has no handler for any of them, so it dies with its sandboxes on disk.
+    // Its targets die with it (PR_SET_PDEATHSIG); the next run sweeps the
+    // sandboxes, whose names say their owner is gone.
+    use nix::sys::signal::Signal;
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
+        let tmp = swaplab::sandbox::scratch("int").unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "an_experiment_to_interrupt", "--ignored"])
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Interrupt it once a target runs from one of its sandboxes.
+        let until = Instant::now() + Duration::from_secs(60);
+        while processes_under_now(tmp.path()).is_empty() {
+            assert!(
+                Instant::now() < until,
+                "the test binary started no target in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(signal as i32), "{signal}: {status:?}");
+        assert_nothing_left(tmp.path(), false);
+        the_next_run_sweeps(tmp.path());
+    }
 }
 
 #[test]
@@ -303,10 +362,7 @@ fn a_killed_bench_stale_leaves_no_sleeper_and_no_sandbox() {
     // The bench's sleepers are daemons (their parent is init): the sentinel
     // kills them and removes the sandbox when the bench dies by SIGKILL.
     use std::io::{BufRead, BufReader};
-    let tmp = tempfile::Builder::new()
-        .prefix("swaplab-int-")
-        .tempdir()
-        .unwrap();
+    let tmp = swaplab::sandbox::scratch("int").unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
         .args(["bench", "stale", "--processes", "100", "--no-needrestart"])
         .env("TMPDIR", tmp.path())
