@@ -400,6 +400,10 @@ fn bench_rejects_bad_flags_with_exit_code_2() {
 
 fn server() -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab-server"));
+    // The server links libexample (DT_NEEDED): name its folder, as the
+    // sandbox does, rather than count on the library path cargo sets.
+    let v1 = swaplab::variants::Variant::V1.built_path();
+    cmd.env("LD_LIBRARY_PATH", v1.parent().unwrap());
     cmd.timeout(std::time::Duration::from_secs(30));
     cmd
 }
