@@ -29,6 +29,12 @@ pub fn deadline() -> Duration {
 /// The folder that holds the target programs (`swaplab-plain`, ...): the
 /// folder of the running executable, or its parent when that is cargo's
 /// `deps/` (integration tests). `SWAPLAB_TARGETS_DIR` overrides it.
+///
+/// `cargo run` builds only the program it runs, so on a fresh clone the
+/// targets are not there yet. When `cargo run` started this process (cargo
+/// sets `CARGO` and `CARGO_PKG_NAME` for it), the same cargo builds them
+/// once, with the same profile and target folder; otherwise the error says
+/// how to build them.
 pub fn targets_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("SWAPLAB_TARGETS_DIR") {
         return Ok(PathBuf::from(dir));
@@ -42,15 +48,60 @@ pub fn targets_dir() -> Result<PathBuf> {
         dir.pop();
     }
     if !dir.join(Program::Plain.file_name()).exists() {
-        bail!(
-            "the target programs are not beside {} (looked in {}); build them all with \
-             `cargo build --release` (or `cargo build`: `cargo run` builds only swaplab itself) \
-             or set SWAPLAB_TARGETS_DIR",
-            exe.display(),
-            dir.display()
-        );
+        static BUILT: std::sync::OnceLock<std::result::Result<(), String>> =
+            std::sync::OnceLock::new();
+        let built =
+            BUILT.get_or_init(|| build_targets_with_cargo(&dir).map_err(|e| format!("{e:#}")));
+        if let Err(why) = built {
+            bail!(
+                "the target programs are not beside {} (looked in {}): {why}; build them all \
+                 with `cargo build --release` (or `cargo build`) or set SWAPLAB_TARGETS_DIR",
+                exe.display(),
+                dir.display()
+            );
+        }
     }
     Ok(dir)
+}
+
+/// Builds every program of the crate into `dir` (`target/PROFILE`) with the
+/// cargo that runs this process, if one does.
+fn build_targets_with_cargo(dir: &Path) -> Result<()> {
+    let cargo = std::env::var_os("CARGO");
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR");
+    let ours = std::env::var("CARGO_PKG_NAME").is_ok_and(|n| n == env!("CARGO_PKG_NAME"));
+    let (Some(cargo), Some(manifest), true) = (cargo, manifest, ours) else {
+        bail!("not started by `cargo run`, which could build them");
+    };
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => bail!("{} is not a cargo profile folder", dir.display()),
+    };
+    let target_dir = dir
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent folder", dir.display()))?;
+    let manifest = Path::new(&manifest).join("Cargo.toml");
+    eprintln!(
+        "swaplab: building the target programs first (cargo build --bins --profile {profile})"
+    );
+    let status = Command::new(&cargo)
+        .args(["build", "--bins", "--profile", profile, "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        // Our stdout may be a JSON report: cargo's words go to stderr.
+        .stdout(std::io::stderr())
+        .status()
+        .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        bail!("`cargo build --bins` failed ({status})");
+    }
+    if !dir.join(Program::Plain.file_name()).exists() {
+        bail!("`cargo build --bins` put them elsewhere");
+    }
+    Ok(())
 }
 
 /// The target programs built from `src/bin/`.
