@@ -273,7 +273,8 @@ static void pseudo(void) {
         memfd = ftruncate(fd, (off_t)len) == 0 && map_exec(fd, len, MAP_SHARED);
         close(fd);
     }
-    int id = shmget(IPC_PRIVATE, len, IPC_CREAT | 0600);
+    /* SHM_EXEC needs the x bit (root alone bypasses it). */
+    int id = shmget(IPC_PRIVATE, len, IPC_CREAT | 0700);
     if (id >= 0) {
         sysv = shmat(id, NULL, SHM_EXEC | SHM_RDONLY) != (void *)-1;
         shmctl(id, IPC_RMID, NULL);

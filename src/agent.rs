@@ -433,11 +433,12 @@ fn pseudo_mappings() -> String {
         ok
     };
     // A SysV segment, removed at once: it lives while attached, and goes
-    // away with the process.
+    // away with the process. SHM_EXEC needs the segment's x bit (root
+    // bypasses the check, so 0600 works for root alone).
     // SAFETY: the segment is private to this process; shmat's address is
     // kept mapped for the life of the process.
     let sysv = unsafe {
-        let id = libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o600);
+        let id = libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o700);
         let ok = id >= 0 && {
             let p = libc::shmat(id, std::ptr::null(), libc::SHM_EXEC | libc::SHM_RDONLY);
             p as isize != -1

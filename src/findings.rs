@@ -273,10 +273,10 @@ pub static FINDINGS: &[Finding] = &[
     Finding {
         id: "L11",
         slug: "how_the_file_is_replaced_decides_what_running_processes_see",
-        claim: "How the file is replaced matters. `install` unlinks then creates (not atomic: a process starting in that window can fail to find the library — measured: about 3% of starts failed, ENOENT or \"file too short\", while install looped; 0 of about 5,000 with rename); `rename(2)` is atomic (no window). `cp` over the live file (same inode, `O_TRUNC`) is accepted by the kernel (no ETXTBSY for a mapped `.so`) and the running process crashes on its next call into the library (SIGSEGV measured 100%; SIGBUS when the new file is shorter than the mapping). A same-layout in-place write without truncation makes the running process silently run the new code. Neither in-place case shows `(deleted)`.",
+        claim: "How the file is replaced matters. `install` unlinks then creates (not atomic): a process starting in that window fails both ways: ENOENT (nothing at the path) and \"file too short\" (musl: \"Exec format error\"; the new file not written yet), and now and then it is killed by SIGBUS (a file still being written); every failed start is one of these. `rename(2)` is atomic: no start fails, over as many starts as install's measured failure rate would fail 20 of. `cp` over the live file (same inode, `O_TRUNC`) is accepted by the kernel (no ETXTBSY for a mapped `.so`) and the running process crashes on its next call into the library (SIGSEGV; SIGBUS when the new file is shorter than the mapping). A same-layout in-place write without truncation makes the running process silently run the new code. Neither in-place case shows `(deleted)`.",
         article: Article::SharedLibraryUpdate,
         steps: &[
-            "start processes in a tight loop while another loop replaces the library with install, then with rename; count the failed starts",
+            "start processes in a tight loop while another loop replaces the library with install, until starts have failed both ways (ENOENT, file too short); then as many starts (or more) with rename; count the failed starts by kind",
             "rename v2 over a running A: A keeps v1, its maps say (deleted)",
             "cp the re-laid-out v2 over a running B (O_TRUNC, same inode); B calls the library",
             "cp the short v2 over a running C; C calls the library",
@@ -537,11 +537,11 @@ pub static FINDINGS: &[Finding] = &[
     Finding {
         id: "D01",
         slug: "swaplab_stale_finds_exactly_the_processes_to_restart",
-        claim: "`swaplab stale` flags exactly the processes that run code no longer on disk, in every case the experiments show (library replaced or removed, forked children, in-place writes with and without a new layout, a pinned dlopen, the executable replaced, a path mounted over) and none that run what is on disk (started after the update, reloaded by dlopen, memfd/SysV/`/dev` pseudo-files); an identical reinstall is optional. `grep '(deleted)' /proc/*/maps`, `lsof` and `needrestart -b` each get some of these cases wrong.",
+        claim: "`swaplab stale` flags exactly the processes that run code no longer on disk, in every case the experiments show (library replaced or removed, forked children, in-place writes with and without a new layout, a pinned dlopen, the executable replaced, a path mounted over) and none that run what is on disk (started after the update, reloaded by dlopen, memfd/SysV/`/dev` pseudo-files); an identical reinstall is optional. `grep '(deleted)' /proc/*/maps`, `lsof` (its `DEL` entries, and `+L1`) and needrestart (its per-process verdicts, `-v`, run as root with its own pseudo-file list but without its `/tmp` and `/run` exclusions, where the processes run) each get some of these cases wrong.",
         article: Article::Detector,
         steps: &[
-            "one process per case, each on its own copy of libexample (lib/a … lib/m): replaced, removed, a child forked after the update, cp and dd over the live file, reinstalled identical (with and without a build-id), started after the update, dlopen reloaded, dlopen pinned, the executable replaced, pseudo-file mappings, a bind mount over the path in the process's own mount namespace (root)",
-            "run swaplab stale, grep -l '(deleted)' /proc/PID/maps, lsof (DEL entries and +L1) and needrestart -b on them",
+            "one process per case, each on its own copy of libexample (lib/a … lib/m): replaced, removed, a child forked after the update, cp and dd over the live file, reinstalled identical (same build-id), started after the update, dlopen reloaded, dlopen pinned, the executable replaced, pseudo-file mappings, a bind mount over the path in the process's own user and mount namespaces",
+            "run swaplab stale, grep -l '(deleted)' /proc/PID/maps, lsof (DEL entries and +L1) and needrestart -v (its per-process verdicts) on them",
             "call every process to see what it really runs; print the case × tool table against that truth",
         ],
         experiment: detect::d01,

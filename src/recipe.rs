@@ -42,12 +42,19 @@ pub const TWINS: &[(&str, bool, &str)] = &[
 /// from `source` into `out`.
 pub fn variant_args(variant: &(&str, &str, u32, &[&str]), source: &str, out: &str) -> Vec<String> {
     let (_, greeting, version, extra) = variant;
+    // An ELF build-id in every build (musl-gcc and some distributions' gcc
+    // add none by default): `swaplab stale` then compares the old and new
+    // content by build-id, which an unprivileged user can read from the
+    // process's memory, where comparing bytes needs root
+    // (/proc/PID/map_files). `short` turns it off again (its extra flags
+    // come later): the build without one.
     let mut a: Vec<String> = [
         "-O2",
         "-Wall",
         "-shared",
         "-fPIC",
         "-Wl,-soname,libexample.so",
+        "-Wl,--build-id",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -66,6 +73,7 @@ pub fn twin_args(twin: &(&str, bool, &str), source: &str, v1: &str, out: &str) -
     let mut a: Vec<String> = vec![
         "-O2".into(),
         "-Wall".into(),
+        "-Wl,--build-id".into(),
         format!("-DBUILD=\"{build}\""),
         source.into(),
         "-o".into(),

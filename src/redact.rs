@@ -13,6 +13,7 @@
 //! | `at_ns=[NS]` | a CLOCK_MONOTONIC time printed by the hand-over server |
 //! | `[N] downloads` | how many downloads a hand-over server had in flight |
 //! | `[UID]` | `uid=N` |
+//! | `(user [USER])` | `(user NAME)` and `(user NAME, UNIT.service)` in `swaplab stale`'s lines: who runs the test, and the systemd service (if any) around it, not what the test made |
 //! | `build-id=[BUILD-1]`, … | ELF build-ids, numbered by first appearance over the whole transcript (they depend on the compiler) |
 //! | `[N]` | values the experiment marked as changing from run to run (counts, times) |
 
@@ -39,6 +40,7 @@ struct Rules {
     ns: Regex,
     downloads: Regex,
     build_id: Regex,
+    user: Regex,
 }
 
 fn rules() -> &'static Rules {
@@ -60,6 +62,7 @@ fn rules() -> &'static Rules {
         ns: Regex::new(r"\bat_ns=\d+").expect("valid"),
         downloads: Regex::new(r"\b\d+ downloads\b").expect("valid"),
         build_id: Regex::new(r"\bbuild-id=([0-9a-f]+)").expect("valid"),
+        user: Regex::new(r"\(user [^,()\s]+(, [^,()\s]+\.service)?\)").expect("valid"),
     })
 }
 
@@ -112,6 +115,7 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
             });
             let s = r.hex.replace_all(&s, "[ADDR]");
             let s = r.uid.replace_all(&s, "uid=[UID]");
+            let s = r.user.replace_all(&s, "(user [USER])");
             s.into_owned()
         })
         .collect()
@@ -161,5 +165,22 @@ mod tests {
         assert_eq!(out[1], "inode=[INODE-2]");
         assert_eq!(out[3], "inode=[INODE-1]");
         assert_eq!(out[4], "[U] < peek [PID]");
+    }
+
+    #[test]
+    fn who_runs_the_test_does_not_show() {
+        let lines: Vec<String> = [
+            "7 swaplab-plain (user root): restart required: exec it again or restart it",
+            "7 swaplab-plain (user swaplab, ci-run.service): restart required",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = redact(&lines, Path::new("/x"));
+        assert_eq!(
+            out[0],
+            "7 swaplab-plain (user [USER]): restart required: exec it again or restart it"
+        );
+        assert_eq!(out[1], "7 swaplab-plain (user [USER]): restart required");
     }
 }
