@@ -37,10 +37,7 @@ impl Guarded {
 
 /// A sandbox folder others may enter (for the unprivileged test).
 fn sandbox() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("swaplab-stale-test-")
-        .tempdir()
-        .unwrap();
+    let dir = swaplab::sandbox::scratch("stale-test").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
