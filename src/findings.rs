@@ -351,7 +351,7 @@ pub static FINDINGS: &[Finding] = &[
         steps: &[
             "start swaplab-server 1.0.0 (a master, 2 workers, 127.0.0.1 on an ephemeral port, run/swaplab.pid); the load client opens new connections continuously",
             "install swaplab-server 2.0.0 over bin/swaplab-server",
-            "kill -USR2 master: wait for the new master and its workers; show the pid files, the process table, both masters' exe, the listening socket inode in both /proc/PID/fd and the fd numbers in the new master's environment; wait for answers from both generations",
+            "kill -USR2 master: wait until the pid file names a new master with its workers; its parent (in /proc) is the old master; show the pid files, the process table, both masters' exe, the listening socket inode in both /proc/PID/fd and the fd numbers in the new master's environment; wait for answers from both generations",
             "kill -WINCH old master: wait until its workers are gone; only gen 2 answers",
             "kill -QUIT old master: wait until it exits; the pid file names the new master; stop the load: no request failed",
         ],
@@ -362,12 +362,13 @@ pub static FINDINGS: &[Finding] = &[
     Finding {
         id: "U04",
         slug: "usr2_is_ignored_while_an_upgrade_is_in_progress",
-        claim: "USR2 is ignored by the old master while its new binary runs, and by the new master while the old master is alive.",
+        claim: "USR2 is ignored by the old master while its new binary runs, and by the new master while the old master is alive: no process starts and the pid files stay as they are (swaplab's server and real nginx); once the old master has exited, USR2 to the new one starts the next master.",
         article: Article::NginxUpgrade,
         steps: &[
             "start the server, install 2.0.0, USR2: two masters",
-            "USR2 to the old master, then to the new one: both log `ignoring`, no third master, pid files unchanged",
-            "QUIT the old master; USR2 to the new one now starts a third generation",
+            "USR2 to the old master, then to the new one, each time waiting until the master has taken the signal (not pending in /proc/PID/status) and waits in its event loop again: the process group has the same processes as before, the pid files are unchanged",
+            "QUIT the old master; USR2 to the new one now forks a new master and renames the pid file to .oldbin",
+            "the same on real nginx, copied into the sandbox as in U08 (Skipped without nginx)",
         ],
         experiment: upgrade::u04,
         scope: Scope::Host,
@@ -391,12 +392,14 @@ pub static FINDINGS: &[Finding] = &[
     Finding {
         id: "U06",
         slug: "a_failed_exec_leaves_the_old_master_serving",
-        claim: "If the new binary cannot be executed, the old master keeps serving and renames the pid file back.",
+        claim: "If the new binary cannot be executed, the old master keeps serving and renames the pid file back (swaplab's server and real nginx).",
         article: Article::NginxUpgrade,
         steps: &[
             "start the server under load",
-            "install 2.0.0 with mode 644 (nobody may execute it)",
-            "USR2: the forked child's execve fails (EACCES) and it exits 1; the old master renames the pid file back and keeps serving with its workers; no request failed",
+            "install 2.0.0 with mode 644 (nobody may execute it); watch run/ for renames (inotify)",
+            "USR2; wait until the master has handled it and the exit of the child it forked (nothing pending, nothing unreaped, waiting in its event loop)",
+            "inotify saw the pid file renamed to .oldbin and back; the pid file names the old master; it is the only master and keeps the same workers; clients are answered by them; no request failed",
+            "the same on real nginx, copied into the sandbox as in U08 (Skipped without nginx)",
         ],
         experiment: upgrade::u06,
         scope: Scope::Host,
@@ -420,11 +423,11 @@ pub static FINDINGS: &[Finding] = &[
     Finding {
         id: "U08",
         slug: "real_nginx_upgrades_and_rolls_back_without_errors",
-        claim: "The same sequence against real nginx (Debian's package) shows the article's process tables: the new master's parent is the old master, `.oldbin` appears, the old master's exe is `(deleted)`, both masters hold the same listening socket, and no request fails under load (measured: 0 of about 100,000); the rollback path works too.",
+        claim: "The same sequence against real nginx (the system's package) shows the article's process tables: the new master's parent is the old master, `.oldbin` appears, the old master's exe is `(deleted)`, both masters hold the same listening socket, and no request fails under load; the rollback path works too.",
         article: Article::NginxUpgrade,
         steps: &[
             "copy nginx into the sandbox (bin/nginx), write a config (daemon on, master_process on, 2 workers, 127.0.0.1 on a free port, pid file, logs and temp folders in the sandbox) and start it; the load client opens new connections continuously",
-            "upgrade: install another copy over bin/nginx; USR2 (new master, child of the old; .oldbin; old exe (deleted); one listening socket inode in both masters; NGINX=fd; in the new master's environment); both generations serve; WINCH; QUIT the old master",
+            "upgrade: install another copy over bin/nginx; USR2 (new master, child of the old; .oldbin; old exe (deleted); one listening socket inode in both masters; the fd numbers the new master logs as inherited through NGINX); both generations serve; WINCH; QUIT the old master",
             "rollback: install another copy; USR2; WINCH; HUP the old master (its workers come back, forked from the old image); QUIT the new master: the pid file is renamed back",
             "stop the load: no request failed; QUIT nginx",
         ],

@@ -407,7 +407,8 @@ fn readiness(f: &Finding) -> String {
     if f.id == "L13" && !nix::unistd::geteuid().is_root() {
         return "skips here: needs root".into();
     }
-    if f.id == "U08" && swaplab::experiments::nginx::find_nginx().is_none() {
+    if matches!(f.id, "U04" | "U06" | "U08") && swaplab::experiments::nginx::find_nginx().is_none()
+    {
         return "skips here: needs nginx".into();
     }
     if (f.id == "G05" || f.id == "G07") && swaplab::netns::NetNs::available().is_err() {

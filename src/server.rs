@@ -216,40 +216,70 @@ pub fn environment_without(drop: &[&str]) -> Vec<CString> {
 
 /// Forks a child that execs `exe` (with `argv`) as the next generation: the
 /// environment is this one's, with [`LISTEN_FDS`] naming `fds` (which must
-/// not be close-on-exec) and [`GENERATION`] set to `gen`. Everything is
-/// prepared before the fork, so the child only calls `execve`, and if that
-/// fails writes one `alert` line and `_exit(1)`s: safe also in a
-/// multi-threaded process.
+/// not be close-on-exec) and [`GENERATION`] set to `gen`. Everything the
+/// child needs is built before the fork (the C strings, the NULL-terminated
+/// pointer arrays, the text of the failure line), so the child calls only
+/// `execve`, and if that fails `getpid`, `write` and `_exit`: safe also in a
+/// multi-threaded process (the hand-over server has threads).
 pub fn spawn_new_binary(exe: &Path, argv: &[CString], fds: &[RawFd], gen: u32) -> nix::Result<Pid> {
     let list: String = fds.iter().map(|fd| format!("{fd};")).collect();
     let mut env = environment_without(&[LISTEN_FDS, GENERATION]);
     env.extend(CString::new(format!("{LISTEN_FDS}={list}")));
     env.extend(CString::new(format!("{GENERATION}={gen}")));
-    let path = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
-    let shown = exe.display().to_string();
-    // SAFETY: the child calls only execve, getpid, write and _exit, and
-    // formats into a stack buffer (no allocation).
+    let path = CString::new(exe.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let env_ptrs: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // The failure line, `alert pid=N: execve() failed while executing new
+    // binary process "PATH": REASON`, in pieces: only N and REASON are
+    // known in the child, and both are written without allocating.
+    let head: &[u8] = b"alert pid=";
+    let middle = format!(
+        ": execve() failed while executing new binary process {:?}: ",
+        exe.display().to_string()
+    )
+    .into_bytes();
+    // SAFETY: fork in a process that may have other threads: the child
+    // touches no lock and no allocator. It calls execve with the arrays
+    // built above (its copy of the parent's memory holds them); on failure
+    // it reads errno, calls getpid, writes the pid's digits into a stack
+    // buffer, takes errno's static description (a match on a number), and
+    // calls write and _exit. execve, getpid, write and _exit are
+    // async-signal-safe (signal-safety(7)).
     match unsafe { fork() }? {
-        ForkResult::Child => {
-            let err = nix::unistd::execve(&path, argv, &env).unwrap_err();
-            let mut buf = [0u8; 1024];
-            let mut w = std::io::Cursor::new(&mut buf[..]);
-            let _ = writeln!(
-                w,
-                "alert pid={}: execve() failed while executing new binary process {:?}: {}",
-                // SAFETY: getpid is async-signal-safe.
-                unsafe { libc::getpid() },
-                shown.as_str(),
-                err.desc()
-            );
-            let n = w.position() as usize;
-            // SAFETY: write(2) and _exit(2) are async-signal-safe.
-            unsafe {
-                libc::write(1, buf.as_ptr().cast(), n);
-                libc::_exit(1)
+        ForkResult::Child => unsafe {
+            libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+            let err = Errno::last();
+            let mut digits = [0u8; 20];
+            let pid = decimal(libc::getpid() as u64, &mut digits);
+            let reason = err.desc().as_bytes();
+            for part in [head, pid, &middle[..], reason, &b"\n"[..]] {
+                libc::write(1, part.as_ptr().cast(), part.len());
             }
-        }
+            libc::_exit(1)
+        },
         ForkResult::Parent { child } => Ok(child),
+    }
+}
+
+/// `n` in decimal, written at the end of `buf` without allocating; returns
+/// the digits.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -73,7 +74,7 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
     let exe = lab.sandbox.program(Program::App)?;
     let mut a = lab.start_exe(&exe, "A", &[], |_| String::new())?;
     let va = version(lab, &mut a)?;
-    let (_, a_deleted_before) = exe_of(lab, a.pid())?;
+    let (a_exe_before, a_deleted_before) = exe_of(lab, a.pid())?;
     lab.note("the program file is replaced while A runs (make install)");
     install_program(lab, Program::App2, Program::App, Replace::Install)?;
     let (a_exe, a_deleted) = exe_of(lab, a.pid())?;
@@ -97,7 +98,7 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
         lab,
         "before the replacement A's exe is the file on disk",
         &exe,
-        (&exe, a_deleted_before),
+        (&a_exe_before, a_deleted_before),
         false,
     );
     check_exe(
@@ -157,10 +158,12 @@ pub fn u02(lab: &mut Lab) -> Result<()> {
     let (kr, kw) = (field_i32(&keep, "r")?, field_i32(&keep, "w")?);
     let (gr, gw) = (field_i32(&gone, "r")?, field_i32(&gone, "w")?);
     let before = lab.fds(pid);
+    let started = procs::get(pid).map(|p| p.start);
     lab.note("the program file is replaced, then A calls execve on its own path");
     install_program(lab, Program::App2, Program::App, Replace::Install)?;
     lab.ask(&mut a, "exec", "exec")?;
-    let ready = lab.expect(&mut a, "ready pid=")?;
+    lab.expect(&mut a, "ready pid=")?;
+    let restarted = procs::get(pid).map(|p| p.start);
     let v2 = version(lab, &mut a)?;
     let recall = after_colon(&lab.ask(&mut a, "recall", "recall")?);
     let after = lab.fds(pid);
@@ -171,10 +174,10 @@ pub fn u02(lab: &mut Lab) -> Result<()> {
     lab.observe("fds_before", before.len());
     lab.observe("fds_after", after.len());
     lab.check_eq("before: build 1", v1.as_str(), "1");
-    lab.check_eq(
-        "after execve the pid is the same",
-        ready,
-        format!("ready pid={pid}"),
+    lab.check(
+        "after execve the same process runs: pid A alive, its start time in /proc/A/stat unchanged",
+        started.is_some() && restarted == started,
+        format!("start time {started:?} -> {restarted:?} (None: gone)"),
     );
     lab.check_eq(
         "after execve the file now on disk runs: build 2",
@@ -214,6 +217,185 @@ pub fn u02(lab: &mut Lab) -> Result<()> {
         "(nothing)",
     );
     Ok(())
+}
+
+// ---- when a master has handled a signal, seen from /proc -------------------
+
+/// Where `pid` sleeps, if it sleeps in a call that waits for events or
+/// signals (`rt_sigsuspend` for nginx, `poll` for swaplab's server):
+/// `/proc/PID/syscall` (which needs ptrace access), or else
+/// `/proc/PID/wchan`. `None` while it runs or sleeps elsewhere.
+fn waiting_in(pid: i32) -> Option<String> {
+    let waits: &[i64] = &[
+        libc::SYS_rt_sigsuspend,
+        libc::SYS_ppoll,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_pwait,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_poll,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_select,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_epoll_wait,
+    ];
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+        let first = s.split_whitespace().next().unwrap_or_default();
+        return first
+            .parse::<i64>()
+            .ok()
+            .filter(|n| waits.contains(n))
+            .map(|n| format!("syscall {n}"));
+    }
+    let w = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
+    ["sigsuspend", "poll", "select", "epoll"]
+        .iter()
+        .any(|k| w.contains(k))
+        .then(|| format!("wchan {w}"))
+}
+
+/// The signals pending for `pid` (thread and process), as a mask.
+fn pending(pid: i32) -> Option<u64> {
+    let st = procfs::process::Process::new(pid).ok()?.status().ok()?;
+    Some(st.sigpnd | st.shdpnd)
+}
+
+fn bit(sig: Signal) -> u64 {
+    1u64 << (sig as i32 - 1)
+}
+
+/// The children of `pid` that have exited and wait to be reaped.
+fn zombies(pid: i32) -> Vec<i32> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(|p| p.ok())
+        .filter_map(|p| p.stat().ok())
+        .filter(|st| st.ppid == pid && st.state == 'Z')
+        .map(|st| st.pid)
+        .collect()
+}
+
+/// Whether `master` has handled every signal sent to it so far: no USR2 or
+/// CHLD pending (`/proc/PID/status`), no child left unreaped, and it waits
+/// again in its event loop. Read in that order, "nothing pending" then
+/// "waiting" means a new wait, begun after the signal was taken: whatever
+/// the master does for a signal (a fork, a rename), it has done. `more` is a
+/// further condition; `Err` says what is not there yet.
+fn at_rest(master: i32, more: &dyn Fn() -> Result<(), String>) -> Result<(), String> {
+    let p = pending(master).ok_or_else(|| format!("master {master} is gone"))?;
+    let sigs = bit(Signal::SIGUSR2) | bit(Signal::SIGCHLD);
+    if p & sigs != 0 {
+        return Err(format!("signals pending: {p:#x}"));
+    }
+    let z = zombies(master);
+    if !z.is_empty() {
+        return Err(format!("unreaped children {z:?}"));
+    }
+    more()?;
+    if waiting_in(master).is_none() {
+        return Err(format!(
+            "master {master} is not waiting in its event loop (/proc/{master}/syscall, wchan)"
+        ));
+    }
+    Ok(())
+}
+
+/// `kill -SIG`, then waits until the master has handled it ([`at_rest`]).
+pub fn signal_handled(
+    lab: &mut Lab,
+    sig: Signal,
+    master: i32,
+    how: &str,
+    more: &dyn Fn() -> Result<(), String>,
+) -> Result<()> {
+    lab.kill(sig, master, how)?;
+    lab.wait_until("the master has handled the signal", || {
+        at_rest(master, more)
+    })
+}
+
+/// Renames in one folder as the kernel reports them (inotify), whatever the
+/// renaming process says about them.
+struct Renames {
+    fd: std::os::fd::OwnedFd,
+    dir: String,
+    from: HashMap<u32, String>,
+    seen: Vec<(String, String)>,
+}
+
+impl Renames {
+    /// Watches `dir` (shown as `shown`) from now on, narrated as
+    /// `inotifywait`.
+    fn watch(lab: &mut Lab, dir: &Path, shown: &str) -> Result<Renames> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        lab.shell(format!(
+            "inotifywait -m -e moved_from,moved_to {shown} &   # the kernel's record of renames there"
+        ));
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+        // SAFETY: plain system calls; the fd is owned from here on.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("inotify_init1");
+        }
+        // SAFETY: fd was just returned by inotify_init1 and nothing else owns it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let mask = libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+        // SAFETY: fd is an inotify instance; c is a NUL-terminated path.
+        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) } < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("inotify_add_watch {}", dir.display()));
+        }
+        Ok(Renames {
+            fd,
+            dir: shown.to_string(),
+            from: HashMap::new(),
+            seen: Vec::new(),
+        })
+    }
+
+    /// The renames so far, `(from, to)`, oldest first.
+    fn read(&mut self) -> &[(String, String)] {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let mut at = 0;
+            let n = n as usize;
+            // struct inotify_event: wd, mask, cookie, len (4 bytes each), name.
+            while at + 16 <= n {
+                let word = |i: usize| {
+                    u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().expect("4 bytes"))
+                };
+                let (mask, cookie, len) = (word(4), word(8), word(12) as usize);
+                let name = &buf[at + 16..(at + 16 + len).min(n)];
+                let name = String::from_utf8_lossy(name)
+                    .trim_end_matches('\0')
+                    .to_string();
+                if mask & libc::IN_MOVED_FROM != 0 {
+                    self.from.insert(cookie, name);
+                } else if mask & libc::IN_MOVED_TO != 0 {
+                    let from = self.from.remove(&cookie).unwrap_or_default();
+                    self.seen.push((from, name));
+                }
+                at += 16 + len;
+            }
+        }
+        &self.seen
+    }
+
+    /// Narrates the renames seen, as `inotifywait` prints them.
+    fn show(&mut self, lab: &mut Lab) -> Vec<(String, String)> {
+        let seen = self.read().to_vec();
+        for (from, to) in &seen {
+            lab.say(format!("{} MOVED_FROM {from}", self.dir));
+            lab.say(format!("{} MOVED_TO {to}", self.dir));
+        }
+        seen
+    }
 }
 
 // ---- the fleet: a master/worker server seen through /proc -----------------
@@ -338,27 +520,29 @@ impl Fleet {
     }
 }
 
-/// The master that `old` forked for its new binary: a child that is not a
-/// worker.
-fn new_master_of(old: i32) -> Option<Proc> {
-    procs::children(old).into_iter().find(|p| !is_worker(p))
-}
-
 /// USR2 to `old`: waits until the new master runs with all its workers;
 /// checks the article's evidence; returns the new master.
 pub fn usr2(lab: &mut Lab, fleet: &mut Fleet, old: i32, replaced: bool) -> Result<i32> {
     lab.kill(Signal::SIGUSR2, old, &format!("$(cat {})", fleet.pid_rel))?;
+    upgraded(lab, fleet, old, replaced)
+}
+
+/// After USR2 to `old`: waits until the new master runs with all its
+/// workers; checks the article's evidence; returns the new master.
+fn upgraded(lab: &mut Lab, fleet: &mut Fleet, old: i32, replaced: bool) -> Result<i32> {
     let n = fleet.workers;
+    // The new master is the process the pid file names (it writes it
+    // itself), whoever its parent is: the parent is checked below.
     let new = lab.wait_until("the new master runs with its workers", || {
-        let m = new_master_of(old).ok_or("no new master yet")?;
-        let w = fleet.workers_of(m.pid);
+        let m = match fleet.current() {
+            Some(p) if p != old && procs::alive(p) => p,
+            other => return Err(format!("pid file says {other:?}")),
+        };
+        let w = fleet.workers_of(m);
         if w.len() < n {
-            return Err(format!("new master {} has {} workers", m.pid, w.len()));
+            return Err(format!("new master {m} has {} workers", w.len()));
         }
-        match fleet.current() {
-            Some(p) if p == m.pid => Ok(m.pid),
-            other => Err(format!("pid file says {other:?}")),
-        }
+        Ok(m)
     })?;
     fleet.note_workers(new);
     fleet.gens.insert(new, fleet.gen(old) + 1);
@@ -503,8 +687,8 @@ pub fn winch(lab: &mut Lab, fleet: &mut Fleet, old: i32) -> Result<()> {
     fleet.table(lab);
     let alive = procs::alive(old);
     lab.check(
-        "after WINCH the old workers are gone and the old master stays",
-        alive && fleet.workers_of(old).is_empty(),
+        "after WINCH its workers are gone but the old master stays",
+        alive,
         format!("old master alive={alive}"),
     );
     Ok(())
@@ -700,8 +884,8 @@ pub fn upgrade(
     fleet.table(lab);
     let (cur, ob) = (fleet.current(), fleet.oldbin());
     lab.check(
-        "after QUIT the old master is gone, the pid file names the new one, no .oldbin",
-        !procs::alive(old) && cur == Some(new) && ob.is_none(),
+        "once the old master has exited, the pid file names the new one, no .oldbin",
+        cur == Some(new) && ob.is_none(),
         format!("pid file {cur:?}, .oldbin {ob:?}"),
     );
     only(
@@ -856,50 +1040,98 @@ fn masters(fleet: &Fleet) -> Vec<i32> {
         .collect()
 }
 
+/// The pids in the fleet's process group now, in tree order.
+fn group_pids(fleet: &Fleet) -> Vec<i32> {
+    procs::group(fleet.pgid).iter().map(|p| p.pid).collect()
+}
+
 pub fn u04(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
     let (mut s, mut fleet) = start_server(lab, 2)?;
     let old = s.pid();
     install_server_2(lab)?;
     let new = usr2(lab, &mut fleet, old, true)?;
-    lab.expect(&mut s, &format!("notice pid={old}: signal USR2 received"))?;
+    usr2_while_both_run(lab, &mut fleet, old, new)?;
+    s.wait_exit()?;
+    drop(s);
+    lab.part("the same on real nginx");
+    let Some(mut ng) = crate::experiments::nginx::start(lab, 2)? else {
+        return Ok(());
+    };
+    let first = ng.master;
+    crate::experiments::nginx::replace_binary(lab)?;
+    let second = usr2(lab, &mut ng.fleet, first, true)?;
+    usr2_while_both_run(lab, &mut ng.fleet, first, second)?;
+    lab.note("what nginx wrote about each USR2 (shown, not judged)");
+    if let Passed::ErrorLog(log) = &ng.fleet.passed {
+        show_log(lab, log, &["SIGUSR2", "signal is ignored"]);
+    }
+    Ok(())
+}
+
+/// U04 on a fleet whose masters `old` and `new` both run: USR2 to each, and
+/// what the process table and the pid files show once each has handled it;
+/// then QUIT `old`, and USR2 to `new` starts a new master.
+fn usr2_while_both_run(lab: &mut Lab, fleet: &mut Fleet, old: i32, new: i32) -> Result<()> {
+    let (cur, oldbin) = (
+        format!("$(cat {})", fleet.pid_rel),
+        format!("$(cat {}.oldbin)", fleet.pid_rel),
+    );
     lab.part("USR2 again, to either master, while both run");
-    lab.kill(
-        Signal::SIGUSR2,
-        old,
-        &format!("$(cat {}.oldbin)", fleet.pid_rel),
-    )?;
-    let l1 = lab.expect(&mut s, &format!("notice pid={old}: signal USR2 received"))?;
-    let m1 = masters(&fleet);
-    lab.kill(Signal::SIGUSR2, new, &format!("$(cat {})", fleet.pid_rel))?;
-    let l2 = lab.expect(&mut s, &format!("notice pid={new}: signal USR2 received"))?;
-    let m2 = masters(&fleet);
+    let before = group_pids(fleet);
+    signal_handled(lab, Signal::SIGUSR2, old, &oldbin, &|| Ok(()))?;
+    let after_old = group_pids(fleet);
+    signal_handled(lab, Signal::SIGUSR2, new, &cur, &|| Ok(()))?;
+    let after_new = group_pids(fleet);
     fleet.show_pid_files(lab);
     fleet.table(lab);
+    let diff = |after: &[i32]| {
+        let born: Vec<i32> = after
+            .iter()
+            .filter(|p| !before.contains(p))
+            .copied()
+            .collect();
+        let gone: Vec<i32> = before
+            .iter()
+            .filter(|p| !after.contains(p))
+            .copied()
+            .collect();
+        format!("started {born:?}, ended {gone:?}")
+    };
     lab.check(
-        "the old master ignores USR2 while its new binary runs",
-        l1.contains("ignoring") && m1.len() == 2,
-        format!("`{l1}`; masters {m1:?}"),
+        "USR2 to the old master while its new binary runs starts no process (the process table is as before)",
+        after_old == before,
+        diff(&after_old),
     );
     lab.check(
-        "the new master ignores USR2 while the old master is alive",
-        l2.contains("ignoring") && m2.len() == 2,
-        format!("`{l2}`; masters {m2:?}"),
+        "USR2 to the new master while the old master is alive starts no process",
+        after_new == before,
+        diff(&after_new),
     );
+    let (c, o) = (fleet.current(), fleet.oldbin());
     lab.check(
-        "the pid files are unchanged",
-        fleet.current() == Some(new) && fleet.oldbin() == Some(old),
-        format!("{:?} {:?}", fleet.current(), fleet.oldbin()),
+        "the pid files are unchanged: the pid file names the new master, .oldbin the old one",
+        c == Some(new) && o == Some(old),
+        format!("pid file {c:?}, .oldbin {o:?}"),
     );
     lab.part("once the old master is gone, the new one accepts USR2");
-    quit(lab, old, &format!("$(cat {}.oldbin)", fleet.pid_rel))?;
-    s.wait_exit()?;
-    let third = usr2(lab, &mut fleet, new, false)?;
+    quit(lab, old, &oldbin)?;
+    let before = group_pids(fleet);
+    signal_handled(lab, Signal::SIGUSR2, new, &cur, &|| Ok(()))?;
+    let born: Vec<Proc> = procs::children(new)
+        .into_iter()
+        .filter(|p| !before.contains(&p.pid))
+        .collect();
+    let o = fleet.oldbin();
     lab.check(
-        "with the old master gone, USR2 to the new master starts a third generation",
-        third != new && third != old,
-        format!("{third}"),
+        "with the old master gone, USR2 to the new master forks a new master and renames the pid file to .oldbin",
+        born.len() == 1 && !is_worker(&born[0]) && o == Some(new),
+        format!(
+            "new children {:?}, .oldbin {o:?}",
+            born.iter().map(|p| (p.pid, &p.comm)).collect::<Vec<_>>()
+        ),
     );
+    upgraded(lab, fleet, new, false)?;
     Ok(())
 }
 
@@ -936,7 +1168,7 @@ pub fn u05(lab: &mut Lab) -> Result<()> {
 
 pub fn u06(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
-    let (mut s, fleet) = start_server(lab, 2)?;
+    let (s, fleet) = start_server(lab, 2)?;
     let old = s.pid();
     let load = start_load(lab, &fleet, 2)?;
     served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
@@ -947,43 +1179,177 @@ pub fn u06(lab: &mut Lab) -> Result<()> {
         Program::Server,
         Replace::InstallNoExec,
     )?;
-    let since = load.mark();
+    failed_upgrade(lab, &fleet, &load, old, "bin/swaplab-server")?;
+    finish_load(lab, load, &fleet);
+    drop(s);
+    lab.part("the same on real nginx");
+    let Some(ng) = crate::experiments::nginx::start(lab, 2)? else {
+        return Ok(());
+    };
+    let load = start_load(lab, &ng.fleet, 2)?;
+    served_by(lab, &load, &ng.fleet, load.mark(), ng.master, SETTLE)?;
+    lab.note("a copy of nginx is installed without execute permission");
+    lab.shell(format!(
+        "{}   # nobody may execute it",
+        Replace::InstallNoExec.shell("build/nginx", "bin/nginx")
+    ));
+    Replace::InstallNoExec.apply(lab.sandbox.root(), "build/nginx", "bin/nginx")?;
+    failed_upgrade(lab, &ng.fleet, &load, ng.master, "bin/nginx")?;
+    finish_load(lab, load, &ng.fleet);
+    lab.note("what nginx wrote about it (shown, not judged)");
+    if let Passed::ErrorLog(log) = &ng.fleet.passed {
+        show_log(
+            lab,
+            log,
+            &[
+                "SIGUSR2",
+                "start new binary process",
+                "execve() failed",
+                "exited with code",
+            ],
+        );
+    }
+    Ok(())
+}
+
+/// `ls -l`'s mode string of a file (`-rw-r--r--`).
+fn mode_of(path: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    let mut out = String::from("-");
+    for shift in [6, 3, 0] {
+        for (bit, c) in [(4, 'r'), (2, 'w'), (1, 'x')] {
+            out.push(if (mode >> shift) & bit != 0 { c } else { '-' });
+        }
+    }
+    out
+}
+
+/// U06 on a fleet whose binary at `bin` (relative to the sandbox) cannot be
+/// executed: USR2 to `old` under load, then what the kernel (renames in
+/// run/), the process table, the pid file and the clients show once the
+/// master has handled the signal and the child it forked.
+fn failed_upgrade(lab: &mut Lab, fleet: &Fleet, load: &Load, old: i32, bin: &str) -> Result<()> {
+    lab.shell(format!("stat -c %A {bin}"));
+    lab.say(mode_of(&lab.sandbox.root().join(bin)));
+    let workers = {
+        let mut w = fleet.workers_of(old);
+        w.sort();
+        w
+    };
+    let run = fleet
+        .pid_file
+        .parent()
+        .ok_or_else(|| anyhow!("the pid file has no folder"))?
+        .to_path_buf();
+    let mut renames = Renames::watch(lab, &run, &format!("{}/", lab.sandbox.rel(&run)))?;
+    let name = fleet
+        .pid_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     lab.kill(Signal::SIGUSR2, old, &format!("$(cat {})", fleet.pid_rel))?;
-    let started = lab.expect(&mut s, &format!("notice pid={old}: new binary process"))?;
-    let child = field_i32(&started, "child")?;
-    let alert = lab.expect(&mut s, &format!("alert pid={child}: execve() failed"))?;
-    let back = lab.expect(
-        &mut s,
-        &format!("notice pid={old}: new binary process child={child} exited"),
-    )?;
+    // Done once the master is at rest with no child but its workers (the
+    // child it forked for the new binary is gone), or once a child of it
+    // wrote the pid file: then the exec worked, and the checks say so.
+    let extra = || -> Result<(), String> {
+        let others: Vec<i32> = procs::children(old)
+            .iter()
+            .map(|p| p.pid)
+            .filter(|p| !workers.contains(p))
+            .collect();
+        match others.first() {
+            None => Ok(()),
+            Some(p) if fleet.current() == Some(*p) => Ok(()),
+            Some(_) => Err(format!("children besides the workers: {others:?}")),
+        }
+    };
+    lab.wait_until("the master has handled USR2 and its child's exit", || {
+        at_rest(old, &extra)
+    })?;
+    let since = load.mark();
+    let seen = renames.show(lab);
     fleet.show_pid_files(lab);
     fleet.table(lab);
-    served_by(lab, &load, &fleet, since, old, SETTLE)?;
-    let m = masters(&fleet);
+    let served = served_by(lab, load, fleet, since, old, SETTLE);
+    let oldbin = format!("{name}.oldbin");
     lab.check(
-        "the exec failed (permission denied)",
-        alert.contains("Permission denied"),
-        &alert,
+        "USR2 started the upgrade and it was undone: the kernel saw the pid file renamed to .oldbin and back",
+        seen == vec![(name.clone(), oldbin.clone()), (oldbin, name.clone())],
+        format!("{seen:?}"),
     );
+    let (c, o) = (fleet.current(), fleet.oldbin());
     lab.check(
-        "the old master renamed the pid file back",
-        back.ends_with("renamed back: ok")
-            && fleet.current() == Some(old)
-            && fleet.oldbin().is_none(),
-        format!(
-            "`{back}`; pid file {:?}, .oldbin {:?}",
-            fleet.current(),
-            fleet.oldbin()
-        ),
+        "the pid file names the old master again, no .oldbin",
+        c == Some(old) && o.is_none(),
+        format!("pid file {c:?}, .oldbin {o:?}"),
     );
-    lab.check_eq("the old master is the only master", m, vec![old]);
     lab.check_eq(
-        "the old master keeps its workers",
-        fleet.workers_of(old).len(),
-        fleet.workers,
+        "the old master is the only master (process table)",
+        masters(fleet),
+        vec![old],
     );
-    finish_load(lab, load, &fleet);
+    let now = {
+        let mut w = fleet.workers_of(old);
+        w.sort();
+        w
+    };
+    lab.check_eq("the old master keeps the same workers", now, workers);
+    lab.check(
+        "clients are answered by the old master's workers after the failed upgrade",
+        served.is_ok(),
+        format!("{served:?}"),
+    );
     Ok(())
+}
+
+/// Shows the lines of a server's log that contain each of `words`, one
+/// `grep` per word (so the order does not depend on which process wrote
+/// first), without the time stamp; pids are marked.
+fn show_log(lab: &mut Lab, log: &Path, words: &[&str]) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for w in words {
+        lab.shell(format!(
+            "grep -F '{w}' {} | cut -d' ' -f3-",
+            lab.sandbox.rel(log)
+        ));
+        for line in text.lines().filter(|l| l.contains(w)) {
+            let rest = line.splitn(3, ' ').nth(2).unwrap_or(line);
+            lab.say(mark_pids(rest));
+        }
+    }
+}
+
+/// Marks the numbers in an nginx log line that are pids (`N#N:`, `from N`,
+/// `process N`) so they redact as process ids.
+fn mark_pids(line: &str) -> String {
+    let mut out = Vec::new();
+    let words: Vec<&str> = line.split(' ').collect();
+    for (i, w) in words.iter().enumerate() {
+        let prev = if i > 0 { words[i - 1] } else { "" };
+        let shown = if let Some((a, b)) = w.trim_end_matches(':').split_once('#') {
+            match (a.parse::<i32>(), b.parse::<i32>()) {
+                (Ok(a), Ok(b)) => format!(
+                    "{}#{}{}",
+                    pidt(a),
+                    pidt(b),
+                    if w.ends_with(':') { ":" } else { "" }
+                ),
+                _ => w.to_string(),
+            }
+        } else if matches!(prev, "from" | "process") {
+            match w.trim_end_matches(',').parse::<i32>() {
+                Ok(p) => format!("{}{}", pidt(p), if w.ends_with(',') { "," } else { "" }),
+                Err(_) => w.to_string(),
+            }
+        } else {
+            w.to_string()
+        };
+        out.push(shown);
+    }
+    out.join(" ")
 }
 
 pub fn u07(lab: &mut Lab) -> Result<()> {
