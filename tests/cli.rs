@@ -362,6 +362,10 @@ fn bench_upgrade_reports_every_phase_as_json() {
             "200",
             "--settle",
             "20",
+            // Two clients flat out are enough to show every phase; eight
+            // would only load the machine the other tests share.
+            "--connections",
+            "2",
             "--json",
         ])
         .assert()
