@@ -455,7 +455,7 @@ pub static FINDINGS: &[Finding] = &[
         steps: &[
             "start gen 1 (2 MiB downloads, each spread over 300 ms) on 127.0.0.1 and ::1; the load opens 100 connections a second",
             "once downloads are in flight, TERM gen 1: it exits at once",
-            "wait until a client is refused (the dead time): /proc/net/tcp and tcp6 list no listening socket on the addresses; then start gen 2 on the same addresses (new socket inodes)",
+            "wait until a client is refused (the dead time): the kernel's list of listening sockets (sock_diag, what `ss -lt` shows) has none on the addresses; then start gen 2 on the same addresses (new socket inodes)",
             "stop the load once gen 2 has served: every refusal lies in the dead time, and downloads begun before the stop were cut short; resets are counted, not judged",
         ],
         experiment: graceful::g02,
@@ -483,7 +483,7 @@ pub static FINDINGS: &[Finding] = &[
         claim: "Connections that arrive while nobody calls `accept` wait in the listening socket's queue and are served later, as long as some process still holds the socket; closing the last fd of the listening socket resets them: every queued client is served through a dup passed by SCM_RIGHTS, and every one gets ECONNRESET, never EOF, when the last fd closes.",
         article: Article::GracefulRestart,
         steps: &[
-            "start A listening but not accepting; 20 clients connect and send a request: they wait in the accept queue (rx_queue in /proc/PID/net/tcp)",
+            "start A listening but not accepting; 20 clients connect and send a request: they wait in the accept queue (Recv-Q of the listening socket in `ss -lt`)",
             "B takes the socket over by SCM_RIGHTS; A exits: B serves every one of them",
             "start C listening but not accepting; 20 clients connect; C exits (the last fd closes): every one is reset",
         ],
@@ -497,7 +497,7 @@ pub static FINDINGS: &[Finding] = &[
         claim: "SO_REUSEPORT overlap with separate sockets: closing the old process's socket resets exactly the connections queued on it (the HAProxy reload problem), unless `net.ipv4.tcp_migrate_req=1` migrates them to the socket that stays: then none is reset and every one is served (set inside a fresh network namespace — the setting is per namespace, the host's stays untouched).",
         article: Article::GracefulRestart,
         steps: &[
-            "in a fresh network namespace (tcp_migrate_req=0, read back inside it): A and B listen on one port with SO_REUSEPORT, neither accepting; 200 clients connect and send a request; /proc/net/tcp shows how many wait on each socket",
+            "in a fresh network namespace (tcp_migrate_req=0, read back inside it): A and B listen on one port with SO_REUSEPORT, neither accepting; 200 clients connect and send a request; `ss -lt` (sock_diag) shows how many wait on each socket",
             "A closes its socket; B accepts: exactly the connections queued on A's socket were reset, B served the rest",
             "again in another fresh namespace with tcp_migrate_req=1: none reset, B serves every one",
             "the host's net.ipv4.tcp_migrate_req is unchanged",
@@ -523,11 +523,11 @@ pub static FINDINGS: &[Finding] = &[
     Finding {
         id: "G07",
         slug: "ipv6_link_local_needs_a_scope_id",
-        claim: "IPv6 link-local addresses need a scope id: connecting to `fe80::…` without `%ifname` fails with EINVAL, a wrong scope id gives ENETUNREACH, and with the right one it succeeds (shown between two network namespaces joined by a veth pair, once duplicate address detection has finished on both addresses).",
+        claim: "IPv6 link-local addresses need a scope id: connecting to `fe80::…` without `%ifname` fails with EINVAL, a wrong scope id gives ENETUNREACH, and with the right one it succeeds (shown between two network namespaces joined by a veth pair).",
         article: Article::GracefulRestart,
         steps: &[
             "make two network namespaces A and B and a veth pair swl-a (in A) / swl-b (in B); bring both up",
-            "wait until both link-local addresses are past duplicate address detection",
+            "duplicate address detection off inside both (accept_dad=0: the two ends are alone on the link); wait until both link-local addresses are usable",
             "B listens on [::] and answers every connection until the end (with a deadline); from A connect to B's fe80:: address without a scope id, with %lo, with %swl-a (connects and reads with deadlines)",
             "B accepted exactly one connection, from A's link-local address",
         ],

@@ -846,7 +846,7 @@ pub fn g01(lab: &mut Lab) -> Result<()> {
     let addr = format!("127.0.0.1:{port}");
     let (code, err) = run_to_end(lab, &["--listen", &addr, "--body", "256"])?;
     let ia = socket_inode(a.pid(), acc_a.fds[0].0);
-    let listed = show_listening_on(lab, &acc_a.addrs(), &[ia], "after the second try");
+    let listed = show_listening_on(lab, &acc_a.addrs(), &[ia], "after the second try")?;
     lab.check(
         "a second bind of a port a listening socket holds fails with EADDRINUSE: the kernel still lists one listening socket there, A's",
         code == 2 && err.contains("Address already in use") && ia != 0 && listed == [ia],
@@ -878,7 +878,7 @@ pub fn g01(lab: &mut Lab) -> Result<()> {
     lab.proof(format!("socket:[{ic}]"));
     lab.proof(format!("socket:[{id}]"));
     let both = sorted(vec![ic, id]);
-    let listed = show_listening_on(lab, &acc_c.addrs(), &[ic, id], "C's and D's");
+    let listed = show_listening_on(lab, &acc_c.addrs(), &[ic, id], "C's and D's")?;
     lab.check(
         "with SO_REUSEPORT on both, the second bind succeeds: two listening sockets (two inodes) on one port, both in the kernel's list",
         ic != 0 && id != 0 && ic != id && listed == both,
@@ -903,7 +903,7 @@ pub fn g01(lab: &mut Lab) -> Result<()> {
     );
     lab.note("a third process without SO_REUSEPORT on that port: refused");
     let (code, err) = run_to_end(lab, &["--listen", &addr, "--body", "256"])?;
-    let listed = show_listening_on(lab, &acc_c.addrs(), &[ic, id], "still C's and D's only");
+    let listed = show_listening_on(lab, &acc_c.addrs(), &[ic, id], "still C's and D's only")?;
     lab.check(
         "SO_REUSEPORT must be set on both sides: a bind without it still fails with EADDRINUSE",
         code == 2 && err.contains("Address already in use") && listed == both,
@@ -921,29 +921,196 @@ fn socket_inode(pid: i32, fd: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The kernel's list of listening TCP sockets through sock_diag netlink
+/// (what `ss -lt` reads), not /proc/net/tcp: asked for listeners only, the
+/// kernel walks its listening table alone, while /proc/net/tcp lists every
+/// TIME_WAIT socket too (tens of thousands on a machine running loads, and
+/// most of a second to read).
+mod listeners {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    const NETLINK_SOCK_DIAG: libc::c_int = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const TCP_LISTEN: u32 = 10;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct SockId {
+        sport: [u8; 2],
+        dport: [u8; 2],
+        src: [u8; 16],
+        dst: [u8; 16],
+        ifindex: u32,
+        cookie: [u32; 2],
+    }
+
+    #[repr(C)]
+    struct Request {
+        nlh: libc::nlmsghdr,
+        family: u8,
+        protocol: u8,
+        ext: u8,
+        pad: u8,
+        states: u32,
+        id: SockId,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Msg {
+        family: u8,
+        state: u8,
+        timer: u8,
+        retrans: u8,
+        id: SockId,
+        expires: u32,
+        rqueue: u32,
+        wqueue: u32,
+        uid: u32,
+        inode: u32,
+    }
+
+    /// One listening socket: its address, inode and accept queue length.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Listener {
+        pub addr: SocketAddr,
+        pub inode: u64,
+        pub queued: u32,
+    }
+
+    /// Every listening TCP socket (IPv4 and IPv6) of the calling thread's
+    /// network namespace.
+    pub fn all() -> std::io::Result<Vec<Listener>> {
+        let mut out = Vec::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            dump(family as u8, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn dump(family: u8, out: &mut Vec<Listener>) -> std::io::Result<()> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: plain system calls on a socket this function owns; the
+        // buffers passed are valid for the lengths given.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            let tv = libc::timeval {
+                tv_sec: 5,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            let mut req: Request = std::mem::zeroed();
+            req.nlh.nlmsg_len = std::mem::size_of::<Request>() as u32;
+            req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+            req.nlh.nlmsg_flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+            req.family = family;
+            req.protocol = libc::IPPROTO_TCP as u8;
+            req.states = 1 << TCP_LISTEN;
+            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+            kernel.nl_family = libc::AF_NETLINK as u16;
+            let sent = libc::sendto(
+                fd.as_raw_fd(),
+                (&req as *const Request).cast(),
+                std::mem::size_of::<Request>(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            );
+            if sent < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut at = 0usize;
+                let n = n as usize;
+                let hdr = std::mem::size_of::<libc::nlmsghdr>();
+                while at + hdr <= n {
+                    let h: libc::nlmsghdr = std::ptr::read_unaligned(buf[at..].as_ptr().cast());
+                    let len = h.nlmsg_len as usize;
+                    if len < hdr || at + len > n {
+                        break;
+                    }
+                    match h.nlmsg_type as libc::c_int {
+                        libc::NLMSG_DONE => return Ok(()),
+                        libc::NLMSG_ERROR => {
+                            let e: i32 = std::ptr::read_unaligned(buf[at + hdr..].as_ptr().cast());
+                            return Err(std::io::Error::from_raw_os_error(-e));
+                        }
+                        _ if len >= hdr + std::mem::size_of::<Msg>() => {
+                            let m: Msg = std::ptr::read_unaligned(buf[at + hdr..].as_ptr().cast());
+                            if m.state as u32 == TCP_LISTEN {
+                                out.push(Listener {
+                                    addr: address(m.family, &m.id),
+                                    inode: m.inode as u64,
+                                    queued: m.rqueue,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                    at += (len + 3) & !3;
+                }
+            }
+        }
+    }
+
+    fn address(family: u8, id: &SockId) -> SocketAddr {
+        let port = u16::from_be_bytes(id.sport);
+        let ip = if family as i32 == libc::AF_INET {
+            let b = &id.src;
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(id.src))
+        };
+        SocketAddr::new(ip, port)
+    }
+}
+
 /// The listening TCP sockets on `addrs` in this network namespace, as the
 /// kernel lists them (/proc/net/tcp and /proc/net/tcp6): their inodes,
 /// sorted (to compare as a set).
-fn listening_on(addrs: &[SocketAddr]) -> Vec<u64> {
-    let mut v: Vec<u64> = procfs::net::tcp()
-        .unwrap_or_default()
+fn listening_on(addrs: &[SocketAddr]) -> Result<Vec<u64>> {
+    let mut v: Vec<u64> = listeners::all()
+        .context("cannot list the listening sockets (sock_diag netlink)")?
         .into_iter()
-        .chain(procfs::net::tcp6().unwrap_or_default())
-        .filter(|e| e.state == procfs::net::TcpState::Listen && addrs.contains(&e.local_address))
-        .map(|e| e.inode)
+        .filter(|l| addrs.contains(&l.addr))
+        .map(|l| l.inode)
         .collect();
     v.sort_unstable();
-    v
+    Ok(v)
 }
 
 /// [`listening_on`], narrated as the `grep` that shows it: the inodes in
 /// `known` first, in that order (the kernel's own order, and the inode
 /// numbers', change from run to run), then any other.
-fn show_listening_on(lab: &mut Lab, addrs: &[SocketAddr], known: &[u64], why: &str) -> Vec<u64> {
-    let v = listening_on(addrs);
+fn show_listening_on(
+    lab: &mut Lab,
+    addrs: &[SocketAddr],
+    known: &[u64],
+    why: &str,
+) -> Result<Vec<u64>> {
+    let v = listening_on(addrs)?;
     let shown: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     lab.proof(format!(
-        "$ grep ' 0A ' /proc/net/tcp /proc/net/tcp6   # listening on {}: {why}",
+        "$ ss -lte   # listening on {}: {why}",
         shown.join(" and ")
     ));
     let mut ordered: Vec<u64> = known.iter().filter(|i| v.contains(i)).copied().collect();
@@ -954,7 +1121,7 @@ fn show_listening_on(lab: &mut Lab, addrs: &[SocketAddr], known: &[u64], why: &s
     if v.is_empty() {
         lab.proof("(no lines)");
     }
-    v
+    Ok(v)
 }
 
 /// `v` sorted (to compare with [`listening_on`]).
@@ -988,7 +1155,7 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
         }
     })?;
     let gen1 = listening_inodes(&svc.current);
-    let before = show_listening_on(lab, &addrs, &gen1, "gen 1's sockets");
+    let before = show_listening_on(lab, &addrs, &gen1, "gen 1's sockets")?;
     lab.note("stop: the old process exits at once (the article's Ctrl-C)");
     let stop = load.mark();
     svc.stop_now(lab)?;
@@ -997,13 +1164,13 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
     load.wait_for(stop, 1, "a connection was refused", |s| {
         s.kind == Kind::Refused
     })?;
-    let dead = show_listening_on(lab, &addrs, &gen1, "the dead time");
+    let dead = show_listening_on(lab, &addrs, &gen1, "the dead time")?;
     svc.start_again(lab)?;
     let gen2 = svc.current.gen;
     // Gen 2 listened before it said `accepting`: no refusal begins later.
     let listening = Duration::from_nanos(svc.current.at_ns.saturating_sub(zero_ns));
     let gen2_fds = listening_inodes(&svc.current);
-    let again = show_listening_on(lab, &addrs, &gen2_fds, "gen 2's");
+    let again = show_listening_on(lab, &addrs, &gen2_fds, "gen 2's")?;
     let m = load.mark();
     load.wait_for(m, 10, "a download from gen 2 completed", |s| {
         s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen2)
@@ -1212,63 +1379,101 @@ fn listening_addr(line: &str) -> Result<SocketAddr> {
         .with_context(|| format!("bad address in `{line}`"))
 }
 
-/// Connects `n` clients and sends each a request; nobody accepts yet.
+/// What is left of one deadline shared by many steps (at least 1 ms: a
+/// zero timeout means none to the socket calls).
+fn left(until: std::time::Instant) -> Duration {
+    until
+        .saturating_duration_since(std::time::Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+/// Connects `n` clients and sends each a request; nobody accepts yet. One
+/// deadline covers every connect.
 fn queue_clients(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
+    let until = std::time::Instant::now() + crate::process::deadline();
     (0..n)
-        .map(|_| {
-            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                .with_context(|| format!("connect to {addr}"))?;
-            c.set_read_timeout(Some(crate::process::deadline()))?;
+        .map(|i| {
+            let mut c = TcpStream::connect_timeout(&addr, left(until).min(Duration::from_secs(5)))
+                .with_context(|| format!("connect client {} of {n} to {addr}", i + 1))?;
+            c.set_write_timeout(Some(left(until)))?;
             c.write_all(b"GET / HTTP/1.1\r\nHost: queued\r\nConnection: close\r\n\r\n")?;
             Ok(c)
         })
         .collect()
 }
 
-/// Reads each client's answer: who answered, or how it failed.
+/// Reads each client's answer: who answered, or how it failed. One
+/// deadline covers every read: a client that gets neither an answer nor
+/// an error by then counts as `timed out` (a verdict, never a hang).
 fn read_all(clients: Vec<TcpStream>) -> Vec<std::result::Result<i32, String>> {
+    let until = std::time::Instant::now() + crate::process::deadline();
     clients
         .into_iter()
         .map(|mut c| {
             let mut got = Vec::new();
-            match c.read_to_end(&mut got) {
-                Ok(0) => Err("EOF".to_string()),
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&got);
-                    text.split_once("\r\n\r\n")
-                        .and_then(|(_, b)| load::Answer::parse(b))
-                        .map(|a| a.pid)
-                        .ok_or_else(|| "no answer".to_string())
+            let mut buf = [0u8; 4096];
+            loop {
+                if std::time::Instant::now() >= until {
+                    return Err(format!("timed out ({} bytes in)", got.len()));
                 }
-                Err(e) => Err(e.to_string()),
+                let _ = c.set_read_timeout(Some(left(until)));
+                match c.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Err(format!("timed out ({} bytes in)", got.len()))
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
             }
+            if got.is_empty() {
+                return Err("EOF".to_string());
+            }
+            let text = String::from_utf8_lossy(&got);
+            text.split_once("\r\n\r\n")
+                .and_then(|(_, b)| load::Answer::parse(b))
+                .map(|a| a.pid)
+                .ok_or_else(|| "no answer".to_string())
         })
         .collect()
 }
 
-/// The accept queue of the listening socket on `port`, from /proc/net/tcp
-/// of `pid`'s namespace: (inode, queued connections).
-fn accept_queue(pid: i32, port: u16) -> Vec<(u64, u32)> {
-    let Ok(p) = procfs::process::Process::new(pid) else {
-        return Vec::new();
-    };
-    p.tcp()
-        .unwrap_or_default()
+/// The accept queues of the listening sockets on `port`, from the
+/// kernel's list (sock_diag, as `ss -lt` reads it) in `ns`, or in this
+/// thread's namespace: (inode, queued connections).
+fn accept_queue(ns: Option<&NetNs>, port: u16) -> Result<Vec<(u64, u32)>> {
+    let all = match ns {
+        Some(ns) => ns.run(listeners::all)?,
+        None => listeners::all(),
+    }
+    .context("cannot list the listening sockets (sock_diag netlink)")?;
+    Ok(all
         .into_iter()
-        .filter(|e| e.state == procfs::net::TcpState::Listen && e.local_address.port() == port)
-        .map(|e| (e.inode, e.rx_queue))
-        .collect()
+        .filter(|l| l.addr.port() == port)
+        .map(|l| (l.inode, l.queued))
+        .collect())
 }
 
-fn show_queue(lab: &mut Lab, pid: i32, port: u16) -> Vec<(u64, u32)> {
-    let q = accept_queue(pid, port);
+fn show_queue(lab: &mut Lab, ns: Option<&NetNs>, port: u16) -> Result<Vec<(u64, u32)>> {
+    let q = accept_queue(ns, port)?;
+    let net = if ns.is_some() {
+        "nsenter --net=$NS "
+    } else {
+        ""
+    };
     lab.proof(format!(
-        "$ grep ' 0A ' /proc/{pid}/net/tcp   # listening on 127.0.0.1:{port}: rx_queue is the accept queue"
+        "$ {net}ss -lte   # listening on 127.0.0.1:{port}: Recv-Q is the accept queue"
     ));
     for (ino, n) in &q {
-        lab.proof(format!("listening socket:[{ino}] rx_queue={}", vol(n)));
+        lab.proof(format!("listening socket:[{ino}] Recv-Q={}", vol(n)));
     }
-    q
+    Ok(q)
 }
 
 pub fn g04(lab: &mut Lab) -> Result<()> {
@@ -1291,14 +1496,14 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     ));
     let clients = queue_clients(addr, QUEUED)?;
     let q = lab.wait_until("the connections wait in A's accept queue", || {
-        let q = accept_queue(pid_a, addr.port());
+        let q = accept_queue(None, addr.port()).map_err(|e| format!("{e:#}"))?;
         match q.first() {
             Some((_, n)) if *n as usize >= QUEUED => Ok(q),
             other => Err(format!("{other:?}")),
         }
     })?;
     let _ = q;
-    show_queue(lab, pid_a, addr.port());
+    show_queue(lab, None, addr.port())?;
     lab.note("B takes the listening socket over (SCM_RIGHTS); A, released, exits");
     let mut b = lab.start_with(
         Program::Handover,
@@ -1338,12 +1543,15 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     let pid_c = c.pid();
     lab.wait_until(
         "the connections wait in C's accept queue",
-        || match accept_queue(pid_c, addr.port()).first() {
+        || match accept_queue(None, addr.port())
+            .map_err(|e| format!("{e:#}"))?
+            .first()
+        {
             Some((_, n)) if *n as usize >= QUEUED => Ok(()),
             other => Err(format!("{other:?}")),
         },
     )?;
-    show_queue(lab, pid_c, addr.port());
+    show_queue(lab, None, addr.port())?;
     lab.note("C exits: the last fd of the listening socket closes");
     lab.kill(Signal::SIGTERM, pid_c, "$C")?;
     c.wait_exit()?;
@@ -1429,7 +1637,7 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<Overlap> {
     let clients = ns.run(|| queue_clients(addr, G05_CLIENTS))??;
     let (pa, pb) = (a.pid(), b.pid());
     let queues = lab.wait_until("every connection waits in one of the two queues", || {
-        let q = accept_queue(pa, addr.port());
+        let q = accept_queue(Some(&ns), addr.port()).map_err(|e| format!("{e:#}"))?;
         let total: u32 = q.iter().map(|(_, n)| n).sum();
         if total as usize >= G05_CLIENTS {
             Ok(q)
@@ -1444,7 +1652,7 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<Overlap> {
         .find(|(i, _)| *i == on_a_ino)
         .map(|(_, n)| *n as usize)
         .unwrap_or(0);
-    show_queue(lab, pa, addr.port());
+    show_queue(lab, Some(&ns), addr.port())?;
     lab.say(format!(
         "# {} queued on A's socket, {} on B's",
         vol(on_a),
@@ -1665,7 +1873,7 @@ fn have_ip() -> bool {
 
 fn link_local(lab: &mut Lab, ns: &NetNs, ifname: &str) -> Result<(Ipv6Addr, u32)> {
     let (addr, index) = lab.wait_until(
-        &format!("{ifname} has a link-local address past duplicate address detection"),
+        &format!("{ifname} has a usable (not tentative) link-local address"),
         || {
             let a = ns.ipv6_addrs(ifname).map_err(|e| e.to_string())?;
             match a.iter().find(|(ip, _, _)| ip.segments()[0] == 0xfe80) {
@@ -1699,9 +1907,20 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
             "apt-get install -y iproute2",
         );
     }
+    if !std::path::Path::new("/proc/net/if_inet6").exists() {
+        return lab.skip(
+            "G07 needs IPv6, which this kernel has disabled (no /proc/net/if_inet6)",
+            "boot without ipv6.disable=1",
+        );
+    }
     lab.note("two fresh network namespaces, A and B, joined by a veth pair");
-    let a = NetNs::new(&[])?;
-    let b = NetNs::new(&[])?;
+    // The two ends are alone on their link: duplicate address detection
+    // (a second or two in which the fe80:: addresses are tentative and
+    // unusable) has nothing to find, so it is off in both namespaces.
+    lab.note("no duplicate address detection: net.ipv6.conf.default.accept_dad=0 inside both");
+    let no_dad = [("net.ipv6.conf.default.accept_dad", "0")];
+    let a = NetNs::new(&no_dad)?;
+    let b = NetNs::new(&no_dad)?;
     let b_path = b.path();
     ip(
         lab,
@@ -1716,7 +1935,7 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
     let t0 = std::time::Instant::now();
     let (a_ip, a_index) = link_local(lab, &a, "swl-a")?;
     let (b_ip, _b_index) = link_local(lab, &b, "swl-b")?;
-    lab.observe("dad_ms", t0.elapsed().as_millis() as u64);
+    lab.observe("link_local_ms", t0.elapsed().as_millis() as u64);
     let listener = b.run(|| std::net::TcpListener::bind("[::]:0"))??;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
