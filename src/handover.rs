@@ -15,8 +15,8 @@
 //! | stop-start | TERM: the old process exits at once, cutting its downloads; the harness then starts a new one that binds again |
 //! | scm-rights | the new process (`--takeover PATH`) connects to the old one's control socket (`--control PATH`) and receives every listening fd in one `sendmsg` (SCM_RIGHTS); it starts accepting and says `ready`; only then the old one stops accepting, removes the control socket, says `released`, drains its downloads and exits; the new one binds the control socket |
 //! | reuseport | both bind their own socket with SO_REUSEPORT (`--reuseport`); QUIT makes the old one close its socket and drain |
-//! | exec | USR2: fork + execve of the own executable with the fds in `SWAPLAB_LISTEN_FDS` (the upgrade experiments' code); QUIT the old one |
-//! | activation | a holder (`--holder`) binds once and runs each generation with the fds from 3 (`LISTEN_FDS`, `LISTEN_PID`, systemd's protocol); HUP starts the next one, which says `READY=1` on `NOTIFY_SOCKET`, and the holder QUITs the previous |
+//! | exec | USR2: fork + execve of the own executable with the fds in `SWAPLAB_LISTEN_FDS` (everything built before the fork: this process has a thread per download); QUIT the old one |
+//! | activation | a holder (`--holder`) binds once and runs each generation with the fds from 3 (`LISTEN_FDS`, `LISTEN_PID`, systemd's protocol); HUP starts the next one, which says `READY=1` on `NOTIFY_SOCKET`, and the holder QUITs the previous. Like systemd's `NotifyAccess=main`, the holder believes `READY=1` only from a generation it started (the sender's pid from SCM_CREDENTIALS, not the message's `MAINPID=`) |
 //!
 //! Signals: TERM/INT exit now; QUIT stops accepting, drains, exits; USR2
 //! starts the next generation by exec. Stdin commands: `pause` and
@@ -1362,5 +1362,24 @@ mod tests {
         assert!(Opts::try_parse_from(["x", "--body", "1"]).is_err());
         assert!(Opts::try_parse_from(["x", "--listen", "nowhere"]).is_err());
         assert!(Opts::try_parse_from(["x", "--fault", "explode"]).is_err());
+    }
+
+    #[test]
+    fn an_inherited_fd_has_one_owner() {
+        assert!(one_owner_each("3;4;").is_ok());
+        assert!(one_owner_each("").is_ok());
+        let e = one_owner_each("3;4;03;").unwrap_err();
+        assert!(e.contains("fd 3 is named twice"), "{e}");
+    }
+
+    #[test]
+    fn decimal_writes_digits_without_allocating() {
+        let mut out = [0u8; 20];
+        let n = decimal(0, &mut out);
+        assert_eq!(&out[..n], b"0");
+        let n = decimal(4_194_304, &mut out);
+        assert_eq!(&out[..n], b"4194304");
+        let n = decimal(u64::MAX, &mut out);
+        assert_eq!(&out[..n], u64::MAX.to_string().as_bytes());
     }
 }
