@@ -198,3 +198,102 @@ fn the_exec_strategy_ignores_a_second_usr2_while_the_new_binary_runs() {
     served_by(&load, 2, 5);
     no_failures(load);
 }
+
+#[test]
+fn the_holder_ignores_ready_from_a_process_it_did_not_start() {
+    use std::os::linux::net::SocketAddrExt;
+    let mut lab = Lab::new("notify", None).unwrap();
+    let mut s = setup(5_000);
+    // Gen 2 takes this long to start: the forged READY=1 arrives while it
+    // is starting, when believing it would QUIT gen 1 with nobody to take
+    // over.
+    s.startup_ms = 300;
+    let mut svc = Service::start(&mut lab, Strategy::Activation, s).unwrap();
+    let holder = svc.signal_pid();
+    let gen1 = svc.current.pid;
+    let load = start_load(&mut lab, svc.addrs(), 100.0, 8).unwrap();
+    served_by(&load, 1, 5);
+    lab.kill(nix::sys::signal::Signal::SIGHUP, holder, "$HOLDER")
+        .unwrap();
+    let started = svc
+        .expect(
+            &mut lab,
+            &format!("notice pid={holder}: holder: started generation gen=2"),
+        )
+        .unwrap();
+    let (_, rest) = started.split_once("gen=2 ").unwrap();
+    let gen2 = swaplab::lab::field_i32(rest, "pid").unwrap();
+    // This test process is not a generation: it claims to be gen 2.
+    let forged = format!("READY=1\nMAINPID={gen2}\n");
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(format!("swaplab-notify-{holder}"))
+            .unwrap();
+    std::os::unix::net::UnixDatagram::unbound()
+        .unwrap()
+        .send_to_addr(forged.as_bytes(), &addr)
+        .unwrap();
+    let me = std::process::id();
+    let ignored = svc
+        .expect(
+            &mut lab,
+            &format!("notice pid={holder}: holder: ignored READY=1 from pid="),
+        )
+        .unwrap();
+    assert!(ignored.contains(&format!("from pid={me}:")), "{ignored}");
+    // Gen 1 is told to stop only once gen 2 itself said READY=1, after it
+    // accepts.
+    let accepting = svc.expect(&mut lab, "accepting pid=").unwrap();
+    assert!(
+        accepting.contains(&format!("pid={gen2} gen=2 ")),
+        "{accepting}"
+    );
+    svc.expect(
+        &mut lab,
+        &format!("notice pid={holder}: holder: generation gen=2 pid={gen2} is ready"),
+    )
+    .unwrap();
+    svc.expect(
+        &mut lab,
+        &format!("notice pid={holder}: holder: QUIT to the previous generation gen=1 pid={gen1}"),
+    )
+    .unwrap();
+    served_by(&load, 2, 10);
+    no_failures(load);
+    assert!(svc.finish(&mut lab).unwrap().is_empty());
+}
+
+#[test]
+fn an_inherited_fd_list_that_names_one_fd_twice_is_refused() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let lab = Lab::new("dupfds", None).unwrap();
+    let exe = lab.sandbox.program(Program::Handover).unwrap();
+    let l = swaplab::handover::bind_listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+    let src = l.as_raw_fd();
+    let mut cmd = hermetic(&exe, &lab.sandbox.lib_dir());
+    cmd.current_dir(lab.sandbox.root())
+        .env("SWAPLAB_LISTEN_FDS", "3;3;")
+        .stdin(std::process::Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; fd 3 of the child is a real
+    // listening socket, so only the duplicate name can make it fail.
+    unsafe {
+        cmd.pre_exec(move || {
+            // (dup2 onto itself keeps close-on-exec: clear it.)
+            if libc::dup2(src, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(
+        err.contains("SWAPLAB_LISTEN_FDS=\"3;3;\": fd 3 is named twice"),
+        "stderr: {err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("accepting"),
+        "it must not serve"
+    );
+}

@@ -526,8 +526,25 @@ impl Service {
         if sock.exists() {
             left.push(format!("{CONTROL} is still there"));
         }
+        // The process table, not only the pids waited for above: an old
+        // generation, an exec child or a holder's generation that outlived
+        // the service would show here.
+        for p in running(lab)? {
+            left.push(format!("pid {p} still runs bin/swaplab-handover"));
+        }
         Ok(left)
     }
+}
+
+/// The live processes that run this sandbox's hand-over server, from the
+/// process table (`/proc/*/exe`).
+pub fn running(lab: &Lab) -> Result<Vec<i32>> {
+    let exe = lab.sandbox.program(Program::Handover)?;
+    Ok(procs::all()
+        .into_iter()
+        .filter(|p| p.exe.as_deref() == Some(exe.as_path()))
+        .map(|p| p.pid)
+        .collect())
 }
 
 // ---- loads and figures ----------------------------------------------------
@@ -576,6 +593,10 @@ pub struct Comparison {
     pub after: Stats,
     /// What the old generations and the control socket left behind.
     pub left_behind: Vec<String>,
+    /// The socket inodes behind the listening fds of the first generation
+    /// and of the last (from /proc/PID/fd).
+    pub first_listening: Vec<u64>,
+    pub last_listening: Vec<u64>,
     /// CLOCK_MONOTONIC of the load's start (to place switches on its clock).
     #[serde(skip)]
     pub zero_ns: u64,
@@ -653,6 +674,8 @@ pub fn compare(
         during,
         after,
         left_behind,
+        first_listening: Vec::new(),
+        last_listening: Vec::new(),
         zero_ns,
         samples,
         switches,
@@ -682,6 +705,9 @@ pub fn run_strategy(
 ) -> Result<Comparison> {
     lab.part(strategy.name());
     let mut svc = Service::start(lab, strategy, setup)?;
+    let first = svc.current.clone();
+    let first_listening = listening_inodes(&first);
+    show_listening(lab, &first, &first_listening, "gen 1's listening sockets");
     let load = start_load(lab, svc.addrs(), pace.rate, pace.threads)?;
     let zero_ns = mono_ns().saturating_sub(load.now().as_nanos() as u64);
     let m = load.mark();
@@ -713,10 +739,21 @@ pub fn run_strategy(
     load.wait_for(m, pace.settle, "a download completed", |s| {
         s.kind == Kind::Completed
     })?;
+    let last = svc.current.clone();
+    let last_listening = listening_inodes(&last);
+    show_listening(
+        lab,
+        &last,
+        &last_listening,
+        &format!("gen {}'s listening sockets", last.gen),
+    );
     let samples = load.stop();
     let switches = svc.switches.clone();
     let left = svc.finish(lab)?;
-    Ok(compare(strategy, switches, samples, zero_ns, left))
+    let mut c = compare(strategy, switches, samples, zero_ns, left);
+    c.first_listening = first_listening;
+    c.last_listening = last_listening;
+    Ok(c)
 }
 
 /// The comparison table (Markdown), one row per strategy.
@@ -808,10 +845,12 @@ pub fn g01(lab: &mut Lab) -> Result<()> {
     lab.note("a second process binds the same address: refused by the kernel");
     let addr = format!("127.0.0.1:{port}");
     let (code, err) = run_to_end(lab, &["--listen", &addr, "--body", "256"])?;
+    let ia = socket_inode(a.pid(), acc_a.fds[0].0);
+    let listed = show_listening_on(lab, &acc_a.addrs(), &[ia], "after the second try")?;
     lab.check(
-        "a second bind of a port a listening socket holds fails with EADDRINUSE",
-        code == 2 && err.contains("Address already in use"),
-        format!("exit {code}: {err}"),
+        "a second bind of a port a listening socket holds fails with EADDRINUSE: the kernel still lists one listening socket there, A's",
+        code == 2 && err.contains("Address already in use") && ia != 0 && listed == [ia],
+        format!("exit {code}: {err}; listening inodes {listed:?}, A's {ia}"),
     );
     lab.observe("plain_second_bind", &err);
 
@@ -838,10 +877,12 @@ pub fn g01(lab: &mut Lab) -> Result<()> {
     ));
     lab.proof(format!("socket:[{ic}]"));
     lab.proof(format!("socket:[{id}]"));
+    let both = sorted(vec![ic, id]);
+    let listed = show_listening_on(lab, &acc_c.addrs(), &[ic, id], "C's and D's")?;
     lab.check(
-        "with SO_REUSEPORT on both, the second bind succeeds: two listening sockets (two inodes) on one port",
-        ic != 0 && id != 0 && ic != id,
-        format!("inodes {ic} and {id}"),
+        "with SO_REUSEPORT on both, the second bind succeeds: two listening sockets (two inodes) on one port, both in the kernel's list",
+        ic != 0 && id != 0 && ic != id && listed == both,
+        format!("inodes {ic} and {id}; listening {listed:?}"),
     );
     let sa: SocketAddr = addr.parse().context("address")?;
     let who = answers(sa, 64)?;
@@ -862,10 +903,11 @@ pub fn g01(lab: &mut Lab) -> Result<()> {
     );
     lab.note("a third process without SO_REUSEPORT on that port: refused");
     let (code, err) = run_to_end(lab, &["--listen", &addr, "--body", "256"])?;
+    let listed = show_listening_on(lab, &acc_c.addrs(), &[ic, id], "still C's and D's only")?;
     lab.check(
         "SO_REUSEPORT must be set on both sides: a bind without it still fails with EADDRINUSE",
-        code == 2 && err.contains("Address already in use"),
-        format!("exit {code}: {err}"),
+        code == 2 && err.contains("Address already in use") && listed == both,
+        format!("exit {code}: {err}; listening {listed:?}"),
     );
     Ok(())
 }
@@ -879,6 +921,215 @@ fn socket_inode(pid: i32, fd: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The kernel's list of listening TCP sockets through sock_diag netlink
+/// (what `ss -lt` reads), not /proc/net/tcp: asked for listeners only, the
+/// kernel walks its listening table alone, while /proc/net/tcp lists every
+/// TIME_WAIT socket too (tens of thousands on a machine running loads, and
+/// most of a second to read).
+mod listeners {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    const NETLINK_SOCK_DIAG: libc::c_int = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const TCP_LISTEN: u32 = 10;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct SockId {
+        sport: [u8; 2],
+        dport: [u8; 2],
+        src: [u8; 16],
+        dst: [u8; 16],
+        ifindex: u32,
+        cookie: [u32; 2],
+    }
+
+    #[repr(C)]
+    struct Request {
+        nlh: libc::nlmsghdr,
+        family: u8,
+        protocol: u8,
+        ext: u8,
+        pad: u8,
+        states: u32,
+        id: SockId,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Msg {
+        family: u8,
+        state: u8,
+        timer: u8,
+        retrans: u8,
+        id: SockId,
+        expires: u32,
+        rqueue: u32,
+        wqueue: u32,
+        uid: u32,
+        inode: u32,
+    }
+
+    /// One listening socket: its address, inode and accept queue length.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Listener {
+        pub addr: SocketAddr,
+        pub inode: u64,
+        pub queued: u32,
+    }
+
+    /// Every listening TCP socket (IPv4 and IPv6) of the calling thread's
+    /// network namespace.
+    pub fn all() -> std::io::Result<Vec<Listener>> {
+        let mut out = Vec::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            dump(family as u8, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn dump(family: u8, out: &mut Vec<Listener>) -> std::io::Result<()> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: plain system calls on a socket this function owns; the
+        // buffers passed are valid for the lengths given.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            let tv = libc::timeval {
+                tv_sec: 5,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            let mut req: Request = std::mem::zeroed();
+            req.nlh.nlmsg_len = std::mem::size_of::<Request>() as u32;
+            req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+            req.nlh.nlmsg_flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+            req.family = family;
+            req.protocol = libc::IPPROTO_TCP as u8;
+            req.states = 1 << TCP_LISTEN;
+            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+            kernel.nl_family = libc::AF_NETLINK as u16;
+            let sent = libc::sendto(
+                fd.as_raw_fd(),
+                (&req as *const Request).cast(),
+                std::mem::size_of::<Request>(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            );
+            if sent < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut at = 0usize;
+                let n = n as usize;
+                let hdr = std::mem::size_of::<libc::nlmsghdr>();
+                while at + hdr <= n {
+                    let h: libc::nlmsghdr = std::ptr::read_unaligned(buf[at..].as_ptr().cast());
+                    let len = h.nlmsg_len as usize;
+                    if len < hdr || at + len > n {
+                        break;
+                    }
+                    match h.nlmsg_type as libc::c_int {
+                        libc::NLMSG_DONE => return Ok(()),
+                        libc::NLMSG_ERROR => {
+                            let e: i32 = std::ptr::read_unaligned(buf[at + hdr..].as_ptr().cast());
+                            return Err(std::io::Error::from_raw_os_error(-e));
+                        }
+                        _ if len >= hdr + std::mem::size_of::<Msg>() => {
+                            let m: Msg = std::ptr::read_unaligned(buf[at + hdr..].as_ptr().cast());
+                            if m.state as u32 == TCP_LISTEN {
+                                out.push(Listener {
+                                    addr: address(m.family, &m.id),
+                                    inode: m.inode as u64,
+                                    queued: m.rqueue,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                    at += (len + 3) & !3;
+                }
+            }
+        }
+    }
+
+    fn address(family: u8, id: &SockId) -> SocketAddr {
+        let port = u16::from_be_bytes(id.sport);
+        let ip = if family as i32 == libc::AF_INET {
+            let b = &id.src;
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(id.src))
+        };
+        SocketAddr::new(ip, port)
+    }
+}
+
+/// The listening TCP sockets on `addrs` in this network namespace, as the
+/// kernel lists them (/proc/net/tcp and /proc/net/tcp6): their inodes,
+/// sorted (to compare as a set).
+fn listening_on(addrs: &[SocketAddr]) -> Result<Vec<u64>> {
+    let mut v: Vec<u64> = listeners::all()
+        .context("cannot list the listening sockets (sock_diag netlink)")?
+        .into_iter()
+        .filter(|l| addrs.contains(&l.addr))
+        .map(|l| l.inode)
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// [`listening_on`], narrated as the `grep` that shows it: the inodes in
+/// `known` first, in that order (the kernel's own order, and the inode
+/// numbers', change from run to run), then any other.
+fn show_listening_on(
+    lab: &mut Lab,
+    addrs: &[SocketAddr],
+    known: &[u64],
+    why: &str,
+) -> Result<Vec<u64>> {
+    let v = listening_on(addrs)?;
+    let shown: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    lab.proof(format!(
+        "$ ss -lte   # listening on {}: {why}",
+        shown.join(" and ")
+    ));
+    let mut ordered: Vec<u64> = known.iter().filter(|i| v.contains(i)).copied().collect();
+    ordered.extend(v.iter().filter(|i| !known.contains(i)));
+    for ino in &ordered {
+        lab.proof(format!("listening socket:[{ino}]"));
+    }
+    if v.is_empty() {
+        lab.proof("(no lines)");
+    }
+    Ok(v)
+}
+
+/// `v` sorted (to compare with [`listening_on`]).
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v
+}
+
 // ---- G02 ------------------------------------------------------------------
 
 /// The article's stop/start restart, with its dead time made visible: the
@@ -887,7 +1138,10 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
     let setup = Setup::new(2 << 20, 300, 0);
     let mut svc = Service::start(lab, Strategy::StopStart, setup)?;
     let old = svc.current.pid;
-    let load = start_load(lab, svc.addrs(), 100.0, 64)?;
+    let addrs = svc.addrs();
+    let load = start_load(lab, addrs.clone(), 100.0, 64)?;
+    // CLOCK_MONOTONIC of the load's start: the servers' at_ns on its clock.
+    let zero_ns = mono_ns().saturating_sub(load.now().as_nanos() as u64);
     let m = load.mark();
     load.wait_for(m, 10, "a download from gen 1 completed", |s| {
         s.kind == Kind::Completed
@@ -900,15 +1154,23 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
             Err(format!("{n} in flight"))
         }
     })?;
+    let gen1 = listening_inodes(&svc.current);
+    let before = show_listening_on(lab, &addrs, &gen1, "gen 1's sockets")?;
     lab.note("stop: the old process exits at once (the article's Ctrl-C)");
     let stop = load.mark();
     svc.stop_now(lab)?;
+    let exited = load.now();
     lab.note("dead time: nobody listens; the new process starts once a client has been refused");
     load.wait_for(stop, 1, "a connection was refused", |s| {
         s.kind == Kind::Refused
     })?;
+    let dead = show_listening_on(lab, &addrs, &gen1, "the dead time")?;
     svc.start_again(lab)?;
     let gen2 = svc.current.gen;
+    // Gen 2 listened before it said `accepting`: no refusal begins later.
+    let listening = Duration::from_nanos(svc.current.at_ns.saturating_sub(zero_ns));
+    let gen2_fds = listening_inodes(&svc.current);
+    let again = show_listening_on(lab, &addrs, &gen2_fds, "gen 2's")?;
     let m = load.mark();
     load.wait_for(m, 10, "a download from gen 2 completed", |s| {
         s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen2)
@@ -918,41 +1180,60 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
         .iter()
         .filter(|s| s.start + s.latency >= stop.at)
         .collect();
-    let count = |k: Kind| after.iter().filter(|s| s.kind == k).count();
-    let (refused, truncated, reset) = (
-        count(Kind::Refused),
-        count(Kind::ShortRead),
-        count(Kind::Reset),
-    );
+    let of = |k: Kind| -> Vec<&Sample> { after.iter().filter(|s| s.kind == k).copied().collect() };
+    let (refused, truncated, reset) = (of(Kind::Refused), of(Kind::ShortRead), of(Kind::Reset));
     lab.say(format!(
         "[load] around the restart: {} refused, {} truncated (EOF early), {} reset, {} completed",
-        vol(refused),
-        vol(truncated),
-        vol(reset),
-        vol(count(Kind::Completed))
+        vol(refused.len()),
+        vol(truncated.len()),
+        vol(reset.len()),
+        vol(of(Kind::Completed).len())
     ));
-    let first = |k: Kind| {
-        after
-            .iter()
-            .find(|s| s.kind == k)
-            .and_then(|s| s.detail.clone())
-            .unwrap_or_default()
-    };
-    lab.observe("refused", refused);
-    lab.observe("truncated", truncated);
-    lab.observe("reset", reset);
+    let first = |v: &[&Sample]| v.first().and_then(|s| s.detail.clone()).unwrap_or_default();
+    lab.observe("refused", refused.len());
+    lab.observe("truncated", truncated.len());
+    lab.observe("reset", reset.len());
     lab.observe("old_pid", old);
+    lab.observe("first_refused", first(&refused));
+    lab.observe("first_truncated", first(&truncated));
+    lab.observe("first_reset", first(&reset));
     lab.check(
-        "during the dead time new connections are refused (ECONNREFUSED, the article's system:111)",
-        refused > 0 && first(Kind::Refused).contains("os error 111"),
-        format!("{refused} refused: {}", first(Kind::Refused)),
+        "during the dead time the kernel lists no listening socket on the addresses: gen 1's closed when it exited, gen 2 binds new ones",
+        before == sorted(gen1.clone())
+            && dead.is_empty()
+            && again == sorted(gen2_fds.clone())
+            && again.iter().all(|i| !before.contains(i)),
+        format!("gen 1 {before:?}, dead time {dead:?}, gen 2 {again:?}"),
     );
+    // Over the whole run: a refusal that ended before the stop, or began
+    // after gen 2 listened, would not be the dead time's.
+    let outside: Vec<String> = samples
+        .iter()
+        .filter(|s| s.kind == Kind::Refused)
+        .filter(|s| s.start + s.latency < stop.at || s.start >= listening)
+        .map(|s| format!("at {:?}: {}", s.start, s.detail.clone().unwrap_or_default()))
+        .collect();
     lab.check(
-        "downloads in flight when the old process exits end early (EOF before the whole body, the article's asio.misc:2)",
-        truncated > 0 && first(Kind::ShortRead).contains("EOF after"),
-        format!("{truncated} truncated: {}", first(Kind::ShortRead)),
+        "the refused connections (ECONNREFUSED, the article's system:111) are the dead time's: none ended before the stop or began after gen 2 listened",
+        outside.is_empty(),
+        format!(
+            "{} refused outside the dead time ({:?} to {listening:?}): {}",
+            outside.len(),
+            stop.at,
+            outside.join("; ")
+        ),
     );
-    lab.observe("first_reset", first(Kind::Reset));
+    let late: Vec<&&Sample> = truncated.iter().filter(|s| s.start >= exited).collect();
+    lab.check(
+        "downloads in flight when the old process exits end early (EOF before the whole body, the article's asio.misc:2): some did, and only those begun before it exited",
+        !truncated.is_empty() && late.is_empty(),
+        format!(
+            "{} truncated ({}), {} of them begun after gen 1 exited",
+            truncated.len(),
+            first(&truncated),
+            late.len()
+        ),
+    );
     Ok(())
 }
 
@@ -1045,7 +1326,7 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
         format!(
             "every new process received all {listeners} listening fds in one message (SCM_RIGHTS)"
         ),
-        received.len() == seen.len() && received.iter().all(|r| *r == (listeners, 1)),
+        seen.iter().all(|s| s.received == Some((listeners, 1))),
         format!("{received:?}"),
     );
     lab.check(
@@ -1055,7 +1336,7 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
     );
     lab.check(
         format!("{G03_SWITCHES} switches under load: no client error of any kind, every download complete"),
-        failed.is_empty() && seen.len() == G03_SWITCHES,
+        failed.is_empty(),
         format!(
             "{} of {}: {}",
             failed.len(),
@@ -1076,7 +1357,7 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
         format!("{fds:?}"),
     );
     lab.check(
-        "nothing is left: every generation exited, no control socket file",
+        "nothing is left: no process runs bin/swaplab-handover (the process table), no control socket file",
         left.is_empty(),
         left.join("; "),
     );
@@ -1098,63 +1379,101 @@ fn listening_addr(line: &str) -> Result<SocketAddr> {
         .with_context(|| format!("bad address in `{line}`"))
 }
 
-/// Connects `n` clients and sends each a request; nobody accepts yet.
+/// What is left of one deadline shared by many steps (at least 1 ms: a
+/// zero timeout means none to the socket calls).
+fn left(until: std::time::Instant) -> Duration {
+    until
+        .saturating_duration_since(std::time::Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+/// Connects `n` clients and sends each a request; nobody accepts yet. One
+/// deadline covers every connect.
 fn queue_clients(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
+    let until = std::time::Instant::now() + crate::process::deadline();
     (0..n)
-        .map(|_| {
-            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                .with_context(|| format!("connect to {addr}"))?;
-            c.set_read_timeout(Some(crate::process::deadline()))?;
+        .map(|i| {
+            let mut c = TcpStream::connect_timeout(&addr, left(until).min(Duration::from_secs(5)))
+                .with_context(|| format!("connect client {} of {n} to {addr}", i + 1))?;
+            c.set_write_timeout(Some(left(until)))?;
             c.write_all(b"GET / HTTP/1.1\r\nHost: queued\r\nConnection: close\r\n\r\n")?;
             Ok(c)
         })
         .collect()
 }
 
-/// Reads each client's answer: who answered, or how it failed.
+/// Reads each client's answer: who answered, or how it failed. One
+/// deadline covers every read: a client that gets neither an answer nor
+/// an error by then counts as `timed out` (a verdict, never a hang).
 fn read_all(clients: Vec<TcpStream>) -> Vec<std::result::Result<i32, String>> {
+    let until = std::time::Instant::now() + crate::process::deadline();
     clients
         .into_iter()
         .map(|mut c| {
             let mut got = Vec::new();
-            match c.read_to_end(&mut got) {
-                Ok(0) => Err("EOF".to_string()),
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&got);
-                    text.split_once("\r\n\r\n")
-                        .and_then(|(_, b)| load::Answer::parse(b))
-                        .map(|a| a.pid)
-                        .ok_or_else(|| "no answer".to_string())
+            let mut buf = [0u8; 4096];
+            loop {
+                if std::time::Instant::now() >= until {
+                    return Err(format!("timed out ({} bytes in)", got.len()));
                 }
-                Err(e) => Err(e.to_string()),
+                let _ = c.set_read_timeout(Some(left(until)));
+                match c.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Err(format!("timed out ({} bytes in)", got.len()))
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
             }
+            if got.is_empty() {
+                return Err("EOF".to_string());
+            }
+            let text = String::from_utf8_lossy(&got);
+            text.split_once("\r\n\r\n")
+                .and_then(|(_, b)| load::Answer::parse(b))
+                .map(|a| a.pid)
+                .ok_or_else(|| "no answer".to_string())
         })
         .collect()
 }
 
-/// The accept queue of the listening socket on `port`, from /proc/net/tcp
-/// of `pid`'s namespace: (inode, queued connections).
-fn accept_queue(pid: i32, port: u16) -> Vec<(u64, u32)> {
-    let Ok(p) = procfs::process::Process::new(pid) else {
-        return Vec::new();
-    };
-    p.tcp()
-        .unwrap_or_default()
+/// The accept queues of the listening sockets on `port`, from the
+/// kernel's list (sock_diag, as `ss -lt` reads it) in `ns`, or in this
+/// thread's namespace: (inode, queued connections).
+fn accept_queue(ns: Option<&NetNs>, port: u16) -> Result<Vec<(u64, u32)>> {
+    let all = match ns {
+        Some(ns) => ns.run(listeners::all)?,
+        None => listeners::all(),
+    }
+    .context("cannot list the listening sockets (sock_diag netlink)")?;
+    Ok(all
         .into_iter()
-        .filter(|e| e.state == procfs::net::TcpState::Listen && e.local_address.port() == port)
-        .map(|e| (e.inode, e.rx_queue))
-        .collect()
+        .filter(|l| l.addr.port() == port)
+        .map(|l| (l.inode, l.queued))
+        .collect())
 }
 
-fn show_queue(lab: &mut Lab, pid: i32, port: u16) -> Vec<(u64, u32)> {
-    let q = accept_queue(pid, port);
+fn show_queue(lab: &mut Lab, ns: Option<&NetNs>, port: u16) -> Result<Vec<(u64, u32)>> {
+    let q = accept_queue(ns, port)?;
+    let net = if ns.is_some() {
+        "nsenter --net=$NS "
+    } else {
+        ""
+    };
     lab.proof(format!(
-        "$ grep ' 0A ' /proc/{pid}/net/tcp   # listening on 127.0.0.1:{port}: rx_queue is the accept queue"
+        "$ {net}ss -lte   # listening on 127.0.0.1:{port}: Recv-Q is the accept queue"
     ));
     for (ino, n) in &q {
-        lab.proof(format!("listening socket:[{ino}] rx_queue={}", vol(n)));
+        lab.proof(format!("listening socket:[{ino}] Recv-Q={}", vol(n)));
     }
-    q
+    Ok(q)
 }
 
 pub fn g04(lab: &mut Lab) -> Result<()> {
@@ -1177,14 +1496,14 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     ));
     let clients = queue_clients(addr, QUEUED)?;
     let q = lab.wait_until("the connections wait in A's accept queue", || {
-        let q = accept_queue(pid_a, addr.port());
+        let q = accept_queue(None, addr.port()).map_err(|e| format!("{e:#}"))?;
         match q.first() {
             Some((_, n)) if *n as usize >= QUEUED => Ok(q),
             other => Err(format!("{other:?}")),
         }
     })?;
     let _ = q;
-    show_queue(lab, pid_a, addr.port());
+    show_queue(lab, None, addr.port())?;
     lab.note("B takes the listening socket over (SCM_RIGHTS); A, released, exits");
     let mut b = lab.start_with(
         Program::Handover,
@@ -1224,12 +1543,15 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     let pid_c = c.pid();
     lab.wait_until(
         "the connections wait in C's accept queue",
-        || match accept_queue(pid_c, addr.port()).first() {
+        || match accept_queue(None, addr.port())
+            .map_err(|e| format!("{e:#}"))?
+            .first()
+        {
             Some((_, n)) if *n as usize >= QUEUED => Ok(()),
             other => Err(format!("{other:?}")),
         },
     )?;
-    show_queue(lab, pid_c, addr.port());
+    show_queue(lab, None, addr.port())?;
     lab.note("C exits: the last fd of the listening socket closes");
     lab.kill(Signal::SIGTERM, pid_c, "$C")?;
     c.wait_exit()?;
@@ -1258,12 +1580,28 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
 
 const G05_CLIENTS: usize = 200;
 
-fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<(usize, usize, usize)> {
+/// What one G05 run saw: connections queued on the old socket (from
+/// /proc/net/tcp), served by B and reset (from the clients), and the
+/// namespace's tcp_migrate_req as read inside it.
+struct Overlap {
+    on_a: usize,
+    served: usize,
+    reset: usize,
+    inside: String,
+}
+
+fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<Overlap> {
     let setting = if migrate { "1" } else { "0" };
     lab.shell(format!(
         "unshare --net   # a fresh network namespace; inside it: ip link set lo up; sysctl -w net.ipv4.tcp_migrate_req={setting}"
     ));
     let ns = NetNs::new(&[("net.ipv4.tcp_migrate_req", setting)])?;
+    let inside = ns
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req"))??
+        .trim()
+        .to_string();
+    lab.proof("$ nsenter --net=$NS sysctl net.ipv4.tcp_migrate_req");
+    lab.proof(format!("net.ipv4.tcp_migrate_req = {inside}"));
     let args_a = [
         "--reuseport",
         "--paused",
@@ -1299,7 +1637,7 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<(usize, usize, usize)>
     let clients = ns.run(|| queue_clients(addr, G05_CLIENTS))??;
     let (pa, pb) = (a.pid(), b.pid());
     let queues = lab.wait_until("every connection waits in one of the two queues", || {
-        let q = accept_queue(pa, addr.port());
+        let q = accept_queue(Some(&ns), addr.port()).map_err(|e| format!("{e:#}"))?;
         let total: u32 = q.iter().map(|(_, n)| n).sum();
         if total as usize >= G05_CLIENTS {
             Ok(q)
@@ -1314,7 +1652,7 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<(usize, usize, usize)>
         .find(|(i, _)| *i == on_a_ino)
         .map(|(_, n)| *n as usize)
         .unwrap_or(0);
-    show_queue(lab, pa, addr.port());
+    show_queue(lab, Some(&ns), addr.port())?;
     lab.say(format!(
         "# {} queued on A's socket, {} on B's",
         vol(on_a),
@@ -1339,7 +1677,12 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<(usize, usize, usize)>
         G05_CLIENTS - served - reset
     ));
     drop(b);
-    Ok((on_a, served, reset))
+    Ok(Overlap {
+        on_a,
+        served,
+        reset,
+        inside,
+    })
 }
 
 pub fn g05(lab: &mut Lab) -> Result<()> {
@@ -1354,24 +1697,30 @@ pub fn g05(lab: &mut Lab) -> Result<()> {
         .unwrap_or_default()
         .trim()
         .to_string();
-    lab.proof(format!("net.ipv4.tcp_migrate_req = {host}"));
+    lab.proof(format!("net.ipv4.tcp_migrate_req = {}", vol(&host)));
     lab.part("tcp_migrate_req=0");
-    let (on_a, _served, reset) = reuseport_drop(lab, false)?;
-    lab.observe("queued_on_old_0", on_a);
-    lab.observe("reset_0", reset);
+    let d = reuseport_drop(lab, false)?;
+    lab.observe("queued_on_old_0", d.on_a);
+    lab.observe("reset_0", d.reset);
     lab.check(
-        "closing the old SO_REUSEPORT socket resets the connections queued on it",
-        on_a > 0 && reset == on_a,
-        format!("{on_a} queued on the old socket, {reset} reset"),
+        "closing the old SO_REUSEPORT socket resets exactly the connections the kernel had queued on it (tcp_migrate_req=0 inside the namespace)",
+        d.inside == "0" && d.on_a > 0 && d.reset == d.on_a && d.served == G05_CLIENTS - d.on_a,
+        format!(
+            "tcp_migrate_req={} inside; {} queued on the old socket, {} reset, {} served",
+            d.inside, d.on_a, d.reset, d.served
+        ),
     );
     lab.part("tcp_migrate_req=1");
-    let (on_a, served, reset) = reuseport_drop(lab, true)?;
-    lab.observe("queued_on_old_1", on_a);
-    lab.observe("reset_1", reset);
+    let d = reuseport_drop(lab, true)?;
+    lab.observe("queued_on_old_1", d.on_a);
+    lab.observe("reset_1", d.reset);
     lab.check(
         "with net.ipv4.tcp_migrate_req=1 they migrate to the other socket: none reset, all served",
-        on_a > 0 && reset == 0 && served == G05_CLIENTS,
-        format!("{on_a} queued on the old socket, {reset} reset, {served} served"),
+        d.inside == "1" && d.on_a > 0 && d.reset == 0 && d.served == G05_CLIENTS,
+        format!(
+            "tcp_migrate_req={} inside; {} queued on the old socket, {} reset, {} served",
+            d.inside, d.on_a, d.reset, d.served
+        ),
     );
     let after = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
         .unwrap_or_default()
@@ -1431,19 +1780,36 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
     lab.observe("comparison", &rows);
     for c in &rows {
         let name = c.strategy.name();
-        let serving = c.switches.len() == pace.switches;
+        let (first, last) = (&c.first_listening, &c.last_listening);
+        let known = !first.is_empty() && !first.contains(&0) && !last.contains(&0);
         if c.strategy.shares_the_socket() {
             lab.check(
+                format!("{name}: the last generation listens on the very sockets of the first (same inodes in /proc/PID/fd)"),
+                known && first == last,
+                format!("gen 1 {first:?}, last {last:?}"),
+            );
+            lab.check(
                 format!("{name}: the socket is never closed, so no client error of any kind"),
-                serving && c.failed() == 0,
-                format!("{} of {} failed", c.failed(), c.attempted),
+                c.failed() == 0,
+                format!(
+                    "{} of {} failed: {}",
+                    c.failed(),
+                    c.attempted,
+                    load::tally(&c.samples)
+                ),
+            );
+        } else {
+            lab.check(
+                format!("{name}: each generation binds sockets of its own (the last shares no inode with the first)"),
+                known && last.len() == first.len() && last.iter().all(|i| !first.contains(i)),
+                format!("gen 1 {first:?}, last {last:?}"),
             );
         }
         match c.strategy {
             Strategy::StopStart => {
                 lab.check(
                     "stop-start: refused connections in the dead time (a refusal window)",
-                    serving && c.refused > 0 && c.refusal_window_ms > 0.0,
+                    c.refused > 0 && c.refusal_window_ms > 0.0,
                     format!(
                         "{} refused, window {:.1} ms",
                         c.refused, c.refusal_window_ms
@@ -1453,7 +1819,7 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
             Strategy::Reuseport => {
                 lab.check(
                     "reuseport: some socket always listens, so no refused connection",
-                    serving && c.refused == 0,
+                    c.refused == 0,
                     format!("{} refused", c.refused),
                 );
             }
@@ -1507,7 +1873,7 @@ fn have_ip() -> bool {
 
 fn link_local(lab: &mut Lab, ns: &NetNs, ifname: &str) -> Result<(Ipv6Addr, u32)> {
     let (addr, index) = lab.wait_until(
-        &format!("{ifname} has a link-local address past duplicate address detection"),
+        &format!("{ifname} has a usable (not tentative) link-local address"),
         || {
             let a = ns.ipv6_addrs(ifname).map_err(|e| e.to_string())?;
             match a.iter().find(|(ip, _, _)| ip.segments()[0] == 0xfe80) {
@@ -1541,9 +1907,20 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
             "apt-get install -y iproute2",
         );
     }
+    if !std::path::Path::new("/proc/net/if_inet6").exists() {
+        return lab.skip(
+            "G07 needs IPv6, which this kernel has disabled (no /proc/net/if_inet6)",
+            "boot without ipv6.disable=1",
+        );
+    }
     lab.note("two fresh network namespaces, A and B, joined by a veth pair");
-    let a = NetNs::new(&[])?;
-    let b = NetNs::new(&[])?;
+    // The two ends are alone on their link: duplicate address detection
+    // (a second or two in which the fe80:: addresses are tentative and
+    // unusable) has nothing to find, so it is off in both namespaces.
+    lab.note("no duplicate address detection: net.ipv6.conf.default.accept_dad=0 inside both");
+    let no_dad = [("net.ipv6.conf.default.accept_dad", "0")];
+    let a = NetNs::new(&no_dad)?;
+    let b = NetNs::new(&no_dad)?;
     let b_path = b.path();
     ip(
         lab,
@@ -1556,17 +1933,38 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
     ip(lab, &a, &["link", "set", "swl-a", "up"], "A")?;
     ip(lab, &b, &["link", "set", "swl-b", "up"], "B")?;
     let t0 = std::time::Instant::now();
-    let (_a_ip, a_index) = link_local(lab, &a, "swl-a")?;
+    let (a_ip, a_index) = link_local(lab, &a, "swl-a")?;
     let (b_ip, _b_index) = link_local(lab, &b, "swl-b")?;
-    lab.observe("dad_ms", t0.elapsed().as_millis() as u64);
+    lab.observe("link_local_ms", t0.elapsed().as_millis() as u64);
     let listener = b.run(|| std::net::TcpListener::bind("[::]:0"))??;
+    listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
     lab.note(format!("B listens on [::]:{}", vol(port)));
-    let server = std::thread::spawn(move || -> std::io::Result<String> {
-        let (mut c, from) = listener.accept()?;
-        c.write_all(b"hello from B\n")?;
-        Ok(from.to_string())
-    });
+    // B answers every connection until told to stop or the deadline: a
+    // platform that lets an unscoped connect through gets its answer too,
+    // and nothing here waits without a deadline.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || -> Vec<SocketAddr> {
+            let until = std::time::Instant::now() + crate::process::deadline();
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < until
+            {
+                match listener.accept() {
+                    Ok((mut c, from)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_write_timeout(Some(Duration::from_secs(5)));
+                        let _ = c.write_all(b"hello from B\n");
+                        seen.push(from);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            seen
+        })
+    };
     let try_connect = |lab: &mut Lab,
                        scope: u32,
                        shown: &str|
@@ -1575,6 +1973,7 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
         let sa = SocketAddr::V6(SocketAddrV6::new(b_ip, port, 0, scope));
         let r = a.run(move || {
             TcpStream::connect_timeout(&sa, Duration::from_secs(5)).and_then(|mut s| {
+                s.set_read_timeout(Some(crate::process::deadline()))?;
                 let mut got = String::new();
                 s.read_to_string(&mut got)?;
                 Ok(got.trim().to_string())
@@ -1602,14 +2001,25 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
         format!("{wrong:?}"),
     );
     let right = try_connect(lab, a_index, "fe80::…%swl-a")?;
-    lab.check(
-        "with the right scope id (%swl-a) the connection succeeds",
-        matches!(&right, Ok(g) if g == "hello from B"),
-        format!("{right:?}"),
-    );
-    let from = server
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = server
         .join()
-        .map_err(|_| anyhow!("the listener thread panicked"))??;
+        .map_err(|_| anyhow!("the listener thread panicked"))?;
+    let from_a: Vec<&SocketAddr> = seen
+        .iter()
+        .filter(|f| matches!(f, SocketAddr::V6(v) if *v.ip() == a_ip))
+        .collect();
+    lab.say(format!(
+        "# B accepted {} connection(s), {} from A's link-local address",
+        vol(seen.len()),
+        vol(from_a.len())
+    ));
+    lab.check(
+        "with the right scope id (%swl-a) the connection succeeds: A reads B's answer, and B accepted exactly that one connection, from A's link-local address",
+        matches!(&right, Ok(g) if g == "hello from B") && seen.len() == 1 && from_a.len() == 1,
+        format!("{right:?}; B accepted {seen:?}"),
+    );
+    let from: Vec<String> = seen.iter().map(|a| a.to_string()).collect();
     lab.observe("client_seen_by_b", from);
     Ok(())
 }
