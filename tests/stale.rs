@@ -140,6 +140,55 @@ fn stale_lists_an_identical_reinstall_as_optional_and_exits_0() {
 }
 
 #[test]
+fn without_a_build_id_only_root_can_tell_an_identical_reinstall() {
+    // The `short` build of libexample has no build-id: the old content can
+    // be compared with the new file only byte by byte, and only root may
+    // open the mapped file itself (/proc/PID/map_files). So root lists the
+    // identical reinstall as optional; a user, who cannot compare, must
+    // call it required and say why, never guess "the same".
+    let dir = sandbox();
+    let lib = dir.path().join("libexample.so");
+    let short = swaplab::variants::Variant::Short.built_path();
+    install(short.to_str().unwrap(), &lib);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab-plain"));
+    cmd.env_clear()
+        .env("LD_LIBRARY_PATH", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let p = Guarded(cmd.spawn().unwrap());
+    let pid = p.pid();
+    let maps = format!("/proc/{pid}/maps");
+    wait_for(&format!("{pid} maps {}", lib.display()), || {
+        std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(lib.to_str().unwrap()))
+    });
+    install(short.to_str().unwrap(), &lib);
+    let out = swaplab()
+        .args(["stale", "--json", "--pid", &pid.to_string()])
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    let f = &v["processes"][0]["files"][0];
+    let evidence = f["evidence"].as_str().unwrap_or_default();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(out.status.code(), Some(0), "{v}");
+        assert_eq!(f["reason"], "reinstalled", "{v}");
+        assert_eq!(f["need"], "optional", "{v}");
+        assert!(evidence.contains("same bytes"), "{v}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{v}");
+        assert_eq!(f["need"], "required", "{v}");
+        assert!(evidence.contains("not compared"), "{v}");
+    }
+}
+
+#[test]
 fn stale_leaves_pseudo_files_and_data_out_and_counts_them() {
     let dir = sandbox();
     let data = dir.path().join("data.bin");

@@ -1093,7 +1093,7 @@ fn reinstall_same(lab: &mut Lab, label: &str, v: Variant, greets: &str) -> Resul
     );
     // By build-id, which an unprivileged user reads too (from the
     // process's memory); a file without one is compared by its bytes, which
-    // needs root (tests/stale.rs shows both answers).
+    // needs root (tests/stale.rs, without_a_build_id_only_root_can_tell_an_identical_reinstall, shows both answers).
     lab.check_stale(&r, label, t.pid(), Stale::Optional);
     lab.stop(&mut t)
 }
