@@ -219,7 +219,7 @@ pub fn u08(lab: &mut Lab) -> Result<()> {
         return Ok(());
     };
     let first = ng.master;
-    let load = upgrade::start_load(lab, &ng.fleet, 2)?;
+    let load = upgrade::start_load(lab, &ng.fleet, 4)?;
     upgrade::served_by(lab, &load, &ng.fleet, load.mark(), first, SETTLE)?;
     lab.part("upgrade: USR2, WINCH, QUIT");
     let second = upgrade::upgrade(

@@ -776,12 +776,20 @@ pub fn only(
     Ok(())
 }
 
-/// The load client on `fleet`'s address, narrated.
+/// How fast the upgrade experiments' clients open connections, in all.
+/// An open loop at a fixed rate covers every step of a sequence evenly, also
+/// on a busy machine, where a closed loop would back off just when a step is
+/// slow; and it leaves the CPU to the processes under test (flat out, the
+/// clients took two cores and slowed every step down).
+pub const LOAD_RATE: f64 = 2000.0;
+
+/// The load client on `fleet`'s address at [`LOAD_RATE`], narrated.
 pub fn start_load(lab: &mut Lab, fleet: &Fleet, connections: usize) -> Result<Load> {
     let mut o = load::Options::new(fleet.addr);
     o.connections = connections;
+    o.rate = Some(LOAD_RATE);
     lab.note(format!(
-        "load: {connections} clients open new connections to http://{}/ one after another; every outcome is recorded",
+        "load: {connections} clients open {LOAD_RATE} new connections per second to http://{}/, each request on its own connection; every outcome is recorded",
         fleet.addr
     ));
     Load::start(o)
@@ -1001,7 +1009,7 @@ pub fn u03(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
     let (mut s, mut fleet) = start_server(lab, 2)?;
     let old = s.pid();
-    let load = start_load(lab, &fleet, 2)?;
+    let load = start_load(lab, &fleet, 4)?;
     served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
     lab.note(
         "the new version is installed over the running binary, then the article's three signals",
@@ -1139,7 +1147,7 @@ pub fn u05(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
     let (s, mut fleet) = start_server(lab, 2)?;
     let old = s.pid();
-    let load = start_load(lab, &fleet, 2)?;
+    let load = start_load(lab, &fleet, 4)?;
     served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
     lab.note("the new version is installed; USR2 and WINCH as for an upgrade, then the way back");
     rollback(lab, &mut fleet, &load, old, SETTLE, &mut install_server_2)?;
@@ -1170,7 +1178,7 @@ pub fn u06(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
     let (s, fleet) = start_server(lab, 2)?;
     let old = s.pid();
-    let load = start_load(lab, &fleet, 2)?;
+    let load = start_load(lab, &fleet, 4)?;
     served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
     lab.note("the new binary is installed without execute permission: execve will fail");
     install_program(
@@ -1186,7 +1194,7 @@ pub fn u06(lab: &mut Lab) -> Result<()> {
     let Some(ng) = crate::experiments::nginx::start(lab, 2)? else {
         return Ok(());
     };
-    let load = start_load(lab, &ng.fleet, 2)?;
+    let load = start_load(lab, &ng.fleet, 4)?;
     served_by(lab, &load, &ng.fleet, load.mark(), ng.master, SETTLE)?;
     lab.note("a copy of nginx is installed without execute permission");
     lab.shell(format!(
@@ -1356,7 +1364,7 @@ pub fn u07(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
     let (s, mut fleet) = start_server(lab, 2)?;
     let old = s.pid();
-    let load = start_load(lab, &fleet, 2)?;
+    let load = start_load(lab, &fleet, 4)?;
     served_by(lab, &load, &fleet, load.mark(), old, SETTLE)?;
     lab.note("libexample is updated on disk; the server binary stays as it is");
     let ino2 = lab.put_lib(V2, Replace::Install)?;
