@@ -25,6 +25,8 @@ pub struct Options {
     pub settle: usize,
     /// Load connections (threads).
     pub connections: usize,
+    /// New connections per second in all; `None`: flat out.
+    pub rate: Option<f64>,
     /// Workers per master.
     pub workers: usize,
     /// Which servers: `swaplab`, `nginx`.
@@ -116,6 +118,7 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
         };
         let mut opts = crate::load::Options::new(fleet.addr);
         opts.connections = o.connections;
+        opts.rate = o.rate;
         opts.max_requests = (o.requests as u64) * 4 + 1_000_000;
         opts.max_duration = std::time::Duration::from_secs(600);
         let load = crate::load::Load::start(opts)?;

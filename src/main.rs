@@ -186,6 +186,10 @@ enum Bench {
         /// Load connections, each a thread opening one connection after another.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
         connections: u64,
+        /// New connections per second, in all (an open loop, as real clients
+        /// arrive); without it the clients go flat out.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
         /// Workers per master.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
         workers: u64,
@@ -340,6 +344,7 @@ fn main() -> ExitCode {
                     requests,
                     settle,
                     connections,
+                    rate,
                     workers,
                     server,
                     json,
@@ -349,6 +354,7 @@ fn main() -> ExitCode {
                 requests: requests as usize,
                 settle: settle as usize,
                 connections: connections as usize,
+                rate,
                 workers: workers as usize,
                 servers: server,
             },

@@ -83,10 +83,11 @@ pub fn sweep(tmp: &Path) -> usize {
         let mine = e
             .metadata()
             .is_ok_and(|m| m.is_dir() && m.uid() == me && !m.file_type().is_symlink());
-        if mine && owner_tag(pid).as_deref() != Some(tag.as_str()) {
-            if fs::remove_dir_all(e.path()).is_ok() {
-                removed += 1;
-            }
+        if mine
+            && owner_tag(pid).as_deref() != Some(tag.as_str())
+            && fs::remove_dir_all(e.path()).is_ok()
+        {
+            removed += 1;
         }
     }
     removed

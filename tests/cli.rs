@@ -362,10 +362,13 @@ fn bench_upgrade_reports_every_phase_as_json() {
             "200",
             "--settle",
             "20",
-            // Two clients flat out are enough to show every phase; eight
-            // would only load the machine the other tests share.
+            // An open loop at 500 connections/s shows every phase; flat
+            // out, the clients would only load the machine the other tests
+            // share (16,000 connections in 4 s).
             "--connections",
-            "2",
+            "4",
+            "--rate",
+            "500",
             "--json",
         ])
         .assert()

@@ -2,13 +2,11 @@
 //! exactly L04. Each runs the real experiment (processes, files, /proc) and
 //! fails unless the finding is Confirmed on this machine.
 
-mod support;
-
 macro_rules! finding {
     ($name:ident) => {
         #[test]
         fn $name() {
-            support::prove(stringify!($name));
+            crate::support::prove(stringify!($name));
         }
     };
 }

@@ -189,7 +189,11 @@ fn an_interrupted_test_binary_leaves_nothing_behind() {
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
         let tmp = swaplab::sandbox::scratch("int").unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "an_experiment_to_interrupt", "--ignored"])
+            .args([
+                "--exact",
+                "harness::an_experiment_to_interrupt",
+                "--ignored",
+            ])
             .env("TMPDIR", tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

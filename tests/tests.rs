@@ -1,0 +1,21 @@
+//! The one integration test binary. Each module is a group of tests; all of
+//! them run in parallel, so `cargo test l04` still runs exactly L04, and
+//! `cargo test findings::` runs every finding.
+
+/// What every finding test does: run, judge, compare with the lab sheet.
+mod support;
+
+/// One test per finding, named as the claim it proves.
+mod findings;
+
+/// The `swaplab` command as a user meets it.
+mod cli;
+
+/// The harness's own promises: nothing left behind, docs that cannot drift.
+mod harness;
+
+/// The hand-over server's failure paths.
+mod handover;
+
+/// `swaplab stale` and `bench stale` as a user meets them.
+mod stale;
