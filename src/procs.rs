@@ -21,15 +21,9 @@ pub struct Proc {
     pub start: u64,
 }
 
-/// The kernel's `PF_EXITING` flag (`include/linux/sched.h`): set when a
-/// process starts to exit, before it has dropped its memory and become a
-/// zombie. In between, `/proc` still lists it, with no command line and no
-/// executable: it is gone for every purpose here.
-const PF_EXITING: u32 = 0x0000_0004;
-
 fn read(p: &Process) -> Option<Proc> {
     let stat = p.stat().ok()?;
-    if stat.state == 'Z' || stat.state == 'X' || stat.flags & PF_EXITING != 0 {
+    if stat.state == 'Z' || stat.state == 'X' {
         return None;
     }
     Some(Proc {

@@ -455,9 +455,14 @@ impl Fleet {
     }
 
     pub fn workers_of(&self, master: i32) -> Vec<i32> {
+        // A worker that has begun to exit has dropped its memory, so /proc
+        // shows it with no command line (nginx's "worker process" title is
+        // gone) until it becomes a zombie: it still counts, or a wait for
+        // the workers to be gone would end while the process table still
+        // lists it.
         procs::children(master)
             .iter()
-            .filter(|p| is_worker(p))
+            .filter(|p| is_worker(p) || p.args.is_empty())
             .map(|p| p.pid)
             .collect()
     }
