@@ -55,7 +55,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, Pid};
 
 use crate::agent::emit;
-use crate::server::{adopt_listeners, environment_without, GENERATION, LISTEN_FDS};
+use crate::server::{adopt_listeners, GENERATION, LISTEN_FDS};
 
 /// Exit status of a new process whose take-over was refused or failed.
 pub const TAKEOVER_FAILED: i32 = 3;
@@ -305,9 +305,6 @@ fn serve_main(opts: Opts) -> ! {
     } else if let Some(ls) = activated(me) {
         ls
     } else if let Ok(list) = std::env::var(LISTEN_FDS) {
-        if let Err(e) = one_owner_each(&list) {
-            fail(&e)
-        }
         let ls = adopt_listeners(&list).unwrap_or_else(|e| fail(&e));
         log(
             me,
@@ -375,26 +372,6 @@ fn serve_main(opts: Opts) -> ! {
         notify_ready(me, &sock);
     }
     s.run()
-}
-
-/// Refuses an inherited fd list that names one fd twice (`3;3;`): each
-/// entry becomes a `TcpListener` that owns its fd, and two owners of one fd
-/// would close it twice (the second close may hit an unrelated fd opened
-/// meanwhile).
-pub fn one_owner_each(list: &str) -> Result<(), String> {
-    let mut seen = std::collections::BTreeSet::new();
-    for part in list.split(';').filter(|p| !p.is_empty()) {
-        // A part that is not a number is adopt_listeners' to refuse.
-        let Ok(fd) = part.trim().parse::<RawFd>() else {
-            continue;
-        };
-        if !seen.insert(fd) {
-            return Err(format!(
-                "{LISTEN_FDS}={list:?}: fd {fd} is named twice; an inherited fd has one owner"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// systemd's `sd_notify(READY=1)`: one datagram to `NOTIFY_SOCKET` (`@name`
@@ -773,7 +750,7 @@ impl Server {
             return;
         }
         let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
-        match spawn_next(&self.exe, &self.argv, &fds, self.gen + 1) {
+        match crate::server::spawn_new_binary(&self.exe, &self.argv, &fds, self.gen + 1) {
             Ok(child) => {
                 self.exec_child = Some(child);
                 self.log(&format!(
@@ -891,79 +868,6 @@ impl Server {
                 let _ = nix::unistd::write(done.as_fd(), b".");
             });
         }
-    }
-}
-
-/// Writes `n` in decimal into `out`; returns the digits written. Only
-/// stack work: callable in a forked child.
-fn decimal(mut n: u64, out: &mut [u8; 20]) -> usize {
-    let mut tmp = [0u8; 20];
-    let mut i = 0;
-    loop {
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        i += 1;
-        if n == 0 || i == tmp.len() {
-            break;
-        }
-    }
-    for (k, d) in tmp[..i].iter().rev().enumerate() {
-        out[k] = *d;
-    }
-    i
-}
-
-/// The exec strategy: forks a child that execs `exe` (with `argv`) as the
-/// next generation, the listening sockets named in [`LISTEN_FDS`] (they
-/// must not be close-on-exec) and [`GENERATION`] set to `gen`.
-///
-/// This process runs a thread per download, so the child of `fork` may only
-/// call async-signal-safe functions: another thread may hold the allocator's
-/// lock at the fork, and the child would wait on it forever. Everything is
-/// therefore built before the fork — the path, the argument and environment
-/// arrays (NUL-terminated pointer arrays for `execve(2)` itself, not nix's
-/// `execve`, which allocates them) and the failure message — and the child
-/// only calls `execve`, `getpid`, `write` and `_exit`.
-fn spawn_next(exe: &Path, argv: &[CString], fds: &[RawFd], gen: u32) -> nix::Result<Pid> {
-    let list: String = fds.iter().map(|fd| format!("{fd};")).collect();
-    let mut env = environment_without(&[LISTEN_FDS, GENERATION]);
-    env.extend(CString::new(format!("{LISTEN_FDS}={list}")));
-    env.extend(CString::new(format!("{GENERATION}={gen}")));
-    let path = CString::new(exe.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let argvp: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let before = b"alert pid=";
-    let after = format!(
-        ": execve() failed while executing new binary process {:?}: errno ",
-        exe.display().to_string()
-    );
-    let after = after.as_bytes();
-    // SAFETY: after the fork the child touches only what was built above
-    // (read-only) and stack buffers, and calls only async-signal-safe
-    // functions (execve, getpid, write, _exit); it never returns.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Child => unsafe {
-            libc::execve(path.as_ptr(), argvp.as_ptr(), envp.as_ptr());
-            let errno = *libc::__errno_location();
-            let mut num = [0u8; 20];
-            libc::write(1, before.as_ptr().cast(), before.len());
-            let n = decimal(libc::getpid() as u64, &mut num);
-            libc::write(1, num.as_ptr().cast(), n);
-            libc::write(1, after.as_ptr().cast(), after.len());
-            let n = decimal(errno as u64, &mut num);
-            libc::write(1, num.as_ptr().cast(), n);
-            libc::write(1, b"\n".as_ptr().cast(), 1);
-            libc::_exit(1)
-        },
-        nix::unistd::ForkResult::Parent { child } => Ok(child),
     }
 }
 
@@ -1362,24 +1266,5 @@ mod tests {
         assert!(Opts::try_parse_from(["x", "--body", "1"]).is_err());
         assert!(Opts::try_parse_from(["x", "--listen", "nowhere"]).is_err());
         assert!(Opts::try_parse_from(["x", "--fault", "explode"]).is_err());
-    }
-
-    #[test]
-    fn an_inherited_fd_has_one_owner() {
-        assert!(one_owner_each("3;4;").is_ok());
-        assert!(one_owner_each("").is_ok());
-        let e = one_owner_each("3;4;03;").unwrap_err();
-        assert!(e.contains("fd 3 is named twice"), "{e}");
-    }
-
-    #[test]
-    fn decimal_writes_digits_without_allocating() {
-        let mut out = [0u8; 20];
-        let n = decimal(0, &mut out);
-        assert_eq!(&out[..n], b"0");
-        let n = decimal(4_194_304, &mut out);
-        assert_eq!(&out[..n], b"4194304");
-        let n = decimal(u64::MAX, &mut out);
-        assert_eq!(&out[..n], u64::MAX.to_string().as_bytes());
     }
 }

@@ -410,7 +410,7 @@ fn readiness(f: &Finding) -> String {
             return format!("skips here: needs {}", libc.name());
         }
     }
-    if f.id == "L13" && !nix::unistd::geteuid().is_root() {
+    if matches!(f.id, "L13" | "D01") && !nix::unistd::geteuid().is_root() {
         return "skips here: needs root".into();
     }
     if matches!(f.id, "U04" | "U06" | "U08") && swaplab::experiments::nginx::find_nginx().is_none()

@@ -64,6 +64,14 @@ fn owner_in(name: &str) -> Option<(i32, &str)> {
     Some((pid.parse().ok()?, tag)).filter(|_| ok)
 }
 
+/// `swaplab-LABEL-kept-XXXXXX` for `swaplab-LABEL-PID_START-XXXXXX`: the
+/// name of a sandbox kept for a person to look into, which no sweep removes.
+fn kept_name(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_str()?;
+    let (_, tag) = owner_in(name)?;
+    Some(dir.with_file_name(name.replacen(&format!("-{tag}-"), "-kept-", 1)))
+}
+
 /// Removes the folders under `tmp` that this user's swaplab processes made
 /// and that outlived them; returns how many. A folder whose owner still
 /// runs, that another user owns, or whose name carries no owner, stays.
@@ -263,7 +271,12 @@ impl Drop for Sandbox {
         live().retain(|d| d != &self.root);
         if std::env::var_os("SWAPLAB_KEEP").is_some_and(|v| v == "1") {
             if let Some(dir) = self.dir.take() {
-                eprintln!("swaplab: sandbox kept at {}", dir.keep().display());
+                let kept = dir.keep();
+                // Without its owner tag, no later run's sweep takes it.
+                let shown = kept_name(&kept)
+                    .and_then(|k| fs::rename(&kept, &k).ok().map(|_| k))
+                    .unwrap_or(kept);
+                eprintln!("swaplab: sandbox kept at {}", shown.display());
             }
         }
     }
@@ -284,6 +297,9 @@ mod tests {
             Some((9, "9_10"))
         );
         assert_eq!(owner_in("swaplab-l04-AbC9xZ"), None);
+        let kept = kept_name(Path::new("/tmp/swaplab-l04-123_4567-AbC9xZ")).unwrap();
+        assert_eq!(kept, Path::new("/tmp/swaplab-l04-kept-AbC9xZ"));
+        assert_eq!(owner_in("swaplab-l04-kept-AbC9xZ"), None);
         assert_eq!(owner_in("swaplab-bars"), None);
         assert_eq!(owner_in("other-1_2-abcdef"), None);
     }

@@ -170,11 +170,23 @@ fn listeners(o: &Options, me: i32) -> Vec<TcpListener> {
 /// old master passes them across `execve` in [`LISTEN_FDS`]. Each must be an
 /// open TCP socket in the listening state.
 pub fn adopt_listeners(list: &str) -> Result<Vec<TcpListener>, String> {
-    let mut out = Vec::new();
+    let mut fds: Vec<RawFd> = Vec::new();
     for part in list.split(';').filter(|p| !p.is_empty()) {
         let fd: RawFd = part
             .parse()
             .map_err(|_| format!("{LISTEN_FDS}={list:?}: `{part}` is not an fd"))?;
+        // Each entry becomes a TcpListener that owns its fd: two owners of
+        // one fd would close it twice (the second close may hit an
+        // unrelated fd opened meanwhile).
+        if fds.contains(&fd) {
+            return Err(format!(
+                "{LISTEN_FDS}={list:?}: fd {fd} is named twice; an inherited fd has one owner"
+            ));
+        }
+        fds.push(fd);
+    }
+    let mut out = Vec::new();
+    for fd in fds {
         if fd < 3 || nix::fcntl::fcntl(probe_fd(fd), FcntlArg::F_GETFD).is_err() {
             return Err(format!("{LISTEN_FDS}: fd {fd} is not open"));
         }
@@ -246,15 +258,24 @@ pub fn spawn_new_binary(exe: &Path, argv: &[CString], fds: &[RawFd], gen: u32) -
         exe.display().to_string()
     )
     .into_bytes();
+    // The child starts the new image with no signal blocked, as Command
+    // would (this process blocks the ones its signalfd reads).
+    // SAFETY: sigemptyset only fills in the set it is given.
+    let unblocked = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        set
+    };
     // SAFETY: fork in a process that may have other threads: the child
     // touches no lock and no allocator. It calls execve with the arrays
     // built above (its copy of the parent's memory holds them); on failure
     // it reads errno, calls getpid, writes the pid's digits into a stack
     // buffer, takes errno's static description (a match on a number), and
-    // calls write and _exit. execve, getpid, write and _exit are
-    // async-signal-safe (signal-safety(7)).
+    // calls write and _exit. sigprocmask, execve, getpid, write and _exit
+    // are async-signal-safe (signal-safety(7)).
     match unsafe { fork() }? {
         ForkResult::Child => unsafe {
+            libc::sigprocmask(libc::SIG_SETMASK, &unblocked, std::ptr::null_mut());
             libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
             let err = Errno::last();
             let mut digits = [0u8; 20];
@@ -675,5 +696,25 @@ impl Master {
         );
         let _ = conn.write_all(resp.as_bytes());
         let _ = conn.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+#[cfg(test)]
+mod fork_safe_tests {
+    use super::*;
+
+    #[test]
+    fn decimal_writes_digits_without_allocating() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(4_194_304, &mut buf), b"4194304");
+        assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string().as_bytes());
+    }
+
+    #[test]
+    fn an_inherited_fd_has_one_owner() {
+        let e = adopt_listeners("3;4;03;").unwrap_err();
+        assert!(e.contains("fd 3 is named twice"), "{e}");
+        assert!(adopt_listeners("").unwrap().is_empty());
     }
 }

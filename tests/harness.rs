@@ -201,21 +201,28 @@ fn an_interrupted_test_binary_leaves_nothing_behind() {
                 "--ignored",
             ])
             .env("TMPDIR", tmp.path())
+            // Its wait must outlast ours for the target, however slow a
+            // busy machine makes either.
+            .env("SWAPLAB_TIMEOUT", "180")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         // Interrupt it once the target and its child run from its sandbox.
-        let until = Instant::now() + Duration::from_secs(60);
+        let until = Instant::now() + Duration::from_secs(120);
         while processes_under_now(tmp.path()).len() < 2 {
             assert!(
                 Instant::now() < until,
-                "the test binary started no target in 60 s"
+                "the test binary started no target in 120 s"
             );
             std::thread::sleep(Duration::from_millis(2));
         }
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the test binary ended before the interrupt"
+        );
         nix::sys::signal::kill(pid, signal).unwrap();
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;

@@ -435,8 +435,13 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// A worker, by its title. A process that has begun to exit has dropped its
+/// memory, so /proc shows it with no command line (nginx's "worker process"
+/// title is gone) until it becomes a zombie: it still counts as a worker, or
+/// a wait for the workers to be gone would end while the process table
+/// still lists it (and it would count as a master).
 fn is_worker(p: &Proc) -> bool {
-    p.comm == WORKER_COMM || p.args.starts_with("nginx: worker process")
+    p.comm == WORKER_COMM || p.args.starts_with("nginx: worker process") || p.args.is_empty()
 }
 
 impl Fleet {
@@ -455,14 +460,9 @@ impl Fleet {
     }
 
     pub fn workers_of(&self, master: i32) -> Vec<i32> {
-        // A worker that has begun to exit has dropped its memory, so /proc
-        // shows it with no command line (nginx's "worker process" title is
-        // gone) until it becomes a zombie: it still counts, or a wait for
-        // the workers to be gone would end while the process table still
-        // lists it.
         procs::children(master)
             .iter()
-            .filter(|p| is_worker(p) || p.args.is_empty())
+            .filter(|p| is_worker(p))
             .map(|p| p.pid)
             .collect()
     }
