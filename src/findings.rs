@@ -276,7 +276,7 @@ pub static FINDINGS: &[Finding] = &[
         claim: "How the file is replaced matters. `install` unlinks then creates (not atomic): a process starting in that window fails both ways: ENOENT (nothing at the path) and \"file too short\" (musl: \"Exec format error\"; the new file not written yet), and now and then it is killed by SIGBUS (a file still being written); every failed start is one of these. `rename(2)` is atomic: no start fails, over as many starts as install's measured failure rate would fail 20 of. `cp` over the live file (same inode, `O_TRUNC`) is accepted by the kernel (no ETXTBSY for a mapped `.so`) and the running process crashes on its next call into the library (SIGSEGV; SIGBUS when the new file is shorter than the mapping). A same-layout in-place write without truncation makes the running process silently run the new code. Neither in-place case shows `(deleted)`.",
         article: Article::SharedLibraryUpdate,
         steps: &[
-            "start processes in a tight loop while another loop replaces the library with install, until starts have failed both ways (ENOENT, file too short); then as many starts (or more) with rename; count the failed starts by kind",
+            "start processes in a tight loop while another loop replaces the library with install, until starts have failed both ways (ENOENT, file too short) and 20 in all (a measured failure rate); then, with rename, as many starts as that rate would fail 20 of; count the failed starts by kind",
             "rename v2 over a running A: A keeps v1, its maps say (deleted)",
             "cp the re-laid-out v2 over a running B (O_TRUNC, same inode); B calls the library",
             "cp the short v2 over a running C; C calls the library",

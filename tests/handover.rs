@@ -149,7 +149,7 @@ fn a_second_takeover_during_one_in_progress_is_refused_cleanly() {
 fn the_holder_refuses_a_restart_while_a_generation_is_starting() {
     let mut lab = Lab::new("holder", None).unwrap();
     let mut s = setup(5_000);
-    s.startup_ms = 300;
+    s.startup_ms = 1000;
     let mut svc = Service::start(&mut lab, Strategy::Activation, s).unwrap();
     let holder = svc.signal_pid();
     let load = start_load(&mut lab, svc.addrs(), 100.0, 8).unwrap();
@@ -207,7 +207,7 @@ fn the_holder_ignores_ready_from_a_process_it_did_not_start() {
     // Gen 2 takes this long to start: the forged READY=1 arrives while it
     // is starting, when believing it would QUIT gen 1 with nobody to take
     // over.
-    s.startup_ms = 300;
+    s.startup_ms = 1000;
     let mut svc = Service::start(&mut lab, Strategy::Activation, s).unwrap();
     let holder = svc.signal_pid();
     let gen1 = svc.current.pid;
@@ -232,6 +232,14 @@ fn the_holder_ignores_ready_from_a_process_it_did_not_start() {
         .unwrap()
         .send_to_addr(forged.as_bytes(), &addr)
         .unwrap();
+    // What the clients and /proc show: had the holder believed it, gen 1
+    // would stop accepting now, and downloads begun from here on would
+    // wait for gen 2. Gen 1 still serves them, alive.
+    served_by(&load, 1, 3);
+    assert!(
+        swaplab::procs::alive(gen1),
+        "gen 1 (pid {gen1}) is gone after a forged READY=1"
+    );
     let me = std::process::id();
     let ignored = svc
         .expect(
