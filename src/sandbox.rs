@@ -4,11 +4,13 @@
 //! dropped, unless `SWAPLAB_KEEP=1`, which keeps it and prints its path.
 //!
 //! A process killed before its drops run (SIGKILL, or SIGINT/SIGTERM to a
-//! test binary, which has no handler) cannot remove its folders. So every
-//! folder is named after its owner (`swaplab-LABEL-PID_START-XXXXXX`: the pid
-//! and the kernel's start time of the process, which together never name
-//! another process), and the first folder a process makes sweeps away every
-//! folder of the same user whose owner is gone.
+//! test binary, which has no handler) cannot remove its folders. So the
+//! owner of every folder holds a lock on the folder's `.owner` file for as
+//! long as it lives (`flock`: the kernel drops it when the process dies,
+//! however it dies, and whichever pid namespace looks), and the first folder
+//! a process makes sweeps away every folder of the same user whose lock is
+//! free. The name says whose it was, for people: `swaplab-LABEL-PID_START-
+//! XXXXXX`, with the pid and the kernel's start time of the owner.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
 use crate::process::Program;
@@ -44,14 +47,25 @@ pub fn remove_all() {
     }
 }
 
-/// The owner tag of this process: `PID_START`, START being the process's
-/// start time in clock ticks after boot (field 22 of `/proc/PID/stat`).
-fn owner_tag(pid: i32) -> Option<String> {
-    let start = procfs::process::Process::new(pid)
+/// The owner tag of this process, for people: `PID_START`, START being its
+/// start time in clock ticks after boot (0 where `/proc` cannot tell).
+fn owner_tag() -> String {
+    let start = procfs::process::Process::myself()
         .and_then(|p| p.stat())
-        .ok()?
-        .starttime;
-    Some(format!("{pid}_{start}"))
+        .map_or(0, |s| s.starttime);
+    format!("{}_{start}", std::process::id())
+}
+
+/// The file in each folder whose lock its owner holds.
+const OWNER_LOCK: &str = ".owner";
+
+/// Whether nobody holds the lock on `dir`'s owner file: its owner is gone.
+/// A folder with no owner file yet (being made) is not taken for gone.
+fn owner_gone(dir: &Path) -> bool {
+    let Ok(f) = fs::File::open(dir.join(OWNER_LOCK)) else {
+        return false;
+    };
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
 }
 
 /// The owner tag in a folder name `swaplab-LABEL-PID_START-XXXXXX`.
@@ -74,7 +88,8 @@ fn kept_name(dir: &Path) -> Option<PathBuf> {
 
 /// Removes the folders under `tmp` that this user's swaplab processes made
 /// and that outlived them; returns how many. A folder whose owner still
-/// runs, that another user owns, or whose name carries no owner, stays.
+/// holds its lock, that another user owns, or whose name carries no owner
+/// tag, stays.
 pub fn sweep(tmp: &Path) -> usize {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
@@ -84,47 +99,74 @@ pub fn sweep(tmp: &Path) -> usize {
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some((pid, tag)) = owner_in(&name.to_string_lossy()).map(|(p, t)| (p, t.to_string()))
-        else {
+        if owner_in(&name.to_string_lossy()).is_none() {
             continue;
-        };
+        }
         let mine = e
             .metadata()
             .is_ok_and(|m| m.is_dir() && m.uid() == me && !m.file_type().is_symlink());
-        if mine
-            && owner_tag(pid).as_deref() != Some(tag.as_str())
-            && fs::remove_dir_all(e.path()).is_ok()
-        {
+        if mine && owner_gone(&e.path()) && fs::remove_dir_all(e.path()).is_ok() {
             removed += 1;
         }
     }
     removed
 }
 
+/// A folder in the temp folder that this process owns (see the module's
+/// doc): removed when dropped, swept by a later run if this process dies
+/// first.
+pub struct Scratch {
+    dir: TempDir,
+    _owner: Flock<fs::File>,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keeps the folder for a person to look into: it loses its lock and
+    /// its owner tag (`swaplab-LABEL-kept-XXXXXX`), so no sweep takes it.
+    /// Returns where it is.
+    pub fn keep(self) -> PathBuf {
+        let kept = self.dir.keep();
+        kept_name(&kept)
+            .and_then(|k| fs::rename(&kept, &k).ok().map(|_| k))
+            .unwrap_or(kept)
+    }
+}
+
 /// A new folder `swaplab-LABEL-PID_START-XXXXXX` in the temp folder, owned
-/// by this process (see the module's doc). The first call of a process
-/// sweeps away the folders of owners that are gone.
-pub fn scratch(label: &str) -> Result<TempDir> {
+/// by this process. The first call of a process sweeps away the folders of
+/// owners that are gone.
+pub fn scratch(label: &str) -> Result<Scratch> {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     let tmp = std::env::temp_dir();
     SWEPT.call_once(|| {
         sweep(&tmp);
     });
-    let me = std::process::id() as i32;
-    let tag = owner_tag(me).context("cannot read this process's start time in /proc")?;
-    tempfile::Builder::new()
-        .prefix(&format!("swaplab-{label}-{tag}-"))
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("swaplab-{label}-{}-", owner_tag()))
         .tempdir_in(&tmp)
         .with_context(|| {
             format!(
                 "cannot create a folder in the temp folder {}",
                 tmp.display()
             )
-        })
+        })?;
+    // Locked under another name, then renamed: a sweep never sees an owner
+    // file that nobody holds yet.
+    let new = dir.path().join(".owner.new");
+    let file = fs::File::create(&new).context("cannot create the owner file")?;
+    let owner = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("cannot lock the owner file")?;
+    fs::rename(&new, dir.path().join(OWNER_LOCK))?;
+    Ok(Scratch { dir, _owner: owner })
 }
 
 pub struct Sandbox {
-    dir: Option<TempDir>,
+    dir: Option<Scratch>,
     root: PathBuf,
     /// Where the programs and library variants come from.
     runtime: Runtime,
@@ -271,12 +313,7 @@ impl Drop for Sandbox {
         live().retain(|d| d != &self.root);
         if std::env::var_os("SWAPLAB_KEEP").is_some_and(|v| v == "1") {
             if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                // Without its owner tag, no later run's sweep takes it.
-                let shown = kept_name(&kept)
-                    .and_then(|k| fs::rename(&kept, &k).ok().map(|_| k))
-                    .unwrap_or(kept);
-                eprintln!("swaplab: sandbox kept at {}", shown.display());
+                eprintln!("swaplab: sandbox kept at {}", dir.keep().display());
             }
         }
     }
@@ -307,17 +344,38 @@ mod tests {
     #[test]
     fn a_sweep_removes_only_folders_whose_owner_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
-        let me = owner_tag(std::process::id() as i32).unwrap();
-        let pid = std::process::id();
-        // Same pid, another start time: a process that is gone.
-        let gone = tmp.path().join(format!("swaplab-x-{pid}_1-aaaaaa"));
-        let alive = tmp.path().join(format!("swaplab-x-{me}-bbbbbb"));
-        let untagged = tmp.path().join("swaplab-x-cccccc");
-        for d in [&gone, &alive, &untagged] {
+        let made = |name: &str, locked: bool| {
+            let d = tmp.path().join(name);
             fs::create_dir_all(d.join("lib")).unwrap();
-        }
+            let f = fs::File::create(d.join(OWNER_LOCK)).unwrap();
+            let lock = locked.then(|| Flock::lock(f, FlockArg::LockExclusive).unwrap());
+            (d, lock)
+        };
+        // Its lock free: the owner is gone (killed, its lock dropped).
+        let (gone, _) = made("swaplab-x-1_2-aaaaaa", false);
+        // Its lock held: the owner runs (here, this test).
+        let (alive, _held) = made("swaplab-x-3_4-bbbbbb", true);
+        // No owner tag in the name: not ours to judge.
+        let (untagged, _) = made("swaplab-x-cccccc", false);
+        // Being made: no owner file yet.
+        let young = tmp.path().join("swaplab-x-5_6-dddddd");
+        fs::create_dir_all(&young).unwrap();
         assert_eq!(sweep(tmp.path()), 1);
         assert!(!gone.exists());
-        assert!(alive.exists() && untagged.exists());
+        assert!(alive.exists() && untagged.exists() && young.exists());
+    }
+
+    #[test]
+    fn a_scratch_folder_is_locked_while_it_lives_and_kept_ones_lose_their_tag() {
+        let s = scratch("unit").unwrap();
+        assert!(!owner_gone(s.path()), "a live owner's folder looks gone");
+        let kept = s.keep();
+        assert!(kept
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains("-kept-"));
+        assert!(owner_in(&kept.file_name().unwrap().to_string_lossy()).is_none());
+        fs::remove_dir_all(kept).unwrap();
     }
 }

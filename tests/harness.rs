@@ -56,11 +56,20 @@ fn assert_nothing_left(dir: &Path, files: bool) {
     let left = processes_left_under(dir);
     assert!(left.is_empty(), "processes left: {left:?}");
     if files {
+        // `dir` is this test's own scratch folder: its owner file stays.
+        let left = || -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.ends_with(".owner"))
+                .collect()
+        };
         let until = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_dir(dir).unwrap().next().is_some() && Instant::now() < until {
+        while !left().is_empty() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let entries: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        let entries = left();
         assert!(entries.is_empty(), "left in the temp folder: {entries:?}");
     }
 }
@@ -101,7 +110,7 @@ fn a_panicking_experiment_leaves_no_process_and_no_sandbox() {
 /// start loop runs, sends `signal`, and returns (temp folder, exit status).
 fn interrupt_a_run(
     signal: nix::sys::signal::Signal,
-) -> (tempfile::TempDir, std::process::ExitStatus) {
+) -> (swaplab::sandbox::Scratch, std::process::ExitStatus) {
     interrupt("L11", "for i in $(seq", signal)
 }
 
@@ -112,7 +121,7 @@ fn interrupt(
     id: &str,
     marker: &'static str,
     signal: nix::sys::signal::Signal,
-) -> (tempfile::TempDir, std::process::ExitStatus) {
+) -> (swaplab::sandbox::Scratch, std::process::ExitStatus) {
     use std::io::{BufRead, BufReader};
     let tmp = swaplab::sandbox::scratch("int").unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))

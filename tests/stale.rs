@@ -36,7 +36,7 @@ impl Guarded {
 }
 
 /// A sandbox folder others may enter (for the unprivileged test).
-fn sandbox() -> tempfile::TempDir {
+fn sandbox() -> swaplab::sandbox::Scratch {
     let dir = swaplab::sandbox::scratch("stale-test").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
