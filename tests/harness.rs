@@ -201,9 +201,22 @@ fn an_interrupted_test_binary_leaves_nothing_behind() {
     // Its targets die with it (PR_SET_PDEATHSIG); the next run sweeps the
     // sandboxes, whose names say their owner is gone.
     use nix::sys::signal::Signal;
+    use std::os::unix::process::CommandExt;
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
         let tmp = swaplab::sandbox::scratch("int").unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        // As a test binary in a terminal has them: a shell running this
+        // suite in the background may have SIGINT ignored, which a child
+        // would inherit.
+        // SAFETY: signal(2) is async-signal-safe.
+        unsafe {
+            child.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = child
             .args([
                 "--exact",
                 "harness::an_experiment_to_interrupt",
