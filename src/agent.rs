@@ -64,6 +64,17 @@ fn die_with_parent() {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
 }
 
+/// In a child of fork: die with `parent`. The parent may have died between
+/// the fork and the prctl, before any death signal was asked for: then the
+/// child has been reparented already, and leaves at once.
+fn die_with(parent: Pid) {
+    die_with_parent();
+    if nix::unistd::getppid() != parent {
+        // SAFETY: leave without running the parent's exit handlers.
+        unsafe { libc::_exit(1) }
+    }
+}
+
 struct Agent {
     pid: i32,
     build: &'static str,
@@ -259,9 +270,10 @@ impl Agent {
     fn fork_child(&mut self) -> Result<(), String> {
         // SAFETY: targets are single-threaded (the main thread reads stdin and
         // nothing else runs), so the child may allocate and print freely.
+        let parent = getpid();
         match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Child => {
-                die_with_parent();
+                die_with(parent);
                 let me = getpid().as_raw();
                 self.pid = me;
                 self.hello();
@@ -281,9 +293,10 @@ impl Agent {
         let hold_arg = CString::new("--hold").expect("no NUL");
         // SAFETY: single-threaded (see fork_child); the child only sets its
         // death signal and execs, or reports and _exits.
+        let parent = getpid();
         match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Child => {
-                die_with_parent();
+                die_with(parent);
                 let err = execv(&path, &[path.as_c_str(), hold_arg.as_c_str()]).unwrap_err();
                 emit(&format!("error pid={}: exec: {err}", getpid()));
                 // SAFETY: leave without running the parent's exit handlers.
