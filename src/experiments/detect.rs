@@ -259,14 +259,18 @@ fn lsof(lab: &mut Lab, pids: &[i32], plus_l1: bool) -> Answer {
     Ok(flagged)
 }
 
-/// needrestart's configuration for D01: its stock list of pseudo-files to
-/// pass over (`/etc/needrestart/needrestart.conf` on Debian), without the
-/// `/tmp`, `/var/tmp` and `/run` entries, where the sandbox lives; the rest
-/// are needrestart's defaults.
+/// needrestart's configuration for D01: its stock list of mappings to pass
+/// over (`/etc/needrestart/needrestart.conf` on Debian 12), entry for entry,
+/// but for the `/tmp`, `/var/tmp` and `/run` entries, where the sandbox
+/// lives; everything else is needrestart's defaults (`-c` reads no
+/// `conf.d`).
 const NEEDRESTART_CONF: &str = r"$nrconf{blacklist_mappings} = [
     qr(^/(SYSV00000000( \(deleted\))?|drm(\s|$)|dev/)),
     qr(^/memfd:),
     qr(^/\[aio\]),
+    qr#/orcexec\.[\w\d]+( \(deleted\))?$#,
+    qr(/#\d+( \(deleted\))?$),
+    qr#/jna\d+\.tmp( \(deleted\))?$#,
 ];";
 
 /// needrestart's verdict on each process, `-v` (what it prints per process
