@@ -62,10 +62,39 @@ const OWNER_LOCK: &str = ".owner";
 /// Whether nobody holds the lock on `dir`'s owner file: its owner is gone.
 /// A folder with no owner file yet (being made) is not taken for gone.
 fn owner_gone(dir: &Path) -> bool {
-    let Ok(f) = fs::File::open(dir.join(OWNER_LOCK)) else {
-        return false;
+    match fs::File::open(dir.join(OWNER_LOCK)) {
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
+        // No owner file: being made (it comes within microseconds), or
+        // left half removed by an owner killed while it removed it. The
+        // name's tag tells them apart where it can: its owner is gone if
+        // no live process has that pid and start time, and in any case
+        // once the folder is a minute old.
+        Err(_) => {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            let tagged = name
+                .as_deref()
+                .and_then(owner_in)
+                .map(|(_, t)| t.to_string());
+            let old = fs::metadata(dir)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() >= 60));
+            old || tagged.is_some_and(|t| !tag_alive(&t))
+        }
+    }
+}
+
+/// Whether the process a tag `PID_START` names is alive in this pid
+/// namespace.
+fn tag_alive(tag: &str) -> bool {
+    let Some((pid, start)) = tag.split_once('_') else {
+        return true;
     };
-    Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
+    let Ok(pid) = pid.parse::<i32>() else {
+        return true;
+    };
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|st| st.starttime.to_string() == start)
 }
 
 /// The owner tag in a folder name `swaplab-LABEL-PID_START-XXXXXX`.
@@ -116,23 +145,45 @@ pub fn sweep(tmp: &Path) -> usize {
 /// doc): removed when dropped, swept by a later run if this process dies
 /// first.
 pub struct Scratch {
-    dir: TempDir,
+    /// `None` once kept.
+    dir: Option<TempDir>,
     _owner: Flock<fs::File>,
 }
 
 impl Scratch {
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir
+            .as_ref()
+            .expect("a kept folder is no longer used")
+            .path()
     }
 
     /// Keeps the folder for a person to look into: it loses its lock and
     /// its owner tag (`swaplab-LABEL-kept-XXXXXX`), so no sweep takes it.
     /// Returns where it is.
-    pub fn keep(self) -> PathBuf {
-        let kept = self.dir.keep();
+    pub fn keep(mut self) -> PathBuf {
+        let kept = self.dir.take().expect("kept once").keep();
         kept_name(&kept)
             .and_then(|k| fs::rename(&kept, &k).ok().map(|_| k))
             .unwrap_or(kept)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Everything but the owner file first: a folder half removed when
+        // this process is killed still has its owner file, whose lock the
+        // kernel then frees, and a later sweep finishes the job.
+        let Some(dir) = &self.dir else { return };
+        for e in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            if e.file_name() == OWNER_LOCK {
+                continue;
+            }
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(e.path()),
+                _ => fs::remove_file(e.path()),
+            };
+        }
     }
 }
 
@@ -162,7 +213,10 @@ pub fn scratch(label: &str) -> Result<Scratch> {
         .map_err(|(_, e)| e)
         .context("cannot lock the owner file")?;
     fs::rename(&new, dir.path().join(OWNER_LOCK))?;
-    Ok(Scratch { dir, _owner: owner })
+    Ok(Scratch {
+        dir: Some(dir),
+        _owner: owner,
+    })
 }
 
 pub struct Sandbox {
@@ -357,11 +411,15 @@ mod tests {
         let (alive, _held) = made("swaplab-x-3_4-bbbbbb", true);
         // No owner tag in the name: not ours to judge.
         let (untagged, _) = made("swaplab-x-cccccc", false);
-        // Being made: no owner file yet.
-        let young = tmp.path().join("swaplab-x-5_6-dddddd");
+        // Being made by a live process (this one): no owner file yet.
+        let young = tmp.path().join(format!("swaplab-x-{}-dddddd", owner_tag()));
         fs::create_dir_all(&young).unwrap();
-        assert_eq!(sweep(tmp.path()), 1);
-        assert!(!gone.exists());
+        // Half removed by an owner that was killed meanwhile: no owner
+        // file, and no live process has its tag (pid 1 never started late).
+        let half = tmp.path().join("swaplab-x-1_999999999-eeeeee");
+        fs::create_dir_all(half.join("bin")).unwrap();
+        assert_eq!(sweep(tmp.path()), 2);
+        assert!(!gone.exists() && !half.exists());
         assert!(alive.exists() && untagged.exists() && young.exists());
     }
 
