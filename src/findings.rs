@@ -468,7 +468,7 @@ pub static FINDINGS: &[Finding] = &[
     Finding {
         id: "G03",
         slug: "an_scm_rights_handover_restarts_without_a_client_error",
-        claim: "Graceful restart: the new process receives the listening socket(s) over a Unix domain socket as SCM_RIGHTS ancillary data (several fds in one message), starts accepting, and only then the old one stops accepting and drains its open connections: no client sees an error, every download completes.",
+        claim: "Graceful restart: the new process receives the listening socket(s) over a Unix domain socket as SCM_RIGHTS ancillary data, starts accepting, and only then the old one stops accepting and drains its open connections: no client sees an error, every download completes.",
         article: Article::GracefulRestart,
         steps: &[
             "start gen 1 listening on 127.0.0.1 and ::1, with a control socket run/handover.sock; the load opens 150 connections a second, each a 1 MiB download",

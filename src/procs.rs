@@ -122,14 +122,15 @@ pub fn sockets(pid: i32) -> Vec<(i32, u64)> {
     v
 }
 
-/// The inode of the socket listening on TCP `port` (IPv4 or IPv6), from
-/// `/proc/net/tcp` and `/proc/net/tcp6`.
-pub fn listening_inode(port: u16) -> Option<u64> {
+/// The inode of the socket listening on TCP `addr`, from `/proc/net/tcp`
+/// and `/proc/net/tcp6`. The whole address, not the port alone: another
+/// process may listen on the same port at another address.
+pub fn listening_inode(addr: std::net::SocketAddr) -> Option<u64> {
     let v4 = procfs::net::tcp().unwrap_or_default();
     let v6 = procfs::net::tcp6().unwrap_or_default();
     v4.into_iter()
         .chain(v6)
-        .find(|e| e.state == procfs::net::TcpState::Listen && e.local_address.port() == port)
+        .find(|e| e.state == procfs::net::TcpState::Listen && e.local_address == addr)
         .map(|e| e.inode)
 }
 

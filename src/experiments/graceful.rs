@@ -1259,7 +1259,6 @@ fn show_listening(lab: &mut Lab, a: &Accepting, inodes: &[u64], what: &str) {
 pub fn g03(lab: &mut Lab) -> Result<()> {
     let setup = Setup::new(1 << 20, 40, 0);
     let mut svc = Service::start(lab, Strategy::ScmRights, setup)?;
-    let listeners = svc.current.fds.len();
     let load = start_load(lab, svc.addrs(), 150.0, 32)?;
     let m = load.mark();
     load.wait_for(m, 10, "a download completed", |s| s.kind == Kind::Completed)?;
@@ -1321,14 +1320,11 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
         "switch_ms",
         seen.iter().map(Switch::switch_ms).collect::<Vec<_>>(),
     );
+    // How many fds in how many messages is what the new process says of
+    // its own recvmsg calls: shown, not judged. That it holds all of them
+    // is judged below, from the inodes in /proc/PID/fd.
     let received: Vec<(usize, usize)> = seen.iter().filter_map(|s| s.received).collect();
-    lab.check(
-        format!(
-            "every new process received all {listeners} listening fds in one message (SCM_RIGHTS)"
-        ),
-        seen.iter().all(|s| s.received == Some((listeners, 1))),
-        format!("{received:?}"),
-    );
+    lab.observe("received_fds_and_messages", &received);
     lab.check(
         "the new process holds the very same sockets (same inodes in /proc/PID/fd)",
         same,
@@ -1447,7 +1443,9 @@ fn read_all(clients: Vec<TcpStream>) -> Vec<std::result::Result<i32, String>> {
 /// The accept queues of the listening sockets on `port`, from the
 /// kernel's list (sock_diag, as `ss -lt` reads it) in `ns`, or in this
 /// thread's namespace: (inode, queued connections).
-fn accept_queue(ns: Option<&NetNs>, port: u16) -> Result<Vec<(u64, u32)>> {
+/// The listening sockets on `addr` (the whole address: another process may
+/// listen on the same port elsewhere) with their accept queues.
+fn accept_queue(ns: Option<&NetNs>, addr: SocketAddr) -> Result<Vec<(u64, u32)>> {
     let all = match ns {
         Some(ns) => ns.run(listeners::all)?,
         None => listeners::all(),
@@ -1455,13 +1453,14 @@ fn accept_queue(ns: Option<&NetNs>, port: u16) -> Result<Vec<(u64, u32)>> {
     .context("cannot list the listening sockets (sock_diag netlink)")?;
     Ok(all
         .into_iter()
-        .filter(|l| l.addr.port() == port)
+        .filter(|l| l.addr == addr)
         .map(|l| (l.inode, l.queued))
         .collect())
 }
 
-fn show_queue(lab: &mut Lab, ns: Option<&NetNs>, port: u16) -> Result<Vec<(u64, u32)>> {
-    let q = accept_queue(ns, port)?;
+fn show_queue(lab: &mut Lab, ns: Option<&NetNs>, addr: SocketAddr) -> Result<Vec<(u64, u32)>> {
+    let q = accept_queue(ns, addr)?;
+    let port = addr.port();
     let net = if ns.is_some() {
         "nsenter --net=$NS "
     } else {
@@ -1496,14 +1495,14 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     ));
     let clients = queue_clients(addr, QUEUED)?;
     let q = lab.wait_until("the connections wait in A's accept queue", || {
-        let q = accept_queue(None, addr.port()).map_err(|e| format!("{e:#}"))?;
+        let q = accept_queue(None, addr).map_err(|e| format!("{e:#}"))?;
         match q.first() {
             Some((_, n)) if *n as usize >= QUEUED => Ok(q),
             other => Err(format!("{other:?}")),
         }
     })?;
     let _ = q;
-    show_queue(lab, None, addr.port())?;
+    show_queue(lab, None, addr)?;
     lab.note("B takes the listening socket over (SCM_RIGHTS); A, released, exits");
     let mut b = lab.start_with(
         Program::Handover,
@@ -1543,7 +1542,7 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
     let pid_c = c.pid();
     lab.wait_until(
         "the connections wait in C's accept queue",
-        || match accept_queue(None, addr.port())
+        || match accept_queue(None, addr)
             .map_err(|e| format!("{e:#}"))?
             .first()
         {
@@ -1551,7 +1550,7 @@ pub fn g04(lab: &mut Lab) -> Result<()> {
             other => Err(format!("{other:?}")),
         },
     )?;
-    show_queue(lab, None, addr.port())?;
+    show_queue(lab, None, addr)?;
     lab.note("C exits: the last fd of the listening socket closes");
     lab.kill(Signal::SIGTERM, pid_c, "$C")?;
     c.wait_exit()?;
@@ -1637,7 +1636,7 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<Overlap> {
     let clients = ns.run(|| queue_clients(addr, G05_CLIENTS))??;
     let (pa, pb) = (a.pid(), b.pid());
     let queues = lab.wait_until("every connection waits in one of the two queues", || {
-        let q = accept_queue(Some(&ns), addr.port()).map_err(|e| format!("{e:#}"))?;
+        let q = accept_queue(Some(&ns), addr).map_err(|e| format!("{e:#}"))?;
         let total: u32 = q.iter().map(|(_, n)| n).sum();
         if total as usize >= G05_CLIENTS {
             Ok(q)
@@ -1652,7 +1651,7 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<Overlap> {
         .find(|(i, _)| *i == on_a_ino)
         .map(|(_, n)| *n as usize)
         .unwrap_or(0);
-    show_queue(lab, Some(&ns), addr.port())?;
+    show_queue(lab, Some(&ns), addr)?;
     lab.say(format!(
         "# {} queued on A's socket, {} on B's",
         vol(on_a),

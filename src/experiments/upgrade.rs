@@ -595,7 +595,7 @@ fn upgraded(lab: &mut Lab, fleet: &mut Fleet, old: i32, replaced: bool) -> Resul
 /// the fd numbers were passed.
 fn same_socket(lab: &mut Lab, fleet: &Fleet, old: i32, new: i32) {
     let port = fleet.addr.port();
-    let listening = procs::listening_inode(port);
+    let listening = procs::listening_inode(fleet.addr);
     lab.proof(format!(
         "$ awk '$2 ~ /:{}$/ && $4 == \"0A\" {{print \"inode=\" $10}}' /proc/net/tcp   # who listens on 127.0.0.1:[PORT]",
         vol(format!("{port:04X}"))
