@@ -51,6 +51,19 @@ fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
     }
 }
 
+/// Spawns `cmd` so that it dies with this test (PR_SET_PDEATHSIG) and is
+/// killed and reaped when the guard drops.
+fn spawn_guarded(mut cmd: std::process::Command) -> Guarded {
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    Guarded(cmd.spawn().unwrap())
+}
+
 /// Starts a copy of `sleep` at `dir/name` (as `uid` if given) and waits
 /// until the exec is done (its /proc/PID/exe names the copy).
 fn sleeper(dir: &Path, name: &str, uid: Option<(u32, u32)>) -> (Guarded, PathBuf) {
@@ -63,14 +76,7 @@ fn sleeper(dir: &Path, name: &str, uid: Option<(u32, u32)>) -> (Guarded, PathBuf
     if let Some((u, g)) = uid {
         cmd.uid(u).gid(g);
     }
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let child = Guarded(cmd.spawn().unwrap());
+    let child = spawn_guarded(cmd);
     let pid = child.pid();
     wait_for(&format!("{pid} runs {}", exe.display()), || {
         std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
@@ -155,14 +161,7 @@ fn without_a_build_id_only_root_can_tell_an_identical_reinstall() {
         .env("LD_LIBRARY_PATH", dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let p = Guarded(cmd.spawn().unwrap());
+    let p = spawn_guarded(cmd);
     let pid = p.pid();
     let maps = format!("/proc/{pid}/maps");
     wait_for(&format!("{pid} maps {}", lib.display()), || {
