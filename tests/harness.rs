@@ -236,7 +236,7 @@ fn an_interrupted_test_binary_leaves_nothing_behind() {
         while processes_under_now(tmp.path()).len() < 2 {
             assert!(
                 Instant::now() < until,
-                "the test binary started no target in 120 s"
+                "the test binary started no target and child in 120 s"
             );
             std::thread::sleep(Duration::from_millis(2));
         }
