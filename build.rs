@@ -2,7 +2,7 @@
 //! `csrc/libexample.c`, the sleeper of `swaplab bench stale`, and, where
 //! `musl-gcc` is installed, musl builds of the variants and of the C twins of
 //! the target programs (`csrc/target.c`). The recipe (which variants, which
-//! flags) is `src/recipe.rs`, shared with `swaplab matrix`.
+//! flags) is `src/harness/recipe.rs`, shared with `swaplab matrix`.
 //!
 //! The `cc` crate builds static archives only, so its configured compiler
 //! (honouring `CC`, `CFLAGS` and the target) is asked for a command and run
@@ -17,7 +17,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-include!("src/recipe.rs");
+include!("src/harness/recipe.rs");
 
 fn run(mut cmd: Command, what: &str) {
     let status = cmd.status().unwrap_or_else(|e| {
@@ -74,7 +74,7 @@ fn build_musl(cc: &Path, dir: &Path) {
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=csrc");
-    println!("cargo:rerun-if-changed=src/recipe.rs");
+    println!("cargo:rerun-if-changed=src/harness/recipe.rs");
     println!("cargo:rerun-if-env-changed=CC");
     println!("cargo:rerun-if-env-changed=CFLAGS");
     println!("cargo:rerun-if-env-changed=SWAPLAB_MUSL_CC");

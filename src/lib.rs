@@ -1,28 +1,20 @@
 //! swaplab: shows, on a real Linux machine, what happens to running
 //! processes when the code under them is replaced.
+//!
+//! The modules are layers; each uses only the ones below it:
+//!
+//! - [`commands`]: what the `swaplab` command does, and how it prints it;
+//! - [`bench`]: the benches' runs and tables;
+//! - [`findings`]: swaplab's findings, each with its experiment;
+//! - [`drivers`]: sequences shared by experiments and benches (load);
+//! - [`harness`]: the notebook, sandboxes, processes, runtimes, /proc views;
+//! - [`targets`]: the programs under test and their protocol;
+//! - [`detector`]: `swaplab stale` and ELF reading, standing on their own.
 
-pub mod agent;
 pub mod bench;
-pub mod compare;
-pub mod elf;
-pub mod experiments;
+pub mod commands;
+pub mod detector;
+pub mod drivers;
 pub mod findings;
-pub mod handover;
-pub mod lab;
-pub mod load;
-pub mod maps;
-pub mod matrix;
-pub mod netns;
-pub mod process;
-pub mod procs;
-pub mod recipe;
-pub mod redact;
-pub mod replace;
-pub mod report;
-pub mod runtime;
-pub mod sandbox;
-pub mod server;
-pub mod sheets;
-pub mod stale;
-pub mod timeline;
-pub mod variants;
+pub mod harness;
+pub mod targets;

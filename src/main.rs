@@ -4,11 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use swaplab::experiments::graceful::{Pace, Setup, Strategy};
+use swaplab::findings::graceful::{Pace, Setup, Strategy};
 use swaplab::findings::{self, Finding, FINDINGS};
-use swaplab::lab::Verdict;
-use swaplab::report::{self, Outcome, Platform, Report};
-use swaplab::runtime::{Runtime, Unavailable};
+use swaplab::harness::lab::Verdict;
+use swaplab::harness::report::{self, Outcome, Platform, Report};
+use swaplab::harness::runtime::{Runtime, Unavailable};
 
 #[derive(Parser)]
 #[command(
@@ -258,8 +258,8 @@ fn main() -> ExitCode {
     // Ctrl-C or a TERM: kill the targets and remove the sandboxes before
     // leaving (targets also die with us through PR_SET_PDEATHSIG).
     if let Err(e) = ctrlc::set_handler(|| {
-        swaplab::process::kill_all();
-        swaplab::sandbox::remove_all();
+        swaplab::harness::process::kill_all();
+        swaplab::harness::sandbox::remove_all();
         eprintln!("swaplab: interrupted; targets killed, sandboxes removed");
         std::process::exit(130);
     }) {
@@ -368,7 +368,11 @@ fn stale(pids: Vec<i32>, user: Option<String>, pattern: Option<String>, json: bo
         eprintln!("swaplab stale: {msg}");
         ExitCode::from(2)
     };
-    let user = match user.as_deref().map(swaplab::stale::parse_user).transpose() {
+    let user = match user
+        .as_deref()
+        .map(swaplab::detector::stale::parse_user)
+        .transpose()
+    {
         Ok(u) => u,
         Err(e) => return fail(e),
     };
@@ -381,19 +385,19 @@ fn stale(pids: Vec<i32>, user: Option<String>, pattern: Option<String>, json: bo
             return fail(format!("--pid {pid}: no such process"));
         }
     }
-    let opts = swaplab::stale::Options {
+    let opts = swaplab::detector::stale::Options {
         pids,
         user,
         pattern,
     };
-    let r = match swaplab::stale::scan(&opts) {
+    let r = match swaplab::detector::stale::scan(&opts) {
         Ok(r) => r,
         Err(e) => return fail(format!("{e:#}")),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&r).expect("JSON"));
     } else {
-        for line in swaplab::stale::render(&r, &swaplab::stale::PLAIN) {
+        for line in swaplab::detector::stale::render(&r, &swaplab::detector::stale::PLAIN) {
             println!("{line}");
         }
     }
@@ -413,11 +417,10 @@ fn readiness(f: &Finding) -> String {
     if matches!(f.id, "L13" | "D01") && !nix::unistd::geteuid().is_root() {
         return "skips here: needs root".into();
     }
-    if matches!(f.id, "U04" | "U06" | "U08") && swaplab::experiments::nginx::find_nginx().is_none()
-    {
+    if matches!(f.id, "U04" | "U06" | "U08") && swaplab::drivers::nginx::find_nginx().is_none() {
         return "skips here: needs nginx".into();
     }
-    if (f.id == "G05" || f.id == "G07") && swaplab::netns::NetNs::available().is_err() {
+    if (f.id == "G05" || f.id == "G07") && swaplab::harness::netns::NetNs::available().is_err() {
         return "skips here: needs root (netns)".into();
     }
     "runs".into()
@@ -550,7 +553,7 @@ fn run(ids: &[String], all: bool, json: bool, quiet: bool, libc: &[String]) -> E
                     if narrate && f.runs_on(rt).is_ok() {
                         println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
                     }
-                    let live: Option<swaplab::lab::Sink> = if narrate {
+                    let live: Option<swaplab::harness::lab::Sink> = if narrate {
                         Some(Box::new(|line: &str| {
                             let mut out = std::io::stdout().lock();
                             let _ = writeln!(out, "  {line}");
@@ -664,14 +667,14 @@ fn table(selected: &[&Finding], cols: &Columns, outcomes: &[Outcome]) {
 /// Prints the table of `paths`; exits 1 if a cell is marked, 2 if a report
 /// cannot be read.
 fn print_comparison(paths: &[std::path::PathBuf], who: &str) -> ExitCode {
-    let reports = match swaplab::compare::load(paths) {
+    let reports = match swaplab::commands::compare::load(paths) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("swaplab {who}: {e:#}");
             return ExitCode::from(2);
         }
     };
-    let c = swaplab::compare::Comparison::of(&reports);
+    let c = swaplab::commands::compare::Comparison::of(&reports);
     print!("{}", c.markdown());
     if c.marked() > 0 {
         ExitCode::FAILURE
@@ -698,13 +701,13 @@ fn matrix(
             return ExitCode::from(2);
         }
     };
-    let opts = swaplab::matrix::Options {
+    let opts = swaplab::commands::matrix::Options {
         releases: releases.to_vec(),
         cache,
         mirror: mirror.to_string(),
         out: out.to_path_buf(),
     };
-    match swaplab::matrix::run(&opts, &selected, |line| eprintln!("{line}")) {
+    match swaplab::commands::matrix::run(&opts, &selected, |line| eprintln!("{line}")) {
         Ok(written) => {
             let code = print_comparison(&written, "matrix");
             println!("\nreports:");
@@ -853,7 +856,7 @@ fn bench_handover(
         }
         if let Some(c) = &r.result {
             let path = out.join(format!("handover-{}.svg", c.strategy.name()));
-            match std::fs::write(&path, swaplab::timeline::svg(c)) {
+            match std::fs::write(&path, swaplab::bench::timeline::svg(c)) {
                 Ok(()) => written.push(path),
                 Err(e) => {
                     failed = true;
@@ -883,7 +886,7 @@ fn bench_handover(
         println!("{text}");
     } else {
         let rows: Vec<_> = runs.iter().filter_map(|r| r.result.clone()).collect();
-        println!("{}", swaplab::experiments::graceful::table(&rows));
+        println!("{}", swaplab::findings::graceful::table(&rows));
         println!("written:");
         for p in &written {
             println!("  {}", p.display());

@@ -96,7 +96,7 @@ fn run_json_reports_verdict_observations_and_platform() {
 
 /// Whether build.rs made the musl column (musl-gcc was installed).
 fn musl_here() -> bool {
-    swaplab::runtime::Runtime::musl().is_ok()
+    swaplab::harness::runtime::Runtime::musl().is_ok()
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn run_shows_a_column_per_c_library_and_l10_runs_only_on_musl() {
 
 #[test]
 fn compare_prints_the_platform_by_finding_table() {
-    let dir = swaplab::sandbox::scratch("cli").unwrap();
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     let report = dir.path().join("report-host.json");
     let out = swaplab()
         .args(["run", "L06", "L10", "U02", "--json"])
@@ -170,7 +170,7 @@ fn compare_prints_the_platform_by_finding_table() {
 
 #[test]
 fn compare_marks_a_refuted_cell_and_exits_1() {
-    let dir = swaplab::sandbox::scratch("cli").unwrap();
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     let report = dir.path().join("report-other.json");
     // A report as another machine would write it, where L07 was refuted.
     let text = serde_json::json!({
@@ -200,7 +200,7 @@ fn compare_marks_a_refuted_cell_and_exits_1() {
 
 #[test]
 fn compare_and_matrix_reject_bad_input_with_exit_code_2() {
-    let dir = swaplab::sandbox::scratch("cli").unwrap();
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     swaplab()
         .args(["compare", "/nonexistent/report.json"])
         .assert()
@@ -280,7 +280,7 @@ fn matrix_says_it_needs_root_and_stops_cleanly() {
         eprintln!("skipped: no user `swaplab` or `nobody` to run as");
         return;
     };
-    let dir = swaplab::sandbox::scratch("cli").unwrap();
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
     {
         use std::os::unix::process::CommandExt;
@@ -409,7 +409,7 @@ fn server() -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab-server"));
     // The server links libexample (DT_NEEDED): name its folder, as the
     // sandbox does, rather than count on the library path cargo sets.
-    let v1 = swaplab::variants::Variant::V1.built_path();
+    let v1 = swaplab::harness::variants::Variant::V1.built_path();
     cmd.env("LD_LIBRARY_PATH", v1.parent().unwrap());
     cmd.timeout(std::time::Duration::from_secs(30));
     cmd
@@ -419,7 +419,7 @@ fn server() -> Command {
 fn the_server_refuses_a_port_in_use_clearly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let dir = swaplab::sandbox::scratch("cli").unwrap();
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     server()
         .args(["--listen", &format!("127.0.0.1:{port}"), "--pid-file"])
         .arg(dir.path().join("s.pid"))
@@ -448,7 +448,7 @@ fn the_server_listens_on_loopback_only_and_rejects_bad_arguments() {
 
 #[test]
 fn bench_handover_prints_the_table_and_writes_json_and_svg_timelines() {
-    let dir = swaplab::sandbox::scratch("cli").unwrap();
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     let out = swaplab()
         .args([
             "bench",
@@ -553,7 +553,7 @@ fn the_handover_server_refuses_bad_input_clearly() {
         .code(2)
         .stderr(predicate::str::contains("loopback only"));
     handover().args(["--fault", "explode"]).assert().code(2);
-    let dir = swaplab::sandbox::scratch("cli").unwrap();
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     handover()
         .arg("--takeover")
         .arg(dir.path().join("nobody.sock"))

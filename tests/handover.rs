@@ -3,11 +3,11 @@
 //! and a second restart asked for while one is in progress. In each, the
 //! old generation keeps serving and no client sees an error.
 
-use swaplab::experiments::graceful::{start_load, Service, Setup, Strategy};
-use swaplab::handover::TAKEOVER_FAILED;
-use swaplab::lab::Lab;
-use swaplab::load::{self, Kind, Load};
-use swaplab::process::{hermetic, Program, Target};
+use swaplab::drivers::load::{self, Kind, Load};
+use swaplab::findings::graceful::{start_load, Service, Setup, Strategy};
+use swaplab::harness::lab::Lab;
+use swaplab::harness::process::{hermetic, Program, Target};
+use swaplab::targets::handover::TAKEOVER_FAILED;
 
 fn setup(handover_timeout_ms: u64) -> Setup {
     let mut s = Setup::new(64 << 10, 20, 0);
@@ -61,7 +61,7 @@ fn a_new_process_that_crashes_before_ready_leaves_the_old_one_serving() {
     let mut crasher = newcomer(&mut lab, "crasher", &["--fault", "crash-before-ready"]);
     let status = crasher.wait_exit().unwrap();
     assert_eq!(
-        swaplab::process::describe_status(&status),
+        swaplab::harness::process::describe_status(&status),
         "killed by SIGABRT"
     );
     svc.expect(
@@ -88,7 +88,7 @@ fn a_new_process_that_hangs_is_killed_after_the_timeout_and_the_old_one_keeps_se
     let mut hanger = newcomer(&mut lab, "hanger", &["--fault", "hang-before-ready"]);
     let status = hanger.wait_exit().unwrap();
     assert_eq!(
-        swaplab::process::describe_status(&status),
+        swaplab::harness::process::describe_status(&status),
         "killed by SIGKILL"
     );
     svc.expect(
@@ -222,7 +222,7 @@ fn the_holder_ignores_ready_from_a_process_it_did_not_start() {
         )
         .unwrap();
     let (_, rest) = started.split_once("gen=2 ").unwrap();
-    let gen2 = swaplab::lab::field_i32(rest, "pid").unwrap();
+    let gen2 = swaplab::harness::lab::field_i32(rest, "pid").unwrap();
     // This test process is not a generation: it claims to be gen 2.
     let forged = format!("READY=1\nMAINPID={gen2}\n");
     let addr =
@@ -237,7 +237,7 @@ fn the_holder_ignores_ready_from_a_process_it_did_not_start() {
     // wait for gen 2. Gen 1 still serves them, alive.
     served_by(&load, 1, 3);
     assert!(
-        swaplab::procs::alive(gen1),
+        swaplab::harness::procs::alive(gen1),
         "gen 1 (pid {gen1}) is gone after a forged READY=1"
     );
     let me = std::process::id();
@@ -276,7 +276,8 @@ fn an_inherited_fd_list_that_names_one_fd_twice_is_refused() {
     use std::os::unix::process::CommandExt;
     let lab = Lab::new("dupfds", None).unwrap();
     let exe = lab.sandbox.program(Program::Handover).unwrap();
-    let l = swaplab::handover::bind_listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+    let l =
+        swaplab::targets::handover::bind_listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
     let src = l.as_raw_fd();
     let mut cmd = hermetic(&exe, &lab.sandbox.lib_dir());
     cmd.current_dir(lab.sandbox.root())

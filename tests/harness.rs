@@ -7,11 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use swaplab::findings::FINDINGS;
-use swaplab::lab::{field_i32, Lab};
-use swaplab::process::Program;
-use swaplab::replace::Replace;
-use swaplab::sheets;
-use swaplab::variants::Variant;
+use swaplab::harness::lab::{field_i32, Lab};
+use swaplab::harness::process::Program;
+use swaplab::harness::replace::Replace;
+use swaplab::harness::sheets;
+use swaplab::harness::variants::Variant;
 
 /// Whether `pid` is gone (or a zombie waiting for init), polled to a deadline.
 fn gone(pid: i32) -> bool {
@@ -110,7 +110,7 @@ fn a_panicking_experiment_leaves_no_process_and_no_sandbox() {
 /// start loop runs, sends `signal`, and returns (temp folder, exit status).
 fn interrupt_a_run(
     signal: nix::sys::signal::Signal,
-) -> (swaplab::sandbox::Scratch, std::process::ExitStatus) {
+) -> (swaplab::harness::sandbox::Scratch, std::process::ExitStatus) {
     interrupt("L11", "for i in $(seq", signal)
 }
 
@@ -121,9 +121,9 @@ fn interrupt(
     id: &str,
     marker: &'static str,
     signal: nix::sys::signal::Signal,
-) -> (swaplab::sandbox::Scratch, std::process::ExitStatus) {
+) -> (swaplab::harness::sandbox::Scratch, std::process::ExitStatus) {
     use std::io::{BufRead, BufReader};
-    let tmp = swaplab::sandbox::scratch("int").unwrap();
+    let tmp = swaplab::harness::sandbox::scratch("int").unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
         .args(["run", id])
         .env("TMPDIR", tmp.path())
@@ -203,7 +203,7 @@ fn an_interrupted_test_binary_leaves_nothing_behind() {
     use nix::sys::signal::Signal;
     use std::os::unix::process::CommandExt;
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
-        let tmp = swaplab::sandbox::scratch("int").unwrap();
+        let tmp = swaplab::harness::sandbox::scratch("int").unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap());
         // As a test binary in a terminal has them: a shell running this
         // suite in the background may have SIGINT ignored, which a child
@@ -282,7 +282,7 @@ fn a_harness_killed_in_the_middle_of_an_upgrade_leaves_no_generation_behind() {
 
 #[test]
 fn a_harness_killed_while_nginx_runs_leaves_no_nginx_behind() {
-    if swaplab::experiments::nginx::find_nginx().is_none() {
+    if swaplab::drivers::nginx::find_nginx().is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
             "nginx is missing on CI: apt-get install -y nginx"
@@ -370,7 +370,7 @@ fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
         );
         // glibc's block, or only musl's for a musl-only finding (L10).
         let block = match f.scope {
-            swaplab::findings::Scope::Only(swaplab::runtime::Libc::Musl) => "musl",
+            swaplab::findings::Scope::Only(swaplab::harness::runtime::Libc::Musl) => "musl",
             _ => "",
         };
         assert!(
@@ -401,7 +401,7 @@ fn a_killed_bench_stale_leaves_no_sleeper_and_no_sandbox() {
     // The bench's sleepers are daemons (their parent is init): the sentinel
     // kills them and removes the sandbox when the bench dies by SIGKILL.
     use std::io::{BufRead, BufReader};
-    let tmp = swaplab::sandbox::scratch("int").unwrap();
+    let tmp = swaplab::harness::sandbox::scratch("int").unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
         .args(["bench", "stale", "--processes", "100", "--no-needrestart"])
         .env("TMPDIR", tmp.path())

@@ -36,8 +36,8 @@ impl Guarded {
 }
 
 /// A sandbox folder others may enter (for the unprivileged test).
-fn sandbox() -> swaplab::sandbox::Scratch {
-    let dir = swaplab::sandbox::scratch("stale-test").unwrap();
+fn sandbox() -> swaplab::harness::sandbox::Scratch {
+    let dir = swaplab::harness::sandbox::scratch("stale-test").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -154,7 +154,7 @@ fn without_a_build_id_only_root_can_tell_an_identical_reinstall() {
     // call it required and say why, never guess "the same".
     let dir = sandbox();
     let lib = dir.path().join("libexample.so");
-    let short = swaplab::variants::Variant::Short.built_path();
+    let short = swaplab::harness::variants::Variant::Short.built_path();
     install(short.to_str().unwrap(), &lib);
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab-plain"));
     cmd.env_clear()

@@ -1,5 +1,5 @@
 //! Target for U01/U02, build 2: the upgrade of `swaplab-app`.
 
 fn main() {
-    swaplab::agent::main_build("2", None)
+    swaplab::targets::agent::main_build("2", None)
 }

@@ -2,5 +2,5 @@
 //! libexample) that says which build it is; `swaplab-app-2` is build 2.
 
 fn main() {
-    swaplab::agent::main_build("1", None)
+    swaplab::targets::agent::main_build("1", None)
 }

@@ -1,6 +1,6 @@
 //! Target: not linked against libexample; opens it at run time with dlopen
-//! (libloading). The command protocol is in `swaplab::agent`.
+//! (libloading). The command protocol is in `swaplab::targets::agent`.
 
 fn main() {
-    swaplab::agent::main(None)
+    swaplab::targets::agent::main(None)
 }

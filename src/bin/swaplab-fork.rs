@@ -1,6 +1,6 @@
 //! Target: linked against libexample at start-up (DT_NEEDED); forks children
 //! on command, each calling the library, as the article's `test-fork`.
-//! The command protocol is in `swaplab::agent`.
+//! The command protocol is in `swaplab::targets::agent`.
 
 #[link(name = "example")]
 extern "C" {
@@ -8,5 +8,5 @@ extern "C" {
 }
 
 fn main() {
-    swaplab::agent::main(Some(greeting))
+    swaplab::targets::agent::main(Some(greeting))
 }

@@ -1,7 +1,7 @@
 //! Target for G01–G06 and `swaplab bench handover`: the download server that
 //! hands its listening sockets over (stop/start, SCM_RIGHTS, SO_REUSEPORT,
-//! exec, socket activation). See `swaplab::handover`.
+//! exec, socket activation). See `swaplab::targets::handover`.
 
 fn main() {
-    swaplab::handover::main()
+    swaplab::targets::handover::main()
 }

@@ -6,5 +6,5 @@ extern "C" {
 }
 
 fn main() {
-    swaplab::server::main("2.0.0", greeting)
+    swaplab::targets::server::main("2.0.0", greeting)
 }

@@ -4,10 +4,10 @@
 //! experiment shows (glibc's block, and musl's where it differs).
 
 use swaplab::findings::{self, Finding, Scope};
-use swaplab::lab::Verdict;
-use swaplab::report::{self, Outcome};
-use swaplab::runtime::{Libc, Runtime};
-use swaplab::sheets;
+use swaplab::harness::lab::Verdict;
+use swaplab::harness::report::{self, Outcome};
+use swaplab::harness::runtime::{Libc, Runtime};
+use swaplab::harness::sheets;
 
 fn on_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")

@@ -1,7 +1,7 @@
 //! Article 001: upgrading the executable on the fly (U01–U08).
 //!
 //! U01/U02 use a small target (`swaplab-app`, builds 1 and 2). U03–U07 use
-//! swaplab's nginx-style master/worker server (`swaplab::server`), U08 real
+//! swaplab's nginx-style master/worker server (`swaplab::targets::server`), U08 real
 //! nginx; both are driven by the same steps ([`usr2`], [`winch`], [`hup`],
 //! [`quit`]) under the load client, and every step waits on evidence (pid
 //! files, the process tree in /proc), never on a sleep.
@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::Signal;
 
-use crate::lab::{after_colon, field, field_i32, pidt, vol, Lab, Shown, Stale};
-use crate::load::{self, Load, Mark, Sample};
-use crate::maps::split_deleted;
-use crate::process::{Program, Target};
-use crate::procs::{self, Proc};
-use crate::replace::Replace;
-use crate::server::{LISTEN_FDS, WORKER_COMM};
-use crate::stale::Reason;
-use crate::variants::Variant::{V1, V2};
+use crate::detector::maps::split_deleted;
+use crate::detector::stale::Reason;
+use crate::drivers::load::{self, Load, Mark, Sample};
+use crate::harness::lab::{after_colon, field, field_i32, pidt, vol, Lab, Shown, Stale};
+use crate::harness::process::{Program, Target};
+use crate::harness::procs::{self, Proc};
+use crate::harness::replace::Replace;
+use crate::harness::variants::Variant::{V1, V2};
+use crate::targets::server::{LISTEN_FDS, WORKER_COMM};
 
 const OLD: &str = "Hell World";
 const NEW: &str = "Hello World";
@@ -138,7 +138,7 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
         r.get(a.pid()).is_some_and(|p| {
             p.files
                 .iter()
-                .any(|f| f.role == crate::stale::Role::Executable && f.path == exe)
+                .any(|f| f.role == crate::detector::stale::Role::Executable && f.path == exe)
         }),
         format!("{:?}", r.get(a.pid()).map(|p| &p.files)),
     );
@@ -1068,11 +1068,11 @@ pub fn u04(lab: &mut Lab) -> Result<()> {
     s.wait_exit()?;
     drop(s);
     lab.part("the same on real nginx");
-    let Some(mut ng) = crate::experiments::nginx::start(lab, 2)? else {
+    let Some(mut ng) = crate::drivers::nginx::start(lab, 2)? else {
         return Ok(());
     };
     let first = ng.master;
-    crate::experiments::nginx::replace_binary(lab)?;
+    crate::drivers::nginx::replace_binary(lab)?;
     let second = usr2(lab, &mut ng.fleet, first, true)?;
     usr2_while_both_run(lab, &mut ng.fleet, first, second)?;
     lab.note("what nginx wrote about each USR2 (shown, not judged)");
@@ -1196,7 +1196,7 @@ pub fn u06(lab: &mut Lab) -> Result<()> {
     finish_load(lab, load, &fleet);
     drop(s);
     lab.part("the same on real nginx");
-    let Some(ng) = crate::experiments::nginx::start(lab, 2)? else {
+    let Some(ng) = crate::drivers::nginx::start(lab, 2)? else {
         return Ok(());
     };
     let load = start_load(lab, &ng.fleet, 4)?;

@@ -398,7 +398,7 @@ impl Agent {
     }
 
     fn peek(&self, of: i32) {
-        match crate::maps::file_mappings(of) {
+        match crate::detector::maps::file_mappings(of) {
             Ok(m) => emit(&format!(
                 "peek pid={} of={of} ok mappings={}",
                 self.pid,

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::experiments::upgrade::{self, Fleet, SETTLE};
-use crate::lab::{vol, Lab, Shown};
-use crate::process::{hermetic, GroupGuard, Sentinel};
-use crate::procs;
-use crate::replace::Replace;
+use crate::findings::upgrade::{self, Fleet, SETTLE};
+use crate::harness::lab::{vol, Lab, Shown};
+use crate::harness::process::{hermetic, GroupGuard, Sentinel};
+use crate::harness::procs;
+use crate::harness::replace::Replace;
 
 /// What would make U08 run where nginx is missing.
 pub const ENABLE: &str = "apt-get install -y nginx";
@@ -132,9 +132,9 @@ pub fn start(lab: &mut Lab, workers: usize) -> Result<Option<Nginx>> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&err_path)?);
-        let mut child = crate::process::spawn_retrying(&mut cmd)
+        let mut child = crate::harness::process::spawn_retrying(&mut cmd)
             .with_context(|| format!("cannot run {}", bin.display()))?;
-        let until = Instant::now() + crate::process::deadline();
+        let until = Instant::now() + crate::harness::process::deadline();
         let status = loop {
             if let Some(s) = child.try_wait()? {
                 break s;

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::lab::{field_i32, inode_of, vol, Lab, Stale};
-use crate::maps::{self, Mapping};
-use crate::process::{hermetic, spawn_retrying, Program, Target};
-use crate::replace::Replace;
-use crate::runtime::Libc;
-use crate::stale::Reason;
-use crate::variants::Variant::{self, *};
+use crate::detector::maps::{self, Mapping};
+use crate::detector::stale::Reason;
+use crate::harness::lab::{field_i32, inode_of, vol, Lab, Stale};
+use crate::harness::process::{hermetic, spawn_retrying, Program, Target};
+use crate::harness::replace::Replace;
+use crate::harness::runtime::Libc;
+use crate::harness::variants::Variant::{self, *};
 
 const OLD: &str = "Hell World";
 const NEW: &str = "Hello World";
@@ -196,7 +196,7 @@ fn fork_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
     let line = lab.ask(p, "fork", "forked")?;
     let child = field_i32(&line, "child")?;
     let g = lab.expect(p, &format!("greeting pid={child}:"))?;
-    Ok((child, crate::lab::after_colon(&g)))
+    Ok((child, crate::harness::lab::after_colon(&g)))
 }
 
 pub fn l04(lab: &mut Lab) -> Result<()> {
@@ -255,7 +255,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     let line = lab.ask(&mut a, "spawn", "spawned")?;
     let s = field_i32(&line, "child")?;
     lab.expect(&mut a, &format!("ready pid={s}"))?;
-    let gs = crate::lab::after_colon(&lab.expect(&mut a, &format!("greeting pid={s}:"))?);
+    let gs = crate::harness::lab::after_colon(&lab.expect(&mut a, &format!("greeting pid={s}:"))?);
     let ms = lab.maps(s)?;
     lab.note("execve in place: A execs its own program; the pid stays");
     let pid_before = a.pid();
@@ -513,7 +513,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
                 line.contains("loaded=yes"),
                 &line,
             );
-            Some(crate::lab::field_u32(&line, "h")?)
+            Some(crate::harness::lab::field_u32(&line, "h")?)
         }
         _ => None,
     };
@@ -735,7 +735,7 @@ fn failure_reason(out: &std::process::Output) -> String {
         // that the symbol it needed is missing).
         TOO_SHORT.into()
     } else if out.status.signal().is_some() {
-        crate::process::describe_status(&out.status)
+        crate::harness::process::describe_status(&out.status)
     } else {
         let last = err.trim().rsplit(": ").next().unwrap_or("").to_string();
         if last.is_empty() {
@@ -822,7 +822,7 @@ fn start_loop(
 /// Waits for a short-lived child with the harness deadline; kills it (and
 /// its group) if it overstays.
 fn wait_bounded(mut child: std::process::Child) -> Result<std::process::Output> {
-    let until = Instant::now() + crate::process::deadline();
+    let until = Instant::now() + crate::harness::process::deadline();
     loop {
         if child.try_wait()?.is_some() {
             return Ok(child.wait_with_output()?);
@@ -859,7 +859,7 @@ struct Under {
     /// Its next call: the greeting, or how it died.
     called: std::result::Result<String, String>,
     /// What `swaplab stale` said between the replacement and the call.
-    stale: crate::stale::Report,
+    stale: crate::detector::stale::Report,
     pid: i32,
 }
 
@@ -876,7 +876,10 @@ fn replace_under(lab: &mut Lab, label: &str, how: Replace, variant: Variant) -> 
         lab.note(format!(
             "(the write comes two clock ticks or more after {label} started: its modification time is all that shows it)"
         ));
-        crate::stale::wait_until_measurably_started(t.pid(), crate::process::deadline())?;
+        crate::detector::stale::wait_until_measurably_started(
+            t.pid(),
+            crate::harness::process::deadline(),
+        )?;
     }
     let ino2 = lab.put_lib(variant, how)?;
     let m = lab.maps(t.pid())?;
@@ -1071,7 +1074,13 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
 
 /// Checks that `swaplab stale` flagged process `pid` as modified in place,
 /// found by `evidence` (`segments` or `mtime`).
-fn check_in_place(lab: &mut Lab, r: &crate::stale::Report, who: &str, pid: i32, evidence: &str) {
+fn check_in_place(
+    lab: &mut Lab,
+    r: &crate::detector::stale::Report,
+    who: &str,
+    pid: i32,
+    evidence: &str,
+) {
     lab.check_stale(r, who, pid, Stale::Required(Reason::ModifiedInPlace));
     lab.check(
         format!("swaplab stale tells it by the {evidence}"),

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::findings::Finding;
-use crate::lab::{Check, Lab, Sink, Verdict};
-use crate::runtime::Runtime;
+use crate::harness::lab::{Check, Lab, Sink, Verdict};
+use crate::harness::runtime::Runtime;
 
 /// The machine the findings were observed on.
 #[derive(Clone, Debug, Serialize)]
@@ -120,7 +120,12 @@ pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
 
 impl Outcome {
     /// An outcome with no run behind it yet: `verdict` and nothing seen.
-    fn blank(f: &Finding, runtime: &str, libc: crate::runtime::Libc, verdict: Verdict) -> Outcome {
+    fn blank(
+        f: &Finding,
+        runtime: &str,
+        libc: crate::harness::runtime::Libc,
+        verdict: Verdict,
+    ) -> Outcome {
         Outcome {
             id: f.id.into(),
             runtime: runtime.into(),
@@ -173,7 +178,7 @@ pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
 }
 
 /// A column that could not run here, every finding Skipped for one reason.
-pub fn unavailable(f: &Finding, u: &crate::runtime::Unavailable) -> Outcome {
+pub fn unavailable(f: &Finding, u: &crate::harness::runtime::Unavailable) -> Outcome {
     let skipped = Verdict::Skipped {
         reason: u.reason.clone(),
         enable: u.enable.clone(),
@@ -208,7 +213,7 @@ impl Column {
         }
     }
 
-    pub fn missing(u: &crate::runtime::Unavailable) -> Column {
+    pub fn missing(u: &crate::harness::runtime::Unavailable) -> Column {
         Column {
             name: u.name.clone(),
             libc: u.libc.name().into(),

@@ -10,11 +10,11 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::lab::{after_colon, field_i32, pidt, Lab, Stale};
-use crate::process::{Program, Target};
-use crate::replace::Replace;
-use crate::stale::{Need, Reason};
-use crate::variants::Variant::{self, *};
+use crate::detector::stale::{Need, Reason};
+use crate::harness::lab::{after_colon, field_i32, pidt, Lab, Stale};
+use crate::harness::process::{Program, Target};
+use crate::harness::replace::Replace;
+use crate::harness::variants::Variant::{self, *};
 
 const OLD: &str = "Hell World";
 const NEW: &str = "Hello World";
@@ -430,7 +430,10 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     case_lib(lab, "m", V1)?;
     let mut m = start_in_own_namespaces(lab, "m")?;
     // Every in-place write must come measurably after its process started.
-    crate::stale::wait_until_measurably_started(e.pid(), crate::process::deadline())?;
+    crate::detector::stale::wait_until_measurably_started(
+        e.pid(),
+        crate::harness::process::deadline(),
+    )?;
 
     lab.part("the updates");
     put(lab, V2, Replace::Install, "lib/a/libexample.so")?;
@@ -496,7 +499,8 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
             md.ino()
         })
         .ok();
-        let here = crate::lab::inode_of(&lab.sandbox.lib_dir().join("m/libexample.so")).ok();
+        let here =
+            crate::harness::lab::inode_of(&lab.sandbox.lib_dir().join("m/libexample.so")).ok();
         lab.check(
             "inside m's mount namespace the path names another file; outside it does not",
             mounted.is_some() && mounted != here,
@@ -662,7 +666,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     let ci = std::env::var_os("CI").is_some();
     for (name, a) in &answers {
         if let Err(why) = a {
-            if ci && !crate::report::may_skip(name) {
+            if ci && !crate::harness::report::may_skip(name) {
                 lab.check(format!("{name} runs on CI"), false, why);
             }
         }
@@ -674,7 +678,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
 fn table<'a>(
     lab: &mut Lab,
     cases: &[Case],
-    r: &crate::stale::Report,
+    r: &crate::detector::stale::Report,
     answers: &[(&'a str, Answer)],
 ) -> BTreeMap<&'a str, (usize, usize)> {
     let mut head = format!("{:<34} {:<9} {:<13}", "CASE", "TRUTH", "swaplab stale");

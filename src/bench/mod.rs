@@ -9,13 +9,16 @@
 //! lasts until `requests` more completed.
 
 use anyhow::{Context, Result};
+pub mod timeline;
+
 use serde::Serialize;
 
-use crate::experiments::{nginx, upgrade};
-use crate::lab::Lab;
-use crate::load::{Kind, Mark, Sample, Stats};
-use crate::replace::Replace;
-use crate::variants::Variant;
+use crate::drivers::load::{Kind, Mark, Sample, Stats};
+use crate::drivers::nginx;
+use crate::findings::upgrade;
+use crate::harness::lab::Lab;
+use crate::harness::replace::Replace;
+use crate::harness::variants::Variant;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -98,7 +101,7 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
     };
     let result = (|| -> Result<()> {
         // Whatever runs the server stays alive until the end of the run.
-        let mut ours: Option<(crate::process::Target, upgrade::Fleet)> = None;
+        let mut ours: Option<(crate::harness::process::Target, upgrade::Fleet)> = None;
         let mut theirs: Option<nginx::Nginx> = None;
         type Replacer = fn(&mut Lab) -> Result<()>;
         let (fleet, first, mut replace): (&mut upgrade::Fleet, i32, Replacer) = if server == "nginx"
@@ -116,12 +119,12 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
             let (_, fleet) = ours.insert((t, fleet));
             (fleet, first, upgrade::install_server_2)
         };
-        let mut opts = crate::load::Options::new(fleet.addr);
+        let mut opts = crate::drivers::load::Options::new(fleet.addr);
         opts.connections = o.connections;
         opts.rate = o.rate;
         opts.max_requests = (o.requests as u64) * 4 + 1_000_000;
         opts.max_duration = std::time::Duration::from_secs(600);
-        let load = crate::load::Load::start(opts)?;
+        let load = crate::drivers::load::Load::start(opts)?;
         let zero = Mark {
             at: Default::default(),
             index: 0,
@@ -230,7 +233,7 @@ pub fn table(runs: &[Run]) -> String {
 
 // ---- swaplab bench handover ------------------------------------------------
 
-use crate::experiments::graceful::{self, Comparison, Pace, Setup, Strategy};
+use crate::findings::graceful::{self, Comparison, Pace, Setup, Strategy};
 
 #[derive(Clone, Debug)]
 pub struct HandoverOptions {
@@ -334,7 +337,7 @@ struct Sleepers {
     pids: Vec<i32>,
     /// The bench's own children among them (not daemons), reaped on drop.
     children: Vec<i32>,
-    guard: Option<crate::process::GroupGuard>,
+    guard: Option<crate::harness::process::GroupGuard>,
     pgid: i32,
     lines: std::io::BufReader<std::fs::File>,
     writer: Option<std::os::fd::OwnedFd>,
@@ -372,12 +375,12 @@ impl Sleepers {
             if daemons {
                 cmd.arg("--daemon");
             }
-            let mut child = crate::process::spawn_retrying(&mut cmd)
+            let mut child = crate::harness::process::spawn_retrying(&mut cmd)
                 .with_context(|| format!("cannot start {}", exe.display()))?;
             let pid = child.id() as i32;
             if self.pgid == 0 {
                 self.pgid = pid;
-                self.guard = Some(crate::process::GroupGuard::new(pid));
+                self.guard = Some(crate::harness::process::GroupGuard::new(pid));
             }
             if daemons {
                 // The first process exits at once, leaving the daemon.
@@ -387,7 +390,7 @@ impl Sleepers {
                 self.children.push(pid);
             }
         }
-        let until = std::time::Instant::now() + crate::process::deadline() * 4;
+        let until = std::time::Instant::now() + crate::harness::process::deadline() * 4;
         let mut ready = 0;
         let mut line = String::new();
         while ready < n {
@@ -451,12 +454,12 @@ fn median(v: &[f64]) -> Option<f64> {
 /// the truth on the sleepers.
 pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBench> {
     use std::collections::BTreeSet;
-    let sandbox = crate::sandbox::Sandbox::new("bench-stale")?;
+    let sandbox = crate::harness::sandbox::Sandbox::new("bench-stale")?;
     let root = sandbox.root().to_path_buf();
     // The sleepers are daemons, out of the bench's process tree: if the
     // bench dies, even by SIGKILL, the sentinel kills them and removes the
     // sandbox.
-    let sentinel = crate::process::Sentinel::start(&root)?;
+    let sentinel = crate::harness::process::Sentinel::start(&root)?;
     let exe = sandbox.bin_dir().join("swaplab-sleeper");
     std::fs::copy(env!("SWAPLAB_SLEEPER"), &exe)
         .context("cannot copy the sleeper into the sandbox")?;

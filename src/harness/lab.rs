@@ -14,11 +14,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::maps::{self, Mapping};
-use crate::process::{hermetic, Program, Target};
-use crate::replace::Replace;
-use crate::sandbox::Sandbox;
-use crate::variants::Variant;
+use crate::detector::maps::{self, Mapping};
+use crate::harness::process::{hermetic, Program, Target};
+use crate::harness::replace::Replace;
+use crate::harness::sandbox::Sandbox;
+use crate::harness::variants::Variant;
 
 /// How an experiment judged its finding on this machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -91,7 +91,7 @@ pub enum Stale {
     /// Nothing: it runs what is on disk.
     Clean,
     /// A restart of this very process is required, for this reason.
-    Required(crate::stale::Reason),
+    Required(crate::detector::stale::Reason),
     /// Listed as optional: the files on disk have the same content.
     Optional,
     /// Required, but at the ancestor given (it was forked from it).
@@ -124,11 +124,15 @@ impl Lab {
     /// A lab with a fresh sandbox. `live`, when given, receives each
     /// transcript line as it is written (the CLI's narration).
     pub fn new(id: &str, live: Option<Sink>) -> Result<Lab> {
-        Lab::on(id, live, crate::runtime::Runtime::host())
+        Lab::on(id, live, crate::harness::runtime::Runtime::host())
     }
 
     /// A lab whose targets run on `runtime` (another C library).
-    pub fn on(id: &str, live: Option<Sink>, runtime: crate::runtime::Runtime) -> Result<Lab> {
+    pub fn on(
+        id: &str,
+        live: Option<Sink>,
+        runtime: crate::harness::runtime::Runtime,
+    ) -> Result<Lab> {
         Ok(Lab {
             sandbox: Sandbox::on(&id.to_ascii_lowercase(), runtime)?,
             transcript: Vec::new(),
@@ -141,7 +145,7 @@ impl Lab {
     }
 
     /// The C library family the targets run on.
-    pub fn libc(&self) -> crate::runtime::Libc {
+    pub fn libc(&self) -> crate::harness::runtime::Libc {
         self.sandbox.runtime().libc
     }
 
@@ -174,9 +178,9 @@ impl Lab {
     }
 
     /// Starts a part of a multi-part experiment (`# --- title ---`); inode
-    /// tokens are numbered afresh in each part (see [`crate::redact`]).
+    /// tokens are numbered afresh in each part (see [`crate::harness::redact`]).
     pub fn part(&mut self, title: impl Display) {
-        self.say(format!("{}{title} ---", crate::redact::PART));
+        self.say(format!("{}{title} ---", crate::harness::redact::PART));
     }
 
     /// Records an observation for the report.
@@ -338,7 +342,7 @@ impl Lab {
                 Ok(Ok(after_colon(&line)))
             }
             None => {
-                let how = crate::process::describe_status(&t.wait_exit()?);
+                let how = crate::harness::process::describe_status(&t.wait_exit()?);
                 self.say(format!("# process {} was {how}", t.label()));
                 Ok(Err(how))
             }
@@ -406,8 +410,8 @@ impl Lab {
 
     /// The article's process table for process group `pgid`: PID, PPID,
     /// command and executable, read from /proc, oldest first.
-    pub fn table(&mut self, pgid: i32, shown: Shown) -> Vec<crate::procs::Proc> {
-        let rows = crate::procs::group(pgid);
+    pub fn table(&mut self, pgid: i32, shown: Shown) -> Vec<crate::harness::procs::Proc> {
+        let rows = crate::harness::procs::group(pgid);
         let col = match shown {
             Shown::Comm => "comm",
             Shown::Args => "args",
@@ -444,7 +448,7 @@ impl Lab {
 
     /// `ls -l /proc/PID/fd`, narrated; returns (fd, target).
     pub fn fds(&mut self, pid: i32) -> Vec<(i32, String)> {
-        let fds = crate::procs::fds(pid);
+        let fds = crate::harness::procs::fds(pid);
         self.proof(format!(
             "$ ls -l /proc/{pid}/fd | awk '{{print $9, $10, $11}}'"
         ));
@@ -470,7 +474,7 @@ impl Lab {
         what: &str,
         mut probe: impl FnMut() -> std::result::Result<T, String>,
     ) -> Result<T> {
-        let limit = crate::process::deadline();
+        let limit = crate::harness::process::deadline();
         let until = std::time::Instant::now() + limit;
         loop {
             match probe() {
@@ -488,18 +492,18 @@ impl Lab {
     // ---- swaplab stale -----------------------------------------------------
 
     /// `swaplab stale --pid …` on these processes, narrated with its report.
-    pub fn stale(&mut self, pids: &[i32]) -> Result<crate::stale::Report> {
+    pub fn stale(&mut self, pids: &[i32]) -> Result<crate::detector::stale::Report> {
         let args: Vec<String> = pids.iter().map(|p| format!("--pid {}", pidt(*p))).collect();
         self.proof(format!("$ swaplab stale {}", args.join(" ")));
-        let r = crate::stale::scan(&crate::stale::Options {
+        let r = crate::detector::stale::scan(&crate::detector::stale::Options {
             pids: pids.to_vec(),
             ..Default::default()
         })?;
-        let marks = crate::stale::Marks {
+        let marks = crate::detector::stale::Marks {
             pid: pidt,
             vol: |s| vol(s),
         };
-        for line in crate::stale::render(&r, &marks) {
+        for line in crate::detector::stale::render(&r, &marks) {
             self.proof(line);
         }
         Ok(r)
@@ -509,12 +513,12 @@ impl Lab {
     /// the experiment saw.
     pub fn check_stale(
         &mut self,
-        r: &crate::stale::Report,
+        r: &crate::detector::stale::Report,
         who: &str,
         pid: i32,
         want: Stale,
     ) -> bool {
-        use crate::stale::{Need, Reason};
+        use crate::detector::stale::{Need, Reason};
         let got = r.get(pid);
         let saw = match got {
             None => "not flagged".to_string(),
@@ -613,7 +617,7 @@ impl Lab {
 
     /// The transcript with everything that changes between runs redacted.
     pub fn redacted(&self) -> Vec<String> {
-        crate::redact::redact(&self.transcript, self.sandbox.root())
+        crate::harness::redact::redact(&self.transcript, self.sandbox.root())
     }
 
     /// The redacted lines that show /proc (redacted together with the whole

@@ -21,9 +21,9 @@ use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
-use crate::process::Program;
-use crate::runtime::Runtime;
-use crate::variants::Variant;
+use crate::harness::process::Program;
+use crate::harness::runtime::Runtime;
+use crate::harness::variants::Variant;
 
 /// Sandboxes alive now, for [`remove_all`].
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::process::Program;
-use crate::variants::Variant;
+use crate::harness::process::Program;
+use crate::harness::variants::Variant;
 
 /// A C library family: the loaders differ in how they match and unload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -63,7 +63,7 @@ pub struct Runtime {
     /// host column).
     pub twins: bool,
     /// The target programs' folder; `None` for the host's (found beside the
-    /// running executable, see [`crate::process::targets_dir`]).
+    /// running executable, see [`crate::harness::process::targets_dir`]).
     #[serde(skip)]
     targets: Option<PathBuf>,
     /// The libexample variants' folder (`<dir>/<variant>/libexample.so`).
@@ -89,10 +89,10 @@ impl Runtime {
             libc,
             libc_version: host_libc_version(),
             loader: host_loader().unwrap_or_else(|| "unknown".into()),
-            os: crate::report::os_name(),
+            os: crate::harness::report::os_name(),
             twins: false,
             targets: None,
-            variants: PathBuf::from(crate::variants::VARIANTS_DIR),
+            variants: PathBuf::from(crate::harness::variants::VARIANTS_DIR),
         }
     }
 
@@ -117,7 +117,7 @@ impl Runtime {
         Runtime::twins(
             "musl",
             Libc::Musl,
-            crate::report::os_name(),
+            crate::harness::report::os_name(),
             dir.join("bin"),
             dir.join("libexample"),
         )
@@ -145,7 +145,7 @@ impl Runtime {
         variants: PathBuf,
     ) -> Result<Runtime> {
         let probe = targets.join(Program::Plain.file_name());
-        let loader = crate::elf::interpreter(&probe).ok_or_else(|| {
+        let loader = crate::detector::elf::interpreter(&probe).ok_or_else(|| {
             anyhow::anyhow!("{} names no dynamic loader (PT_INTERP)", probe.display())
         })?;
         let libc_version = match libc {
@@ -179,7 +179,7 @@ impl Runtime {
     pub fn targets(&self) -> Result<PathBuf> {
         match &self.targets {
             Some(d) => Ok(d.clone()),
-            None => crate::process::targets_dir(),
+            None => crate::harness::process::targets_dir(),
         }
     }
 
@@ -192,7 +192,7 @@ impl Runtime {
         }
         let want =
             std::fs::canonicalize(&self.loader).unwrap_or_else(|_| PathBuf::from(&self.loader));
-        let maps = crate::maps::file_mappings(pid)?;
+        let maps = crate::detector::maps::file_mappings(pid)?;
         if maps.iter().any(|m| m.path == want) {
             return Ok(());
         }
@@ -231,7 +231,7 @@ fn host_libc_version() -> String {
 /// musl the loader is libc itself).
 pub fn host_loader() -> Option<String> {
     let me = nix::unistd::getpid().as_raw();
-    let maps = crate::maps::file_mappings(me).ok()?;
+    let maps = crate::detector::maps::file_mappings(me).ok()?;
     let named = |prefix: &str| {
         maps.iter().map(|m| &m.path).find(|p| {
             p.file_name()

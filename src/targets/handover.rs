@@ -54,8 +54,8 @@ use nix::sys::socket::{
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, Pid};
 
-use crate::agent::emit;
-use crate::server::{adopt_listeners, GENERATION, LISTEN_FDS};
+use crate::targets::agent::emit;
+use crate::targets::server::{adopt_listeners, GENERATION, LISTEN_FDS};
 
 /// Exit status of a new process whose take-over was refused or failed.
 pub const TAKEOVER_FAILED: i32 = 3;
@@ -141,7 +141,7 @@ fn log(me: i32, what: &str) {
 /// Blocks the handled signals (before any thread starts, so every thread
 /// inherits the mask) and returns a signalfd for them.
 fn signal_fd() -> SignalFd {
-    let mask = crate::server::signal_set(&[
+    let mask = crate::targets::server::signal_set(&[
         Signal::SIGUSR2,
         Signal::SIGQUIT,
         Signal::SIGHUP,
@@ -475,8 +475,8 @@ fn take_over(me: i32, path: &Path, opts: &Opts) -> (Vec<TcpListener>, u32, UnixS
         );
         std::process::exit(TAKEOVER_FAILED)
     }
-    let old: i32 = crate::lab::field_i32(&text, "pid").unwrap_or(0);
-    let old_gen: u32 = crate::lab::field_u32(&text, "gen").unwrap_or(0);
+    let old: i32 = crate::harness::lab::field_i32(&text, "pid").unwrap_or(0);
+    let old_gen: u32 = crate::harness::lab::field_u32(&text, "gen").unwrap_or(0);
     // SAFETY: SCM_RIGHTS installed these fds in this process for us alone.
     let ls: Vec<TcpListener> = fds
         .iter()
@@ -750,7 +750,7 @@ impl Server {
             return;
         }
         let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
-        match crate::server::spawn_new_binary(&self.exe, &self.argv, &fds, self.gen + 1) {
+        match crate::targets::server::spawn_new_binary(&self.exe, &self.argv, &fds, self.gen + 1) {
             Ok(child) => {
                 self.exec_child = Some(child);
                 self.log(&format!(
@@ -874,7 +874,7 @@ impl Server {
 /// Serves one download: reads the request head, then sends `body` bytes
 /// whose first line is `pid=N gen=G`, spread over `ms` milliseconds.
 fn download(mut conn: TcpStream, me: i32, gen: u32, body: u64, ms: u64) {
-    if !crate::server::read_request_head(&mut conn) {
+    if !crate::targets::server::read_request_head(&mut conn) {
         return;
     }
     let head = format!(
@@ -1083,7 +1083,7 @@ impl Holder {
         self.next += 1;
         let n = self.ls.len() as i32;
         let src: Vec<RawFd> = self.ls.iter().map(|l| l.as_raw_fd()).collect();
-        let mut env = crate::server::environment_without(&[
+        let mut env = crate::targets::server::environment_without(&[
             "LISTEN_FDS",
             "LISTEN_PID",
             "NOTIFY_SOCKET",

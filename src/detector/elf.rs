@@ -189,7 +189,7 @@ pub fn hex(id: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::variants::Variant;
+    use crate::harness::variants::Variant;
 
     #[test]
     fn reads_segments_and_build_id_of_the_variants() {
@@ -217,7 +217,7 @@ mod tests {
     fn reads_its_own_build_id_from_memory() {
         // This test binary's first mapping of its own executable.
         let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
-        let maps = crate::maps::file_mappings(std::process::id() as i32).unwrap();
+        let maps = crate::detector::maps::file_mappings(std::process::id() as i32).unwrap();
         let first = maps
             .iter()
             .find(|m| m.path == exe && m.offset == 0)

@@ -250,7 +250,7 @@ impl Load {
         what: &str,
         pred: impl Fn(&Sample) -> bool,
     ) -> Result<Sample> {
-        let limit = crate::process::deadline();
+        let limit = crate::harness::process::deadline();
         let until = Instant::now() + limit;
         let mut seen = 0;
         let mut from = since.index;

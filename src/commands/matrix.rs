@@ -13,9 +13,9 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use crate::findings::Finding;
-use crate::recipe::{twin_args, variant_args, TWINS, VARIANTS};
-use crate::report::{self, Column, Platform, Report};
-use crate::runtime::{Libc, Runtime};
+use crate::harness::recipe::{twin_args, variant_args, TWINS, VARIANTS};
+use crate::harness::report::{self, Column, Platform, Report};
+use crate::harness::runtime::{Libc, Runtime};
 
 pub struct Options {
     pub releases: Vec<String>,
@@ -29,8 +29,8 @@ pub struct Options {
 /// The marker of a finished root: debootstrap ran to the end.
 const READY: &str = ".swaplab-root-ready";
 
-const LIBEXAMPLE_C: &str = include_str!("../csrc/libexample.c");
-const TARGET_C: &str = include_str!("../csrc/target.c");
+const LIBEXAMPLE_C: &str = include_str!("../../csrc/libexample.c");
+const TARGET_C: &str = include_str!("../../csrc/target.c");
 
 /// Where a program is, on PATH or in the sbin folders (root's PATH may
 /// lack them under sudo).
@@ -201,7 +201,7 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
             "-ldl",
         ],
     )?;
-    let interp = crate::elf::interpreter(&host_path(root, &probe))
+    let interp = crate::detector::elf::interpreter(&host_path(root, &probe))
         .ok_or_else(|| anyhow::anyhow!("the probe built in {release} names no loader"))?;
     std::fs::remove_file(host_path(root, &probe))?;
     let loader = host_path(root, &resolve_inside(root, &interp)?);
@@ -265,7 +265,7 @@ pub fn run(opts: &Options, selected: &[&Finding], say: impl Fn(&str)) -> Result<
             columns: vec![Column::of(&rt)],
             findings: outcomes,
         };
-        let path = opts.out.join(crate::compare::file_name(&rt.name));
+        let path = opts.out.join(crate::commands::compare::file_name(&rt.name));
         std::fs::write(&path, serde_json::to_string_pretty(&r)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);

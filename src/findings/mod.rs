@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 
-use crate::lab::Lab;
-use crate::runtime::Libc;
+use crate::harness::lab::Lab;
+use crate::harness::runtime::Libc;
 
 /// The source articles (`shared/seeds/`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -37,7 +37,7 @@ impl Article {
 
 pub type Experiment = fn(&mut Lab) -> Result<()>;
 
-/// Which C libraries a finding runs on (see [`crate::runtime`]).
+/// Which C libraries a finding runs on (see [`crate::harness::runtime`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Scope {
     /// Every C library, with the C twins of the targets; the same claim holds
@@ -82,7 +82,10 @@ impl Finding {
     }
 
     /// Whether it runs on `libc` at all (and if not, why).
-    pub fn runs_on(&self, rt: &crate::runtime::Runtime) -> std::result::Result<(), String> {
+    pub fn runs_on(
+        &self,
+        rt: &crate::harness::runtime::Runtime,
+    ) -> std::result::Result<(), String> {
         match self.scope {
             Scope::Only(l) if l != rt.libc => Err(format!(
                 "{} is {}'s behaviour; this column runs {}",
@@ -115,7 +118,12 @@ pub fn find(id: &str) -> Option<&'static Finding> {
     FINDINGS.iter().find(|f| f.id.eq_ignore_ascii_case(id))
 }
 
-use crate::experiments::{detect, graceful, libs, nginx, upgrade};
+pub mod detect;
+pub mod graceful;
+pub mod libs;
+pub mod upgrade;
+
+use crate::drivers::nginx;
 
 /// What musl shows instead of L06's claim.
 const MUSL_L06: &str = "On musl, `dlopen` of the same path after the last `dlclose` also loads the new version, but as a second copy: `dlclose` left the old one mapped (`(deleted)`), and the handle differs.";

@@ -1,6 +1,6 @@
 //! Article 002: graceful restart by passing the listening socket (G01–G07).
 //!
-//! The target is the hand-over server (`swaplab::handover`), which serves
+//! The target is the hand-over server (`swaplab::targets::handover`), which serves
 //! downloads and hands its listening sockets to a new generation by one of
 //! five strategies. [`Service`] runs it under one strategy and performs a
 //! switch; G02, G03, G06 and `swaplab bench handover` share it, and every
@@ -16,13 +16,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use crate::handover::mono_ns;
-use crate::lab::{field, field_i32, field_u32, pidt, vol, Lab};
-use crate::load::{self, Kind, Load, Sample, Stats};
-use crate::netns::NetNs;
-use crate::process::{hermetic, Program, Target};
-use crate::procs;
-use crate::server::GENERATION;
+use crate::drivers::load::{self, Kind, Load, Sample, Stats};
+use crate::harness::lab::{field, field_i32, field_u32, pidt, vol, Lab};
+use crate::harness::netns::NetNs;
+use crate::harness::process::{hermetic, Program, Target};
+use crate::harness::procs;
+use crate::targets::handover::mono_ns;
+use crate::targets::server::GENERATION;
 
 /// The control socket of the SCM_RIGHTS strategy, in the sandbox.
 const CONTROL: &str = "run/handover.sock";
@@ -1386,7 +1386,7 @@ fn left(until: std::time::Instant) -> Duration {
 /// Connects `n` clients and sends each a request; nobody accepts yet. One
 /// deadline covers every connect.
 fn queue_clients(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
-    let until = std::time::Instant::now() + crate::process::deadline();
+    let until = std::time::Instant::now() + crate::harness::process::deadline();
     (0..n)
         .map(|i| {
             let mut c = TcpStream::connect_timeout(&addr, left(until).min(Duration::from_secs(5)))
@@ -1402,7 +1402,7 @@ fn queue_clients(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
 /// deadline covers every read: a client that gets neither an answer nor
 /// an error by then counts as `timed out` (a verdict, never a hang).
 fn read_all(clients: Vec<TcpStream>) -> Vec<std::result::Result<i32, String>> {
-    let until = std::time::Instant::now() + crate::process::deadline();
+    let until = std::time::Instant::now() + crate::harness::process::deadline();
     clients
         .into_iter()
         .map(|mut c| {
@@ -1946,7 +1946,7 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
     let server = {
         let stop = std::sync::Arc::clone(&stop);
         std::thread::spawn(move || -> Vec<SocketAddr> {
-            let until = std::time::Instant::now() + crate::process::deadline();
+            let until = std::time::Instant::now() + crate::harness::process::deadline();
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst)
                 && std::time::Instant::now() < until
@@ -1972,7 +1972,7 @@ pub fn g07(lab: &mut Lab) -> Result<()> {
         let sa = SocketAddr::V6(SocketAddrV6::new(b_ip, port, 0, scope));
         let r = a.run(move || {
             TcpStream::connect_timeout(&sa, Duration::from_secs(5)).and_then(|mut s| {
-                s.set_read_timeout(Some(crate::process::deadline()))?;
+                s.set_read_timeout(Some(crate::harness::process::deadline()))?;
                 let mut got = String::new();
                 s.read_to_string(&mut got)?;
                 Ok(got.trim().to_string())

@@ -51,8 +51,8 @@ use procfs::ProcError;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::elf::{self, Where};
-use crate::maps::split_deleted;
+use crate::detector::elf::{self, Where};
+use crate::detector::maps::split_deleted;
 
 /// Which processes to look at. Empty means every process.
 #[derive(Clone, Debug, Default)]

@@ -44,7 +44,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 
-use crate::agent::{emit, GreetingFn};
+use crate::targets::agent::{emit, GreetingFn};
 
 /// The variable that passes listening sockets to a new binary: `3;4;`.
 pub const LISTEN_FDS: &str = "SWAPLAB_LISTEN_FDS";

@@ -1,0 +1,4 @@
+//! What the `swaplab` command does, and how it prints it.
+
+pub mod compare;
+pub mod matrix;

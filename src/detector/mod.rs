@@ -1,0 +1,6 @@
+//! `swaplab stale` and what it reads: mappings in /proc and ELF files. It
+//! stands on its own: nothing here knows of findings or the harness.
+
+pub mod elf;
+pub mod maps;
+pub mod stale;

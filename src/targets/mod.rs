@@ -1,0 +1,6 @@
+//! The programs under test (built as `src/bin/swaplab-*`) and their
+//! protocol. They import nothing of the harness.
+
+pub mod agent;
+pub mod handover;
+pub mod server;
