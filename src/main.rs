@@ -4,10 +4,12 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use swaplab::findings;
 use swaplab::findings::graceful::{Pace, Setup, Strategy};
-use swaplab::findings::{self, Finding, FINDINGS};
+use swaplab::harness::finding::{Finding, Scope};
 use swaplab::harness::lab::Verdict;
-use swaplab::harness::report::{self, Outcome, Platform, Report};
+use swaplab::harness::platform::Platform;
+use swaplab::harness::report::{self, Outcome, Report};
 use swaplab::harness::runtime::{Runtime, Unavailable};
 
 #[derive(Parser)]
@@ -404,9 +406,10 @@ fn stale(pids: Vec<i32>, user: Option<String>, pattern: Option<String>, json: bo
     ExitCode::from(r.exit_code())
 }
 
-/// Whether a finding runs on this machine, and if not, why.
+/// Whether a finding runs on this machine, and if not, why: what it
+/// declares it needs, checked as the run checks it.
 fn readiness(f: &Finding) -> String {
-    if let swaplab::findings::Scope::Only(libc) = f.scope {
+    if let Scope::Only(libc) = f.scope {
         let here = Runtime::available()
             .into_iter()
             .any(|c| c.is_ok_and(|r| r.libc == libc));
@@ -414,27 +417,20 @@ fn readiness(f: &Finding) -> String {
             return format!("skips here: needs {}", libc.name());
         }
     }
-    if matches!(f.id, "L13" | "D01") && !nix::unistd::geteuid().is_root() {
-        return "skips here: needs root".into();
+    match f.needs.iter().find(|n| n.check(f.id).is_err()) {
+        Some(need) => format!("skips here: needs {}", need.short()),
+        None => "runs".into(),
     }
-    if matches!(f.id, "U04" | "U06" | "U08") && swaplab::drivers::nginx::find_nginx().is_none() {
-        return "skips here: needs nginx".into();
-    }
-    if (f.id == "G05" || f.id == "G07") && swaplab::harness::netns::NetNs::available().is_err() {
-        return "skips here: needs root (netns)".into();
-    }
-    "runs".into()
 }
 
 fn list(json: bool) -> ExitCode {
     if json {
-        let rows: Vec<_> = FINDINGS
-            .iter()
+        let rows: Vec<_> = findings::all()
             .map(|f| {
                 serde_json::json!({
                     "id": f.id,
                     "claim": f.claim,
-                    "article": f.article.title(),
+                    "article": f.source,
                     "test": f.test_name(),
                     "scope": f.scope,
                     "status": readiness(f),
@@ -445,7 +441,7 @@ fn list(json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("{:<4}  {:<28}  CLAIM", "ID", "STATUS HERE");
-    for f in FINDINGS {
+    for f in findings::all() {
         println!("{:<4}  {:<28}  {}", f.id, readiness(f), short(f.claim, 100));
     }
     ExitCode::SUCCESS
@@ -463,14 +459,14 @@ fn short(s: &str, n: usize) -> String {
 /// The findings named by `ids` (or every one), or an error message.
 fn select(ids: &[String], all: bool) -> Result<Vec<&'static Finding>, String> {
     if all || ids.is_empty() {
-        return Ok(FINDINGS.iter().collect());
+        return Ok(findings::all().collect());
     }
     ids.iter()
         .map(|id| {
             findings::find(id).ok_or_else(|| {
                 format!(
                     "unknown finding ID `{id}`; known IDs are {} (see `swaplab list`)",
-                    FINDINGS.iter().map(|f| f.id).collect::<Vec<_>>().join(", ")
+                    findings::all().map(|f| f.id).collect::<Vec<_>>().join(", ")
                 )
             })
         })
@@ -544,47 +540,31 @@ fn run(ids: &[String], all: bool, json: bool, quiet: bool, libc: &[String]) -> E
             }
         }
     }
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    for f in &selected {
-        for c in &cols {
-            let o = match c {
-                Err(u) => report::unavailable(f, u),
-                Ok(rt) => {
-                    if narrate && f.runs_on(rt).is_ok() {
-                        println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
-                    }
-                    let live: Option<swaplab::harness::lab::Sink> = if narrate {
-                        Some(Box::new(|line: &str| {
-                            let mut out = std::io::stdout().lock();
-                            let _ = writeln!(out, "  {line}");
-                            let _ = out.flush();
-                        }))
-                    } else {
-                        None
-                    };
-                    report::run_on(f, rt, live)
-                }
-            };
-            if !json && c.is_ok() {
-                print_verdict(&o, narrate);
-            }
-            outcomes.push(o);
+    let live = |f: &Finding, rt: &Runtime| -> Option<swaplab::harness::lab::Sink> {
+        if !narrate {
+            return None;
         }
-    }
+        if f.runs_on(rt).is_ok() {
+            println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
+        }
+        Some(Box::new(|line: &str| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "  {line}");
+            let _ = out.flush();
+        }))
+    };
+    let outcomes = report::run_all(&selected, &cols, live, |o| {
+        if !json
+            && cols
+                .iter()
+                .any(|c| matches!(c, Ok(r) if r.name == o.runtime))
+        {
+            print_verdict(o, narrate);
+        }
+    });
     let failed = outcomes.iter().any(|o| o.verdict.is_failure());
     if json {
-        let r = Report {
-            swaplab: env!("CARGO_PKG_VERSION"),
-            platform,
-            columns: cols
-                .iter()
-                .map(|c| match c {
-                    Ok(r) => report::Column::of(r),
-                    Err(u) => report::Column::missing(u),
-                })
-                .collect(),
-            findings: outcomes,
-        };
+        let r = Report::new(&cols, outcomes);
         println!("{}", serde_json::to_string_pretty(&r).expect("JSON"));
     } else if outcomes.len() > 1 {
         table(&selected, &cols, &outcomes);

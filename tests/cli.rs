@@ -14,7 +14,7 @@ fn swaplab() -> Command {
 fn list_shows_every_finding_with_its_status() {
     let out = swaplab().arg("list").assert().success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
-    for f in swaplab::findings::FINDINGS {
+    for f in swaplab::findings::all() {
         assert!(
             text.contains(f.id),
             "{} missing from `swaplab list`:\n{text}",
@@ -29,7 +29,7 @@ fn list_json_is_machine_readable() {
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(
         v.as_array().unwrap().len(),
-        swaplab::findings::FINDINGS.len()
+        swaplab::findings::all().count()
     );
     assert_eq!(v[3]["id"], "L04");
     assert_eq!(v[3]["test"], "l04_forked_children_keep_the_old_library");

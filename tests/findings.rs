@@ -1,49 +1,17 @@
 //! One test per finding, named as the claim it proves: `cargo test l04` runs
 //! exactly L04. Each runs the real experiment (processes, files, /proc) and
-//! fails unless the finding is Confirmed on this machine.
+//! fails unless the finding is Confirmed on this machine. The tests are the
+//! lines of the findings' index (`src/findings/index.rs`).
 
-macro_rules! finding {
-    ($name:ident) => {
-        #[test]
-        fn $name() {
-            crate::support::prove(stringify!($name));
-        }
+macro_rules! index {
+    ($($(#[$doc:meta])* $module:ident { $($id:ident $test:ident),+ $(,)? })+) => {
+        $($(
+            #[test]
+            fn $test() {
+                crate::support::prove(stringify!($test));
+            }
+        )+)+
     };
 }
 
-// Article 000: replacing a shared library under running processes.
-finding!(l01_a_process_started_after_the_replacement_runs_the_new_library);
-finding!(l02_a_running_process_keeps_the_old_library_marked_deleted);
-finding!(l03_old_and_new_run_side_by_side_and_grep_finds_both);
-finding!(l04_forked_children_keep_the_old_library);
-finding!(l05_exec_after_the_replacement_loads_the_new_library);
-finding!(l06_dlopen_after_the_last_dlclose_loads_the_new_library);
-finding!(l07_dlopen_of_the_same_path_with_a_handle_open_returns_the_old_library);
-finding!(l08_a_pinned_library_survives_dlclose_and_keeps_the_old_code);
-finding!(l09_dlopen_of_a_copy_at_a_new_path_loads_the_new_version_beside_the_old);
-finding!(l10_musl_dlclose_never_unloads_and_dlopen_matches_by_inode);
-finding!(l11_how_the_file_is_replaced_decides_what_running_processes_see);
-finding!(l12_a_running_executable_cannot_be_written_but_can_be_replaced);
-finding!(l13_an_unprivileged_user_cannot_read_another_users_maps);
-
-// Article 001: upgrading the executable on the fly.
-finding!(u01_a_child_forked_after_the_executable_is_replaced_runs_the_old_program);
-finding!(u02_execve_runs_the_new_file_and_keeps_pid_and_open_fds);
-finding!(u03_the_nginx_style_upgrade_keeps_every_connection);
-finding!(u04_usr2_is_ignored_while_an_upgrade_is_in_progress);
-finding!(u05_rollback_brings_the_old_generation_back_without_errors);
-finding!(u06_a_failed_exec_leaves_the_old_master_serving);
-finding!(u07_a_library_update_needs_the_exec_not_a_worker_restart);
-finding!(u08_real_nginx_upgrades_and_rolls_back_without_errors);
-
-// Article 002: graceful restart by passing the listening socket.
-finding!(g01_a_second_bind_fails_with_eaddrinuse_unless_reuseport);
-finding!(g02_a_stop_start_restart_refuses_and_truncates);
-finding!(g03_an_scm_rights_handover_restarts_without_a_client_error);
-finding!(g04_queued_connections_wait_while_any_fd_holds_the_socket);
-finding!(g05_a_reuseport_overlap_drops_queued_connections_unless_migrated);
-finding!(g06_handover_strategies_side_by_side);
-finding!(g07_ipv6_link_local_needs_a_scope_id);
-
-// Article 000's question answered: which running processes must be restarted.
-finding!(d01_swaplab_stale_finds_exactly_the_processes_to_restart);
+include!("../src/findings/index.rs");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use swaplab::findings::FINDINGS;
+use swaplab::findings;
 use swaplab::harness::lab::{field_i32, Lab};
 use swaplab::harness::process::Program;
 use swaplab::harness::replace::Replace;
@@ -327,22 +327,34 @@ fn ctrl_c_while_the_socket_holder_runs_leaves_nothing_behind() {
 }
 
 #[test]
-fn every_finding_with_an_experiment_has_a_test_named_after_its_claim() {
-    let tests = include_str!("findings.rs");
-    for f in FINDINGS.iter() {
-        assert!(
-            tests.contains(&format!("finding!({});", f.test_name())),
-            "tests/findings.rs has no test {} for {}",
-            f.test_name(),
-            f.id
+fn every_finding_has_a_test_named_after_its_claim() {
+    // The index makes one test per line: `ID test_name`.
+    let index = include_str!("../src/findings/index.rs");
+    let lines: Vec<(&str, &str)> = index
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.trim().trim_end_matches(',').split_whitespace();
+            match (w.next(), w.next(), w.next()) {
+                (Some(id), Some(test), None) if test.contains('_') => Some((id, test)),
+                _ => None,
+            }
+        })
+        .collect();
+    let all: Vec<_> = findings::all().collect();
+    assert_eq!(lines.len(), all.len(), "src/findings/index.rs: {lines:?}");
+    for ((id, test), f) in lines.iter().zip(all) {
+        assert_eq!(
+            (*id, *test),
+            (f.id, f.test_name().as_str()),
+            "src/findings/index.rs"
         );
     }
 }
 
 #[test]
 fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
-    for f in FINDINGS.iter() {
-        let path = sheets::sheet_path(f);
+    for f in findings::all() {
+        let path = sheets::repo().join(f.sheet());
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("no lab sheet {}: {e}", path.display()));
         for section in [
@@ -370,7 +382,7 @@ fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
         );
         // glibc's block, or only musl's for a musl-only finding (L10).
         let block = match f.scope {
-            swaplab::findings::Scope::Only(swaplab::harness::runtime::Libc::Musl) => "musl",
+            swaplab::harness::finding::Scope::Only(swaplab::harness::runtime::Libc::Musl) => "musl",
             _ => "",
         };
         assert!(
@@ -385,7 +397,9 @@ fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
 fn the_readme_findings_table_is_the_generated_one() {
     let path = sheets::repo().join("README.md");
     let text = std::fs::read_to_string(&path).unwrap();
-    let want = sheets::readme_with_table(&text).expect("README has the findings table markers");
+    let table = sheets::readme_table(sheets::repo(), findings::all());
+    let want =
+        sheets::readme_with_table(&text, &table).expect("README has the findings table markers");
     if want != text && sheets::blessing() && std::env::var_os("CI").is_none() {
         std::fs::write(&path, want).unwrap();
         return;

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::findings::{self, Scope};
+use crate::findings;
+use crate::harness::finding::Scope;
 
 /// One report file, parsed.
 pub struct Loaded {
@@ -238,8 +239,7 @@ impl Comparison {
                 );
             }
         }
-        let mut ids: Vec<String> = findings::FINDINGS
-            .iter()
+        let mut ids: Vec<String> = findings::all()
             .map(|f| f.id.to_string())
             .filter(|id| seen.contains(id))
             .collect();

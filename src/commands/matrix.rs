@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::findings::Finding;
+use crate::harness::finding::Finding;
 use crate::harness::recipe::{twin_args, variant_args, TWINS, VARIANTS};
-use crate::harness::report::{self, Column, Platform, Report};
+use crate::harness::report::{self, Report};
 use crate::harness::runtime::{Libc, Runtime};
 
 pub struct Options {
@@ -31,16 +31,6 @@ const READY: &str = ".swaplab-root-ready";
 
 const LIBEXAMPLE_C: &str = include_str!("../../csrc/libexample.c");
 const TARGET_C: &str = include_str!("../../csrc/target.c");
-
-/// Where a program is, on PATH or in the sbin folders (root's PATH may
-/// lack them under sudo).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
 
 fn cache_dir(opts: &Options) -> PathBuf {
     opts.cache
@@ -70,10 +60,11 @@ fn preflight(opts: &Options) -> Result<PathBuf> {
             bail!("--debian {r}: not a Debian codename (bullseye, bookworm, trixie, ...)");
         }
     }
-    let debootstrap = find_tool("debootstrap").ok_or_else(|| {
+    let debootstrap = crate::harness::programs::find("debootstrap").ok_or_else(|| {
         anyhow::anyhow!("debootstrap is not installed (apt-get install -y debootstrap)")
     })?;
-    find_tool("chroot").ok_or_else(|| anyhow::anyhow!("chroot is not installed (coreutils)"))?;
+    crate::harness::programs::find("chroot")
+        .ok_or_else(|| anyhow::anyhow!("chroot is not installed (coreutils)"))?;
     Ok(debootstrap)
 }
 
@@ -134,13 +125,14 @@ fn root_of(
 
 /// Runs `args` inside `root` (chroot, clean environment); its stdout.
 fn inside(root: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(find_tool("chroot").unwrap_or_else(|| "chroot".into()))
-        .arg(root)
-        .args(["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "LC_ALL=C"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot chroot into {}", root.display()))?;
+    let out =
+        Command::new(crate::harness::programs::find("chroot").unwrap_or_else(|| "chroot".into()))
+            .arg(root)
+            .args(["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "LC_ALL=C"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot chroot into {}", root.display()))?;
     if !out.status.success() {
         bail!(
             "`{}` inside {} failed: {}",
@@ -227,7 +219,7 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
     Runtime::twins(
         &format!("debian-{release}"),
         Libc::Glibc,
-        report::os_name_in(root),
+        crate::harness::runtime::os_name_in(root),
         host_work.join("bin"),
         host_work.join("libexample"),
     )
@@ -253,18 +245,15 @@ pub fn run(opts: &Options, selected: &[&Finding], say: impl Fn(&str)) -> Result<
             rt.os,
             rt.loader
         ));
-        let mut outcomes = Vec::new();
-        for f in selected {
-            let o = report::run_on(f, &rt, None);
-            say(&format!("  {} [{}]: {}", f.id, rt.name, o.verdict.word()));
-            outcomes.push(o);
-        }
-        let r = Report {
-            swaplab: env!("CARGO_PKG_VERSION"),
-            platform: Platform::detect(),
-            columns: vec![Column::of(&rt)],
-            findings: outcomes,
-        };
+        let columns = [Ok(rt)];
+        let outcomes = report::run_all(
+            selected,
+            &columns,
+            |_, _| None,
+            |o| say(&format!("  {} [{}]: {}", o.id, o.runtime, o.verdict.word())),
+        );
+        let r = Report::new(&columns, outcomes);
+        let rt = columns[0].as_ref().expect("the column made above");
         let path = opts.out.join(crate::commands::compare::file_name(&rt.name));
         std::fs::write(&path, serde_json::to_string_pretty(&r)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

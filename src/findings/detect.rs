@@ -5,16 +5,17 @@
 //! shows when it is called.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::detector::stale::{Need, Reason};
+use crate::detector::stale::{Need as Restart, Reason};
 use crate::harness::lab::{after_colon, field_i32, pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, *};
+use crate::harness::finding::{Finding, Need, Scope};
+use super::DETECTOR;
 
 const OLD: &str = "Hell World";
 const NEW: &str = "Hello World";
@@ -173,16 +174,6 @@ fn tool(
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d: PathBuf| d.join(program))
-        .find(|p| p.is_file())
-}
-
 /// `grep -l '(deleted)' /proc/PID/maps …`: the article's detection.
 fn grep_deleted(lab: &mut Lab, pids: &[i32]) -> Answer {
     let files: Vec<String> = pids.iter().map(|p| format!("/proc/{p}/maps")).collect();
@@ -288,7 +279,7 @@ fn needrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
         "$ needrestart -v -b -l -r l -c needrestart.conf 2>&1 | grep -E '#({}) uses'",
         shown.join("|")
     ));
-    let Some(exe) = which("needrestart") else {
+    let Some(exe) = crate::harness::programs::find("needrestart") else {
         let why = "needrestart is not installed: apt-get install -y needrestart".to_string();
         lab.say(format!("# skipped: {why}"));
         return Err(why);
@@ -331,20 +322,30 @@ fn greeting(lab: &mut Lab, t: &mut Target) -> Result<String> {
     })
 }
 
+
+pub static D01: Finding = Finding {
+    id: "D01",
+    slug: "swaplab_stale_finds_exactly_the_processes_to_restart",
+    claim: "`swaplab stale` flags exactly the processes that run code no longer on disk, in every case the experiments show (library replaced or removed, forked children, in-place writes with and without a new layout, a pinned dlopen, the executable replaced, a path mounted over) and none that run what is on disk (started after the update, reloaded by dlopen, memfd/SysV/`/dev` pseudo-files); an identical reinstall is optional. `grep '(deleted)' /proc/*/maps`, `lsof` (its `DEL` entries, and `+L1`) and needrestart (its per-process verdicts, `-v`, run as root with its own pseudo-file list but without its `/tmp` and `/run` exclusions, where the processes run) each get some of these cases wrong.",
+    source: DETECTOR,
+    steps: &[
+        "one process per case, each on its own copy of libexample (lib/a … lib/m): replaced, removed, a child forked after the update, cp and dd over the live file, reinstalled identical (same build-id), started after the update, dlopen reloaded, dlopen pinned, the executable replaced, pseudo-file mappings, a bind mount over the path in the process's own user and mount namespaces",
+        "run swaplab stale, grep -l '(deleted)' /proc/PID/maps, lsof (DEL entries and +L1) and needrestart -v (its per-process verdicts) on them",
+        "call every process to see what it really runs; print the case × tool table against that truth",
+    ],
+    experiment: d01,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[Need::Root(
+        "needrestart, one of the tools compared, judges case m (a path mounted over) one way as root and another as a user; the lab sheet's table is root's",
+    )],
+};
+
 pub fn d01(lab: &mut Lab) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        // Measured: as a user, needrestart cannot follow
-        // /proc/PID/map_files (root only), stats the path the process sees
-        // instead, and so flags case m, which as root (the way apt runs it)
-        // it misses. The lab sheet's table is root's.
-        return lab.skip(
-            format!(
-                "needrestart, one of the tools compared, judges case m (a path mounted over) one way as root and another as a user (running as uid {}); the lab sheet's table is root's",
-                nix::unistd::geteuid()
-            ),
-            "run as root: sudo -E env PATH=\"$PATH\" cargo test d01 (or sudo swaplab run D01)",
-        );
-    }
+    // Root is a declared need: as a user, needrestart cannot follow
+    // /proc/PID/map_files (root only), stats the path the process sees
+    // instead, and so flags case m, which as root (the way apt runs it) it
+    // misses. The lab sheet's table is root's.
     let mut cases: Vec<Case> = Vec::new();
 
     lab.part("the scenario: one process per case, each on its own copy of the library");
@@ -666,7 +667,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     let ci = std::env::var_os("CI").is_some();
     for (name, a) in &answers {
         if let Err(why) = a {
-            if ci && !crate::harness::report::may_skip(name) {
+            if ci && !crate::harness::ci::may_skip(name) {
                 lab.check(format!("{name} runs on CI"), false, why);
             }
         }
@@ -689,8 +690,8 @@ fn table<'a>(
     let mut wrong: BTreeMap<&'a str, (usize, usize)> = BTreeMap::new();
     for c in cases {
         let s = match r.get(c.pid).map(|p| p.need) {
-            Some(Need::Required) => "required",
-            Some(Need::Optional) => "optional",
+            Some(Restart::Required) => "required",
+            Some(Restart::Optional) => "optional",
             None => "-",
         };
         let s_ok = s == c.truth.word();

@@ -23,6 +23,8 @@ use crate::harness::process::{hermetic, Program, Target};
 use crate::harness::procs;
 use crate::targets::handover::mono_ns;
 use crate::targets::server::GENERATION;
+use crate::harness::finding::{Finding, Need, Scope};
+use super::GRACEFUL_RESTART;
 
 /// The control socket of the SCM_RIGHTS strategy, in the sandbox.
 const CONTROL: &str = "run/handover.sock";
@@ -835,6 +837,24 @@ fn answers(addr: SocketAddr, n: usize) -> Result<Vec<std::result::Result<i32, St
         .collect())
 }
 
+
+pub static G01: Finding = Finding {
+    id: "G01",
+    slug: "a_second_bind_fails_with_eaddrinuse_unless_reuseport",
+    claim: "A second process cannot bind a port that a listening socket holds (EADDRINUSE), unless both use SO_REUSEPORT.",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "start A listening on 127.0.0.1 (an ephemeral port)",
+        "start a second process on the same address: it fails with EADDRINUSE",
+        "start C and D on one port, both with SO_REUSEPORT: two listening sockets (two inodes); new connections reach both",
+        "a third process without SO_REUSEPORT on that port: EADDRINUSE",
+    ],
+    experiment: g01,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
+
 pub fn g01(lab: &mut Lab) -> Result<()> {
     let small = ["--body", "256"];
     let mut args: Vec<&str> = vec!["--listen", "127.0.0.1:0"];
@@ -1132,6 +1152,24 @@ fn sorted(mut v: Vec<u64>) -> Vec<u64> {
 
 // ---- G02 ------------------------------------------------------------------
 
+
+pub static G02: Finding = Finding {
+    id: "G02",
+    slug: "a_stop_start_restart_refuses_and_truncates",
+    claim: "Stop/start restart: during the dead time clients get ECONNREFUSED (the article's `system:111`), and downloads in flight end early (the article's `asio.misc:2`, EOF).",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "start gen 1 (2 MiB downloads, each spread over 300 ms) on 127.0.0.1 and ::1; the load opens 100 connections a second",
+        "once downloads are in flight, TERM gen 1: it exits at once",
+        "wait until a client is refused (the dead time): the kernel's list of listening sockets (sock_diag, what `ss -lt` shows) has none on the addresses; then start gen 2 on the same addresses (new socket inodes)",
+        "stop the load once gen 2 has served: every refusal lies in the dead time, and downloads begun before the stop were cut short; resets are counted, not judged",
+    ],
+    experiment: g02,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
+
 /// The article's stop/start restart, with its dead time made visible: the
 /// new process starts only once a client has been refused.
 pub fn g02(lab: &mut Lab) -> Result<()> {
@@ -1255,6 +1293,24 @@ fn show_listening(lab: &mut Lab, a: &Accepting, inodes: &[u64], what: &str) {
         lab.proof(format!("{fd} -> socket:[{ino}]"));
     }
 }
+
+
+pub static G03: Finding = Finding {
+    id: "G03",
+    slug: "an_scm_rights_handover_restarts_without_a_client_error",
+    claim: "Graceful restart: the new process receives the listening socket(s) over a Unix domain socket as SCM_RIGHTS ancillary data, starts accepting, and only then the old one stops accepting and drains its open connections: no client sees an error, every download completes.",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "start gen 1 listening on 127.0.0.1 and ::1, with a control socket run/handover.sock; the load opens 150 connections a second, each a 1 MiB download",
+        "start gen 2 with --takeover: it receives both listening fds in one sendmsg, accepts, says ready; gen 1 stops accepting, drains, exits; gen 2 takes the control socket",
+        "the same socket inodes in /proc/PID/fd of both; 20 switches in a row",
+        "stop the load: no error of any kind; fd counts stay equal; no process runs the server any more (the process table), no control socket file",
+    ],
+    experiment: g03,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
 
 pub fn g03(lab: &mut Lab) -> Result<()> {
     let setup = Setup::new(1 << 20, 40, 0);
@@ -1475,6 +1531,23 @@ fn show_queue(lab: &mut Lab, ns: Option<&NetNs>, addr: SocketAddr) -> Result<Vec
     Ok(q)
 }
 
+
+pub static G04: Finding = Finding {
+    id: "G04",
+    slug: "queued_connections_wait_while_any_fd_holds_the_socket",
+    claim: "Connections that arrive while nobody calls `accept` wait in the listening socket's queue and are served later, as long as some process still holds the socket; closing the last fd of the listening socket resets them: every queued client is served through a dup passed by SCM_RIGHTS, and every one gets ECONNRESET, never EOF, when the last fd closes.",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "start A listening but not accepting; 20 clients connect and send a request: they wait in the accept queue (Recv-Q of the listening socket in `ss -lt`)",
+        "B takes the socket over by SCM_RIGHTS; A exits: B serves every one of them",
+        "start C listening but not accepting; 20 clients connect; C exits (the last fd closes): every one is reset",
+    ],
+    experiment: g04,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
+
 pub fn g04(lab: &mut Lab) -> Result<()> {
     let args = [
         "--paused",
@@ -1684,13 +1757,25 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<Overlap> {
     })
 }
 
+
+pub static G05: Finding = Finding {
+    id: "G05",
+    slug: "a_reuseport_overlap_drops_queued_connections_unless_migrated",
+    claim: "SO_REUSEPORT overlap with separate sockets: closing the old process's socket resets exactly the connections queued on it (the HAProxy reload problem), unless `net.ipv4.tcp_migrate_req=1` migrates them to the socket that stays: then none is reset and every one is served (set inside a fresh network namespace — the setting is per namespace, the host's stays untouched).",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "in a fresh network namespace (tcp_migrate_req=0, read back inside it): A and B listen on one port with SO_REUSEPORT, neither accepting; 200 clients connect and send a request; `ss -lt` (sock_diag) shows how many wait on each socket",
+        "A closes its socket; B accepts: exactly the connections queued on A's socket were reset, B served the rest",
+        "again in another fresh namespace with tcp_migrate_req=1: none reset, B serves every one",
+        "the host's net.ipv4.tcp_migrate_req is unchanged",
+    ],
+    experiment: g05,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[Need::NetNs("changes net.ipv4.tcp_migrate_req")],
+};
+
 pub fn g05(lab: &mut Lab) -> Result<()> {
-    if let Err(why) = NetNs::available() {
-        return lab.skip(
-            format!("G05 changes net.ipv4.tcp_migrate_req, which it does only inside a network namespace it makes, and this machine does not allow that ({why})"),
-            "run as root: sudo swaplab run G05 (or sudo -E cargo test g05)",
-        );
-    }
     lab.proof("$ sysctl net.ipv4.tcp_migrate_req   # the host's, left untouched".to_string());
     let host = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
         .unwrap_or_default()
@@ -1743,6 +1828,23 @@ pub fn g06_setup() -> (Setup, Pace) {
         },
     )
 }
+
+
+pub static G06: Finding = Finding {
+    id: "G06",
+    slug: "handover_strategies_side_by_side",
+    claim: "Side by side, under the same load: stop/start, SO_REUSEPORT, SCM_RIGHTS hand-over, exec inheritance (nginx style) and socket activation (`LISTEN_FDS`/`LISTEN_PID`): refused, reset and truncated connections, the refusal window, and latency (p50/p99/max) around the switch.",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "for each strategy: start gen 1; the load opens 200 connections a second (256 KiB downloads over 30 ms); a new generation takes 30 ms to start",
+        "switch generations 3 times: stop-start (TERM, start again), reuseport (a new socket beside the old, QUIT old), scm-rights (take-over), exec (USR2, QUIT old), activation (HUP the holder)",
+        "count attempted, refused, reset, truncated and timed-out connections, the refusal window and the switch time; compare the listening socket inodes of the first and the last generation (/proc/PID/fd); QUIT the last generation; no process runs the server any more",
+    ],
+    experiment: g06,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
 
 pub fn g06(lab: &mut Lab) -> Result<()> {
     let (setup, pace) = g06_setup();
@@ -1863,13 +1965,6 @@ fn ip(lab: &mut Lab, ns: &NetNs, args: &[&str], shown: &str) -> Result<()> {
     Ok(())
 }
 
-fn have_ip() -> bool {
-    std::process::Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn link_local(lab: &mut Lab, ns: &NetNs, ifname: &str) -> Result<(Ipv6Addr, u32)> {
     let (addr, index) = lab.wait_until(
         &format!("{ifname} has a usable (not tentative) link-local address"),
@@ -1893,25 +1988,32 @@ fn link_local(lab: &mut Lab, ns: &NetNs, ifname: &str) -> Result<(Ipv6Addr, u32)
     Ok((addr, index))
 }
 
+
+pub static G07: Finding = Finding {
+    id: "G07",
+    slug: "ipv6_link_local_needs_a_scope_id",
+    claim: "IPv6 link-local addresses need a scope id: connecting to `fe80::…` without `%ifname` fails with EINVAL, a wrong scope id gives ENETUNREACH, and with the right one it succeeds (shown between two network namespaces joined by a veth pair).",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "make two network namespaces A and B and a veth pair swl-a (in A) / swl-b (in B); bring both up",
+        "duplicate address detection off inside both (accept_dad=0: the two ends are alone on the link); wait until both link-local addresses are usable",
+        "B listens on [::] and answers every connection until the end (with a deadline); from A connect to B's fe80:: address without a scope id, with %lo, with %swl-a (connects and reads with deadlines)",
+        "B accepted exactly one connection, from A's link-local address",
+    ],
+    experiment: g07,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[
+        Need::NetNs("joins two network namespaces with a veth pair"),
+        Need::Tool {
+            program: "ip",
+            package: "iproute2",
+        },
+        Need::Ipv6,
+    ],
+};
+
 pub fn g07(lab: &mut Lab) -> Result<()> {
-    if let Err(why) = NetNs::available() {
-        return lab.skip(
-            format!("G07 joins two network namespaces with a veth pair, which needs root ({why})"),
-            "run as root: sudo swaplab run G07 (or sudo -E cargo test g07)",
-        );
-    }
-    if !have_ip() {
-        return lab.skip(
-            "G07 makes the veth pair with ip (iproute2), which is not installed",
-            "apt-get install -y iproute2",
-        );
-    }
-    if !std::path::Path::new("/proc/net/if_inet6").exists() {
-        return lab.skip(
-            "G07 needs IPv6, which this kernel has disabled (no /proc/net/if_inet6)",
-            "boot without ipv6.disable=1",
-        );
-    }
     lab.note("two fresh network namespaces, A and B, joined by a veth pair");
     // The two ends are alone on their link: duplicate address detection
     // (a second or two in which the fe80:: addresses are tentative and

@@ -19,6 +19,8 @@ use crate::harness::process::{hermetic, spawn_retrying, Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::runtime::Libc;
 use crate::harness::variants::Variant::{self, *};
+use crate::harness::finding::{Finding, Need, Scope};
+use super::SHARED_LIBRARY_UPDATE;
 
 const OLD: &str = "Hell World";
 const NEW: &str = "Hello World";
@@ -92,6 +94,23 @@ fn check_two_copies(lab: &mut Lab, who: &str, m: &[Mapping], old: u64, new: u64)
     );
 }
 
+
+pub static L01: Finding = Finding {
+    id: "L01",
+    slug: "a_process_started_after_the_replacement_runs_the_new_library",
+    claim: "A process started after the library file is replaced runs the new version; its maps show the new inode and no `(deleted)`.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1 as lib/libexample.so; start A (linked at start-up), call the library, show its maps; stop A",
+        "install v2 over it (install(1): unlink + create)",
+        "start B; call the library; show its maps",
+    ],
+    experiment: l01,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
+
 pub fn l01(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
     let mut a = lab.start(Program::Plain, "A")?;
@@ -121,6 +140,23 @@ pub fn l01(lab: &mut Lab) -> Result<()> {
     check_current(lab, "B", &mb, ino2);
     Ok(())
 }
+
+
+pub static L02: Finding = Finding {
+    id: "L02",
+    slug: "a_running_process_keeps_the_old_library_marked_deleted",
+    claim: "A process running across the replacement keeps the old code: calling into the library again still gives the old output, and every mapping of the library in `/proc/PID/maps` ends in ` (deleted)` with the old inode.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1; start A; call the library; show its maps",
+        "install v2 over it while A runs",
+        "call the library in A again; show A's maps",
+    ],
+    experiment: l02,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
 
 pub fn l02(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
@@ -152,6 +188,23 @@ pub fn l02(lab: &mut Lab) -> Result<()> {
     lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
     Ok(())
 }
+
+
+pub static L03: Finding = Finding {
+    id: "L03",
+    slug: "old_and_new_run_side_by_side_and_grep_finds_both",
+    claim: "Old and new run side by side: `grep libexample /proc/*/maps` (the article's detection command) finds both processes; only the old one's lines carry `(deleted)`, and the two inodes differ.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1; start A; call the library",
+        "install v2; start B; call the library",
+        "grep libexample /proc/*/maps",
+    ],
+    experiment: l03,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
 
 pub fn l03(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
@@ -199,6 +252,25 @@ fn fork_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
     Ok((child, crate::harness::lab::after_colon(&g)))
 }
 
+
+pub static L04: Finding = Finding {
+    id: "L04",
+    slug: "forked_children_keep_the_old_library",
+    claim: "Children forked after the replacement run the old version (they inherit the parent's mappings); restarting only the children is not enough.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1; start the forking program P; fork a child, which calls the library",
+        "install v2",
+        "fork another child: it calls the library; show its maps",
+        "kill the children and fork a fresh one (a children-only restart)",
+        "start a new process N (a full restart)",
+    ],
+    experiment: l04,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
+
 pub fn l04(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
     let mut p = lab.start(Program::Fork, "P")?;
@@ -243,6 +315,24 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     lab.check_stale(&r, "the new process", n.pid(), Stale::Clean);
     Ok(())
 }
+
+
+pub static L05: Finding = Finding {
+    id: "L05",
+    slug: "exec_after_the_replacement_loads_the_new_library",
+    claim: "A fork + execve (or an execve in place) after the replacement loads the new version: exec runs the dynamic loader again.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1; start A; call the library",
+        "install v2; A still calls v1",
+        "A forks a child that execs A's program: the child calls the library; show its maps",
+        "A execs its own program in place (same pid): call the library; show its maps",
+    ],
+    experiment: l05,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
 
 pub fn l05(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
@@ -305,6 +395,25 @@ fn start_time(pid: i32) -> Result<(u64, i32)> {
     let st = procfs::process::Process::new(pid)?.stat()?;
     Ok((st.starttime, st.ppid))
 }
+
+
+/// What musl shows instead of L06's claim.
+const MUSL_L06: &str = "On musl, `dlopen` of the same path after the last `dlclose` also loads the new version, but as a second copy: `dlclose` left the old one mapped (`(deleted)`), and the handle differs.";
+pub static L06: Finding = Finding {
+    id: "L06",
+    slug: "dlopen_after_the_last_dlclose_loads_the_new_library",
+    claim: "The article's open question, answered for glibc: after the last `dlclose`, `dlopen` of the same path loads the new version. The handle and the load address may come back identical (measured): only the inode in maps shows the reload.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1; start D (dlopen program); dlopen lib/libexample.so, call it, show maps",
+        "dlclose it: the mappings go",
+        "install v2; dlopen the same path again, call it, show maps; compare handle, address and inode",
+    ],
+    experiment: l06,
+    scope: Scope::PerLibc,
+    musl: MUSL_L06,
+    needs: &[],
+};
 
 pub fn l06(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
@@ -423,6 +532,25 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
     }
     Ok(())
 }
+
+
+/// What musl shows instead of L07's claim.
+const MUSL_L07: &str = "musl matches by device + inode, not by the path string: `dlopen` of the same path while a handle is still open loads the new file as a second copy, with another handle and the new code; the old copy stays mapped beside it.";
+pub static L07: Finding = Finding {
+    id: "L07",
+    slug: "dlopen_of_the_same_path_with_a_handle_open_returns_the_old_library",
+    claim: "glibc matches an already-loaded library by the path string first: `dlopen` of the same path while a handle is still open returns the same handle and the old code, even though the file on disk is new.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1; start D; dlopen lib/libexample.so and call it",
+        "install v2; dlopen the same path again while the first handle is open",
+        "call through the second handle; show maps",
+    ],
+    experiment: l07,
+    scope: Scope::PerLibc,
+    musl: MUSL_L07,
+    needs: &[],
+};
 
 pub fn l07(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
@@ -600,6 +728,26 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
     lab.stop(&mut d)
 }
 
+
+/// What musl shows instead of L08's claim.
+const MUSL_L08: &str = "On musl pinning changes nothing: every `dlclose` leaves the library mapped, and a `dlopen` after the replacement loads the new file (v2) as a second copy, whatever pins the old one; with every handle closed both copies stay mapped.";
+pub static L08: Finding = Finding {
+    id: "L08",
+    slug: "a_pinned_library_survives_dlclose_and_keeps_the_old_code",
+    claim: "`dlclose` does not unload, and a later `dlopen` keeps the old code, when the library is pinned: also linked at start-up (DT_NEEDED), built with `-z nodelete`, opened with `RTLD_NODELETE`, or another handle is still open (reference count). A successful `RTLD_NOLOAD` probe adds a reference too (measured): a probe must be balanced by a `dlclose`.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "for each pin (DT_NEEDED, -z nodelete, RTLD_NODELETE, a second handle, an RTLD_NOLOAD probe), in a fresh process:",
+        "dlopen v1 and call it; dlclose; the mappings stay",
+        "install v2; dlopen again and call: still v1",
+        "for the counted pins, dlclose every handle: the mappings go, and dlopen loads v2",
+    ],
+    experiment: l08,
+    scope: Scope::PerLibc,
+    musl: MUSL_L08,
+    needs: &[],
+};
+
 pub fn l08(lab: &mut Lab) -> Result<()> {
     for pin in [
         Pin::Needed,
@@ -612,6 +760,23 @@ pub fn l08(lab: &mut Lab) -> Result<()> {
     }
     Ok(())
 }
+
+
+pub static L09: Finding = Finding {
+    id: "L09",
+    slug: "dlopen_of_a_copy_at_a_new_path_loads_the_new_version_beside_the_old",
+    claim: "`dlopen` of a copy at a new, unique path loads the new version beside the old one: both are mapped and callable (the hot-reload trick).",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1; start D; dlopen lib/libexample.so and call it",
+        "replace it with v2 (rename); copy it to a new, unique path",
+        "dlopen the copy and call it; call the first handle again; show maps",
+    ],
+    experiment: l09,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
 
 pub fn l09(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
@@ -651,6 +816,24 @@ pub fn l09(lab: &mut Lab) -> Result<()> {
     );
     Ok(())
 }
+
+
+pub static L10: Finding = Finding {
+    id: "L10",
+    slug: "musl_dlclose_never_unloads_and_dlopen_matches_by_inode",
+    claim: "musl differs (measured): `dlclose` never unloads, and `dlopen` of a path matches by device + inode, so after a replacement it loads the new file as a second copy while the old stays mapped.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "on musl: install v1; start D (dlopen program, built with musl-gcc); dlopen lib/libexample.so and call it",
+        "hard-link the file to another name and dlopen that: the same handle (same device and inode)",
+        "install v2; dlopen the same path while the first handle is open: another handle, v2; the first still gives v1",
+        "dlclose every handle: both copies stay mapped",
+    ],
+    experiment: l10,
+    scope: Scope::Only(Libc::Musl),
+    musl: "",
+    needs: &[],
+};
 
 /// L10: musl's loader. Run on the musl column only (see `Scope::Only`).
 pub fn l10(lab: &mut Lab) -> Result<()> {
@@ -979,6 +1162,25 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
+
+pub static L11: Finding = Finding {
+    id: "L11",
+    slug: "how_the_file_is_replaced_decides_what_running_processes_see",
+    claim: "How the file is replaced matters. `install` unlinks then creates (not atomic): a process starting in that window fails both ways: ENOENT (nothing at the path) and \"file too short\" (musl: \"Exec format error\"; the new file not written yet), and now and then it is killed by SIGBUS (a file still being written); every failed start is one of these. `rename(2)` is atomic: no start fails, over as many starts as install's measured failure rate would fail 20 of. `cp` over the live file (same inode, `O_TRUNC`) is accepted by the kernel (no ETXTBSY for a mapped `.so`) and the running process crashes on its next call into the library (SIGSEGV; SIGBUS when the new file is shorter than the mapping). A same-layout in-place write without truncation makes the running process silently run the new code. Neither in-place case shows `(deleted)`.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "start processes in a tight loop while another loop replaces the library with install, until starts have failed both ways (ENOENT, file too short) and 20 in all (a measured failure rate); then, with rename, as many starts as that rate would fail 20 of; count the failed starts by kind",
+        "rename v2 over a running A: A keeps v1, its maps say (deleted)",
+        "cp the re-laid-out v2 over a running B (O_TRUNC, same inode); B calls the library",
+        "cp the short v2 over a running C; C calls the library",
+        "write v2 over a running D without truncating; D calls the library",
+    ],
+    experiment: l11,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
+
 pub fn l11(lab: &mut Lab) -> Result<()> {
     start_windows(lab)?;
 
@@ -1130,6 +1332,23 @@ pub fn kernel_version() -> Result<(u32, u32)> {
     Ok((it.next().unwrap_or(0), it.next().unwrap_or(0)))
 }
 
+
+pub static L12: Finding = Finding {
+    id: "L12",
+    slug: "a_running_executable_cannot_be_written_but_can_be_replaced",
+    claim: "Writing into a running executable fails with ETXTBSY on current kernels (6.11 and 6.12 allowed it; 6.13 denies it again); replacing it by install/rename works and `/proc/PID/exe` then reads `… (deleted)`.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "copy a target program to bin/app and start it",
+        "open bin/app for writing (expect ETXTBSY, except on kernels 6.11 and 6.12)",
+        "install a new copy over bin/app; read /proc/PID/exe; start the new file",
+    ],
+    experiment: l12,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
+
 pub fn l12(lab: &mut Lab) -> Result<()> {
     let (major, minor) = kernel_version()?;
     // 6.11 allowed writes to running executables (deny_write_access dropped);
@@ -1224,30 +1443,28 @@ pub fn l12(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-/// The unprivileged user L13 runs a target as: `swaplab` if that user
-/// exists (CI creates it), else `nobody`.
-fn lab_user() -> Option<nix::unistd::User> {
-    ["swaplab", "nobody"]
-        .iter()
-        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
-}
+pub static L13: Finding = Finding {
+    id: "L13",
+    slug: "an_unprivileged_user_cannot_read_another_users_maps",
+    claim: "An unprivileged user cannot read `/proc/PID/maps` of another user's process (why the article uses `sudo grep`); its own processes it can.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "as root, start A; start U as an unprivileged user",
+        "U reads /proc/A/maps (another user's) and /proc/U/maps (its own)",
+        "root reads both",
+    ],
+    experiment: l13,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[
+        Need::Root("it starts a process as a second, unprivileged user"),
+        Need::SecondUser,
+    ],
+};
 
 pub fn l13(lab: &mut Lab) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        return lab.skip(
-            format!(
-                "needs root to start a process as a second, unprivileged user (running as uid {})",
-                nix::unistd::geteuid()
-            ),
-            "run as root: sudo -E env PATH=\"$PATH\" cargo test l13 (uses user `swaplab` if it exists, else `nobody`)",
-        );
-    }
-    let Some(user) = lab_user() else {
-        return lab.skip(
-            "no unprivileged user `swaplab` or `nobody` on this machine",
-            "useradd --system --no-create-home swaplab",
-        );
-    };
+    // Root and the second user are L13's declared needs, checked before.
+    let user = crate::harness::finding::second_user().context("L13 needs a second user")?;
     lab.sandbox.open_to_all()?;
     lab.put_lib(V1, Replace::Install)?;
     let a = lab.start(Program::Plain, "A")?;

@@ -23,6 +23,8 @@ use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{V1, V2};
 use crate::targets::server::{LISTEN_FDS, WORKER_COMM};
+use crate::harness::finding::{Finding, Scope};
+use super::{NGINX, NGINX_UPGRADE};
 
 const OLD: &str = "Hell World";
 const NEW: &str = "Hello World";
@@ -69,6 +71,24 @@ fn check_exe(lab: &mut Lab, what: &str, path: &Path, seen: (&Path, bool), delete
         format!("{} deleted={d}", exe.display()),
     );
 }
+
+
+pub static U01: Finding = Finding {
+    id: "U01",
+    slug: "a_child_forked_after_the_executable_is_replaced_runs_the_old_program",
+    claim: "`fork` copies the running image: a child forked after the executable file is replaced runs the old program; its `/proc/PID/exe` ends in `(deleted)`.",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "start A (bin/swaplab-app, build 1); ask its build; readlink /proc/A/exe",
+        "install build 2 over bin/swaplab-app (install(1): unlink + create)",
+        "A forks a child: it says build 1 and its /proc/PID/exe ends in (deleted)",
+        "A forks a child that execs the same path: it says build 2, its exe is the file on disk",
+    ],
+    experiment: u01,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
 
 pub fn u01(lab: &mut Lab) -> Result<()> {
     let exe = lab.sandbox.program(Program::App)?;
@@ -146,6 +166,23 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
     lab.check_stale(&r, "the exec'ed child", s, Stale::Clean);
     Ok(())
 }
+
+
+pub static U02: Finding = Finding {
+    id: "U02",
+    slug: "execve_runs_the_new_file_and_keeps_pid_and_open_fds",
+    claim: "`execve` starts the program now on disk, keeps the pid and every fd not marked close-on-exec, and keeps no memory (flags, state); close-on-exec fds are gone.",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "start A (build 1); it remembers a flag, opens a plain pipe and a close-on-exec pipe; ls -l /proc/A/fd",
+        "install build 2 over the program; A calls execve on its own path",
+        "A prints ready with the same pid, says build 2, has forgotten the flag; /proc/A/fd still shows stdin/stdout/stderr and the plain pipe (same inodes) and no close-on-exec pipe",
+    ],
+    experiment: u02,
+    scope: Scope::AnyLibc,
+    musl: "",
+    needs: &[],
+};
 
 pub fn u02(lab: &mut Lab) -> Result<()> {
     let exe = lab.sandbox.program(Program::App)?;
@@ -1010,6 +1047,25 @@ pub fn install_server_2(lab: &mut Lab) -> Result<()> {
     install_program(lab, Program::Server2, Program::Server, Replace::Install)
 }
 
+
+pub static U03: Finding = Finding {
+    id: "U03",
+    slug: "the_nginx_style_upgrade_keeps_every_connection",
+    claim: "The nginx upgrade, reproduced by the harness's own master/worker server: USR2 renames the pid file to `<pid>.oldbin`, forks and execs the new binary, which is a child of the old master and inherits the listening socket (the same socket inode in `/proc/PID/fd` of both masters; fd numbers passed in an environment variable). Both generations serve. WINCH: old workers finish gracefully, the old master stays. QUIT: the old master exits. No client connection fails through the whole sequence under load.",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "start swaplab-server 1.0.0 (a master, 2 workers, 127.0.0.1 on an ephemeral port, run/swaplab.pid); the load client opens new connections continuously",
+        "install swaplab-server 2.0.0 over bin/swaplab-server",
+        "kill -USR2 master: wait until the pid file names a new master with its workers; its parent (in /proc) is the old master; show the pid files, the process table, both masters' exe, the listening socket inode in both /proc/PID/fd and the fd numbers in the new master's environment; wait for answers from both generations",
+        "kill -WINCH old master: wait until its workers are gone; only gen 2 answers",
+        "kill -QUIT old master: wait until it exits; the pid file names the new master; stop the load: no request failed",
+    ],
+    experiment: u03,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
+
 pub fn u03(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
     let (mut s, mut fleet) = start_server(lab, 2)?;
@@ -1057,6 +1113,24 @@ fn masters(fleet: &Fleet) -> Vec<i32> {
 fn group_pids(fleet: &Fleet) -> Vec<i32> {
     procs::group(fleet.pgid).iter().map(|p| p.pid).collect()
 }
+
+
+pub static U04: Finding = Finding {
+    id: "U04",
+    slug: "usr2_is_ignored_while_an_upgrade_is_in_progress",
+    claim: "USR2 is ignored by the old master while its new binary runs, and by the new master while the old master is alive: no process starts and the pid files stay as they are (swaplab's server and real nginx); once the old master has exited, USR2 to the new one starts the next master.",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "start the server, install 2.0.0, USR2: two masters",
+        "USR2 to the old master, then to the new one, each time waiting until the master has taken the signal (not pending in /proc/PID/status) and waits in its event loop again: the process group has the same processes as before, the pid files are unchanged",
+        "QUIT the old master; USR2 to the new one now forks a new master and renames the pid file to .oldbin",
+        "the same on real nginx, copied into the sandbox as in U08 (Skipped without nginx)",
+    ],
+    experiment: u04,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[NGINX],
+};
 
 pub fn u04(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
@@ -1148,6 +1222,24 @@ fn usr2_while_both_run(lab: &mut Lab, fleet: &mut Fleet, old: i32, new: i32) -> 
     Ok(())
 }
 
+
+pub static U05: Finding = Finding {
+    id: "U05",
+    slug: "rollback_brings_the_old_generation_back_without_errors",
+    claim: "Rollback: HUP to the old master starts old workers again (forked from the old image); QUIT/TERM to the new master; the pid file is renamed back and the old generation serves; no client connection fails.",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "start the server under load; install 2.0.0; USR2; WINCH the old master",
+        "HUP the old master: it forks fresh workers from the old image",
+        "QUIT the new master: it exits, the old master renames .oldbin back to the pid file",
+        "only version 1.0.0 answers; no request failed",
+    ],
+    experiment: u05,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
+
 pub fn u05(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
     let (s, mut fleet) = start_server(lab, 2)?;
@@ -1178,6 +1270,25 @@ pub fn u05(lab: &mut Lab) -> Result<()> {
     drop(s);
     Ok(())
 }
+
+
+pub static U06: Finding = Finding {
+    id: "U06",
+    slug: "a_failed_exec_leaves_the_old_master_serving",
+    claim: "If the new binary cannot be executed, the old master keeps serving and renames the pid file back (swaplab's server and real nginx).",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "start the server under load",
+        "install 2.0.0 with mode 644 (nobody may execute it); watch run/ for renames (inotify)",
+        "USR2; wait until the master has handled it and the exit of the child it forked (nothing pending, nothing unreaped, waiting in its event loop)",
+        "inotify saw the pid file renamed to .oldbin and back; the pid file names the old master; it is the only master and keeps the same workers; clients are answered by them; no request failed",
+        "the same on real nginx, copied into the sandbox as in U08 (Skipped without nginx)",
+    ],
+    experiment: u06,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[NGINX],
+};
 
 pub fn u06(lab: &mut Lab) -> Result<()> {
     lab.put_lib(V1, Replace::Install)?;
@@ -1365,6 +1476,24 @@ fn mark_pids(line: &str) -> String {
     out.join(" ")
 }
 
+
+pub static U07: Finding = Finding {
+    id: "U07",
+    slug: "a_library_update_needs_the_exec_not_a_worker_restart",
+    claim: "A library update needs the exec: with libexample replaced on disk, a worker restart by fork (HUP) still runs the old library; USR2 (fork + exec) brings the new one.",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "install libexample v1, start the server under load",
+        "install libexample v2 (the server binary stays)",
+        "HUP: fresh workers, forked from the master, answer with v1's greeting and map the old library (deleted)",
+        "USR2: the new master (fork + execve of the same binary) maps the new library and its workers answer with v2's greeting; no request failed",
+    ],
+    experiment: u07,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[],
+};
+
 pub fn u07(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
     let (s, mut fleet) = start_server(lab, 2)?;
@@ -1453,3 +1582,21 @@ fn greetings(samples: &[Sample], fleet: &Fleet, master: i32) -> Vec<String> {
     v.dedup();
     v
 }
+
+/// U08's experiment is real nginx's sequence (`crate::drivers::nginx`).
+pub static U08: Finding = Finding {
+    id: "U08",
+    slug: "real_nginx_upgrades_and_rolls_back_without_errors",
+    claim: "The same sequence against real nginx (the system's package) shows the article's process tables: the new master's parent is the old master, `.oldbin` appears, the old master's exe is `(deleted)`, both masters hold the same listening socket, and no request fails under load; the rollback path works too.",
+    source: NGINX_UPGRADE,
+    steps: &[
+        "copy nginx into the sandbox (bin/nginx), write a config (daemon on, master_process on, 2 workers, 127.0.0.1 on a free port, pid file, logs and temp folders in the sandbox) and start it; the load client opens new connections continuously",
+        "upgrade: install another copy over bin/nginx; USR2 (new master, child of the old; .oldbin; old exe (deleted); one listening socket inode in both masters; the fd numbers the new master logs as inherited through NGINX); both generations serve; WINCH; QUIT the old master",
+        "rollback: install another copy; USR2; WINCH; HUP the old master (its workers come back, forked from the old image); QUIT the new master: the pid file is renamed back",
+        "stop the load: no request failed; QUIT nginx",
+    ],
+    experiment: crate::drivers::nginx::u08,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[NGINX],
+};

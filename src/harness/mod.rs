@@ -2,10 +2,15 @@
 //! processes, C library runtimes, /proc views, replacement tools, network
 //! namespaces, redaction, lab sheets and the report.
 
+pub mod ci;
+pub mod finding;
 pub mod lab;
 pub mod netns;
+pub mod platform;
 pub mod process;
 pub mod procs;
+pub mod programs;
+pub mod prove;
 pub mod recipe;
 pub mod redact;
 pub mod replace;

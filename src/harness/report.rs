@@ -7,85 +7,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::findings::Finding;
+use crate::harness::finding::Finding;
 use crate::harness::lab::{Check, Lab, Sink, Verdict};
-use crate::harness::runtime::Runtime;
-
-/// The machine the findings were observed on.
-#[derive(Clone, Debug, Serialize)]
-pub struct Platform {
-    /// `PRETTY_NAME` from /etc/os-release.
-    pub os: String,
-    pub kernel: String,
-    pub arch: String,
-    /// `glibc` or `musl`: the C library the targets run on.
-    pub libc: String,
-    pub libc_version: String,
-    /// The dynamic loader mapped into this process.
-    pub loader: String,
-}
-
-impl Platform {
-    pub fn detect() -> Platform {
-        let uts = nix::sys::utsname::uname().ok();
-        let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-            uts.as_ref()
-                .map(|u| f(u).to_string_lossy().into_owned())
-                .unwrap_or_default()
-        };
-        let host = Runtime::host();
-        Platform {
-            os: os_name(),
-            kernel: field(|u| u.release()),
-            arch: field(|u| u.machine()),
-            libc: host.libc.name().into(),
-            libc_version: host.libc_version,
-            loader: host.loader,
-        }
-    }
-
-    pub fn one_line(&self) -> String {
-        format!(
-            "{}, kernel {}, {} {} ({}), loader {}",
-            self.os, self.kernel, self.libc, self.libc_version, self.arch, self.loader
-        )
-    }
-}
-
-/// `PRETTY_NAME` from os-release (of the root at `root`, `/` for the host).
-pub fn os_name_in(root: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(root.join("etc/os-release"))
-        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| "unknown Linux".into())
-}
-
-/// The host's `PRETTY_NAME`.
-pub fn os_name() -> String {
-    os_name_in(std::path::Path::new("/"))
-}
-
-/// Whether `what` (a finding ID, a column such as `musl`, or a tool such as
-/// `needrestart`) may be missing on CI: `SWAPLAB_ALLOW_SKIP` lists them,
-/// comma-separated, for distributions that do not package something (the
-/// workflow sets it per distribution). Elsewhere on CI every finding must run.
-pub fn may_skip(what: &str) -> bool {
-    std::env::var("SWAPLAB_ALLOW_SKIP")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|w| !w.is_empty())
-        .any(|w| {
-            what.eq_ignore_ascii_case(w)
-                || what
-                    .split_whitespace()
-                    .next()
-                    .is_some_and(|first| first.eq_ignore_ascii_case(w))
-        })
-}
+use crate::harness::platform::Platform;
+use crate::harness::runtime::{Runtime, Unavailable};
 
 /// One finding, run and judged.
 #[derive(Clone, Debug, Serialize)]
@@ -110,12 +35,6 @@ pub struct Outcome {
     #[serde(skip)]
     pub evidence: Vec<String>,
     pub millis: u128,
-}
-
-/// Runs one finding's experiment in a fresh sandbox, on the host's C
-/// library. `live` receives the transcript as it is written.
-pub fn run(f: &Finding, live: Option<Sink>) -> Outcome {
-    run_on(f, &Runtime::host(), live)
 }
 
 impl Outcome {
@@ -155,6 +74,13 @@ pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
         outcome.verdict = Verdict::NotApplicable { reason };
         return outcome;
     }
+    if let Err(missing) = f.ready() {
+        outcome.verdict = Verdict::Skipped {
+            reason: missing.reason,
+            enable: missing.enable,
+        };
+        return outcome;
+    }
     let mut lab = match Lab::on(f.id, live, rt.clone()) {
         Ok(lab) => lab,
         Err(e) => {
@@ -178,7 +104,7 @@ pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
 }
 
 /// A column that could not run here, every finding Skipped for one reason.
-pub fn unavailable(f: &Finding, u: &crate::harness::runtime::Unavailable) -> Outcome {
+pub fn unavailable(f: &Finding, u: &Unavailable) -> Outcome {
     let skipped = Verdict::Skipped {
         reason: u.reason.clone(),
         enable: u.enable.clone(),
@@ -213,7 +139,7 @@ impl Column {
         }
     }
 
-    pub fn missing(u: &crate::harness::runtime::Unavailable) -> Column {
+    pub fn missing(u: &Unavailable) -> Column {
         Column {
             name: u.name.clone(),
             libc: u.libc.name().into(),
@@ -225,6 +151,33 @@ impl Column {
     }
 }
 
+/// The columns a run may use: a runtime here, or why it is missing.
+pub type Columns = [Result<Runtime, Unavailable>];
+
+/// The one run loop, for `swaplab run`, `swaplab matrix` and the tests:
+/// every finding in `selected` on every column, finding by finding. `live`
+/// gives each run on a column that is here the sink its narration goes to
+/// (or none); `each` sees every outcome as soon as it is judged.
+pub fn run_all(
+    selected: &[&Finding],
+    columns: &Columns,
+    mut live: impl FnMut(&Finding, &Runtime) -> Option<Sink>,
+    mut each: impl FnMut(&Outcome),
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for f in selected {
+        for c in columns {
+            let o = match c {
+                Err(u) => unavailable(f, u),
+                Ok(rt) => run_on(f, rt, live(f, rt)),
+            };
+            each(&o);
+            outcomes.push(o);
+        }
+    }
+    outcomes
+}
+
 /// What `swaplab run --json` prints: the machine, its columns (one per C
 /// library the targets ran on), and every finding's outcome in each.
 #[derive(Debug, Serialize)]
@@ -233,4 +186,22 @@ pub struct Report {
     pub platform: Platform,
     pub columns: Vec<Column>,
     pub findings: Vec<Outcome>,
+}
+
+impl Report {
+    /// The report of `findings`, run on `columns` on this machine.
+    pub fn new(columns: &Columns, findings: Vec<Outcome>) -> Report {
+        Report {
+            swaplab: env!("CARGO_PKG_VERSION"),
+            platform: Platform::detect(),
+            columns: columns
+                .iter()
+                .map(|c| match c {
+                    Ok(r) => Column::of(r),
+                    Err(u) => Column::missing(u),
+                })
+                .collect(),
+            findings,
+        }
+    }
 }

@@ -89,7 +89,7 @@ impl Runtime {
             libc,
             libc_version: host_libc_version(),
             loader: host_loader().unwrap_or_else(|| "unknown".into()),
-            os: crate::harness::report::os_name(),
+            os: os_name(),
             twins: false,
             targets: None,
             variants: PathBuf::from(crate::harness::variants::VARIANTS_DIR),
@@ -117,7 +117,7 @@ impl Runtime {
         Runtime::twins(
             "musl",
             Libc::Musl,
-            crate::harness::report::os_name(),
+            os_name(),
             dir.join("bin"),
             dir.join("libexample"),
         )
@@ -274,4 +274,20 @@ fn glibc_version(targets: &Path) -> Option<String> {
     out.lines()
         .find_map(|l| l.split_once(": glibc "))
         .map(|(_, v)| v.trim().to_string())
+}
+
+/// `PRETTY_NAME` from os-release (of the root at `root`, `/` for the host).
+pub fn os_name_in(root: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(root.join("etc/os-release"))
+        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "unknown Linux".into())
+}
+
+/// The host's `PRETTY_NAME`.
+pub fn os_name() -> String {
+    os_name_in(std::path::Path::new("/"))
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::findings::{Finding, FINDINGS};
+use crate::harness::finding::Finding;
 
 pub const BEGIN: &str =
     "<!-- transcript: generated from the experiment; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
@@ -30,8 +30,9 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn sheet_path(f: &Finding) -> PathBuf {
-    repo().join(f.sheet())
+/// Where `f`'s lab sheet is in the sheets' folder `dir`.
+pub fn sheet_in(dir: &Path, f: &Finding) -> PathBuf {
+    dir.join(format!("{}.md", f.id))
 }
 
 /// Whether blessing (rewriting generated parts) was asked for.
@@ -59,11 +60,6 @@ pub fn transcript_in_block(text: &str, block: &str) -> Option<Vec<String>> {
     let (_, _, blk) = between(text, &begin(block), END)?;
     let inner = blk.split_once("```console\n")?.1.rsplit_once("```")?.0;
     Some(inner.lines().map(str::to_string).collect())
-}
-
-/// The sheet text with its transcript block replaced by `lines`.
-pub fn with_transcript(text: &str, lines: &[String]) -> Option<String> {
-    with_transcript_block(text, "", lines)
 }
 
 /// The sheet text with block `block` replaced by `lines`.
@@ -94,16 +90,16 @@ pub fn verdict_in(text: &str) -> Option<String> {
 }
 
 /// The README's findings table: ID (linked to its sheet), claim, and the
-/// status its sheet records.
-pub fn readme_table() -> String {
+/// status its sheet (in the project at `root`) records.
+pub fn readme_table<'a>(root: &Path, findings: impl IntoIterator<Item = &'a Finding>) -> String {
     let mut out = vec![
         TABLE_BEGIN.to_string(),
         "| ID | Claim | Status here |".to_string(),
         "|---|---|---|".to_string(),
     ];
-    for f in FINDINGS {
+    for f in findings {
         let claim = f.claim.replace('|', "\\|");
-        let status = std::fs::read_to_string(sheet_path(f))
+        let status = std::fs::read_to_string(root.join(f.sheet()))
             .ok()
             .and_then(|t| verdict_in(&t))
             .unwrap_or_else(|| "no sheet yet".into());
@@ -114,8 +110,8 @@ pub fn readme_table() -> String {
     out.join("\n")
 }
 
-/// The README text with its findings table regenerated.
-pub fn readme_with_table(text: &str) -> Option<String> {
+/// The README text with its findings table replaced by `table`.
+pub fn readme_with_table(text: &str, table: &str) -> Option<String> {
     let (a, b, _) = between(text, TABLE_BEGIN, TABLE_END)?;
-    Some(format!("{}{}{}", &text[..a], readme_table(), &text[b..]))
+    Some(format!("{}{}{}", &text[..a], table, &text[b..]))
 }

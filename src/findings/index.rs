@@ -1,0 +1,46 @@
+// The findings, by series: the module that defines them, then each ID with
+// the name of the test that proves it (read by src/findings/mod.rs and
+// tests/findings.rs).
+index! {
+    /// Article 000: replacing a shared library under running processes.
+    libs {
+        L01 l01_a_process_started_after_the_replacement_runs_the_new_library,
+        L02 l02_a_running_process_keeps_the_old_library_marked_deleted,
+        L03 l03_old_and_new_run_side_by_side_and_grep_finds_both,
+        L04 l04_forked_children_keep_the_old_library,
+        L05 l05_exec_after_the_replacement_loads_the_new_library,
+        L06 l06_dlopen_after_the_last_dlclose_loads_the_new_library,
+        L07 l07_dlopen_of_the_same_path_with_a_handle_open_returns_the_old_library,
+        L08 l08_a_pinned_library_survives_dlclose_and_keeps_the_old_code,
+        L09 l09_dlopen_of_a_copy_at_a_new_path_loads_the_new_version_beside_the_old,
+        L10 l10_musl_dlclose_never_unloads_and_dlopen_matches_by_inode,
+        L11 l11_how_the_file_is_replaced_decides_what_running_processes_see,
+        L12 l12_a_running_executable_cannot_be_written_but_can_be_replaced,
+        L13 l13_an_unprivileged_user_cannot_read_another_users_maps,
+    }
+    /// Article 001: upgrading the executable on the fly.
+    upgrade {
+        U01 u01_a_child_forked_after_the_executable_is_replaced_runs_the_old_program,
+        U02 u02_execve_runs_the_new_file_and_keeps_pid_and_open_fds,
+        U03 u03_the_nginx_style_upgrade_keeps_every_connection,
+        U04 u04_usr2_is_ignored_while_an_upgrade_is_in_progress,
+        U05 u05_rollback_brings_the_old_generation_back_without_errors,
+        U06 u06_a_failed_exec_leaves_the_old_master_serving,
+        U07 u07_a_library_update_needs_the_exec_not_a_worker_restart,
+        U08 u08_real_nginx_upgrades_and_rolls_back_without_errors,
+    }
+    /// Article 002: graceful restart by passing the listening socket.
+    graceful {
+        G01 g01_a_second_bind_fails_with_eaddrinuse_unless_reuseport,
+        G02 g02_a_stop_start_restart_refuses_and_truncates,
+        G03 g03_an_scm_rights_handover_restarts_without_a_client_error,
+        G04 g04_queued_connections_wait_while_any_fd_holds_the_socket,
+        G05 g05_a_reuseport_overlap_drops_queued_connections_unless_migrated,
+        G06 g06_handover_strategies_side_by_side,
+        G07 g07_ipv6_link_local_needs_a_scope_id,
+    }
+    /// Article 000's question answered: which running processes must be restarted.
+    detect {
+        D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,
+    }
+}

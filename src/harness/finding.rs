@@ -1,0 +1,200 @@
+//! What a finding is: its ID, the claim, where the claim comes from, the
+//! steps, the experiment that observes and judges it, which C libraries it
+//! runs on, and what it needs of the machine. swaplab's own findings
+//! (`crate::findings`) and anyone else's are made of this.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::harness::lab::Lab;
+use crate::harness::runtime::{Libc, Runtime};
+
+/// The experiment: observes on the [`Lab`] and judges with its checks.
+pub type Experiment = fn(&mut Lab) -> Result<()>;
+
+/// Which C libraries a finding runs on (see [`crate::harness::runtime`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Scope {
+    /// Every C library, with the C twins of the targets; the same claim holds
+    /// on each.
+    AnyLibc,
+    /// Every C library; the loaders differ, and the experiment checks each
+    /// one's own expectation ([`Finding::musl`] for musl).
+    PerLibc,
+    /// One C library's behaviour only.
+    Only(Libc),
+    /// Needs swaplab's own Rust programs (servers, the tools compared by
+    /// D01): runs on the host's C library only. What it shows is the
+    /// kernel's, not the loader's.
+    Host,
+}
+
+/// Something a finding needs of the machine, declared once with the finding
+/// and checked before its experiment runs: without it the finding is
+/// Skipped, with the reason and the command that would enable it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Need {
+    /// Root, and why.
+    Root(&'static str),
+    /// An installed program, and the Debian package that brings it.
+    Tool {
+        program: &'static str,
+        package: &'static str,
+    },
+    /// Network namespaces of its own, and what it does in them.
+    NetNs(&'static str),
+    /// IPv6 in this kernel.
+    Ipv6,
+    /// An unprivileged user besides the one running the experiment
+    /// (`swaplab`, else `nobody`).
+    SecondUser,
+}
+
+/// Why a finding cannot run here, and what would let it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub reason: String,
+    pub enable: String,
+}
+
+/// The unprivileged user experiments switch to: `swaplab` if it exists,
+/// else `nobody`.
+pub fn second_user() -> Option<nix::unistd::User> {
+    ["swaplab", "nobody"]
+        .iter()
+        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+}
+
+impl Need {
+    /// What `swaplab list` says a finding needs.
+    pub fn short(&self) -> String {
+        match self {
+            Need::Root(_) => "root".into(),
+            Need::Tool { program, .. } => (*program).into(),
+            Need::NetNs(_) => "root (netns)".into(),
+            Need::Ipv6 => "IPv6".into(),
+            Need::SecondUser => "a second user".into(),
+        }
+    }
+
+    /// Whether this machine has it, for finding `id`.
+    pub fn check(&self, id: &str) -> std::result::Result<(), Missing> {
+        let as_root = || {
+            format!(
+                "run as root: sudo swaplab run {id} (or sudo -E env PATH=\"$PATH\" cargo test {})",
+                id.to_ascii_lowercase()
+            )
+        };
+        let missing = |reason: String, enable: String| Err(Missing { reason, enable });
+        match *self {
+            Need::Root(why) if !nix::unistd::geteuid().is_root() => missing(
+                format!(
+                    "needs root: {why} (running as uid {})",
+                    nix::unistd::geteuid()
+                ),
+                as_root(),
+            ),
+            Need::Tool { program, package }
+                if crate::harness::programs::find(program).is_none() =>
+            {
+                missing(
+                    format!("{program} is not installed"),
+                    format!("apt-get install -y {package}"),
+                )
+            }
+            Need::NetNs(what) => match crate::harness::netns::NetNs::available() {
+                Err(why) => missing(
+                    format!("{id} {what}, in network namespaces of its own, which this machine does not allow ({why})"),
+                    as_root(),
+                ),
+                Ok(()) => Ok(()),
+            },
+            Need::Ipv6 if !std::path::Path::new("/proc/net/if_inet6").exists() => missing(
+                "needs IPv6, which this kernel has disabled (no /proc/net/if_inet6)".into(),
+                "boot without ipv6.disable=1".into(),
+            ),
+            Need::SecondUser if second_user().is_none() => missing(
+                "no unprivileged user `swaplab` or `nobody` on this machine".into(),
+                "useradd --system --no-create-home swaplab".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One finding: the claim and the experiment that proves it.
+pub struct Finding {
+    /// Stable ID (`L04`).
+    pub id: &'static str,
+    /// The claim as a test name reads it, after the lowercase ID.
+    pub slug: &'static str,
+    /// The claim.
+    pub claim: &'static str,
+    /// Where the claim comes from (an article, an issue).
+    pub source: &'static str,
+    /// What the experiment does, step by step.
+    pub steps: &'static [&'static str],
+    /// The experiment that observes and judges it.
+    pub experiment: Experiment,
+    /// Which C libraries it runs on.
+    pub scope: Scope,
+    /// For [`Scope::PerLibc`]: what musl shows instead of the claim.
+    pub musl: &'static str,
+    /// What it needs of the machine, checked before the experiment runs.
+    pub needs: &'static [Need],
+}
+
+impl Finding {
+    /// What the finding expects on `libc`: the claim, or musl's own.
+    pub fn claim_for(&self, libc: Libc) -> &'static str {
+        match (self.scope, libc) {
+            (Scope::PerLibc, Libc::Musl) => self.musl,
+            _ => self.claim,
+        }
+    }
+
+    /// Whether it runs on `rt` at all (and if not, why).
+    pub fn runs_on(&self, rt: &Runtime) -> std::result::Result<(), String> {
+        match self.scope {
+            Scope::Only(l) if l != rt.libc => Err(format!(
+                "{} is {}'s behaviour; this column runs {}",
+                self.id,
+                l.name(),
+                rt.libc.name()
+            )),
+            Scope::Host if rt.twins => Err(format!(
+                "{} needs swaplab's own Rust programs, built for the host's C library; \
+                 this column has only the C twins of the library targets",
+                self.id
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a column of C library `libc` concerns it at all: a column
+    /// that is missing here is reported for the findings it concerns.
+    pub fn concerns(&self, libc: Libc) -> bool {
+        match self.scope {
+            Scope::AnyLibc | Scope::PerLibc => true,
+            Scope::Only(l) => l == libc,
+            Scope::Host => false,
+        }
+    }
+
+    /// Whether this machine has everything it needs (the first thing
+    /// missing otherwise).
+    pub fn ready(&self) -> std::result::Result<(), Missing> {
+        self.needs.iter().try_for_each(|n| n.check(self.id))
+    }
+
+    /// The test that proves it: `l04_forked_children_keep_the_old_library`.
+    pub fn test_name(&self) -> String {
+        format!("{}_{}", self.id.to_ascii_lowercase(), self.slug)
+    }
+
+    /// The lab sheet's path, relative to the sheets' folder's parent
+    /// (`experiments/L04.md`).
+    pub fn sheet(&self) -> String {
+        format!("experiments/{}.md", self.id)
+    }
+}

@@ -1,0 +1,46 @@
+//! The machine the findings were observed on.
+
+use serde::Serialize;
+
+use crate::harness::runtime::Runtime;
+
+/// The machine the findings were observed on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Platform {
+    /// `PRETTY_NAME` from /etc/os-release.
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    /// `glibc` or `musl`: the C library the targets run on.
+    pub libc: String,
+    pub libc_version: String,
+    /// The dynamic loader mapped into this process.
+    pub loader: String,
+}
+
+impl Platform {
+    pub fn detect() -> Platform {
+        let uts = nix::sys::utsname::uname().ok();
+        let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+            uts.as_ref()
+                .map(|u| f(u).to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let host = Runtime::host();
+        Platform {
+            os: crate::harness::runtime::os_name(),
+            kernel: field(|u| u.release()),
+            arch: field(|u| u.machine()),
+            libc: host.libc.name().into(),
+            libc_version: host.libc_version,
+            loader: host.loader,
+        }
+    }
+
+    pub fn one_line(&self) -> String {
+        format!(
+            "{}, kernel {}, {} {} ({}), loader {}",
+            self.os, self.kernel, self.libc, self.libc_version, self.arch, self.loader
+        )
+    }
+}

@@ -1,0 +1,29 @@
+//! Where installed programs are: on PATH, or in the sbin folders, which an
+//! ordinary user's PATH (and root's under sudo) may lack.
+
+use std::path::PathBuf;
+
+/// The folders searched after PATH.
+const SYSTEM_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// The first file named `name` on PATH, then in the system folders and in
+/// `extra`.
+pub fn find_in(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SYSTEM_DIRS.iter().chain(extra).map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The first file named `name` on PATH or in the system folders.
+pub fn find(name: &str) -> Option<PathBuf> {
+    find_in(name, &[])
+}

@@ -1,0 +1,195 @@
+//! Proving findings in a `cargo test`, swaplab's own and anyone else's: run
+//! the finding on every C library it runs on here, fail with everything it
+//! saw unless it is Confirmed, and check that its lab sheet and its /proc
+//! snapshot still show what the experiment shows (glibc's block, and
+//! musl's where it differs).
+//!
+//! ```no_run
+//! # use swaplab::harness::finding::Finding;
+//! # fn my_finding() -> &'static Finding { unimplemented!() }
+//! // in a test of the project whose lab sheets are in `experiments/`:
+//! swaplab::harness::prove::Proof::for_project(env!("CARGO_MANIFEST_DIR")).prove(my_finding());
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::ci::{may_skip, on_ci};
+use crate::harness::finding::{Finding, Scope};
+use crate::harness::lab::Verdict;
+use crate::harness::report::{run_all, Outcome};
+use crate::harness::runtime::{Libc, Runtime};
+use crate::harness::sheets;
+
+/// Where a project keeps what its findings are checked against.
+pub struct Proof {
+    /// The lab sheets (`ID.md`).
+    sheets: PathBuf,
+    /// The /proc snapshots (`ID_proc.snap`), kept by insta.
+    snapshots: PathBuf,
+}
+
+impl Proof {
+    /// The project at `root`: sheets in `experiments/`, snapshots in
+    /// `tests/snapshots/`.
+    pub fn for_project(root: impl AsRef<Path>) -> Proof {
+        let root = root.as_ref();
+        Proof::new(root.join("experiments"), root.join("tests/snapshots"))
+    }
+
+    /// Sheets and snapshots in folders of one's own.
+    pub fn new(sheets: impl Into<PathBuf>, snapshots: impl Into<PathBuf>) -> Proof {
+        Proof {
+            sheets: sheets.into(),
+            snapshots: snapshots.into(),
+        }
+    }
+
+    /// Runs `f` on every C library it runs on here (the host's, and musl's
+    /// where `musl-gcc` built the C twins) and judges each: Refuted or Error
+    /// panics; Skipped panics on CI only (unless `SWAPLAB_ALLOW_SKIP` lists
+    /// it), and otherwise says why on stderr.
+    pub fn prove(&self, f: &Finding) {
+        let columns = Runtime::available();
+        let outcomes = run_all(&[f], &columns, |_, _| None, |_| {});
+        for (column, o) in columns.iter().zip(&outcomes) {
+            match column {
+                Err(u) if f.concerns(u.libc) => skipped(f, &u.name, &u.reason, &u.enable),
+                Err(_) => {}
+                Ok(rt) => self.judge(f, rt, o),
+            }
+        }
+    }
+
+    fn judge(&self, f: &Finding, rt: &Runtime, o: &Outcome) {
+        match &o.verdict {
+            Verdict::Confirmed => {}
+            Verdict::Skipped { reason, enable } => return skipped(f, &rt.name, reason, enable),
+            Verdict::NotApplicable { .. } => return,
+            Verdict::Refuted { .. } | Verdict::Error { .. } => {
+                panic!("[on {}]\n{}", rt.label(), explain(f, o))
+            }
+        }
+        let Some(block) = block_for(f, rt) else {
+            return;
+        };
+        self.check_sheet(f, o, block);
+        self.check_snapshot(f, rt, o, block);
+    }
+
+    /// The /proc lines must be the ones the snapshot holds.
+    fn check_snapshot(&self, f: &Finding, rt: &Runtime, o: &Outcome, block: &str) {
+        let name = if block.is_empty() {
+            format!("{}_proc", f.id)
+        } else {
+            format!("{}_{block}_proc", f.id)
+        };
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(&self.snapshots);
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_description(format!(
+            "{} on {}: what /proc showed (redacted)",
+            f.id,
+            rt.libc.name()
+        ));
+        settings.bind(|| {
+            insta::assert_snapshot!(name, o.evidence.join("\n"));
+        });
+    }
+
+    /// The sheet's transcript must be the experiment's redacted transcript.
+    fn check_sheet(&self, f: &Finding, o: &Outcome, block: &str) {
+        let path = sheets::sheet_in(&self.sheets, f);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} has no lab sheet at {}: {e}", f.id, path.display()));
+        let shown = sheets::transcript_in_block(&text, block).unwrap_or_else(|| {
+            panic!(
+                "{} has no transcript block (between `{}` and `{}`)",
+                path.display(),
+                sheets::begin(block),
+                sheets::END
+            )
+        });
+        if shown == o.redacted {
+            return;
+        }
+        if sheets::blessing() && !on_ci() {
+            let new = sheets::with_transcript_block(&text, block, &o.redacted)
+                .expect("block found above");
+            std::fs::write(&path, new).expect("write the sheet");
+            eprintln!("{}: transcript refreshed", path.display());
+            return;
+        }
+        panic!(
+            "the lab sheet {} no longer shows what {} shows; if the change is right, refresh it \
+             with `SWAPLAB_BLESS=1 cargo test {}`\n{}",
+            path.display(),
+            f.id,
+            f.test_name(),
+            first_differences(&shown, &o.redacted)
+        );
+    }
+}
+
+/// Everything a failed run saw, for the test's panic message.
+fn explain(f: &Finding, o: &Outcome) -> String {
+    let checks: Vec<String> = o
+        .checks
+        .iter()
+        .map(|c| {
+            if c.ok {
+                format!("  ok   {}", c.what)
+            } else {
+                format!("  FAIL {} (saw: {})", c.what, c.saw)
+            }
+        })
+        .collect();
+    format!(
+        "{}: {}\nclaim: {}\nverdict: {:?}\nchecks:\n{}\ntranscript:\n  {}",
+        f.id,
+        f.test_name(),
+        f.claim,
+        o.verdict,
+        checks.join("\n"),
+        o.transcript.join("\n  ")
+    )
+}
+
+fn skipped(f: &Finding, column: &str, reason: &str, enable: &str) {
+    let msg = format!(
+        "{} [{column}]: Skipped: {reason}\n  to run it: {enable}",
+        f.id
+    );
+    if on_ci() && !may_skip(f.id) && !may_skip(column) {
+        panic!("{msg}\n(on CI every finding must run; SWAPLAB_ALLOW_SKIP lists exceptions)");
+    }
+    eprintln!("{msg}");
+}
+
+/// The sheet block (and snapshot suffix) that shows a run on `rt`: glibc's
+/// is the default; musl's exists where musl's expectation differs.
+fn block_for(f: &Finding, rt: &Runtime) -> Option<&'static str> {
+    match (rt.libc, f.scope) {
+        (Libc::Glibc, _) if !rt.twins => Some(""),
+        (Libc::Musl, Scope::PerLibc | Scope::Only(_)) => Some("musl"),
+        _ => None,
+    }
+}
+
+/// The first ten lines where the sheet and the run differ.
+fn first_differences(shown: &[String], now: &[String]) -> String {
+    let diff: Vec<String> = (0..shown.len().max(now.len()))
+        .filter_map(|i| {
+            let (a, b) = (shown.get(i), now.get(i));
+            (a != b).then(|| {
+                format!(
+                    "line {}:\n  sheet: {}\n  now:   {}",
+                    i + 1,
+                    a.map(String::as_str).unwrap_or("(none)"),
+                    b.map(String::as_str).unwrap_or("(none)")
+                )
+            })
+        })
+        .take(10)
+        .collect();
+    diff.join("\n")
+}
