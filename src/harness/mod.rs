@@ -3,6 +3,7 @@
 //! namespaces, redaction, lab sheets and the report.
 
 pub mod lab;
+pub mod listeners;
 pub mod netns;
 pub mod process;
 pub mod procs;
