@@ -232,7 +232,8 @@ pub fn table(runs: &[Run]) -> String {
 
 // ---- swaplab bench handover ------------------------------------------------
 
-use crate::findings::graceful::{self, Comparison, Pace, Setup, Strategy};
+use crate::drivers::comparison::{self, Comparison, Pace};
+use crate::drivers::handover::{Setup, Strategy};
 
 #[derive(Clone, Debug)]
 pub struct HandoverOptions {
@@ -262,7 +263,7 @@ pub fn handover_runs(o: &HandoverOptions, mut progress: impl FnMut(&str)) -> Vec
                 o.pace.rate
             ));
             let result = Lab::new("bench-handover", None)
-                .and_then(|mut lab| graceful::run_strategy(&mut lab, s, o.setup, o.pace));
+                .and_then(|mut lab| comparison::run_strategy(&mut lab, s, o.setup, o.pace));
             match result {
                 Ok(c) => HandoverRun {
                     strategy: s,
