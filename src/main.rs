@@ -4,8 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use swaplab::drivers::comparison::{self, Pace};
+use swaplab::drivers::handover::{Setup, Strategy};
 use swaplab::findings;
-use swaplab::findings::graceful::{Pace, Setup, Strategy};
 use swaplab::harness::finding::{Finding, Scope};
 use swaplab::harness::lab::Verdict;
 use swaplab::harness::platform::Platform;
@@ -866,7 +867,7 @@ fn bench_handover(
         println!("{text}");
     } else {
         let rows: Vec<_> = runs.iter().filter_map(|r| r.result.clone()).collect();
-        println!("{}", swaplab::findings::graceful::table(&rows));
+        println!("{}", comparison::table(&rows));
         println!("written:");
         for p in &written {
             println!("  {}", p.display());

@@ -3,8 +3,8 @@
 //! and a second restart asked for while one is in progress. In each, the
 //! old generation keeps serving and no client sees an error.
 
+use swaplab::drivers::handover::{start_load, Service, Setup, Strategy};
 use swaplab::drivers::load::{self, Kind, Load};
-use swaplab::findings::graceful::{start_load, Service, Setup, Strategy};
 use swaplab::harness::lab::Lab;
 use swaplab::harness::process::{hermetic, Program, Target};
 use swaplab::targets::handover::TAKEOVER_FAILED;

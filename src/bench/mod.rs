@@ -13,9 +13,9 @@ pub mod timeline;
 
 use serde::Serialize;
 
+use crate::drivers::fleet;
 use crate::drivers::load::{Kind, Mark, Sample, Stats};
 use crate::drivers::nginx;
-use crate::findings::upgrade;
 use crate::harness::lab::Lab;
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant;
@@ -101,11 +101,10 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
     };
     let result = (|| -> Result<()> {
         // Whatever runs the server stays alive until the end of the run.
-        let mut ours: Option<(crate::harness::process::Target, upgrade::Fleet)> = None;
+        let mut ours: Option<(crate::harness::process::Target, fleet::Fleet)> = None;
         let mut theirs: Option<nginx::Nginx> = None;
         type Replacer = fn(&mut Lab) -> Result<()>;
-        let (fleet, first, mut replace): (&mut upgrade::Fleet, i32, Replacer) = if server == "nginx"
-        {
+        let (fleet, first, mut replace): (&mut fleet::Fleet, i32, Replacer) = if server == "nginx" {
             let Some(ng) = nginx::start(&mut lab, o.workers)? else {
                 run.skipped = Some(format!("nginx is not installed: {}", nginx::ENABLE));
                 return Ok(());
@@ -114,10 +113,10 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
             (&mut ng.fleet, ng.master, nginx::replace_binary)
         } else {
             lab.put_lib(Variant::V1, Replace::Install)?;
-            let (t, fleet) = upgrade::start_server(&mut lab, o.workers)?;
+            let (t, fleet) = fleet::start_server(&mut lab, o.workers)?;
             let first = t.pid();
             let (_, fleet) = ours.insert((t, fleet));
-            (fleet, first, upgrade::install_server_2)
+            (fleet, first, fleet::install_server_2)
         };
         let mut opts = crate::drivers::load::Options::new(fleet.addr);
         opts.connections = o.connections;
@@ -132,9 +131,9 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
         load.wait_for(zero, o.requests, "completed", completed)?;
         let during = load.mark();
         if sequence == "upgrade" {
-            upgrade::upgrade(&mut lab, fleet, &load, first, o.settle, &mut replace)?;
+            fleet::upgrade(&mut lab, fleet, &load, first, o.settle, &mut replace)?;
         } else {
-            upgrade::rollback(&mut lab, fleet, &load, first, o.settle, &mut replace)?;
+            fleet::rollback(&mut lab, fleet, &load, first, o.settle, &mut replace)?;
         }
         let after = load.mark();
         load.wait_for(after, o.requests, "completed", completed)?;
@@ -233,7 +232,8 @@ pub fn table(runs: &[Run]) -> String {
 
 // ---- swaplab bench handover ------------------------------------------------
 
-use crate::findings::graceful::{self, Comparison, Pace, Setup, Strategy};
+use crate::drivers::comparison::{self, Comparison, Pace};
+use crate::drivers::handover::{Setup, Strategy};
 
 #[derive(Clone, Debug)]
 pub struct HandoverOptions {
@@ -263,7 +263,7 @@ pub fn handover_runs(o: &HandoverOptions, mut progress: impl FnMut(&str)) -> Vec
                 o.pace.rate
             ));
             let result = Lab::new("bench-handover", None)
-                .and_then(|mut lab| graceful::run_strategy(&mut lab, s, o.setup, o.pace));
+                .and_then(|mut lab| comparison::run_strategy(&mut lab, s, o.setup, o.pace));
             match result {
                 Ok(c) => HandoverRun {
                     strategy: s,

@@ -6,8 +6,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::drivers::comparison::Comparison;
 use crate::drivers::load::Kind;
-use crate::findings::graceful::Comparison;
 
 const BUCKET: Duration = Duration::from_millis(10);
 const WIDTH: f64 = 1200.0;

@@ -1,5 +1,9 @@
-//! Sequences that experiments and benches share: the load client, real
-//! nginx.
+//! Sequences that experiments and benches share: the load client, the
+//! hand-over server through its switches and the strategies compared under
+//! load, the master/worker fleet through an upgrade, real nginx.
 
+pub mod comparison;
+pub mod fleet;
+pub mod handover;
 pub mod load;
 pub mod nginx;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::findings::upgrade::{self, Fleet, SETTLE};
+use crate::drivers::fleet::{self, Fleet, Passed, SETTLE};
 use crate::harness::lab::{vol, Lab, Shown};
 use crate::harness::process::{hermetic, GroupGuard, Sentinel};
 use crate::harness::procs;
@@ -191,7 +191,7 @@ pub fn start(lab: &mut Lab, workers: usize) -> Result<Option<Nginx>> {
         shown: Shown::Args,
         addr,
         env_var: "NGINX",
-        passed: upgrade::Passed::ErrorLog(root.join("run/error.log")),
+        passed: Passed::ErrorLog(root.join("run/error.log")),
         who: HashMap::new(),
         gens: HashMap::from([(master, 1)]),
     };
@@ -219,10 +219,10 @@ pub fn u08(lab: &mut Lab) -> Result<()> {
         return Ok(());
     };
     let first = ng.master;
-    let load = upgrade::start_load(lab, &ng.fleet, 4)?;
-    upgrade::served_by(lab, &load, &ng.fleet, load.mark(), first, SETTLE)?;
+    let load = fleet::start_load(lab, &ng.fleet, 4)?;
+    fleet::served_by(lab, &load, &ng.fleet, load.mark(), first, SETTLE)?;
     lab.part("upgrade: USR2, WINCH, QUIT");
-    let second = upgrade::upgrade(
+    let second = fleet::upgrade(
         lab,
         &mut ng.fleet,
         &load,
@@ -231,7 +231,7 @@ pub fn u08(lab: &mut Lab) -> Result<()> {
         &mut replace_binary,
     )?;
     lab.part("rollback: USR2, WINCH, HUP the old master, QUIT the new one");
-    upgrade::rollback(
+    fleet::rollback(
         lab,
         &mut ng.fleet,
         &load,
@@ -240,7 +240,7 @@ pub fn u08(lab: &mut Lab) -> Result<()> {
         &mut replace_binary,
     )?;
     lab.part("the end");
-    upgrade::finish_load(lab, load, &ng.fleet);
-    upgrade::quit(lab, second, "$(cat run/nginx.pid)")?;
+    fleet::finish_load(lab, load, &ng.fleet);
+    fleet::quit(lab, second, "$(cat run/nginx.pid)")?;
     Ok(())
 }

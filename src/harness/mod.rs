@@ -5,6 +5,7 @@
 pub mod ci;
 pub mod finding;
 pub mod lab;
+pub mod listeners;
 pub mod netns;
 pub mod platform;
 pub mod process;
