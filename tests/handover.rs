@@ -222,7 +222,7 @@ fn the_holder_ignores_ready_from_a_process_it_did_not_start() {
         )
         .unwrap();
     let (_, rest) = started.split_once("gen=2 ").unwrap();
-    let gen2 = swaplab::harness::lab::field_i32(rest, "pid").unwrap();
+    let gen2 = swaplab::targets::protocol::field_i32(rest, "pid").unwrap();
     // This test process is not a generation: it claims to be gen 2.
     let forged = format!("READY=1\nMAINPID={gen2}\n");
     let addr =

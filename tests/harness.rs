@@ -7,11 +7,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use swaplab::findings;
-use swaplab::harness::lab::{field_i32, Lab};
+use swaplab::harness::lab::Lab;
 use swaplab::harness::process::Program;
 use swaplab::harness::replace::Replace;
 use swaplab::harness::sheets;
 use swaplab::harness::variants::Variant;
+use swaplab::targets::protocol::field_i32;
 
 /// Whether `pid` is gone (or a zombie waiting for init), polled to a deadline.
 fn gone(pid: i32) -> bool {
@@ -439,4 +440,70 @@ fn a_killed_bench_stale_leaves_no_sleeper_and_no_sandbox() {
     started.expect("the bench never started its second half of sleepers");
     assert!(status.code().is_none(), "{status:?}");
     assert_nothing_left(tmp.path(), true);
+}
+
+/// The layers of `src/`, top to bottom: a module may use its own layer and
+/// the ones below it, never one above (see the README's "How it is built").
+const LAYERS: [&str; 7] = [
+    "commands", "bench", "findings", "drivers", "harness", "targets", "detector",
+];
+
+/// The crate's top modules that `text` (Rust source) refers to, outside
+/// comments: `crate::harness::lab` → `harness`.
+fn layers_used(text: &str, prefix: &str) -> Vec<String> {
+    let re = regex::Regex::new(&format!(r"\b{prefix}::(\w+)")).unwrap();
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or_default())
+        .flat_map(|l| {
+            re.captures_iter(l)
+                .map(|c| c[1].to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|m| LAYERS.contains(&m.as_str()))
+        .collect()
+}
+
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_layers_import_only_downwards_and_the_targets_nothing_of_the_harness() {
+    let src = sheets::repo().join("src");
+    let rank = |m: &str| LAYERS.iter().position(|l| *l == m);
+    let mut wrong = Vec::new();
+    for dir in LAYERS {
+        for file in rust_files(&src.join(dir)) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for used in layers_used(&text, "crate") {
+                if rank(&used) < rank(dir) {
+                    wrong.push(format!("{} uses {used}", file.display()));
+                }
+            }
+        }
+    }
+    // The programs under test are built from src/bin: they stand on the
+    // targets (and the detector's /proc reading) alone.
+    for file in rust_files(&src.join("bin")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for used in layers_used(&text, "swaplab") {
+            if rank(&used) < rank("targets") {
+                wrong.push(format!("{} uses {used}", file.display()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "arrows pointing up:\n{}",
+        wrong.join("\n")
+    );
 }

@@ -14,10 +14,11 @@ use nix::sys::signal::Signal;
 
 use crate::detector::maps::split_deleted;
 use crate::drivers::load::{self, Load, Mark, Sample};
-use crate::harness::lab::{field, pidt, vol, Lab, Shown};
+use crate::harness::lab::{pidt, vol, Lab, Shown};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
+use crate::targets::protocol::field;
 use crate::targets::server::{LISTEN_FDS, WORKER_COMM};
 
 /// Answers to wait for after each step in the experiments (the benchmark

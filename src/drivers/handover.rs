@@ -12,10 +12,11 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use crate::drivers::load::{self, Load};
-use crate::harness::lab::{field, field_i32, field_u32, vol, Lab};
+use crate::harness::lab::{vol, Lab};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs;
 use crate::targets::handover::mono_ns;
+use crate::targets::protocol::{field, field_i32, field_u32};
 use crate::targets::server::GENERATION;
 
 /// The control socket of the SCM_RIGHTS strategy, in the sandbox.

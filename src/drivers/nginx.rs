@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::drivers::fleet::{self, Fleet, Passed, SETTLE};
+use crate::drivers::fleet::{Fleet, Passed};
 use crate::harness::lab::{vol, Lab, Shown};
 use crate::harness::process::{hermetic, GroupGuard, Sentinel};
 use crate::harness::procs;
@@ -24,23 +24,7 @@ pub const ENABLE: &str = "apt-get install -y nginx";
 /// The nginx binary: `SWAPLAB_NGINX`, or `nginx` on PATH or in the sbin
 /// folders where distributions put it.
 pub fn find_nginx() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SWAPLAB_NGINX") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(
-            [
-                "/usr/sbin",
-                "/usr/local/sbin",
-                "/usr/local/nginx/sbin",
-                "/sbin",
-            ]
-            .iter()
-            .map(PathBuf::from),
-        )
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
+    crate::harness::programs::find_in("nginx", &["/usr/local/nginx/sbin"])
 }
 
 /// A running nginx: the fleet, plus the guards that kill it whatever
@@ -85,20 +69,10 @@ fn free_port() -> Result<u16> {
 }
 
 /// Starts nginx from `bin/nginx` (a copy of the system's) with a config in
-/// the sandbox. `None` where nginx is missing: then the lab is Skipped,
-/// unless a check made before (on swaplab's server, in U04 and U06) failed,
-/// which keeps the verdict Refuted.
-pub fn start(lab: &mut Lab, workers: usize) -> Result<Option<Nginx>> {
-    let Some(system) = find_nginx() else {
-        if lab.checks().iter().all(|c| c.ok) {
-            lab.skip("nginx is not installed", ENABLE)?;
-        } else {
-            lab.note(format!(
-                "nginx is not installed ({ENABLE}): its half is not run"
-            ));
-        }
-        return Ok(None);
-    };
+/// the sandbox. Findings that use it declare nginx as a need, so that it is
+/// there; the benches check for it first.
+pub fn start(lab: &mut Lab, workers: usize) -> Result<Nginx> {
+    let system = find_nginx().with_context(|| format!("nginx is not installed ({ENABLE})"))?;
     let root = lab.sandbox.root().to_path_buf();
     let sentinel = Sentinel::start(&root)?;
     lab.sandbox.stage_file(&system, "nginx")?;
@@ -196,12 +170,12 @@ pub fn start(lab: &mut Lab, workers: usize) -> Result<Option<Nginx>> {
         gens: HashMap::from([(master, 1)]),
     };
     fleet.first_look(lab, master)?;
-    Ok(Some(Nginx {
+    Ok(Nginx {
         fleet,
         master,
         _group: group,
         _sentinel: sentinel,
-    }))
+    })
 }
 
 /// Installs another copy of nginx over `bin/nginx` (the running master's
@@ -212,35 +186,4 @@ pub fn replace_binary(lab: &mut Lab) -> Result<()> {
         Replace::Install.shell("build/nginx", "bin/nginx")
     ));
     Replace::Install.apply(lab.sandbox.root(), "build/nginx", "bin/nginx")
-}
-
-pub fn u08(lab: &mut Lab) -> Result<()> {
-    let Some(mut ng) = start(lab, 2)? else {
-        return Ok(());
-    };
-    let first = ng.master;
-    let load = fleet::start_load(lab, &ng.fleet, 4)?;
-    fleet::served_by(lab, &load, &ng.fleet, load.mark(), first, SETTLE)?;
-    lab.part("upgrade: USR2, WINCH, QUIT");
-    let second = fleet::upgrade(
-        lab,
-        &mut ng.fleet,
-        &load,
-        first,
-        SETTLE,
-        &mut replace_binary,
-    )?;
-    lab.part("rollback: USR2, WINCH, HUP the old master, QUIT the new one");
-    fleet::rollback(
-        lab,
-        &mut ng.fleet,
-        &load,
-        second,
-        SETTLE,
-        &mut replace_binary,
-    )?;
-    lab.part("the end");
-    fleet::finish_load(lab, load, &ng.fleet);
-    fleet::quit(lab, second, "$(cat run/nginx.pid)")?;
-    Ok(())
 }

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::detector::stale::{Need as Restart, Reason};
-use crate::harness::lab::{after_colon, field_i32, pidt, Lab, Stale};
+use crate::harness::lab::{pidt, Lab, Stale};
+use crate::targets::protocol::{after_colon, field_i32};
 use crate::harness::process::{Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, *};

@@ -21,7 +21,8 @@ use crate::drivers::handover::{
     Setup, Strategy, Switch, CONTROL,
 };
 use crate::drivers::load::{self, Kind, Load, Sample};
-use crate::harness::lab::{field_i32, pidt, vol, Lab};
+use crate::harness::lab::{pidt, vol, Lab};
+use crate::targets::protocol::{field_i32};
 use crate::harness::listeners;
 use crate::harness::netns::NetNs;
 use crate::harness::process::{hermetic, Program, Target};

@@ -14,7 +14,8 @@ use anyhow::{Context, Result};
 
 use crate::detector::maps::{self, Mapping};
 use crate::detector::stale::Reason;
-use crate::harness::lab::{field_i32, inode_of, vol, Lab, Stale};
+use crate::harness::lab::{inode_of, vol, Lab, Stale};
+use crate::targets::protocol::{field_i32};
 use crate::harness::process::{hermetic, spawn_retrying, Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::runtime::Libc;
@@ -249,7 +250,7 @@ fn fork_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
     let line = lab.ask(p, "fork", "forked")?;
     let child = field_i32(&line, "child")?;
     let g = lab.expect(p, &format!("greeting pid={child}:"))?;
-    Ok((child, crate::harness::lab::after_colon(&g)))
+    Ok((child, crate::targets::protocol::after_colon(&g)))
 }
 
 
@@ -345,7 +346,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     let line = lab.ask(&mut a, "spawn", "spawned")?;
     let s = field_i32(&line, "child")?;
     lab.expect(&mut a, &format!("ready pid={s}"))?;
-    let gs = crate::harness::lab::after_colon(&lab.expect(&mut a, &format!("greeting pid={s}:"))?);
+    let gs = crate::targets::protocol::after_colon(&lab.expect(&mut a, &format!("greeting pid={s}:"))?);
     let ms = lab.maps(s)?;
     lab.note("execve in place: A execs its own program; the pid stays");
     let pid_before = a.pid();
@@ -641,7 +642,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
                 line.contains("loaded=yes"),
                 &line,
             );
-            Some(crate::harness::lab::field_u32(&line, "h")?)
+            Some(crate::targets::protocol::field_u32(&line, "h")?)
         }
         _ => None,
     };

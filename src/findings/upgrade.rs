@@ -19,7 +19,9 @@ use crate::drivers::fleet::{
     start_load, start_server, upgrade, upgraded, usr2, Fleet, Passed, SETTLE,
 };
 use crate::drivers::load::{Load, Sample};
-use crate::harness::lab::{after_colon, field_i32, pidt, Lab, Stale};
+use crate::drivers::nginx;
+use crate::harness::lab::{pidt, Lab, Stale};
+use crate::targets::protocol::{after_colon, field_i32};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
@@ -506,9 +508,7 @@ pub fn u04(lab: &mut Lab) -> Result<()> {
     s.wait_exit()?;
     drop(s);
     lab.part("the same on real nginx");
-    let Some(mut ng) = crate::drivers::nginx::start(lab, 2)? else {
-        return Ok(());
-    };
+    let mut ng = nginx::start(lab, 2)?;
     let first = ng.master;
     crate::drivers::nginx::replace_binary(lab)?;
     let second = usr2(lab, &mut ng.fleet, first, true)?;
@@ -671,9 +671,7 @@ pub fn u06(lab: &mut Lab) -> Result<()> {
     finish_load(lab, load, &fleet);
     drop(s);
     lab.part("the same on real nginx");
-    let Some(ng) = crate::drivers::nginx::start(lab, 2)? else {
-        return Ok(());
-    };
+    let ng = nginx::start(lab, 2)?;
     let load = start_load(lab, &ng.fleet, 4)?;
     served_by(lab, &load, &ng.fleet, load.mark(), ng.master, SETTLE)?;
     lab.note("a copy of nginx is installed without execute permission");
@@ -947,7 +945,6 @@ fn greetings(samples: &[Sample], fleet: &Fleet, master: i32) -> Vec<String> {
     v
 }
 
-/// U08's experiment is real nginx's sequence (`crate::drivers::nginx`).
 pub static U08: Finding = Finding {
     id: "U08",
     slug: "real_nginx_upgrades_and_rolls_back_without_errors",
@@ -959,8 +956,37 @@ pub static U08: Finding = Finding {
         "rollback: install another copy; USR2; WINCH; HUP the old master (its workers come back, forked from the old image); QUIT the new master: the pid file is renamed back",
         "stop the load: no request failed; QUIT nginx",
     ],
-    experiment: crate::drivers::nginx::u08,
+    experiment: u08,
     scope: Scope::Host,
     musl: "",
     needs: &[NGINX],
 };
+
+pub fn u08(lab: &mut Lab) -> Result<()> {
+    let mut ng = nginx::start(lab, 2)?;
+    let first = ng.master;
+    let load = start_load(lab, &ng.fleet, 4)?;
+    served_by(lab, &load, &ng.fleet, load.mark(), first, SETTLE)?;
+    lab.part("upgrade: USR2, WINCH, QUIT");
+    let second = upgrade(
+        lab,
+        &mut ng.fleet,
+        &load,
+        first,
+        SETTLE,
+        &mut nginx::replace_binary,
+    )?;
+    lab.part("rollback: USR2, WINCH, HUP the old master, QUIT the new one");
+    rollback(
+        lab,
+        &mut ng.fleet,
+        &load,
+        second,
+        SETTLE,
+        &mut nginx::replace_binary,
+    )?;
+    lab.part("the end");
+    finish_load(lab, load, &ng.fleet);
+    quit(lab, second, "$(cat run/nginx.pid)")?;
+    Ok(())
+}

@@ -19,6 +19,7 @@ use crate::harness::process::{hermetic, Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::sandbox::Sandbox;
 use crate::harness::variants::Variant;
+use crate::targets::protocol::{after_colon, field, field_u32};
 
 /// How an experiment judged its finding on this machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -637,32 +638,4 @@ pub fn inode_of(p: &Path) -> Result<u64> {
     Ok(std::fs::metadata(p)
         .with_context(|| format!("cannot stat {}", p.display()))?
         .ino())
-}
-
-/// The text after `": "` in an answer line.
-pub fn after_colon(line: &str) -> String {
-    line.split_once(": ")
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default()
-}
-
-/// The value of `key=value` in an answer line.
-pub fn field(line: &str, key: &str) -> Result<String> {
-    let want = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&want))
-        .map(|v| v.trim_end_matches(':').to_string())
-        .ok_or_else(|| anyhow::anyhow!("no `{key}=` in `{line}`"))
-}
-
-pub fn field_u32(line: &str, key: &str) -> Result<u32> {
-    field(line, key)?
-        .parse()
-        .with_context(|| format!("`{key}` in `{line}` is not a number"))
-}
-
-pub fn field_i32(line: &str, key: &str) -> Result<i32> {
-    field(line, key)?
-        .parse()
-        .with_context(|| format!("`{key}` in `{line}` is not a number"))
 }

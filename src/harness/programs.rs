@@ -1,5 +1,6 @@
-//! Where installed programs are: on PATH, or in the sbin folders, which an
-//! ordinary user's PATH (and root's under sudo) may lack.
+//! Where installed programs are: where `SWAPLAB_<NAME>` says, on PATH, or in
+//! the sbin folders, which an ordinary user's PATH (and root's under sudo)
+//! may lack.
 
 use std::path::PathBuf;
 
@@ -13,9 +14,13 @@ const SYSTEM_DIRS: [&str; 6] = [
     "/bin",
 ];
 
-/// The first file named `name` on PATH, then in the system folders and in
-/// `extra`.
+/// The program `SWAPLAB_<NAME>` names (`SWAPLAB_NGINX`), else the first
+/// file named `name` on PATH, then in the system folders and in `extra`.
 pub fn find_in(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let chosen = format!("SWAPLAB_{}", name.to_ascii_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(chosen) {
+        return Some(PathBuf::from(p));
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(SYSTEM_DIRS.iter().chain(extra).map(PathBuf::from))

@@ -475,8 +475,8 @@ fn take_over(me: i32, path: &Path, opts: &Opts) -> (Vec<TcpListener>, u32, UnixS
         );
         std::process::exit(TAKEOVER_FAILED)
     }
-    let old: i32 = crate::harness::lab::field_i32(&text, "pid").unwrap_or(0);
-    let old_gen: u32 = crate::harness::lab::field_u32(&text, "gen").unwrap_or(0);
+    let old: i32 = crate::targets::protocol::field_i32(&text, "pid").unwrap_or(0);
+    let old_gen: u32 = crate::targets::protocol::field_u32(&text, "gen").unwrap_or(0);
     // SAFETY: SCM_RIGHTS installed these fds in this process for us alone.
     let ls: Vec<TcpListener> = fds
         .iter()

@@ -3,4 +3,5 @@
 
 pub mod agent;
 pub mod handover;
+pub mod protocol;
 pub mod server;
