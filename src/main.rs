@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use swaplab::bench::{HandoverOptions, Options, StaleOptions};
 use swaplab::commands::{self, Done};
 use swaplab::findings::graceful::{Pace, Setup, Strategy};
-use swaplab::harness::platform::Platform;
 
 #[derive(Parser)]
 #[command(
@@ -266,9 +265,6 @@ fn main() -> ExitCode {
     }) {
         eprintln!("swaplab: cannot install the interrupt handler: {e}");
     }
-    if let Command::Bench { what } = cli.command {
-        return what.run();
-    }
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
@@ -313,13 +309,13 @@ impl Command {
                 };
                 commands::matrix::command(&opts, &only)
             }
-            Command::Bench { .. } => unreachable!("main runs the benches"),
+            Command::Bench { what } => what.run(),
         }
     }
 }
 
 impl Bench {
-    fn run(self) -> ExitCode {
+    fn run(self) -> Done {
         match self {
             Bench::Stale {
                 processes,
@@ -336,7 +332,7 @@ impl Bench {
                     needrestart: !no_needrestart,
                     daemons: !children,
                 };
-                bench_stale(o, json)
+                commands::bench::stale(o, json)
             }
             Bench::Upgrade {
                 requests,
@@ -355,7 +351,7 @@ impl Bench {
                     workers: workers as usize,
                     servers: server,
                 };
-                bench_upgrade(o, json)
+                commands::bench::upgrade(o, json)
             }
             Bench::Handover {
                 rate,
@@ -381,180 +377,8 @@ impl Bench {
                     },
                     strategies: strategy.iter().filter_map(|s| Strategy::parse(s)).collect(),
                 };
-                bench_handover(o, &out, json)
+                commands::bench::handover(o, &out, json)
             }
         }
-    }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-fn bench_upgrade(o: Options, json: bool) -> ExitCode {
-    let platform = Platform::detect();
-    let cores = cores();
-    if !json {
-        println!(
-            "swaplab bench upgrade on {}, {cores} cores\n{} load connections, {} completed requests before and after each switch, {} answers per step, {} workers per master\n",
-            platform.one_line(),
-            o.connections,
-            o.requests,
-            o.settle,
-            o.workers
-        );
-    }
-    let runs = swaplab::bench::upgrade_runs(&o, |what| {
-        if !json {
-            eprintln!("  {what}");
-        }
-    });
-    let failed = runs
-        .iter()
-        .any(|r| r.error.is_some() || !r.refuted.is_empty());
-    if json {
-        let v = serde_json::json!({
-            "swaplab": env!("CARGO_PKG_VERSION"),
-            "platform": platform,
-            "cores": cores,
-            "options": {
-                "requests": o.requests,
-                "settle": o.settle,
-                "connections": o.connections,
-                "workers": o.workers,
-            },
-            "runs": runs,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-    } else {
-        println!("\n{}", swaplab::bench::table(&runs));
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn bench_stale(o: StaleOptions, json: bool) -> ExitCode {
-    let platform = Platform::detect();
-    if !json {
-        println!(
-            "swaplab bench stale on {}, {} cores, as uid {}\n{} sleepers, half of them on a replaced libexample; one in {} of the others maps a memfd executable\n",
-            platform.one_line(),
-            cores(),
-            nix::unistd::geteuid(),
-            o.processes,
-            o.jit_every
-        );
-    }
-    let b = match swaplab::bench::stale_bench(&o, |what| {
-        if !json {
-            eprintln!("  {what}");
-        }
-    }) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("swaplab bench stale: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if json {
-        let v = serde_json::json!({
-            "swaplab": env!("CARGO_PKG_VERSION"),
-            "platform": platform,
-            "cores": cores(),
-            "uid": nix::unistd::geteuid().as_raw(),
-            "bench": b,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-    } else {
-        println!(
-            "\n{} stale, {} on the new library ({} with a memfd); started in {:.1} s\n",
-            b.stale, b.fresh, b.jit, b.setup_seconds
-        );
-        print!("{}", swaplab::bench::stale_table(&b));
-    }
-    ExitCode::SUCCESS
-}
-
-fn bench_handover(o: HandoverOptions, out: &std::path::Path, json: bool) -> ExitCode {
-    if let Err(e) = std::fs::create_dir_all(out) {
-        eprintln!(
-            "swaplab: cannot make the output folder {}: {e}",
-            out.display()
-        );
-        return ExitCode::from(2);
-    }
-    let platform = Platform::detect();
-    let cores = cores();
-    if !json {
-        println!(
-            "swaplab bench handover on {}, {cores} cores\n{} new connections/s ({} client threads), downloads of {} bytes over {} ms, a new generation starts in {} ms; {} switches per strategy\n",
-            platform.one_line(),
-            o.pace.rate,
-            o.pace.threads,
-            o.setup.body,
-            o.setup.download_ms,
-            o.setup.startup_ms,
-            o.pace.switches
-        );
-    }
-    let runs = swaplab::bench::handover_runs(&o, |what| {
-        if !json {
-            eprintln!("  {what}");
-        }
-    });
-    let mut written = Vec::new();
-    let mut failed = false;
-    for r in &runs {
-        if let Some(e) = &r.error {
-            failed = true;
-            eprintln!("swaplab: {}: {e}", r.strategy.name());
-        }
-        if let Some(c) = &r.result {
-            let path = out.join(format!("handover-{}.svg", c.strategy.name()));
-            match std::fs::write(&path, swaplab::bench::timeline::svg(c)) {
-                Ok(()) => written.push(path),
-                Err(e) => {
-                    failed = true;
-                    eprintln!("swaplab: cannot write {}: {e}", path.display());
-                }
-            }
-        }
-    }
-    let v = serde_json::json!({
-        "swaplab": env!("CARGO_PKG_VERSION"),
-        "platform": platform,
-        "cores": cores,
-        "setup": o.setup,
-        "pace": o.pace,
-        "runs": runs,
-    });
-    let text = serde_json::to_string_pretty(&v).expect("JSON");
-    let path = out.join("handover.json");
-    match std::fs::write(&path, &text) {
-        Ok(()) => written.push(path),
-        Err(e) => {
-            failed = true;
-            eprintln!("swaplab: cannot write {}: {e}", path.display());
-        }
-    }
-    if json {
-        println!("{text}");
-    } else {
-        let rows: Vec<_> = runs.iter().filter_map(|r| r.result.clone()).collect();
-        println!("{}", swaplab::findings::graceful::table(&rows));
-        println!("written:");
-        for p in &written {
-            println!("  {}", p.display());
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
 }

@@ -2,6 +2,7 @@
 //! command. A command prints its answer and returns [`Done`]; `main` turns
 //! an [`Exit`] into the exit status, in one place.
 
+pub mod bench;
 pub mod compare;
 pub mod list;
 pub mod matrix;
