@@ -1,17 +1,15 @@
-//! `swaplab`: run the findings and narrate them.
+//! `swaplab`: run the findings and narrate them. This file is the command
+//! line: its definitions, and the one place that turns a command's
+//! [`Exit`](swaplab::commands::Exit) into the exit status. What each
+//! command does is in `swaplab::commands`.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use swaplab::drivers::comparison::{self, Pace};
+use swaplab::bench::{HandoverOptions, Options, StaleOptions};
+use swaplab::commands::{self, Done};
+use swaplab::drivers::comparison::Pace;
 use swaplab::drivers::handover::{Setup, Strategy};
-use swaplab::findings;
-use swaplab::harness::finding::{Finding, Scope};
-use swaplab::harness::lab::Verdict;
-use swaplab::harness::platform::Platform;
-use swaplab::harness::report::{self, Outcome, Report};
-use swaplab::harness::runtime::{Runtime, Unavailable};
 
 #[derive(Parser)]
 #[command(
@@ -268,614 +266,120 @@ fn main() -> ExitCode {
     }) {
         eprintln!("swaplab: cannot install the interrupt handler: {e}");
     }
-    match cli.command {
-        Command::List { json } => list(json),
-        Command::Stale {
-            pids,
-            user,
-            pattern,
-            json,
-        } => stale(pids, user, pattern, json),
-        Command::Run {
-            ids,
-            all,
-            json,
-            quiet,
-            libc,
-        } => run(&ids, all, json, quiet, &libc),
-        Command::Compare { reports } => compare(&reports),
-        Command::Matrix {
-            debian,
-            cache,
-            mirror,
-            out,
-            only,
-        } => matrix(&debian, cache, &mirror, &out, &only),
-        Command::Bench {
-            what:
-                Bench::Stale {
-                    processes,
-                    jit_every,
-                    runs,
-                    no_needrestart,
-                    children,
-                    json,
-                },
-        } => bench_stale(
-            swaplab::bench::StaleOptions {
-                processes: processes as usize,
-                jit_every: jit_every as usize,
-                runs: runs as usize,
-                needrestart: !no_needrestart,
-                daemons: !children,
-            },
-            json,
-        ),
-        Command::Bench {
-            what:
-                Bench::Handover {
-                    rate,
-                    connections,
-                    switches,
-                    settle,
-                    between,
-                    body,
-                    download_ms,
-                    startup_ms,
-                    strategy,
+    match cli.command.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(exit) => {
+            if let Some(why) = exit.message() {
+                eprintln!("{why}");
+            }
+            ExitCode::from(exit.status())
+        }
+    }
+}
+
+impl Command {
+    fn run(self) -> Done {
+        match self {
+            Command::List { json } => commands::list::command(json),
+            Command::Stale {
+                pids,
+                user,
+                pattern,
+                json,
+            } => commands::stale::command(pids, user, pattern, json),
+            Command::Run {
+                ids,
+                all,
+                json,
+                quiet,
+                libc,
+            } => commands::run::command(&ids, all, json, quiet, &libc),
+            Command::Compare { reports } => commands::compare::command(&reports),
+            Command::Matrix {
+                debian,
+                cache,
+                mirror,
+                out,
+                only,
+            } => {
+                let opts = commands::matrix::Options {
+                    releases: debian,
+                    cache,
+                    mirror,
                     out,
-                    json,
-                },
-        } => bench_handover(
-            swaplab::bench::HandoverOptions {
-                setup: Setup::new(body, download_ms, startup_ms),
-                pace: Pace {
-                    rate,
-                    threads: connections as usize,
-                    switches: switches as usize,
-                    settle: settle as usize,
-                    between: between as usize,
-                },
-                strategies: strategy.iter().filter_map(|s| Strategy::parse(s)).collect(),
-            },
-            &out,
-            json,
-        ),
-        Command::Bench {
-            what:
-                Bench::Upgrade {
-                    requests,
-                    settle,
-                    connections,
-                    rate,
-                    workers,
-                    server,
-                    json,
-                },
-        } => bench_upgrade(
-            swaplab::bench::Options {
-                requests: requests as usize,
-                settle: settle as usize,
-                connections: connections as usize,
+                };
+                commands::matrix::command(&opts, &only)
+            }
+            Command::Bench { what } => what.run(),
+        }
+    }
+}
+
+impl Bench {
+    fn run(self) -> Done {
+        match self {
+            Bench::Stale {
+                processes,
+                jit_every,
+                runs,
+                no_needrestart,
+                children,
+                json,
+            } => {
+                let o = StaleOptions {
+                    processes: processes as usize,
+                    jit_every: jit_every as usize,
+                    runs: runs as usize,
+                    needrestart: !no_needrestart,
+                    daemons: !children,
+                };
+                commands::bench::stale(o, json)
+            }
+            Bench::Upgrade {
+                requests,
+                settle,
+                connections,
                 rate,
-                workers: workers as usize,
-                servers: server,
-            },
-            json,
-        ),
-    }
-}
-
-fn stale(pids: Vec<i32>, user: Option<String>, pattern: Option<String>, json: bool) -> ExitCode {
-    let fail = |msg: String| {
-        eprintln!("swaplab stale: {msg}");
-        ExitCode::from(2)
-    };
-    let user = match user
-        .as_deref()
-        .map(swaplab::detector::stale::parse_user)
-        .transpose()
-    {
-        Ok(u) => u,
-        Err(e) => return fail(e),
-    };
-    let pattern = match pattern.as_deref().map(regex::Regex::new).transpose() {
-        Ok(p) => p,
-        Err(e) => return fail(format!("--match: not a valid regular expression: {e}")),
-    };
-    for &pid in &pids {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return fail(format!("--pid {pid}: no such process"));
-        }
-    }
-    let opts = swaplab::detector::stale::Options {
-        pids,
-        user,
-        pattern,
-    };
-    let r = match swaplab::detector::stale::scan(&opts) {
-        Ok(r) => r,
-        Err(e) => return fail(format!("{e:#}")),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("JSON"));
-    } else {
-        for line in swaplab::detector::stale::render(&r, &swaplab::detector::stale::PLAIN) {
-            println!("{line}");
-        }
-    }
-    ExitCode::from(r.exit_code())
-}
-
-/// Whether a finding runs on this machine, and if not, why: what it
-/// declares it needs, checked as the run checks it.
-fn readiness(f: &Finding) -> String {
-    if let Scope::Only(libc) = f.scope {
-        let here = Runtime::available()
-            .into_iter()
-            .any(|c| c.is_ok_and(|r| r.libc == libc));
-        if !here {
-            return format!("skips here: needs {}", libc.name());
-        }
-    }
-    match f.needs.iter().find(|n| n.check(f.id).is_err()) {
-        Some(need) => format!("skips here: needs {}", need.short()),
-        None => "runs".into(),
-    }
-}
-
-fn list(json: bool) -> ExitCode {
-    if json {
-        let rows: Vec<_> = findings::all()
-            .map(|f| {
-                serde_json::json!({
-                    "id": f.id,
-                    "claim": f.claim,
-                    "article": f.source,
-                    "test": f.test_name(),
-                    "scope": f.scope,
-                    "status": readiness(f),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON"));
-        return ExitCode::SUCCESS;
-    }
-    println!("{:<4}  {:<28}  CLAIM", "ID", "STATUS HERE");
-    for f in findings::all() {
-        println!("{:<4}  {:<28}  {}", f.id, readiness(f), short(f.claim, 100));
-    }
-    ExitCode::SUCCESS
-}
-
-fn short(s: &str, n: usize) -> String {
-    let first = s.split(". ").next().unwrap_or(s);
-    if first.chars().count() <= n {
-        first.trim_end_matches('.').to_string()
-    } else {
-        format!("{}…", first.chars().take(n - 1).collect::<String>())
-    }
-}
-
-/// The findings named by `ids` (or every one), or an error message.
-fn select(ids: &[String], all: bool) -> Result<Vec<&'static Finding>, String> {
-    if all || ids.is_empty() {
-        return Ok(findings::all().collect());
-    }
-    ids.iter()
-        .map(|id| {
-            findings::find(id).ok_or_else(|| {
-                format!(
-                    "unknown finding ID `{id}`; known IDs are {} (see `swaplab list`)",
-                    findings::all().map(|f| f.id).collect::<Vec<_>>().join(", ")
-                )
-            })
-        })
-        .collect()
-}
-
-type Columns = Vec<Result<Runtime, Unavailable>>;
-
-/// The columns `--libc` asks for, or an error message.
-fn columns(libc: &[String]) -> Result<Columns, String> {
-    let all = Runtime::available();
-    if libc.is_empty() {
-        return Ok(all);
-    }
-    let name_of = |c: &Result<Runtime, Unavailable>| match c {
-        Ok(r) => (r.name.clone(), r.libc.name()),
-        Err(u) => (u.name.clone(), u.libc.name()),
-    };
-    for want in libc {
-        if !all.iter().any(|c| {
-            let (n, l) = name_of(c);
-            n == *want || l == want
-        }) {
-            return Err(format!(
-                "--libc {want}: no such column; this machine has {}",
-                all.iter()
-                    .map(|c| {
-                        let (n, l) = name_of(c);
-                        format!("{n} ({l})")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    Ok(all
-        .into_iter()
-        .filter(|c| {
-            let (n, l) = name_of(c);
-            libc.iter().any(|w| *w == n || w == l)
-        })
-        .collect())
-}
-
-fn run(ids: &[String], all: bool, json: bool, quiet: bool, libc: &[String]) -> ExitCode {
-    let selected = match select(ids, all) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("swaplab: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let cols = match columns(libc) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("swaplab: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let platform = Platform::detect();
-    let narrate = !json && !quiet;
-    if !json {
-        println!("swaplab on {}", platform.one_line());
-        for c in &cols {
-            match c {
-                Ok(r) => println!("  column {}: {}, loader {}", r.name, r.label(), r.loader),
-                Err(u) => println!(
-                    "  column {}: Skipped: {}\n    to run it: {}",
-                    u.name, u.reason, u.enable
-                ),
+                workers,
+                server,
+                json,
+            } => {
+                let o = Options {
+                    requests: requests as usize,
+                    settle: settle as usize,
+                    connections: connections as usize,
+                    rate,
+                    workers: workers as usize,
+                    servers: server,
+                };
+                commands::bench::upgrade(o, json)
+            }
+            Bench::Handover {
+                rate,
+                connections,
+                switches,
+                settle,
+                between,
+                body,
+                download_ms,
+                startup_ms,
+                strategy,
+                out,
+                json,
+            } => {
+                let o = HandoverOptions {
+                    setup: Setup::new(body, download_ms, startup_ms),
+                    pace: Pace {
+                        rate,
+                        threads: connections as usize,
+                        switches: switches as usize,
+                        settle: settle as usize,
+                        between: between as usize,
+                    },
+                    strategies: strategy.iter().filter_map(|s| Strategy::parse(s)).collect(),
+                };
+                commands::bench::handover(o, &out, json)
             }
         }
-    }
-    let live = |f: &Finding, rt: &Runtime| -> Option<swaplab::harness::lab::Sink> {
-        if !narrate {
-            return None;
-        }
-        if f.runs_on(rt).is_ok() {
-            println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
-        }
-        Some(Box::new(|line: &str| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "  {line}");
-            let _ = out.flush();
-        }))
-    };
-    let outcomes = report::run_all(&selected, &cols, live, |o| {
-        if !json
-            && cols
-                .iter()
-                .any(|c| matches!(c, Ok(r) if r.name == o.runtime))
-        {
-            print_verdict(o, narrate);
-        }
-    });
-    let failed = outcomes.iter().any(|o| o.verdict.is_failure());
-    if json {
-        let r = Report::new(&cols, outcomes);
-        println!("{}", serde_json::to_string_pretty(&r).expect("JSON"));
-    } else if outcomes.len() > 1 {
-        table(&selected, &cols, &outcomes);
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn print_verdict(o: &Outcome, narrate: bool) {
-    let id = format!("{} [{}]", o.id, o.runtime);
-    match &o.verdict {
-        Verdict::Confirmed if narrate => {}
-        Verdict::NotApplicable { .. } if narrate => {}
-        Verdict::Confirmed => println!("{id}: Confirmed"),
-        Verdict::NotApplicable { reason } => println!("{id}: n/a: {reason}"),
-        Verdict::Refuted { saw } => {
-            println!("{id}: Refuted; this machine showed:");
-            for s in saw {
-                println!("  - {s}");
-            }
-        }
-        Verdict::Skipped { reason, enable } => {
-            println!("{id}: Skipped: {reason}\n  to run it: {enable}")
-        }
-        Verdict::Error { message } => println!("{id}: Error (no verdict): {message}"),
-    }
-}
-
-/// The verdicts, one column per C library.
-fn table(selected: &[&Finding], cols: &Columns, outcomes: &[Outcome]) {
-    let names: Vec<String> = cols
-        .iter()
-        .map(|c| match c {
-            Ok(r) => format!("{} ({})", r.name, r.label()),
-            Err(u) => format!("{} (-)", u.name),
-        })
-        .collect();
-    let width = names.iter().map(|n| n.len()).max().unwrap_or(9).max(9);
-    let mut head = format!("\n{:<4}", "ID");
-    for n in &names {
-        head.push_str(&format!("  {n:<width$}"));
-    }
-    println!("{head}  CLAIM");
-    for f in selected {
-        let mut row = format!("{:<4}", f.id);
-        for c in cols {
-            let name = match c {
-                Ok(r) => &r.name,
-                Err(u) => &u.name,
-            };
-            let cell = outcomes
-                .iter()
-                .find(|o| o.id == f.id && &o.runtime == name)
-                .map(|o| {
-                    if o.millis > 0 {
-                        format!("{} {:.1} s", o.verdict.word(), o.millis as f64 / 1000.0)
-                    } else {
-                        o.verdict.word().to_string()
-                    }
-                })
-                .unwrap_or_default();
-            row.push_str(&format!("  {cell:<width$}"));
-        }
-        println!("{row}  {}", short(f.claim, 70));
-    }
-    let count = |w: &str| outcomes.iter().filter(|o| o.verdict.word() == w).count();
-    println!(
-        "\n{} confirmed, {} refuted, {} skipped, {} errors, {} not applicable",
-        count("Confirmed"),
-        count("Refuted"),
-        count("Skipped"),
-        count("Error"),
-        count("n/a")
-    );
-}
-
-/// Prints the table of `paths`; exits 1 if a cell is marked, 2 if a report
-/// cannot be read.
-fn print_comparison(paths: &[std::path::PathBuf], who: &str) -> ExitCode {
-    let reports = match swaplab::commands::compare::load(paths) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("swaplab {who}: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let c = swaplab::commands::compare::Comparison::of(&reports);
-    print!("{}", c.markdown());
-    if c.marked() > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn compare(paths: &[std::path::PathBuf]) -> ExitCode {
-    print_comparison(paths, "compare")
-}
-
-fn matrix(
-    releases: &[String],
-    cache: Option<std::path::PathBuf>,
-    mirror: &str,
-    out: &std::path::Path,
-    only: &[String],
-) -> ExitCode {
-    let selected = match select(only, only.is_empty()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("swaplab matrix: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let opts = swaplab::commands::matrix::Options {
-        releases: releases.to_vec(),
-        cache,
-        mirror: mirror.to_string(),
-        out: out.to_path_buf(),
-    };
-    match swaplab::commands::matrix::run(&opts, &selected, |line| eprintln!("{line}")) {
-        Ok(written) => {
-            let code = print_comparison(&written, "matrix");
-            println!("\nreports:");
-            for p in &written {
-                println!("  {}", p.display());
-            }
-            code
-        }
-        Err(e) => {
-            eprintln!("swaplab matrix: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-fn bench_upgrade(o: swaplab::bench::Options, json: bool) -> ExitCode {
-    let platform = Platform::detect();
-    let cores = cores();
-    if !json {
-        println!(
-            "swaplab bench upgrade on {}, {cores} cores\n{} load connections, {} completed requests before and after each switch, {} answers per step, {} workers per master\n",
-            platform.one_line(),
-            o.connections,
-            o.requests,
-            o.settle,
-            o.workers
-        );
-    }
-    let runs = swaplab::bench::upgrade_runs(&o, |what| {
-        if !json {
-            eprintln!("  {what}");
-        }
-    });
-    let failed = runs
-        .iter()
-        .any(|r| r.error.is_some() || !r.refuted.is_empty());
-    if json {
-        let v = serde_json::json!({
-            "swaplab": env!("CARGO_PKG_VERSION"),
-            "platform": platform,
-            "cores": cores,
-            "options": {
-                "requests": o.requests,
-                "settle": o.settle,
-                "connections": o.connections,
-                "workers": o.workers,
-            },
-            "runs": runs,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-    } else {
-        println!("\n{}", swaplab::bench::table(&runs));
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn bench_stale(o: swaplab::bench::StaleOptions, json: bool) -> ExitCode {
-    let platform = Platform::detect();
-    if !json {
-        println!(
-            "swaplab bench stale on {}, {} cores, as uid {}\n{} sleepers, half of them on a replaced libexample; one in {} of the others maps a memfd executable\n",
-            platform.one_line(),
-            cores(),
-            nix::unistd::geteuid(),
-            o.processes,
-            o.jit_every
-        );
-    }
-    let b = match swaplab::bench::stale_bench(&o, |what| {
-        if !json {
-            eprintln!("  {what}");
-        }
-    }) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("swaplab bench stale: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if json {
-        let v = serde_json::json!({
-            "swaplab": env!("CARGO_PKG_VERSION"),
-            "platform": platform,
-            "cores": cores(),
-            "uid": nix::unistd::geteuid().as_raw(),
-            "bench": b,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-    } else {
-        println!(
-            "\n{} stale, {} on the new library ({} with a memfd); started in {:.1} s\n",
-            b.stale, b.fresh, b.jit, b.setup_seconds
-        );
-        print!("{}", swaplab::bench::stale_table(&b));
-    }
-    ExitCode::SUCCESS
-}
-
-fn bench_handover(
-    o: swaplab::bench::HandoverOptions,
-    out: &std::path::Path,
-    json: bool,
-) -> ExitCode {
-    if let Err(e) = std::fs::create_dir_all(out) {
-        eprintln!(
-            "swaplab: cannot make the output folder {}: {e}",
-            out.display()
-        );
-        return ExitCode::from(2);
-    }
-    let platform = Platform::detect();
-    let cores = cores();
-    if !json {
-        println!(
-            "swaplab bench handover on {}, {cores} cores\n{} new connections/s ({} client threads), downloads of {} bytes over {} ms, a new generation starts in {} ms; {} switches per strategy\n",
-            platform.one_line(),
-            o.pace.rate,
-            o.pace.threads,
-            o.setup.body,
-            o.setup.download_ms,
-            o.setup.startup_ms,
-            o.pace.switches
-        );
-    }
-    let runs = swaplab::bench::handover_runs(&o, |what| {
-        if !json {
-            eprintln!("  {what}");
-        }
-    });
-    let mut written = Vec::new();
-    let mut failed = false;
-    for r in &runs {
-        if let Some(e) = &r.error {
-            failed = true;
-            eprintln!("swaplab: {}: {e}", r.strategy.name());
-        }
-        if let Some(c) = &r.result {
-            let path = out.join(format!("handover-{}.svg", c.strategy.name()));
-            match std::fs::write(&path, swaplab::bench::timeline::svg(c)) {
-                Ok(()) => written.push(path),
-                Err(e) => {
-                    failed = true;
-                    eprintln!("swaplab: cannot write {}: {e}", path.display());
-                }
-            }
-        }
-    }
-    let v = serde_json::json!({
-        "swaplab": env!("CARGO_PKG_VERSION"),
-        "platform": platform,
-        "cores": cores,
-        "setup": o.setup,
-        "pace": o.pace,
-        "runs": runs,
-    });
-    let text = serde_json::to_string_pretty(&v).expect("JSON");
-    let path = out.join("handover.json");
-    match std::fs::write(&path, &text) {
-        Ok(()) => written.push(path),
-        Err(e) => {
-            failed = true;
-            eprintln!("swaplab: cannot write {}: {e}", path.display());
-        }
-    }
-    if json {
-        println!("{text}");
-    } else {
-        let rows: Vec<_> = runs.iter().filter_map(|r| r.result.clone()).collect();
-        println!("{}", comparison::table(&rows));
-        println!("written:");
-        for p in &written {
-            println!("  {}", p.display());
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
 }

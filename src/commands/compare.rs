@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::commands::{judged, Done, Exit};
 use crate::findings;
 use crate::harness::finding::Scope;
 
@@ -17,6 +18,20 @@ use crate::harness::finding::Scope;
 pub struct Loaded {
     pub path: PathBuf,
     pub json: Value,
+}
+
+/// Prints the table of the reports `paths`; fails when a cell is marked.
+pub fn command(paths: &[PathBuf]) -> Done {
+    print(paths, "compare")
+}
+
+/// Prints the table of `paths` (for the command `who`): fails when a cell
+/// is marked, or with bad input when a report cannot be read.
+pub fn print(paths: &[PathBuf], who: &str) -> Done {
+    let reports = load(paths).map_err(|e| Exit::BadInput(format!("swaplab {who}: {e:#}")))?;
+    let c = Comparison::of(&reports);
+    print!("{}", c.markdown());
+    judged(c.marked() > 0)
 }
 
 /// Reads every report; fails on a missing file or one that is not a report.

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::commands::{compare, run::select, Done, Exit};
 use crate::harness::finding::Finding;
 use crate::harness::recipe::{twin_args, variant_args, TWINS, VARIANTS};
 use crate::harness::report::{self, Report};
@@ -254,10 +255,26 @@ pub fn run(opts: &Options, selected: &[&Finding], say: impl Fn(&str)) -> Result<
         );
         let r = Report::new(&columns, outcomes);
         let rt = columns[0].as_ref().expect("the column made above");
-        let path = opts.out.join(crate::commands::compare::file_name(&rt.name));
+        let path = opts.out.join(compare::file_name(&rt.name));
         std::fs::write(&path, serde_json::to_string_pretty(&r)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Runs the findings `only` (default: every one) on each release of
+/// `opts`, then prints the table of the reports written and their paths;
+/// fails when a cell is marked, with bad input when the matrix cannot run.
+pub fn command(opts: &Options, only: &[String]) -> Done {
+    let bad = |e: String| Exit::BadInput(format!("swaplab matrix: {e}"));
+    let selected = select(only, only.is_empty()).map_err(bad)?;
+    let written =
+        run(opts, &selected, |line| eprintln!("{line}")).map_err(|e| bad(format!("{e:#}")))?;
+    let judged = compare::print(&written, "matrix");
+    println!("\nreports:");
+    for p in &written {
+        println!("  {}", p.display());
+    }
+    judged
 }

@@ -1,4 +1,96 @@
-//! What the `swaplab` command does, and how it prints it.
+//! What the `swaplab` command does, and how it prints it: one module per
+//! command. A command prints its answer and returns [`Done`]; `main` turns
+//! an [`Exit`] into the exit status, in one place.
 
+pub mod bench;
 pub mod compare;
+pub mod list;
 pub mod matrix;
+pub mod run;
+pub mod stale;
+
+use serde_json::Value;
+
+use crate::harness::platform::{Header, Platform};
+
+/// Why a command did not end with status 0.
+#[derive(Debug)]
+pub enum Exit {
+    /// Status 1: the command ran and its answer is no (a finding refuted
+    /// or in error, a cell marked, a process to restart, a bench run that
+    /// failed); it has printed what it found.
+    Failed,
+    /// Status 1: the command could not finish its work; the message (on
+    /// stderr) says why.
+    Aborted(String),
+    /// Status 2: bad input (an argument, a report file) or something the
+    /// command needs is missing (/proc, an output folder, matrix's root and
+    /// debootstrap); the message (on stderr) says which.
+    BadInput(String),
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn status(&self) -> u8 {
+        match self {
+            Exit::Failed | Exit::Aborted(_) => 1,
+            Exit::BadInput(_) => 2,
+        }
+    }
+
+    /// What to print on stderr, if anything is left to say.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Exit::Failed => None,
+            Exit::Aborted(m) | Exit::BadInput(m) => Some(m),
+        }
+    }
+}
+
+/// What a command returns: `Ok` for status 0.
+pub type Done = Result<(), Exit>;
+
+/// [`Exit::Failed`] when `failed`, else success.
+pub fn judged(failed: bool) -> Done {
+    if failed {
+        Err(Exit::Failed)
+    } else {
+        Ok(())
+    }
+}
+
+/// The CPUs this process may run on, as the benches report them.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A bench's JSON: the head every swaplab report starts with (swaplab's
+/// version and the machine, as in `harness::report::Report`) and the cores
+/// the figures were measured on, then `body`'s fields.
+pub fn bench_json(platform: &Platform, cores: usize, body: Value) -> Value {
+    let mut json = serde_json::to_value(Header::here(platform.clone())).expect("plain data");
+    json["cores"] = cores.into();
+    if let (Some(head), Value::Object(fields)) = (json.as_object_mut(), body) {
+        head.extend(fields);
+    }
+    json
+}
+
+/// The first sentence of `s`, cut to `n` characters: a claim on one line
+/// of a table.
+pub fn first_sentence(s: &str, n: usize) -> String {
+    let first = s.split(". ").next().unwrap_or(s);
+    if first.chars().count() <= n {
+        first.trim_end_matches('.').to_string()
+    } else {
+        format!("{}…", first.chars().take(n - 1).collect::<String>())
+    }
+}
+
+/// Pretty JSON of a value that always serialises (plain data, no maps with
+/// non-string keys).
+pub fn pretty(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("JSON")
+}

@@ -44,3 +44,20 @@ impl Platform {
         )
     }
 }
+
+/// What every swaplab report starts with: swaplab's version and the machine.
+#[derive(Clone, Debug, Serialize)]
+pub struct Header {
+    pub swaplab: &'static str,
+    pub platform: Platform,
+}
+
+impl Header {
+    /// This swaplab, on this machine.
+    pub fn here(platform: Platform) -> Header {
+        Header {
+            swaplab: env!("CARGO_PKG_VERSION"),
+            platform,
+        }
+    }
+}

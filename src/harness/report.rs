@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::finding::Finding;
 use crate::harness::lab::{Check, Lab, Sink, Verdict};
-use crate::harness::platform::Platform;
+use crate::harness::platform::{Header, Platform};
 use crate::harness::runtime::{Runtime, Unavailable};
 
 /// One finding, run and judged.
@@ -182,8 +182,8 @@ pub fn run_all(
 /// library the targets ran on), and every finding's outcome in each.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub swaplab: &'static str,
-    pub platform: Platform,
+    #[serde(flatten)]
+    pub header: Header,
     pub columns: Vec<Column>,
     pub findings: Vec<Outcome>,
 }
@@ -192,8 +192,7 @@ impl Report {
     /// The report of `findings`, run on `columns` on this machine.
     pub fn new(columns: &Columns, findings: Vec<Outcome>) -> Report {
         Report {
-            swaplab: env!("CARGO_PKG_VERSION"),
-            platform: Platform::detect(),
+            header: Header::here(Platform::detect()),
             columns: columns
                 .iter()
                 .map(|c| match c {

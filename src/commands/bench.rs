@@ -1,0 +1,153 @@
+//! `swaplab bench upgrade|stale|handover`: what each bench prints, and
+//! writes, around the runs of `crate::bench`.
+
+use std::path::{Path, PathBuf};
+
+use crate::bench::{self, HandoverOptions, HandoverRun, Options, StaleOptions};
+use crate::commands::{bench_json, cores, judged, pretty, Done, Exit};
+use crate::harness::platform::Platform;
+
+/// Upgrades and rollbacks of each server under load: prints the table (or
+/// JSON); fails when a run failed or refuted an expectation.
+pub fn upgrade(o: Options, json: bool) -> Done {
+    let platform = Platform::detect();
+    let cores = cores();
+    if !json {
+        println!(
+            "swaplab bench upgrade on {}, {cores} cores\n{} load connections, {} completed requests before and after each switch, {} answers per step, {} workers per master\n",
+            platform.one_line(),
+            o.connections,
+            o.requests,
+            o.settle,
+            o.workers
+        );
+    }
+    let runs = bench::upgrade_runs(&o, |what| {
+        if !json {
+            eprintln!("  {what}");
+        }
+    });
+    let failed = runs
+        .iter()
+        .any(|r| r.error.is_some() || !r.refuted.is_empty());
+    if json {
+        let body = serde_json::json!({
+            "options": {
+                "requests": o.requests,
+                "settle": o.settle,
+                "connections": o.connections,
+                "workers": o.workers,
+            },
+            "runs": runs,
+        });
+        println!("{}", pretty(&bench_json(&platform, cores, body)));
+    } else {
+        println!("\n{}", bench::table(&runs));
+    }
+    judged(failed)
+}
+
+/// `swaplab stale` against the other tools on the same sleepers: prints the
+/// table (or JSON); fails when the sleepers cannot be set up.
+pub fn stale(o: StaleOptions, json: bool) -> Done {
+    let platform = Platform::detect();
+    let uid = nix::unistd::geteuid();
+    if !json {
+        println!(
+            "swaplab bench stale on {}, {} cores, as uid {uid}\n{} sleepers, half of them on a replaced libexample; one in {} of the others maps a memfd executable\n",
+            platform.one_line(),
+            cores(),
+            o.processes,
+            o.jit_every
+        );
+    }
+    let b = bench::stale_bench(&o, |what| {
+        if !json {
+            eprintln!("  {what}");
+        }
+    })
+    .map_err(|e| Exit::Aborted(format!("swaplab bench stale: {e:#}")))?;
+    if json {
+        let body = serde_json::json!({ "uid": uid.as_raw(), "bench": b });
+        println!("{}", pretty(&bench_json(&platform, cores(), body)));
+    } else {
+        println!(
+            "\n{} stale, {} on the new library ({} with a memfd); started in {:.1} s\n",
+            b.stale, b.fresh, b.jit, b.setup_seconds
+        );
+        print!("{}", bench::stale_table(&b));
+    }
+    Ok(())
+}
+
+/// Every hand-over strategy through its switches under load: writes an SVG
+/// timeline per strategy and handover.json into `out`, prints the table
+/// (or the JSON); fails when a run failed or a file cannot be written.
+pub fn handover(o: HandoverOptions, out: &Path, json: bool) -> Done {
+    std::fs::create_dir_all(out).map_err(|e| {
+        Exit::BadInput(format!(
+            "swaplab: cannot make the output folder {}: {e}",
+            out.display()
+        ))
+    })?;
+    let platform = Platform::detect();
+    let cores = cores();
+    if !json {
+        println!(
+            "swaplab bench handover on {}, {cores} cores\n{} new connections/s ({} client threads), downloads of {} bytes over {} ms, a new generation starts in {} ms; {} switches per strategy\n",
+            platform.one_line(),
+            o.pace.rate,
+            o.pace.threads,
+            o.setup.body,
+            o.setup.download_ms,
+            o.setup.startup_ms,
+            o.pace.switches
+        );
+    }
+    let runs = bench::handover_runs(&o, |what| {
+        if !json {
+            eprintln!("  {what}");
+        }
+    });
+    let body = serde_json::json!({ "setup": o.setup, "pace": o.pace, "runs": runs });
+    let text = pretty(&bench_json(&platform, cores, body));
+    let (written, failed) = write_handover(&runs, &text, out);
+    if json {
+        println!("{text}");
+    } else {
+        let rows: Vec<_> = runs.iter().filter_map(|r| r.result.clone()).collect();
+        println!("{}", crate::drivers::comparison::table(&rows));
+        println!("written:");
+        for p in &written {
+            println!("  {}", p.display());
+        }
+    }
+    judged(failed)
+}
+
+/// Names each failed run on stderr and writes each run's SVG timeline,
+/// then `json` as handover.json, into `out`: the paths written, and whether
+/// a run failed or a file could not be written (named on stderr).
+fn write_handover(runs: &[HandoverRun], json: &str, out: &Path) -> (Vec<PathBuf>, bool) {
+    let mut written = Vec::new();
+    let mut failed = false;
+    let mut write = |path: PathBuf, text: &str| match std::fs::write(&path, text) {
+        Ok(()) => written.push(path),
+        Err(e) => {
+            failed = true;
+            eprintln!("swaplab: cannot write {}: {e}", path.display());
+        }
+    };
+    for r in runs {
+        if let Some(e) = &r.error {
+            eprintln!("swaplab: {}: {e}", r.strategy.name());
+        }
+        if let Some(c) = &r.result {
+            let path = out.join(format!("handover-{}.svg", c.strategy.name()));
+            write(path, &bench::timeline::svg(c));
+        }
+    }
+    write(out.join("handover.json"), json);
+    let run_failed = runs.iter().any(|r| r.error.is_some());
+    (written, failed || run_failed)
+}
