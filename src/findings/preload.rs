@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 use super::libs::{check_current, check_old_deleted, fork_child, spawn_child};
 use super::SHARED_LIBRARY_UPDATE;
 use crate::detector::maps::Mapping;
+use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Scope};
 use crate::harness::lab::{inode_of, Lab, Stale};
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, V1, V2};
-use crate::detector::stale::Reason;
 
 /// The preloaded library, relative to the sandbox: beside the linked
 /// `lib/libexample.so`, a name no program is linked against.
