@@ -43,4 +43,5 @@ index! {
     detect {
         D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,
     }
+    preload { L14 l14_a_preloaded_library_behaves_like_a_linked_one_across_a_replacement }
 }

@@ -55,7 +55,7 @@ fn describe(m: &[Mapping]) -> String {
 }
 
 /// Checks that `m` maps exactly the old, deleted file `ino`.
-fn check_old_deleted(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
+pub(super) fn check_old_deleted(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
     lab.check(
         format!("every mapping of the library in {who}'s maps ends in (deleted)"),
         all_deleted(m),
@@ -69,7 +69,7 @@ fn check_old_deleted(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
 }
 
 /// Checks that `m` maps the current file `ino`, none deleted.
-fn check_current(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
+pub(super) fn check_current(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
     lab.check(
         format!("{who} maps the file now on disk, none (deleted)"),
         only_inode(m, ino) && none_deleted(m),
@@ -246,9 +246,19 @@ pub fn l03(lab: &mut Lab) -> Result<()> {
 }
 
 /// `fork` in `p`: the child calls the library; returns (child pid, greeting).
-fn fork_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
+pub(super) fn fork_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
     let line = lab.ask(p, "fork", "forked")?;
     let child = field_i32(&line, "child")?;
+    let g = lab.expect(p, &format!("greeting pid={child}:"))?;
+    Ok((child, crate::targets::protocol::after_colon(&g)))
+}
+
+/// `spawn` in `p`: a child that execs `p`'s program and calls the library;
+/// returns (child pid, greeting).
+pub(super) fn spawn_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
+    let line = lab.ask(p, "spawn", "spawned")?;
+    let child = field_i32(&line, "child")?;
+    lab.expect(p, &format!("ready pid={child}"))?;
     let g = lab.expect(p, &format!("greeting pid={child}:"))?;
     Ok((child, crate::targets::protocol::after_colon(&g)))
 }
@@ -343,10 +353,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     let g2 = lab.call(&mut a)?;
     let r1 = lab.stale(&[a.pid()])?;
     lab.note("fork + execve: A forks a child that execs A's program");
-    let line = lab.ask(&mut a, "spawn", "spawned")?;
-    let s = field_i32(&line, "child")?;
-    lab.expect(&mut a, &format!("ready pid={s}"))?;
-    let gs = crate::targets::protocol::after_colon(&lab.expect(&mut a, &format!("greeting pid={s}:"))?);
+    let (s, gs) = spawn_child(lab, &mut a)?;
     let ms = lab.maps(s)?;
     lab.note("execve in place: A execs its own program; the pid stays");
     let pid_before = a.pid();
