@@ -1,5 +1,5 @@
 /*
- * The C twin of swaplab's target programs (src/agent.rs): the same command
+ * The C twin of swaplab's target programs (src/targets/agent.rs): the same command
  * protocol, one command per line on stdin, one answer line per command, so
  * the same experiments drive it. It exists to run the targets on another C
  * library than the one swaplab itself is built for: build.rs compiles it
@@ -16,7 +16,7 @@
  * agent, and `--libc`, which prints `libc pid=N: glibc 2.31` (the running
  * glibc's own gnu_get_libc_version) and exits.
  *
- * The commands and their answers are listed in src/agent.rs. Every line is
+ * The commands and their answers are listed in src/targets/agent.rs. Every line is
  * written with one write(2), so lines of a parent and its children never
  * interleave inside a line. Every process (and every child it forks) sets
  * PR_SET_PDEATHSIG to SIGKILL, so none outlives its parent.

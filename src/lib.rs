@@ -4,10 +4,12 @@
 //! The modules are layers; each uses only the ones below it:
 //!
 //! - [`commands`]: what the `swaplab` command does, and how it prints it;
-//! - [`bench`]: the benches' runs and tables;
+//! - [`bench`](mod@bench): the benches' runs and tables;
 //! - [`findings`]: swaplab's findings, each with its experiment;
-//! - [`drivers`]: sequences shared by experiments and benches (load);
-//! - [`harness`]: the notebook, sandboxes, processes, runtimes, /proc views;
+//! - [`drivers`]: sequences shared by experiments and benches (the load
+//!   client, the upgrade fleet, hand-over strategies, real nginx);
+//! - [`harness`]: the `Lab` notebook, findings' type and needs, the run loop,
+//!   proving a finding in a test, sandboxes, processes, runtimes, /proc views;
 //! - [`targets`]: the programs under test and their protocol;
 //! - [`detector`]: `swaplab stale` and ELF reading, standing on their own.
 

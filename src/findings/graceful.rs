@@ -3,10 +3,10 @@
 //! The target is the hand-over server (`swaplab::targets::handover`), which serves
 //! downloads and hands its listening sockets to a new generation by one of
 //! five strategies. G02, G03 and G06 drive it through its switches with
-//! [`Service`] (shared with `swaplab bench handover`), and every step waits
+//! [`Service`](crate::drivers::handover::Service) (shared with `swaplab bench handover`), and every step waits
 //! on evidence (a log line, an exit, a refused request), never on a sleep.
 //! G04 and G05 fill listening queues on purpose; G05 and G07 run inside
-//! network namespaces the experiment makes ([`NetNs`]).
+//! network namespaces the experiment makes ([`NetNs`](crate::harness::netns::NetNs)).
 
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream};

@@ -313,7 +313,7 @@ fn at_rest(master: i32, more: &dyn Fn() -> Result<(), String>) -> Result<(), Str
     Ok(())
 }
 
-/// `kill -SIG`, then waits until the master has handled it ([`at_rest`]).
+/// `kill -SIG`, then waits until the master has handled it (`at_rest`).
 pub fn signal_handled(
     lab: &mut Lab,
     sig: Signal,
