@@ -97,28 +97,34 @@ impl Proof {
     }
 
     /// The sheet's transcript must be the experiment's redacted transcript.
+    /// Blessing also fills a block that has only its two markers, so a new
+    /// sheet starts as prose and the markers.
     fn check_sheet(&self, f: &Finding, o: &Outcome, block: &str) {
         let path = sheets::sheet_in(&self.sheets, f);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{} has no lab sheet at {}: {e}", f.id, path.display()));
-        let shown = sheets::transcript_in_block(&text, block).unwrap_or_else(|| {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            let help = how_to_start(f, block);
             panic!(
-                "{} has no transcript block (between `{}` and `{}`)",
-                path.display(),
-                sheets::begin(block),
-                sheets::END
+                "{} has no lab sheet at {}: {e}\n{help}",
+                f.id,
+                path.display()
             )
         });
-        if shown == o.redacted {
+        let no_block = || -> ! {
+            let help = how_to_start(f, block);
+            panic!("{} has no transcript block\n{help}", path.display())
+        };
+        let shown = sheets::transcript_in_block(&text, block);
+        if shown.as_ref() == Some(&o.redacted) {
             return;
         }
         if sheets::blessing() && !on_ci() {
             let new = sheets::with_transcript_block(&text, block, &o.redacted)
-                .expect("block found above");
+                .unwrap_or_else(|| no_block());
             std::fs::write(&path, new).expect("write the sheet");
             eprintln!("{}: transcript refreshed", path.display());
             return;
         }
+        let shown = shown.unwrap_or_else(|| no_block());
         panic!(
             "the lab sheet {} no longer shows what {} shows; if the change is right, refresh it \
              with `SWAPLAB_BLESS=1 cargo test {}`\n{}",
@@ -128,6 +134,18 @@ impl Proof {
             first_differences(&shown, &o.redacted)
         );
     }
+}
+
+/// What a sheet without its transcript block needs: the two markers, which
+/// blessing then fills.
+fn how_to_start(f: &Finding, block: &str) -> String {
+    format!(
+        "put the transcript markers where the transcript goes:\n\n{}\n{}\n\nthen fill the block \
+         with `SWAPLAB_BLESS=1 cargo test {}`",
+        sheets::begin(block),
+        sheets::END,
+        f.test_name()
+    )
 }
 
 /// Everything a failed run saw, for the test's panic message.
