@@ -2,6 +2,41 @@
 //! steps, the experiment that observes and judges it, which C libraries it
 //! runs on, and what it needs of the machine. swaplab's own findings
 //! (`crate::findings`) and anyone else's are made of this.
+//!
+//! ```no_run
+//! use swaplab::harness::finding::{Finding, Scope};
+//! use swaplab::harness::lab::Lab;
+//! use swaplab::harness::process::Program;
+//! use swaplab::harness::replace::Replace;
+//! use swaplab::harness::variants::Variant;
+//!
+//! static X02: Finding = Finding {
+//!     id: "X02", // outside swaplab's series (L, U, G, D)
+//!     slug: "a_started_process_maps_the_library_on_disk",
+//!     claim: "A process started on a library maps the file on disk, none (deleted).",
+//!     source: "ld.so(8)",
+//!     steps: &["install v1; start A; show A's maps"],
+//!     experiment: x02,
+//!     scope: Scope::AnyLibc, // the same on glibc and musl
+//!     musl: "",
+//!     needs: &[],
+//! };
+//!
+//! fn x02(lab: &mut Lab) -> anyhow::Result<()> {
+//!     let inode = lab.put_lib(Variant::V1, Replace::Install)?; // narrated as `install …`
+//!     let a = lab.start(Program::Plain, "A")?;
+//!     let maps = lab.maps(a.pid())?; // narrated, and part of the /proc snapshot
+//!     lab.check(
+//!         "A maps the file on disk, none (deleted)",
+//!         !maps.is_empty() && maps.iter().all(|m| m.inode == inode && !m.deleted),
+//!         format!("{} mappings", maps.len()),
+//!     );
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`crate::harness::prove`] proves it in a test; `examples/own_finding.rs`
+//! is a whole one.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -9,7 +44,9 @@ use serde::Serialize;
 use crate::harness::lab::Lab;
 use crate::harness::runtime::{Libc, Runtime};
 
-/// The experiment: observes on the [`Lab`] and judges with its checks.
+/// The experiment: observes on the [`Lab`] and judges with its checks. An
+/// `Err` is a failure of the harness (a deadline, a file that could not be
+/// written): the verdict is Error, not Refuted.
 pub type Experiment = fn(&mut Lab) -> Result<()>;
 
 /// Which C libraries a finding runs on (see [`crate::harness::runtime`]).
@@ -124,7 +161,8 @@ impl Need {
 
 /// One finding: the claim and the experiment that proves it.
 pub struct Finding {
-    /// Stable ID (`L04`).
+    /// Stable ID (`L04`); it names the lab sheet (`L04.md`) and the
+    /// snapshot (`L04_proc.snap`).
     pub id: &'static str,
     /// The claim as a test name reads it, after the lowercase ID.
     pub slug: &'static str,

@@ -108,9 +108,28 @@ pub enum Shown {
     Args,
 }
 
+/// Receives each transcript line as it is written (`swaplab run`'s live
+/// narration).
 pub type Sink = Box<dyn FnMut(&str) + Send>;
 
+/// The notebook an experiment writes in, with a sandbox of its own.
+///
+/// - Narrate: [`Lab::shell`] (`$ …`, the command a person would type for
+///   what the experiment does), [`Lab::note`] (`# …`), [`Lab::say`] (a line
+///   as is: a command's output). The methods that act ([`Lab::put_lib`],
+///   [`Lab::start`], [`Lab::call`], ...) narrate themselves.
+/// - Show /proc: [`Lab::proof`] marks a line as /proc evidence, which also
+///   goes into the finding's /proc snapshot; [`Lab::maps`], [`Lab::fds`],
+///   [`Lab::table`] read and narrate it.
+/// - Record: [`Lab::observe`] a value for the JSON report.
+/// - Judge: [`Lab::check`], [`Lab::check_eq`]; the verdict is Confirmed
+///   only when every check held ([`Lab::verdict`]).
+///
+/// The transcript, redacted ([`crate::harness::redact`]), is what the lab
+/// sheet must show.
 pub struct Lab {
+    /// The experiment's folder (`lib/`, `bin/`, `build/`, `run/`), removed
+    /// when the lab is dropped (kept with `SWAPLAB_KEEP=1`).
     pub sandbox: Sandbox,
     transcript: Vec<String>,
     /// Indexes of transcript lines that show /proc (commands and output).
@@ -192,7 +211,11 @@ impl Lab {
         );
     }
 
-    /// Judges one part of the claim. Returns `ok`.
+    /// Judges one part of the claim: `what` says it as it should hold,
+    /// `saw` what was seen, shown when it does not. The transcript gets
+    /// `ok: what` or `REFUTED: what (saw: saw)`. A failed check does not
+    /// stop the experiment, which goes on observing; the verdict is then
+    /// Refuted. Returns `ok`.
     pub fn check(&mut self, what: impl Display, ok: bool, saw: impl Display) -> bool {
         let (what, saw) = (what.to_string(), saw.to_string());
         if ok {

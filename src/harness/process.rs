@@ -28,7 +28,8 @@ pub fn deadline() -> Duration {
 
 /// The folder that holds the target programs (`swaplab-plain`, ...): the
 /// folder of the running executable, or its parent when that is cargo's
-/// `deps/` (integration tests). `SWAPLAB_TARGETS_DIR` overrides it.
+/// `deps/` (integration tests) or `examples/` (examples and their tests).
+/// `SWAPLAB_TARGETS_DIR` overrides it.
 ///
 /// `cargo run` builds only the program it runs, so on a fresh clone the
 /// targets are not there yet. When `cargo run` started this process (cargo
@@ -44,7 +45,9 @@ pub fn targets_dir() -> Result<PathBuf> {
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent folder", exe.display()))?
         .to_path_buf();
-    if !dir.join(Program::Plain.file_name()).exists() && dir.ends_with("deps") {
+    if !dir.join(Program::Plain.file_name()).exists()
+        && (dir.ends_with("deps") || dir.ends_with("examples"))
+    {
         dir.pop();
     }
     if !dir.join(Program::Plain.file_name()).exists() {

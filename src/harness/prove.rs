@@ -4,12 +4,52 @@
 //! snapshot still show what the experiment shows (glibc's block, and
 //! musl's where it differs).
 //!
+//! # Getting started
+//!
+//! A finding ([`crate::harness::finding`]) is proved by one test, named
+//! after it ([`Finding::test_name`]), so that `cargo test x01` runs exactly
+//! it:
+//!
 //! ```no_run
 //! # use swaplab::harness::finding::Finding;
-//! # fn my_finding() -> &'static Finding { unimplemented!() }
-//! // in a test of the project whose lab sheets are in `experiments/`:
-//! swaplab::harness::prove::Proof::for_project(env!("CARGO_MANIFEST_DIR")).prove(my_finding());
+//! # static X01: Finding = Finding { id: "X01", slug: "", claim: "", source: "",
+//! #     steps: &[], experiment: |_| Ok(()), scope: swaplab::harness::finding::Scope::Host,
+//! #     musl: "", needs: &[] };
+//! use swaplab::harness::prove::Proof;
+//!
+//! #[test]
+//! fn x01_a_removed_library_stays_mapped_marked_deleted() {
+//!     // the lab sheet `examples/experiments/X01.md`, the snapshot
+//!     // `examples/snapshots/X01_proc.snap`
+//!     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+//!     Proof::new(here.join("experiments"), here.join("snapshots")).prove(&X01);
+//! }
 //! ```
+//!
+//! `examples/own_finding.rs` is a whole finding proved this way (README.md,
+//! "Writing your own finding").
+//!
+//! # What is checked against what
+//!
+//! - The lab sheet `ID.md` is prose of one's own around a transcript block:
+//!   the lines from [`sheets::BEGIN`] to [`sheets::END`] must be the
+//!   experiment's redacted transcript (musl's own block, where the finding
+//!   is [`Scope::PerLibc`], starts with [`sheets::begin`]`("musl")`).
+//! - The snapshot `ID_proc.snap` (`ID_musl_proc.snap`) holds the /proc
+//!   lines the experiment showed with [`crate::harness::lab::Lab::proof`],
+//!   redacted; insta keeps it.
+//!
+//! # Workflow
+//!
+//! A new sheet starts as prose and the two markers; a deliberate change
+//! (or the first run) is written into sheets and snapshots with
+//!
+//! ```console
+//! $ SWAPLAB_BLESS=1 INSTA_UPDATE=always cargo test x01
+//! ```
+//!
+//! and reviewed with `git diff`. On CI (`CI` set) neither is ever written,
+//! and a finding that is Skipped fails unless `SWAPLAB_ALLOW_SKIP` names it.
 
 use std::path::{Path, PathBuf};
 
@@ -97,28 +137,34 @@ impl Proof {
     }
 
     /// The sheet's transcript must be the experiment's redacted transcript.
+    /// Blessing also fills a block that has only its two markers, so a new
+    /// sheet starts as prose and the markers.
     fn check_sheet(&self, f: &Finding, o: &Outcome, block: &str) {
         let path = sheets::sheet_in(&self.sheets, f);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{} has no lab sheet at {}: {e}", f.id, path.display()));
-        let shown = sheets::transcript_in_block(&text, block).unwrap_or_else(|| {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            let help = how_to_start(f, block);
             panic!(
-                "{} has no transcript block (between `{}` and `{}`)",
-                path.display(),
-                sheets::begin(block),
-                sheets::END
+                "{} has no lab sheet at {}: {e}\n{help}",
+                f.id,
+                path.display()
             )
         });
-        if shown == o.redacted {
+        let no_block = || -> ! {
+            let help = how_to_start(f, block);
+            panic!("{} has no transcript block\n{help}", path.display())
+        };
+        let shown = sheets::transcript_in_block(&text, block);
+        if shown.as_ref() == Some(&o.redacted) {
             return;
         }
         if sheets::blessing() && !on_ci() {
             let new = sheets::with_transcript_block(&text, block, &o.redacted)
-                .expect("block found above");
+                .unwrap_or_else(|| no_block());
             std::fs::write(&path, new).expect("write the sheet");
             eprintln!("{}: transcript refreshed", path.display());
             return;
         }
+        let shown = shown.unwrap_or_else(|| no_block());
         panic!(
             "the lab sheet {} no longer shows what {} shows; if the change is right, refresh it \
              with `SWAPLAB_BLESS=1 cargo test {}`\n{}",
@@ -128,6 +174,18 @@ impl Proof {
             first_differences(&shown, &o.redacted)
         );
     }
+}
+
+/// What a sheet without its transcript block needs: the two markers, which
+/// blessing then fills.
+fn how_to_start(f: &Finding, block: &str) -> String {
+    format!(
+        "put the transcript markers where the transcript goes:\n\n{}\n{}\n\nthen fill the block \
+         with `SWAPLAB_BLESS=1 cargo test {}`",
+        sheets::begin(block),
+        sheets::END,
+        f.test_name()
+    )
 }
 
 /// Everything a failed run saw, for the test's panic message.
