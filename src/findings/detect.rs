@@ -14,11 +14,9 @@ use crate::harness::lab::{after_colon, field_i32, pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, *};
+use crate::harness::variants::{NEW, OLD};
 use crate::harness::finding::{Finding, Need, Scope};
 use super::DETECTOR;
-
-const OLD: &str = "Hell World";
-const NEW: &str = "Hello World";
 
 /// What the process really needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

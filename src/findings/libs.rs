@@ -19,11 +19,9 @@ use crate::harness::process::{hermetic, spawn_retrying, Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::runtime::Libc;
 use crate::harness::variants::Variant::{self, *};
+use crate::harness::variants::{NEW, OLD};
 use crate::harness::finding::{Finding, Need, Scope};
 use super::SHARED_LIBRARY_UPDATE;
-
-const OLD: &str = "Hell World";
-const NEW: &str = "Hello World";
 
 fn all_deleted(m: &[Mapping]) -> bool {
     !m.is_empty() && m.iter().all(|m| m.deleted)

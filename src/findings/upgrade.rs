@@ -22,12 +22,10 @@ use crate::harness::process::{Program, Target};
 use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{V1, V2};
+use crate::harness::variants::{NEW, OLD};
 use crate::targets::server::{LISTEN_FDS, WORKER_COMM};
 use crate::harness::finding::{Finding, Scope};
 use super::{NGINX, NGINX_UPGRADE};
-
-const OLD: &str = "Hell World";
-const NEW: &str = "Hello World";
 
 /// Answers to wait for after each step in the experiments (the benchmark
 /// waits for more).
