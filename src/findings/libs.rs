@@ -1003,21 +1003,11 @@ fn start_loop(
 /// Waits for a short-lived child with the harness deadline; kills it (and
 /// its group) if it overstays.
 fn wait_bounded(mut child: std::process::Child) -> Result<std::process::Output> {
-    let until = Instant::now() + crate::harness::process::deadline();
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
-        }
-        if Instant::now() >= until {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            anyhow::bail!("a --once start did not exit within the deadline");
-        }
-        std::thread::sleep(Duration::from_micros(200));
+    let limit = crate::harness::process::deadline();
+    if crate::harness::process::wait_or_kill(&mut child, limit)?.is_none() {
+        anyhow::bail!("a --once start did not exit within the deadline");
     }
+    Ok(child.wait_with_output()?)
 }
 
 fn reasons_text(r: &StartLoop) -> String {
