@@ -113,6 +113,22 @@ fn parse_options() -> Options {
     })
 }
 
+/// Reaps one child that has ended, without blocking: its pid and how it
+/// ended (`exit code N`, `signal NAME`); `None` once no ended child is left.
+pub fn reap_ended_child() -> Option<(Pid, String)> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) => return Some((p, format!("exit code {code}"))),
+            Ok(WaitStatus::Signaled(p, s, _)) => {
+                return Some((p, format!("signal {}", s.as_str())))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            // Stopped or continued: not an end.
+            Ok(_) => {}
+        }
+    }
+}
+
 fn set_comm(name: &str) {
     if let Ok(c) = CString::new(name) {
         let _ = nix::sys::prctl::set_name(&c);
@@ -523,13 +539,7 @@ impl Master {
     }
 
     fn reap(&mut self) {
-        loop {
-            let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, code)) => (p, format!("exit code {code}")),
-                Ok(WaitStatus::Signaled(p, s, _)) => (p, format!("signal {}", s.as_str())),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
+        while let Some((pid, how)) = reap_ended_child() {
             if let Some(i) = self.workers.iter().position(|w| *w == pid) {
                 self.workers.remove(i);
                 self.log(&format!("worker child={pid} exited with {how}"));
