@@ -4,7 +4,8 @@
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-fn swaplab() -> Command {
+/// The `swaplab` command, as the tests here and in `stale` run it.
+pub fn swaplab() -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
     cmd.timeout(std::time::Duration::from_secs(120));
     cmd

@@ -10,14 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 
-fn swaplab() -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
-    cmd.timeout(Duration::from_secs(120));
-    cmd
-}
+use crate::cli::swaplab;
 
 /// A process killed and reaped when the test ends, however it ends.
 struct Guarded(Child);

@@ -454,19 +454,73 @@ fn median(v: &[f64]) -> Option<f64> {
 /// them, and times each detector on the whole machine, judging each against
 /// the truth on the sleepers.
 pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBench> {
-    use std::collections::BTreeSet;
     let sandbox = crate::harness::sandbox::Sandbox::new("bench-stale")?;
-    let root = sandbox.root().to_path_buf();
     // The sleepers are daemons, out of the bench's process tree: if the
     // bench dies, even by SIGKILL, the sentinel kills them and removes the
     // sandbox.
-    let sentinel = crate::harness::process::Sentinel::start(&root)?;
+    let sentinel = crate::harness::process::Sentinel::start(sandbox.root())?;
+    let population = start_sleepers(o, &sandbox, &progress)?;
+    let mut tools = time_swaplab_and_grep(o, &population, &progress)?;
+    tools.extend(time_needrestart(o, &sandbox, &population, &progress)?);
+    let bench = StaleBench {
+        options: o.clone(),
+        stale: population.stale.len(),
+        fresh: population.fresh,
+        jit: population.fresh.checked_div(o.jit_every).unwrap_or(0),
+        setup_seconds: population.setup_seconds,
+        tools,
+    };
+    drop(population);
+    drop(sentinel);
+    drop(sandbox);
+    Ok(bench)
+}
+
+/// A set of process ids.
+type Pids = std::collections::BTreeSet<i32>;
+
+/// The running sleepers, and the truth each tool is judged against.
+struct Population {
+    /// Held while the tools run: dropping it ends the sleepers.
+    sleepers: Sleepers,
+    /// The sleepers started on v1 before v2 was installed over it: exactly
+    /// these need a restart.
+    stale: Pids,
+    /// How many sleepers started on v2.
+    fresh: usize,
+    setup_seconds: f64,
+}
+
+impl Population {
+    /// Every sleeper (the tools scan the whole machine).
+    fn ours(&self) -> Pids {
+        self.sleepers.pids.iter().copied().collect()
+    }
+
+    /// Judges the pids a tool flagged on the whole machine: (sleepers
+    /// flagged, stale sleepers missed, false alarms among the sleepers).
+    fn judge(&self, flagged: &Pids) -> (usize, usize, usize) {
+        let mine: Pids = flagged.intersection(&self.ours()).copied().collect();
+        let missed = self.stale.difference(&mine).count();
+        let alarms = mine.difference(&self.stale).count();
+        (mine.len(), missed, alarms)
+    }
+}
+
+/// Starts half the sleepers on libexample v1, installs v2 over it, and
+/// starts the other half (every `jit_every`-th mapping a memfd).
+fn start_sleepers(
+    o: &StaleOptions,
+    sandbox: &crate::harness::sandbox::Sandbox,
+    progress: &impl Fn(&str),
+) -> Result<Population> {
+    let root = sandbox.root();
     let exe = sandbox.bin_dir().join("swaplab-sleeper");
     std::fs::copy(env!("SWAPLAB_SLEEPER"), &exe)
         .context("cannot copy the sleeper into the sandbox")?;
     let v1 = sandbox.rel(&sandbox.stage(Variant::V1)?);
     let v2 = sandbox.rel(&sandbox.stage(Variant::V2)?);
-    Replace::Install.apply(&root, &v1, "lib/libexample.so")?;
+    Replace::Install.apply(root, &v1, "lib/libexample.so")?;
     let (r, w) = nix::unistd::pipe()?;
     let mut s = Sleepers {
         pids: Vec::new(),
@@ -479,27 +533,32 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
     let half = o.processes / 2;
     let t0 = std::time::Instant::now();
     progress(&format!("starting {half} sleepers on libexample v1"));
-    let old: BTreeSet<i32> = s
+    let stale: Pids = s
         .start(&exe, &sandbox.lib_dir(), half, 0, o.daemons)?
         .into_iter()
         .collect();
     progress("install v2 over it (the old sleepers now run a replaced library)");
-    Replace::Install.apply(&root, &v2, "lib/libexample.so")?;
-    let rest = o.processes - half;
-    progress(&format!("starting {rest} sleepers on v2"));
-    s.start(&exe, &sandbox.lib_dir(), rest, o.jit_every, o.daemons)?;
+    Replace::Install.apply(root, &v2, "lib/libexample.so")?;
+    let fresh = o.processes - half;
+    progress(&format!("starting {fresh} sleepers on v2"));
+    s.start(&exe, &sandbox.lib_dir(), fresh, o.jit_every, o.daemons)?;
     s.writer = None;
     let setup_seconds = t0.elapsed().as_secs_f64();
-    let ours: BTreeSet<i32> = s.pids.iter().copied().collect();
-    let jit = rest.checked_div(o.jit_every).unwrap_or(0);
+    Ok(Population {
+        sleepers: s,
+        stale,
+        fresh,
+        setup_seconds,
+    })
+}
 
-    let judge = |flagged: &BTreeSet<i32>| {
-        let mine: BTreeSet<i32> = flagged.intersection(&ours).copied().collect();
-        let missed = old.difference(&mine).count();
-        let alarms = mine.difference(&old).count();
-        (mine.len(), missed, alarms)
-    };
-    let mut tools = Vec::new();
+/// Times `swaplab stale --json` and the article's grep, each run once
+/// untimed and then `runs` times in turn, and judges their last answers.
+fn time_swaplab_and_grep(
+    o: &StaleOptions,
+    population: &Population,
+    progress: &impl Fn(&str),
+) -> Result<Vec<ToolRun>> {
     let me = std::env::current_exe()?.display().to_string();
     let swaplab = vec![me, "stale".into(), "--json".into()];
     let grep = vec![
@@ -520,9 +579,28 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
         g_secs.extend(t);
         g_out = out;
     }
+    let swaplab_flagged = flagged_by_swaplab(&s_out)?;
+    Ok(vec![
+        tool_run(
+            "swaplab stale",
+            "swaplab stale --json",
+            s_secs,
+            population.judge(&swaplab_flagged),
+        ),
+        tool_run(
+            "grep",
+            "grep -l '(deleted)' /proc/*/maps",
+            g_secs,
+            population.judge(&flagged_by_grep(&g_out)),
+        ),
+    ])
+}
+
+/// The processes `swaplab stale --json` says must restart.
+fn flagged_by_swaplab(json: &str) -> Result<Pids> {
     let v: serde_json::Value =
-        serde_json::from_str(&s_out).context("swaplab stale --json gave no JSON")?;
-    let flagged: BTreeSet<i32> = v["processes"]
+        serde_json::from_str(json).context("swaplab stale --json gave no JSON")?;
+    Ok(v["processes"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -530,28 +608,29 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
                 .filter_map(|p| p["pid"].as_i64().map(|x| x as i32))
                 .collect()
         })
-        .unwrap_or_default();
-    tools.push(tool_run(
-        "swaplab stale",
-        "swaplab stale --json",
-        s_secs,
-        judge(&flagged),
-    ));
-    let flagged: BTreeSet<i32> = g_out
-        .lines()
+        .unwrap_or_default())
+}
+
+/// The processes whose maps `grep -l '(deleted)' /proc/*/maps` listed.
+fn flagged_by_grep(out: &str) -> Pids {
+    out.lines()
         .filter_map(|l| {
             l.strip_prefix("/proc/")?
                 .strip_suffix("/maps")?
                 .parse()
                 .ok()
         })
-        .collect();
-    tools.push(tool_run(
-        "grep",
-        "grep -l '(deleted)' /proc/*/maps",
-        g_secs,
-        judge(&flagged),
-    ));
+        .collect()
+}
+
+/// Times `needrestart -b` as shipped, and again without its /tmp and /run
+/// exclusions; skipped where it is missing or left out.
+fn time_needrestart(
+    o: &StaleOptions,
+    sandbox: &crate::harness::sandbox::Sandbox,
+    population: &Population,
+    progress: &impl Fn(&str),
+) -> Result<Vec<ToolRun>> {
     let nr = ["/usr/sbin/needrestart", "/sbin/needrestart"]
         .iter()
         .find(|p| std::path::Path::new(p).is_file());
@@ -566,6 +645,7 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
             vec!["-c".into(), open_conf.display().to_string()],
         ),
     ];
+    let mut tools = Vec::new();
     for (name, extra) in variants {
         let Some(p) = nr.filter(|_| o.needrestart) else {
             tools.push(skipped(
@@ -592,42 +672,38 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
         let mut argv = vec![p.to_string(), "-b".into(), "-r".into(), "l".into()];
         argv.extend(extra.iter().cloned());
         let (secs, out) = time_runs(&argv, 1)?;
-        let units: Vec<String> = out
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("NEEDRESTART-SVC:")
-                    .or_else(|| l.strip_prefix("NEEDRESTART-SESS:"))
-                    .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
-            })
-            .collect();
-        let flagged: BTreeSet<i32> = ours
-            .iter()
-            .copied()
-            .filter(|pid| {
-                let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-                units
-                    .iter()
-                    .any(|u| !u.is_empty() && cg.contains(u.as_str()))
-            })
-            .collect();
+        let flagged = flagged_by_needrestart(&out, &population.ours());
         let shown = if extra.is_empty() {
             "needrestart -b -r l".to_string()
         } else {
             "needrestart -b -r l -c run/needrestart-tmp-not-ignored.conf".to_string()
         };
-        tools.push(tool_run(name, &shown, secs, judge(&flagged)));
+        tools.push(tool_run(name, &shown, secs, population.judge(&flagged)));
     }
-    drop(s);
-    drop(sentinel);
-    drop(sandbox);
-    Ok(StaleBench {
-        options: o.clone(),
-        stale: old.len(),
-        fresh: rest,
-        jit,
-        setup_seconds,
-        tools,
-    })
+    Ok(tools)
+}
+
+/// The sleepers needrestart's batch output (`-b`) names for a restart:
+/// it names services and sessions, not processes, so a sleeper counts as
+/// flagged when its cgroup lies in one of them.
+fn flagged_by_needrestart(out: &str, ours: &Pids) -> Pids {
+    let units: Vec<String> = out
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("NEEDRESTART-SVC:")
+                .or_else(|| l.strip_prefix("NEEDRESTART-SESS:"))
+                .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .collect();
+    ours.iter()
+        .copied()
+        .filter(|pid| {
+            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            units
+                .iter()
+                .any(|u| !u.is_empty() && cg.contains(u.as_str()))
+        })
+        .collect()
 }
 
 fn tool_run(

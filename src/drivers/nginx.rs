@@ -8,7 +8,6 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -108,17 +107,9 @@ pub fn start(lab: &mut Lab, workers: usize) -> Result<Nginx> {
             .stderr(fs::File::create(&err_path)?);
         let mut child = crate::harness::process::spawn_retrying(&mut cmd)
             .with_context(|| format!("cannot run {}", bin.display()))?;
-        let until = Instant::now() + crate::harness::process::deadline();
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > until {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("nginx did not daemonize within the deadline");
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        let limit = crate::harness::process::deadline();
+        let Some(status) = crate::harness::process::wait_or_kill(&mut child, limit)? else {
+            bail!("nginx did not daemonize within the deadline");
         };
         last = fs::read_to_string(&err_path).unwrap_or_default();
         if status.success() {

@@ -20,11 +20,9 @@ use crate::harness::process::{hermetic, spawn_retrying, Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::runtime::Libc;
 use crate::harness::variants::Variant::{self, *};
+use crate::harness::variants::{NEW, OLD};
 use crate::harness::finding::{Finding, Need, Scope};
 use super::SHARED_LIBRARY_UPDATE;
-
-const OLD: &str = "Hell World";
-const NEW: &str = "Hello World";
 
 fn all_deleted(m: &[Mapping]) -> bool {
     !m.is_empty() && m.iter().all(|m| m.deleted)
@@ -1013,21 +1011,11 @@ fn start_loop(
 /// Waits for a short-lived child with the harness deadline; kills it (and
 /// its group) if it overstays.
 fn wait_bounded(mut child: std::process::Child) -> Result<std::process::Output> {
-    let until = Instant::now() + crate::harness::process::deadline();
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
-        }
-        if Instant::now() >= until {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            anyhow::bail!("a --once start did not exit within the deadline");
-        }
-        std::thread::sleep(Duration::from_micros(200));
+    let limit = crate::harness::process::deadline();
+    if crate::harness::process::wait_or_kill(&mut child, limit)?.is_none() {
+        anyhow::bail!("a --once start did not exit within the deadline");
     }
+    Ok(child.wait_with_output()?)
 }
 
 fn reasons_text(r: &StartLoop) -> String {

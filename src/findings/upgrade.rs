@@ -27,10 +27,8 @@ use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{V1, V2};
 use crate::harness::finding::{Finding, Scope};
+use crate::harness::variants::{NEW, OLD};
 use super::{NGINX, NGINX_UPGRADE};
-
-const OLD: &str = "Hell World";
-const NEW: &str = "Hello World";
 
 // ---- U01, U02: fork and execve on a small target --------------------------
 

@@ -202,6 +202,34 @@ pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
     }
 }
 
+/// Waits up to `limit` for `child` to exit: its status, or `None` if it still
+/// runs then. Polls every 200 µs: L11's start loop counts how many short-lived
+/// starts fit in a time budget, so the wait must not round each one up.
+fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Some(s));
+        }
+        if Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Waits up to `limit` for `child`, the leader of its own process group (as
+/// [`hermetic`] makes it), to exit: its status; or, if it overstays, kills
+/// its group, reaps it and returns `None`, so nothing is left behind.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let status = wait_within(child, limit)?;
+    if status.is_none() {
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.wait();
+    }
+    Ok(status)
+}
+
 /// Process groups of the targets alive now, for [`kill_all`].
 static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
@@ -262,15 +290,7 @@ impl Sentinel {
 impl Drop for Sentinel {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
-        let until = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = wait_or_kill(&mut self.child, Duration::from_secs(15));
     }
 }
 
@@ -432,21 +452,17 @@ impl Target {
             return Ok(s);
         }
         let limit = deadline();
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait()? {
+        match wait_within(&mut self.child, limit)? {
+            Some(s) => {
                 self.status = Some(s);
-                return Ok(s);
+                Ok(s)
             }
-            if Instant::now() >= until {
-                bail!(
-                    "timed out after {:.1} s waiting for {} to exit\n{}",
-                    limit.as_secs_f64(),
-                    self.label,
-                    self.dump()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
+            None => bail!(
+                "timed out after {:.1} s waiting for {} to exit\n{}",
+                limit.as_secs_f64(),
+                self.label,
+                self.dump()
+            ),
         }
     }
 

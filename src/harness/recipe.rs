@@ -4,14 +4,19 @@
 // tables to build them inside a Debian root with its own gcc. One recipe, so
 // every C library gets the same builds.
 
+/// What the old builds (v1) greet with: the article's bug.
+pub const OLD: &str = "Hell World";
+/// What the fixed builds (v2 and its kin) greet with.
+pub const NEW: &str = "Hello World";
+
 /// The libexample variants: (folder name, greeting, version, extra flags).
 pub const VARIANTS: &[(&str, &str, u32, &[&str])] = &[
-    ("v1", "Hell World", 1, &[]),
-    ("v2", "Hello World", 2, &[]),
-    ("v2-layout", "Hello World", 2, &["-DMOVED_LAYOUT"]),
+    ("v1", OLD, 1, &[]),
+    ("v2", NEW, 2, &[]),
+    ("v2-layout", NEW, 2, &["-DMOVED_LAYOUT"]),
     (
         "short",
-        "Hello World",
+        NEW,
         2,
         &[
             "-Os",
@@ -25,7 +30,7 @@ pub const VARIANTS: &[(&str, &str, u32, &[&str])] = &[
             "-s",
         ],
     ),
-    ("v1-nodelete", "Hell World", 1, &["-Wl,-z,nodelete"]),
+    ("v1-nodelete", OLD, 1, &["-Wl,-z,nodelete"]),
 ];
 
 /// The C twins of the agent programs (`csrc/target.c`): (file name, linked

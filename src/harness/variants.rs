@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 /// Where build.rs put the variants (known at compile time).
 pub const VARIANTS_DIR: &str = env!("SWAPLAB_VARIANTS");
 
+/// The greetings, as the recipe builds them in.
+pub use crate::harness::recipe::{NEW, OLD};
+
 /// One build of libexample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -34,8 +37,8 @@ impl Variant {
     /// What `greeting()` returns in this build.
     pub fn greeting(self) -> &'static str {
         match self {
-            Variant::V1 | Variant::V1NoDelete => "Hell World",
-            Variant::V2 | Variant::V2Layout | Variant::Short => "Hello World",
+            Variant::V1 | Variant::V1NoDelete => OLD,
+            Variant::V2 | Variant::V2Layout | Variant::Short => NEW,
         }
     }
 

@@ -51,11 +51,10 @@ use nix::sys::socket::{
     self, recvmsg, sendmsg, sockopt, AddressFamily, Backlog, ControlMessage, ControlMessageOwned,
     MsgFlags, SockFlag, SockType, SockaddrStorage,
 };
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, Pid};
 
 use crate::targets::agent::emit;
-use crate::targets::server::{adopt_listeners, GENERATION, LISTEN_FDS};
+use crate::targets::server::{adopt_listeners, reap_ended_child, GENERATION, LISTEN_FDS};
 
 /// Exit status of a new process whose take-over was refused or failed.
 pub const TAKEOVER_FAILED: i32 = 3;
@@ -701,18 +700,11 @@ impl Server {
             }
             Signal::SIGQUIT => self.stop(&format!("signal QUIT received from pid={from}")),
             Signal::SIGUSR2 => self.exec_next(from),
-            Signal::SIGCHLD => loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(p, code)) => {
-                        self.child_gone(p, format!("exit code {code}"))
-                    }
-                    Ok(WaitStatus::Signaled(p, s, _)) => {
-                        self.child_gone(p, format!("signal {}", s.as_str()))
-                    }
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => {}
+            Signal::SIGCHLD => {
+                while let Some((pid, how)) = reap_ended_child() {
+                    self.child_gone(pid, how)
                 }
-            },
+            }
             _ => {}
         }
     }
@@ -1214,13 +1206,7 @@ impl Holder {
     }
 
     fn reap(&mut self) {
-        loop {
-            let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, c)) => (p, format!("exit code {c}")),
-                Ok(WaitStatus::Signaled(p, s, _)) => (p, format!("signal {}", s.as_str())),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
+        while let Some((pid, how)) = reap_ended_child() {
             if let Some(i) = self.gens.iter().position(|g| g.pid == pid) {
                 let g = self.gens.remove(i);
                 log(

@@ -28,7 +28,7 @@
 //! other end, so no generation outlives it, whichever master is the parent of
 //! which. Workers die with their master (`PR_SET_PDEATHSIG`).
 
-use std::ffi::{CStr, CString, OsString};
+use std::ffi::{CStr, CString};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
@@ -36,6 +36,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -54,70 +55,78 @@ pub const GENERATION: &str = "SWAPLAB_GENERATION";
 pub const MASTER_COMM: &str = "swaplab master";
 pub const WORKER_COMM: &str = "swaplab worker";
 
+/// The server's command line (with `--help`); the masters started by USR2
+/// get the same one.
+#[derive(Parser, Debug)]
+#[command(
+    name = "swaplab-server",
+    about = "The nginx-style master/worker server of the upgrade experiments",
+    args_override_self = true
+)]
 struct Options {
+    /// Address to listen on, loopback only; port 0 takes a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = loopback_address)]
     listen: SocketAddr,
+    /// Worker processes per master.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = worker_count)]
     workers: usize,
+    /// The master's pid file (renamed to `<PATH>.oldbin` during an upgrade).
+    #[arg(long, value_name = "PATH")]
     pid_file: PathBuf,
+    /// Leave, killing the workers, when stdin reaches its end.
+    #[arg(long)]
     exit_with_stdin: bool,
 }
 
-const USAGE: &str = "usage: swaplab-server --pid-file PATH [--listen 127.0.0.1:PORT] \
-                     [--workers N] [--exit-with-stdin]";
+fn loopback_address(s: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| "not an address like 127.0.0.1:8080".to_string())?;
+    if !a.ip().is_loopback() {
+        return Err("swaplab listens on loopback only (127.0.0.0/8, ::1)".into());
+    }
+    Ok(a)
+}
+
+fn worker_count(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| "give 1 to 64".to_string())
+}
 
 fn fail(msg: &str) -> ! {
     eprintln!("swaplab-server: {msg}");
     std::process::exit(2)
 }
 
+/// The options, or the end: `--help` prints on stdout and exits 0; a bad
+/// command line exits 2, its message on stderr named after the server, as
+/// every other failure of it is.
 fn parse_options() -> Options {
-    let mut o = Options {
-        listen: "127.0.0.1:0".parse().expect("valid"),
-        workers: 2,
-        pid_file: PathBuf::new(),
-        exit_with_stdin: false,
-    };
-    let mut args = std::env::args_os().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| -> OsString {
-            args.next()
-                .unwrap_or_else(|| fail(&format!("{name} needs a value\n{USAGE}")))
-        };
-        match a.to_str() {
-            Some("--listen") => {
-                let v = value("--listen");
-                o.listen = v.to_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-                    fail(&format!(
-                        "--listen {v:?} is not an address like 127.0.0.1:8080"
-                    ))
-                });
-                if !o.listen.ip().is_loopback() {
-                    fail(&format!(
-                        "--listen {}: swaplab listens on loopback only (127.0.0.0/8, ::1)",
-                        o.listen
-                    ));
-                }
+    Options::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit()
+        }
+        let text = e.render().to_string();
+        fail(text.strip_prefix("error: ").unwrap_or(&text).trim_end())
+    })
+}
+
+/// Reaps one child that has ended, without blocking: its pid and how it
+/// ended (`exit code N`, `signal NAME`); `None` once no ended child is left.
+pub fn reap_ended_child() -> Option<(Pid, String)> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) => return Some((p, format!("exit code {code}"))),
+            Ok(WaitStatus::Signaled(p, s, _)) => {
+                return Some((p, format!("signal {}", s.as_str())))
             }
-            Some("--workers") => {
-                let v = value("--workers");
-                o.workers = v
-                    .to_str()
-                    .and_then(|s| s.parse().ok())
-                    .filter(|n| (1..=64).contains(n))
-                    .unwrap_or_else(|| fail(&format!("--workers {v:?}: give 1 to 64")));
-            }
-            Some("--pid-file") => o.pid_file = PathBuf::from(value("--pid-file")),
-            Some("--exit-with-stdin") => o.exit_with_stdin = true,
-            Some("--help") | Some("-h") => {
-                println!("{USAGE}");
-                std::process::exit(0)
-            }
-            _ => fail(&format!("unknown argument {a:?}\n{USAGE}")),
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            // Stopped or continued: not an end.
+            Ok(_) => {}
         }
     }
-    if o.pid_file.as_os_str().is_empty() {
-        fail(&format!("--pid-file is required\n{USAGE}"));
-    }
-    o
 }
 
 fn set_comm(name: &str) {
@@ -530,13 +539,7 @@ impl Master {
     }
 
     fn reap(&mut self) {
-        loop {
-            let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, code)) => (p, format!("exit code {code}")),
-                Ok(WaitStatus::Signaled(p, s, _)) => (p, format!("signal {}", s.as_str())),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
+        while let Some((pid, how)) = reap_ended_child() {
             if let Some(i) = self.workers.iter().position(|w| *w == pid) {
                 self.workers.remove(i);
                 self.log(&format!("worker child={pid} exited with {how}"));
