@@ -371,14 +371,7 @@ pub fn hup(lab: &mut Lab, fleet: &mut Fleet, master: i32, how: &str) -> Result<(
 /// QUIT to `pid`: waits until it has exited.
 pub fn quit(lab: &mut Lab, pid: i32, how: &str) -> Result<()> {
     lab.kill(Signal::SIGQUIT, pid, how)?;
-    lab.wait_until("the master has exited", || {
-        if procs::alive(pid) {
-            Err("still alive".into())
-        } else {
-            Ok(())
-        }
-    })?;
-    Ok(())
+    lab.wait_until_exited("the master has exited", &[pid])
 }
 
 /// Waits until `n` requests that started after `since` were answered by

@@ -450,14 +450,7 @@ impl Service {
                 if narrate {
                     lab.say(format!("[{}] {line}", t.label()));
                 }
-                let pid = old.pid;
-                lab.wait_until("the old generation has exited", || {
-                    if procs::alive(pid) {
-                        Err("still alive".into())
-                    } else {
-                        Ok(())
-                    }
-                })?;
+                lab.wait_until_exited("the old generation has exited", &[old.pid])?;
             }
             Strategy::Activation => {
                 let holder = self.holder.expect("a holder");
@@ -505,13 +498,7 @@ impl Service {
         let mut left = Vec::new();
         let pid = self.holder.unwrap_or(self.current.pid);
         lab.kill(Signal::SIGQUIT, pid, "$CURRENT")?;
-        let gens: Vec<i32> = vec![self.current.pid, pid];
-        lab.wait_until("every generation has exited", || {
-            match gens.iter().find(|p| procs::alive(**p)) {
-                Some(p) => Err(format!("pid {p} still alive")),
-                None => Ok(()),
-            }
-        })?;
+        lab.wait_until_exited("every generation has exited", &[self.current.pid, pid])?;
         for t in &mut self.targets {
             if t.pid() == pid {
                 t.wait_exit()?;

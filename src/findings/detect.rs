@@ -50,19 +50,6 @@ struct Case {
 /// A tool's answer: the pids it flags, or why it did not run.
 type Answer = std::result::Result<BTreeSet<i32>, String>;
 
-/// Puts variant `v` at `dst` (relative to the sandbox) by `how`, narrated.
-fn put(lab: &mut Lab, v: Variant, how: Replace, dst: &str) -> Result<()> {
-    let src = lab.sandbox.stage(v)?;
-    let src = lab.sandbox.rel(&src);
-    lab.shell(format!(
-        "{}   # {} ({})",
-        how.shell(&src, dst),
-        v.name(),
-        v.greeting()
-    ));
-    how.apply(lab.sandbox.root(), &src, dst)
-}
-
 /// Starts `program` with `lib/<dir>` as its library folder.
 fn start_on(lab: &mut Lab, program: Program, label: &str, dir: &str) -> Result<Target> {
     let libs = lab.sandbox.lib_dir().join(dir);
@@ -77,7 +64,7 @@ fn start_on(lab: &mut Lab, program: Program, label: &str, dir: &str) -> Result<T
 fn case_lib(lab: &mut Lab, dir: &str, v: Variant) -> Result<String> {
     std::fs::create_dir_all(lab.sandbox.lib_dir().join(dir))?;
     let dst = format!("lib/{dir}/libexample.so");
-    put(lab, v, Replace::Install, &dst)?;
+    lab.put_variant_at(v, Replace::Install, &dst, "")?;
     Ok(dst)
 }
 
@@ -517,7 +504,7 @@ fn start_with_pseudo_files(lab: &mut Lab) -> Result<Target> {
 /// Updates each case's library (or executable) its own way; a forks c and
 /// h starts in between.
 fn update_under_the_cases(lab: &mut Lab, s: &mut Scenario) -> Result<Updated> {
-    put(lab, V2, Replace::Install, "lib/a/libexample.so")?;
+    lab.put_variant_at(V2, Replace::Install, "lib/a/libexample.so", "")?;
     lab.note("c: a child a forks after the update");
     let line = lab.ask(&mut s.a, "fork", "forked")?;
     let c = field_i32(&line, "child")?;
@@ -526,12 +513,12 @@ fn update_under_the_cases(lab: &mut Lab, s: &mut Scenario) -> Result<Updated> {
     let h = start_on(lab, Program::Plain, "h", "a")?;
     lab.shell("rm lib/b/libexample.so");
     std::fs::remove_file(lab.sandbox.lib_dir().join("b/libexample.so"))?;
-    put(lab, V2Layout, Replace::CopyInPlace, "lib/d/libexample.so")?;
-    put(lab, V2, Replace::WriteInPlace, "lib/e/libexample.so")?;
-    put(lab, V1, Replace::Install, "lib/f/libexample.so")?;
-    put(lab, V2, Replace::Install, "lib/i/libexample.so")?;
+    lab.put_variant_at(V2Layout, Replace::CopyInPlace, "lib/d/libexample.so", "")?;
+    lab.put_variant_at(V2, Replace::WriteInPlace, "lib/e/libexample.so", "")?;
+    lab.put_variant_at(V1, Replace::Install, "lib/f/libexample.so", "")?;
+    lab.put_variant_at(V2, Replace::Install, "lib/i/libexample.so", "")?;
     s.i_handle = reopen(lab, &mut s.i, s.i_handle, "i")?;
-    put(lab, V2, Replace::Install, "lib/j/libexample.so")?;
+    lab.put_variant_at(V2, Replace::Install, "lib/j/libexample.so", "")?;
     s.j_handle = reopen(lab, &mut s.j, s.j_handle, "j")?;
     let next = lab.sandbox.stage_program(Program::App2)?;
     let next = lab.sandbox.rel(&next);

@@ -26,15 +26,7 @@ const LINKED: &str = "lib/libexample.so";
 /// Installs variant `v` at `dst` (relative to the sandbox) with install(1),
 /// narrated with what the file is for.
 fn install(lab: &mut Lab, v: Variant, dst: &str, role: &str) -> Result<()> {
-    let src = lab.sandbox.rel(&lab.sandbox.stage(v)?);
-    let how = Replace::Install;
-    lab.shell(format!(
-        "{}   # {} ({}), the {role} library",
-        how.shell(&src, dst),
-        v.name(),
-        v.greeting()
-    ));
-    how.apply(lab.sandbox.root(), &src, dst)
+    lab.put_variant_at(v, Replace::Install, dst, &format!(", the {role} library"))
 }
 
 /// Installs variant `v` as the preloaded library; returns the new file's

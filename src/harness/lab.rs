@@ -250,16 +250,29 @@ impl Lab {
     /// Puts variant `v` at `lib/libexample.so` by `how`, narrated as the
     /// command that does the same; returns the file's inode afterwards.
     pub fn put_lib(&mut self, v: Variant, how: Replace) -> Result<u64> {
+        self.put_variant_at(v, how, "lib/libexample.so", "")?;
+        self.lib_inode()
+    }
+
+    /// Puts variant `v` at `dst` (relative to the sandbox) by `how`,
+    /// narrated as the command that does the same, with the variant's name
+    /// and greeting and then `role` in its comment.
+    pub fn put_variant_at(
+        &mut self,
+        v: Variant,
+        how: Replace,
+        dst: &str,
+        role: &str,
+    ) -> Result<()> {
         let src = self.sandbox.stage(v)?;
-        let (src, dst) = (self.sandbox.rel(&src), "lib/libexample.so");
+        let src = self.sandbox.rel(&src);
         self.shell(format!(
-            "{}   # {} ({})",
+            "{}   # {} ({}){role}",
             how.shell(&src, dst),
             v.name(),
             v.greeting()
         ));
-        how.apply(self.sandbox.root(), &src, dst)?;
-        self.lib_inode()
+        how.apply(self.sandbox.root(), &src, dst)
     }
 
     /// The inode `lib/libexample.so` names now, narrated as `stat`.
@@ -496,21 +509,28 @@ impl Lab {
     pub fn wait_until<T>(
         &mut self,
         what: &str,
-        mut probe: impl FnMut() -> std::result::Result<T, String>,
+        probe: impl FnMut() -> std::result::Result<T, String>,
     ) -> Result<T> {
         let limit = crate::harness::process::deadline();
-        let until = std::time::Instant::now() + limit;
-        loop {
-            match probe() {
-                Ok(v) => return Ok(v),
-                Err(last) if std::time::Instant::now() >= until => anyhow::bail!(
-                    "timed out after {:.1} s waiting until {what} (last seen: {last})\n(sandbox: {})",
-                    limit.as_secs_f64(),
-                    self.sandbox.root().display()
-                ),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+        let every = std::time::Duration::from_millis(2);
+        crate::harness::process::poll_until(limit, every, probe).map_err(|last| {
+            anyhow::anyhow!(
+                "timed out after {:.1} s waiting until {what} (last seen: {last})\n(sandbox: {})",
+                limit.as_secs_f64(),
+                self.sandbox.root().display()
+            )
+        })
+    }
+
+    /// Waits until none of `pids` is alive (zombies count as gone), or
+    /// fails at the deadline naming `what` and the pid still there.
+    pub fn wait_until_exited(&mut self, what: &str, pids: &[i32]) -> Result<()> {
+        self.wait_until(what, || {
+            match pids.iter().find(|p| crate::harness::procs::alive(**p)) {
+                Some(p) => Err(format!("pid {p} still alive")),
+                None => Ok(()),
             }
-        }
+        })
     }
 
     // ---- swaplab stale -----------------------------------------------------

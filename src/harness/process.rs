@@ -191,13 +191,27 @@ pub fn hermetic(program: &Path, lib_dir: &Path) -> Command {
 /// (multi-threaded) process can be held open for writing by a child that
 /// another thread forked and has not yet exec'ed.
 pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
-    let until = Instant::now() + deadline();
+    let busy = |e: &std::io::Error| e.raw_os_error() == Some(libc::ETXTBSY);
+    poll_until(deadline(), Duration::from_millis(2), || match cmd.spawn() {
+        Err(e) if busy(&e) => Err(e),
+        other => Ok(other),
+    })?
+}
+
+/// Asks `probe` every `every` until it answers `Ok`, for at most `limit`;
+/// then its last `Err`. Every wait in the harness is one of these: a
+/// deadline, never a bare sleep.
+pub fn poll_until<T, E>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let until = Instant::now() + limit;
     loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            other => return other,
+        match probe() {
+            Err(last) if Instant::now() >= until => return Err(last),
+            Err(_) => std::thread::sleep(every),
+            done => return done,
         }
     }
 }
@@ -206,15 +220,16 @@ pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
 /// runs then. Polls every 200 µs: L11's start loop counts how many short-lived
 /// starts fit in a time budget, so the wait must not round each one up.
 fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait()? {
-            return Ok(Some(s));
+    let exited = poll_until(limit, Duration::from_micros(200), || {
+        match child.try_wait() {
+            Ok(None) => Err(()),
+            Ok(Some(s)) => Ok(Ok(s)),
+            Err(e) => Ok(Err(e)),
         }
-        if Instant::now() >= until {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_micros(200));
+    });
+    match exited {
+        Ok(status) => status.map(Some),
+        Err(_still_running) => Ok(None),
     }
 }
 
@@ -479,22 +494,22 @@ impl Target {
     /// returns it; fails at the deadline with what arrived.
     pub fn wait_stderr(&self, pred: impl Fn(&str) -> bool, what: &str) -> Result<String> {
         let limit = deadline();
-        let until = Instant::now() + limit;
-        loop {
+        let text = poll_until(limit, Duration::from_millis(2), || {
             let text = self.stderr_text();
             if pred(&text) {
-                return Ok(text);
+                Ok(text)
+            } else {
+                Err(())
             }
-            if Instant::now() >= until {
-                bail!(
-                    "timed out after {:.1} s waiting for {what} on the stderr of {}\n{}",
-                    limit.as_secs_f64(),
-                    self.label,
-                    self.dump()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        });
+        text.or_else(|()| {
+            bail!(
+                "timed out after {:.1} s waiting for {what} on the stderr of {}\n{}",
+                limit.as_secs_f64(),
+                self.label,
+                self.dump()
+            )
+        })
     }
 
     /// Everything known about the target, for failure messages.

@@ -54,7 +54,9 @@ use nix::sys::socket::{
 use nix::unistd::{getpid, Pid};
 
 use crate::targets::agent::emit;
-use crate::targets::server::{adopt_listeners, reap_ended_child, GENERATION, LISTEN_FDS};
+use crate::targets::server::{
+    adopt_listeners, own_command, own_generation, reap_ended_child, GENERATION, LISTEN_FDS,
+};
 
 /// Exit status of a new process whose take-over was refused or failed.
 pub const TAKEOVER_FAILED: i32 = 3;
@@ -280,15 +282,8 @@ struct Server {
 fn serve_main(opts: Opts) -> ! {
     let me = getpid().as_raw();
     let signals = signal_fd();
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|e| fail(&format!("cannot find my own executable: {e}")));
-    let argv: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| fail("an argument has a NUL")))
-        .collect();
-    let mut gen: u32 = std::env::var(GENERATION)
-        .ok()
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(1);
+    let (exe, argv) = own_command(&[]).unwrap_or_else(|e| fail(&e));
+    let mut gen = own_generation();
     if opts.startup_ms > 0 {
         log(me, &format!("starting up ({} ms)", opts.startup_ms));
         std::thread::sleep(Duration::from_millis(opts.startup_ms));
@@ -912,13 +907,8 @@ struct Generation {
 fn holder(opts: Opts) -> ! {
     let me = getpid().as_raw();
     let signals = signal_fd();
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|e| fail(&format!("cannot find my own executable: {e}")));
     // Each generation runs the same command line without --holder.
-    let argv: Vec<CString> = std::env::args_os()
-        .filter(|a| a != "--holder")
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| fail("an argument has a NUL")))
-        .collect();
+    let (exe, argv) = own_command(&["--holder"]).unwrap_or_else(|e| fail(&e));
     let ls = bind_all(&opts.listen, false);
     for l in &ls {
         // The holder never accepts; the fds reach each generation by dup2.

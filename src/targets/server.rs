@@ -95,6 +95,27 @@ fn worker_count(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "give 1 to 64".to_string())
 }
 
+/// This program's executable and command line (without the arguments
+/// `drop` names), to exec the next generation with: the same program, the
+/// same options.
+pub fn own_command(drop: &[&str]) -> Result<(PathBuf, Vec<CString>), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+    let argv = std::env::args_os()
+        .filter(|a| !drop.iter().any(|d| a == d))
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| "an argument has a NUL".to_string()))
+        .collect::<Result<_, _>>()?;
+    Ok((exe, argv))
+}
+
+/// The generation this process is (`SWAPLAB_GENERATION`, set by the one
+/// that exec'ed it); the first one without.
+pub fn own_generation() -> u32 {
+    std::env::var(GENERATION)
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(1)
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("swaplab-server: {msg}");
     std::process::exit(2)
@@ -391,15 +412,8 @@ pub fn main(version: &'static str, greeting: GreetingFn) -> ! {
     let opts = parse_options();
     let me = getpid().as_raw();
     let inherited = std::env::var_os(LISTEN_FDS).is_some();
-    let gen: u32 = std::env::var(GENERATION)
-        .ok()
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(1);
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|e| fail(&format!("cannot find my own executable: {e}")));
-    let argv: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| fail("an argument has a NUL")))
-        .collect();
+    let gen = own_generation();
+    let (exe, argv) = own_command(&[]).unwrap_or_else(|e| fail(&e));
     set_comm(MASTER_COMM);
     let mask = handled_signals();
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
