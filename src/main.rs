@@ -266,6 +266,7 @@ fn main() -> ExitCode {
     }) {
         eprintln!("swaplab: cannot install the interrupt handler: {e}");
     }
+    leave_quietly_when_stdout_closes();
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
@@ -275,6 +276,28 @@ fn main() -> ExitCode {
             ExitCode::from(exit.status())
         }
     }
+}
+
+/// `swaplab list | head`: once the reader has gone, printing fails with
+/// EPIPE (Rust ignores SIGPIPE, so that a reset socket is an error for the
+/// load client, not the death of the harness) and `println!` panics. Leave
+/// as a Unix filter does instead: targets killed, sandboxes removed, the
+/// status a SIGPIPE would give (141), and no panic message.
+fn leave_quietly_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            swaplab::harness::process::kill_all();
+            swaplab::harness::sandbox::remove_all();
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 impl Command {

@@ -37,7 +37,7 @@ fn list_json_is_machine_readable() {
 }
 
 #[test]
-fn run_l04_narrates_processes_greetings_and_maps_then_the_verdict() {
+fn run_narrates_the_forked_children_finding_then_its_verdict() {
     swaplab()
         .args(["run", "L04"])
         .assert()
@@ -101,7 +101,7 @@ fn musl_here() -> bool {
 }
 
 #[test]
-fn run_shows_a_column_per_c_library_and_l10_runs_only_on_musl() {
+fn run_shows_a_column_per_c_library_and_a_musl_only_finding_runs_only_there() {
     let out = swaplab()
         .args(["run", "L10", "L07", "--json"])
         .assert()
@@ -333,7 +333,7 @@ fn bad_flags_and_missing_arguments_exit_with_code_2() {
 }
 
 #[test]
-fn run_u03_narrates_the_upgrade_with_the_process_tables() {
+fn run_narrates_the_nginx_style_upgrade_with_the_process_tables() {
     let out = swaplab().args(["run", "U03"]).assert().success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     for want in [
@@ -561,4 +561,21 @@ fn the_handover_server_refuses_bad_input_clearly() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("cannot reach the old process"));
+}
+
+#[test]
+fn a_reader_that_leaves_early_ends_swaplab_quietly() {
+    // `swaplab list | head -1`, with the reader gone before the first line.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .arg("list")
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
