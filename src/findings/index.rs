@@ -18,6 +18,8 @@ index! {
         L12 l12_a_running_executable_cannot_be_written_but_can_be_replaced,
         L13 l13_an_unprivileged_user_cannot_read_another_users_maps,
     }
+    /// Series 2 of the loader: a library preloaded with LD_PRELOAD.
+    preload { L14 l14_a_preloaded_library_behaves_like_a_linked_one_across_a_replacement }
     /// Article 001: upgrading the executable on the fly.
     upgrade {
         U01 u01_a_child_forked_after_the_executable_is_replaced_runs_the_old_program,
@@ -43,5 +45,4 @@ index! {
     detect {
         D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,
     }
-    preload { L14 l14_a_preloaded_library_behaves_like_a_linked_one_across_a_replacement }
 }
