@@ -7,9 +7,10 @@
 //! prints the verdict. README.md, "Writing your own finding", walks through it.
 
 use anyhow::Result;
-use swaplab::detector::maps::Mapping;
+
 use swaplab::harness::finding::{Finding, Scope};
 use swaplab::harness::lab::Lab;
+use swaplab::harness::map_checks::describe;
 use swaplab::harness::process::Program;
 use swaplab::harness::replace::Replace;
 use swaplab::harness::report::run_on;
@@ -99,16 +100,6 @@ fn list(lab: &mut Lab, dir: &str) -> Result<Vec<String>> {
         names.join("  ")
     });
     Ok(names)
-}
-
-/// What a check saw in a process's mappings of the library.
-fn describe(maps: &[Mapping]) -> String {
-    let deleted = maps.iter().filter(|m| m.deleted).count();
-    let inodes: std::collections::BTreeSet<u64> = maps.iter().map(|m| m.inode).collect();
-    format!(
-        "{} mappings, inodes {inodes:?}, {deleted} marked (deleted)",
-        maps.len()
-    )
 }
 
 /// Narrates X01 on the host's C library and prints the verdict.

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 use swaplab::bench::{HandoverOptions, Options, StaleOptions};
 use swaplab::commands::{self, Done};
 use swaplab::drivers::comparison::Pace;

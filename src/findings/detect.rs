@@ -10,13 +10,14 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::detector::stale::{Need as Restart, Reason};
+use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
-use crate::targets::protocol::{after_colon, field_i32};
 use crate::harness::process::{Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, *};
 use crate::harness::variants::{NEW, OLD};
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::targets::protocol::{after_colon, field_i32};
+
 use super::DETECTOR;
 
 /// What the process really needs.
@@ -307,7 +308,6 @@ fn greeting(lab: &mut Lab, t: &mut Target) -> Result<String> {
         Err(how) => how,
     })
 }
-
 
 pub static D01: Finding = Finding {
     id: "D01",

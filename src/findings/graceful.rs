@@ -21,13 +21,14 @@ use crate::drivers::handover::{
     Setup, Strategy, Switch, CONTROL,
 };
 use crate::drivers::load::{self, Kind, Load, Sample};
+use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, vol, Lab};
-use crate::targets::protocol::{field_i32};
 use crate::harness::listeners;
 use crate::harness::netns::NetNs;
 use crate::harness::process::{hermetic, Program, Target};
 use crate::targets::handover::mono_ns;
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::targets::protocol::{field_i32};
+
 use super::GRACEFUL_RESTART;
 
 // ---- G01 ------------------------------------------------------------------
@@ -80,7 +81,6 @@ fn answers(addr: SocketAddr, n: usize) -> Result<Vec<std::result::Result<i32, St
         })
         .collect())
 }
-
 
 pub static G01: Finding = Finding {
     id: "G01",
@@ -223,7 +223,6 @@ fn sorted(mut v: Vec<u64>) -> Vec<u64> {
 }
 
 // ---- G02 ------------------------------------------------------------------
-
 
 pub static G02: Finding = Finding {
     id: "G02",
@@ -587,7 +586,6 @@ fn show_queue(lab: &mut Lab, ns: Option<&NetNs>, addr: SocketAddr) -> Result<Vec
     Ok(q)
 }
 
-
 pub static G04: Finding = Finding {
     id: "G04",
     slug: "queued_connections_wait_while_any_fd_holds_the_socket",
@@ -813,7 +811,6 @@ fn reuseport_drop(lab: &mut Lab, migrate: bool) -> Result<Overlap> {
     })
 }
 
-
 pub static G05: Finding = Finding {
     id: "G05",
     slug: "a_reuseport_overlap_drops_queued_connections_unless_migrated",
@@ -884,7 +881,6 @@ pub fn g06_setup() -> (Setup, Pace) {
         },
     )
 }
-
 
 pub static G06: Finding = Finding {
     id: "G06",
@@ -1043,7 +1039,6 @@ fn link_local(lab: &mut Lab, ns: &NetNs, ifname: &str) -> Result<(Ipv6Addr, u32)
     ));
     Ok((addr, index))
 }
-
 
 pub static G07: Finding = Finding {
     id: "G07",

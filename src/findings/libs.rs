@@ -6,93 +6,30 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::detector::maps::{self, Mapping};
 use crate::detector::stale::Reason;
+use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::map_checks::{
+    check_current, check_old_deleted, check_two_copies, describe, none_deleted, only_inode,
+};
 use crate::harness::lab::{inode_of, vol, Lab, Stale};
-use crate::targets::protocol::{field_i32};
-use crate::harness::process::{hermetic, spawn_retrying, Program, Target};
+use crate::harness::process::{hermetic, spawn_retrying, Program};
 use crate::harness::replace::Replace;
 use crate::harness::runtime::Libc;
 use crate::harness::variants::Variant::{self, *};
 use crate::harness::variants::{NEW, OLD};
-use crate::harness::finding::{Finding, Need, Scope};
+
 use super::SHARED_LIBRARY_UPDATE;
-
-fn all_deleted(m: &[Mapping]) -> bool {
-    !m.is_empty() && m.iter().all(|m| m.deleted)
-}
-
-fn none_deleted(m: &[Mapping]) -> bool {
-    !m.is_empty() && m.iter().all(|m| !m.deleted)
-}
-
-fn only_inode(m: &[Mapping], ino: u64) -> bool {
-    !m.is_empty() && m.iter().all(|m| m.inode == ino)
-}
 
 fn as_strs(r: &std::result::Result<String, String>) -> std::result::Result<&str, &str> {
     r.as_ref().map(|s| s.as_str()).map_err(|s| s.as_str())
 }
-
-fn describe(m: &[Mapping]) -> String {
-    if m.is_empty() {
-        return "no mapping".into();
-    }
-    let inodes = maps::inodes(m);
-    let deleted = m.iter().filter(|m| m.deleted).count();
-    format!(
-        "{} mappings, inodes {inodes:?}, {deleted} marked (deleted)",
-        m.len()
-    )
-}
-
-/// Checks that `m` maps exactly the old, deleted file `ino`.
-pub(super) fn check_old_deleted(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
-    lab.check(
-        format!("every mapping of the library in {who}'s maps ends in (deleted)"),
-        all_deleted(m),
-        describe(m),
-    );
-    lab.check(
-        format!("{who}'s mappings keep the old inode"),
-        only_inode(m, ino),
-        describe(m),
-    );
-}
-
-/// Checks that `m` maps the current file `ino`, none deleted.
-pub(super) fn check_current(lab: &mut Lab, who: &str, m: &[Mapping], ino: u64) {
-    lab.check(
-        format!("{who} maps the file now on disk, none (deleted)"),
-        only_inode(m, ino) && none_deleted(m),
-        describe(m),
-    );
-}
-
-/// Checks that `m` maps both the old file `old`, every mapping of it
-/// (deleted), and the file now on disk `new`, none of it (deleted): two
-/// copies side by side (musl's second copy).
-fn check_two_copies(lab: &mut Lab, who: &str, m: &[Mapping], old: u64, new: u64) {
-    let of = |ino: u64| -> Vec<Mapping> { m.iter().filter(|m| m.inode == ino).cloned().collect() };
-    let (o, n) = (of(old), of(new));
-    lab.check(
-        format!("{who} still maps the old file, every mapping (deleted)"),
-        all_deleted(&o),
-        describe(m),
-    );
-    lab.check(
-        format!("{who} also maps the file now on disk, none (deleted)"),
-        none_deleted(&n),
-        describe(m),
-    );
-}
-
 
 pub static L01: Finding = Finding {
     id: "L01",
@@ -140,7 +77,6 @@ pub fn l01(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-
 pub static L02: Finding = Finding {
     id: "L02",
     slug: "a_running_process_keeps_the_old_library_marked_deleted",
@@ -187,7 +123,6 @@ pub fn l02(lab: &mut Lab) -> Result<()> {
     lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
     Ok(())
 }
-
 
 pub static L03: Finding = Finding {
     id: "L03",
@@ -243,25 +178,6 @@ pub fn l03(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-/// `fork` in `p`: the child calls the library; returns (child pid, greeting).
-pub(super) fn fork_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
-    let line = lab.ask(p, "fork", "forked")?;
-    let child = field_i32(&line, "child")?;
-    let g = lab.expect(p, &format!("greeting pid={child}:"))?;
-    Ok((child, crate::targets::protocol::after_colon(&g)))
-}
-
-/// `spawn` in `p`: a child that execs `p`'s program and calls the library;
-/// returns (child pid, greeting).
-pub(super) fn spawn_child(lab: &mut Lab, p: &mut Target) -> Result<(i32, String)> {
-    let line = lab.ask(p, "spawn", "spawned")?;
-    let child = field_i32(&line, "child")?;
-    lab.expect(p, &format!("ready pid={child}"))?;
-    let g = lab.expect(p, &format!("greeting pid={child}:"))?;
-    Ok((child, crate::targets::protocol::after_colon(&g)))
-}
-
-
 pub static L04: Finding = Finding {
     id: "L04",
     slug: "forked_children_keep_the_old_library",
@@ -284,14 +200,14 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     let ino1 = lab.put_lib(V1, Replace::Install)?;
     let mut p = lab.start(Program::Fork, "P")?;
     let gp = lab.call(&mut p)?;
-    let (_, g1) = fork_child(lab, &mut p)?;
+    let (_, g1) = lab.fork_child(&mut p)?;
     lab.note("the library is updated while P runs");
     let ino2 = lab.put_lib(V2, Replace::Install)?;
-    let (c2, g2) = fork_child(lab, &mut p)?;
+    let (c2, g2) = lab.fork_child(&mut p)?;
     let m2 = lab.maps(c2)?;
     lab.note("restart only the children: kill them, fork a fresh one");
     lab.ask(&mut p, "kill-children", "reaped")?;
-    let (c3, g3) = fork_child(lab, &mut p)?;
+    let (c3, g3) = lab.fork_child(&mut p)?;
     lab.note("which processes must be restarted, and how?");
     let r = lab.stale(&[p.pid(), c3])?;
     lab.check_stale(&r, "P", p.pid(), Stale::Required(Reason::Replaced));
@@ -325,7 +241,6 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-
 pub static L05: Finding = Finding {
     id: "L05",
     slug: "exec_after_the_replacement_loads_the_new_library",
@@ -351,7 +266,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     let g2 = lab.call(&mut a)?;
     let r1 = lab.stale(&[a.pid()])?;
     lab.note("fork + execve: A forks a child that execs A's program");
-    let (s, gs) = spawn_child(lab, &mut a)?;
+    let (s, gs) = lab.spawn_child(&mut a)?;
     let ms = lab.maps(s)?;
     lab.note("execve in place: A execs its own program; the pid stays");
     let pid_before = a.pid();
@@ -401,7 +316,6 @@ fn start_time(pid: i32) -> Result<(u64, i32)> {
     let st = procfs::process::Process::new(pid)?.stat()?;
     Ok((st.starttime, st.ppid))
 }
-
 
 /// What musl shows instead of L06's claim.
 const MUSL_L06: &str = "On musl, `dlopen` of the same path after the last `dlclose` also loads the new version, but as a second copy: `dlclose` left the old one mapped (`(deleted)`), and the handle differs.";
@@ -538,7 +452,6 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
     }
     Ok(())
 }
-
 
 /// What musl shows instead of L07's claim.
 const MUSL_L07: &str = "musl matches by device + inode, not by the path string: `dlopen` of the same path while a handle is still open loads the new file as a second copy, with another handle and the new code; the old copy stays mapped beside it.";
@@ -734,7 +647,6 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
     lab.stop(&mut d)
 }
 
-
 /// What musl shows instead of L08's claim.
 const MUSL_L08: &str = "On musl pinning changes nothing: every `dlclose` leaves the library mapped, and a `dlopen` after the replacement loads the new file (v2) as a second copy, whatever pins the old one; with every handle closed both copies stay mapped.";
 pub static L08: Finding = Finding {
@@ -766,7 +678,6 @@ pub fn l08(lab: &mut Lab) -> Result<()> {
     }
     Ok(())
 }
-
 
 pub static L09: Finding = Finding {
     id: "L09",
@@ -822,7 +733,6 @@ pub fn l09(lab: &mut Lab) -> Result<()> {
     );
     Ok(())
 }
-
 
 pub static L10: Finding = Finding {
     id: "L10",
@@ -1158,7 +1068,6 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-
 pub static L11: Finding = Finding {
     id: "L11",
     slug: "how_the_file_is_replaced_decides_what_running_processes_see",
@@ -1327,7 +1236,6 @@ pub fn kernel_version() -> Result<(u32, u32)> {
         .map(|s| s.parse::<u32>().unwrap_or(0));
     Ok((it.next().unwrap_or(0), it.next().unwrap_or(0)))
 }
-
 
 pub static L12: Finding = Finding {
     id: "L12",

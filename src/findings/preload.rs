@@ -5,15 +5,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::libs::{check_current, check_old_deleted, fork_child, spawn_child};
-use super::SHARED_LIBRARY_UPDATE;
 use crate::detector::maps::Mapping;
 use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Scope};
+use crate::harness::map_checks::{check_current, check_old_deleted};
 use crate::harness::lab::{inode_of, Lab, Stale};
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, V1, V2};
+
+use super::SHARED_LIBRARY_UPDATE;
 
 /// The preloaded library, relative to the sandbox: beside the linked
 /// `lib/libexample.so`, a name no program is linked against.
@@ -102,11 +103,11 @@ pub fn l14(lab: &mut Lab) -> Result<()> {
     let ino2 = install_preloaded(lab, V2)?;
     let g_after = lab.call(&mut p)?;
     let m_after = preloaded_maps(lab, p.pid())?;
-    let (c, g_fork) = fork_child(lab, &mut p)?;
+    let (c, g_fork) = lab.fork_child(&mut p)?;
     let m_fork = preloaded_maps(lab, c)?;
     lab.note("the linked library gets v1, so it still says the other greeting; then fork + execve");
     install(lab, V1, LINKED, "linked")?;
-    let (s, g_exec) = spawn_child(lab, &mut p)?;
+    let (s, g_exec) = lab.spawn_child(&mut p)?;
     let env_exec = preload_env(lab, s)?;
     let m_exec = preloaded_maps(lab, s)?;
     lab.note("which processes must be restarted, and how?");

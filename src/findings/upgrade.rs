@@ -20,14 +20,15 @@ use crate::drivers::fleet::{
 };
 use crate::drivers::load::{Load, Sample};
 use crate::drivers::nginx;
+use crate::harness::finding::{Finding, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
-use crate::targets::protocol::{after_colon, field_i32};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{V1, V2};
-use crate::harness::finding::{Finding, Scope};
 use crate::harness::variants::{NEW, OLD};
+use crate::targets::protocol::{after_colon, field_i32};
+
 use super::{NGINX, NGINX_UPGRADE};
 
 // ---- U01, U02: fork and execve on a small target --------------------------
@@ -45,7 +46,6 @@ fn check_exe(lab: &mut Lab, what: &str, path: &Path, seen: (&Path, bool), delete
         format!("{} deleted={d}", exe.display()),
     );
 }
-
 
 pub static U01: Finding = Finding {
     id: "U01",
@@ -140,7 +140,6 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
     lab.check_stale(&r, "the exec'ed child", s, Stale::Clean);
     Ok(())
 }
-
 
 pub static U02: Finding = Finding {
     id: "U02",
@@ -411,7 +410,6 @@ impl Renames {
 
 // ---- U03–U07: swaplab's server, and real nginx beside it --------------------
 
-
 pub static U03: Finding = Finding {
     id: "U03",
     slug: "the_nginx_style_upgrade_keeps_every_connection",
@@ -477,7 +475,6 @@ fn masters(fleet: &Fleet) -> Vec<i32> {
 fn group_pids(fleet: &Fleet) -> Vec<i32> {
     procs::group(fleet.pgid).iter().map(|p| p.pid).collect()
 }
-
 
 pub static U04: Finding = Finding {
     id: "U04",
@@ -584,7 +581,6 @@ fn usr2_while_both_run(lab: &mut Lab, fleet: &mut Fleet, old: i32, new: i32) -> 
     Ok(())
 }
 
-
 pub static U05: Finding = Finding {
     id: "U05",
     slug: "rollback_brings_the_old_generation_back_without_errors",
@@ -632,7 +628,6 @@ pub fn u05(lab: &mut Lab) -> Result<()> {
     drop(s);
     Ok(())
 }
-
 
 pub static U06: Finding = Finding {
     id: "U06",
@@ -835,7 +830,6 @@ fn mark_pids(line: &str) -> String {
     }
     out.join(" ")
 }
-
 
 pub static U07: Finding = Finding {
     id: "U07",

@@ -19,7 +19,7 @@ use crate::harness::process::{hermetic, Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::sandbox::Sandbox;
 use crate::harness::variants::Variant;
-use crate::targets::protocol::{after_colon, field, field_u32};
+use crate::targets::protocol::{after_colon, field, field_i32, field_u32};
 
 /// How an experiment judged its finding on this machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -390,6 +390,24 @@ impl Lab {
     pub fn call(&mut self, t: &mut Target) -> Result<String> {
         let line = self.ask(t, "call", "greeting")?;
         Ok(after_colon(&line))
+    }
+
+    /// `fork` in `p`: the child calls the library; its pid and greeting.
+    pub fn fork_child(&mut self, p: &mut Target) -> Result<(i32, String)> {
+        let line = self.ask(p, "fork", "forked")?;
+        let child = field_i32(&line, "child")?;
+        let g = self.expect(p, &format!("greeting pid={child}:"))?;
+        Ok((child, after_colon(&g)))
+    }
+
+    /// `spawn` in `p`: a child that execs `p`'s program and calls the
+    /// library; its pid and greeting.
+    pub fn spawn_child(&mut self, p: &mut Target) -> Result<(i32, String)> {
+        let line = self.ask(p, "spawn", "spawned")?;
+        let child = field_i32(&line, "child")?;
+        self.expect(p, &format!("ready pid={child}"))?;
+        let g = self.expect(p, &format!("greeting pid={child}:"))?;
+        Ok((child, after_colon(&g)))
     }
 
     /// `callh H`: the greeting through dlopen handle `h`, and the address

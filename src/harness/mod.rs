@@ -6,6 +6,7 @@ pub mod ci;
 pub mod finding;
 pub mod lab;
 pub mod listeners;
+pub mod map_checks;
 pub mod netns;
 pub mod platform;
 pub mod process;
