@@ -1055,7 +1055,7 @@ pub static G07: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     needs: &[
-        Need::NetNs("joins two network namespaces with a veth pair"),
+        Need::NetNs("joins two hosts with a veth pair"),
         Need::Tool {
             program: "ip",
             package: "iproute2",

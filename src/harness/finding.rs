@@ -141,7 +141,7 @@ impl Need {
             }
             Need::NetNs(what) => match crate::harness::netns::NetNs::available() {
                 Err(why) => missing(
-                    format!("{id} {what}, in network namespaces of its own, which this machine does not allow ({why})"),
+                    format!("{id} {what} inside network namespaces of its own, which this machine does not allow ({why})"),
                     as_root(),
                 ),
                 Ok(()) => Ok(()),
