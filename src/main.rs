@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use swaplab::bench::{HandoverOptions, Options, StaleOptions};
+use swaplab::bench::handover::HandoverOptions;
+use swaplab::bench::stale::StaleOptions;
+use swaplab::bench::upgrade::Options;
 use swaplab::commands::{self, Done};
 use swaplab::drivers::comparison::Pace;
 use swaplab::drivers::handover::{Setup, Strategy};
@@ -283,22 +285,33 @@ fn main() -> ExitCode {
 /// EPIPE (Rust ignores SIGPIPE, so that a reset socket is an error for the
 /// load client, not the death of the harness) and `println!` panics. Leave
 /// as a Unix filter does instead: targets killed, sandboxes removed, the
-/// status a SIGPIPE would give (141), and no panic message.
+/// status a SIGPIPE would give (141), and no panic message. Whether the
+/// reader has gone is asked of the kernel (POLLERR on stdout), not read
+/// from the panic's words.
 fn leave_quietly_when_stdout_closes() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let text = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .unwrap_or_default();
-        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+        if stdout_reader_gone() {
             swaplab::harness::process::kill_all();
             swaplab::harness::sandbox::remove_all();
             std::process::exit(141);
         }
         default(info)
     }));
+}
+
+/// Whether stdout is a pipe or socket whose reading end is closed.
+fn stdout_reader_gone() -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(&stdout),
+        PollFlags::empty(),
+    )];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }
 
 impl Command {

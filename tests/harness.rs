@@ -451,16 +451,24 @@ const LAYERS: [&str; 7] = [
 ];
 
 /// The crate's top modules that `text` (Rust source) refers to, outside
-/// comments: `crate::harness::lab` → `harness`.
+/// comments: `crate::harness::lab` → `harness`, and each of
+/// `crate::{drivers::load, harness}`.
 fn layers_used(text: &str, prefix: &str) -> Vec<String> {
-    let re = regex::Regex::new(&format!(r"\b{prefix}::(\w+)")).unwrap();
-    text.lines()
+    let path = regex::Regex::new(&format!(r"\b{prefix}::(\w+)")).unwrap();
+    let group = regex::Regex::new(&format!(r"\b{prefix}::\{{([^}}]*)")).unwrap();
+    let code: String = text
+        .lines()
         .map(|l| l.split("//").next().unwrap_or_default())
-        .flat_map(|l| {
-            re.captures_iter(l)
-                .map(|c| c[1].to_string())
-                .collect::<Vec<_>>()
-        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let grouped = group.captures_iter(&code).flat_map(|c| {
+        c[1].split(',')
+            .filter_map(|item| item.trim().split("::").next().map(str::to_string))
+            .collect::<Vec<_>>()
+    });
+    path.captures_iter(&code)
+        .map(|c| c[1].to_string())
+        .chain(grouped)
         .filter(|m| LAYERS.contains(&m.as_str()))
         .collect()
 }

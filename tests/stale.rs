@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 
+use swaplab::harness::process::spawn_retrying;
+
 use crate::cli::swaplab;
 
 /// A process killed and reaped when the test ends, however it ends.
@@ -56,7 +58,18 @@ fn spawn_guarded(mut cmd: std::process::Command) -> Guarded {
             Ok(())
         });
     }
-    Guarded(cmd.spawn().unwrap())
+    Guarded(spawn_retrying(&mut cmd).unwrap())
+}
+
+/// Runs `cmd` to its end and returns what it printed. It starts a program
+/// this test binary has just copied, so it may meet ETXTBSY while another
+/// test's fork still holds the copy's write end: the start is retried.
+fn output_of(mut cmd: std::process::Command) -> std::process::Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    spawn_retrying(&mut cmd)
+        .unwrap()
+        .wait_with_output()
+        .unwrap()
 }
 
 /// Starts a copy of `sleep` at `dir/name` (as `uid` if given) and waits
@@ -308,12 +321,11 @@ fn stale_as_an_unprivileged_user_reports_its_own_and_counts_the_rest() {
     // folder may not be open to it).
     let me = dir.path().join("swaplab");
     std::fs::copy(assert_cmd::cargo::cargo_bin!("swaplab"), &me).unwrap();
-    let out = std::process::Command::new(&me)
-        .args(["stale", "--json", "--match", "swl-unpriv"])
+    let mut cmd = std::process::Command::new(&me);
+    cmd.args(["stale", "--json", "--match", "swl-unpriv"])
         .uid(ids.0)
-        .gid(ids.1)
-        .output()
-        .unwrap();
+        .gid(ids.1);
+    let out = output_of(cmd);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -336,12 +348,11 @@ fn stale_as_an_unprivileged_user_reports_its_own_and_counts_the_rest() {
         .map(|u| u["pid"].as_i64().unwrap())
         .collect();
     assert_eq!(unreadable, vec![root_p.pid() as i64], "{v}");
-    let text = std::process::Command::new(&me)
-        .args(["stale", "--match", "swl-unpriv"])
+    let mut cmd = std::process::Command::new(&me);
+    cmd.args(["stale", "--match", "swl-unpriv"])
         .uid(ids.0)
-        .gid(ids.1)
-        .output()
-        .unwrap();
+        .gid(ids.1);
+    let text = output_of(cmd);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("1 unreadable (another user's; run as root to read them: swl-unpriv-root)"),

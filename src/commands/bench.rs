@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bench::{self, HandoverOptions, HandoverRun, Options, StaleOptions};
+use crate::bench::handover::{self, HandoverOptions, HandoverRun};
+use crate::bench::stale::{self, StaleOptions};
+use crate::bench::upgrade::{self, Options};
 use crate::commands::{bench_json, cores, judged, pretty, Done, Exit};
 use crate::harness::platform::Platform;
 
@@ -22,7 +24,7 @@ pub fn upgrade(o: Options, json: bool) -> Done {
             o.workers
         );
     }
-    let runs = bench::upgrade_runs(&o, |what| {
+    let runs = upgrade::upgrade_runs(&o, |what| {
         if !json {
             eprintln!("  {what}");
         }
@@ -42,7 +44,7 @@ pub fn upgrade(o: Options, json: bool) -> Done {
         });
         println!("{}", pretty(&bench_json(&platform, cores, body)));
     } else {
-        println!("\n{}", bench::table(&runs));
+        println!("\n{}", upgrade::table(&runs));
     }
     judged(failed)
 }
@@ -61,7 +63,7 @@ pub fn stale(o: StaleOptions, json: bool) -> Done {
             o.jit_every
         );
     }
-    let b = bench::stale_bench(&o, |what| {
+    let b = stale::stale_bench(&o, |what| {
         if !json {
             eprintln!("  {what}");
         }
@@ -75,7 +77,7 @@ pub fn stale(o: StaleOptions, json: bool) -> Done {
             "\n{} stale, {} on the new library ({} with a memfd); started in {:.1} s\n",
             b.stale, b.fresh, b.jit, b.setup_seconds
         );
-        print!("{}", bench::stale_table(&b));
+        print!("{}", stale::stale_table(&b));
     }
     Ok(())
 }
@@ -104,7 +106,7 @@ pub fn handover(o: HandoverOptions, out: &Path, json: bool) -> Done {
             o.pace.switches
         );
     }
-    let runs = bench::handover_runs(&o, |what| {
+    let runs = handover::handover_runs(&o, |what| {
         if !json {
             eprintln!("  {what}");
         }
@@ -144,7 +146,7 @@ fn write_handover(runs: &[HandoverRun], json: &str, out: &Path) -> (Vec<PathBuf>
         }
         if let Some(c) = &r.result {
             let path = out.join(format!("handover-{}.svg", c.strategy.name()));
-            write(path, &bench::timeline::svg(c));
+            write(path, &crate::bench::timeline::svg(c));
         }
     }
     write(out.join("handover.json"), json);

@@ -18,8 +18,9 @@ use crate::harness::lab::{pidt, vol, Lab, Shown};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
+use crate::targets::generation::LISTEN_FDS;
 use crate::targets::protocol::field;
-use crate::targets::server::{LISTEN_FDS, WORKER_COMM};
+use crate::targets::server::WORKER_COMM;
 
 /// Answers to wait for after each step in the experiments (the benchmark
 /// waits for more).

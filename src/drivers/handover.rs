@@ -15,9 +15,9 @@ use crate::drivers::load::{self, Load};
 use crate::harness::lab::{vol, Lab};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs;
+use crate::targets::generation::GENERATION;
 use crate::targets::handover::mono_ns;
 use crate::targets::protocol::{field, field_i32, field_u32};
-use crate::targets::server::GENERATION;
 
 /// The control socket of the SCM_RIGHTS strategy, in the sandbox.
 pub const CONTROL: &str = "run/handover.sock";

@@ -1,7 +1,7 @@
-//! U08: the upgrade and the rollback against real nginx, from a private
-//! prefix in the sandbox (config, pid file, logs, temp folders), on a
-//! loopback port, driven by the same steps and load client as swaplab's
-//! own server.
+//! Real nginx, for U04, U06, U08 and `bench upgrade`: a copy of the
+//! system's binary started from a private prefix in the sandbox (config, pid
+//! file, logs, temp folders) on a loopback port, so that the same upgrade
+//! steps and load client as for swaplab's own server drive it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -21,9 +21,10 @@ use crate::harness::replace::Replace;
 pub const ENABLE: &str = "apt-get install -y nginx";
 
 /// The nginx binary: `SWAPLAB_NGINX`, or `nginx` on PATH or in the sbin
-/// folders where distributions put it.
+/// folders where distributions put it (the need that U04, U06 and U08
+/// declare looks the same way).
 pub fn find_nginx() -> Option<PathBuf> {
-    crate::harness::programs::find_in("nginx", &["/usr/local/nginx/sbin"])
+    crate::harness::programs::find("nginx")
 }
 
 /// A running nginx: the fleet, plus the guards that kill it whatever

@@ -1003,7 +1003,8 @@ fn ip(lab: &mut Lab, ns: &NetNs, args: &[&str], shown: &str) -> Result<()> {
         .map(|a| if a.starts_with("/proc/") { "$NS_B" } else { a })
         .collect();
     lab.shell(format!("nsenter --net=$NS_{shown} ip {}", words.join(" ")));
-    let mut cmd = std::process::Command::new("ip");
+    let ip = crate::harness::programs::find("ip").context("ip (iproute2) is not installed")?;
+    let mut cmd = std::process::Command::new(ip);
     cmd.args(args);
     ns.enter_on_exec(&mut cmd);
     let out = cmd.output().context("cannot run ip (iproute2)")?;

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::detector::maps::Mapping;
 use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Scope};
 use crate::harness::map_checks::{check_current, check_old_deleted};
-use crate::harness::lab::{inode_of, Lab, Stale};
+use crate::harness::lab::{Lab, Stale};
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, V1, V2};
@@ -36,10 +36,7 @@ fn install(lab: &mut Lab, v: Variant, dst: &str, role: &str) -> Result<()> {
 /// number to the next file, or not.)
 fn install_preloaded(lab: &mut Lab, v: Variant) -> Result<u64> {
     install(lab, v, PRELOADED, "preloaded")?;
-    let ino = inode_of(&lab.sandbox.root().join(PRELOADED))?;
-    lab.shell(format!("stat -c 'inode=%i' {PRELOADED}"));
-    lab.say(format!("inode={ino}"));
-    Ok(ino)
+    lab.inode_at(PRELOADED)
 }
 
 /// The mappings of the preloaded library among `m` (musl also maps the
@@ -59,16 +56,15 @@ fn preloaded_maps(lab: &mut Lab, pid: i32) -> Result<Vec<Mapping>> {
 /// `LD_PRELOAD` as process `pid` got it, read from `/proc/PID/environ`
 /// (not from what the process says), narrated.
 fn preload_env(lab: &mut Lab, pid: i32) -> Result<Option<String>> {
-    let path = format!("/proc/{pid}/environ");
-    let raw = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
-    let found = raw
-        .split(|b| *b == 0)
-        .map(String::from_utf8_lossy)
-        .find(|v| v.starts_with("LD_PRELOAD="))
-        .map(|v| v.into_owned());
-    lab.proof(format!("$ tr '\\0' '\\n' < {path} | grep LD_PRELOAD"));
-    lab.proof(found.clone().unwrap_or_else(|| "(no lines)".into()));
-    Ok(found.map(|v| v["LD_PRELOAD=".len()..].to_string()))
+    let found = crate::harness::procs::environ_var(pid, "LD_PRELOAD");
+    lab.proof(format!(
+        "$ tr '\\0' '\\n' < /proc/{pid}/environ | grep LD_PRELOAD"
+    ));
+    lab.proof(match &found {
+        Some(v) => format!("LD_PRELOAD={v}"),
+        None => "(no lines)".into(),
+    });
+    Ok(found)
 }
 
 pub static L14: Finding = Finding {

@@ -136,7 +136,6 @@ pub struct Lab {
     evidence: Vec<usize>,
     checks: Vec<Check>,
     observations: BTreeMap<String, Value>,
-    skipped: Option<(String, String)>,
     live: Option<Sink>,
 }
 
@@ -159,7 +158,6 @@ impl Lab {
             evidence: Vec::new(),
             checks: Vec::new(),
             observations: BTreeMap::new(),
-            skipped: None,
             live,
         })
     }
@@ -238,13 +236,6 @@ impl Lab {
         self.check(what, ok, format!("{got:?}, expected {want:?}"))
     }
 
-    /// Ends the experiment as Skipped.
-    pub fn skip(&mut self, reason: impl Display, enable: impl Display) -> Result<()> {
-        self.note(format!("skipped: {reason}"));
-        self.skipped = Some((reason.to_string(), enable.to_string()));
-        Ok(())
-    }
-
     // ---- library files -----------------------------------------------------
 
     /// Puts variant `v` at `lib/libexample.so` by `how`, narrated as the
@@ -277,8 +268,14 @@ impl Lab {
 
     /// The inode `lib/libexample.so` names now, narrated as `stat`.
     pub fn lib_inode(&mut self) -> Result<u64> {
-        let ino = inode_of(&self.sandbox.lib_file())?;
-        self.shell("stat -c 'inode=%i' lib/libexample.so");
+        self.inode_at("lib/libexample.so")
+    }
+
+    /// The inode `rel` (relative to the sandbox) names now, narrated as
+    /// `stat`.
+    pub fn inode_at(&mut self, rel: &str) -> Result<u64> {
+        let ino = inode_of(&self.sandbox.root().join(rel))?;
+        self.shell(format!("stat -c 'inode=%i' {rel}"));
         self.say(format!("inode={ino}"));
         Ok(ino)
     }
@@ -638,12 +635,6 @@ impl Lab {
         if let Err(e) = result {
             return Verdict::Error {
                 message: format!("{e:#}\n(sandbox: {})", self.sandbox.root().display()),
-            };
-        }
-        if let Some((reason, enable)) = &self.skipped {
-            return Verdict::Skipped {
-                reason: reason.clone(),
-                enable: enable.clone(),
             };
         }
         if self.checks.is_empty() {

@@ -1,6 +1,17 @@
-//! What every experiment stands on: the `Lab` notebook, sandboxes, target
-//! processes, C library runtimes, /proc views, replacement tools, network
-//! namespaces, redaction, lab sheets and the report.
+//! What every experiment stands on, and what proves a finding:
+//!
+//! - a finding and what it needs ([`finding`]); the run loop and the report
+//!   ([`report`], [`platform`]); proving a finding in a test ([`prove`],
+//!   [`sheets`], [`ci`]);
+//! - the `Lab` notebook ([`lab`]) and its judgments on mappings
+//!   ([`map_checks`]), with redaction ([`redact`]);
+//! - sandboxes, target processes, C library columns and the recipe that
+//!   builds them ([`sandbox`], [`process`], [`runtime`], [`recipe`],
+//!   [`variants`]);
+//! - what the kernel shows: processes, fds and sockets in /proc
+//!   ([`procs`]), listening sockets over sock_diag ([`listeners`]);
+//! - the tools experiments use: replacements ([`replace`]), installed
+//!   programs ([`programs`]), network namespaces ([`netns`]).
 
 pub mod ci;
 pub mod finding;

@@ -14,21 +14,16 @@ const SYSTEM_DIRS: [&str; 6] = [
     "/bin",
 ];
 
-/// The program `SWAPLAB_<NAME>` names (`SWAPLAB_NGINX`), else the first
-/// file named `name` on PATH, then in the system folders and in `extra`.
-pub fn find_in(name: &str, extra: &[&str]) -> Option<PathBuf> {
+/// The program `SWAPLAB_<NAME>` names (`SWAPLAB_NGINX`, `SWAPLAB_IP`), else
+/// the first file named `name` on PATH, then in the system folders.
+pub fn find(name: &str) -> Option<PathBuf> {
     let chosen = format!("SWAPLAB_{}", name.to_ascii_uppercase().replace('-', "_"));
     if let Some(p) = std::env::var_os(chosen) {
         return Some(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(SYSTEM_DIRS.iter().chain(extra).map(PathBuf::from))
+        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-/// The first file named `name` on PATH or in the system folders.
-pub fn find(name: &str) -> Option<PathBuf> {
-    find_in(name, &[])
 }

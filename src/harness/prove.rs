@@ -91,6 +91,18 @@ impl Proof {
     pub fn prove(&self, f: &Finding) {
         let columns = Runtime::available();
         let outcomes = run_all(&[f], &columns, |_, _| None, |_| {});
+        let inapplicable = |o: &Outcome| matches!(o.verdict, Verdict::NotApplicable { .. });
+        if outcomes.iter().all(inapplicable) && columns.iter().all(|c| c.is_ok()) {
+            // Nothing ran and nothing is missing: the scope excludes every
+            // column this machine has (a glibc-only finding on musl).
+            let columns: Vec<&str> = outcomes.iter().map(|o| o.runtime.as_str()).collect();
+            let reason = format!(
+                "its scope ({:?}) takes none of this machine's columns ({})",
+                f.scope,
+                columns.join(", ")
+            );
+            return skipped(f, "all", &reason, "run it where its C library is");
+        }
         for (column, o) in columns.iter().zip(&outcomes) {
             match column {
                 Err(u) if f.concerns(u.libc) => skipped(f, &u.name, &u.reason, &u.enable),

@@ -62,8 +62,10 @@ impl Outcome {
     }
 }
 
-/// Runs one finding's experiment with its targets on `rt`. Findings that
-/// do not run on that C library come back as NotApplicable.
+/// Runs one finding's experiment with its targets on `rt`, in a fresh
+/// sandbox. A finding that does not run on that C library comes back as
+/// NotApplicable; one whose needs this machine lacks, as Skipped (with what
+/// would enable it) before anything starts.
 pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
     let t0 = Instant::now();
     let no_verdict = Verdict::Error {

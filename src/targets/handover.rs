@@ -54,8 +54,9 @@ use nix::sys::socket::{
 use nix::unistd::{getpid, Pid};
 
 use crate::targets::agent::emit;
-use crate::targets::server::{
-    adopt_listeners, own_command, own_generation, reap_ended_child, GENERATION, LISTEN_FDS,
+use crate::targets::generation::{
+    adopt_listeners, environment_without, own_command, own_generation, reap_ended_child,
+    spawn_new_binary, GENERATION, LISTEN_FDS,
 };
 
 /// Exit status of a new process whose take-over was refused or failed.
@@ -737,7 +738,7 @@ impl Server {
             return;
         }
         let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
-        match crate::targets::server::spawn_new_binary(&self.exe, &self.argv, &fds, self.gen + 1) {
+        match spawn_new_binary(&self.exe, &self.argv, &fds, self.gen + 1) {
             Ok(child) => {
                 self.exec_child = Some(child);
                 self.log(&format!(
@@ -1065,7 +1066,7 @@ impl Holder {
         self.next += 1;
         let n = self.ls.len() as i32;
         let src: Vec<RawFd> = self.ls.iter().map(|l| l.as_raw_fd()).collect();
-        let mut env = crate::targets::server::environment_without(&[
+        let mut env = environment_without(&[
             "LISTEN_FDS",
             "LISTEN_PID",
             "NOTIFY_SOCKET",

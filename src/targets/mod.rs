@@ -2,6 +2,7 @@
 //! protocol. They import nothing of the harness.
 
 pub mod agent;
+pub mod generation;
 pub mod handover;
 pub mod protocol;
 pub mod server;
