@@ -24,7 +24,8 @@
 //! and it trusts that the wall clock did not jump in between. A file created
 //! after the process started and then mapped (a `dlopen` of a new file) is
 //! not counted as changed: the change must come after the file's birth time
-//! by more than a tick, or the file must be older than the process.
+//! by more than the time its installer may take to write it
+//! ([`INSTALL_WRITE_NS`]), or the file must be older than the process.
 //!
 //! Not reported, and counted in the summary instead:
 //! - pseudo-files, which have no file on disk to compare with: memfd
@@ -53,6 +54,15 @@ use serde::Serialize;
 
 use crate::detector::elf::{self, Where};
 use crate::detector::maps::split_deleted;
+
+/// How long an installer (`install`, a package manager) may take between
+/// creating a file and its last write: a file born after the process
+/// started counts as modified in place only if written later than this
+/// after its birth. Seen here: with a margin of one clock tick (10 ms), a
+/// library that `install` had just written, on a 2-core machine busy with
+/// other work, was flagged as modified in place (L07 on musl, whose
+/// process maps the new file).
+pub const INSTALL_WRITE_NS: i128 = 1_000_000_000;
 
 /// Which processes to look at. Empty means every process.
 #[derive(Clone, Debug, Default)]
@@ -731,7 +741,7 @@ impl Scanner {
                 let after_start = mtime_ns - ctx.start_ns;
                 let old_enough = match btime_ns {
                     None => true,
-                    Some(b) => b < ctx.start_ns || mtime_ns - b > tick,
+                    Some(b) => b < ctx.start_ns || mtime_ns - b > INSTALL_WRITE_NS,
                 };
                 if after_start > tick && old_enough {
                     return Some(file(
