@@ -741,7 +741,10 @@ impl Scanner {
                 let after_start = mtime_ns - ctx.start_ns;
                 let old_enough = match btime_ns {
                     None => true,
-                    Some(b) => b < ctx.start_ns || mtime_ns - b > INSTALL_WRITE_NS,
+                    // Born before the process, as far as its start time
+                    // (the tick it began in) tells; or written long after
+                    // its birth.
+                    Some(b) => b < ctx.start_ns + tick || mtime_ns - b > INSTALL_WRITE_NS,
                 };
                 if after_start > tick && old_enough {
                     return Some(file(
