@@ -741,10 +741,7 @@ impl Scanner {
                 let after_start = mtime_ns - ctx.start_ns;
                 let old_enough = match btime_ns {
                     None => true,
-                    // Born before the process, as far as its start time
-                    // (the tick it began in) tells; or written long after
-                    // its birth.
-                    Some(b) => b < ctx.start_ns + tick || mtime_ns - b > INSTALL_WRITE_NS,
+                    Some(b) => b < ctx.start_ns || mtime_ns - b > INSTALL_WRITE_NS,
                 };
                 if after_start > tick && old_enough {
                     return Some(file(
@@ -1139,8 +1136,10 @@ pub fn parse_user(s: &str) -> std::result::Result<u32, String> {
 }
 
 /// Waits until process `pid` has run longer than the detector's time
-/// resolution (two clock ticks of its start time) plus a margin, so that a
-/// write made afterwards is measurably after the start. The margin covers
+/// resolution (two clock ticks of its start time) plus a margin, and an
+/// installer's writing time ([`INSTALL_WRITE_NS`]), so that a write made
+/// afterwards is measurably after the start, and after the birth of a file
+/// born with the process. The margin covers
 /// the file times' coarse clock, which lags the real time by a jiffy and,
 /// on a busy virtual machine whose timer interrupts come late, by more:
 /// one musl L11 run here saw a write two ticks after the start go
@@ -1153,9 +1152,15 @@ pub fn wait_until_measurably_started(pid: i32, deadline: Duration) -> Result<()>
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     let start = stat.starttime as i128 * tick;
     let until = Instant::now() + deadline;
-    while clock_ns(nix::time::ClockId::CLOCK_BOOTTIME) <= start + 2 * tick + MARGIN_NS {
+    // A file born in the tick the process started in may be younger than
+    // the process by that tick's measure: its write must also come more
+    // than an installer's writing time after its birth.
+    let enough = start + 2 * tick + MARGIN_NS + INSTALL_WRITE_NS;
+    while clock_ns(nix::time::ClockId::CLOCK_BOOTTIME) <= enough {
         if Instant::now() >= until {
-            anyhow::bail!("process {pid} did not age two clock ticks within {deadline:?}");
+            anyhow::bail!(
+                "process {pid} did not age two clock ticks and {INSTALL_WRITE_NS} ns within {deadline:?}"
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     }
