@@ -76,7 +76,7 @@ pub struct Options {
 /// Whether a restart is needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Need {
+pub enum Urgency {
     /// The file on disk has the same content: nothing to gain but the
     /// `(deleted)` mark going away.
     Optional,
@@ -140,7 +140,7 @@ pub struct StaleFile {
     pub path: PathBuf,
     pub role: Role,
     pub reason: Reason,
-    pub need: Need,
+    pub need: Urgency,
     /// What the process maps.
     pub mapped: FileId,
     /// Whether `/proc/PID/maps` marks it ` (deleted)`.
@@ -176,7 +176,7 @@ pub struct StaleProcess {
     pub args: String,
     /// The systemd service from the process's cgroup, if any.
     pub service: Option<String>,
-    pub need: Need,
+    pub need: Urgency,
     pub restart: Restart,
     pub files: Vec<StaleFile>,
 }
@@ -429,7 +429,7 @@ pub fn scan(opts: &Options) -> Result<Report> {
     report.required = report
         .processes
         .iter()
-        .filter(|p| p.need == Need::Required)
+        .filter(|p| p.need == Urgency::Required)
         .count();
     report.optional = report.processes.len() - report.required;
     report.excluded = PSEUDO
@@ -609,7 +609,11 @@ impl Scanner {
         if stale.is_empty() {
             return Seen::Scanned(None);
         }
-        let need = stale.iter().map(|f| f.need).max().unwrap_or(Need::Optional);
+        let need = stale
+            .iter()
+            .map(|f| f.need)
+            .max()
+            .unwrap_or(Urgency::Optional);
         let args = args.unwrap_or_else(|| proc.cmdline().map(|c| c.join(" ")).unwrap_or_default());
         Seen::Scanned(Some(StaleProcess {
             pid,
@@ -674,7 +678,7 @@ impl Scanner {
             }
             OnDisk::Missing => Some(file(
                 Reason::Removed,
-                Need::Required,
+                Urgency::Required,
                 None,
                 "path".into(),
                 format!("{marked}; nothing is at the path now"),
@@ -684,19 +688,19 @@ impl Scanner {
                 let (reason, need, evidence, what) = match how {
                     Compared::Same(by) => (
                         Reason::Reinstalled,
-                        Need::Optional,
+                        Urgency::Optional,
                         by.clone(),
                         format!("the same content ({by})"),
                     ),
                     Compared::Differ(by) => (
                         Reason::Replaced,
-                        Need::Required,
+                        Urgency::Required,
                         by.clone(),
                         format!("another content ({by})"),
                     ),
                     Compared::Unknown(why) => (
                         Reason::Replaced,
-                        Need::Required,
+                        Urgency::Required,
                         format!("not compared: {why}"),
                         format!("content not compared: {why}"),
                     ),
@@ -722,7 +726,7 @@ impl Scanner {
                 if let Some(why) = self.segments_differ(ctx, &real, id, ctime_ns, size) {
                     return Some(file(
                         Reason::ModifiedInPlace,
-                        Need::Required,
+                        Urgency::Required,
                         Some(id),
                         "segments".into(),
                         format!(
@@ -746,7 +750,7 @@ impl Scanner {
                 if after_start > tick && old_enough {
                     return Some(file(
                         Reason::ModifiedInPlace,
-                        Need::Required,
+                        Urgency::Required,
                         Some(id),
                         "mtime".into(),
                         format!(
@@ -944,11 +948,11 @@ fn service_of(p: &Process) -> Option<String> {
 fn advise(procs: &mut [StaleProcess]) {
     let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
     let inherits = |child: &StaleProcess, parent: &StaleProcess| {
-        parent.need == Need::Required
+        parent.need == Urgency::Required
             && child
                 .files
                 .iter()
-                .filter(|f| f.need == Need::Required)
+                .filter(|f| f.need == Urgency::Required)
                 .all(|f| parent.files.iter().any(|g| g.mapped == f.mapped))
     };
     let mut tops = Vec::with_capacity(procs.len());
@@ -958,7 +962,7 @@ fn advise(procs: &mut [StaleProcess]) {
         let mut guard = 0;
         while let Some(&i) = index.get(&cur.ppid) {
             let parent = &procs[i];
-            if cur.need != Need::Required || !inherits(cur, parent) || guard > 64 {
+            if cur.need != Urgency::Required || !inherits(cur, parent) || guard > 64 {
                 break;
             }
             top = parent.pid;
@@ -970,11 +974,11 @@ fn advise(procs: &mut [StaleProcess]) {
     for (p, top) in procs.iter_mut().zip(tops) {
         p.restart = Restart {
             at: top,
-            fork_is_enough: p.need == Need::Optional,
+            fork_is_enough: p.need == Urgency::Optional,
             advice: match p.need {
-                Need::Optional => OPTIONAL.into(),
-                Need::Required if top == p.pid => ITSELF.into(),
-                Need::Required => inherited(top.to_string()),
+                Urgency::Optional => OPTIONAL.into(),
+                Urgency::Required if top == p.pid => ITSELF.into(),
+                Urgency::Required => inherited(top.to_string()),
             },
         };
     }
@@ -1010,8 +1014,8 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             None => format!("user {}", p.user),
         };
         let need = match p.need {
-            Need::Required => "restart required",
-            Need::Optional => "restart optional",
+            Urgency::Required => "restart required",
+            Urgency::Optional => "restart optional",
         };
         out.push(format!(
             "{} {} ({who}): {need}: {}",
@@ -1052,9 +1056,9 @@ fn ms_vol(detail: &str, marks: &Marks) -> String {
 
 fn advice_text(p: &StaleProcess, marks: &Marks) -> String {
     match p.need {
-        Need::Optional => OPTIONAL.to_string(),
-        Need::Required if p.restart.at == p.pid => ITSELF.to_string(),
-        Need::Required => inherited((marks.pid)(p.restart.at)),
+        Urgency::Optional => OPTIONAL.to_string(),
+        Urgency::Required if p.restart.at == p.pid => ITSELF.to_string(),
+        Urgency::Required => inherited((marks.pid)(p.restart.at)),
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::detector::stale::{Need as Restart, Reason};
+use crate::detector::stale::{Reason, Urgency};
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
@@ -722,8 +722,8 @@ fn table<'a>(
     let mut wrong: BTreeMap<&'a str, (usize, usize)> = BTreeMap::new();
     for c in cases {
         let s = match r.get(c.pid).map(|p| p.need) {
-            Some(Restart::Required) => "required",
-            Some(Restart::Optional) => "optional",
+            Some(Urgency::Required) => "required",
+            Some(Urgency::Optional) => "optional",
             None => "-",
         };
         let s_ok = s == c.truth.word();

@@ -577,7 +577,7 @@ impl Lab {
         pid: i32,
         want: Stale,
     ) -> bool {
-        use crate::detector::stale::{Need, Reason};
+        use crate::detector::stale::{Reason, Urgency};
         let got = r.get(pid);
         let saw = match got {
             None => "not flagged".to_string(),
@@ -603,7 +603,7 @@ impl Lab {
                     reason.word()
                 ),
                 got.is_some_and(|p| {
-                    p.need == Need::Required
+                    p.need == Urgency::Required
                         && p.restart.at == pid
                         && p.files.iter().any(|f| f.reason == reason)
                 }),
@@ -611,7 +611,7 @@ impl Lab {
             Stale::Optional => (
                 format!("swaplab stale lists {who} as restart optional (same content on disk)"),
                 got.is_some_and(|p| {
-                    p.need == Need::Optional
+                    p.need == Urgency::Optional
                         && p.files.iter().all(|f| f.reason == Reason::Reinstalled)
                 }),
             ),
@@ -621,7 +621,7 @@ impl Lab {
                     pidt(top)
                 ),
                 got.is_some_and(|p| {
-                    p.need == Need::Required && p.restart.at == top && !p.restart.fork_is_enough
+                    p.need == Urgency::Required && p.restart.at == top && !p.restart.fork_is_enough
                 }),
             ),
         };
