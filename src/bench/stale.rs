@@ -118,7 +118,11 @@ impl Sleepers {
         let mut line = String::new();
         while ready < n {
             line.clear();
-            if std::time::Instant::now() >= until {
+            // Every sleeper holds the pipe open: wait for a line only as
+            // long as the deadline leaves, so that a sleeper that never
+            // speaks fails the bench instead of hanging it.
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if self.lines.buffer().is_empty() && !readable_within(self.lines.get_ref(), left)? {
                 anyhow::bail!("only {ready} of {n} sleepers said ready before the deadline");
             }
             if self.lines.read_line(&mut line)? == 0 {
@@ -136,6 +140,26 @@ impl Sleepers {
         self.pids.extend(&started);
         Ok(started)
     }
+}
+
+/// Whether `file` has something to read (or its end) within `left`.
+fn readable_within(file: &std::fs::File, left: std::time::Duration) -> Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = left.as_millis().min(i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(file),
+        PollFlags::POLLIN,
+    )];
+    let ready = loop {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    Ok(ready > 0)
 }
 
 impl Drop for Sleepers {
