@@ -4,10 +4,13 @@
  * `test`; it greets once, says `ready PID`, and sleeps until the harness is
  * gone or kills it.
  *
- *   swaplab-sleeper HARNESS_PID [--jit] [--daemon]
+ *   swaplab-sleeper HARNESS_PID [--jit] [--daemon] [--data-view]
  *
  * --jit     also map a memfd executable, as JIT compilers do: a `(deleted)`
  *           mapping that is no stale code.
+ * --data-view  also map its libexample once more, whole and read-only, as
+ *           rustc does with the proc-macro libraries it loads: a second
+ *           mapping of the library that is no part of the loaded image.
  * --daemon  fork and let the first process exit, so the sleeper's parent is
  *           init, as a daemon's is (needrestart judges a child by its parent
  *           instead of on its own). It stays in the harness's process group.
@@ -17,6 +20,8 @@
  * not survive the daemon fork).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,15 +37,17 @@ const char *greeting(void);
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s HARNESS_PID [--jit] [--daemon]\n", argv[0]);
+        fprintf(stderr, "usage: %s HARNESS_PID [--jit] [--daemon] [--data-view]\n", argv[0]);
         return 2;
     }
-    int jit = 0, daemon = 0;
+    int jit = 0, daemon = 0, data_view = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--jit") == 0)
             jit = 1;
         else if (strcmp(argv[i], "--daemon") == 0)
             daemon = 1;
+        else if (strcmp(argv[i], "--data-view") == 0)
+            data_view = 1;
         else {
             fprintf(stderr, "unknown argument %s\n", argv[i]);
             return 2;
@@ -68,6 +76,17 @@ int main(int argc, char **argv) {
         if (fd < 0 || ftruncate(fd, 4096) != 0 ||
             mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0) == MAP_FAILED) {
             perror("memfd");
+            return 1;
+        }
+        close(fd);
+    }
+    if (data_view) {
+        Dl_info lib;
+        struct stat st;
+        int fd = dladdr((void *)greeting, &lib) ? open(lib.dli_fname, O_RDONLY) : -1;
+        if (fd < 0 || fstat(fd, &st) != 0 ||
+            mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) == MAP_FAILED) {
+            perror("data view");
             return 1;
         }
         close(fd);
