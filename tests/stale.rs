@@ -399,3 +399,106 @@ fn bench_stale_times_each_tool_and_judges_its_answer() {
         .assert()
         .code(2);
 }
+
+/// `swaplab stale --json --pid PID`: the status and the report.
+fn stale_json(pid: i32) -> (Option<i32>, serde_json::Value) {
+    let out = swaplab()
+        .args(["stale", "--json", "--pid", &pid.to_string()])
+        .output()
+        .unwrap();
+    (out.status.code(), json(&out.stdout))
+}
+
+/// The one file flagged in `v`, with its path as the report names it.
+fn only_file(v: &serde_json::Value) -> (&serde_json::Value, PathBuf) {
+    let files = v["processes"][0]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{v}");
+    let path = files[0]["path"].as_str().unwrap();
+    (&files[0], PathBuf::from(path))
+}
+
+#[test]
+fn a_current_file_named_like_a_deleted_one_is_not_flagged_and_hides_nothing() {
+    // maps prints a deleted file's name with ` (deleted)` after it: a file
+    // whose real name ends so is current, and must not be called removed.
+    let dir = sandbox();
+    let (p, _) = sleeper(dir.path(), "swl-named (deleted)", None);
+    let (code, v) = stale_json(p.pid());
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
+    // Nor can such a name hide a deleted file: `swl-gone` is removed, and
+    // a current, different file is named `swl-gone (deleted)`.
+    let (p, exe) = sleeper(dir.path(), "swl-gone", None);
+    std::fs::remove_file(&exe).unwrap();
+    install("/bin/true", &dir.path().join("swl-gone (deleted)"));
+    let (code, v) = stale_json(p.pid());
+    assert_eq!(code, Some(1), "{v}");
+    let (f, path) = only_file(&v);
+    assert_eq!(path, exe, "{v}");
+    assert_eq!(f["reason"], "removed", "{v}");
+    assert_eq!(f["deleted"], true, "{v}");
+}
+
+#[test]
+fn names_with_a_newline_a_space_and_a_tab_are_read_as_the_kernel_means_them() {
+    // maps escapes a newline as `\012` and ends each line after the name,
+    // spaces and tabs included: these names are current, not removed.
+    let dir = sandbox();
+    for name in ["swl-new\nline", "swl-space ", "swl-tab\t", "swl-both \t"] {
+        let (p, _) = sleeper(dir.path(), name, None);
+        let (code, v) = stale_json(p.pid());
+        assert_eq!(code, Some(0), "{name:?}: {v}");
+        assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{name:?}: {v}");
+    }
+    // And when replaced, the file is named as it is on disk.
+    let (p, exe) = sleeper(dir.path(), "swl-gone\nline", None);
+    install("/bin/true", &exe);
+    let (code, v) = stale_json(p.pid());
+    assert_eq!(code, Some(1), "{v}");
+    let (f, path) = only_file(&v);
+    assert_eq!(path, exe, "{v}");
+    assert_eq!(f["reason"], "replaced", "{v}");
+    assert_eq!(f["deleted"], true, "{v}");
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(evidence.contains("build-id"), "{v}");
+}
+
+/// Starts the C sleeper on libexample v1 from `dir`, with `args`, and waits
+/// for its `ready` line.
+fn c_sleeper(dir: &Path, args: &[&str]) -> Guarded {
+    let lib = dir.join("libexample.so");
+    let v1 = swaplab::harness::variants::Variant::V1.built_path();
+    install(v1.to_str().unwrap(), &lib);
+    let mut cmd = std::process::Command::new(env!("SWAPLAB_SLEEPER"));
+    cmd.arg(std::process::id().to_string())
+        .args(args)
+        .env_clear()
+        .env("LD_LIBRARY_PATH", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut p = spawn_guarded(cmd);
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(p.0.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("ready"), "the sleeper said {line:?}");
+    p
+}
+
+#[test]
+fn a_library_mapped_again_as_data_is_not_modified_in_place() {
+    // rustc maps each proc-macro library it loads a second time, whole and
+    // read-only, to read its metadata: that view is no segment of the
+    // loaded image, and no evidence of a write.
+    let dir = sandbox();
+    let p = c_sleeper(dir.path(), &["--data-view"]);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", p.pid())).unwrap();
+    let lib = dir.path().join("libexample.so");
+    let lib = lib.to_str().unwrap();
+    let views = maps
+        .lines()
+        .filter(|l| l.ends_with(lib) && l.contains(" 00000000 "));
+    assert_eq!(views.count(), 2, "the image and the data view:\n{maps}");
+    let (code, v) = stale_json(p.pid());
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
+}

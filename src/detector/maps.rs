@@ -1,6 +1,9 @@
 //! What `/proc` says about a process: its mappings of one file and its
-//! executable. Parsing is procfs's; this module only selects and renders.
+//! executable. Parsing is procfs's, except for the detector's lines
+//! ([`read_lines`]), whose names must be kept byte for byte.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -48,6 +51,104 @@ pub fn split_deleted(p: &Path) -> (PathBuf, bool) {
         Some(rest) => (PathBuf::from(rest), true),
         None => (p.to_path_buf(), false),
     }
+}
+
+/// One line of `/proc/PID/maps` as the kernel wrote it, the name kept byte
+/// for byte: procfs trims the spaces and tabs a name may end with, and
+/// fails on a name that is not UTF-8.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub dev: (u32, u32),
+    pub inode: u64,
+    /// The name column as printed (newlines escaped as `\012`, ` (deleted)`
+    /// appended to an unlinked name); empty for anonymous memory.
+    pub name: OsString,
+}
+
+/// Every line of `/proc/PID/maps`; the error is the open's or the read's
+/// (`PermissionDenied` for another user's process).
+pub fn read_lines(pid: i32) -> std::io::Result<Vec<Line>> {
+    let text = std::fs::read(format!("/proc/{pid}/maps"))?;
+    Ok(text.split(|&b| b == b'\n').filter_map(parse_line).collect())
+}
+
+/// `START-END PERMS OFFSET MAJ:MIN INODE   NAME`: the first five fields hold
+/// no space; the name follows the padding and runs to the end of the line.
+fn parse_line(line: &[u8]) -> Option<Line> {
+    let mut fields = line.splitn(6, |&b| b == b' ');
+    let mut next = || std::str::from_utf8(fields.next()?).ok();
+    let (range, perms, offset, dev, inode) = (next()?, next()?, next()?, next()?, next()?);
+    let rest = fields.next().unwrap_or_default();
+    let name = &rest[rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())..];
+    let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
+    let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+    Some(Line {
+        start: hex(start)?,
+        end: hex(end)?,
+        perms: perms.to_string(),
+        offset: hex(offset)?,
+        dev: (hex(major)? as u32, hex(minor)? as u32),
+        inode: inode.parse().ok()?,
+        name: OsStr::from_bytes(name).to_os_string(),
+    })
+}
+
+/// One name a printed maps name may stand for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reading {
+    pub path: PathBuf,
+    /// Read as an unlinked name with the kernel's ` (deleted)` taken off.
+    pub unlinked: bool,
+}
+
+/// The names a printed maps name may stand for: the kernel escapes a
+/// newline as `\012` but not a backslash, and appends ` (deleted)` to an
+/// unlinked name, which a real name may also end with. So the text alone
+/// decides nothing: each reading is to be checked against the mapping's
+/// device and inode. Unescaped readings come first (the kernel's meaning),
+/// then the literal ones; for each, the whole name before the one with the
+/// mark taken off.
+pub fn readings(printed: &OsStr) -> Vec<Reading> {
+    let bytes = printed.as_bytes();
+    let unescaped = replace(bytes, b"\\012", b"\n");
+    let mut texts = vec![unescaped];
+    if texts[0] != bytes {
+        texts.push(bytes.to_vec());
+    }
+    let mut out = Vec::with_capacity(4);
+    for t in texts {
+        out.push(Reading {
+            path: PathBuf::from(OsString::from_vec(t.clone())),
+            unlinked: false,
+        });
+        if let Some(rest) = t.strip_suffix(DELETED.as_bytes()) {
+            out.push(Reading {
+                path: PathBuf::from(OsStr::from_bytes(rest)),
+                unlinked: true,
+            });
+        }
+    }
+    out
+}
+
+fn replace(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Every file-backed mapping of process `pid`.

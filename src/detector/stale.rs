@@ -47,13 +47,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use procfs::process::{MMapPath, Process};
+use procfs::process::Process;
 use procfs::ProcError;
 use regex::Regex;
 use serde::Serialize;
 
 use crate::detector::elf::{self, Where};
-use crate::detector::maps::split_deleted;
+use crate::detector::maps;
 
 /// How long an installer (`install`, a package manager) may take between
 /// creating a file and its last write: a file born after the process
@@ -265,9 +265,8 @@ fn pseudo_kind(path: &str) -> Option<&'static str> {
     }
 }
 
-/// A mapped file as maps names it: major, minor, inode, path (with any
-/// ` (deleted)` mark).
-type FileKey = (u32, u32, u64, PathBuf);
+/// A mapped file as maps names it: major, minor, inode, the name as printed.
+type FileKey = (u32, u32, u64, std::ffi::OsString);
 
 /// One file-backed mapping, as the checks need it.
 #[derive(Clone, Debug)]
@@ -514,9 +513,9 @@ impl Scanner {
             }
             args = Some(a);
         }
-        let maps = match proc.maps() {
+        let lines = match maps::read_lines(pid) {
             Ok(m) => m,
-            Err(ProcError::PermissionDenied(_)) => {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Seen::Unreadable(Unreadable {
                     pid,
                     command: stat.comm,
@@ -536,69 +535,35 @@ impl Scanner {
             }
             Err(_) => None,
         };
-        if maps.0.is_empty() && exe.is_none() {
+        if lines.is_empty() && exe.is_none() {
             return Seen::Kernel;
         }
-        // Group the file mappings by file.
-        let mut files: Vec<(FileKey, Vec<Map>)> = Vec::new();
-        let mut pseudo: BTreeMap<&'static str, usize> = BTreeMap::new();
-        for m in maps.0 {
-            let path = match &m.pathname {
-                MMapPath::Path(p) => p,
-                MMapPath::Vsys(_) => {
-                    *pseudo.entry("sysv-shm").or_default() += 1;
-                    continue;
-                }
-                _ => continue,
-            };
-            if let Some(kind) = pseudo_kind(&path.to_string_lossy()) {
-                *pseudo.entry(kind).or_default() += 1;
-                continue;
-            }
-            let key = (m.dev.0 as u32, m.dev.1 as u32, m.inode, path.clone());
-            let map = Map {
-                start: m.address.0,
-                end: m.address.1,
-                offset: m.offset,
-                perms: m.perms.as_str(),
-            };
-            match files.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, v)) => v.push(map),
-                None => files.push((key, vec![map])),
-            }
-        }
-        for (kind, n) in pseudo {
-            let e = self.excluded.entry(kind).or_default();
-            e.0 += 1;
-            e.1 += n;
-        }
+        let files = self.group_by_file(lines);
         let ns = fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
         let own_ns = ns.is_some() && ns == self.my_mnt_ns;
         let start_ns = self.boot_to_real_ns + stat.starttime as i128 * self.tick_ns;
         let mut stale = Vec::new();
-        for ((major, minor, inode, raw), maps) in files {
-            let role = if exe.as_ref() == Some(&raw) {
-                Role::Executable
-            } else {
-                Role::Library
+        for ((major, minor, inode, printed), maps) in files {
+            let readings = maps::readings(&printed);
+            // /proc/PID/exe is the same name unescaped, mark included.
+            let role = match &exe {
+                Some(e) if readings.iter().any(|r| !r.unlinked && r.path == *e) => Role::Executable,
+                _ => Role::Library,
             };
             if role == Role::Library && !maps.iter().any(|m| m.perms.contains('x')) {
                 self.data_files += 1;
                 continue;
             }
-            let (path, deleted) = split_deleted(&raw);
-            let mapped = FileId {
-                major,
-                minor,
-                inode,
-            };
             let ctx = FileCtx {
                 pid,
                 role,
-                path: &path,
-                deleted,
-                mapped,
-                maps: &maps,
+                readings: &readings,
+                mapped: FileId {
+                    major,
+                    minor,
+                    inode,
+                },
+                maps: loaded_image(&maps),
                 own_ns,
                 start_ns,
             };
@@ -633,40 +598,136 @@ impl Scanner {
         }))
     }
 
+    /// The file mappings grouped by file, in order of first appearance;
+    /// pseudo-files counted in `excluded`, anonymous memory passed over.
+    fn group_by_file(&mut self, lines: Vec<maps::Line>) -> Vec<(FileKey, Vec<Map>)> {
+        let mut files: Vec<(FileKey, Vec<Map>)> = Vec::new();
+        let mut pseudo: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for m in lines {
+            let shown = m.name.to_string_lossy();
+            // Anonymous memory, [heap], [stack], [vdso] and the like.
+            if shown.is_empty() || (shown.starts_with('[') && shown.ends_with(']')) {
+                continue;
+            }
+            if let Some(kind) = pseudo_kind(&shown) {
+                *pseudo.entry(kind).or_default() += 1;
+                continue;
+            }
+            let key = (m.dev.0, m.dev.1, m.inode, m.name);
+            let map = Map {
+                start: m.start,
+                end: m.end,
+                offset: m.offset,
+                perms: m.perms,
+            };
+            match files.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(map),
+                None => files.push((key, vec![map])),
+            }
+        }
+        for (kind, n) in pseudo {
+            let e = self.excluded.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += n;
+        }
+        files
+    }
+
     /// Where the process itself would find `path`: the same path when it
     /// shares the scanner's mount namespace (maps show paths from the
     /// reader's root), else through `/proc/PID/root`.
-    fn resolve(&mut self, ctx: &FileCtx) -> (PathBuf, OnDisk) {
+    fn resolve(&mut self, ctx: &FileCtx, path: &Path) -> (PathBuf, OnDisk) {
         if ctx.own_ns {
-            let p = ctx.path.to_path_buf();
             let state = self
                 .paths
-                .entry(p.clone())
-                .or_insert_with(|| on_disk(&p))
+                .entry(path.to_path_buf())
+                .or_insert_with(|| on_disk(path))
                 .clone();
-            (p, state)
+            (path.to_path_buf(), state)
         } else {
-            let rel = ctx.path.strip_prefix("/").unwrap_or(ctx.path);
+            let rel = path.strip_prefix("/").unwrap_or(path);
             let p = PathBuf::from(format!("/proc/{}/root", ctx.pid)).join(rel);
             let state = on_disk(&p);
             (p, state)
         }
     }
 
+    /// The name the mapped file went by, and what that name holds now.
+    /// A reading of the printed name that holds the mapped device and inode
+    /// settles it: the file is current there, whatever its name ends with.
+    /// Otherwise the file is at none of them: its name was unlinked (the
+    /// kernel's mark, confirmed by the link count of the mapped file itself
+    /// where `/proc/PID/map_files` is readable, that is as root), and that
+    /// name is compared with what it holds now.
+    fn locate(&mut self, ctx: &FileCtx) -> Located {
+        let mut states = Vec::with_capacity(ctx.readings.len());
+        for r in ctx.readings {
+            let (real, state) = self.resolve(ctx, &r.path);
+            if matches!(state, OnDisk::File { id, .. } if id == ctx.mapped) {
+                return Located {
+                    path: r.path.clone(),
+                    real,
+                    state,
+                    deleted: false,
+                    identity: None,
+                };
+            }
+            states.push((real, state));
+        }
+        let links = ctx.maps.first().and_then(|m| {
+            fs::metadata(format!(
+                "/proc/{}/map_files/{:x}-{:x}",
+                ctx.pid, m.start, m.end
+            ))
+            .ok()
+            .map(|meta| meta.nlink())
+        });
+        let pick = ctx.readings.iter().position(|r| r.unlinked).unwrap_or(0);
+        let unlinked = ctx.readings[pick].unlinked;
+        let (deleted, identity) = match links {
+            Some(0) => (true, "map_files: the mapped file has no link left".to_string()),
+            Some(n) => (
+                unlinked,
+                format!("map_files: the mapped file has {n} links, none at this name"),
+            ),
+            None => (
+                unlinked,
+                "maps text checked with stat (map_files is root's): no reading of the name holds the mapped inode".to_string(),
+            ),
+        };
+        let (real, state) = states.swap_remove(pick);
+        Located {
+            path: ctx.readings[pick].path.clone(),
+            real,
+            state,
+            deleted,
+            identity: Some(identity),
+        }
+    }
+
     fn check(&mut self, ctx: &FileCtx) -> Option<StaleFile> {
-        let (real, state) = self.resolve(ctx);
+        let Located {
+            path,
+            real,
+            state,
+            deleted,
+            identity,
+        } = self.locate(ctx);
         let file = |reason: Reason, need, on_disk, evidence: String, detail: String| StaleFile {
-            path: ctx.path.to_path_buf(),
+            path: path.clone(),
             role: ctx.role,
             reason,
             need,
             mapped: ctx.mapped,
-            deleted: ctx.deleted,
+            deleted,
             on_disk,
-            evidence,
+            evidence: match &identity {
+                Some(how) => format!("{evidence}; identity: {how}"),
+                None => evidence,
+            },
             detail,
         };
-        let marked = if ctx.deleted {
+        let marked = if deleted {
             "the mapping is (deleted)"
         } else {
             "the mapping is not marked (deleted)"
@@ -834,15 +895,50 @@ impl Scanner {
     }
 }
 
+/// Where [`Scanner::locate`] found the mapped file's name.
+struct Located {
+    /// The name as the process knows it.
+    path: PathBuf,
+    /// The same name as the scanner reaches it.
+    real: PathBuf,
+    state: OnDisk,
+    /// Whether the name was unlinked from the mapped file.
+    deleted: bool,
+    /// How that was told, when the file is not at its name.
+    identity: Option<String>,
+}
+
 struct FileCtx<'a> {
     pid: i32,
     role: Role,
-    path: &'a Path,
-    deleted: bool,
+    /// What the printed name may stand for.
+    readings: &'a [maps::Reading],
     mapped: FileId,
+    /// The mappings of the loaded image only (see [`loaded_image`]).
     maps: &'a [Map],
     own_ns: bool,
     start_ns: i128,
+}
+
+/// The mappings (in address order) that belong to the image the loader laid
+/// out, without any other view of the same file (rustc maps each proc-macro
+/// library again, whole and read-only, to read its metadata): from the
+/// image's header mapping (offset 0) below its code, upward while the file
+/// offsets grow, as the segments of one image do. A data view is no
+/// evidence of a changed layout.
+fn loaded_image(maps: &[Map]) -> &[Map] {
+    let code = maps
+        .iter()
+        .find(|m| m.perms.contains('x'))
+        .map_or(u64::MAX, |m| m.start);
+    let Some(first) = maps.iter().rposition(|m| m.offset == 0 && m.start <= code) else {
+        return maps;
+    };
+    let len = maps[first..]
+        .windows(2)
+        .position(|w| w[1].offset <= w[0].offset)
+        .map_or(maps.len() - first, |i| i + 1);
+    &maps[first..first + len]
 }
 
 /// The old content: the mapped file itself through `/proc/PID/map_files`
@@ -1033,9 +1129,11 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             } else {
                 f.detail.clone()
             };
+            // A newline in a name would forge a line of the report: shown
+            // escaped, as maps shows it (JSON carries the name as it is).
             out.push(format!(
                 "  {role} {}: {}: {detail}",
-                f.path.display(),
+                f.path.to_string_lossy().replace('\n', "\\012"),
                 f.reason.word()
             ));
         }
