@@ -102,6 +102,10 @@ enum Command {
         /// Print JSON instead of the report.
         #[arg(long)]
         json: bool,
+        /// Print OpenMetrics text instead of the report, for node-exporter's
+        /// textfile collector.
+        #[arg(long, conflicts_with = "json")]
+        openmetrics: bool,
     },
     /// Measure: figures for a whole sequence under load.
     Bench {
@@ -117,6 +121,12 @@ Exit status:
   1  at least one process needs a restart
   2  bad arguments, or /proc could not be read
 
+The kernel does not change the status (needrestart too keeps it apart): when
+a newer kernel than the running one is installed (/boot/vmlinuz-*,
+/usr/lib/modules/*/vmlinuz), one line says so, and --json's \"kernel\" field
+tells (null when the running kernel is not among the installed ones, as in a
+VM booted with a kernel from outside: then nothing can be told).
+
 Not reported (counted in the summary): pseudo-files (memfd, SysV shared
 memory, /dev, huge pages, [aio]), anonymous memory, and files mapped without
 execute permission. Another user's processes cannot be read without root:
@@ -125,7 +135,15 @@ they are counted and named as unreadable.
 Examples:
   swaplab stale
   sudo swaplab stale --json
-  swaplab stale --user www-data --match nginx";
+  swaplab stale --user www-data --match nginx
+
+For node-exporter's textfile collector: status 1 still wrote the whole text;
+rename it into place, so the collector never reads half a file:
+  swaplab stale --openmetrics > DIR/swaplab.prom.$$; [ $? -le 1 ] &&
+    mv DIR/swaplab.prom.$$ DIR/swaplab.prom
+Gauges: swaplab_stale_processes{need}, swaplab_stale_process{pid,command,user,
+need,reason} (stale files), swaplab_stale_scanned_processes,
+swaplab_stale_unreadable_processes, swaplab_kernel_outdated (when known).";
 
 const COMPARE_HELP: &str = "\
 Each report gives one column per C library it ran on (the host's, musl's,
@@ -323,7 +341,15 @@ impl Command {
                 user,
                 pattern,
                 json,
-            } => commands::stale::command(pids, user, pattern, json),
+                openmetrics,
+            } => {
+                let output = match (json, openmetrics) {
+                    (true, _) => commands::stale::Output::Json,
+                    (_, true) => commands::stale::Output::OpenMetrics,
+                    _ => commands::stale::Output::Text,
+                };
+                commands::stale::command(pids, user, pattern, output)
+            }
             Command::Run {
                 ids,
                 all,

@@ -502,3 +502,287 @@ fn a_library_mapped_again_as_data_is_not_modified_in_place() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
 }
+
+/// A fake root with kernel images named `boot` in `/boot`, and modules
+/// folders (holding an image when the flag is set) in `/usr/lib/modules`.
+fn kernel_root(boot: &[&str], modules: &[(&str, bool)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("boot")).unwrap();
+    for name in boot {
+        std::fs::write(dir.path().join("boot").join(name), b"image").unwrap();
+    }
+    for (release, image) in modules {
+        let m = dir.path().join("usr/lib/modules").join(release);
+        std::fs::create_dir_all(&m).unwrap();
+        if *image {
+            std::fs::write(m.join("vmlinuz"), b"image").unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn stale_kernel_a_newer_installed_kernel_makes_the_running_one_outdated() {
+    use swaplab::detector::kernel::status;
+    // Debian: 18 is newer than 9 (as numbers, not as text); a config file
+    // of a newer release is no kernel.
+    let root = kernel_root(
+        &[
+            "vmlinuz-6.1.0-9-amd64",
+            "vmlinuz-6.1.0-18-amd64",
+            "config-6.1.0-20-amd64",
+        ],
+        &[],
+    );
+    let s = status(root.path(), "6.1.0-9-amd64").unwrap();
+    assert!(s.outdated, "{s:?}");
+    assert_eq!(s.newest_installed, "6.1.0-18-amd64");
+    let line = s.line().unwrap();
+    assert!(
+        line.contains("6.1.0-9-amd64") && line.contains("6.1.0-18-amd64"),
+        "{line}"
+    );
+    // Fedora, Arch: the image lives in the modules folder.
+    let root = kernel_root(
+        &[],
+        &[
+            ("6.5.6-300.fc39.x86_64", true),
+            ("6.5.12-300.fc39.x86_64", true),
+        ],
+    );
+    let s = status(root.path(), "6.5.6-300.fc39.x86_64").unwrap();
+    assert!(s.outdated, "{s:?}");
+    assert_eq!(s.newest_installed, "6.5.12-300.fc39.x86_64");
+}
+
+#[test]
+fn stale_kernel_the_newest_running_kernel_is_current_and_has_no_line() {
+    use swaplab::detector::kernel::status;
+    let root = kernel_root(&["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-18-amd64"], &[]);
+    let s = status(root.path(), "6.1.0-18-amd64").unwrap();
+    assert!(!s.outdated, "{s:?}");
+    assert_eq!(s.line(), None);
+    // A modules folder a removed package left behind is no kernel.
+    let root = kernel_root(&["vmlinuz-6.1.0-9-amd64"], &[("6.1.0-18-amd64", false)]);
+    let s = status(root.path(), "6.1.0-9-amd64").unwrap();
+    assert!(!s.outdated, "{s:?}");
+}
+
+#[test]
+fn stale_kernel_a_running_kernel_that_is_not_installed_tells_nothing() {
+    use swaplab::detector::kernel::status;
+    // This machine's case: a VM booted with a kernel from outside, its
+    // /boot empty or holding other kernels.
+    let root = kernel_root(&["vmlinuz-6.1.0-18-amd64"], &[]);
+    assert_eq!(status(root.path(), "6.18.44-fc"), None);
+    assert_eq!(status(kernel_root(&[], &[]).path(), "6.18.44-fc"), None);
+    let nothing = tempfile::tempdir().unwrap();
+    assert_eq!(status(nothing.path(), "6.18.44-fc"), None);
+}
+
+#[test]
+fn stale_json_carries_the_kernel_and_the_text_names_it_only_when_outdated() {
+    let here = swaplab::detector::kernel::status_here();
+    let dir = sandbox();
+    let (p, exe) = sleeper(dir.path(), "kernel-sleep", None);
+    install("/bin/true", &exe);
+    let (code, v) = stale_json(p.pid());
+    // The kernel never changes the status: one stale process, status 1.
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["kernel"], serde_json::to_value(&here).unwrap(), "{v}");
+    let out = output_of({
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swaplab"));
+        c.args(["stale", "--pid", &p.pid().to_string()]);
+        c
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    let outdated = here.as_ref().is_some_and(|k| k.outdated);
+    assert_eq!(
+        text.lines().any(|l| l.starts_with("kernel ")),
+        outdated,
+        "{here:?}\n{text}"
+    );
+}
+
+/// A sample: its name, its labels (unescaped) and its value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Checks `text` line by line as an OpenMetrics parser would: every family
+/// declared by `# TYPE` (after its `# HELP`) before its samples, and each
+/// family's samples together; every sample `name{labels} value` with
+/// well-formed, escaped label values and a number; a label set at most
+/// once per family; `# EOF` last. Returns the samples: (name, labels
+/// unescaped, value).
+fn parse_openmetrics(text: &str) -> Vec<Sample> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c == '_' || c == ':' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    assert!(text.ends_with("# EOF\n"), "no `# EOF` at the end:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let body = &lines[..lines.len() - 1];
+    let mut declared: Vec<String> = Vec::new();
+    let mut helped: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in body {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(
+                name_ok(name) && !helped.contains(&name.to_string()),
+                "{line}"
+            );
+            helped.push(name.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or_else(|| panic!("{line}"));
+            assert!(name_ok(name), "bad family name: {line}");
+            assert_eq!(kind, "gauge", "{line}");
+            assert!(
+                !declared.contains(&name.to_string()),
+                "declared twice: {line}"
+            );
+            declared.push(name.to_string());
+            current = Some(name.to_string());
+            continue;
+        }
+        assert!(
+            !line.starts_with('#'),
+            "a comment OpenMetrics does not know: {line}"
+        );
+        let (name, rest) = line
+            .split_once(['{', ' '])
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        assert_eq!(
+            current.as_deref(),
+            Some(name),
+            "sample outside its family: {line}"
+        );
+        let mut labels = Vec::new();
+        let mut rest = rest;
+        if line[name.len()..].starts_with('{') {
+            // name="value" pairs, values escaped: \\ \" \n only.
+            loop {
+                let (label, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                assert!(
+                    name_ok(label) && !label.contains(':'),
+                    "bad label name: {line}"
+                );
+                let mut value = String::new();
+                let mut chars = after.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, '\\')) => value.push('\\'),
+                            Some((_, '"')) => value.push('"'),
+                            Some((_, 'n')) => value.push('\n'),
+                            other => panic!("bad escape {other:?}: {line}"),
+                        },
+                        Some((i, '"')) => break i,
+                        Some((_, c)) => value.push(c),
+                        None => panic!("unterminated label value: {line}"),
+                    }
+                };
+                labels.push((label.to_string(), value));
+                rest = &after[end + 1..];
+                if let Some(r) = rest.strip_prefix(',') {
+                    rest = r;
+                } else {
+                    rest = rest.strip_prefix("} ").unwrap_or_else(|| panic!("{line}"));
+                    break;
+                }
+            }
+        }
+        let value: f64 = rest
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number {rest:?}: {line}"));
+        assert!(
+            seen.insert((name.to_string(), labels.clone())),
+            "label set twice: {line}"
+        );
+        samples.push((name.to_string(), labels, value));
+    }
+    assert_eq!(
+        helped, declared,
+        "each family has one # HELP before its # TYPE"
+    );
+    samples
+}
+
+#[test]
+fn stale_openmetrics_is_well_formed_and_escapes_what_a_process_names_itself() {
+    // The command name is the executable's: a quote, a newline and a
+    // backslash in it must not end the label value or forge a sample.
+    let dir = sandbox();
+    let name = "om\"q\nl\\x";
+    let (p, exe) = sleeper(dir.path(), name, None);
+    install("/bin/true", &exe);
+    let pid = p.pid().to_string();
+    let out = output_of({
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swaplab"));
+        c.args(["stale", "--openmetrics", "--pid", &pid]);
+        c
+    });
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The exit status stays the report's: a process needs a restart.
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(r#"command="om\"q\nl\\x""#),
+        "label value not escaped:\n{text}"
+    );
+    let samples = parse_openmetrics(&text);
+    let value = |metric: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == metric
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.2)
+    };
+    assert_eq!(
+        value("swaplab_stale_processes", &[("need", "required")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("swaplab_stale_processes", &[("need", "optional")]),
+        Some(0.0),
+        "{text}"
+    );
+    let mine = [
+        ("pid", pid.as_str()),
+        ("command", name),
+        ("need", "required"),
+        ("reason", "replaced"),
+    ];
+    assert_eq!(value("swaplab_stale_process", &mine), Some(1.0), "{text}");
+    assert_eq!(
+        value("swaplab_stale_scanned_processes", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("swaplab_stale_unreadable_processes", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    let kernel = swaplab::detector::kernel::status_here();
+    assert_eq!(
+        value("swaplab_kernel_outdated", &[]),
+        kernel.map(|k| f64::from(u8::from(k.outdated))),
+        "{text}"
+    );
+    // --json and --openmetrics are one or the other.
+    swaplab()
+        .args(["stale", "--json", "--openmetrics", "--pid", &pid])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+}

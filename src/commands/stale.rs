@@ -1,13 +1,40 @@
 //! `swaplab stale`: the running processes whose code is no longer on disk.
 
 use regex::Regex;
+use serde::Serialize;
 
 use crate::commands::{judged, pretty, Done, Exit};
-use crate::detector::stale::{self, Options};
+use crate::detector::kernel::{self, KernelStatus};
+use crate::detector::openmetrics;
+use crate::detector::stale::{self, Options, Report};
+
+/// How the report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+    OpenMetrics,
+}
+
+/// `--json`: the scan's report and the kernel's status beside it (`null`
+/// when it cannot tell). The kernel is the machine's, not the scan's: the
+/// lab's sandboxed scans (and their sheets) never show it.
+#[derive(Serialize)]
+struct WithKernel<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    kernel: Option<KernelStatus>,
+}
 
 /// Scans the processes `pids`, `user` and `pattern` select and prints the
-/// report (or JSON); fails when a process needs a restart.
-pub fn command(pids: Vec<i32>, user: Option<String>, pattern: Option<String>, json: bool) -> Done {
+/// report (text, JSON or OpenMetrics), with the kernel's status; fails when
+/// a process needs a restart (the kernel never changes the status).
+pub fn command(
+    pids: Vec<i32>,
+    user: Option<String>,
+    pattern: Option<String>,
+    output: Output,
+) -> Done {
     let bad = |msg: String| Exit::BadInput(format!("swaplab stale: {msg}"));
     let user = user
         .as_deref()
@@ -31,11 +58,17 @@ pub fn command(pids: Vec<i32>, user: Option<String>, pattern: Option<String>, js
         pattern,
     };
     let r = stale::scan(&opts).map_err(|e| bad(format!("{e:#}")))?;
-    if json {
-        println!("{}", pretty(&r));
-    } else {
-        for line in stale::render(&r, &stale::PLAIN) {
-            println!("{line}");
+    let kernel = kernel::status_here();
+    match output {
+        Output::Json => println!("{}", pretty(&WithKernel { report: &r, kernel })),
+        Output::OpenMetrics => print!("{}", openmetrics::render(&r, kernel.as_ref())),
+        Output::Text => {
+            for line in kernel.iter().filter_map(KernelStatus::line) {
+                println!("{line}");
+            }
+            for line in stale::render(&r, &stale::PLAIN) {
+                println!("{line}");
+            }
         }
     }
     judged(r.exit_code() != 0)

@@ -2,5 +2,7 @@
 //! stands on its own: nothing here knows of findings or the harness.
 
 pub mod elf;
+pub mod kernel;
 pub mod maps;
+pub mod openmetrics;
 pub mod stale;

@@ -1,0 +1,137 @@
+//! `swaplab stale --openmetrics`: the report as OpenMetrics text, for
+//! Prometheus' node-exporter textfile collector (the way restart-needed
+//! state usually reaches dashboards and alerts).
+//!
+//! Every family is a gauge, declared by `# HELP` and `# TYPE` before its
+//! samples, and the text ends with `# EOF`: that is both OpenMetrics and
+//! the older Prometheus text format that node-exporter's textfile
+//! collector parses (to it `# EOF` is a comment). Label values escape
+//! backslash, double quote and newline, as both specify: a process names
+//! itself, and must not forge a sample.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::detector::kernel::KernelStatus;
+use crate::detector::stale::Report;
+
+/// The report (and the kernel's status, when known) as OpenMetrics text,
+/// `# EOF` and a newline at the end.
+pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "swaplab_stale_processes",
+        "Processes that run code no longer on disk, by whether a restart is needed.",
+        &[
+            (vec![("need", "required".into())], r.required as f64),
+            (vec![("need", "optional".into())], r.optional as f64),
+        ],
+    );
+    let mut per_process = Vec::new();
+    for p in &r.processes {
+        // One sample per process and reason: a label set appears once.
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &p.files {
+            *reasons.entry(json_name(f.reason)).or_default() += 1;
+        }
+        for (reason, files) in reasons {
+            per_process.push((
+                vec![
+                    ("pid", p.pid.to_string()),
+                    ("command", p.command.clone()),
+                    ("user", p.user.clone()),
+                    ("need", json_name(p.need)),
+                    ("reason", reason),
+                ],
+                files as f64,
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "swaplab_stale_process",
+        "Files a stale process runs that are no longer on disk, by reason (one sample per process and reason).",
+        &per_process,
+    );
+    family(
+        &mut out,
+        "swaplab_stale_scanned_processes",
+        "Processes whose mappings were read.",
+        &[(vec![], r.scanned as f64)],
+    );
+    family(
+        &mut out,
+        "swaplab_stale_unreadable_processes",
+        "Processes whose mappings could not be read (another user's, unless root).",
+        &[(vec![], r.unreadable.len() as f64)],
+    );
+    if let Some(k) = kernel {
+        family(
+            &mut out,
+            "swaplab_kernel_outdated",
+            "1 when a newer kernel than the running one is installed (a reboot runs it).",
+            &[(
+                vec![
+                    ("running", k.running.clone()),
+                    ("newest_installed", k.newest_installed.clone()),
+                ],
+                f64::from(u8::from(k.outdated)),
+            )],
+        );
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// A value's name in `--json` (`required`, `modified-in-place`), so both
+/// outputs name things alike.
+fn json_name(v: impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => unreachable!("a unit variant serialises as a string, not {other:?}"),
+    }
+}
+
+type Sample<'a> = (Vec<(&'a str, String)>, f64);
+
+/// A gauge family: its `# HELP`, `# TYPE` and samples.
+fn family(out: &mut String, name: &str, help: &str, samples: &[Sample]) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (labels, value) in samples {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+}
+
+/// A label value as OpenMetrics writes it: `\\`, `\"` and `\n`.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A `# HELP` text: `\\` and `\n` (a quote needs no escape there).
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline() {
+        assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label("x\ny"), r"x\ny");
+        assert_eq!(escape_label(r"\n"), r"\\n");
+    }
+}
