@@ -786,3 +786,132 @@ fn stale_openmetrics_is_well_formed_and_escapes_what_a_process_names_itself() {
         .code(2)
         .stderr(predicate::str::contains("cannot be used with"));
 }
+
+/// Starts `interpreter` with `args` in `dir`, stdin a pipe it waits on, and
+/// waits for the `ready` line its code prints once running.
+fn interpreter(dir: &Path, interpreter: &Path, args: &[&str]) -> Guarded {
+    let mut cmd = std::process::Command::new(interpreter);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut p = spawn_guarded(cmd);
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(p.0.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n", "{} said {line:?}", interpreter.display());
+    p
+}
+
+/// A shell script that says `ready` and waits on its standard input.
+const SH_SCRIPT: &str = "echo ready\nread line\n";
+
+#[test]
+fn stale_script_a_replaced_shell_script_is_flagged_from_the_descriptor_it_reads() {
+    // dash (and bash) read a script as they run it, from a descriptor kept
+    // open: that file is no longer the one at the path.
+    let dir = sandbox();
+    let script = dir.path().join("swl-run.sh");
+    std::fs::write(&script, SH_SCRIPT).unwrap();
+    let p = interpreter(dir.path(), Path::new("/bin/sh"), &["swl-run.sh"]);
+    install("/bin/true", &script);
+    let (code, v) = stale_json(p.pid());
+    assert_eq!(code, Some(1), "{v}");
+    let (f, path) = only_file(&v);
+    assert_eq!(path, script, "{v}");
+    assert_eq!(f["role"], "script", "{v}");
+    assert_eq!(f["reason"], "script-replaced", "{v}");
+    assert_eq!(f["deleted"], true, "{v}");
+    assert!(f["evidence"].as_str().unwrap().starts_with("fd "), "{v}");
+    let pid = p.pid().to_string();
+    swaplab()
+        .args(["stale", "--pid", &pid])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(format!(
+            "  script {}: replaced since the process started: the interpreter reads it from fd",
+            script.display()
+        )));
+    let out = swaplab()
+        .args(["stale", "--openmetrics", "--pid", &pid])
+        .assert()
+        .code(1);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let samples = parse_openmetrics(&text);
+    assert!(
+        samples
+            .iter()
+            .any(|(name, labels, value)| name == "swaplab_stale_process"
+                && labels.contains(&("reason".into(), "script-replaced".into()))
+                && *value == 1.0),
+        "{text}"
+    );
+}
+
+/// The `python3` on `PATH`, if any.
+fn python3() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("python3"))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[test]
+fn stale_script_a_replaced_python_script_is_flagged_from_its_birth_time() {
+    // Python reads the script and closes it: the file at the path, born
+    // after the process started, is not the one it runs.
+    let Some(python) = python3() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "on CI python3 must be installed"
+        );
+        eprintln!("skipped: no python3 on PATH");
+        return;
+    };
+    let dir = sandbox();
+    let script = dir.path().join("swl-run.py");
+    std::fs::write(
+        &script,
+        "import sys\nprint('ready', flush=True)\nsys.stdin.read()\n",
+    )
+    .unwrap();
+    let p = interpreter(dir.path(), &python, &["-u", script.to_str().unwrap()]);
+    swaplab::detector::stale::wait_until_measurably_started(p.pid(), Duration::from_secs(20))
+        .unwrap();
+    install("/bin/true", &script);
+    let (code, v) = stale_json(p.pid());
+    assert_eq!(code, Some(1), "{v}");
+    let (f, path) = only_file(&v);
+    assert_eq!(path, script, "{v}");
+    assert_eq!(f["role"], "script", "{v}");
+    assert_eq!(f["reason"], "script-replaced", "{v}");
+    assert_eq!(f["evidence"], "btime", "{v}");
+}
+
+#[test]
+fn stale_script_inline_code_names_no_script_and_an_untouched_script_is_current() {
+    let dir = sandbox();
+    // `sh -c CODE`: CODE is no file, even when a file of that name is
+    // there, and replaced.
+    let code = "echo ready; read line";
+    std::fs::write(dir.path().join(code), SH_SCRIPT).unwrap();
+    let inline = interpreter(dir.path(), Path::new("/bin/sh"), &["-c", code]);
+    // A script left as it was, judged once its start is measurable.
+    let script = dir.path().join("swl-kept.sh");
+    std::fs::write(&script, SH_SCRIPT).unwrap();
+    let kept = interpreter(dir.path(), Path::new("/bin/sh"), &["swl-kept.sh"]);
+    for p in [&inline, &kept] {
+        swaplab::detector::stale::wait_until_measurably_started(p.pid(), Duration::from_secs(20))
+            .unwrap();
+    }
+    install("/bin/true", &dir.path().join(code));
+    for p in [&inline, &kept] {
+        let (code, v) = stale_json(p.pid());
+        assert_eq!(code, Some(0), "{v}");
+        assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
+        assert_eq!(v["scanned"], 1, "{v}");
+    }
+}

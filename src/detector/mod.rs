@@ -5,4 +5,5 @@ pub mod elf;
 pub mod kernel;
 pub mod maps;
 pub mod openmetrics;
+pub mod scripts;
 pub mod stale;

@@ -27,6 +27,15 @@
 //! by more than the time its installer may take to write it
 //! ([`INSTALL_WRITE_NS`]), or the file must be older than the process.
 //!
+//! A process run by an interpreter (python, perl, ruby, node, a shell) is
+//! also judged on the script its command line names (see [`scripts`]):
+//! replaced when the interpreter's open descriptor on it holds another
+//! file than the path, or, once it closed it, when the file at the path was
+//! born after the process started; modified when written (mtime) after
+//! the start; removed when nothing is at the path and the interpreter
+//! still holds it. The modules a script imports are not mapped and not
+//! seen; compiled extension modules are mapped, and checked as libraries.
+//!
 //! Not reported, and counted in the summary instead:
 //! - pseudo-files, which have no file on disk to compare with: memfd
 //!   (`/memfd:… (deleted)`: JIT code, sealed executables), SysV shared
@@ -54,6 +63,7 @@ use serde::Serialize;
 
 use crate::detector::elf::{self, Where};
 use crate::detector::maps;
+use crate::detector::scripts::{self, Script};
 
 /// How long an installer (`install`, a package manager) may take between
 /// creating a file and its last write: a file born after the process
@@ -89,6 +99,8 @@ pub enum Urgency {
 pub enum Role {
     Executable,
     Library,
+    /// The script an interpreter was started on (see [`scripts`]).
+    Script,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -102,6 +114,13 @@ pub enum Reason {
     Reinstalled,
     /// Same inode, written after the process mapped it.
     ModifiedInPlace,
+    /// The script's path names a file born after the process started, or
+    /// another file than the one the interpreter still reads.
+    ScriptReplaced,
+    /// The script's file was written after the process started.
+    ScriptModified,
+    /// Nothing is at the script's path now.
+    ScriptRemoved,
 }
 
 impl Reason {
@@ -111,6 +130,9 @@ impl Reason {
             Reason::Replaced => "replaced",
             Reason::Reinstalled => "reinstalled with the same content",
             Reason::ModifiedInPlace => "modified in place",
+            Reason::ScriptReplaced => "replaced since the process started",
+            Reason::ScriptModified => "modified since the process started",
+            Reason::ScriptRemoved => "removed since the process started",
         }
     }
 }
@@ -571,6 +593,9 @@ impl Scanner {
                 stale.push(f);
             }
         }
+        if let Some(script) = exe.as_deref().and_then(|e| scripts::script_of(pid, e)) {
+            stale.extend(self.check_script(&script, start_ns));
+        }
         if stale.is_empty() {
             return Seen::Scanned(None);
         }
@@ -802,26 +827,123 @@ impl Scanner {
                 // made. The modification time, not the change time: a new
                 // hard link or a chmod changes the ctime of a file nobody
                 // wrote.
-                let tick = self.tick_ns;
-                let after_start = mtime_ns - ctx.start_ns;
-                let old_enough = match btime_ns {
-                    None => true,
-                    Some(b) => b < ctx.start_ns || mtime_ns - b > INSTALL_WRITE_NS,
-                };
-                if after_start > tick && old_enough {
-                    return Some(file(
-                        Reason::ModifiedInPlace,
-                        Urgency::Required,
-                        Some(id),
-                        "mtime".into(),
-                        format!(
-                            "same inode={}, written (mtime) {} ms after the process started",
-                            id.inode,
-                            after_start / 1_000_000
-                        ),
-                    ));
-                }
+                let after_start = self.written_after_start(ctx.start_ns, mtime_ns, btime_ns)?;
+                Some(file(
+                    Reason::ModifiedInPlace,
+                    Urgency::Required,
+                    Some(id),
+                    "mtime".into(),
+                    format!(
+                        "same inode={}, written (mtime) {} ms after the process started",
+                        id.inode,
+                        after_start / 1_000_000
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// How long after the process started (`start_ns`, known to one tick) a
+    /// file was written, when measurably after it: by more than the tick,
+    /// to a file that existed before the process or was written well after
+    /// it was made (an installer's own writing is no change).
+    fn written_after_start(
+        &self,
+        start_ns: i128,
+        mtime_ns: i128,
+        btime_ns: Option<i128>,
+    ) -> Option<i128> {
+        let after_start = mtime_ns - start_ns;
+        let old_enough = match btime_ns {
+            None => true,
+            Some(b) => b < start_ns || mtime_ns - b > INSTALL_WRITE_NS,
+        };
+        (after_start > self.tick_ns && old_enough).then_some(after_start)
+    }
+
+    /// Judges the script an interpreter runs. Where the interpreter still
+    /// reads it from a descriptor, that file is compared with the one at
+    /// the path (device and inode); where it does not (it read the script
+    /// and closed it), the file at the path must be older than the
+    /// process (its birth time, more than the start's tick after the
+    /// start: replaced) and unwritten since (its mtime, as for libraries:
+    /// modified).
+    fn check_script(&mut self, script: &Script, start_ns: i128) -> Option<StaleFile> {
+        let held = script.held.as_ref().map(|h| (h.fd, FileId::of(&h.file)));
+        let read_from = match held {
+            Some((fd, _)) => format!("the interpreter reads it from fd {fd}"),
+            None => "the interpreter holds it open no more".to_string(),
+        };
+        let file = |reason, on_disk: Option<FileId>, evidence: String, what: String| {
+            let mapped = held.map(|(_, id)| id).or(on_disk)?;
+            Some(StaleFile {
+                path: script.path.clone(),
+                role: Role::Script,
+                reason,
+                need: Urgency::Required,
+                mapped,
+                deleted: script.held.as_ref().is_some_and(|h| h.file.nlink() == 0),
+                on_disk,
+                evidence,
+                detail: format!("{read_from}; {what}"),
+            })
+        };
+        match on_disk(&script.real) {
+            OnDisk::Unreadable => {
+                self.unchecked_files += 1;
                 None
+            }
+            // Without a descriptor, a name relative to a directory the
+            // process has left may name nothing: no evidence of removal.
+            OnDisk::Missing => held.and_then(|(fd, id)| {
+                file(
+                    Reason::ScriptRemoved,
+                    None,
+                    format!("fd {fd}"),
+                    format!("it holds inode={}, nothing is at the path now", id.inode),
+                )
+            }),
+            OnDisk::File { id, .. } if held.is_some_and(|(_, h)| h != id) => {
+                let (fd, was) = held?;
+                file(
+                    Reason::ScriptReplaced,
+                    Some(id),
+                    format!("fd {fd}"),
+                    format!(
+                        "it holds inode={}, the path names inode={}",
+                        was.inode, id.inode
+                    ),
+                )
+            }
+            OnDisk::File {
+                id,
+                mtime_ns,
+                btime_ns,
+                ..
+            } => {
+                if let Some(born) = btime_ns.filter(|b| b - start_ns > self.tick_ns) {
+                    return file(
+                        Reason::ScriptReplaced,
+                        Some(id),
+                        "btime".into(),
+                        format!(
+                            "the path names inode={}, born {} ms after the process started",
+                            id.inode,
+                            (born - start_ns) / 1_000_000
+                        ),
+                    );
+                }
+                let after_start = self.written_after_start(start_ns, mtime_ns, btime_ns)?;
+                file(
+                    Reason::ScriptModified,
+                    Some(id),
+                    "mtime".into(),
+                    format!(
+                        "inode={}, written (mtime) {} ms after the process started",
+                        id.inode,
+                        after_start / 1_000_000
+                    ),
+                )
             }
         }
     }
@@ -1123,8 +1245,9 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             let role = match f.role {
                 Role::Executable => "executable",
                 Role::Library => "library",
+                Role::Script => "script",
             };
-            let detail = if f.evidence == "mtime" {
+            let detail = if f.evidence == "mtime" || f.evidence == "btime" {
                 ms_vol(&f.detail, marks)
             } else {
                 f.detail.clone()
