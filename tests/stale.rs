@@ -417,25 +417,40 @@ fn only_file(v: &serde_json::Value) -> (&serde_json::Value, PathBuf) {
     (&files[0], PathBuf::from(path))
 }
 
+/// `swaplab stale --json --pid PID` must exit 1 and flag exactly `path`, for
+/// `reason`; returns the report and that file's entry.
+fn flagged_only(pid: i32, path: &Path, reason: &str) -> (serde_json::Value, serde_json::Value) {
+    let (code, v) = stale_json(pid);
+    assert_eq!(code, Some(1), "{v}");
+    let (f, named) = only_file(&v);
+    assert_eq!(named, path, "{v}");
+    assert_eq!(f["reason"], reason, "{v}");
+    let f = f.clone();
+    (v, f)
+}
+
+/// `swaplab stale --json --pid PID` must exit 0 and flag nothing; returns
+/// the report.
+fn flagged_none(pid: i32, what: &str) -> serde_json::Value {
+    let (code, v) = stale_json(pid);
+    assert_eq!(code, Some(0), "{what}: {v}");
+    assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{what}: {v}");
+    v
+}
+
 #[test]
 fn a_current_file_named_like_a_deleted_one_is_not_flagged_and_hides_nothing() {
     // maps prints a deleted file's name with ` (deleted)` after it: a file
     // whose real name ends so is current, and must not be called removed.
     let dir = sandbox();
     let (p, _) = sleeper(dir.path(), "swl-named (deleted)", None);
-    let (code, v) = stale_json(p.pid());
-    assert_eq!(code, Some(0), "{v}");
-    assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
+    flagged_none(p.pid(), "current");
     // Nor can such a name hide a deleted file: `swl-gone` is removed, and
     // a current, different file is named `swl-gone (deleted)`.
     let (p, exe) = sleeper(dir.path(), "swl-gone", None);
     std::fs::remove_file(&exe).unwrap();
     install("/bin/true", &dir.path().join("swl-gone (deleted)"));
-    let (code, v) = stale_json(p.pid());
-    assert_eq!(code, Some(1), "{v}");
-    let (f, path) = only_file(&v);
-    assert_eq!(path, exe, "{v}");
-    assert_eq!(f["reason"], "removed", "{v}");
+    let (v, f) = flagged_only(p.pid(), &exe, "removed");
     assert_eq!(f["deleted"], true, "{v}");
 }
 
@@ -446,18 +461,12 @@ fn names_with_a_newline_a_space_and_a_tab_are_read_as_the_kernel_means_them() {
     let dir = sandbox();
     for name in ["swl-new\nline", "swl-space ", "swl-tab\t", "swl-both \t"] {
         let (p, _) = sleeper(dir.path(), name, None);
-        let (code, v) = stale_json(p.pid());
-        assert_eq!(code, Some(0), "{name:?}: {v}");
-        assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{name:?}: {v}");
+        flagged_none(p.pid(), &format!("{name:?}"));
     }
     // And when replaced, the file is named as it is on disk.
     let (p, exe) = sleeper(dir.path(), "swl-gone\nline", None);
     install("/bin/true", &exe);
-    let (code, v) = stale_json(p.pid());
-    assert_eq!(code, Some(1), "{v}");
-    let (f, path) = only_file(&v);
-    assert_eq!(path, exe, "{v}");
-    assert_eq!(f["reason"], "replaced", "{v}");
+    let (v, f) = flagged_only(p.pid(), &exe, "replaced");
     assert_eq!(f["deleted"], true, "{v}");
     let evidence = f["evidence"].as_str().unwrap();
     assert!(evidence.contains("build-id"), "{v}");
@@ -498,9 +507,7 @@ fn a_library_mapped_again_as_data_is_not_modified_in_place() {
         .lines()
         .filter(|l| l.ends_with(lib) && l.contains(" 00000000 "));
     assert_eq!(views.count(), 2, "the image and the data view:\n{maps}");
-    let (code, v) = stale_json(p.pid());
-    assert_eq!(code, Some(0), "{v}");
-    assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
+    flagged_none(p.pid(), "current");
 }
 
 /// A fake root with kernel images named `boot` in `/boot`, and modules
@@ -815,12 +822,8 @@ fn stale_script_a_replaced_shell_script_is_flagged_from_the_descriptor_it_reads(
     std::fs::write(&script, SH_SCRIPT).unwrap();
     let p = interpreter(dir.path(), Path::new("/bin/sh"), &["swl-run.sh"]);
     install("/bin/true", &script);
-    let (code, v) = stale_json(p.pid());
-    assert_eq!(code, Some(1), "{v}");
-    let (f, path) = only_file(&v);
-    assert_eq!(path, script, "{v}");
+    let (v, f) = flagged_only(p.pid(), &script, "script-replaced");
     assert_eq!(f["role"], "script", "{v}");
-    assert_eq!(f["reason"], "script-replaced", "{v}");
     assert_eq!(f["deleted"], true, "{v}");
     assert!(f["evidence"].as_str().unwrap().starts_with("fd "), "{v}");
     let pid = p.pid().to_string();
@@ -882,12 +885,8 @@ fn stale_script_a_replaced_python_script_is_flagged_from_its_birth_time() {
     swaplab::detector::stale::wait_until_measurably_started(p.pid(), Duration::from_secs(20))
         .unwrap();
     install("/bin/true", &script);
-    let (code, v) = stale_json(p.pid());
-    assert_eq!(code, Some(1), "{v}");
-    let (f, path) = only_file(&v);
-    assert_eq!(path, script, "{v}");
+    let (v, f) = flagged_only(p.pid(), &script, "script-replaced");
     assert_eq!(f["role"], "script", "{v}");
-    assert_eq!(f["reason"], "script-replaced", "{v}");
     assert_eq!(f["evidence"], "btime", "{v}");
 }
 
@@ -909,9 +908,7 @@ fn stale_script_inline_code_names_no_script_and_an_untouched_script_is_current()
     }
     install("/bin/true", &dir.path().join(code));
     for p in [&inline, &kept] {
-        let (code, v) = stale_json(p.pid());
-        assert_eq!(code, Some(0), "{v}");
-        assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{v}");
+        let v = flagged_none(p.pid(), "an inline or untouched script");
         assert_eq!(v["scanned"], 1, "{v}");
     }
 }
