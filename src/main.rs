@@ -106,6 +106,17 @@ enum Command {
         /// textfile collector.
         #[arg(long, conflicts_with = "json")]
         openmetrics: bool,
+        /// Print what to restart instead: each service, container or
+        /// process tree once, what it fixes, and its command.
+        #[arg(long, conflicts_with_all = ["json", "openmetrics"])]
+        plan: bool,
+        /// A folder with a dpkg database of its own (`dpkg --root DIR`):
+        /// files under it are attributed from DIR/var/lib/dpkg (repeatable).
+        #[arg(long = "package-root", value_name = "DIR")]
+        package_roots: Vec<std::path::PathBuf>,
+        /// Print the JSON Schema of --json's output and scan nothing.
+        #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan", "pids", "user", "pattern", "package_roots"])]
+        json_schema: bool,
     },
     /// Measure: figures for a whole sequence under load.
     Bench {
@@ -342,13 +353,21 @@ impl Command {
                 pattern,
                 json,
                 openmetrics,
+                plan,
+                package_roots,
+                json_schema,
             } => {
-                let output = match (json, openmetrics) {
-                    (true, _) => commands::stale::Output::Json,
-                    (_, true) => commands::stale::Output::OpenMetrics,
+                if json_schema {
+                    print!("{}", commands::stale::SCHEMA);
+                    return Ok(());
+                }
+                let output = match (json, openmetrics, plan) {
+                    (true, _, _) => commands::stale::Output::Json,
+                    (_, true, _) => commands::stale::Output::OpenMetrics,
+                    (_, _, true) => commands::stale::Output::Plan,
                     _ => commands::stale::Output::Text,
                 };
-                commands::stale::command(pids, user, pattern, output)
+                commands::stale::command(pids, user, pattern, package_roots, output)
             }
             Command::Run {
                 ids,

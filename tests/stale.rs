@@ -282,6 +282,19 @@ fn stale_rejects_bad_input_with_exit_code_2() {
         .code(2)
         .stderr(predicate::str::contains("not a valid regular expression"));
     swaplab().args(["stale", "--frobnicate"]).assert().code(2);
+    let empty = tempfile::tempdir().unwrap();
+    swaplab()
+        .arg("stale")
+        .arg("--package-root")
+        .arg(empty.path())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no dpkg database there"));
+    swaplab()
+        .args(["stale", "--plan", "--json"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
     swaplab()
         .args(["stale", "--help"])
         .assert()
@@ -400,13 +413,55 @@ fn bench_stale_times_each_tool_and_judges_its_answer() {
         .code(2);
 }
 
-/// `swaplab stale --json --pid PID`: the status and the report.
+/// `swaplab stale --json --pid PID`: the status and the report, checked
+/// against the JSON Schema in the repository.
 fn stale_json(pid: i32) -> (Option<i32>, serde_json::Value) {
     let out = swaplab()
         .args(["stale", "--json", "--pid", &pid.to_string()])
         .output()
         .unwrap();
-    (out.status.code(), json(&out.stdout))
+    let v = json(&out.stdout);
+    valid_report(&v);
+    (out.status.code(), v)
+}
+
+/// Fails unless `v` is valid under `src/detector/stale.schema.json`.
+fn valid_report(v: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(swaplab::commands::stale::SCHEMA).expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not valid under the schema: {errors:#?}\n{v}"
+    );
+}
+
+#[test]
+fn stale_json_schema_is_the_one_the_report_derives_and_the_cli_prints() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/detector/stale.schema.json");
+    let derived = swaplab::commands::stale::derived_schema();
+    if std::env::var_os("SWAPLAB_BLESS").is_some() {
+        std::fs::write(&file, &derived).unwrap();
+    }
+    assert_eq!(
+        swaplab::commands::stale::SCHEMA, derived,
+        "{} is not what the report's types derive: refresh it with SWAPLAB_BLESS=1 cargo test stale_json_schema",
+        file.display()
+    );
+    swaplab()
+        .args(["stale", "--json-schema"])
+        .assert()
+        .success()
+        .stdout(predicate::eq(derived.as_str()));
+    // A report of every kind the suite makes is checked in stale_json; the
+    // schema must also refuse what is not a report.
+    let schema: serde_json::Value = serde_json::from_str(&derived).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(!validator.is_valid(&serde_json::json!({"processes": "none"})));
 }
 
 /// The one file flagged in `v`, with its path as the report names it.
@@ -911,4 +966,228 @@ fn stale_script_inline_code_names_no_script_and_an_untouched_script_is_current()
         let v = flagged_none(p.pid(), "an inline or untouched script");
         assert_eq!(v["scanned"], 1, "{v}");
     }
+}
+
+/// `swaplab stale ARGS --pid P…` for these processes: the status and what
+/// it printed.
+fn stale_of(pids: &[i32], args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = swaplab();
+    cmd.arg("stale").args(args);
+    for p in pids {
+        cmd.args(["--pid", &p.to_string()]);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The children of `pid` the kernel lists.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| c.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn stale_plan_lists_a_master_and_its_forked_workers_once_and_asks_for_an_exec() {
+    // A shell (a copy of sh) that forks two workers, which read from a
+    // descriptor of its stdin and so end when the test does; then the
+    // copy is replaced under all three: the master and what it forked run
+    // the same old code, and a fork from it (a reload by HUP) would copy it.
+    let dir = sandbox();
+    let sh = dir.path().join("swl-master");
+    std::fs::copy("/bin/sh", &sh).unwrap();
+    let master = interpreter(
+        dir.path(),
+        &sh,
+        &[
+            "-c",
+            "exec 3<&0; read a <&3 & read b <&3 & echo ready; wait",
+        ],
+    );
+    let m = master.pid();
+    wait_for("the master forked two workers", || children(m).len() == 2);
+    let workers = children(m);
+    let (lone, lone_exe) = sleeper(dir.path(), "swl-lone", None);
+    install("/bin/true", &sh);
+    install("/bin/true", &lone_exe);
+    let all = [m, workers[0], workers[1], lone.pid()];
+    let (code, text) = stale_of(&all, &["--json"]);
+    assert_eq!(code, Some(1), "{text}");
+    let v = json(text.as_bytes());
+    valid_report(&v);
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{v}");
+    let tree = groups
+        .iter()
+        .find(|g| g["top"] == m)
+        .expect("the master's group");
+    let mut pids: Vec<i64> = tree["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    pids.sort();
+    let mut want: Vec<i64> = [m, workers[0], workers[1]]
+        .iter()
+        .map(|&p| p as i64)
+        .collect();
+    want.sort();
+    assert_eq!(pids, want, "{v}");
+    assert_eq!(tree["kind"], "process-tree", "{v}");
+    assert_eq!(tree["exec_needed"], true, "{v}");
+    let single = groups
+        .iter()
+        .find(|g| g["top"] == lone.pid())
+        .expect("the lone process's group");
+    assert_eq!(single["pids"], serde_json::json!([lone.pid()]), "{v}");
+    assert_eq!(single["exec_needed"], false, "{v}");
+    // The plan for people: each once, the master's with the exec advice.
+    let (code, plan) = stale_of(&all, &["--plan"]);
+    assert_eq!(code, Some(1), "{plan}");
+    let heads: Vec<&str> = plan.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(heads.len(), 3, "two groups and the summary:\n{plan}");
+    assert!(
+        plan.contains(&format!("restart process {m} (swl-master) and the 2 forked from it; a reload that only forks new workers from it (nginx HUP) copies the old code")),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("restart process {} (swl-lone)\n", lone.pid())),
+        "{plan}"
+    );
+}
+
+/// A root folder for a chroot with a copy of `sleep` at `/bin/sleep` and
+/// the libraries `ldd` names, at their own paths, and a dpkg database
+/// whose package `sleeper-pkg` 2.0 owns `/bin/sleep`.
+fn chroot_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/sleep", root.join("bin/sleep")).unwrap();
+    let ldd = output_of({
+        let mut c = std::process::Command::new("ldd");
+        c.arg("/bin/sleep");
+        c
+    });
+    for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+        if word.starts_with('/') {
+            let to = root.join(word.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(word, &to).unwrap();
+        }
+    }
+    let admin = root.join("var/lib/dpkg");
+    std::fs::create_dir_all(admin.join("info")).unwrap();
+    std::fs::write(
+        admin.join("info/sleeper-pkg.list"),
+        "/.\n/bin\n/bin/sleep\n",
+    )
+    .unwrap();
+    std::fs::write(
+        admin.join("status"),
+        "Package: sleeper-pkg\nStatus: install ok installed\nArchitecture: all\nVersion: 2.0\n",
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn stale_a_chrooted_process_is_judged_in_its_root_and_named_as_it_sees_its_files() {
+    // A chroot as `sudo chroot` makes it (the scanner's mount namespace),
+    // and one in a mount namespace of its own, as containers run.
+    for keep_mounts in [true, false] {
+        chrooted_sleep_replaced(keep_mounts);
+    }
+}
+
+fn chrooted_sleep_replaced(keep_mounts: bool) {
+    let dir = sandbox();
+    let root = chroot_root(dir.path());
+    let mut cmd = std::process::Command::new("/bin/sleep");
+    cmd.arg("600").stdin(Stdio::null()).stdout(Stdio::null());
+    // A chroot needs root, or a user namespace of its own.
+    let inside = swaplab::harness::userns::Inside {
+        binds: Vec::new(),
+        chroot: Some(root.clone()),
+        keep_mounts,
+    };
+    swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
+    let p = spawn_guarded(cmd);
+    let pid = p.pid();
+    let real = std::fs::canonicalize(&root).unwrap();
+    wait_for("the chrooted sleep runs", || {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == real.join("bin/sleep"))
+    });
+    // Its files are its root's copies, not the host's /bin/sleep and libc.
+    flagged_none(pid, "current in its root");
+    install("/bin/true", &root.join("bin/sleep"));
+    let (v, f) = flagged_only(pid, Path::new("/bin/sleep"), "replaced");
+    assert_eq!(
+        f["path_in_maps"].as_str().map(PathBuf::from),
+        Some(real.join("bin/sleep")),
+        "{v}"
+    );
+    let root_shown = if keep_mounts {
+        real.clone()
+    } else {
+        PathBuf::from(format!("/proc/{pid}/root"))
+    };
+    assert_eq!(
+        v["processes"][0]["root"].as_str().map(PathBuf::from),
+        Some(root_shown),
+        "{v}"
+    );
+    // The package comes from the chroot's own database.
+    assert_eq!(f["package"]["name"], "sleeper-pkg", "{v}");
+    assert_eq!(f["package"]["version"], "2.0", "{v}");
+    let (_, plan) = stale_of(&[pid], &["--plan"]);
+    assert!(plan.contains("restart the container or chroot"), "{plan}");
+    assert!(plan.contains("fixes: /bin/sleep (sleeper-pkg)"), "{plan}");
+}
+
+#[test]
+fn stale_a_process_in_its_own_mount_namespace_is_never_judged_by_the_hosts_file() {
+    // In its namespace, lib/ is lib-a/ bound over it; on the host, lib/
+    // holds another library of the same name. Its own is current.
+    let dir = sandbox();
+    let (own, host) = (dir.path().join("lib-a"), dir.path().join("lib"));
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::create_dir_all(&host).unwrap();
+    let v1 = swaplab::harness::variants::Variant::V1.built_path();
+    let v2 = swaplab::harness::variants::Variant::V2.built_path();
+    install(v1.to_str().unwrap(), &own.join("libexample.so"));
+    install(v2.to_str().unwrap(), &host.join("libexample.so"));
+    let mut cmd = std::process::Command::new(env!("SWAPLAB_SLEEPER"));
+    cmd.arg(std::process::id().to_string())
+        .env_clear()
+        .env("LD_LIBRARY_PATH", &host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let inside = swaplab::harness::userns::Inside {
+        binds: vec![(own.clone(), host.clone())],
+        chroot: None,
+        keep_mounts: false,
+    };
+    swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
+    let mut p = spawn_guarded(cmd);
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(p.0.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("ready"), "the sleeper said {line:?}");
+    flagged_none(p.pid(), "current in its own namespace");
+    // Replaced in its namespace (lib-a is what it sees at lib/): flagged,
+    // judged through its root.
+    install(v2.to_str().unwrap(), &own.join("libexample.so"));
+    let lib = std::fs::canonicalize(&host).unwrap().join("libexample.so");
+    let (v, _) = flagged_only(p.pid(), &lib, "replaced");
+    assert_eq!(
+        v["processes"][0]["root"],
+        format!("/proc/{}/root", p.pid()),
+        "{v}"
+    );
 }

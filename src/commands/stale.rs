@@ -1,6 +1,7 @@
 //! `swaplab stale`: the running processes whose code is no longer on disk.
 
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::commands::{judged, pretty, Done, Exit};
@@ -14,17 +15,31 @@ pub enum Output {
     Text,
     Json,
     OpenMetrics,
+    /// What to restart, grouped (`--plan`).
+    Plan,
 }
 
 /// `--json`: the scan's report and the kernel's status beside it (`null`
 /// when it cannot tell). The kernel is the machine's, not the scan's: the
 /// lab's sandboxed scans (and their sheets) never show it.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "SwaplabStale")]
 struct WithKernel<'a> {
     #[serde(flatten)]
     report: &'a Report,
     kernel: Option<KernelStatus>,
 }
+
+/// The JSON Schema of `--json` as the report's types derive it; the file
+/// in the repository ([`SCHEMA`]) must say the same (a test checks).
+pub fn derived_schema() -> String {
+    let schema = schemars::schema_for!(WithKernel<'static>);
+    format!("{}\n", pretty(&schema))
+}
+
+/// `src/detector/stale.schema.json`, which `--json-schema` prints: the
+/// schema that tools reading `--json` validate against.
+pub const SCHEMA: &str = include_str!("../detector/stale.schema.json");
 
 /// Scans the processes `pids`, `user` and `pattern` select and prints the
 /// report (text, JSON or OpenMetrics), with the kernel's status; fails when
@@ -33,6 +48,7 @@ pub fn command(
     pids: Vec<i32>,
     user: Option<String>,
     pattern: Option<String>,
+    package_roots: Vec<std::path::PathBuf>,
     output: Output,
 ) -> Done {
     let bad = |msg: String| Exit::BadInput(format!("swaplab stale: {msg}"));
@@ -52,16 +68,35 @@ pub fn command(
     {
         return Err(bad(format!("--pid {pid}: no such process")));
     }
+    if let Some(root) = package_roots
+        .iter()
+        .find(|r| !r.join("var/lib/dpkg").is_dir())
+    {
+        return Err(bad(format!(
+            "--package-root {}: no dpkg database there (var/lib/dpkg)",
+            root.display()
+        )));
+    }
     let opts = Options {
         pids,
         user,
         pattern,
+        package_roots,
+        skip_packages: false,
     };
     let r = stale::scan(&opts).map_err(|e| bad(format!("{e:#}")))?;
     let kernel = kernel::status_here();
     match output {
         Output::Json => println!("{}", pretty(&WithKernel { report: &r, kernel })),
         Output::OpenMetrics => print!("{}", openmetrics::render(&r, kernel.as_ref())),
+        Output::Plan => {
+            for line in kernel.iter().filter_map(KernelStatus::line) {
+                println!("{line}");
+            }
+            for line in stale::render_plan(&r, &stale::PLAIN) {
+                println!("{line}");
+            }
+        }
         Output::Text => {
             for line in kernel.iter().filter_map(KernelStatus::line) {
                 println!("{line}");

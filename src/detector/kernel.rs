@@ -19,10 +19,11 @@
 use std::cmp::Ordering;
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// The running kernel against the newest installed one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct KernelStatus {
     pub running: String,
     pub newest_installed: String,

@@ -172,6 +172,13 @@ pub fn script_of(pid: i32, exe: &Path) -> Option<Script> {
             PathBuf::from(format!("/proc/{pid}/cwd")).join(arg),
         )
     };
+    // A descriptor or kernel file (`bash <(…)` runs `bash /dev/fd/63`):
+    // no file on disk whose replacement matters, and /dev/fd reached
+    // through /proc/PID/root is the reader's own descriptors, not the
+    // process's.
+    if path.starts_with("/dev") || path.starts_with("/proc") {
+        return None;
+    }
     let held = held(pid, &path, &real);
     Some(Script { path, real, held })
 }

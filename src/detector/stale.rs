@@ -50,20 +50,27 @@
 //! counted and named, never dropped silently.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use procfs::process::Process;
-use procfs::ProcError;
+use procfs::FromRead;
 use regex::Regex;
-use serde::Serialize;
 
 use crate::detector::elf::{self, Where};
 use crate::detector::maps;
+use crate::detector::packages::{self, Asked};
+use crate::detector::plan;
 use crate::detector::scripts::{self, Script};
+
+pub use crate::detector::report::{
+    Excluded, FileId, Group, GroupKind, Marks, Reason, Report, Restart, Role, StaleFile,
+    StaleProcess, Unreadable, Urgency, PLAIN,
+};
+pub use crate::detector::text::{render, render_plan, summary};
 
 /// How long an installer (`install`, a package manager) may take between
 /// creating a file and its last write: a file born after the process
@@ -81,176 +88,12 @@ pub struct Options {
     pub user: Option<u32>,
     /// Matched against the command name and the command line.
     pub pattern: Option<Regex>,
-}
-
-/// Whether a restart is needed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Urgency {
-    /// The file on disk has the same content: nothing to gain but the
-    /// `(deleted)` mark going away.
-    Optional,
-    /// The process runs code that is no longer on disk.
-    Required,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Executable,
-    Library,
-    /// The script an interpreter was started on (see [`scripts`]).
-    Script,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// Nothing is at the path now.
-    Removed,
-    /// The path names another file, with other content.
-    Replaced,
-    /// The path names another file with the same content.
-    Reinstalled,
-    /// Same inode, written after the process mapped it.
-    ModifiedInPlace,
-    /// The script's path names a file born after the process started, or
-    /// another file than the one the interpreter still reads.
-    ScriptReplaced,
-    /// The script's file was written after the process started.
-    ScriptModified,
-    /// Nothing is at the script's path now.
-    ScriptRemoved,
-}
-
-impl Reason {
-    pub fn word(self) -> &'static str {
-        match self {
-            Reason::Removed => "removed",
-            Reason::Replaced => "replaced",
-            Reason::Reinstalled => "reinstalled with the same content",
-            Reason::ModifiedInPlace => "modified in place",
-            Reason::ScriptReplaced => "replaced since the process started",
-            Reason::ScriptModified => "modified since the process started",
-            Reason::ScriptRemoved => "removed since the process started",
-        }
-    }
-}
-
-/// A file as `/proc` or `stat` names it: device (major:minor) and inode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct FileId {
-    pub major: u32,
-    pub minor: u32,
-    pub inode: u64,
-}
-
-impl FileId {
-    fn of(meta: &Metadata) -> FileId {
-        let dev = meta.dev();
-        FileId {
-            major: nix::sys::stat::major(dev) as u32,
-            minor: nix::sys::stat::minor(dev) as u32,
-            inode: meta.ino(),
-        }
-    }
-}
-
-/// One file a process runs that is not what is on disk.
-#[derive(Clone, Debug, Serialize)]
-pub struct StaleFile {
-    pub path: PathBuf,
-    pub role: Role,
-    pub reason: Reason,
-    pub need: Urgency,
-    /// What the process maps.
-    pub mapped: FileId,
-    /// Whether `/proc/PID/maps` marks it ` (deleted)`.
-    pub deleted: bool,
-    /// What the path names now, if anything.
-    pub on_disk: Option<FileId>,
-    /// How the contents were compared: `build-id`, `bytes`, `segments`,
-    /// `mtime`, or why they could not be.
-    pub evidence: String,
-    /// The whole explanation, for people.
-    pub detail: String,
-}
-
-/// What to restart, and how.
-#[derive(Clone, Debug, Serialize)]
-pub struct Restart {
-    /// The process to restart: itself, or the ancestor it was forked from
-    /// that runs the same stale code.
-    pub at: i32,
-    /// Whether re-forking this process from its parent would help (never
-    /// when the parent runs the same stale code).
-    pub fork_is_enough: bool,
-    pub advice: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct StaleProcess {
-    pub pid: i32,
-    pub ppid: i32,
-    pub uid: u32,
-    pub user: String,
-    pub command: String,
-    pub args: String,
-    /// The systemd service from the process's cgroup, if any.
-    pub service: Option<String>,
-    pub need: Urgency,
-    pub restart: Restart,
-    pub files: Vec<StaleFile>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Unreadable {
-    pub pid: i32,
-    pub command: String,
-    pub uid: Option<u32>,
-}
-
-/// Mappings left out, by kind, and why.
-#[derive(Clone, Debug, Serialize)]
-pub struct Excluded {
-    pub kind: &'static str,
-    pub why: &'static str,
-    pub processes: usize,
-    pub mappings: usize,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    /// Processes whose maps were read (after the filters).
-    pub scanned: usize,
-    pub required: usize,
-    pub optional: usize,
-    pub processes: Vec<StaleProcess>,
-    pub unreadable: Vec<Unreadable>,
-    /// Kernel threads: no executable, no mappings.
-    pub kernel_threads: usize,
-    /// Processes that exited while being read.
-    pub vanished: usize,
-    pub excluded: Vec<Excluded>,
-    /// Files mapped without execute permission (not code).
-    pub data_files: usize,
-    /// Files whose state on disk could not be read (`stat` refused).
-    pub unchecked_files: usize,
-    /// The effective uid the scan ran as.
-    pub scanner_uid: u32,
-    pub seconds: f64,
-}
-
-impl Report {
-    /// The exit status `swaplab stale` ends with: 0 when no process needs a
-    /// restart (optional ones may be listed), 1 when at least one does.
-    pub fn exit_code(&self) -> u8 {
-        u8::from(self.required > 0)
-    }
-
-    pub fn get(&self, pid: i32) -> Option<&StaleProcess> {
-        self.processes.iter().find(|p| p.pid == pid)
-    }
+    /// Folders that hold a dpkg database of their own (`dpkg --root`): a
+    /// flagged file under one is attributed from that database, by its
+    /// path inside the folder.
+    pub package_roots: Vec<PathBuf>,
+    /// Leave the package databases unread.
+    pub skip_packages: bool,
 }
 
 /// The kinds of pseudo-file mapping that are never reported.
@@ -296,7 +139,7 @@ struct Map {
     start: u64,
     end: u64,
     offset: u64,
-    perms: String,
+    perms: [u8; 4],
 }
 
 /// What a path names now (cached per path for processes that share the
@@ -368,9 +211,12 @@ fn clock_ns(id: nix::time::ClockId) -> i128 {
 pub fn scan(opts: &Options) -> Result<Report> {
     let t0 = Instant::now();
     let pids: Vec<i32> = if opts.pids.is_empty() {
-        procfs::process::all_processes()
+        // The names alone: procfs's all_processes() opens every /proc/PID
+        // on the way (an open and a close each, before the threads start),
+        // and each thread opens it again.
+        fs::read_dir("/proc")
             .context("cannot list /proc")?
-            .filter_map(|p| p.ok().map(|p| p.pid))
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
             .collect()
     } else {
         opts.pids.clone()
@@ -380,6 +226,7 @@ pub fn scan(opts: &Options) -> Result<Report> {
         required: 0,
         optional: 0,
         processes: Vec::new(),
+        groups: Vec::new(),
         unreadable: Vec::new(),
         kernel_threads: 0,
         vanished: 0,
@@ -441,11 +288,20 @@ pub fn scan(opts: &Options) -> Result<Report> {
             }
         }
     }
-    advise(&mut report.processes);
+    if !opts.skip_packages {
+        attribute_packages(&mut report.processes, &opts.package_roots);
+    }
+    plan::advise(&mut report.processes);
     for p in &mut report.processes {
         p.user = s.user(p.uid);
     }
     report.processes.sort_by_key(|p| p.pid);
+    let own_cgroup = cgroup_of(std::process::id() as i32);
+    report.groups = plan::groups(
+        &report.processes,
+        Path::new("/run/systemd/system").is_dir(),
+        own_cgroup.as_deref(),
+    );
     report.unreadable.sort_by_key(|u| u.pid);
     report.required = report
         .processes
@@ -510,10 +366,7 @@ impl Scanner {
     }
 
     fn one(&mut self, pid: i32, opts: &Options) -> Seen {
-        let Ok(proc) = Process::new(pid) else {
-            return Seen::Vanished;
-        };
-        let Ok(stat) = proc.stat() else {
+        let Ok(Ok(stat)) = read_rel(pid, "stat", |b| procfs::process::Stat::from_read(b)) else {
             return Seen::Vanished;
         };
         if matches!(stat.state, 'Z' | 'X') {
@@ -522,14 +375,14 @@ impl Scanner {
         // The owner of /proc/PID; read only when it is asked for or shown.
         let mut uid = None;
         if let Some(want) = opts.user {
-            uid = proc.uid().ok();
+            uid = uid_of(pid);
             if uid != Some(want) {
                 return Seen::Filtered;
             }
         }
         let mut args: Option<String> = None;
         if let Some(re) = &opts.pattern {
-            let a = proc.cmdline().map(|c| c.join(" ")).unwrap_or_default();
+            let a = args_of(pid);
             if !re.is_match(&stat.comm) && !re.is_match(&a) {
                 return Seen::Filtered;
             }
@@ -541,38 +394,42 @@ impl Scanner {
                 return Seen::Unreadable(Unreadable {
                     pid,
                     command: stat.comm,
-                    uid: uid.or_else(|| proc.uid().ok()),
+                    uid: uid.or_else(|| uid_of(pid)),
                 })
             }
             Err(_) => return Seen::Vanished,
         };
-        let exe = match proc.exe() {
-            Ok(e) => Some(e),
-            Err(ProcError::PermissionDenied(_)) => {
-                return Seen::Unreadable(Unreadable {
-                    pid,
-                    command: stat.comm,
-                    uid: uid.or_else(|| proc.uid().ok()),
-                })
-            }
-            Err(_) => None,
-        };
-        if lines.is_empty() && exe.is_none() {
+        // A kernel thread maps nothing. The executable is the file whose
+        // mapping holds the start of the program's code (stat's
+        // startcode): no readlink of /proc/PID/exe for every process.
+        if lines.is_empty() {
             return Seen::Kernel;
         }
+        let mut exe: Option<PathBuf> = None;
         let files = self.group_by_file(lines);
         let ns = fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
         let own_ns = ns.is_some() && ns == self.my_mnt_ns;
+        // In another mount namespace, maps names files from that
+        // namespace's root, and the process's own root (a chroot inside it)
+        // is named the same way.
+        let root_link = if own_ns {
+            None
+        } else {
+            fs::read_link(format!("/proc/{pid}/root")).ok()
+        };
         let start_ns = self.boot_to_real_ns + stat.starttime as i128 * self.tick_ns;
         let mut stale = Vec::new();
         for ((major, minor, inode, printed), maps) in files {
             let readings = maps::readings(&printed);
-            // /proc/PID/exe is the same name unescaped, mark included.
-            let role = match &exe {
-                Some(e) if readings.iter().any(|r| !r.unlinked && r.path == *e) => Role::Executable,
-                _ => Role::Library,
+            let code = stat.startcode;
+            let role = if exe.is_none() && maps.iter().any(|m| m.start <= code && code < m.end) {
+                // As /proc/PID/exe names it: unescaped, mark included.
+                exe = Some(readings[0].path.clone());
+                Role::Executable
+            } else {
+                Role::Library
             };
-            if role == Role::Library && !maps.iter().any(|m| m.perms.contains('x')) {
+            if role == Role::Library && !maps.iter().any(|m| m.perms[2] == b'x') {
                 self.data_files += 1;
                 continue;
             }
@@ -587,6 +444,7 @@ impl Scanner {
                 },
                 maps: loaded_image(&maps),
                 own_ns,
+                root_link: root_link.as_deref(),
                 start_ns,
             };
             if let Some(f) = self.check(&ctx) {
@@ -604,15 +462,40 @@ impl Scanner {
             .map(|f| f.need)
             .max()
             .unwrap_or(Urgency::Optional);
-        let args = args.unwrap_or_else(|| proc.cmdline().map(|c| c.join(" ")).unwrap_or_default());
+        let args = args.unwrap_or_else(|| args_of(pid));
+        let (root, chroot) = if own_ns {
+            let r = fs::read_link(format!("/proc/{pid}/root"))
+                .ok()
+                .filter(|r| r != Path::new("/"));
+            (r.clone(), r)
+        } else {
+            (Some(PathBuf::from(format!("/proc/{pid}/root"))), root_link)
+        };
+        // A chroot: maps names its files from the namespace's root; the
+        // process knows them without the chroot's folder in front.
+        for f in &mut stale {
+            if f.role == Role::Script {
+                continue;
+            }
+            if let Some(inside) = chroot.as_deref().and_then(|r| inside_root(&f.path, r)) {
+                f.path_in_maps = Some(std::mem::replace(&mut f.path, inside));
+            }
+        }
+        let cgroup = cgroup_of(pid);
         Seen::Scanned(Some(StaleProcess {
             pid,
             ppid: stat.ppid,
-            uid: uid.or_else(|| proc.uid().ok()).unwrap_or(u32::MAX),
+            uid: uid.or_else(|| uid_of(pid)).unwrap_or(u32::MAX),
             user: String::new(),
             command: stat.comm,
             args,
-            service: service_of(&proc),
+            service: cgroup
+                .as_deref()
+                .and_then(plan::service_in)
+                .map(|(unit, _)| unit),
+            cgroup,
+            root,
+            start_ns,
             need,
             restart: Restart {
                 at: pid,
@@ -670,7 +553,11 @@ impl Scanner {
                 .clone();
             (path.to_path_buf(), state)
         } else {
-            let rel = path.strip_prefix("/").unwrap_or(path);
+            let inside = ctx
+                .root_link
+                .and_then(|r| inside_root(path, r))
+                .unwrap_or_else(|| path.to_path_buf());
+            let rel = inside.strip_prefix("/").unwrap_or(&inside);
             let p = PathBuf::from(format!("/proc/{}/root", ctx.pid)).join(rel);
             let state = on_disk(&p);
             (p, state)
@@ -751,6 +638,8 @@ impl Scanner {
                 None => evidence,
             },
             detail,
+            package: None,
+            path_in_maps: None,
         };
         let marked = if deleted {
             "the mapping is (deleted)"
@@ -886,6 +775,8 @@ impl Scanner {
                 on_disk,
                 evidence,
                 detail: format!("{read_from}; {what}"),
+                package: None,
+                path_in_maps: None,
             })
         };
         match on_disk(&script.real) {
@@ -985,7 +876,7 @@ impl Scanner {
             let rel = m.start.wrapping_sub(base);
             let fits = loads.iter().any(|s| {
                 let (lo, hi) = (down(s.vaddr), up(s.vaddr + s.memsz));
-                let r = m.perms.as_bytes();
+                let r = &m.perms;
                 rel >= lo
                     && rel + len <= hi
                     && m.offset.wrapping_sub(down(s.offset)) == rel - lo
@@ -998,7 +889,7 @@ impl Scanner {
                     "no segment of the file now maps offset {:#x} at {:#x} {}",
                     m.offset,
                     rel,
-                    &m.perms[..3]
+                    String::from_utf8_lossy(&m.perms[..3])
                 ));
             }
         }
@@ -1039,6 +930,8 @@ struct FileCtx<'a> {
     /// The mappings of the loaded image only (see [`loaded_image`]).
     maps: &'a [Map],
     own_ns: bool,
+    /// `/proc/PID/root`'s link, for a process in another mount namespace.
+    root_link: Option<&'a Path>,
     start_ns: i128,
 }
 
@@ -1051,7 +944,7 @@ struct FileCtx<'a> {
 fn loaded_image(maps: &[Map]) -> &[Map] {
     let code = maps
         .iter()
-        .find(|m| m.perms.contains('x'))
+        .find(|m| m.perms[2] == b'x')
         .map_or(u64::MAX, |m| m.start);
     let Some(first) = maps.iter().rposition(|m| m.offset == 0 && m.start <= code) else {
         return maps;
@@ -1147,205 +1040,100 @@ fn same_bytes(a: &File, b: &File) -> std::io::Result<bool> {
     }
 }
 
-/// The systemd service a process belongs to: the innermost `*.service` of
-/// its cgroup path.
-fn service_of(p: &Process) -> Option<String> {
-    let groups = p.cgroups().ok()?;
-    groups.0.iter().find_map(|g| {
-        g.pathname
-            .rsplit('/')
-            .find(|c| c.ends_with(".service"))
-            .map(str::to_string)
-    })
+/// A file of `/proc/PID`, read whole in as few calls as it takes (see
+/// [`maps::read_whole`]; procfs reads with `std`'s `read_to_end`, which asks
+/// the size first and then reads 32 bytes, 32, 64…).
+fn read_rel<T>(pid: i32, name: &str, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    let file = File::open(format!("/proc/{pid}/{name}"))?;
+    maps::read_whole(file, f)
 }
 
-/// Fills in the restart advice: a process whose parent runs the same stale
-/// code was forked from it, and restarting it by another fork would copy
-/// that code again (L04, U07): the parent (the top of such a chain) needs an
-/// exec or a full restart.
-fn advise(procs: &mut [StaleProcess]) {
-    let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
-    let inherits = |child: &StaleProcess, parent: &StaleProcess| {
-        parent.need == Urgency::Required
-            && child
-                .files
-                .iter()
-                .filter(|f| f.need == Urgency::Required)
-                .all(|f| parent.files.iter().any(|g| g.mapped == f.mapped))
-    };
-    let mut tops = Vec::with_capacity(procs.len());
-    for p in procs.iter() {
-        let mut top = p.pid;
-        let mut cur = p;
-        let mut guard = 0;
-        while let Some(&i) = index.get(&cur.ppid) {
-            let parent = &procs[i];
-            if cur.need != Urgency::Required || !inherits(cur, parent) || guard > 64 {
-                break;
-            }
-            top = parent.pid;
-            cur = parent;
-            guard += 1;
-        }
-        tops.push(top);
-    }
-    for (p, top) in procs.iter_mut().zip(tops) {
-        p.restart = Restart {
-            at: top,
-            fork_is_enough: p.need == Urgency::Optional,
-            advice: match p.need {
-                Urgency::Optional => OPTIONAL.into(),
-                Urgency::Required if top == p.pid => ITSELF.into(),
-                Urgency::Required => inherited(top.to_string()),
-            },
-        };
-    }
+/// The owner of `/proc/PID`: the process's effective uid.
+fn uid_of(pid: i32) -> Option<u32> {
+    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
 }
 
-const OPTIONAL: &str = "the files on disk have the same content";
-const ITSELF: &str = "exec it again or restart it";
-
-fn inherited(top: String) -> String {
-    format!(
-        "exec or restart {top}, which runs the same old code: a fork from it copies that code, so restarting only this process is not enough"
-    )
-}
-
-/// How pids and changing values are printed (plain for the CLI; marked for
-/// redaction in lab transcripts).
-pub struct Marks {
-    pub pid: fn(i32) -> String,
-    pub vol: fn(String) -> String,
-}
-
-pub const PLAIN: Marks = Marks {
-    pid: |p| p.to_string(),
-    vol: |s| s,
-};
-
-/// The report for people: one block per process, then the summary.
-pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in &r.processes {
-        let who = match &p.service {
-            Some(s) => format!("user {}, {s}", p.user),
-            None => format!("user {}", p.user),
-        };
-        let need = match p.need {
-            Urgency::Required => "restart required",
-            Urgency::Optional => "restart optional",
-        };
-        out.push(format!(
-            "{} {} ({who}): {need}: {}",
-            (marks.pid)(p.pid),
-            p.command,
-            advice_text(p, marks)
-        ));
-        for f in &p.files {
-            let role = match f.role {
-                Role::Executable => "executable",
-                Role::Library => "library",
-                Role::Script => "script",
-            };
-            let detail = if f.evidence == "mtime" || f.evidence == "btime" {
-                ms_vol(&f.detail, marks)
-            } else {
-                f.detail.clone()
-            };
-            // A newline in a name would forge a line of the report: shown
-            // escaped, as maps shows it (JSON carries the name as it is).
-            out.push(format!(
-                "  {role} {}: {}: {detail}",
-                f.path.to_string_lossy().replace('\n', "\\012"),
-                f.reason.word()
-            ));
-        }
-    }
-    out.push(summary(r, marks));
-    out
-}
-
-fn ms_vol(detail: &str, marks: &Marks) -> String {
-    match detail.split_once(" ms after") {
-        Some((head, tail)) => match head.rsplit_once(' ') {
-            Some((pre, n)) => format!("{pre} {} ms after{tail}", (marks.vol)(n.to_string())),
-            None => detail.to_string(),
-        },
-        None => detail.to_string(),
-    }
-}
-
-fn advice_text(p: &StaleProcess, marks: &Marks) -> String {
-    match p.need {
-        Urgency::Optional => OPTIONAL.to_string(),
-        Urgency::Required if p.restart.at == p.pid => ITSELF.to_string(),
-        Urgency::Required => inherited((marks.pid)(p.restart.at)),
-    }
-}
-
-/// The summary line.
-pub fn summary(r: &Report, marks: &Marks) -> String {
-    let plural =
-        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
-    let mut s = format!(
-        "{} a restart, {} (same content on disk); {} scanned",
-        plural(r.required, "process needs", "processes need"),
-        plural(r.optional, "process may have one", "processes may have one"),
-        plural(r.scanned, "process", "processes"),
-    );
-    if r.unreadable.is_empty() {
-        s.push_str(", none unreadable");
-    } else {
-        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-        for u in &r.unreadable {
-            *names.entry(u.command.as_str()).or_default() += 1;
-        }
-        let mut shown: Vec<String> = names
-            .iter()
-            .take(8)
-            .map(|(n, k)| {
-                if *k > 1 {
-                    format!("{n} ×{k}")
-                } else {
-                    n.to_string()
-                }
+/// The command line, its words joined by spaces, as procfs's `cmdline()`
+/// gives them (empty words left out; nothing when it is not UTF-8).
+fn args_of(pid: i32) -> String {
+    read_rel(pid, "cmdline", |b| {
+        std::str::from_utf8(b)
+            .map(|s| {
+                s.split('\0')
+                    .filter(|w| !w.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             })
-            .collect();
-        if names.len() > 8 {
-            shown.push("…".into());
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
+/// The process's cgroup: the unified hierarchy's path, else systemd's
+/// (`name=systemd`), else the first controller's that is not the root.
+fn cgroup_of(pid: i32) -> Option<String> {
+    let groups = read_rel(pid, "cgroup", |b| procfs::ProcessCGroups::from_read(b))
+        .ok()?
+        .ok()?
+        .0;
+    let mut set = groups.iter().filter(|g| g.pathname != "/");
+    let unified = set.clone().find(|g| g.hierarchy == 0);
+    let systemd = set
+        .clone()
+        .find(|g| g.controllers.iter().any(|c| c == "name=systemd"));
+    unified
+        .or(systemd)
+        .or_else(|| set.next())
+        .map(|g| g.pathname.clone())
+}
+
+/// `path` as a process whose root is `root` names it: without the root's
+/// folder in front; `None` when the root is `/` or holds no such path.
+fn inside_root(path: &Path, root: &Path) -> Option<PathBuf> {
+    if root == Path::new("/") {
+        return None;
+    }
+    path.strip_prefix(root)
+        .ok()
+        .map(|rest| Path::new("/").join(rest))
+}
+
+/// Names the package of every flagged file where a dpkg database tells:
+/// the process's own root's database (a chroot, a container), else that
+/// of a `package_roots` folder the file is under, else the host's.
+fn attribute_packages(procs: &mut [StaleProcess], package_roots: &[PathBuf]) {
+    // Database root -> (process, file, path inside that root, start).
+    type Asks = Vec<(usize, usize, PathBuf, String)>;
+    let mut asked: BTreeMap<PathBuf, Asks> = BTreeMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        let started = packages::log_time(p.start_ns);
+        for (j, f) in p.files.iter().enumerate() {
+            let (root, inside) = match &p.root {
+                Some(r) => (r.clone(), f.path.clone()),
+                None => package_roots
+                    .iter()
+                    .find_map(|r| {
+                        let rest = f.path.strip_prefix(r).ok()?;
+                        Some((r.clone(), Path::new("/").join(rest)))
+                    })
+                    .unwrap_or_else(|| (PathBuf::from("/"), f.path.clone())),
+            };
+            asked
+                .entry(root)
+                .or_default()
+                .push((i, j, inside, started.clone()));
         }
-        let why = if r.scanner_uid == 0 {
-            "denied even to root: another user namespace, or a process that forbids it"
-        } else {
-            "another user's; run as root to read them"
-        };
-        s.push_str(&format!(
-            ", {} unreadable ({why}: {})",
-            (marks.vol)(r.unreadable.len().to_string()),
-            (marks.vol)(shown.join(", "))
-        ));
     }
-    let mut left: Vec<String> = r
-        .excluded
-        .iter()
-        .map(|e| format!("{} {}", e.mappings, e.kind))
-        .collect();
-    if r.data_files > 0 {
-        left.push(format!("{} data files", r.data_files));
+    for (root, files) in asked {
+        let asks: Vec<Asked> = files
+            .iter()
+            .map(|(_, _, path, started)| Asked { path, started })
+            .collect();
+        let owners = packages::owners(&root, &asks);
+        for (i, j, path, _) in &files {
+            procs[*i].files[*j].package = owners.get(path).cloned();
+        }
     }
-    if !left.is_empty() {
-        s.push_str(&format!(
-            "; not checked: {} (pseudo-files and data: no code on disk to compare)",
-            (marks.vol)(left.join(", "))
-        ));
-    }
-    if r.unchecked_files > 0 {
-        s.push_str(&format!(
-            "; {} files could not be stat'ed",
-            (marks.vol)(r.unchecked_files.to_string())
-        ));
-    }
-    s
 }
 
 /// `--user`: a user name or a numeric uid.

@@ -1,0 +1,331 @@
+//! Which package owns a file, read from dpkg's database directly: the
+//! `info/*.list` files for the owner (found through [`dpkg_index`]), `status` for the installed version,
+//! and dpkg's log for the version an upgrade replaced. Nothing is run: no
+//! package manager, no hook, no interpreter (needrestart's local-root CVEs
+//! came from running an interpreter on what a process named).
+//!
+//! A database belongs to a root: the host's (`/`), a chroot's or a
+//! container's (as its processes see it, through `/proc/PID/root`), or one
+//! named on the command line (a `dpkg --root` folder). Paths are asked for
+//! as they are inside that root.
+//!
+//! What it cannot tell: files dpkg diverted (`dpkg-divert`) are named by
+//! their diverted name in the lists and are not followed; rpm's database
+//! (Berkeley DB or SQLite) is not read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::detector::dpkg_index;
+
+/// The package a file came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Package {
+    pub name: String,
+    /// `amd64`, `all`, … when the list file names it (`libc6:amd64.list`).
+    pub arch: Option<String>,
+    /// The version installed now (dpkg's `status`).
+    pub version: Option<String>,
+    /// The version the process started on, when dpkg's log shows the
+    /// upgrade that replaced it: the first upgrade of this package at or
+    /// after the process's start.
+    pub upgraded_from: Option<String>,
+    /// The database the answer came from.
+    pub database: PathBuf,
+}
+
+/// One file to attribute: its path inside the root, and when the process
+/// that runs it started (local time as dpkg's log writes it,
+/// `YYYY-MM-DD HH:MM:SS`).
+pub struct Asked<'a> {
+    pub path: &'a Path,
+    pub started: &'a str,
+}
+
+/// The owners of `files` in the dpkg database under `root`, by the file's
+/// path; files no package owns are left out. Empty when `root` holds no
+/// dpkg database.
+pub fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package> {
+    let admin = root.join("var/lib/dpkg");
+    let Some(index) = dpkg_index::load(&admin) else {
+        return BTreeMap::new();
+    };
+    let aliases = usr_aliases(root);
+    // The index proposes list files by a hash of the name; each is read
+    // (once) to confirm the name is there.
+    let mut lists: HashMap<&str, Option<HashSet<Vec<u8>>>> = HashMap::new();
+    let mut owner: BTreeMap<usize, (String, Option<String>)> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        let names = names_in_lists(f.path, &aliases);
+        let found = names.iter().find_map(|name| {
+            let name = name.as_os_str().as_encoded_bytes();
+            index.candidates(name).find(|list| {
+                lists
+                    .entry(list)
+                    .or_insert_with(|| read_list(&admin, list))
+                    .as_ref()
+                    .is_some_and(|l| l.contains(name))
+            })
+        });
+        if let Some(list) = found {
+            let (pkg, arch) = match list.split_once(':') {
+                Some((p, a)) => (p.to_string(), Some(a.to_string())),
+                None => (list.to_string(), None),
+            };
+            owner.insert(i, (pkg, arch));
+        }
+    }
+    if owner.is_empty() {
+        return BTreeMap::new();
+    }
+    let names: BTreeSet<&str> = owner.values().map(|(p, _)| p.as_str()).collect();
+    let versions = installed_versions(&admin.join("status"), &names);
+    let upgrades = upgrades(&root.join("var/log/dpkg.log"), &names);
+    owner
+        .into_iter()
+        .map(|(i, (name, arch))| {
+            let version = versions
+                .get(&(name.clone(), arch.clone()))
+                .or_else(|| versions.get(&(name.clone(), None)))
+                .cloned();
+            let upgraded_from = upgrades
+                .iter()
+                .filter(|u| u.package == name && (arch.is_none() || u.arch == arch))
+                .find(|u| u.when.as_str() >= files[i].started)
+                .map(|u| u.from.clone());
+            (
+                files[i].path.to_path_buf(),
+                Package {
+                    name,
+                    arch,
+                    version,
+                    upgraded_from,
+                    database: admin.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The names one list file holds.
+fn read_list(admin: &Path, list: &str) -> Option<HashSet<Vec<u8>>> {
+    let text = fs::read(admin.join("info").join(format!("{list}.list"))).ok()?;
+    Some(text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect())
+}
+
+/// The merged-`/usr` links of a root (`/lib -> usr/lib`, …): dpkg lists a
+/// file under the name its package ships, which may be the other one.
+fn usr_aliases(root: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let target = fs::read_link(e.path()).ok()?;
+            let target = if target.is_absolute() {
+                target
+            } else {
+                Path::new("/").join(target)
+            };
+            Some((Path::new("/").join(e.file_name()), target))
+        })
+        .collect()
+}
+
+/// Every name `path` may be listed under: itself, and the same file
+/// through each merged-`/usr` link in either direction.
+fn names_in_lists(path: &Path, aliases: &[(PathBuf, PathBuf)]) -> Vec<PathBuf> {
+    let mut names = vec![path.to_path_buf()];
+    for (link, target) in aliases {
+        if let Ok(rest) = path.strip_prefix(target) {
+            names.push(link.join(rest));
+        } else if let Ok(rest) = path.strip_prefix(link) {
+            names.push(target.join(rest));
+        }
+    }
+    names
+}
+
+/// `(package, arch)` → installed version, from dpkg's `status` file, for
+/// the packages named.
+fn installed_versions(
+    status: &Path,
+    names: &BTreeSet<&str>,
+) -> BTreeMap<(String, Option<String>), String> {
+    let Ok(text) = fs::read_to_string(status) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for stanza in text.split("\n\n") {
+        let field = |key: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .map(str::trim)
+            })
+        };
+        let (Some(name), Some(version)) = (field("Package"), field("Version")) else {
+            continue;
+        };
+        if !names.contains(name) {
+            continue;
+        }
+        let installed = field("Status").is_some_and(|s| s.ends_with(" installed"));
+        if !installed {
+            continue;
+        }
+        let arch = field("Architecture").map(str::to_string);
+        out.insert((name.to_string(), arch), version.to_string());
+        out.insert((name.to_string(), None), version.to_string());
+    }
+    out
+}
+
+/// One `upgrade` line of dpkg's log.
+struct Upgrade {
+    when: String,
+    package: String,
+    arch: Option<String>,
+    from: String,
+}
+
+/// The upgrades of the packages named, in the log's (time) order:
+/// `2026-11-29 14:05:37 upgrade libexample:amd64 1.0 2.0`.
+fn upgrades(log: &Path, names: &BTreeSet<&str>) -> Vec<Upgrade> {
+    let Ok(text) = fs::read_to_string(log) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let mut w = line.split(' ');
+            let (date, time, what, pkg, from) =
+                (w.next()?, w.next()?, w.next()?, w.next()?, w.next()?);
+            if what != "upgrade" {
+                return None;
+            }
+            let (package, arch) = match pkg.split_once(':') {
+                Some((p, a)) => (p, Some(a.to_string())),
+                None => (pkg, None),
+            };
+            names.contains(package).then(|| Upgrade {
+                when: format!("{date} {time}"),
+                package: package.to_string(),
+                arch,
+                from: from.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A wall-clock time (ns since the epoch) as dpkg's log writes it: local
+/// time, to the second, rounded down.
+pub fn log_time(epoch_ns: i128) -> String {
+    let secs = (epoch_ns.div_euclid(1_000_000_000)) as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which lives on the stack.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
+    if !ok {
+        return String::new();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dpkg database written by hand, as dpkg writes it.
+    fn database(dir: &Path) {
+        let admin = dir.join("var/lib/dpkg");
+        fs::create_dir_all(admin.join("info")).unwrap();
+        fs::create_dir_all(dir.join("var/log")).unwrap();
+        fs::create_dir_all(dir.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", dir.join("lib")).unwrap();
+        fs::write(
+            admin.join("info/libfoo1:amd64.list"),
+            "/.\n/lib\n/lib/libfoo.so.1\n",
+        )
+        .unwrap();
+        fs::write(
+            admin.join("info/bar.list"),
+            "/.\n/usr/bin/bar\n/usr/bin/bar.d\n",
+        )
+        .unwrap();
+        fs::write(
+            admin.join("status"),
+            "Package: bar\nStatus: install ok installed\nArchitecture: all\nVersion: 3\n\n\
+             Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.0-1\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("var/log/dpkg.log"),
+            "2026-01-01 10:00:00 upgrade libfoo1:amd64 0.9-1 1.0-1\n\
+             2026-01-02 10:00:00 upgrade libfoo1:amd64 1.0-1 2.0-1\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn owners_follow_merged_usr_names_versions_and_the_upgrade_after_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        database(dir.path());
+        let asked = [
+            Asked {
+                path: Path::new("/usr/lib/libfoo.so.1"),
+                started: "2026-01-01 12:00:00",
+            },
+            Asked {
+                path: Path::new("/usr/bin/bar"),
+                started: "2026-01-01 12:00:00",
+            },
+            Asked {
+                path: Path::new("/usr/bin/ba"),
+                started: "2026-01-01 12:00:00",
+            },
+        ];
+        let got = owners(dir.path(), &asked);
+        let foo = &got[Path::new("/usr/lib/libfoo.so.1")];
+        assert_eq!(foo.name, "libfoo1");
+        assert_eq!(foo.arch.as_deref(), Some("amd64"));
+        assert_eq!(foo.version.as_deref(), Some("2.0-1"));
+        assert_eq!(foo.upgraded_from.as_deref(), Some("1.0-1"));
+        let bar = &got[Path::new("/usr/bin/bar")];
+        assert_eq!(
+            (bar.name.as_str(), bar.version.as_deref()),
+            ("bar", Some("3"))
+        );
+        assert_eq!(bar.upgraded_from, None);
+        // A prefix of a listed name is not that name.
+        assert!(!got.contains_key(Path::new("/usr/bin/ba")));
+    }
+
+    #[test]
+    fn no_database_no_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let asked = [Asked {
+            path: Path::new("/usr/bin/bar"),
+            started: "",
+        }];
+        assert!(owners(dir.path(), &asked).is_empty());
+    }
+
+    #[test]
+    fn log_time_is_local_time_to_the_second() {
+        let t = log_time(0);
+        assert_eq!(t.len(), "1970-01-01 00:00:00".len());
+        assert!(t.starts_with("1970-01-01") || t.starts_with("1969-12-31"));
+    }
+}

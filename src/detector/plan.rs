@@ -1,0 +1,320 @@
+//! What to restart: each flagged process's restart advice, and the flagged
+//! processes grouped by what a person restarts (`swaplab stale --plan`).
+//!
+//! A group is, in this order of preference:
+//! - a container or chroot (the process's root or mount namespace is not
+//!   the scanner's): restarted by whatever runs it, named by its cgroup;
+//! - a systemd service, from the process's cgroup, when systemd runs the
+//!   machine: `systemctl restart UNIT` (`systemctl --user -M USER@ restart
+//!   UNIT` for a user's own service);
+//! - otherwise the top of the process tree that runs the same stale code: a
+//!   master and the workers it forked are one entry (L04, U07).
+//!
+//! A fork-only restart (nginx's `HUP`: new workers forked from the master)
+//! copies the master's code into every new worker. When the top of a group
+//! runs stale code itself and has forked children that share it, the group
+//! says an exec (nginx's `USR2`) or a full restart is needed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::detector::report::{Group, GroupKind, Restart, StaleProcess, Urgency};
+
+/// The systemd service a cgroup path names: the innermost `*.service`, and
+/// the user manager (`user@UID.service`) above it, if any.
+pub fn service_in(cgroup: &str) -> Option<(String, Option<u32>)> {
+    let parts: Vec<&str> = cgroup.split('/').collect();
+    let at = parts.iter().rposition(|c| c.ends_with(".service"))?;
+    let unit = parts[at];
+    let user = parts[..at].iter().find_map(|c| {
+        c.strip_prefix("user@")?
+            .strip_suffix(".service")?
+            .parse::<u32>()
+            .ok()
+    });
+    Some((unit.to_string(), user))
+}
+
+/// Fills in each process's restart advice: a process whose parent runs the
+/// same stale code was forked from it, and restarting it by another fork
+/// would copy that code again (L04, U07): the parent (the top of such a
+/// chain) needs an exec or a full restart.
+pub fn advise(procs: &mut [StaleProcess]) {
+    let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+    let inherits = |child: &StaleProcess, parent: &StaleProcess| {
+        parent.need == Urgency::Required
+            && parent.root == child.root
+            && child
+                .files
+                .iter()
+                .filter(|f| f.need == Urgency::Required)
+                .all(|f| parent.files.iter().any(|g| g.mapped == f.mapped))
+    };
+    let mut tops = Vec::with_capacity(procs.len());
+    for p in procs.iter() {
+        let mut top = p.pid;
+        let mut cur = p;
+        let mut guard = 0;
+        while let Some(&i) = index.get(&cur.ppid) {
+            let parent = &procs[i];
+            if cur.need != Urgency::Required || !inherits(cur, parent) || guard > 64 {
+                break;
+            }
+            top = parent.pid;
+            cur = parent;
+            guard += 1;
+        }
+        tops.push(top);
+    }
+    for (p, top) in procs.iter_mut().zip(tops) {
+        p.restart = Restart {
+            at: top,
+            fork_is_enough: p.need == Urgency::Optional,
+            advice: match p.need {
+                Urgency::Optional => OPTIONAL.into(),
+                Urgency::Required if top == p.pid => ITSELF.into(),
+                Urgency::Required => inherited(top.to_string()),
+            },
+        };
+    }
+}
+
+pub const OPTIONAL: &str = "the files on disk have the same content";
+pub const ITSELF: &str = "exec it again or restart it";
+
+pub fn inherited(top: String) -> String {
+    format!(
+        "exec or restart {top}, which runs the same old code: a fork from it copies that code, so restarting only this process is not enough"
+    )
+}
+
+/// Groups the flagged processes (after [`advise`]) by what a person
+/// restarts; `systemd` says whether systemd runs the machine (its units
+/// mean nothing otherwise). The service the scan itself runs in (`own`) is
+/// (its cgroup) never offered: restarting it would end the scan's own session (a CI
+/// runner, a terminal's service), so its processes are grouped by tree.
+/// Groups that need a restart come first.
+pub fn groups(procs: &[StaleProcess], systemd: bool, own: Option<&str>) -> Vec<Group> {
+    let by_pid: HashMap<i32, &StaleProcess> = procs.iter().map(|p| (p.pid, p)).collect();
+    let mut keyed: BTreeMap<(GroupKind, String), Vec<&StaleProcess>> = BTreeMap::new();
+    for p in procs {
+        keyed.entry(key(p, systemd, own)).or_default().push(p);
+    }
+    let mut out: Vec<Group> = keyed
+        .into_iter()
+        .map(|((kind, name), members)| group(kind, name, &members, &by_pid))
+        .collect();
+    out.sort_by(|a, b| b.need.cmp(&a.need).then(a.top.cmp(&b.top)));
+    out
+}
+
+fn key(p: &StaleProcess, systemd: bool, own: Option<&str>) -> (GroupKind, String) {
+    if p.root.is_some() {
+        let root = p.root.as_ref().map(|r| r.display().to_string());
+        let name = p.cgroup.clone().or(root).unwrap_or_default();
+        return (GroupKind::Container, name);
+    }
+    let own_unit = own.and_then(service_in);
+    let unit = p
+        .cgroup
+        .as_deref()
+        .filter(|_| systemd)
+        .and_then(service_in)
+        .filter(|u| own_unit.as_ref() != Some(u));
+    match unit {
+        Some((unit, None)) => (GroupKind::Service, unit),
+        Some((unit, Some(_))) => (GroupKind::UserService, format!("{}/{unit}", p.user)),
+        None => (GroupKind::ProcessTree, p.restart.at.to_string()),
+    }
+}
+
+fn group(
+    kind: GroupKind,
+    name: String,
+    members: &[&StaleProcess],
+    by_pid: &HashMap<i32, &StaleProcess>,
+) -> Group {
+    let pids: Vec<i32> = members.iter().map(|p| p.pid).collect();
+    let need = members
+        .iter()
+        .map(|p| p.need)
+        .max()
+        .unwrap_or(Urgency::Optional);
+    // The top: a member no other member is the parent of; the lowest pid
+    // among such, for a service with several trees.
+    let inside: BTreeSet<i32> = pids.iter().copied().collect();
+    let top = members
+        .iter()
+        .filter(|p| !inside.contains(&p.ppid))
+        .map(|p| p.restart.at)
+        .min()
+        .unwrap_or(pids[0]);
+    let top_stale = by_pid
+        .get(&top)
+        .is_some_and(|p| p.need == Urgency::Required);
+    let forked_from_top = members.iter().any(|p| p.pid != top && p.restart.at == top);
+    let exec_needed = top_stale && forked_from_top;
+    let fixes: BTreeSet<String> = members
+        .iter()
+        .flat_map(|p| p.files.iter())
+        .map(|f| match &f.package {
+            Some(pkg) => format!("{} ({})", f.path.display(), pkg.name),
+            None => f.path.display().to_string(),
+        })
+        .collect();
+    let command = match kind {
+        GroupKind::Service => Some(format!("systemctl restart {name}")),
+        GroupKind::UserService => name
+            .split_once('/')
+            .map(|(user, unit)| format!("systemctl --user -M {user}@ restart {unit}")),
+        _ => None,
+    };
+    let mut g = Group {
+        kind,
+        name,
+        command,
+        action: String::new(),
+        exec_needed,
+        need,
+        pids,
+        top,
+        top_command: by_pid
+            .get(&top)
+            .map_or(String::new(), |p| p.command.clone()),
+        fixes: fixes.into_iter().collect(),
+    };
+    g.action = action(&g, &|p| p.to_string());
+    g
+}
+
+/// What to do for group `g`, for people; `pid` prints a pid.
+pub fn action(g: &Group, pid: &dyn Fn(i32) -> String) -> String {
+    let reload = if g.exec_needed {
+        "; a reload that only forks new workers from it (nginx HUP) copies the old code: exec it again (nginx USR2) or restart it fully"
+    } else {
+        ""
+    };
+    let forked = g.pids.iter().filter(|&&p| p != g.top).count();
+    match g.kind {
+        _ if g.need == Urgency::Optional => OPTIONAL.to_string(),
+        GroupKind::Service => format!("restart the service {}{reload}", g.name),
+        GroupKind::UserService => {
+            let (user, unit) = g.name.split_once('/').unwrap_or(("", &g.name));
+            format!("restart user {user}'s service {unit}{reload}")
+        }
+        GroupKind::Container => format!(
+            "restart the container or chroot (cgroup {}) from where it is run{reload}",
+            g.name
+        ),
+        GroupKind::ProcessTree if forked > 0 => format!(
+            "restart process {} ({}) and the {forked} forked from it{reload}",
+            pid(g.top),
+            g.top_command
+        ),
+        GroupKind::ProcessTree => format!("restart process {} ({})", pid(g.top), g.top_command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::report::{FileId, Reason, Role, StaleFile};
+
+    /// A flagged process in `cgroup`, forked from `ppid`, mapping the
+    /// replaced file `inode`.
+    fn flagged(pid: i32, ppid: i32, cgroup: &str, inode: u64) -> StaleProcess {
+        StaleProcess {
+            pid,
+            ppid,
+            uid: 1000,
+            user: "alice".into(),
+            command: "nginx".into(),
+            args: String::new(),
+            service: None,
+            cgroup: Some(cgroup.into()),
+            root: None,
+            start_ns: 0,
+            need: Urgency::Required,
+            restart: Restart {
+                at: pid,
+                fork_is_enough: false,
+                advice: String::new(),
+            },
+            files: vec![StaleFile {
+                path: "/usr/lib/libssl.so.3".into(),
+                role: Role::Library,
+                reason: Reason::Replaced,
+                need: Urgency::Required,
+                mapped: FileId {
+                    major: 8,
+                    minor: 1,
+                    inode,
+                },
+                deleted: true,
+                on_disk: None,
+                evidence: String::new(),
+                detail: String::new(),
+                package: None,
+                path_in_maps: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn service_in_reads_system_and_user_units_from_cgroup_paths() {
+        assert_eq!(
+            service_in("/system.slice/nginx.service"),
+            Some(("nginx.service".into(), None))
+        );
+        assert_eq!(
+            service_in("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service"),
+            Some(("foo.service".into(), Some(1000)))
+        );
+        assert_eq!(
+            service_in("/user.slice/user-1000.slice/session-3.scope"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_service_is_one_group_with_its_command_unless_the_scan_runs_in_it() {
+        let mut procs = vec![
+            flagged(10, 1, "/system.slice/nginx.service", 7),
+            flagged(11, 10, "/system.slice/nginx.service", 7),
+            flagged(
+                20,
+                1,
+                "/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service",
+                7,
+            ),
+            flagged(30, 1, "/user.slice/user-1000.slice/session-3.scope", 7),
+        ];
+        advise(&mut procs);
+        let g = groups(&procs, true, None);
+        assert_eq!(g.len(), 3, "{g:#?}");
+        let nginx = g.iter().find(|g| g.name == "nginx.service").unwrap();
+        assert_eq!(nginx.kind, GroupKind::Service);
+        assert_eq!(nginx.pids, vec![10, 11]);
+        assert_eq!(nginx.top, 10);
+        assert!(nginx.exec_needed, "the master runs the old code too");
+        assert_eq!(
+            nginx.command.as_deref(),
+            Some("systemctl restart nginx.service")
+        );
+        let user = g.iter().find(|g| g.kind == GroupKind::UserService).unwrap();
+        assert_eq!(
+            user.command.as_deref(),
+            Some("systemctl --user -M alice@ restart foo.service")
+        );
+        // A session scope is no unit to restart: its process is its tree.
+        assert!(g
+            .iter()
+            .any(|g| g.kind == GroupKind::ProcessTree && g.pids == vec![30]));
+        // Without systemd, or inside the same service, the trees count.
+        let g = groups(&procs, false, None);
+        assert!(g.iter().all(|g| g.kind == GroupKind::ProcessTree), "{g:#?}");
+        let g = groups(&procs, true, Some("/system.slice/nginx.service"));
+        assert!(g
+            .iter()
+            .any(|g| g.kind == GroupKind::ProcessTree && g.pids == vec![10, 11]));
+    }
+}

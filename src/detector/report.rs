@@ -1,0 +1,249 @@
+//! What `swaplab stale` reports: the stale processes, their files, what to
+//! restart, and what was left out. The scanner ([`super::stale`]) fills it,
+//! the plan ([`super::plan`]) groups it, and the renderers print it.
+
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::detector::packages::Package;
+
+/// Whether a restart is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// The file on disk has the same content: nothing to gain but the
+    /// `(deleted)` mark going away.
+    Optional,
+    /// The process runs code that is no longer on disk.
+    Required,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Executable,
+    Library,
+    /// The script an interpreter was started on (see [`scripts`]).
+    Script,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// Nothing is at the path now.
+    Removed,
+    /// The path names another file, with other content.
+    Replaced,
+    /// The path names another file with the same content.
+    Reinstalled,
+    /// Same inode, written after the process mapped it.
+    ModifiedInPlace,
+    /// The script's path names a file born after the process started, or
+    /// another file than the one the interpreter still reads.
+    ScriptReplaced,
+    /// The script's file was written after the process started.
+    ScriptModified,
+    /// Nothing is at the script's path now.
+    ScriptRemoved,
+}
+
+impl Reason {
+    pub fn word(self) -> &'static str {
+        match self {
+            Reason::Removed => "removed",
+            Reason::Replaced => "replaced",
+            Reason::Reinstalled => "reinstalled with the same content",
+            Reason::ModifiedInPlace => "modified in place",
+            Reason::ScriptReplaced => "replaced since the process started",
+            Reason::ScriptModified => "modified since the process started",
+            Reason::ScriptRemoved => "removed since the process started",
+        }
+    }
+}
+
+/// A file as `/proc` or `stat` names it: device (major:minor) and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+pub struct FileId {
+    pub major: u32,
+    pub minor: u32,
+    pub inode: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &Metadata) -> FileId {
+        let dev = meta.dev();
+        FileId {
+            major: nix::sys::stat::major(dev) as u32,
+            minor: nix::sys::stat::minor(dev) as u32,
+            inode: meta.ino(),
+        }
+    }
+}
+
+/// One file a process runs that is not what is on disk.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct StaleFile {
+    pub path: PathBuf,
+    pub role: Role,
+    pub reason: Reason,
+    pub need: Urgency,
+    /// What the process maps.
+    pub mapped: FileId,
+    /// Whether `/proc/PID/maps` marks it ` (deleted)`.
+    pub deleted: bool,
+    /// What the path names now, if anything.
+    pub on_disk: Option<FileId>,
+    /// How the contents were compared: `build-id`, `bytes`, `segments`,
+    /// `mtime`, or why they could not be.
+    pub evidence: String,
+    /// The whole explanation, for people.
+    pub detail: String,
+    /// The package that installed the file at this path, where a dpkg
+    /// database tells (see [`super::packages`]).
+    pub package: Option<Package>,
+    /// The name `/proc/PID/maps` gives, when the process knows the file by
+    /// another: a chroot's file, named from the root of the namespace.
+    pub path_in_maps: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct StaleProcess {
+    pub pid: i32,
+    pub ppid: i32,
+    pub uid: u32,
+    pub user: String,
+    pub command: String,
+    pub args: String,
+    /// The systemd service from the process's cgroup, if any.
+    pub service: Option<String>,
+    /// The process's cgroup (the unified hierarchy's, else systemd's).
+    pub cgroup: Option<String>,
+    /// The process's root, when it is not the scanner's: a chroot's folder,
+    /// or `/proc/PID/root` for a process in another mount namespace (a
+    /// container). Its files were judged there, and named as it sees them.
+    pub root: Option<PathBuf>,
+    /// When it started, in ns since the epoch (known to one clock tick).
+    #[serde(skip)]
+    pub start_ns: i128,
+    pub need: Urgency,
+    pub restart: Restart,
+    pub files: Vec<StaleFile>,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Unreadable {
+    pub pid: i32,
+    pub command: String,
+    pub uid: Option<u32>,
+}
+
+/// Mappings left out, by kind, and why.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Excluded {
+    pub kind: &'static str,
+    pub why: &'static str,
+    pub processes: usize,
+    pub mappings: usize,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Report {
+    /// Processes whose maps were read (after the filters).
+    pub scanned: usize,
+    pub required: usize,
+    pub optional: usize,
+    pub processes: Vec<StaleProcess>,
+    /// The processes grouped by what a person restarts (see
+    /// [`super::plan`]).
+    pub groups: Vec<Group>,
+    pub unreadable: Vec<Unreadable>,
+    /// Kernel threads: no executable, no mappings.
+    pub kernel_threads: usize,
+    /// Processes that exited while being read.
+    pub vanished: usize,
+    pub excluded: Vec<Excluded>,
+    /// Files mapped without execute permission (not code).
+    pub data_files: usize,
+    /// Files whose state on disk could not be read (`stat` refused).
+    pub unchecked_files: usize,
+    /// The effective uid the scan ran as.
+    pub scanner_uid: u32,
+    pub seconds: f64,
+}
+
+impl Report {
+    /// The exit status `swaplab stale` ends with: 0 when no process needs a
+    /// restart (optional ones may be listed), 1 when at least one does.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.required > 0)
+    }
+
+    pub fn get(&self, pid: i32) -> Option<&StaleProcess> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+}
+
+/// How pids and changing values are printed (plain for the CLI; marked for
+/// redaction in lab transcripts).
+pub struct Marks {
+    pub pid: fn(i32) -> String,
+    pub vol: fn(String) -> String,
+}
+
+pub const PLAIN: Marks = Marks {
+    pid: |p| p.to_string(),
+    vol: |s| s,
+};
+
+/// What to restart, and how, for one process.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Restart {
+    /// The process to restart: itself, or the ancestor it was forked from
+    /// that runs the same stale code.
+    pub at: i32,
+    /// Whether re-forking this process from its parent would help (never
+    /// when the parent runs the same stale code).
+    pub fork_is_enough: bool,
+    pub advice: String,
+}
+
+/// What kind of thing a group restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupKind {
+    /// A process whose root or mount namespace is not the host's.
+    Container,
+    /// A systemd system service.
+    Service,
+    /// A service of a user's own systemd manager (`user@UID.service`).
+    UserService,
+    /// A process and the children it forked, outside any service.
+    ProcessTree,
+}
+
+/// One thing to restart, and what that fixes.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Group {
+    pub kind: GroupKind,
+    /// The unit, the container's cgroup, or the tree's top process.
+    pub name: String,
+    /// The command that restarts it, where one is known (systemd).
+    pub command: Option<String>,
+    /// The same, for people: what to do, and why a reload may not do.
+    pub action: String,
+    /// Whether a fork-only restart (nginx `HUP`) keeps the old code.
+    pub exec_needed: bool,
+    pub need: Urgency,
+    /// The flagged processes it restarts.
+    pub pids: Vec<i32>,
+    /// The top process of the tree (its own pid for a single process).
+    pub top: i32,
+    /// The top process's command name.
+    pub top_command: String,
+    /// The stale files it gets rid of (as the processes name them).
+    pub fixes: Vec<String>,
+}

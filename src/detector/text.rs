@@ -1,0 +1,203 @@
+//! `swaplab stale`'s report for people: one block per process, the plan
+//! (`--plan`), and the summary line.
+
+use std::collections::BTreeMap;
+
+use crate::detector::plan::{inherited, ITSELF, OPTIONAL};
+use crate::detector::report::{Group, Marks, Report, Role, StaleProcess, Urgency};
+
+/// The report for people: one block per process, then the summary.
+pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &r.processes {
+        let who = match &p.service {
+            Some(s) => format!("user {}, {s}", p.user),
+            None => format!("user {}", p.user),
+        };
+        let need = match p.need {
+            Urgency::Required => "restart required",
+            Urgency::Optional => "restart optional",
+        };
+        out.push(format!(
+            "{} {} ({who}): {need}: {}",
+            (marks.pid)(p.pid),
+            p.command,
+            advice_text(p, marks)
+        ));
+        if let Some(root) = &p.root {
+            out.push(format!(
+                "  its own root: {} ({}): files judged there, named as it sees them",
+                root_text(p.pid, root, marks),
+                // Which cgroup, if any, is the machine's doing, not the
+                // process's: marked as a changing value.
+                (marks.vol)(match &p.cgroup {
+                    Some(c) => format!("cgroup {c}"),
+                    None => "no cgroup of its own".to_string(),
+                })
+            ));
+        }
+        for f in &p.files {
+            let role = match f.role {
+                Role::Executable => "executable",
+                Role::Library => "library",
+                Role::Script => "script",
+            };
+            let detail = if f.evidence == "mtime" || f.evidence == "btime" {
+                ms_vol(&f.detail, marks)
+            } else {
+                f.detail.clone()
+            };
+            // A newline in a name would forge a line of the report: shown
+            // escaped, as maps shows it (JSON carries the name as it is).
+            let package = match &f.package {
+                Some(p) => format!(
+                    " [package {}{}{}]",
+                    p.name,
+                    p.version
+                        .as_ref()
+                        .map_or(String::new(), |v| format!(" {v}")),
+                    p.upgraded_from
+                        .as_ref()
+                        .map_or(String::new(), |v| format!(", upgraded from {v}"))
+                ),
+                None => String::new(),
+            };
+            out.push(format!(
+                "  {role} {}: {}: {detail}{package}",
+                f.path.to_string_lossy().replace('\n', "\\012"),
+                f.reason.word()
+            ));
+        }
+    }
+    out.push(summary(r, marks));
+    out
+}
+
+/// `/proc/PID/root` with the pid marked; a chroot's folder as it is.
+fn root_text(pid: i32, root: &std::path::Path, marks: &Marks) -> String {
+    if root == std::path::Path::new(&format!("/proc/{pid}/root")) {
+        format!("/proc/{}/root", (marks.pid)(pid))
+    } else {
+        root.display().to_string()
+    }
+}
+
+/// `--plan`: each thing to restart once, what it fixes, and the command
+/// where one is known; then the summary.
+pub fn render_plan(r: &Report, marks: &Marks) -> Vec<String> {
+    let mut out = Vec::new();
+    for (n, g) in r.groups.iter().enumerate() {
+        out.push(format!("{}. {}", n + 1, group_head(g, marks)));
+        let pids: Vec<String> = g.pids.iter().map(|&p| (marks.pid)(p)).collect();
+        out.push(format!("   processes: {}", pids.join(" ")));
+        for f in &g.fixes {
+            out.push(format!("   fixes: {}", f.replace('\n', "\\012")));
+        }
+        if let Some(c) = &g.command {
+            out.push(format!("   $ {c}"));
+        }
+    }
+    out.push(summary(r, marks));
+    out
+}
+
+fn group_head(g: &Group, marks: &Marks) -> String {
+    let need = match g.need {
+        Urgency::Required => "required",
+        Urgency::Optional => "optional",
+    };
+    let name = match g.kind {
+        crate::detector::report::GroupKind::Container => (marks.vol)(g.name.clone()),
+        _ => g.name.clone(),
+    };
+    let action = crate::detector::plan::action(g, &|p| (marks.pid)(p));
+    let action = if name != g.name {
+        action.replace(&g.name, &name)
+    } else {
+        action
+    };
+    format!("[{need}] {action}")
+}
+
+fn ms_vol(detail: &str, marks: &Marks) -> String {
+    match detail.split_once(" ms after") {
+        Some((head, tail)) => match head.rsplit_once(' ') {
+            Some((pre, n)) => format!("{pre} {} ms after{tail}", (marks.vol)(n.to_string())),
+            None => detail.to_string(),
+        },
+        None => detail.to_string(),
+    }
+}
+
+fn advice_text(p: &StaleProcess, marks: &Marks) -> String {
+    match p.need {
+        Urgency::Optional => OPTIONAL.to_string(),
+        Urgency::Required if p.restart.at == p.pid => ITSELF.to_string(),
+        Urgency::Required => inherited((marks.pid)(p.restart.at)),
+    }
+}
+
+/// The summary line.
+pub fn summary(r: &Report, marks: &Marks) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut s = format!(
+        "{} a restart, {} (same content on disk); {} scanned",
+        plural(r.required, "process needs", "processes need"),
+        plural(r.optional, "process may have one", "processes may have one"),
+        plural(r.scanned, "process", "processes"),
+    );
+    if r.unreadable.is_empty() {
+        s.push_str(", none unreadable");
+    } else {
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for u in &r.unreadable {
+            *names.entry(u.command.as_str()).or_default() += 1;
+        }
+        let mut shown: Vec<String> = names
+            .iter()
+            .take(8)
+            .map(|(n, k)| {
+                if *k > 1 {
+                    format!("{n} ×{k}")
+                } else {
+                    n.to_string()
+                }
+            })
+            .collect();
+        if names.len() > 8 {
+            shown.push("…".into());
+        }
+        let why = if r.scanner_uid == 0 {
+            "denied even to root: another user namespace, or a process that forbids it"
+        } else {
+            "another user's; run as root to read them"
+        };
+        s.push_str(&format!(
+            ", {} unreadable ({why}: {})",
+            (marks.vol)(r.unreadable.len().to_string()),
+            (marks.vol)(shown.join(", "))
+        ));
+    }
+    let mut left: Vec<String> = r
+        .excluded
+        .iter()
+        .map(|e| format!("{} {}", e.mappings, e.kind))
+        .collect();
+    if r.data_files > 0 {
+        left.push(format!("{} data files", r.data_files));
+    }
+    if !left.is_empty() {
+        s.push_str(&format!(
+            "; not checked: {} (pseudo-files and data: no code on disk to compare)",
+            (marks.vol)(left.join(", "))
+        ));
+    }
+    if r.unchecked_files > 0 {
+        s.push_str(&format!(
+            "; {} files could not be stat'ed",
+            (marks.vol)(r.unchecked_files.to_string())
+        ));
+    }
+    s
+}
