@@ -4,52 +4,23 @@
 //! `+L1` advice), and by `needrestart -b`, against the truth each process
 //! shows when it is called.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::detector::stale::{Reason, Urgency};
+use crate::detector::stale::Reason;
+use crate::drivers::restart_tools::{grep_deleted, judge, lsof, needrestart, Answer, Case, Truth};
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
 use crate::harness::replace::Replace;
+use crate::harness::userns;
 use crate::harness::variants::Variant::{self, *};
 use crate::harness::variants::{NEW, OLD};
 use crate::targets::protocol::{after_colon, field_i32};
 
 use super::DETECTOR;
-
-/// What the process really needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Truth {
-    Required,
-    Optional,
-    Clean,
-}
-
-impl Truth {
-    fn word(self) -> &'static str {
-        match self {
-            Truth::Required => "required",
-            Truth::Optional => "optional",
-            Truth::Clean => "-",
-        }
-    }
-}
-
-/// One case of the scenario: a process and what it really needs.
-struct Case {
-    key: &'static str,
-    title: &'static str,
-    truth: Truth,
-    expect: Stale,
-    pid: i32,
-}
-
-/// A tool's answer: the pids it flags, or why it did not run.
-type Answer = std::result::Result<BTreeSet<i32>, String>;
 
 /// Starts `program` with `lib/<dir>` as its library folder.
 fn start_on(lab: &mut Lab, program: Program, label: &str, dir: &str) -> Result<Target> {
@@ -87,218 +58,21 @@ fn case(lab: &mut Lab, key: &str, what: &str, v: Variant, program: Program) -> R
 /// unprivileged user, so the process is its caller's either way.
 fn start_in_own_namespaces(lab: &mut Lab, dir: &str) -> Result<Target> {
     let libs = lab.sandbox.lib_dir().join(dir);
-    let uid_map = format!("0 {} 1\n", nix::unistd::getuid());
-    let gid_map = format!("0 {} 1\n", nix::unistd::getgid());
-    lab.start_with(Program::Plain, dir, &[], move |cmd| {
+    let mut made = Ok(());
+    let started = lab.start_with(Program::Plain, dir, &[], |cmd| {
         cmd.env("LD_LIBRARY_PATH", &libs);
-        // SAFETY: unshare, open, write, close and mount are plain system
-        // calls, safe between fork and exec; the strings were made before
-        // the fork and nothing is allocated here.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-                let put = |path: &std::ffi::CStr, text: &str| -> std::io::Result<()> {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let n = libc::write(fd, text.as_ptr().cast(), text.len());
-                    let err = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    if n != text.len() as isize {
-                        return Err(err);
-                    }
-                    Ok(())
-                };
-                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                put(c"/proc/self/setgroups", "deny")?;
-                put(c"/proc/self/uid_map", &uid_map)?;
-                put(c"/proc/self/gid_map", &gid_map)?;
-                if libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        made = userns::in_own_namespaces(cmd, &userns::Inside::default());
         format!(
             "LD_LIBRARY_PATH=lib/{dir} unshare --user --map-root-user --mount --propagation private"
         )
+    });
+    made?;
+    started.with_context(|| {
+        format!(
+            "cannot start a process in a user and mount namespace of its own ({})",
+            userns::WHY_IT_MAY_FAIL
+        )
     })
-    .context("cannot start a process in a user and mount namespace of its own (unprivileged user namespaces may be off: sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces)")
-}
-
-/// Runs a tool, narrated as `shown`; returns its stdout, or why it could not
-/// run (with the command that installs it).
-fn tool(
-    lab: &mut Lab,
-    argv: &[&str],
-    shown: &str,
-    package: &str,
-) -> std::result::Result<String, String> {
-    lab.proof(format!("$ {shown}"));
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .current_dir(lab.sandbox.root())
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let why = format!("{} is not installed: apt-get install -y {package}", argv[0]);
-            lab.say(format!("# skipped: {why}"));
-            Err(why)
-        }
-        Err(e) => Err(format!("cannot run {}: {e}", argv[0])),
-    }
-}
-
-/// `grep -l '(deleted)' /proc/PID/maps …`: the article's detection.
-fn grep_deleted(lab: &mut Lab, pids: &[i32]) -> Answer {
-    let files: Vec<String> = pids.iter().map(|p| format!("/proc/{p}/maps")).collect();
-    let shown: Vec<String> = pids.iter().map(|p| pidt(*p)).collect();
-    let mut argv = vec!["grep", "-l", "(deleted)"];
-    argv.extend(files.iter().map(String::as_str));
-    let out = tool(
-        lab,
-        &argv,
-        &format!("grep -l '(deleted)' /proc/{{{}}}/maps", shown.join(",")),
-        "grep",
-    )?;
-    let mut flagged = BTreeSet::new();
-    for line in out.lines() {
-        if let Some(pid) = line
-            .strip_prefix("/proc/")
-            .and_then(|r| r.strip_suffix("/maps"))
-            .and_then(|p| p.parse::<i32>().ok())
-        {
-            lab.proof(format!("/proc/{}/maps", pidt(pid)));
-            flagged.insert(pid);
-        }
-    }
-    Ok(flagged)
-}
-
-/// `lsof -p …` lines with FD `DEL` (a deleted mapped file) or a name marked
-/// `(deleted)`; or, with `plus_l1`, every file `lsof +L1` lists (open files
-/// with no link left).
-fn lsof(lab: &mut Lab, pids: &[i32], plus_l1: bool) -> Answer {
-    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-    let list = list.join(",");
-    let shown: Vec<String> = pids.iter().map(|p| pidt(*p)).collect();
-    let shown = shown.join(",");
-    let (argv, shown): (Vec<&str>, String) = if plus_l1 {
-        (
-            vec!["lsof", "-nP", "-w", "-a", "+L1", "-p", &list],
-            format!("lsof -nP -a +L1 -p {shown}"),
-        )
-    } else {
-        (
-            vec!["lsof", "-nP", "-w", "-p", &list],
-            format!("lsof -nP -p {shown} | grep -E ' DEL |\\(deleted\\)'"),
-        )
-    };
-    let out = tool(lab, &argv, &shown, "lsof")?;
-    let mut flagged = BTreeSet::new();
-    for line in out.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let Some(pid) = cols.get(1).and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        let hit = plus_l1 || cols.get(3) == Some(&"DEL") || line.ends_with("(deleted)");
-        if hit {
-            let name = cols.last().copied().unwrap_or("");
-            let name = if line.ends_with("(deleted)") {
-                format!("{} (deleted)", cols[cols.len().saturating_sub(2)])
-            } else {
-                name.to_string()
-            };
-            lab.proof(format!(
-                "{} {} {} {}",
-                cols[0],
-                pidt(pid),
-                cols.get(3).unwrap_or(&""),
-                name
-            ));
-            flagged.insert(pid);
-        }
-    }
-    if flagged.is_empty() {
-        lab.proof("(no lines)");
-    }
-    Ok(flagged)
-}
-
-/// needrestart's configuration for D01: its stock list of mappings to pass
-/// over (`/etc/needrestart/needrestart.conf` on Debian 12), entry for entry,
-/// but for the `/tmp`, `/var/tmp` and `/run` entries, where the sandbox
-/// lives; everything else is needrestart's defaults (`-c` reads no
-/// `conf.d`).
-const NEEDRESTART_CONF: &str = r"$nrconf{blacklist_mappings} = [
-    qr(^/(SYSV00000000( \(deleted\))?|drm(\s|$)|dev/)),
-    qr(^/memfd:),
-    qr(^/\[aio\]),
-    qr#/orcexec\.[\w\d]+( \(deleted\))?$#,
-    qr(/#\d+( \(deleted\))?$),
-    qr#/jna\d+\.tmp( \(deleted\))?$#,
-];";
-
-/// needrestart's verdict on each process, `-v` (what it prints per process
-/// before it groups them by service or session, which these processes
-/// belong to none of): the pids it finds using an obsolete or deleted file.
-fn needrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
-    let conf = lab.sandbox.root().join("needrestart.conf");
-    lab.shell("cat > needrestart.conf   # needrestart's own pseudo-file list, without /tmp, /var/tmp and /run (the sandbox is there)");
-    for line in NEEDRESTART_CONF.lines() {
-        lab.proof(line.to_string());
-    }
-    std::fs::write(&conf, NEEDRESTART_CONF).map_err(|e| e.to_string())?;
-    let shown: Vec<String> = pids.iter().map(|p| pidt(*p)).collect();
-    lab.proof(format!(
-        "$ needrestart -v -b -l -r l -c needrestart.conf 2>&1 | grep -E '#({}) uses'",
-        shown.join("|")
-    ));
-    let Some(exe) = crate::harness::programs::find("needrestart") else {
-        let why = "needrestart is not installed: apt-get install -y needrestart".to_string();
-        lab.say(format!("# skipped: {why}"));
-        return Err(why);
-    };
-    let out = Command::new(&exe)
-        .args(["-v", "-b", "-l", "-r", "l", "-c"])
-        .arg(&conf)
-        .current_dir(lab.sandbox.root())
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run needrestart: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    let mut flagged = BTreeSet::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("[main] #") else {
-            continue;
-        };
-        let Some((pid, what)) = rest.split_once(' ') else {
-            continue;
-        };
-        let Ok(pid) = pid.parse::<i32>() else {
-            continue;
-        };
-        if pids.contains(&pid) && what.starts_with("uses ") && flagged.insert(pid) {
-            lab.proof(format!("[main] #{} {what}", pidt(pid)));
-        }
-    }
-    if flagged.is_empty() {
-        lab.proof("(no lines)");
-    }
-    Ok(flagged)
 }
 
 /// Calls the library in `t` (or says how it died).
@@ -353,7 +127,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     call_each_process(lab, &mut s, &mut u)?;
 
     lab.part("judged");
-    judge(lab, &cases, &r, &answers);
+    judge(lab, &cases, &r, &answers, true);
     Ok(())
 }
 
@@ -673,109 +447,4 @@ fn call_each_process(lab: &mut Lab, s: &mut Scenario, u: &mut Updated) -> Result
         }
     }
     Ok(())
-}
-
-/// Judges `swaplab stale` case by case, prints the table, and checks that
-/// every other tool that ran gets some case wrong (on CI, that each ran).
-fn judge(
-    lab: &mut Lab,
-    cases: &[Case],
-    r: &crate::detector::stale::Report,
-    answers: &[(&str, Answer)],
-) {
-    for c in cases {
-        lab.check_stale(r, &format!("{} ({})", c.key, c.title), c.pid, c.expect);
-    }
-    let wrong = table(lab, cases, r, answers);
-    for (name, a) in answers {
-        if a.is_ok() {
-            let (miss, alarm) = wrong.get(name).copied().unwrap_or_default();
-            lab.check(
-                format!("{name} gets some of these cases wrong"),
-                miss + alarm > 0,
-                format!("{miss} missed, {alarm} false alarms"),
-            );
-        }
-    }
-    let ci = std::env::var_os("CI").is_some();
-    for (name, a) in answers {
-        if let Err(why) = a {
-            if ci && !crate::harness::ci::may_skip(name) {
-                lab.check(format!("{name} runs on CI"), false, why);
-            }
-        }
-    }
-}
-
-/// Prints the case × tool table; returns each tool's (missed, false alarms).
-fn table<'a>(
-    lab: &mut Lab,
-    cases: &[Case],
-    r: &crate::detector::stale::Report,
-    answers: &[(&'a str, Answer)],
-) -> BTreeMap<&'a str, (usize, usize)> {
-    let mut head = format!("{:<34} {:<9} {:<13}", "CASE", "TRUTH", "swaplab stale");
-    for (name, _) in answers {
-        head.push_str(&format!(" {name:<15}"));
-    }
-    lab.say(head.trim_end().to_string());
-    let mut wrong: BTreeMap<&'a str, (usize, usize)> = BTreeMap::new();
-    for c in cases {
-        let s = match r.get(c.pid).map(|p| p.need) {
-            Some(Urgency::Required) => "required",
-            Some(Urgency::Optional) => "optional",
-            None => "-",
-        };
-        let s_ok = s == c.truth.word();
-        let mut line = format!(
-            "{:<34} {:<9} {:<13}",
-            format!("{} {}", c.key, c.title),
-            c.truth.word(),
-            if s_ok {
-                s.to_string()
-            } else {
-                format!("{s} ✗")
-            }
-        );
-        for (name, a) in answers {
-            let cell = match a {
-                Err(_) => "skipped".to_string(),
-                Ok(flagged) => {
-                    let yes = flagged.contains(&c.pid);
-                    let should = c.truth == Truth::Required;
-                    let e = wrong.entry(name).or_default();
-                    if yes && !should {
-                        e.1 += 1;
-                    } else if !yes && should {
-                        e.0 += 1;
-                    }
-                    match (yes, yes == should) {
-                        (true, true) => "flagged".into(),
-                        (true, false) => "flagged ✗".into(),
-                        (false, true) => "-".into(),
-                        (false, false) => "- ✗".into(),
-                    }
-                }
-            };
-            line.push_str(&format!(" {cell:<15}"));
-        }
-        lab.say(line.trim_end().to_string());
-    }
-    let mut tally = Vec::new();
-    for (name, a) in answers {
-        match a {
-            Ok(_) => {
-                let (miss, alarm) = wrong.get(name).copied().unwrap_or_default();
-                tally.push(format!("{name}: {miss} missed, {alarm} false alarms"));
-                lab.observe(&format!("{name}: missed, false alarms"), (miss, alarm));
-            }
-            Err(why) => tally.push(format!("{name}: skipped ({why})")),
-        }
-    }
-    lab.say(format!(
-        "# ✗ = wrong against the truth; {}",
-        tally.join("; ")
-    ));
-    lab.note("needrestart: its per-process verdicts (-v); -b alone names only services and sessions, which these processes belong to none of, and its stock configuration passes over files under /tmp and /run");
-    wrong
 }

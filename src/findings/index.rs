@@ -45,4 +45,8 @@ index! {
     detect {
         D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,
     }
+    /// The same question after a real package upgrade, done by dpkg.
+    dpkg {
+        D02 d02_a_real_dpkg_upgrade_is_attributed_to_its_package_and_grouped,
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -552,17 +552,41 @@ impl Lab {
 
     /// `swaplab stale --pid …` on these processes, narrated with its report.
     pub fn stale(&mut self, pids: &[i32]) -> Result<crate::detector::stale::Report> {
-        let args: Vec<String> = pids.iter().map(|p| format!("--pid {}", pidt(*p))).collect();
+        self.stale_with(pids, &[], false)
+    }
+
+    /// `swaplab stale [--plan] [--package-root DIR…] --pid …`, narrated with
+    /// its report (or its plan).
+    pub fn stale_with(
+        &mut self,
+        pids: &[i32],
+        package_roots: &[PathBuf],
+        plan: bool,
+    ) -> Result<crate::detector::stale::Report> {
+        let mut args: Vec<String> = Vec::new();
+        if plan {
+            args.push("--plan".into());
+        }
+        for r in package_roots {
+            args.push(format!("--package-root {}", self.sandbox.rel(r)));
+        }
+        args.extend(pids.iter().map(|p| format!("--pid {}", pidt(*p))));
         self.proof(format!("$ swaplab stale {}", args.join(" ")));
         let r = crate::detector::stale::scan(&crate::detector::stale::Options {
             pids: pids.to_vec(),
+            package_roots: package_roots.to_vec(),
             ..Default::default()
         })?;
         let marks = crate::detector::stale::Marks {
             pid: pidt,
             vol: |s| vol(s),
         };
-        for line in crate::detector::stale::render(&r, &marks) {
+        let lines = if plan {
+            crate::detector::stale::render_plan(&r, &marks)
+        } else {
+            crate::detector::stale::render(&r, &marks)
+        };
+        for line in lines {
             self.proof(line);
         }
         Ok(r)

@@ -11,7 +11,8 @@
 //! - what the kernel shows: processes, fds and sockets in /proc
 //!   ([`procs`]), listening sockets over sock_diag ([`listeners`]);
 //! - the tools experiments use: replacements ([`replace`]), installed
-//!   programs ([`programs`]), network namespaces ([`netns`]).
+//!   programs ([`programs`]), network namespaces ([`netns`]), user and
+//!   mount namespaces of a process's own ([`userns`]).
 
 pub mod ci;
 pub mod finding;
@@ -31,4 +32,5 @@ pub mod report;
 pub mod runtime;
 pub mod sandbox;
 pub mod sheets;
+pub mod userns;
 pub mod variants;

@@ -233,6 +233,39 @@ fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<Exi
     }
 }
 
+/// Runs `cmd` in a process group of its own to its end, within `limit`,
+/// its output collected in unnamed temporary files (a pipe that fills
+/// would stall it): its output, or an error naming the deadline, after
+/// killing its group, when it overstays.
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::{Read, Seek};
+    use std::os::unix::process::CommandExt;
+    let (mut out, mut err) = (tempfile::tempfile()?, tempfile::tempfile()?);
+    cmd.stdout(out.try_clone()?)
+        .stderr(err.try_clone()?)
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let Some(status) = wait_or_kill(&mut child, limit)? else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{:?} did not end within {limit:?}", cmd.get_program()),
+        ));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    out.rewind()?;
+    out.read_to_end(&mut stdout)?;
+    err.rewind()?;
+    err.read_to_end(&mut stderr)?;
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 /// Waits up to `limit` for `child`, the leader of its own process group (as
 /// [`hermetic`] makes it), to exit: its status; or, if it overstays, kills
 /// its group, reaps it and returns `None`, so nothing is left behind.

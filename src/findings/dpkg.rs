@@ -1,0 +1,295 @@
+//! D02: a real package upgrade. Two builds of a small Debian package that
+//! holds libexample, installed and upgraded by `dpkg` itself in the
+//! sandbox's own root, under running processes; `swaplab stale` names the
+//! package and both versions and groups what to restart, and the tools
+//! people use are judged on the same processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::detector::stale::{GroupKind, Reason, Report};
+use crate::drivers::restart_tools::{
+    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Truth,
+};
+use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::lab::{pidt, Lab, Stale};
+use crate::harness::process::{Program, Target};
+use crate::harness::userns;
+use crate::harness::variants::Variant::{self, V1, V2};
+use crate::harness::variants::{NEW, OLD};
+
+use super::DETECTOR;
+
+/// The package's name, and its two versions.
+const PACKAGE: &str = "libexample1";
+const VERSIONS: [(&str, Variant); 2] = [("1.0", V1), ("2.0", V2)];
+
+pub static D02: Finding = Finding {
+    id: "D02",
+    slug: "a_real_dpkg_upgrade_is_attributed_to_its_package_and_grouped",
+    claim: "After `dpkg -i` upgrades a package (its own unpack to `.dpkg-new`, then rename) in the sandbox's own dpkg root, `swaplab stale --package-root` flags exactly the processes that still run the old build, names the package, the version installed now (dpkg's status) and the one they run (dpkg's log), and groups them by what to restart: a master and the worker it forked after the upgrade as one entry that a fork-only reload cannot fix, a lone process as another; the process started after the upgrade is left alone. grep, `lsof`, needrestart and checkrestart are judged on the same processes.",
+    source: DETECTOR,
+    steps: &[
+        "build libexample1 1.0 (libexample v1) and 2.0 (v2) with dpkg-deb; install 1.0 with dpkg --root into the sandbox's own root",
+        "start a forking master and a lone process on the package's library; upgrade to 2.0 with dpkg -i; fork a worker from the master; start a process after the upgrade",
+        "run swaplab stale (its report and --plan), grep, lsof, needrestart and checkrestart on them; call every process to see what it runs",
+    ],
+    experiment: d02,
+    scope: Scope::Host,
+    musl: "",
+    needs: &[
+        Need::Tool {
+            program: "dpkg-deb",
+            package: "dpkg",
+        },
+        Need::Root("checkrestart, one of the tools compared, refuses to run but as root"),
+    ],
+};
+
+pub fn d02(lab: &mut Lab) -> Result<()> {
+    lab.part("two builds of one package, installed by dpkg in the sandbox's own root");
+    let root = lab.sandbox.root().join("dpkg-root");
+    let debs = build_packages(lab)?;
+    make_dpkg_root(lab, &root)?;
+    dpkg(lab, &root, &debs[0])?;
+    let lib = root.join("usr/lib/libexample.so");
+
+    lab.part("processes on the package's library");
+    let mut a = start_on_package(lab, Program::Fork, "a", &root)?;
+    let mut b = start_on_package(lab, Program::Plain, "b", &root)?;
+    let before = crate::harness::lab::inode_of(&lib)?;
+
+    lab.part("the upgrade: dpkg -i");
+    dpkg(lab, &root, &debs[1])?;
+    let after = crate::harness::lab::inode_of(&lib)?;
+    lab.check(
+        "dpkg put a new file at the library's path (unpack, then rename)",
+        before != after,
+        format!("inode {before} -> {after}"),
+    );
+    let log = std::fs::read_to_string(root.join("var/log/dpkg.log")).unwrap_or_default();
+    lab.check(
+        "dpkg's log in the sandbox's root records the upgrade from 1.0 to 2.0",
+        log.lines()
+            .any(|l| l.contains(&format!(" upgrade {PACKAGE}:")) && l.ends_with(" 1.0 2.0")),
+        log.lines().filter(|l| l.contains(" upgrade ")).collect::<Vec<_>>().join("; "),
+    );
+    let (c, c_greeting) = lab.fork_child(&mut a)?;
+    let mut h = start_on_package(lab, Program::Plain, "h", &root)?;
+
+    lab.part("the tools");
+    let cases = vec![
+        case("a", "master, started before", Truth::Required, Stale::Required(Reason::Replaced), a.pid()),
+        case("b", "lone, started before", Truth::Required, Stale::Required(Reason::Replaced), b.pid()),
+        case("c", "forked from a after", Truth::Required, Stale::Via(a.pid()), c),
+        case("h", "started after", Truth::Clean, Stale::Clean, h.pid()),
+    ];
+    let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
+    let r = lab.stale_with(&pids, std::slice::from_ref(&root), false)?;
+    lab.stale_with(&pids, std::slice::from_ref(&root), true)?;
+    let answers: Vec<(&str, Answer)> = vec![
+        ("grep (deleted)", grep_deleted(lab, &pids)),
+        ("lsof DEL", lsof(lab, &pids, false)),
+        ("needrestart", needrestart(lab, &pids)),
+        ("checkrestart", checkrestart(lab, &pids)),
+    ];
+
+    lab.part("the truth: call each process");
+    let seen = [
+        ("a", lab.call(&mut a)?, OLD),
+        ("b", lab.call(&mut b)?, OLD),
+        ("c", c_greeting, OLD),
+        ("h", lab.call(&mut h)?, NEW),
+    ];
+    for (key, got, want) in seen {
+        lab.check_eq(format!("{key} runs {want}"), got.as_str(), want);
+    }
+
+    lab.part("judged");
+    judge(lab, &cases, &r, &answers, false);
+    check_packages(lab, &r, &[a.pid(), b.pid(), c], &root);
+    check_groups(lab, &r, a.pid(), c, b.pid());
+    Ok(())
+}
+
+fn case(key: &'static str, title: &'static str, truth: Truth, expect: Stale, pid: i32) -> Case {
+    Case {
+        key,
+        title,
+        truth,
+        expect,
+        pid,
+    }
+}
+
+/// `pkg-VERSION/` with the control file and the variant's library at
+/// `/usr/lib/libexample.so`, built into `libexample1_VERSION.deb`.
+fn build_packages(lab: &mut Lab) -> Result<Vec<PathBuf>> {
+    let arch = run(lab, Command::new("dpkg").arg("--print-architecture"), false)?;
+    let arch = arch.trim().to_string();
+    let mut debs = Vec::new();
+    for (version, v) in VERSIONS {
+        let dir = lab.sandbox.root().join(format!("pkg-{version}"));
+        std::fs::create_dir_all(dir.join("DEBIAN"))?;
+        std::fs::create_dir_all(dir.join("usr/lib"))?;
+        std::fs::copy(lab.sandbox.stage(v)?, dir.join("usr/lib/libexample.so"))?;
+        let control = format!(
+            "Package: {PACKAGE}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: swaplab <swaplab@localhost>\nDescription: libexample, {}\n",
+            v.file_name()
+        );
+        std::fs::write(dir.join("DEBIAN/control"), control)?;
+        lab.shell(format!(
+            "mkdir -p pkg-{version}/DEBIAN pkg-{version}/usr/lib; cp build/{} pkg-{version}/usr/lib/libexample.so   # and DEBIAN/control: {PACKAGE} {version}",
+            v.file_name()
+        ));
+        let deb = lab.sandbox.root().join(format!("{PACKAGE}_{version}.deb"));
+        let mut cmd = Command::new("dpkg-deb");
+        cmd.args(["--build", "--root-owner-group"]).arg(&dir).arg(&deb);
+        run(lab, &mut cmd, true)?;
+        debs.push(deb);
+    }
+    Ok(debs)
+}
+
+/// An empty dpkg database and log folder under `root`.
+fn make_dpkg_root(lab: &mut Lab, root: &Path) -> Result<()> {
+    for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/log", "usr/lib"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::write(root.join("var/lib/dpkg/status"), "")?;
+    lab.shell("mkdir -p dpkg-root/var/lib/dpkg/{info,updates} dpkg-root/var/log; touch dpkg-root/var/lib/dpkg/status");
+    Ok(())
+}
+
+/// `dpkg -i DEB` into `root`, with its database and log there. It runs in
+/// a user and mount namespace of its own, as its caller mapped to root,
+/// with an empty folder over `/etc/dpkg/dpkg.cfg.d`: the host's dpkg
+/// hooks (needrestart's status logger writes under /run) must not run for
+/// the sandbox's package.
+fn dpkg(lab: &mut Lab, root: &Path, deb: &Path) -> Result<()> {
+    let empty = lab.sandbox.root().join("empty-dpkg.cfg.d");
+    std::fs::create_dir_all(&empty)?;
+    let mut cmd = Command::new("dpkg");
+    cmd.arg(format!("--root={}", root.display()))
+        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .arg(format!("--log={}", root.join("var/log/dpkg.log").display()))
+        .arg("-i")
+        .arg(deb);
+    let mut binds = Vec::new();
+    if Path::new("/etc/dpkg/dpkg.cfg.d").is_dir() {
+        binds.push((empty, PathBuf::from("/etc/dpkg/dpkg.cfg.d")));
+    }
+    userns::in_own_namespaces(
+        &mut cmd,
+        &userns::Inside {
+            binds,
+            chroot: None,
+            keep_mounts: false,
+        },
+    )?;
+    lab.shell(format!(
+        "unshare --user --map-root-user --mount sh -c 'mount --bind empty-dpkg.cfg.d /etc/dpkg/dpkg.cfg.d; dpkg --root=dpkg-root --admindir=dpkg-root/var/lib/dpkg --log=dpkg-root/var/log/dpkg.log -i {}'",
+        lab.sandbox.rel(deb)
+    ));
+    run(lab, &mut cmd, true).with_context(|| format!("dpkg -i ({})", userns::WHY_IT_MAY_FAIL))?;
+    Ok(())
+}
+
+/// Runs `cmd` in the sandbox; its stdout, with its lines shown when `show`.
+fn run(lab: &mut Lab, cmd: &mut Command, show: bool) -> Result<String> {
+    cmd.current_dir(lab.sandbox.root())
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+    let out = crate::harness::process::output_within(cmd, 3 * crate::harness::process::deadline())
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{:?} failed ({}): {}",
+        cmd.get_program(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if show {
+        for line in text.lines() {
+            lab.proof(line.to_string());
+        }
+    }
+    Ok(text)
+}
+
+/// Starts `program` on the package's library folder.
+fn start_on_package(lab: &mut Lab, program: Program, label: &str, root: &Path) -> Result<Target> {
+    let libs = root.join("usr/lib");
+    let t = lab.start_with(program, label, &[], move |cmd| {
+        cmd.env("LD_LIBRARY_PATH", &libs);
+        "LD_LIBRARY_PATH=dpkg-root/usr/lib".to_string()
+    })?;
+    Ok(t)
+}
+
+/// Each flagged process's library is attributed to the package, with the
+/// version installed now and the one the process started on.
+fn check_packages(lab: &mut Lab, r: &Report, pids: &[i32], root: &Path) {
+    let db = root.join("var/lib/dpkg");
+    for &pid in pids {
+        let pkg = r
+            .get(pid)
+            .and_then(|p| p.files.iter().find_map(|f| f.package.clone()));
+        let saw = pkg.as_ref().map_or("no package".to_string(), |p| {
+            format!(
+                "{} {:?} (upgraded from {:?}) from {}",
+                p.name,
+                p.version,
+                p.upgraded_from,
+                lab.sandbox.rel(&p.database)
+            )
+        });
+        lab.check(
+            format!(
+                "swaplab stale names {PACKAGE} 2.0, upgraded from 1.0, from the sandbox's database, for {}",
+                pidt(pid)
+            ),
+            pkg.is_some_and(|p| {
+                p.name == PACKAGE
+                    && p.version.as_deref() == Some("2.0")
+                    && p.upgraded_from.as_deref() == Some("1.0")
+                    && p.database == db
+            }),
+            saw,
+        );
+    }
+}
+
+/// The master and its worker are one entry that needs an exec; the lone
+/// process is another; nothing else.
+fn check_groups(lab: &mut Lab, r: &Report, master: i32, worker: i32, lone: i32) {
+    let shown: Vec<String> = r
+        .groups
+        .iter()
+        .map(|g| {
+            let pids: Vec<String> = g.pids.iter().map(|&p| pidt(p)).collect();
+            format!("{:?} top {} [{}] exec_needed={}", g.kind, pidt(g.top), pids.join(" "), g.exec_needed)
+        })
+        .collect();
+    let tree = |top: i32, mut want: Vec<i32>, exec: bool| {
+        want.sort();
+        r.groups.iter().any(|g| {
+            let mut got = g.pids.clone();
+            got.sort();
+            g.top == top && got == want && g.exec_needed == exec
+        })
+    };
+    lab.check(
+        "the plan lists a and its worker c once, as a tree a fork-only reload cannot fix, and b alone",
+        r.groups.len() == 2
+            && r.groups
+                .iter()
+                .all(|g| matches!(g.kind, GroupKind::ProcessTree | GroupKind::Service))
+            && tree(master, vec![master, worker], true)
+            && tree(lone, vec![lone], false),
+        shown.join("; "),
+    );
+}

@@ -1,0 +1,106 @@
+//! Namespaces of a process's own, made without root: a user namespace
+//! that maps the caller's uid and gid to 0, a private mount namespace, and
+//! in it bind mounts or a chroot. The same for root and for an
+//! unprivileged user (where the kernel allows unprivileged user
+//! namespaces), so a process made this way stays its caller's.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Why a start in namespaces of its own may fail, for error messages.
+pub const WHY_IT_MAY_FAIL: &str = "unprivileged user namespaces may be off: sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces";
+
+/// What to set up in the new mount namespace before the program runs.
+#[derive(Clone, Debug, Default)]
+pub struct Inside {
+    /// `mount --bind FROM TO`, in order.
+    pub binds: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `chroot DIR` after the binds (and `chdir /`).
+    pub chroot: Option<std::path::PathBuf>,
+    /// Stay in the caller's mount namespace (no binds then): a chroot the
+    /// way `sudo chroot` makes one.
+    pub keep_mounts: bool,
+}
+
+fn c_path(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{} holds a NUL", p.display()))
+}
+
+/// Makes `cmd` start in a user namespace of its own (its caller's uid and
+/// gid mapped to 0) with a private mount namespace, set up as `inside`
+/// says: `unshare --user --map-root-user --mount --propagation private`
+/// (without `--mount` when it keeps the mounts), then the binds and the
+/// chroot.
+pub fn in_own_namespaces(cmd: &mut std::process::Command, inside: &Inside) -> Result<()> {
+    let uid_map = format!("0 {} 1\n", nix::unistd::getuid());
+    let gid_map = format!("0 {} 1\n", nix::unistd::getgid());
+    let binds: Vec<(CString, CString)> = inside
+        .binds
+        .iter()
+        .map(|(from, to)| Ok((c_path(from)?, c_path(to)?)))
+        .collect::<Result<_>>()?;
+    let chroot = inside.chroot.as_deref().map(c_path).transpose()?;
+    anyhow::ensure!(
+        binds.is_empty() || !inside.keep_mounts,
+        "bind mounts need a mount namespace of their own"
+    );
+    let flags = if inside.keep_mounts {
+        libc::CLONE_NEWUSER
+    } else {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+    };
+    // SAFETY: unshare, open, write, close, mount, chroot and chdir are
+    // plain system calls, safe between fork and exec; every string was made
+    // before the fork and nothing is allocated here.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            let put = |path: &std::ffi::CStr, text: &str| -> std::io::Result<()> {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, text.as_ptr().cast(), text.len());
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n != text.len() as isize {
+                    return Err(err);
+                }
+                Ok(())
+            };
+            if libc::unshare(flags) != 0 {
+                return fail();
+            }
+            put(c"/proc/self/setgroups", "deny")?;
+            put(c"/proc/self/uid_map", &uid_map)?;
+            put(c"/proc/self/gid_map", &gid_map)?;
+            let none = std::ptr::null();
+            if flags & libc::CLONE_NEWNS != 0
+                && libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    none.cast(),
+                ) != 0
+            {
+                return fail();
+            }
+            for (from, to) in &binds {
+                if libc::mount(from.as_ptr(), to.as_ptr(), none, libc::MS_BIND, none.cast()) != 0 {
+                    return fail();
+                }
+            }
+            if let Some(dir) = &chroot {
+                if libc::chroot(dir.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return fail();
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
