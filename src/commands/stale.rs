@@ -68,15 +68,17 @@ pub fn command(
     {
         return Err(bad(format!("--pid {pid}: no such process")));
     }
-    if let Some(root) = package_roots
+    // Maps names files by their resolved path: so must the roots be.
+    let package_roots = package_roots
         .iter()
-        .find(|r| !r.join("var/lib/dpkg").is_dir())
-    {
-        return Err(bad(format!(
-            "--package-root {}: no dpkg database there (var/lib/dpkg)",
-            root.display()
-        )));
-    }
+        .map(|r| match std::fs::canonicalize(r) {
+            Ok(real) if real.join("var/lib/dpkg").is_dir() => Ok(real),
+            _ => Err(bad(format!(
+                "--package-root {}: no dpkg database there (var/lib/dpkg)",
+                r.display()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let opts = Options {
         pids,
         user,

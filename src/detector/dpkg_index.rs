@@ -24,6 +24,8 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::detector::regular;
+
 const MAGIC: &[u8; 8] = b"SWLDPKG1";
 
 /// FNV-1a, 64 bits: stable across builds and versions of Rust, unlike
@@ -95,8 +97,9 @@ fn cache_file(admin: &Path) -> Option<PathBuf> {
         }
     };
     // Only the machine's own database is kept: it is the large one, and a
-    // chroot's or a test's would leave a file behind for every folder.
-    let admin = fs::canonicalize(admin).ok()?;
+    // chroot's or a test's would leave a file behind for every folder. The
+    // name as given, not resolved: a container's, reached through
+    // /proc/PID/root, resolves to the same text.
     (admin == Path::new("/var/lib/dpkg")).then(|| base.join("dpkg/host.idx"))
 }
 
@@ -114,8 +117,8 @@ fn build(admin: &Path) -> Option<Index> {
             continue;
         };
         text.clear();
-        if fs::File::open(entry.path())
-            .and_then(|mut f| f.read_to_end(&mut text))
+        if regular::open(&entry.path())
+            .and_then(|f| f.take(64 << 20).read_to_end(&mut text))
             .is_err()
         {
             continue;
@@ -136,11 +139,16 @@ fn build(admin: &Path) -> Option<Index> {
 /// The cached index, if it is current (`stamp`) and only its reader may
 /// have written it: root must not trust a file a user could change.
 fn read(file: &Path, stamp: (i128, i128)) -> Option<Index> {
-    let meta = fs::metadata(file).ok()?;
-    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+    let mut opened = regular::open(file).ok()?;
+    let me = nix::unistd::geteuid().as_raw();
+    let folder = fs::metadata(file.parent()?).ok()?;
+    let meta = opened.metadata().ok()?;
+    let foreign = |m: &fs::Metadata| m.uid() != me || m.mode() & 0o022 != 0;
+    if foreign(&meta) || foreign(&folder) {
         return None;
     }
-    let bytes = fs::read(file).ok()?;
+    let mut bytes = Vec::new();
+    opened.read_to_end(&mut bytes).ok()?;
     let mut at = 0usize;
     let mut take = |n: usize| {
         let s = bytes.get(at..at + n)?;

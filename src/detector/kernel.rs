@@ -24,6 +24,7 @@ use serde::Serialize;
 
 /// The running kernel against the newest installed one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KernelStatus {
     pub running: String,
     pub newest_installed: String,

@@ -8,6 +8,7 @@ pub mod maps;
 pub mod openmetrics;
 pub mod packages;
 pub mod plan;
+pub mod regular;
 pub mod report;
 pub mod scripts;
 pub mod stale;

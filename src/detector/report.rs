@@ -67,6 +67,7 @@ impl Reason {
 
 /// A file as `/proc` or `stat` names it: device (major:minor) and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FileId {
     pub major: u32,
     pub minor: u32,
@@ -86,6 +87,7 @@ impl FileId {
 
 /// One file a process runs that is not what is on disk.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StaleFile {
     pub path: PathBuf,
     pub role: Role,
@@ -108,9 +110,14 @@ pub struct StaleFile {
     /// The name `/proc/PID/maps` gives, when the process knows the file by
     /// another: a chroot's file, named from the root of the namespace.
     pub path_in_maps: Option<PathBuf>,
+    /// Where the file's first mapping starts (0 for a script): a fork keeps
+    /// it, an exec of the same program lays it out anew (ASLR).
+    #[serde(skip)]
+    pub address: u64,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StaleProcess {
     pub pid: i32,
     pub ppid: i32,
@@ -129,12 +136,16 @@ pub struct StaleProcess {
     /// When it started, in ns since the epoch (known to one clock tick).
     #[serde(skip)]
     pub start_ns: i128,
+    /// The executable it maps, whatever became of its path.
+    #[serde(skip)]
+    pub exe: Option<FileId>,
     pub need: Urgency,
     pub restart: Restart,
     pub files: Vec<StaleFile>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Unreadable {
     pub pid: i32,
     pub command: String,
@@ -143,6 +154,7 @@ pub struct Unreadable {
 
 /// Mappings left out, by kind, and why.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Excluded {
     pub kind: &'static str,
     pub why: &'static str,
@@ -201,6 +213,7 @@ pub const PLAIN: Marks = Marks {
 
 /// What to restart, and how, for one process.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Restart {
     /// The process to restart: itself, or the ancestor it was forked from
     /// that runs the same stale code.
@@ -227,6 +240,7 @@ pub enum GroupKind {
 
 /// One thing to restart, and what that fixes.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Group {
     pub kind: GroupKind,
     /// The unit, the container's cgroup, or the tree's top process.

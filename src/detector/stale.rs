@@ -64,6 +64,7 @@ use crate::detector::elf::{self, Where};
 use crate::detector::maps;
 use crate::detector::packages::{self, Asked};
 use crate::detector::plan;
+use crate::detector::regular;
 use crate::detector::scripts::{self, Script};
 
 pub use crate::detector::report::{
@@ -187,6 +188,8 @@ enum Compared {
 
 struct Scanner {
     my_mnt_ns: Option<PathBuf>,
+    /// The scanner's root directory (device, inode).
+    my_root: Option<(u64, u64)>,
     /// CLOCK_REALTIME − CLOCK_BOOTTIME, in ns: turns a start time (since
     /// boot) into wall-clock time, as file times are.
     boot_to_real_ns: i128,
@@ -282,16 +285,16 @@ pub fn scan(opts: &Options) -> Result<Report> {
                 Seen::Scanned(found) => {
                     report.scanned += 1;
                     if let Some(p) = found {
-                        report.processes.push(p);
+                        report.processes.push(*p);
                     }
                 }
             }
         }
     }
+    plan::advise(&mut report.processes);
     if !opts.skip_packages {
         attribute_packages(&mut report.processes, &opts.package_roots);
     }
-    plan::advise(&mut report.processes);
     for p in &mut report.processes {
         p.user = s.user(p.uid);
     }
@@ -331,13 +334,14 @@ enum Seen {
     Kernel,
     Filtered,
     Unreadable(Unreadable),
-    Scanned(Option<StaleProcess>),
+    Scanned(Option<Box<StaleProcess>>),
 }
 
 impl Scanner {
     fn new() -> Scanner {
         Scanner {
             my_mnt_ns: fs::read_link("/proc/self/ns/mnt").ok(),
+            my_root: fs::metadata("/").ok().map(|m| (m.dev(), m.ino())),
             boot_to_real_ns: clock_ns(nix::time::ClockId::CLOCK_REALTIME)
                 - clock_ns(nix::time::ClockId::CLOCK_BOOTTIME),
             tick_ns: 1_000_000_000 / procfs::ticks_per_second().max(1) as i128,
@@ -350,6 +354,12 @@ impl Scanner {
             data_files: 0,
             unchecked_files: 0,
         }
+    }
+
+    /// Whether process `pid`'s root is the scanner's root directory.
+    fn same_root_dir(&self, pid: i32) -> bool {
+        let root = fs::metadata(format!("/proc/{pid}/root")).ok();
+        root.is_some() && root.map(|m| (m.dev(), m.ino())) == self.my_root
     }
 
     fn user(&mut self, uid: u32) -> String {
@@ -406,6 +416,7 @@ impl Scanner {
             return Seen::Kernel;
         }
         let mut exe: Option<PathBuf> = None;
+        let mut exe_id: Option<FileId> = None;
         let files = self.group_by_file(lines);
         let ns = fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
         let own_ns = ns.is_some() && ns == self.my_mnt_ns;
@@ -425,6 +436,11 @@ impl Scanner {
             let role = if exe.is_none() && maps.iter().any(|m| m.start <= code && code < m.end) {
                 // As /proc/PID/exe names it: unescaped, mark included.
                 exe = Some(readings[0].path.clone());
+                exe_id = Some(FileId {
+                    major,
+                    minor,
+                    inode,
+                });
                 Role::Executable
             } else {
                 Role::Library
@@ -468,6 +484,11 @@ impl Scanner {
                 .ok()
                 .filter(|r| r != Path::new("/"));
             (r.clone(), r)
+        } else if self.same_root_dir(pid) {
+            // The host's root with mounts of its own (a service's
+            // PrivateTmp or ProtectSystem): judged through /proc/PID/root,
+            // but no container.
+            (None, None)
         } else {
             (Some(PathBuf::from(format!("/proc/{pid}/root"))), root_link)
         };
@@ -482,7 +503,7 @@ impl Scanner {
             }
         }
         let cgroup = cgroup_of(pid);
-        Seen::Scanned(Some(StaleProcess {
+        Seen::Scanned(Some(Box::new(StaleProcess {
             pid,
             ppid: stat.ppid,
             uid: uid.or_else(|| uid_of(pid)).unwrap_or(u32::MAX),
@@ -496,6 +517,7 @@ impl Scanner {
             cgroup,
             root,
             start_ns,
+            exe: exe_id,
             need,
             restart: Restart {
                 at: pid,
@@ -503,7 +525,7 @@ impl Scanner {
                 advice: String::new(),
             },
             files: stale,
-        }))
+        })))
     }
 
     /// The file mappings grouped by file, in order of first appearance;
@@ -553,12 +575,19 @@ impl Scanner {
                 .clone();
             (path.to_path_buf(), state)
         } else {
-            let inside = ctx
-                .root_link
-                .and_then(|r| inside_root(path, r))
-                .unwrap_or_else(|| path.to_path_buf());
+            let p = PathBuf::from(format!("/proc/{}/root", ctx.pid));
+            // A process that chrooted inside its namespace after it loaded
+            // its libraries maps files outside its root: nothing reaches
+            // them from here, and they are not called removed.
+            let inside = match ctx.root_link {
+                Some(r) if r != Path::new("/") => match inside_root(path, r) {
+                    Some(inside) => inside,
+                    None => return (p, OnDisk::Unreadable),
+                },
+                _ => path.to_path_buf(),
+            };
             let rel = inside.strip_prefix("/").unwrap_or(&inside);
-            let p = PathBuf::from(format!("/proc/{}/root", ctx.pid)).join(rel);
+            let p = p.join(rel);
             let state = on_disk(&p);
             (p, state)
         }
@@ -640,6 +669,7 @@ impl Scanner {
             detail,
             package: None,
             path_in_maps: None,
+            address: ctx.maps.first().map_or(0, |m| m.start),
         };
         let marked = if deleted {
             "the mapping is (deleted)"
@@ -777,6 +807,7 @@ impl Scanner {
                 detail: format!("{read_from}; {what}"),
                 package: None,
                 path_in_maps: None,
+                address: 0,
             })
         };
         match on_disk(&script.real) {
@@ -853,7 +884,7 @@ impl Scanner {
             .segments
             .entry((id, ctime_ns, size))
             .or_insert_with(|| {
-                File::open(real)
+                regular::open(real)
                     .ok()
                     .and_then(|f| elf::read(&f, Where::File))
                     .map(|e| e.loads)
@@ -960,7 +991,7 @@ fn loaded_image(maps: &[Map]) -> &[Map] {
 /// (root only), or `/proc/PID/exe` for the executable; failing both, the
 /// process's memory, which holds the build-id note but not the whole file.
 fn compare_contents(ctx: &FileCtx, real: &Path) -> Compared {
-    let Ok(new) = File::open(real) else {
+    let Ok(new) = regular::open(real) else {
         return Compared::Unknown("the file on disk cannot be opened".into());
     };
     let first = ctx.maps.iter().find(|m| m.offset == 0).or(ctx.maps.first());
@@ -1105,10 +1136,22 @@ fn attribute_packages(procs: &mut [StaleProcess], package_roots: &[PathBuf]) {
     // Database root -> (process, file, path inside that root, start).
     type Asks = Vec<(usize, usize, PathBuf, String)>;
     let mut asked: BTreeMap<PathBuf, Asks> = BTreeMap::new();
+    // A worker forked after the upgrade runs what its top started on: the
+    // top's start says which upgrade replaced it.
+    let starts: HashMap<i32, i128> = procs.iter().map(|p| (p.pid, p.start_ns)).collect();
     for (i, p) in procs.iter().enumerate() {
-        let started = packages::log_time(p.start_ns);
+        let start = starts.get(&p.restart.at).copied().unwrap_or(p.start_ns);
+        let started = packages::log_time(start);
+        let other_ns = PathBuf::from(format!("/proc/{}/root", p.pid));
         for (j, f) in p.files.iter().enumerate() {
-            let (root, inside) = match &p.root {
+            // The process's own database, for what lies in its root (a
+            // chroot's file found under it, or anything seen through
+            // another namespace's root).
+            let own = p
+                .root
+                .as_ref()
+                .filter(|r| f.path_in_maps.is_some() || **r == other_ns);
+            let (root, inside) = match own {
                 Some(r) => (r.clone(), f.path.clone()),
                 None => package_roots
                     .iter()

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::detector::plan::{inherited, ITSELF, OPTIONAL};
-use crate::detector::report::{Group, Marks, Report, Role, StaleProcess, Urgency};
+use crate::detector::plan;
+use crate::detector::report::{Group, Marks, Report, Role, Urgency};
 
 /// The report for people: one block per process, then the summary.
 pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
@@ -22,7 +22,7 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             "{} {} ({who}): {need}: {}",
             (marks.pid)(p.pid),
             p.command,
-            advice_text(p, marks)
+            plan::advice(p, marks)
         ));
         if let Some(root) = &p.root {
             out.push(format!(
@@ -47,8 +47,6 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             } else {
                 f.detail.clone()
             };
-            // A newline in a name would forge a line of the report: shown
-            // escaped, as maps shows it (JSON carries the name as it is).
             let package = match &f.package {
                 Some(p) => format!(
                     " [package {}{}{}]",
@@ -64,13 +62,34 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             };
             out.push(format!(
                 "  {role} {}: {}: {detail}{package}",
-                f.path.to_string_lossy().replace('\n', "\\012"),
+                f.path.to_string_lossy(),
                 f.reason.word()
             ));
         }
     }
     out.push(summary(r, marks));
-    out
+    out.into_iter().map(one_line).collect()
+}
+
+/// A line of the report with every control character shown as maps shows
+/// a newline (`\012`): a process names itself, its files, its cgroup, and
+/// must not forge a line (a fake command in `--plan`). JSON carries the
+/// names as they are. The marks the lab's redaction puts around changing
+/// values (`\x01`…`\x04`) stay.
+pub fn one_line(line: String) -> String {
+    let forging = |c: char| c.is_control() && !('\u{1}'..='\u{4}').contains(&c);
+    if !line.chars().any(forging) {
+        return line;
+    }
+    line.chars()
+        .map(|c| {
+            if forging(c) {
+                format!("\\{:03o}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `/proc/PID/root` with the pid marked; a chroot's folder as it is.
@@ -91,14 +110,14 @@ pub fn render_plan(r: &Report, marks: &Marks) -> Vec<String> {
         let pids: Vec<String> = g.pids.iter().map(|&p| (marks.pid)(p)).collect();
         out.push(format!("   processes: {}", pids.join(" ")));
         for f in &g.fixes {
-            out.push(format!("   fixes: {}", f.replace('\n', "\\012")));
+            out.push(format!("   fixes: {f}"));
         }
         if let Some(c) = &g.command {
             out.push(format!("   $ {c}"));
         }
     }
     out.push(summary(r, marks));
-    out
+    out.into_iter().map(one_line).collect()
 }
 
 fn group_head(g: &Group, marks: &Marks) -> String {
@@ -106,17 +125,7 @@ fn group_head(g: &Group, marks: &Marks) -> String {
         Urgency::Required => "required",
         Urgency::Optional => "optional",
     };
-    let name = match g.kind {
-        crate::detector::report::GroupKind::Container => (marks.vol)(g.name.clone()),
-        _ => g.name.clone(),
-    };
-    let action = crate::detector::plan::action(g, &|p| (marks.pid)(p));
-    let action = if name != g.name {
-        action.replace(&g.name, &name)
-    } else {
-        action
-    };
-    format!("[{need}] {action}")
+    format!("[{need}] {}", plan::action(g, marks))
 }
 
 fn ms_vol(detail: &str, marks: &Marks) -> String {
@@ -126,14 +135,6 @@ fn ms_vol(detail: &str, marks: &Marks) -> String {
             None => detail.to_string(),
         },
         None => detail.to_string(),
-    }
-}
-
-fn advice_text(p: &StaleProcess, marks: &Marks) -> String {
-    match p.need {
-        Urgency::Optional => OPTIONAL.to_string(),
-        Urgency::Required if p.restart.at == p.pid => ITSELF.to_string(),
-        Urgency::Required => inherited((marks.pid)(p.restart.at)),
     }
 }
 

@@ -285,9 +285,7 @@ fn check_groups(lab: &mut Lab, r: &Report, master: i32, worker: i32, lone: i32) 
     lab.check(
         "the plan lists a and its worker c once, as a tree a fork-only reload cannot fix, and b alone",
         r.groups.len() == 2
-            && r.groups
-                .iter()
-                .all(|g| matches!(g.kind, GroupKind::ProcessTree | GroupKind::Service))
+            && r.groups.iter().all(|g| g.kind == GroupKind::ProcessTree)
             && tree(master, vec![master, worker], true)
             && tree(lone, vec![lone], false),
         shown.join("; "),

@@ -248,6 +248,9 @@ pub fn output_within(
         .stderr(err.try_clone()?)
         .process_group(0);
     let mut child = cmd.spawn()?;
+    // Its own group is out of the terminal's reach: Ctrl-C kills it
+    // through kill_all.
+    let _group = GroupGuard::new(child.id() as i32);
     let Some(status) = wait_or_kill(&mut child, limit)? else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
