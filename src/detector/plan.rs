@@ -2,11 +2,14 @@
 //! processes grouped by what a person restarts (`swaplab stale --plan`).
 //!
 //! A group is, in this order of preference:
-//! - a container or chroot (the process's root or mount namespace is not
-//!   the scanner's): restarted by whatever runs it, named by its cgroup;
 //! - a systemd service, from the process's cgroup, when systemd runs the
 //!   machine: `systemctl restart UNIT` (`systemctl --user -M USER@ restart
 //!   UNIT` for a user's own service);
+//! - a login session (`session-N.scope`): `loginctl terminate-session N`,
+//!   or the user logs out and in again;
+//! - a container or chroot (the process's root directory is not the
+//!   scanner's): restarted by whatever runs it, named by its cgroup and
+//!   root;
 //! - otherwise the top of the process tree that runs the same stale code: a
 //!   master and the workers it forked are one entry (L04, U07).
 //!
@@ -125,14 +128,29 @@ pub fn groups(procs: &[StaleProcess], systemd: bool, own: Option<&str>) -> Vec<G
     out
 }
 
+/// The login session a cgroup path names (`session-N.scope` under a
+/// user's slice): its id.
+pub fn session_in(cgroup: &str) -> Option<String> {
+    cgroup.split('/').find_map(|c| {
+        c.strip_prefix("session-")?
+            .strip_suffix(".scope")
+            .map(str::to_string)
+    })
+}
+
 fn key(p: &StaleProcess, systemd: bool, own: Option<&str>) -> (GroupKind, String) {
     let own_unit = own.and_then(service_in);
-    let unit = p
-        .cgroup
-        .as_deref()
-        .filter(|_| systemd)
+    let cgroup = p.cgroup.as_deref().filter(|_| systemd);
+    let unit = cgroup
         .and_then(service_in)
         .filter(|u| own_unit.as_ref() != Some(u));
+    // The scan's own session is never offered either: logging out ends it.
+    let session = cgroup
+        .and_then(session_in)
+        .filter(|s| own.and_then(session_in).as_ref() != Some(s));
+    if let (None, Some(id), None) = (&unit, session, &p.root) {
+        return (GroupKind::Session, format!("{id}/{}", p.user));
+    }
     match (unit, &p.root) {
         (Some((unit, None)), _) => (GroupKind::Service, unit),
         (Some((unit, Some(uid))), _) => {
@@ -210,6 +228,10 @@ fn group(
             .split_once('/')
             .filter(|(user, unit)| unit_name_ok(user) && unit_name_ok(unit))
             .map(|(user, unit)| format!("systemctl --user -M {user}@ restart {unit}")),
+        GroupKind::Session => name
+            .split_once('/')
+            .filter(|(id, _)| unit_name_ok(id))
+            .map(|(id, _)| format!("loginctl terminate-session {id}")),
         _ => None,
     };
     let mut g = Group {
@@ -245,6 +267,10 @@ pub fn action(g: &Group, marks: &Marks) -> String {
         GroupKind::UserService => {
             let (user, unit) = g.name.split_once('/').unwrap_or(("", &g.name));
             format!("restart user {user}'s service {unit}{reload}")
+        }
+        GroupKind::Session => {
+            let (id, user) = g.name.split_once('/').unwrap_or((&g.name, ""));
+            format!("user {user} logs out of session {id} and in again (or ends it)")
         }
         GroupKind::Container => format!(
             "restart the container or chroot ({}) from where it is run{reload}",
@@ -362,7 +388,19 @@ mod tests {
             user.command.as_deref(),
             Some("systemctl --user -M root@ restart foo.service")
         );
-        // A session scope is no unit to restart: its process is its tree.
+        // A session scope is no unit to restart: the session is.
+        let session = g.iter().find(|g| g.kind == GroupKind::Session).unwrap();
+        assert_eq!(session.pids, vec![30]);
+        assert_eq!(
+            session.command.as_deref(),
+            Some("loginctl terminate-session 3")
+        );
+        // Unless the scan runs in that session: then the tree.
+        let g = groups(
+            &procs,
+            true,
+            Some("/user.slice/user-1000.slice/session-3.scope"),
+        );
         assert!(g
             .iter()
             .any(|g| g.kind == GroupKind::ProcessTree && g.pids == vec![30]));

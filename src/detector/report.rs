@@ -234,6 +234,8 @@ pub enum GroupKind {
     Service,
     /// A service of a user's own systemd manager (`user@UID.service`).
     UserService,
+    /// A login session (`session-N.scope`): logging out and in again.
+    Session,
     /// A process and the children it forked, outside any service.
     ProcessTree,
 }
