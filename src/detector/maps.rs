@@ -80,6 +80,126 @@ pub fn read_lines(pid: i32) -> std::io::Result<Vec<Line>> {
     })
 }
 
+/// The lines of `/proc/PID/maps` that map a file, as [`read_lines`] gives
+/// them (same fields, the name byte for byte), asked of the kernel one
+/// mapping at a time with the `PROCMAP_QUERY` ioctl (Linux 6.11): no text
+/// to format and parse, anonymous memory passed over in the kernel.
+///
+/// Where the ioctl cannot answer, this is [`read_lines`], anonymous lines
+/// included (callers pass them over by their name): on older kernels, for a
+/// name longer than a page, and for a process that maps no file at all, so
+/// that such a process is not taken for a kernel thread (the only one with
+/// no lines).
+pub fn read_file_lines(pid: i32) -> std::io::Result<Vec<Line>> {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NO_IOCTL: AtomicBool = AtomicBool::new(false);
+    if NO_IOCTL.load(Ordering::Relaxed) {
+        return read_lines(pid);
+    }
+    // The same open, and so the same error, as the text's.
+    let file = std::fs::File::open(format!("/proc/{pid}/maps"))?;
+    let mut name = [0u8; 4096];
+    let mut lines = Vec::new();
+    let mut addr = 0;
+    loop {
+        let mut q = ProcmapQuery {
+            size: std::mem::size_of::<ProcmapQuery>() as u64,
+            query_flags: PROCMAP_QUERY_COVERING_OR_NEXT_VMA | PROCMAP_QUERY_FILE_BACKED_VMA,
+            query_addr: addr,
+            vma_name_addr: name.as_mut_ptr() as u64,
+            vma_name_size: name.len() as u32,
+            ..Default::default()
+        };
+        // SAFETY: `q` is a `struct procmap_query` of the size it says, and
+        // the kernel writes at most `vma_name_size` bytes to `name`.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), PROCMAP_QUERY as _, &mut q) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            let first = lines.is_empty();
+            return match e.raw_os_error() {
+                // No file mapped at or after `addr`.
+                Some(libc::ENOENT) if !first => Ok(lines),
+                Some(libc::ENOENT) => read_lines(pid),
+                // No memory: a kernel thread, or a process on its way out,
+                // for which the text has no lines either.
+                Some(libc::ESRCH) if first => Ok(lines),
+                Some(libc::ENOTTY | libc::EINVAL) if first => {
+                    NO_IOCTL.store(true, Ordering::Relaxed);
+                    read_lines(pid)
+                }
+                Some(libc::ENAMETOOLONG) => read_lines(pid),
+                _ => Err(e),
+            };
+        }
+        // The size the kernel returns counts the name's final NUL.
+        let len = (q.vma_name_size as usize).saturating_sub(1).min(name.len());
+        let flag = |bit, c| if q.vma_flags & bit != 0 { c } else { b'-' };
+        lines.push(Line {
+            start: q.vma_start,
+            end: q.vma_end,
+            perms: [
+                flag(PROCMAP_QUERY_VMA_READABLE, b'r'),
+                flag(PROCMAP_QUERY_VMA_WRITABLE, b'w'),
+                flag(PROCMAP_QUERY_VMA_EXECUTABLE, b'x'),
+                if q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0 {
+                    b's'
+                } else {
+                    b'p'
+                },
+            ],
+            offset: q.vma_offset,
+            dev: (q.dev_major, q.dev_minor),
+            inode: q.inode,
+            name: OsString::from_vec(as_printed(&name[..len])),
+        });
+        addr = q.vma_end;
+    }
+}
+
+/// A name from the ioctl as maps prints it: both are `d_path`'s (with its
+/// ` (deleted)`), but maps escapes a newline as `\012` (`seq_path`).
+fn as_printed(name: &[u8]) -> Vec<u8> {
+    if name.contains(&b'\n') {
+        replace(name, b"\n", b"\\012")
+    } else {
+        name.to_vec()
+    }
+}
+
+/// `struct procmap_query` of `include/uapi/linux/fs.h` (Linux 6.11).
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// `_IOWR(PROCFS_IOCTL_MAGIC, 17, struct procmap_query)`, the magic being
+/// `'f'`.
+const PROCMAP_QUERY: u64 =
+    (3 << 30) | ((std::mem::size_of::<ProcmapQuery>() as u64) << 16) | ((b'f' as u64) << 8) | 17;
+const _: () = assert!(PROCMAP_QUERY == 0xc068_6611);
+const PROCMAP_QUERY_VMA_READABLE: u64 = 0x01;
+const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
+const PROCMAP_QUERY_VMA_EXECUTABLE: u64 = 0x04;
+const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
+const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
+const PROCMAP_QUERY_FILE_BACKED_VMA: u64 = 0x20;
+
 std::thread_local! {
     /// The buffer [`read_whole`] reads into, kept from one file to the next.
     static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
@@ -262,4 +382,101 @@ pub fn inodes(maps: &[Mapping]) -> Vec<u64> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ioctl's lines are the text's file lines, names byte for byte:
+    /// a newline (escaped), a name that ends with ` (deleted)` and is not,
+    /// one that was unlinked, one that was unlinked and ended so already.
+    #[test]
+    fn ioctl_lines_are_the_texts() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "a\nb",
+            "x (deleted)",
+            "gone",
+            "y (deleted)",
+            "trailing ",
+            "back\\012slash",
+        ];
+        let mut maps = Vec::new();
+        for n in names {
+            let p = dir.path().join(n);
+            std::fs::write(&p, [7u8; 4096]).unwrap();
+            let f = std::fs::File::open(&p).unwrap();
+            // SAFETY: a fresh read-only shared mapping of a whole page,
+            // unmapped below.
+            let at = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(at, libc::MAP_FAILED);
+            maps.push(at);
+        }
+        std::fs::remove_file(dir.path().join("gone")).unwrap();
+        std::fs::remove_file(dir.path().join("y (deleted)")).unwrap();
+        let me = std::process::id() as i32;
+        let key = |l: &Line| {
+            (
+                l.start,
+                l.end,
+                l.perms,
+                l.offset,
+                l.dev,
+                l.inode,
+                l.name.clone(),
+            )
+        };
+        let both = || {
+            let text: Vec<_> = read_lines(me)
+                .unwrap()
+                .iter()
+                .filter(|l| l.inode != 0)
+                .map(key)
+                .collect();
+            let ioctl: Vec<_> = read_file_lines(me).unwrap().iter().map(key).collect();
+            (text, ioctl)
+        };
+        // Another thread may map or unmap between the two reads (libtest
+        // runs tests in parallel): a difference must last to count.
+        let (mut text, mut ioctl) = both();
+        for _ in 0..5 {
+            if text == ioctl {
+                break;
+            }
+            (text, ioctl) = both();
+        }
+        for at in maps {
+            // SAFETY: mapped above, one page.
+            unsafe { libc::munmap(at, 4096) };
+        }
+        assert_eq!(text, ioctl);
+        let printed: Vec<_> = ioctl
+            .iter()
+            .map(|k| k.6.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "a\\012b",
+            "x (deleted)",
+            "gone (deleted)",
+            "y (deleted) (deleted)",
+            "trailing ",
+            "back\\012slash",
+        ] {
+            assert!(
+                printed.iter().any(|p| p.ends_with(&format!("/{want}"))),
+                "{want:?} not among {printed:?}"
+            );
+        }
+    }
 }

@@ -398,7 +398,7 @@ impl Scanner {
             }
             args = Some(a);
         }
-        let lines = match maps::read_lines(pid) {
+        let lines = match maps::read_file_lines(pid) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Seen::Unreadable(Unreadable {

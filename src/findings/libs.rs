@@ -989,8 +989,10 @@ fn replace_under(lab: &mut Lab, label: &str, how: Replace, variant: Variant) -> 
 fn start_windows(lab: &mut Lab) -> Result<()> {
     // Both windows of install (nothing at the path; a file not written yet)
     // show within a few hundred starts; the budget only bounds a machine
-    // where they do not.
-    let budget = Duration::from_secs(20);
+    // where they do not. Seen here with both cores busy, a 10,000-process
+    // bench and the rest of the suite beside it: 899 starts in 20 s, and
+    // no "file too short" among them yet.
+    let budget = Duration::from_secs(60);
     const EXPECTED: usize = 20;
     lab.note("starts in a tight loop while another loop replaces the library, until starts have failed both ways the claim names, and 20 in all");
     lab.shell("while :; do install -m 755 build/libexample-v2.so lib/libexample.so; install -m 755 build/libexample-v1.so lib/libexample.so; done &");
@@ -1030,8 +1032,8 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     ));
     // Its budget only stops a machine that cannot make the starts: seen
     // here with both cores busy and the rest of the suite beside it, 1,121
-    // of 1,456 starts took 40 s, so it is six times install's.
-    let ren = start_loop(lab, Replace::Rename, want, budget * 6, Until::Max)?;
+    // of 1,456 starts took 40 s.
+    let ren = start_loop(lab, Replace::Rename, want, budget * 2, Until::Max)?;
     lab.note(format!(
         "rename: {} of {} starts failed, {} replacements",
         vol(ren.failed),
