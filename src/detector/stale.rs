@@ -356,6 +356,39 @@ impl Scanner {
         }
     }
 
+    /// The process's root when it is not the scanner's root directory (a
+    /// chroot's folder, or `/proc/PID/root` in another namespace), with
+    /// its stale files renamed as it knows them: maps names a chroot's
+    /// files from the namespace's root, the process without the chroot's
+    /// folder in front.
+    fn name_in_root(
+        &self,
+        pid: i32,
+        own_ns: bool,
+        root_link: Option<PathBuf>,
+        stale: &mut [StaleFile],
+    ) -> Option<PathBuf> {
+        let (root, chroot) = if own_ns {
+            let r = fs::read_link(format!("/proc/{pid}/root"))
+                .ok()
+                .filter(|r| r != Path::new("/"));
+            (r.clone(), r)
+        } else if self.same_root_dir(pid) {
+            // The host's root with mounts of its own (a service's
+            // PrivateTmp or ProtectSystem): judged through /proc/PID/root,
+            // but no container.
+            (None, None)
+        } else {
+            (Some(PathBuf::from(format!("/proc/{pid}/root"))), root_link)
+        };
+        for f in stale.iter_mut().filter(|f| f.role != Role::Script) {
+            if let Some(inside) = chroot.as_deref().and_then(|r| inside_root(&f.path, r)) {
+                f.path_in_maps = Some(std::mem::replace(&mut f.path, inside));
+            }
+        }
+        root
+    }
+
     /// Whether process `pid`'s root is the scanner's root directory.
     fn same_root_dir(&self, pid: i32) -> bool {
         let root = fs::metadata(format!("/proc/{pid}/root")).ok();
@@ -479,29 +512,7 @@ impl Scanner {
             .max()
             .unwrap_or(Urgency::Optional);
         let args = args.unwrap_or_else(|| args_of(pid));
-        let (root, chroot) = if own_ns {
-            let r = fs::read_link(format!("/proc/{pid}/root"))
-                .ok()
-                .filter(|r| r != Path::new("/"));
-            (r.clone(), r)
-        } else if self.same_root_dir(pid) {
-            // The host's root with mounts of its own (a service's
-            // PrivateTmp or ProtectSystem): judged through /proc/PID/root,
-            // but no container.
-            (None, None)
-        } else {
-            (Some(PathBuf::from(format!("/proc/{pid}/root"))), root_link)
-        };
-        // A chroot: maps names its files from the namespace's root; the
-        // process knows them without the chroot's folder in front.
-        for f in &mut stale {
-            if f.role == Role::Script {
-                continue;
-            }
-            if let Some(inside) = chroot.as_deref().and_then(|r| inside_root(&f.path, r)) {
-                f.path_in_maps = Some(std::mem::replace(&mut f.path, inside));
-            }
-        }
+        let root = self.name_in_root(pid, own_ns, root_link, &mut stale);
         let cgroup = cgroup_of(pid);
         Seen::Scanned(Some(Box::new(StaleProcess {
             pid,
