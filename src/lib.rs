@@ -5,6 +5,8 @@
 //!
 //! - [`commands`]: what the `swaplab` command does, and how it prints it;
 //! - [`bench`](mod@bench): the benches' runs and tables;
+//! - [`vm`]: other kernels in qemu guests (`matrix --kernel`): fetching
+//!   Debian's kernels, the guest's initramfs, booting with deadlines;
 //! - [`findings`]: swaplab's findings, each with its experiment;
 //! - [`drivers`]: sequences shared by experiments and benches (the load
 //!   client, the upgrade fleet, hand-over strategies, real nginx);
@@ -20,3 +22,4 @@ pub mod drivers;
 pub mod findings;
 pub mod harness;
 pub mod targets;
+pub mod vm;

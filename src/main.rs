@@ -62,19 +62,31 @@ enum Command {
         #[arg(value_name = "REPORT", required = true)]
         reports: Vec<std::path::PathBuf>,
     },
-    /// Run the findings on other Debian releases' glibc: builds (and caches)
-    /// a debootstrap root per release, compiles the C targets inside it with
-    /// its own gcc, runs them with its own loader and C library, and writes a
-    /// report per release. Needs root and debootstrap.
+    /// Run the findings on other Debian releases' glibc (`--debian`: a
+    /// debootstrap root per release, the C targets compiled inside it with
+    /// its own gcc, run with its own loader and C library; needs root and
+    /// debootstrap) or kernels (`--kernel`: the release's kernel booted in
+    /// qemu on this machine's own files); writes a report per column.
     #[command(after_help = MATRIX_HELP)]
+    #[command(group(clap::ArgGroup::new("columns").required(true).multiple(true).args(["debian", "kernel"])))]
     Matrix {
-        /// Debian releases (codenames).
-        #[arg(long, value_delimiter = ',', value_name = "RELEASE", required = true)]
+        /// Debian releases whose glibc makes a column (codenames).
+        #[arg(long, value_delimiter = ',', value_name = "RELEASE")]
         debian: Vec<String>,
-        /// Where the roots are cached.
+        /// Debian releases whose kernel makes a column (codenames: bullseye
+        /// 5.10, bookworm 6.1, trixie 6.12, sid the newest).
+        #[arg(long, value_delimiter = ',', value_name = "RELEASE")]
+        kernel: Vec<String>,
+        /// How --kernel's guests run: KVM, emulation (TCG), or KVM when it
+        /// boots a guest and TCG otherwise.
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: commands::matrix::AccelChoice,
+        /// swaplab's cache folder: roots in DIR/debian, kernels in
+        /// DIR/kernel (default: $SWAPLAB_CACHE, else /var/cache/swaplab for
+        /// root and ~/.cache/swaplab for anyone else).
         #[arg(long, value_name = "DIR")]
         cache: Option<std::path::PathBuf>,
-        /// The Debian mirror debootstrap downloads from.
+        /// The Debian mirror roots and kernels are downloaded from.
         #[arg(long, default_value = "http://deb.debian.org/debian")]
         mirror: String,
         /// Where the reports go (made if missing).
@@ -83,6 +95,19 @@ enum Command {
         /// Only these findings (default: every one).
         #[arg(long, value_delimiter = ',', value_name = "ID")]
         only: Vec<String>,
+    },
+    /// The first process of `swaplab matrix --kernel`'s guest: runs the
+    /// findings, writes the report, powers the guest off.
+    #[command(hide = true)]
+    Guest {
+        /// The folder the report goes to.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The column's name.
+        #[arg(long)]
+        column: String,
+        /// Finding IDs.
+        ids: Vec<String>,
     },
     /// Which running processes run code that is no longer on disk (an
     /// executable or library replaced, removed, or modified in place), and
@@ -170,12 +195,20 @@ Example:
   swaplab compare host.json swaplab-matrix/*.json";
 
 const MATRIX_HELP: &str = "\
-Needs root (debootstrap and chroot) and debootstrap (apt-get install -y
-debootstrap). The first run of a release downloads it (about 100 MB per
+--debian needs root (debootstrap and chroot) and debootstrap (apt-get install
+-y debootstrap). The first run of a release downloads it (about 100 MB per
 release, a few minutes); later runs reuse the cached root.
+
+--kernel needs qemu-system-x86, busybox-static, apt and dpkg, not root. The
+first run of a release downloads its kernel package with apt (60 to 110 MB;
+only the image and a few modules are kept). The guest mounts this machine's
+files read-only and runs this swaplab on them, as the guest's root, on the
+host's C library; its report gets the guest's kernel and the acceleration
+used. Under emulation (TCG) one release takes 3 to 5 minutes on 2 cores.
 
 Example:
   sudo swaplab matrix --debian bullseye,trixie
+  swaplab matrix --kernel bullseye,bookworm,trixie,sid
   swaplab compare host.json swaplab-matrix/*.json";
 
 #[derive(Subcommand)]
@@ -379,19 +412,24 @@ impl Command {
             Command::Compare { reports } => commands::compare::command(&reports),
             Command::Matrix {
                 debian,
+                kernel,
+                accel,
                 cache,
                 mirror,
                 out,
                 only,
             } => {
                 let opts = commands::matrix::Options {
-                    releases: debian,
+                    debian,
+                    kernels: kernel,
+                    accel,
                     cache,
                     mirror,
                     out,
                 };
                 commands::matrix::command(&opts, &only)
             }
+            Command::Guest { out, column, ids } => commands::guest::command(&out, &column, &ids),
             Command::Bench { what } => what.run(),
         }
     }

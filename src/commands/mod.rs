@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod guest;
 pub mod list;
 pub mod matrix;
 pub mod run;

@@ -88,14 +88,7 @@ pub fn load(admin: &Path) -> Option<Index> {
 
 /// Where the index of `admin` is cached, if it is the machine's.
 fn cache_file(admin: &Path) -> Option<PathBuf> {
-    let base = if nix::unistd::geteuid().is_root() {
-        PathBuf::from("/var/cache/swaplab")
-    } else {
-        match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-            Some(dir) => PathBuf::from(dir).join("swaplab"),
-            None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/swaplab"),
-        }
-    };
+    let base = crate::detector::cache_dir::swaplab_cache()?;
     // Only the machine's own database is kept: it is the large one, and a
     // chroot's or a test's would leave a file behind for every folder. The
     // name as given, not resolved: a container's, reached through

@@ -1,6 +1,7 @@
 //! `swaplab stale` and what it reads: mappings in /proc and ELF files. It
 //! stands on its own: nothing here knows of findings or the harness.
 
+pub mod cache_dir;
 pub mod dpkg_index;
 pub mod elf;
 pub mod kernel;

@@ -12,33 +12,17 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::commands::{compare, run::select, Done, Exit};
+use crate::commands::matrix::{check_codenames, write_report, Options};
 use crate::harness::finding::Finding;
 use crate::harness::recipe::{twin_args, variant_args, TWINS, VARIANTS};
 use crate::harness::report::{self, Report};
 use crate::harness::runtime::{Libc, Runtime};
 
-pub struct Options {
-    pub releases: Vec<String>,
-    /// Where the roots are kept; `/var/cache/swaplab/debian` by default.
-    pub cache: Option<PathBuf>,
-    pub mirror: String,
-    /// Where the reports go.
-    pub out: PathBuf,
-}
-
 /// The marker of a finished root: debootstrap ran to the end.
 const READY: &str = ".swaplab-root-ready";
 
-const LIBEXAMPLE_C: &str = include_str!("../../csrc/libexample.c");
-const TARGET_C: &str = include_str!("../../csrc/target.c");
-
-fn cache_dir(opts: &Options) -> PathBuf {
-    opts.cache
-        .clone()
-        .or_else(|| std::env::var_os("SWAPLAB_CACHE").map(|d| PathBuf::from(d).join("debian")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/swaplab/debian"))
-}
+const LIBEXAMPLE_C: &str = include_str!("../../../csrc/libexample.c");
+const TARGET_C: &str = include_str!("../../../csrc/target.c");
 
 /// Checks what the matrix needs before it starts anything.
 fn preflight(opts: &Options) -> Result<PathBuf> {
@@ -46,21 +30,10 @@ fn preflight(opts: &Options) -> Result<PathBuf> {
         bail!(
             "needs root: debootstrap builds the roots and chroot compiles inside them; \
              run it as root (sudo swaplab matrix --debian {})",
-            opts.releases.join(",")
+            opts.debian.join(",")
         );
     }
-    if opts.releases.is_empty() {
-        bail!("no release given (--debian bullseye,trixie)");
-    }
-    for r in &opts.releases {
-        if r.is_empty()
-            || !r
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        {
-            bail!("--debian {r}: not a Debian codename (bullseye, bookworm, trixie, ...)");
-        }
-    }
+    check_codenames("--debian", &opts.debian)?;
     let debootstrap = crate::harness::programs::find("debootstrap").ok_or_else(|| {
         anyhow::anyhow!("debootstrap is not installed (apt-get install -y debootstrap)")
     })?;
@@ -228,14 +201,12 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
 
 /// Builds or reuses each release's root, runs `selected` on it, writes
 /// `report-debian-<release>.json` into `opts.out`; returns the paths.
-pub fn run(opts: &Options, selected: &[&Finding], say: impl Fn(&str)) -> Result<Vec<PathBuf>> {
+pub fn run(opts: &Options, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<Vec<PathBuf>> {
     let debootstrap = preflight(opts)?;
-    let cache = cache_dir(opts);
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot make the output folder {}", opts.out.display()))?;
+    let cache = opts.cache_dir()?.join("debian");
     let mut written = Vec::new();
-    for release in &opts.releases {
-        let root = root_of(&debootstrap, &cache, release, &opts.mirror, &say)?;
+    for release in &opts.debian {
+        let root = root_of(&debootstrap, &cache, release, &opts.mirror, say)?;
         say(&format!(
             "{release}: compiling the C targets inside the root"
         ));
@@ -255,26 +226,8 @@ pub fn run(opts: &Options, selected: &[&Finding], say: impl Fn(&str)) -> Result<
         );
         let r = Report::new(&columns, outcomes);
         let rt = columns[0].as_ref().expect("the column made above");
-        let path = opts.out.join(compare::file_name(&rt.name));
-        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let path = write_report(&opts.out, &rt.name, &serde_json::to_value(&r)?)?;
         written.push(path);
     }
     Ok(written)
-}
-
-/// Runs the findings `only` (default: every one) on each release of
-/// `opts`, then prints the table of the reports written and their paths;
-/// fails when a cell is marked, with bad input when the matrix cannot run.
-pub fn command(opts: &Options, only: &[String]) -> Done {
-    let bad = |e: String| Exit::BadInput(format!("swaplab matrix: {e}"));
-    let selected = select(only, only.is_empty()).map_err(bad)?;
-    let written =
-        run(opts, &selected, |line| eprintln!("{line}")).map_err(|e| bad(format!("{e:#}")))?;
-    let judged = compare::print(&written, "matrix");
-    println!("\nreports:");
-    for p in &written {
-        println!("  {}", p.display());
-    }
-    judged
 }

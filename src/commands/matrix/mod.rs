@@ -1,0 +1,98 @@
+//! `swaplab matrix`: the findings beyond this machine's own C library and
+//! kernel. `--debian` runs them on other Debian releases' glibc (a root per
+//! release, see [`debian`]); `--kernel` on other releases' kernels (a
+//! virtual machine per release, see [`kernel`]). Each column's report is
+//! written to the output folder, and the table of them all is printed.
+
+pub mod debian;
+pub mod kernel;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::commands::{compare, run::select, Done, Exit};
+
+/// How `--kernel`'s guests run their CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    /// KVM when /dev/kvm is usable and a guest boots with it; else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+pub struct Options {
+    /// Releases whose glibc makes a column (`--debian`).
+    pub debian: Vec<String>,
+    /// Releases whose kernel makes a column (`--kernel`).
+    pub kernels: Vec<String>,
+    pub accel: AccelChoice,
+    /// swaplab's cache folder (roots in `debian/`, kernels in `kernel/`).
+    pub cache: Option<PathBuf>,
+    pub mirror: String,
+    /// Where the reports go.
+    pub out: PathBuf,
+}
+
+impl Options {
+    /// `--cache`, else `$SWAPLAB_CACHE`, else swaplab's own cache folder.
+    pub fn cache_dir(&self) -> Result<PathBuf> {
+        self.cache
+            .clone()
+            .or_else(|| std::env::var_os("SWAPLAB_CACHE").map(PathBuf::from))
+            .or_else(crate::detector::cache_dir::swaplab_cache)
+            .ok_or_else(|| anyhow::anyhow!("no cache folder: HOME is not set (give --cache DIR)"))
+    }
+}
+
+/// Fails unless every release is a Debian codename (lower-case letters and
+/// digits): they become folder and file names.
+pub fn check_codenames(flag: &str, releases: &[String]) -> Result<()> {
+    if releases.is_empty() {
+        bail!("no release given ({flag} bullseye,trixie)");
+    }
+    for r in releases {
+        if r.is_empty()
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            bail!("{flag} {r}: not a Debian codename (bullseye, bookworm, trixie, sid, ...)");
+        }
+    }
+    Ok(())
+}
+
+/// Writes a column's report as `report-NAME.json` in `out`; its path.
+pub fn write_report(out: &Path, column: &str, report: &serde_json::Value) -> Result<PathBuf> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot make the output folder {}", out.display()))?;
+    let path = out.join(compare::file_name(column));
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs the findings `only` (default: every one) on each release of
+/// `opts`, then prints the table of the reports written and their paths;
+/// fails when a cell is marked, with bad input when the matrix cannot run.
+pub fn command(opts: &Options, only: &[String]) -> Done {
+    let bad = |e: String| Exit::BadInput(format!("swaplab matrix: {e}"));
+    let selected = select(only, only.is_empty()).map_err(bad)?;
+    let say = |line: &str| eprintln!("{line}");
+    let mut written = Vec::new();
+    if !opts.debian.is_empty() {
+        written.extend(debian::run(opts, &selected, &say).map_err(|e| bad(format!("{e:#}")))?);
+    }
+    if !opts.kernels.is_empty() {
+        let ran = kernel::run(opts, &selected, &say).map_err(|e| bad(format!("{e:#}")))?;
+        written.extend(ran);
+    }
+    let judged = compare::print(&written, "matrix");
+    println!("\nreports:");
+    for p in &written {
+        println!("  {}", p.display());
+    }
+    judged
+}
