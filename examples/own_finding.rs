@@ -36,6 +36,8 @@ pub static X01: Finding = Finding {
     // The kernel's behaviour, the same under glibc and musl: run it on both.
     scope: Scope::AnyLibc,
     musl: "",
+    // The same on every kernel: no older kernel shows something else.
+    older_kernels: &[],
     // Root, a tool, a second user...: nothing here.
     needs: &[],
 };

@@ -19,3 +19,6 @@ mod handover;
 
 /// `swaplab stale` and `bench stale` as a user meets them.
 mod stale;
+
+/// `swaplab matrix --kernel`: other kernels in qemu guests.
+mod kernels;

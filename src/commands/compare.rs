@@ -99,6 +99,8 @@ pub struct Col {
     /// The column's key inside its report.
     runtime: String,
     report: usize,
+    /// The kernel it ran on.
+    kernel: String,
 }
 
 /// One cell: a finding in a column.
@@ -188,13 +190,17 @@ impl Comparison {
                     o => o,
                 };
                 let missing = text(&c, "unavailable");
+                let kernel = match text(&c, "kernel") {
+                    k if k.is_empty() => text(&platform, "kernel"),
+                    k => k,
+                };
                 let libc = format!("{} {}", text(&c, "libc"), text(&c, "libc_version"));
                 cols.push(Col {
                     title: format!("{} · {}", short_os(&os), libc.trim()),
                     detail: if missing.is_empty() {
                         format!(
                             "kernel {} {}, loader `{}` ({})",
-                            text(&platform, "kernel"),
+                            kernel,
                             text(&platform, "arch"),
                             text(&c, "loader"),
                             file
@@ -204,7 +210,15 @@ impl Comparison {
                     },
                     runtime: text(&c, "name"),
                     report: i,
+                    kernel,
                 });
+            }
+        }
+        // Columns on several kernels (matrix --kernel) are told apart by it.
+        let kernels: BTreeSet<&String> = cols.iter().map(|c| &c.kernel).collect();
+        if kernels.len() > 1 {
+            for c in &mut cols {
+                c.title = format!("{} · Linux {}", c.title, c.kernel);
             }
         }
         let mut cells = BTreeMap::new();

@@ -26,6 +26,10 @@
 //! not counted as changed: the change must come after the file's birth time
 //! by more than the time its installer may take to write it
 //! ([`INSTALL_WRITE_NS`]), or the file must be older than the process.
+//! Where the filesystem keeps no birth time (tmpfs on Debian 11's 5.10,
+//! measured by `matrix --kernel`), a file written after the start with its
+//! layout unchanged is not judged (counted unchecked): it may as well have
+//! been installed after the start and mapped since.
 //!
 //! A process run by an interpreter (python, perl, ruby, node, a shell) is
 //! also judged on the script its command line names (see [`scripts`]):
@@ -758,6 +762,15 @@ impl Scanner {
                 // hard link or a chmod changes the ctime of a file nobody
                 // wrote.
                 let after_start = self.written_after_start(ctx.start_ns, mtime_ns, btime_ns)?;
+                if btime_ns.is_none() {
+                    // No birth time (tmpfs before 6.x, as on Debian 11's
+                    // 5.10; NFS): a write after the start cannot be told
+                    // from a file installed after it and mapped since (a
+                    // dlopen, an exec). Not judged, rather than a restart
+                    // called for that may be needless.
+                    self.unchecked_files += 1;
+                    return None;
+                }
                 Some(file(
                     Reason::ModifiedInPlace,
                     Urgency::Required,

@@ -96,6 +96,7 @@ pub static D01: Finding = Finding {
     experiment: d01,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[Need::Root(
         "needrestart, one of the tools compared, judges case m (a path mounted over) one way as root and another as a user; the lab sheet's table is root's",
     )],

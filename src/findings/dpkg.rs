@@ -39,6 +39,7 @@ pub static D02: Finding = Finding {
     experiment: d02,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[
         Need::Tool {
             program: "dpkg-deb",

@@ -21,7 +21,7 @@ use crate::drivers::handover::{
     Setup, Strategy, Switch, CONTROL,
 };
 use crate::drivers::load::{self, Kind, Load, Sample};
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, OlderKernels, Scope};
 use crate::harness::lab::{pidt, vol, Lab};
 use crate::harness::listeners;
 use crate::harness::netns::NetNs;
@@ -96,6 +96,7 @@ pub static G01: Finding = Finding {
     experiment: g01,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -238,6 +239,7 @@ pub static G02: Finding = Finding {
     experiment: g02,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -364,6 +366,7 @@ pub static G03: Finding = Finding {
     experiment: g03,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -599,6 +602,7 @@ pub static G04: Finding = Finding {
     experiment: g04,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -825,6 +829,12 @@ pub static G05: Finding = Finding {
     experiment: g05,
     scope: Scope::Host,
     musl: "",
+    // Request migration came with Linux 5.14. Debian 11's 5.10.223 has the
+    // setting all the same (it reads back 1), measured by matrix --kernel.
+    older_kernels: &[OlderKernels {
+        before: (5, 14),
+        claim: "SO_REUSEPORT overlap with separate sockets: closing the old process's socket resets exactly the connections queued on it (the HAProxy reload problem). Before Linux 5.14 `net.ipv4.tcp_migrate_req=1` does not help: the setting is accepted and reads back 1 (inside a fresh network namespace; the host's stays untouched), yet every connection queued on the closed socket is reset all the same.",
+    }],
     needs: &[Need::NetNs("changes net.ipv4.tcp_migrate_req")],
 };
 
@@ -851,9 +861,20 @@ pub fn g05(lab: &mut Lab) -> Result<()> {
     let d = reuseport_drop(lab, true)?;
     lab.observe("queued_on_old_1", d.on_a);
     lab.observe("reset_1", d.reset);
+    let (what, ok) = if G05.on_kernel(crate::harness::platform::kernel_version()).is_some() {
+        (
+            "before Linux 5.14, net.ipv4.tcp_migrate_req=1 is accepted but migrates nothing: every connection queued on the old socket is reset",
+            d.inside == "1" && d.on_a > 0 && d.reset == d.on_a && d.served == G05_CLIENTS - d.on_a,
+        )
+    } else {
+        (
+            "with net.ipv4.tcp_migrate_req=1 they migrate to the other socket: none reset, all served",
+            d.inside == "1" && d.on_a > 0 && d.reset == 0 && d.served == G05_CLIENTS,
+        )
+    };
     lab.check(
-        "with net.ipv4.tcp_migrate_req=1 they migrate to the other socket: none reset, all served",
-        d.inside == "1" && d.on_a > 0 && d.reset == 0 && d.served == G05_CLIENTS,
+        what,
+        ok,
         format!(
             "tcp_migrate_req={} inside; {} queued on the old socket, {} reset, {} served",
             d.inside, d.on_a, d.reset, d.served
@@ -895,6 +916,7 @@ pub static G06: Finding = Finding {
     experiment: g06,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -1055,6 +1077,7 @@ pub static G07: Finding = Finding {
     experiment: g07,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[
         Need::NetNs("joins two hosts with a veth pair"),
         Need::Tool {

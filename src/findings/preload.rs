@@ -81,6 +81,7 @@ pub static L14: Finding = Finding {
     experiment: l14,
     scope: Scope::AnyLibc,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 

@@ -61,6 +61,7 @@ pub static U01: Finding = Finding {
     experiment: u01,
     scope: Scope::AnyLibc,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -154,6 +155,7 @@ pub static U02: Finding = Finding {
     experiment: u02,
     scope: Scope::AnyLibc,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -425,6 +427,7 @@ pub static U03: Finding = Finding {
     experiment: u03,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -490,6 +493,7 @@ pub static U04: Finding = Finding {
     experiment: u04,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[NGINX],
 };
 
@@ -595,6 +599,7 @@ pub static U05: Finding = Finding {
     experiment: u05,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -644,6 +649,7 @@ pub static U06: Finding = Finding {
     experiment: u06,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[NGINX],
 };
 
@@ -845,6 +851,7 @@ pub static U07: Finding = Finding {
     experiment: u07,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[],
 };
 
@@ -951,6 +958,7 @@ pub static U08: Finding = Finding {
     experiment: u08,
     scope: Scope::Host,
     musl: "",
+    older_kernels: &[],
     needs: &[NGINX],
 };
 

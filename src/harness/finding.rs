@@ -19,6 +19,7 @@
 //!     experiment: x02,
 //!     scope: Scope::AnyLibc, // the same on glibc and musl
 //!     musl: "",
+//!     older_kernels: &[], // the same on every kernel measured
 //!     needs: &[],
 //! };
 //!
@@ -178,13 +179,38 @@ pub struct Finding {
     pub scope: Scope,
     /// For [`Scope::PerLibc`]: what musl shows instead of the claim.
     pub musl: &'static str,
+    /// What older kernels show instead of the claim, where that differs
+    /// (measured by `swaplab matrix --kernel`); the experiment checks the
+    /// running kernel's own expectation.
+    pub older_kernels: &'static [OlderKernels],
     /// What it needs of the machine, checked before the experiment runs.
     pub needs: &'static [Need],
 }
 
+/// A finding's claim on kernels before `before` (major, minor), where it
+/// differs from the claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct OlderKernels {
+    pub before: (u32, u32),
+    pub claim: &'static str,
+}
+
 impl Finding {
-    /// What the finding expects on `libc`: the claim, or musl's own.
+    /// The older kernels' claim that holds on kernel `version`, if any:
+    /// the one with the lowest bound above it.
+    pub fn on_kernel(&self, version: (u32, u32)) -> Option<&'static OlderKernels> {
+        self.older_kernels
+            .iter()
+            .filter(|k| version < k.before)
+            .min_by_key(|k| k.before)
+    }
+
+    /// What the finding expects on `libc` under the running kernel: the
+    /// claim, the running kernel's own, or musl's.
     pub fn claim_for(&self, libc: Libc) -> &'static str {
+        if let Some(k) = self.on_kernel(crate::harness::platform::kernel_version()) {
+            return k.claim;
+        }
         match (self.scope, libc) {
             (Scope::PerLibc, Libc::Musl) => self.musl,
             _ => self.claim,

@@ -45,6 +45,23 @@ impl Platform {
     }
 }
 
+/// The running kernel's release (`uname -r`), empty if uname fails.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// (major, minor) of the running kernel; (0, 0) if uname cannot tell.
+pub fn kernel_version() -> (u32, u32) {
+    let release = kernel_release();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
 /// What every swaplab report starts with: swaplab's version and the machine.
 #[derive(Clone, Debug, Serialize)]
 pub struct Header {

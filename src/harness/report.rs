@@ -127,6 +127,10 @@ pub struct Column {
     /// Empty when the column ran; otherwise why it could not.
     #[serde(default)]
     pub unavailable: String,
+    /// The kernel it ran on (`uname -r`): a column of `matrix --kernel`
+    /// runs in a guest.
+    #[serde(default)]
+    pub kernel: String,
 }
 
 impl Column {
@@ -138,6 +142,7 @@ impl Column {
             loader: rt.loader.clone(),
             os: rt.os.clone(),
             unavailable: String::new(),
+            kernel: crate::harness::platform::kernel_release(),
         }
     }
 
@@ -149,6 +154,7 @@ impl Column {
             loader: String::new(),
             os: String::new(),
             unavailable: u.reason.clone(),
+            kernel: crate::harness::platform::kernel_release(),
         }
     }
 }

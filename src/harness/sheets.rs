@@ -98,7 +98,15 @@ pub fn readme_table<'a>(root: &Path, findings: impl IntoIterator<Item = &'a Find
         "|---|---|---|".to_string(),
     ];
     for f in findings {
-        let claim = f.claim.replace('|', "\\|");
+        let mut claim = f.claim.replace('|', "\\|");
+        for k in f.older_kernels {
+            claim.push_str(&format!(
+                "<br>**Before Linux {}.{}:** {}",
+                k.before.0,
+                k.before.1,
+                k.claim.replace('|', "\\|")
+            ));
+        }
         let status = std::fs::read_to_string(root.join(f.sheet()))
             .ok()
             .and_then(|t| verdict_in(&t))

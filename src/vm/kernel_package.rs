@@ -77,18 +77,29 @@ pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) 
     ));
     apt.run("apt-get", &["update"], &work)?;
     let package = apt.image_package()?;
-    say(&format!("{release}: apt-get download {package}"));
-    apt.run("apt-get", &["download", &package], &work)?;
-    let deb = only_deb(&work)?;
+    // Newer releases (sid in 2026) split the image package: the kernel in
+    // linux-binary-*, the modules in linux-modules-*.
+    let shown = apt.run("apt-cache", &["show", &package], Path::new("/"))?;
+    let mut packages = vec![package.clone()];
+    packages.extend(dependencies(&shown, &["linux-binary-", "linux-modules-"]));
+    say(&format!(
+        "{release}: apt-get download {}",
+        packages.join(" ")
+    ));
+    let mut args = vec!["download"];
+    args.extend(packages.iter().map(String::as_str));
+    apt.run("apt-get", &args, &work)?;
     let tree = work.join("tree");
-    run_step(
-        Command::new(tool("dpkg-deb")?)
-            .arg("-x")
-            .arg(&deb)
-            .arg(&tree),
-        "dpkg-deb -x",
-    )?;
-    let version = deb_field(&deb, "Version")?;
+    for deb in debs(&work)? {
+        run_step(
+            Command::new(tool("dpkg-deb")?)
+                .arg("-x")
+                .arg(&deb)
+                .arg(&tree),
+            "dpkg-deb -x",
+        )?;
+    }
+    let version = deb_field(&only_deb(&work, &package)?, "Version")?;
     let (image, module_root) = image_and_modules(&tree)?;
     let uname = module_root
         .file_name()
@@ -206,27 +217,44 @@ impl Apt {
 /// The `linux-image-*` package in the first `Depends:` of `apt-cache show`
 /// output (sid's names `linux-base-amd64` too).
 fn image_dependency(shown: &str) -> Option<String> {
-    let depends = shown.lines().find_map(|l| l.strip_prefix("Depends:"))?;
+    dependencies(shown, &["linux-image-"]).into_iter().next()
+}
+
+/// The packages of the first `Depends:` line of `apt-cache show` output
+/// whose names start with one of `prefixes`.
+fn dependencies(shown: &str, prefixes: &[&str]) -> Vec<String> {
+    let Some(depends) = shown.lines().find_map(|l| l.strip_prefix("Depends:")) else {
+        return Vec::new();
+    };
     depends
         .split(',')
         .filter_map(|d| d.split_whitespace().next())
-        .find(|name| name.starts_with("linux-image-"))
+        .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
         .map(str::to_string)
+        .collect()
 }
 
-fn only_deb(dir: &Path) -> Result<PathBuf> {
-    let debs: Vec<PathBuf> = std::fs::read_dir(dir)?
+/// The packages apt downloaded into `dir`.
+fn debs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
         .collect();
-    match debs.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!(
-            "expected one downloaded package in {}, found {}",
-            dir.display(),
-            debs.len()
-        ),
-    }
+    debs.sort();
+    Ok(debs)
+}
+
+/// The downloaded file of `package` (`PACKAGE_VERSION_ARCH.deb`).
+fn only_deb(dir: &Path, package: &str) -> Result<PathBuf> {
+    let prefix = format!("{package}_");
+    debs(dir)?
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .ok_or_else(|| anyhow::anyhow!("apt downloaded no {package} into {}", dir.display()))
 }
 
 fn deb_field(deb: &Path, field: &str) -> Result<String> {
@@ -240,18 +268,10 @@ fn deb_field(deb: &Path, field: &str) -> Result<String> {
     Ok(out.trim().to_string())
 }
 
-/// The kernel image (`boot/vmlinuz-*`) and the module folder
-/// (`lib/modules/VERSION`, or under `usr/` after the /usr merge) of an
-/// unpacked image package.
+/// The kernel image and the module folder (`lib/modules/VERSION`, or under
+/// `usr/` after the /usr merge) of an unpacked image package. The image is
+/// `boot/vmlinuz-VERSION`, or `vmlinuz` in the module folder (sid in 2026).
 fn image_and_modules(tree: &Path) -> Result<(PathBuf, PathBuf)> {
-    let image = std::fs::read_dir(tree.join("boot"))
-        .with_context(|| format!("no boot folder in {}", tree.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .ok_or_else(|| anyhow::anyhow!("no boot/vmlinuz-* in the package"))?;
     let module_root = ["lib/modules", "usr/lib/modules"]
         .iter()
         .filter_map(|d| std::fs::read_dir(tree.join(d)).ok())
@@ -259,6 +279,19 @@ fn image_and_modules(tree: &Path) -> Result<(PathBuf, PathBuf)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.is_dir())
         .ok_or_else(|| anyhow::anyhow!("no lib/modules/VERSION in the package"))?;
+    let in_boot = std::fs::read_dir(tree.join("boot"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        });
+    let image = in_boot
+        .or_else(|| Some(module_root.join("vmlinuz")).filter(|p| p.is_file()))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no boot/vmlinuz-* nor lib/modules/VERSION/vmlinuz in the package")
+        })?;
     Ok((image, module_root))
 }
 
@@ -280,5 +313,13 @@ mod tests {
             Some("linux-image-7.2.13+deb14-amd64")
         );
         assert_eq!(image_dependency("Package: x\nDepends: libc6\n"), None);
+        let split = "Depends: dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, linux-base-7.2.13+deb14-amd64 (= 7.2.13-1), linux-binary-7.2.13+deb14-amd64 (= 7.2.13-1), linux-modules-7.2.13+deb14-amd64 (= 7.2.13-1)\n";
+        assert_eq!(
+            dependencies(split, &["linux-binary-", "linux-modules-"]),
+            [
+                "linux-binary-7.2.13+deb14-amd64",
+                "linux-modules-7.2.13+deb14-amd64"
+            ]
+        );
     }
 }

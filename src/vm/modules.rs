@@ -33,8 +33,13 @@ pub const ORDER: &str = "order";
 /// (`lib/modules/VERSION`) into `out`, decompressed, with the [`ORDER`] file.
 pub fn gather(root: &Path, out: &Path) -> Result<()> {
     let files = module_files(&root.join("kernel"))?;
-    let builtin = std::fs::read_to_string(root.join("modules.builtin")).unwrap_or_default();
-    let builtin: Vec<String> = builtin.lines().filter_map(module_name).collect();
+    // Without modules.builtin (sid's split packages of 2026 ship only the
+    // modules), a module that is not there is taken as built in: if it is
+    // not, the guest says which mount failed.
+    let builtin = match std::fs::read_to_string(root.join("modules.builtin")) {
+        Ok(text) => Some(text.lines().filter_map(module_name).collect::<Vec<_>>()),
+        Err(_) => None,
+    };
     std::fs::create_dir_all(out)?;
     let mut order = Vec::new();
     for name in WANTED {
@@ -50,13 +55,17 @@ pub fn gather(root: &Path, out: &Path) -> Result<()> {
 fn add(
     name: &str,
     files: &BTreeMap<String, PathBuf>,
-    builtin: &[String],
+    builtin: &Option<Vec<String>>,
     out: &Path,
     order: &mut Vec<String>,
     depth: usize,
 ) -> Result<()> {
     let name = normal(name);
-    if order.contains(&name) || builtin.contains(&name) {
+    let built_in = match builtin {
+        Some(list) => list.contains(&name),
+        None => !files.contains_key(&name),
+    };
+    if order.contains(&name) || built_in {
         return Ok(());
     }
     if depth > 32 {

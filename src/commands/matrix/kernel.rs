@@ -59,10 +59,23 @@ pub fn preflight(opts: &Options) -> Result<PathBuf> {
     initramfs::static_busybox()
 }
 
+/// What the kernel matrix wrote, and what it could not do.
+pub struct Columns {
+    pub written: Vec<PathBuf>,
+    /// One line per release that failed (its kernel not fetched, its guest
+    /// not booted or not ended in time): the others still ran.
+    pub failed: Vec<String>,
+}
+
 /// Boots each release's kernel, runs `selected` in it, writes
-/// `report-kernel-RELEASE.json` into `opts.out`; returns the paths.
-pub fn run(opts: &Options, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<Vec<PathBuf>> {
-    let busybox = preflight(opts)?;
+/// `report-kernel-RELEASE.json` into `opts.out`. `busybox` is what
+/// [`preflight`] found.
+pub fn run(
+    opts: &Options,
+    busybox: &Path,
+    selected: &[&Finding],
+    say: &dyn Fn(&str),
+) -> Result<Columns> {
     let cache = opts.cache_dir()?.join("kernel");
     let exe = std::env::current_exe().context("cannot tell which swaplab runs")?;
     let scratch = crate::harness::sandbox::scratch("matrix-kernel")?;
@@ -72,44 +85,54 @@ pub fn run(opts: &Options, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<
         AccelChoice::Auto if qemu::kvm_usable() => Accel::Kvm,
         AccelChoice::Auto => Accel::Tcg,
     };
-    let mut written = Vec::new();
+    let mut done = Columns {
+        written: Vec::new(),
+        failed: Vec::new(),
+    };
     for release in &opts.kernels {
-        let kernel = kernel_of(&cache, release, &opts.mirror, say)?;
-        let work = scratch.path().join(release);
-        let (ran, mut report) = loop {
-            match guest_run(&kernel, &exe, &busybox, selected, &work, accel, say) {
-                Ok(done) => break done,
-                Err(e) if accel == Accel::Kvm && opts.accel == AccelChoice::Auto => {
-                    say(&format!(
-                        "{release}: KVM did not run the guest ({e:#}); emulating (TCG) from now on"
-                    ));
-                    accel = Accel::Tcg;
+        let column = (|| -> Result<PathBuf> {
+            let kernel = kernel_of(&cache, release, &opts.mirror, say)?;
+            let work = scratch.path().join(release);
+            let (ran, mut report) = loop {
+                match guest_run(&kernel, &exe, busybox, selected, &work, accel, say) {
+                    Ok(done) => break done,
+                    Err(e) if accel == Accel::Kvm && opts.accel == AccelChoice::Auto => {
+                        say(&format!(
+                            "{release}: KVM did not run the guest ({e:#}); emulating (TCG) from now on"
+                        ));
+                        accel = Accel::Tcg;
+                    }
+                    Err(e) => {
+                        return Err(e.context(format!("the guest on kernel {}", kernel.uname)))
+                    }
                 }
-                Err(e) => {
-                    return Err(
-                        e.context(format!("{release}: the guest on kernel {}", kernel.uname))
-                    )
-                }
+            };
+            say(&format!(
+                "{release}: {} booted in {:.1} s, ran in {:.1} s ({})",
+                kernel.uname,
+                ran.boot_ms as f64 / 1000.0,
+                ran.run_ms as f64 / 1000.0,
+                ran.accel.name()
+            ));
+            report["vm"] = json!({
+                "release": kernel.release,
+                "package": kernel.package,
+                "package_version": kernel.version,
+                "accel": ran.accel,
+                "boot_ms": ran.boot_ms,
+                "run_ms": ran.run_ms,
+            });
+            write_report(&opts.out, &column(release), &report)
+        })();
+        match column {
+            Ok(path) => done.written.push(path),
+            Err(e) => {
+                say(&format!("{release}: {e:#}"));
+                done.failed.push(format!("{release}: {e:#}"));
             }
-        };
-        say(&format!(
-            "{release}: {} booted in {:.1} s, ran in {:.1} s ({})",
-            kernel.uname,
-            ran.boot_ms as f64 / 1000.0,
-            ran.run_ms as f64 / 1000.0,
-            ran.accel.name()
-        ));
-        report["vm"] = json!({
-            "release": kernel.release,
-            "package": kernel.package,
-            "package_version": kernel.version,
-            "accel": ran.accel,
-            "boot_ms": ran.boot_ms,
-            "run_ms": ran.run_ms,
-        });
-        written.push(write_report(&opts.out, &column(release), &report)?);
+        }
     }
-    Ok(written)
+    Ok(done)
 }
 
 /// One guest: boots `kernel` with `accel`, runs `selected`, returns how it

@@ -85,14 +85,30 @@ pub fn command(opts: &Options, only: &[String]) -> Done {
     if !opts.debian.is_empty() {
         written.extend(debian::run(opts, &selected, &say).map_err(|e| bad(format!("{e:#}")))?);
     }
+    let mut failed = Vec::new();
     if !opts.kernels.is_empty() {
-        let ran = kernel::run(opts, &selected, &say).map_err(|e| bad(format!("{e:#}")))?;
-        written.extend(ran);
+        let busybox = kernel::preflight(opts).map_err(|e| bad(format!("{e:#}")))?;
+        let ran = kernel::run(opts, &busybox, &selected, &say)
+            .map_err(|e| Exit::Aborted(format!("swaplab matrix: {e:#}")))?;
+        written.extend(ran.written);
+        failed = ran.failed;
+    }
+    if written.is_empty() {
+        return Err(Exit::Aborted(format!(
+            "swaplab matrix: no column ran:\n  {}",
+            failed.join("\n  ")
+        )));
     }
     let judged = compare::print(&written, "matrix");
     println!("\nreports:");
     for p in &written {
         println!("  {}", p.display());
+    }
+    if !failed.is_empty() {
+        return Err(Exit::Aborted(format!(
+            "swaplab matrix: these columns did not run:\n  {}",
+            failed.join("\n  ")
+        )));
     }
     judged
 }
