@@ -5,11 +5,11 @@
 //!
 //! - [`commands`]: what the `swaplab` command does, and how it prints it;
 //! - [`bench`](mod@bench): the benches' runs and tables;
-//! - [`vm`]: other kernels in qemu guests (`matrix --kernel`): fetching
-//!   Debian's kernels, the guest's initramfs, booting with deadlines;
 //! - [`findings`]: swaplab's findings, each with its experiment;
 //! - [`drivers`]: sequences shared by experiments and benches (the load
 //!   client, the upgrade fleet, hand-over strategies, real nginx);
+//! - [`vm`]: other kernels in qemu guests (`matrix --kernel`): fetching
+//!   Debian's kernels, the guest's initramfs, booting with deadlines;
 //! - [`harness`]: the `Lab` notebook, findings' type and needs, the run loop,
 //!   proving a finding in a test, sandboxes, processes, runtimes, /proc views;
 //! - [`targets`]: the programs under test and their protocol;

@@ -321,6 +321,22 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The guest's first process forks before anything else: no handler
+    // thread may be lost in its child (see commands::guest).
+    let cli = match cli.command {
+        Command::Guest { out, column, ids } => {
+            return match commands::guest::command(&out, &column, &ids) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(exit) => {
+                    if let Some(why) = exit.message() {
+                        eprintln!("{why}");
+                    }
+                    ExitCode::from(exit.status())
+                }
+            };
+        }
+        command => Cli { command },
+    };
     // Ctrl-C or a TERM: kill the targets and remove the sandboxes before
     // leaving (targets also die with us through PR_SET_PDEATHSIG).
     if let Err(e) = ctrlc::set_handler(|| {
@@ -429,7 +445,7 @@ impl Command {
                 };
                 commands::matrix::command(&opts, &only)
             }
-            Command::Guest { out, column, ids } => commands::guest::command(&out, &column, &ids),
+            Command::Guest { .. } => unreachable!("main runs the guest's first process itself"),
             Command::Bench { what } => what.run(),
         }
     }

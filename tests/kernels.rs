@@ -1,6 +1,6 @@
 //! `swaplab matrix --kernel`: the findings on other kernels, booted in qemu.
 //! Booting is minutes under emulation, so the guest run is opt-in:
-//! `SWAPLAB_KERNELS=bullseye cargo test kernel_columns` (CI sets it).
+//! `SWAPLAB_KERNELS=bullseye cargo test kernels::` (CI sets it).
 
 use predicates::prelude::*;
 use serde_json::Value;
@@ -57,15 +57,19 @@ fn releases() -> Option<String> {
 fn kernel_columns_run_the_findings_on_other_kernels_booted_in_qemu() {
     let Some(releases) = releases() else {
         eprintln!(
-            "skipped: boots kernels in qemu for minutes; enable with SWAPLAB_KERNELS=bullseye cargo test kernel_columns (needs qemu-system-x86 and busybox-static)"
+            "skipped: boots kernels in qemu for minutes; enable with SWAPLAB_KERNELS=bullseye cargo test kernels:: (needs qemu-system-x86 and busybox-static)"
         );
         return;
     };
     let dir = swaplab::harness::sandbox::scratch("kernels").unwrap();
     let out = dir.path().join("reports");
+    // Its own temp folder, which qemu's command line then names.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let run = swaplab()
         .args(["matrix", "--kernel", &releases, "--out"])
         .arg(&out)
+        .env("TMPDIR", &tmp)
         .current_dir(dir.path())
         .timeout(std::time::Duration::from_secs(45 * 60))
         .output()
@@ -100,13 +104,87 @@ fn kernel_columns_run_the_findings_on_other_kernels_booted_in_qemu() {
         }
     }
     // No guest outlives the matrix.
-    let qemus = procfs::process::all_processes()
+    assert_eq!(
+        guests_under(&tmp),
+        Vec::<i32>::new(),
+        "a qemu of this test is still running"
+    );
+}
+
+/// The qemu processes whose command line names a path under `dir`.
+fn guests_under(dir: &std::path::Path) -> Vec<i32> {
+    let dir = dir.display().to_string();
+    procfs::process::all_processes()
         .unwrap()
-        .filter_map(|p| p.ok()?.cmdline().ok())
-        .filter(|c| {
-            c.iter()
-                .any(|a| a.contains(&dir.path().display().to_string()))
+        .filter_map(|p| p.ok())
+        .filter(|p| p.stat().is_ok_and(|s| s.state != 'Z'))
+        .filter(|p| {
+            p.cmdline()
+                .is_ok_and(|c| c.iter().any(|a| a.contains(&dir)))
         })
-        .count();
-    assert_eq!(qemus, 0, "a qemu of this test is still running");
+        .map(|p| p.pid)
+        .collect()
+}
+
+#[test]
+fn a_matrix_killed_with_sigkill_leaves_no_guest_running() {
+    let Some(releases) = releases() else {
+        eprintln!(
+            "skipped: boots a kernel in qemu; enable with SWAPLAB_KERNELS=bullseye cargo test kernels::"
+        );
+        return;
+    };
+    let first = releases.split(',').next().unwrap_or_default().to_string();
+    let dir = swaplab::harness::sandbox::scratch("kernels").unwrap();
+    // Its own temp folder: the guest's files, and so qemu's command line,
+    // name it.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut matrix = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .args([
+            "matrix", "--kernel", &first, "--accel", "tcg", "--only", "L01", "--out",
+        ])
+        .arg(dir.path().join("reports"))
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Fetching the kernel (when not cached) and booting take minutes.
+    let booted = swaplab::harness::process::poll_until(
+        std::time::Duration::from_secs(15 * 60),
+        std::time::Duration::from_millis(100),
+        || {
+            let up = guests_under(&tmp);
+            if !up.is_empty() {
+                return Ok(Ok(up));
+            }
+            match matrix.try_wait() {
+                Ok(Some(status)) => Ok(Err(format!("matrix ended first: {status}"))),
+                _ => Err("no guest yet after 15 minutes".to_string()),
+            }
+        },
+    );
+    let guests = match booted {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) | Err(e) => {
+            let _ = matrix.kill();
+            let _ = matrix.wait();
+            panic!("no guest came up: {e}");
+        }
+    };
+    matrix.kill().unwrap();
+    matrix.wait().unwrap();
+    let gone = swaplab::harness::process::poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(20),
+        || match guests_under(&tmp).as_slice() {
+            [] => Ok(()),
+            left => Err(left.to_vec()),
+        },
+    );
+    assert!(
+        gone.is_ok(),
+        "qemu {guests:?} outlived the matrix killed by SIGKILL: {gone:?}"
+    );
 }

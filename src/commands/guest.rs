@@ -23,7 +23,8 @@ pub fn command(out: &Path, column: &str, ids: &[String]) -> Done {
         ));
     }
     let selected = select(ids, ids.is_empty()).map_err(Exit::BadInput)?;
-    // SAFETY: nothing has started a thread yet.
+    // SAFETY: main runs this before it starts any thread (not even the
+    // Ctrl-C handler's).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             let code = match run(out, column, &selected) {

@@ -1283,7 +1283,7 @@ pub static L12: Finding = Finding {
 };
 
 pub fn l12(lab: &mut Lab) -> Result<()> {
-    let (major, minor) = crate::harness::platform::kernel_version();
+    let (major, minor) = crate::harness::platform::kernel_version().unwrap_or_default();
     lab.observe("kernel", format!("{major}.{minor}"));
     lab.put_lib(V1, Replace::Install)?;
     let app = lab.sandbox.bin_dir().join("app");

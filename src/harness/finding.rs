@@ -208,7 +208,8 @@ impl Finding {
     /// What the finding expects on `libc` under the running kernel: the
     /// claim, the running kernel's own, or musl's.
     pub fn claim_for(&self, libc: Libc) -> &'static str {
-        if let Some(k) = self.on_kernel(crate::harness::platform::kernel_version()) {
+        if let Some(k) = crate::harness::platform::kernel_version().and_then(|v| self.on_kernel(v))
+        {
             return k.claim;
         }
         match (self.scope, libc) {

@@ -29,7 +29,7 @@ impl Platform {
         let host = Runtime::host();
         Platform {
             os: crate::harness::runtime::os_name(),
-            kernel: field(|u| u.release()),
+            kernel: kernel_release(),
             arch: field(|u| u.machine()),
             libc: host.libc.name().into(),
             libc_version: host.libc_version,
@@ -47,19 +47,17 @@ impl Platform {
 
 /// The running kernel's release (`uname -r`), empty if uname fails.
 pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
+    crate::detector::kernel::running_release().unwrap_or_default()
 }
 
-/// (major, minor) of the running kernel; (0, 0) if uname cannot tell.
-pub fn kernel_version() -> (u32, u32) {
+/// (major, minor) of the running kernel, if its release says.
+pub fn kernel_version() -> Option<(u32, u32)> {
     let release = kernel_release();
     let mut it = release
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+        .map(|s| s.parse::<u32>().ok());
+    Some((it.next()??, it.next()??))
 }
 
 /// What every swaplab report starts with: swaplab's version and the machine.

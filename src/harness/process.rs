@@ -143,15 +143,10 @@ impl Program {
     }
 }
 
-/// A command that inherits nothing by accident: cleared environment,
-/// `LC_ALL=C`, the sandbox's library folder on `LD_LIBRARY_PATH`, piped
-/// standard streams and a process group of its own.
-///
-/// The child also gets `PR_SET_PDEATHSIG` (SIGKILL) before it execs, and
-/// exits at once if its parent is already gone, so a target spawned in the
-/// instant the harness dies does not outlive it.
-pub fn hermetic(program: &Path, lib_dir: &Path) -> Command {
-    let mut cmd = Command::new(program);
+/// Makes `cmd`'s process die with this one: `PR_SET_PDEATHSIG` (SIGKILL)
+/// before it execs, and an exit at once if this process is already gone,
+/// so a child spawned in the instant this process dies does not outlive it.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
     // fork and exec.
@@ -163,6 +158,22 @@ pub fn hermetic(program: &Path, lib_dir: &Path) -> Command {
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
+            Ok(())
+        })
+    }
+}
+
+/// A command that inherits nothing by accident: cleared environment,
+/// `LC_ALL=C`, the sandbox's library folder on `LD_LIBRARY_PATH`, piped
+/// standard streams and a process group of its own; it dies with the
+/// harness ([`die_with_parent`]).
+pub fn hermetic(program: &Path, lib_dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    die_with_parent(&mut cmd);
+    // SAFETY: only async-signal-safe calls (syscall, fcntl) between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
             // No fd but the three standard streams crosses the exec: mark
             // the rest close-on-exec (not closed, so std's own exec-error
             // pipe still works). Fall back to fcntl where close_range is
@@ -293,6 +304,17 @@ pub fn kill_all() {
     for pgid in live().drain(..) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
+}
+
+/// The last `n` lines of `text`, each indented: what an error shows of a
+/// tool's output.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let tail: Vec<&str> = text.lines().rev().take(n).collect();
+    tail.into_iter()
+        .rev()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A process group that left the harness's tree (a daemon's): killed when

@@ -38,10 +38,21 @@ pub fn sh_quote(word: &str) -> String {
 }
 
 /// Writes the archive for `kernel` to `out`; `command` is what init execs,
-/// after `switch_root /host`, as the guest's PID 1.
-pub fn write(kernel: &Kernel, busybox: &Path, command: &[String], out: &Path) -> Result<()> {
+/// after `switch_root /host`, as the guest's PID 1, and `exe` the swaplab
+/// it runs (init checks that the guest sees it).
+pub fn write(
+    kernel: &Kernel,
+    busybox: &Path,
+    exe: &str,
+    command: &[String],
+    out: &Path,
+) -> Result<()> {
     let quoted: Vec<String> = command.iter().map(|w| sh_quote(w)).collect();
-    let job = format!("exec switch_root /host {}\n", quoted.join(" "));
+    let job = format!(
+        "exe={}\nrun() {{\n  exec switch_root /host {}\n}}\n",
+        sh_quote(exe),
+        quoted.join(" ")
+    );
     let mut entries: Vec<(NewcBuilder, Cursor<Vec<u8>>)> = Vec::new();
     for dir in ["bin", "proc", "sys", "dev", "host", "modules"] {
         entries.push((

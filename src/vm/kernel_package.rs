@@ -9,13 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::process::output_within;
-use crate::harness::programs;
+use crate::vm::apt::{deb_field, dependencies, run_step, tool, Apt};
 use crate::vm::modules;
 
 /// One release's kernel in the cache.
@@ -46,9 +44,6 @@ impl Kernel {
 /// The description of a finished cache entry.
 const READY: &str = "kernel.json";
 
-/// apt and dpkg-deb steps get this long each (a slow mirror included).
-const STEP: Duration = Duration::from_secs(15 * 60);
-
 /// The kernel of `release`, from the cache `cache` or fetched into it.
 pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) -> Result<Kernel> {
     let dir = cache.join(release);
@@ -64,18 +59,20 @@ pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) 
         ));
         return Ok(k);
     }
-    let work = cache.join(format!("{release}.partial"));
-    if work.exists() {
-        std::fs::remove_dir_all(&work)
-            .with_context(|| format!("cannot remove {}", work.display()))?;
-    }
-    std::fs::create_dir_all(&work)
-        .with_context(|| format!("cannot make the cache folder {}", work.display()))?;
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("cannot make the cache folder {}", cache.display()))?;
+    // A folder of this run's own: another run fetching the same release
+    // works in its own, and the first to finish makes the entry.
+    let work = tempfile::Builder::new()
+        .prefix(&format!("{release}.partial-"))
+        .tempdir_in(cache)
+        .with_context(|| format!("cannot make a folder in {}", cache.display()))?;
+    let work = work.path();
     let apt = Apt::new(&work.join("apt"), release, mirror)?;
     say(&format!(
         "{release}: apt-get update ({mirror} {release} main)"
     ));
-    apt.run("apt-get", &["update"], &work)?;
+    apt.run("apt-get", &["update"], work)?;
     let package = apt.image_package()?;
     // Newer releases (sid in 2026) split the image package: the kernel in
     // linux-binary-*, the modules in linux-modules-*.
@@ -88,9 +85,9 @@ pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) 
     ));
     let mut args = vec!["download"];
     args.extend(packages.iter().map(String::as_str));
-    apt.run("apt-get", &args, &work)?;
+    apt.run("apt-get", &args, work)?;
     let tree = work.join("tree");
-    for deb in debs(&work)? {
+    for deb in debs(work)? {
         run_step(
             Command::new(tool("dpkg-deb")?)
                 .arg("-x")
@@ -99,7 +96,7 @@ pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) 
             "dpkg-deb -x",
         )?;
     }
-    let version = deb_field(&only_deb(&work, &package)?, "Version")?;
+    let version = deb_field(&only_deb(work, &package)?, "Version")?;
     let (image, module_root) = image_and_modules(&tree)?;
     let uname = module_root
         .file_name()
@@ -118,120 +115,18 @@ pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) 
         dir: dir.clone(),
     };
     std::fs::write(out.join(READY), serde_json::to_string_pretty(&k)?)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
+    if !dir.join(READY).exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::rename(&out, &dir)?;
     }
-    std::fs::rename(&out, &dir)?;
-    // The package, its unpacked tree and apt's lists are not needed again.
-    std::fs::remove_dir_all(&work)?;
+    // The packages, their unpacked trees and apt's lists go with `work`.
     say(&format!(
         "{release}: kernel {} ({} {})",
         k.uname, k.package, k.version
     ));
     Ok(k)
-}
-
-fn tool(name: &str) -> Result<PathBuf> {
-    programs::find(name).ok_or_else(|| {
-        anyhow::anyhow!("{name} is not installed (matrix --kernel needs apt and dpkg: a Debian or Ubuntu machine)")
-    })
-}
-
-/// Runs `cmd` to its end within [`STEP`]; its stdout, or why it failed.
-fn run_step(cmd: &mut Command, what: &str) -> Result<String> {
-    cmd.env("LC_ALL", "C").stdin(std::process::Stdio::null());
-    let out = output_within(cmd, STEP).with_context(|| format!("{what} did not finish"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(6).collect();
-        bail!(
-            "{what} failed ({}):\n  {}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// apt, with a state of its own that knows one release.
-struct Apt {
-    options: Vec<String>,
-}
-
-impl Apt {
-    fn new(root: &Path, release: &str, mirror: &str) -> Result<Apt> {
-        for d in ["lists/partial", "archives/partial", "parts"] {
-            std::fs::create_dir_all(root.join(d))?;
-        }
-        let sources = root.join("sources.list");
-        std::fs::write(
-            &sources,
-            format!("deb [arch=amd64] {mirror} {release} main\n"),
-        )?;
-        std::fs::write(root.join("status"), "")?;
-        let at = |p: &str| root.join(p).display().to_string();
-        let options = [
-            ("Dir::Etc::SourceList", at("sources.list")),
-            ("Dir::Etc::SourceParts", at("parts")),
-            // The machine's apt.conf.d would add indexes to fetch
-            // (appstream, contents): only the package lists are wanted.
-            ("Dir::Etc::Parts", at("parts")),
-            ("Dir::Etc::Preferences", at("parts/none")),
-            ("Dir::Etc::PreferencesParts", at("parts")),
-            ("Dir::State::Lists", at("lists")),
-            ("Dir::State::status", at("status")),
-            ("Dir::Cache", root.display().to_string()),
-            ("Dir::Cache::archives", at("archives")),
-            ("APT::Architecture", "amd64".into()),
-            ("APT::Architectures", "amd64".into()),
-            ("Acquire::Languages", "none".into()),
-            // Its own folders: no lock on the machine's apt is needed.
-            ("Debug::NoLocking", "1".into()),
-        ];
-        Ok(Apt {
-            options: options
-                .iter()
-                .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
-                .collect(),
-        })
-    }
-
-    fn run(&self, program: &str, args: &[&str], cwd: &Path) -> Result<String> {
-        let mut cmd = Command::new(tool(program)?);
-        cmd.arg("-q")
-            .args(&self.options)
-            .args(args)
-            .current_dir(cwd);
-        run_step(&mut cmd, &format!("{program} {}", args.join(" ")))
-    }
-
-    /// The image package `linux-image-amd64` depends on.
-    fn image_package(&self) -> Result<String> {
-        let shown = self.run("apt-cache", &["show", "linux-image-amd64"], Path::new("/"))?;
-        image_dependency(&shown).ok_or_else(|| {
-            anyhow::anyhow!("linux-image-amd64 names no linux-image-* package:\n{shown}")
-        })
-    }
-}
-
-/// The `linux-image-*` package in the first `Depends:` of `apt-cache show`
-/// output (sid's names `linux-base-amd64` too).
-fn image_dependency(shown: &str) -> Option<String> {
-    dependencies(shown, &["linux-image-"]).into_iter().next()
-}
-
-/// The packages of the first `Depends:` line of `apt-cache show` output
-/// whose names start with one of `prefixes`.
-fn dependencies(shown: &str, prefixes: &[&str]) -> Vec<String> {
-    let Some(depends) = shown.lines().find_map(|l| l.strip_prefix("Depends:")) else {
-        return Vec::new();
-    };
-    depends
-        .split(',')
-        .filter_map(|d| d.split_whitespace().next())
-        .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The packages apt downloaded into `dir`.
@@ -255,17 +150,6 @@ fn only_deb(dir: &Path, package: &str) -> Result<PathBuf> {
                 .is_some_and(|n| n.starts_with(&prefix))
         })
         .ok_or_else(|| anyhow::anyhow!("apt downloaded no {package} into {}", dir.display()))
-}
-
-fn deb_field(deb: &Path, field: &str) -> Result<String> {
-    let out = run_step(
-        Command::new(tool("dpkg-deb")?)
-            .arg("-f")
-            .arg(deb)
-            .arg(field),
-        "dpkg-deb -f",
-    )?;
-    Ok(out.trim().to_string())
 }
 
 /// The kernel image and the module folder (`lib/modules/VERSION`, or under
@@ -293,33 +177,4 @@ fn image_and_modules(tree: &Path) -> Result<(PathBuf, PathBuf)> {
             anyhow::anyhow!("no boot/vmlinuz-* nor lib/modules/VERSION/vmlinuz in the package")
         })?;
     Ok((image, module_root))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_image_is_the_linux_image_dependency_wherever_it_stands() {
-        let bookworm = "Package: linux-image-amd64\nVersion: 6.1.176-1\nDepends: linux-image-6.1.0-50-amd64 (= 6.1.176-1)\n";
-        assert_eq!(
-            image_dependency(bookworm).as_deref(),
-            Some("linux-image-6.1.0-50-amd64")
-        );
-        let sid =
-            "Depends: linux-base-amd64 (= 7.2.13-1), linux-image-7.2.13+deb14-amd64 (= 7.2.13-1)\n";
-        assert_eq!(
-            image_dependency(sid).as_deref(),
-            Some("linux-image-7.2.13+deb14-amd64")
-        );
-        assert_eq!(image_dependency("Package: x\nDepends: libc6\n"), None);
-        let split = "Depends: dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, linux-base-7.2.13+deb14-amd64 (= 7.2.13-1), linux-binary-7.2.13+deb14-amd64 (= 7.2.13-1), linux-modules-7.2.13+deb14-amd64 (= 7.2.13-1)\n";
-        assert_eq!(
-            dependencies(split, &["linux-binary-", "linux-modules-"]),
-            [
-                "linux-binary-7.2.13+deb14-amd64",
-                "linux-modules-7.2.13+deb14-amd64"
-            ]
-        );
-    }
 }

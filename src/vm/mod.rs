@@ -3,6 +3,7 @@
 //! and a qemu guest that mounts the host's files read-only and runs this
 //! very swaplab on that kernel.
 
+pub mod apt;
 pub mod initramfs;
 pub mod kernel_package;
 pub mod modules;

@@ -5,17 +5,17 @@
 //! (PR_SET_PDEATHSIG, even when swaplab is killed by SIGKILL), and Ctrl-C
 //! kills its process group.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::harness::process::{wait_or_kill, GroupGuard};
+use crate::harness::process::{die_with_parent, wait_or_kill, GroupGuard};
 
 /// How the guest's CPU runs: the host's virtualization (KVM) or qemu's
 /// emulation (TCG, about 10 to 50 times slower, but it runs anywhere).
@@ -80,10 +80,59 @@ pub struct Ran {
     pub run_ms: u128,
 }
 
+/// Why a guest run failed, and whether the guest had come up by then: if
+/// it had not, another acceleration may do better.
+#[derive(Debug)]
+pub struct Failure {
+    pub came_up: bool,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    fn before_up(error: anyhow::Error) -> Failure {
+        Failure {
+            came_up: false,
+            error,
+        }
+    }
+}
+
+/// `path` as the value of a qemu option: a comma separates options there,
+/// and a doubled comma stands for one.
+fn option_value(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
 /// Boots `b`, passes each console line after UP to `line`, and waits for
 /// the guest to power off. Fails if it does not come up or end in time,
 /// or says it failed; the console's last lines are in the error.
-pub fn boot(b: &Boot, line: &mut dyn FnMut(&str)) -> Result<Ran> {
+pub fn boot(b: &Boot, line: &mut dyn FnMut(&str)) -> std::result::Result<Ran, Failure> {
+    let mut child = spawn(b).map_err(Failure::before_up)?;
+    // Its own group, out of the terminal's reach: Ctrl-C kills it through
+    // kill_all, dropping this kills it otherwise.
+    let _group = GroupGuard::new(child.id() as i32);
+    let rx = console(&mut child);
+    let ran = watch(b, &rx, line);
+    let status = wait_or_kill(&mut child, Duration::from_secs(10));
+    let ran = ran?;
+    if ran.run_ms == 0 {
+        return Err(Failure::before_up(anyhow::anyhow!(
+            "qemu ended ({status:?}) before the guest came up"
+        )));
+    }
+    Ok(ran)
+}
+
+/// Starts qemu for `b`, dying with swaplab.
+fn spawn(b: &Boot) -> Result<Child> {
     let qemu = crate::harness::programs::find("qemu-system-x86_64").ok_or_else(|| {
         anyhow::anyhow!("qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)")
     })?;
@@ -103,50 +152,60 @@ pub fn boot(b: &Boot, line: &mut dyn FnMut(&str)) -> Result<Ran> {
         .arg("-virtfs")
         .arg(format!(
             "local,path={},mount_tag=out,security_model=none",
-            b.out.display()
+            option_value(b.out)
         ))
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("cannot start qemu-system-x86_64")?;
-    let _group = GroupGuard::new(child.id() as i32);
+    die_with_parent(&mut cmd);
+    cmd.spawn().context("cannot start qemu-system-x86_64")
+}
+
+/// The lines qemu prints (the serial console on stdout, its own messages
+/// on stderr) as they come, whatever their bytes.
+fn console(child: &mut Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    for stream in [
+    let streams: [Option<Box<dyn Read + Send>>; 2] = [
         child
             .stdout
             .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
         child
             .stderr
             .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            for l in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+            let mut reader = BufReader::new(stream);
+            let mut bytes = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
+                let l = String::from_utf8_lossy(&bytes).trim_end().to_string();
+                bytes.clear();
                 if tx.send(l).is_err() {
                     break;
                 }
             }
         });
     }
-    drop(tx);
+    rx
+}
+
+/// Follows the console until qemu's streams end (the guest powered off),
+/// within the boot's and the run's deadlines; `run_ms` 0 if it never came
+/// up. The caller kills qemu whatever this returns.
+fn watch(
+    b: &Boot,
+    rx: &mpsc::Receiver<String>,
+    line: &mut dyn FnMut(&str),
+) -> std::result::Result<Ran, Failure> {
+    let fail = |up: bool, error: anyhow::Error| Failure { came_up: up, error };
     let mut log = std::fs::File::create(&b.console_log)
-        .with_context(|| format!("cannot write {}", b.console_log.display()))?;
+        .with_context(|| format!("cannot write {}", b.console_log.display()))
+        .map_err(Failure::before_up)?;
     let t0 = Instant::now();
     let mut up: Option<Instant> = None;
     let mut tail: Vec<String> = Vec::new();
@@ -155,18 +214,23 @@ pub fn boot(b: &Boot, line: &mut dyn FnMut(&str)) -> Result<Ran> {
             None => t0 + b.accel.boot_deadline(),
             Some(_) => t0 + b.limit,
         };
+        // Checked on every line too: a console that never pauses must not
+        // outrun the deadline.
         let left = until.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        let next = if left.is_zero() {
+            Err(mpsc::RecvTimeoutError::Timeout)
+        } else {
+            rx.recv_timeout(left)
+        };
+        match next {
             Ok(l) => {
-                use std::io::Write;
                 let _ = writeln!(log, "{l}");
-                let l = l.trim_end_matches('\r').to_string();
                 if l.starts_with(FAILED)
                     || l.contains("KVM internal error")
                     || l.contains("Kernel panic")
                 {
-                    let _ = wait_or_kill(&mut child, Duration::ZERO);
-                    bail!("the guest failed: {l}\n{}", last(&tail));
+                    let e = anyhow::anyhow!("the guest failed: {l}\n{}", last(&tail));
+                    return Err(fail(up.is_some(), e));
                 }
                 if up.is_none() && l.starts_with(UP) {
                     up = Some(Instant::now());
@@ -179,37 +243,29 @@ pub fn boot(b: &Boot, line: &mut dyn FnMut(&str)) -> Result<Ran> {
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = wait_or_kill(&mut child, Duration::ZERO);
-                let what = if up.is_none() {
-                    format!(
+                let what = match up {
+                    None => format!(
                         "did not come up within {:?} ({})",
                         b.accel.boot_deadline(),
                         b.accel.name()
-                    )
-                } else {
-                    format!("did not finish within {:?}", b.limit)
+                    ),
+                    Some(_) => format!("did not finish within {:?}", b.limit),
                 };
-                bail!(
+                let e = anyhow::anyhow!(
                     "the guest {what}; its console ({}):\n{}",
                     b.console_log.display(),
                     last(&tail)
                 );
+                return Err(fail(up.is_some(), e));
             }
             // Both streams ended: qemu has exited.
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = wait_or_kill(&mut child, Duration::from_secs(10))?;
-    let Some(up) = up else {
-        bail!(
-            "qemu ended ({status:?}) before the guest came up:\n{}",
-            last(&tail)
-        );
-    };
     Ok(Ran {
         accel: b.accel,
-        boot_ms: (up - t0).as_millis(),
-        run_ms: up.elapsed().as_millis(),
+        boot_ms: up.map_or(0, |u| (u - t0).as_millis()),
+        run_ms: up.map_or(0, |u| u.elapsed().as_millis()),
     })
 }
 

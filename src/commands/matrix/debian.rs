@@ -82,11 +82,10 @@ fn root_of(
         .context("cannot run debootstrap")?;
     if !status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(5).collect();
         bail!(
-            "debootstrap of {release} failed ({status}); the end of {}:\n  {}",
+            "debootstrap of {release} failed ({status}); the end of {}:\n{}",
             log.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+            crate::harness::process::last_lines(&text, 5)
         );
     }
     if root.exists() {

@@ -17,7 +17,7 @@ use crate::commands::matrix::{check_codenames, write_report, AccelChoice, Option
 use crate::harness::finding::Finding;
 use crate::vm::initramfs;
 use crate::vm::kernel_package::{kernel_of, Kernel};
-use crate::vm::qemu::{self, Accel, Boot, Ran};
+use crate::vm::qemu::{self, Accel, Boot, Failure, Ran};
 
 /// Where the guest mounts the report folder (a tmpfs folder it makes).
 const GUEST_OUT: &str = "/run/swaplab-out";
@@ -96,7 +96,12 @@ pub fn run(
             let (ran, mut report) = loop {
                 match guest_run(&kernel, &exe, busybox, selected, &work, accel, say) {
                     Ok(done) => break done,
-                    Err(e) if accel == Accel::Kvm && opts.accel == AccelChoice::Auto => {
+                    // Only a guest that never came up is KVM's to blame.
+                    Err(e)
+                        if accel == Accel::Kvm
+                            && opts.accel == AccelChoice::Auto
+                            && e.downcast_ref::<Failure>().is_some_and(|f| !f.came_up) =>
+                    {
                         say(&format!(
                             "{release}: KVM did not run the guest ({e:#}); emulating (TCG) from now on"
                         ));
@@ -174,7 +179,7 @@ fn guest_run(
     command.push(column(&kernel.release));
     command.extend(selected.iter().map(|f| f.id.to_string()));
     let initrd = work.join("initrd.cpio");
-    initramfs::write(kernel, busybox, &command, &initrd)?;
+    initramfs::write(kernel, busybox, exe_text, &command, &initrd)?;
     let boot = Boot {
         kernel: &kernel.image(),
         initrd: &initrd,
