@@ -97,6 +97,10 @@ pub enum Stale {
     Optional,
     /// Required, but at the ancestor given (it was forked from it).
     Via(i32),
+    /// Not flagged, and a file counted unchecked: a same-layout write after
+    /// the start, on a filesystem that keeps no birth time, cannot be told
+    /// from a file installed after the start and mapped since.
+    Unchecked,
 }
 
 /// Which column names a process in [`Lab::table`].
@@ -648,8 +652,24 @@ impl Lab {
                     p.need == Urgency::Required && p.restart.at == top && !p.restart.fork_is_enough
                 }),
             ),
+            Stale::Unchecked => (
+                format!("where the filesystem keeps no birth time, swaplab stale does not flag {who} but counts the file unchecked (the write cannot be told from an install before the mapping)"),
+                got.is_none() && r.unchecked_files > 0,
+            ),
+        };
+        let saw = match want {
+            Stale::Unchecked => format!("{saw}; {} file(s) unchecked", r.unchecked_files),
+            _ => saw,
         };
         self.check(what, ok, saw)
+    }
+
+    /// Whether the sandbox's filesystem keeps files' birth times (statx):
+    /// `swaplab stale` needs them to call a same-layout write a change.
+    pub fn birth_times_kept(&self) -> bool {
+        std::fs::metadata(self.sandbox.root())
+            .and_then(|m| m.created())
+            .is_ok()
     }
 
     // ---- the judgement -----------------------------------------------------
