@@ -6,7 +6,7 @@
 use swaplab::drivers::handover::{start_load, Service, Setup, Strategy};
 use swaplab::drivers::load::{self, Kind, Load};
 use swaplab::harness::lab::Lab;
-use swaplab::harness::process::{hermetic, Program, Target};
+use swaplab::harness::process::{hermetic, spawn_retrying, Program, Target};
 use swaplab::targets::handover::TAKEOVER_FAILED;
 
 fn setup(handover_timeout_ms: u64) -> Setup {
@@ -294,7 +294,13 @@ fn an_inherited_fd_list_that_names_one_fd_twice_is_refused() {
             Ok(())
         });
     }
-    let out = cmd.output().unwrap();
+    // Retried on ETXTBSY: another test's thread may fork while the program
+    // is still open for writing here (its spawn failed once in the whole
+    // suite run as a user; that is the known way it fails).
+    let out = spawn_retrying(&mut cmd)
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     assert!(
