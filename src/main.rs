@@ -204,7 +204,7 @@ first run of a release downloads its kernel package with apt (60 to 110 MB;
 only the image and a few modules are kept). The guest mounts this machine's
 files read-only and runs this swaplab on them, as the guest's root, on the
 host's C library; its report gets the guest's kernel and the acceleration
-used. Under emulation (TCG) one release takes 3 to 5 minutes on 2 cores.
+used. Under emulation (TCG) one release took 6 to 9 minutes on 2 cores.
 
 Example:
   sudo swaplab matrix --debian bullseye,trixie

@@ -568,10 +568,24 @@ fn usr2_while_both_run(lab: &mut Lab, fleet: &mut Fleet, old: i32, new: i32) -> 
     quit(lab, old, &oldbin)?;
     let before = group_pids(fleet);
     signal_handled(lab, Signal::SIGUSR2, new, &cur, &|| Ok(()))?;
-    let born: Vec<Proc> = procs::children(new)
-        .into_iter()
-        .filter(|p| !before.contains(&p.pid))
-        .collect();
+    // A child caught inside its execve has no command line yet, and would
+    // pass for a worker (seen under emulation, matrix --kernel): wait until
+    // every new child shows one.
+    let born_now = || -> Vec<Proc> {
+        procs::children(new)
+            .into_iter()
+            .filter(|p| !before.contains(&p.pid))
+            .collect()
+    };
+    let born = crate::harness::process::poll_until(
+        crate::harness::process::deadline(),
+        std::time::Duration::from_millis(5),
+        || match born_now() {
+            b if !b.is_empty() && b.iter().all(|p| !p.args.is_empty()) => Ok(b),
+            b => Err(b),
+        },
+    )
+    .unwrap_or_else(|b| b);
     let o = fleet.oldbin();
     lab.check(
         "with the old master gone, USR2 to the new master forks a new master and renames the pid file to .oldbin",

@@ -24,8 +24,9 @@ const GUEST_OUT: &str = "/run/swaplab-out";
 /// The report the guest writes there.
 pub const REPORT: &str = "report.json";
 
-/// A whole guest run, boot included, under emulation: one kernel's run of
-/// every finding took 3 to 4 minutes here (TCG on 2 cores).
+/// A whole guest run, boot included: under emulation one kernel's run of
+/// every finding took 6 to 9 minutes here (TCG on 2 cores), and L11 may
+/// take 15 on a slower machine.
 fn run_limit(accel: Accel) -> Duration {
     match accel {
         Accel::Kvm => Duration::from_secs(10 * 60),
