@@ -163,6 +163,7 @@ impl Scratch {
     /// Returns where it is.
     pub fn keep(mut self) -> PathBuf {
         let kept = self.dir.take().expect("kept once").keep();
+        live().retain(|d| d != &kept);
         kept_name(&kept)
             .and_then(|k| fs::rename(&kept, &k).ok().map(|_| k))
             .unwrap_or(kept)
@@ -175,6 +176,7 @@ impl Drop for Scratch {
         // this process is killed still has its owner file, whose lock the
         // kernel then frees, and a later sweep finishes the job.
         let Some(dir) = &self.dir else { return };
+        live().retain(|d| d != dir.path());
         for e in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
             if e.file_name() == OWNER_LOCK {
                 continue;
@@ -213,6 +215,8 @@ pub fn scratch(label: &str) -> Result<Scratch> {
         .map_err(|(_, e)| e)
         .context("cannot lock the owner file")?;
     fs::rename(&new, dir.path().join(OWNER_LOCK))?;
+    // Ctrl-C removes it too (remove_all), not only a later sweep.
+    live().push(dir.path().to_path_buf());
     Ok(Scratch {
         dir: Some(dir),
         _owner: owner,
