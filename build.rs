@@ -42,21 +42,45 @@ fn musl_compiler() -> Result<PathBuf, String> {
     }
 }
 
-/// The musl builds: variants under `<dir>/libexample/`, twins under `<dir>/bin/`.
-fn build_musl(cc: &Path, dir: &Path) {
-    let lib_root = dir.join("libexample");
+/// The C and C++ compilers of the host build, as `cc` configures them
+/// (honouring `CC`, `CXX`, their flags and the target).
+struct Compilers {
+    c: cc::Tool,
+    cxx: cc::Tool,
+}
+
+/// Builds every variant into `root` (`<root>/<name>/libexample.so`) with
+/// `c` for C and linking, the host's C++ compiler for C++; `musl` skips
+/// what needs libstdc++ (there is none for musl).
+fn build_variants(c: &dyn Fn() -> Command, cxx: &dyn Fn() -> Command, root: &Path, musl: bool) {
     for v in VARIANTS {
-        let folder = lib_root.join(v.0);
-        std::fs::create_dir_all(&folder).expect("create musl variant folder");
-        let out = folder.join("libexample.so");
-        let mut cmd = Command::new(cc);
-        cmd.args(variant_args(
-            v,
-            "csrc/libexample.c",
-            &out.display().to_string(),
-        ));
-        run(cmd, &format!("musl libexample {}", v.0));
+        if musl && v.lang == Lang::Cxx {
+            continue;
+        }
+        std::fs::create_dir_all(root.join(v.name)).expect("create variant folder");
+        for (lang, args) in variant_steps(v, "csrc", &root.display().to_string()) {
+            let mut cmd = match lang {
+                Lang::C => c(),
+                Lang::CxxBare | Lang::Cxx => cxx(),
+            };
+            cmd.args(args);
+            run(
+                cmd,
+                &format!("libexample {}{}", v.name, if musl { " (musl)" } else { "" }),
+            );
+        }
     }
+}
+
+/// The musl builds: variants under `<dir>/libexample/`, twins under `<dir>/bin/`.
+fn build_musl(cc: &Path, host: &Compilers, dir: &Path) {
+    let lib_root = dir.join("libexample");
+    build_variants(
+        &|| Command::new(cc),
+        &|| host.cxx.to_command(),
+        &lib_root,
+        true,
+    );
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("create musl bin folder");
     for t in TWINS {
@@ -64,7 +88,7 @@ fn build_musl(cc: &Path, dir: &Path) {
         cmd.args(twin_args(
             t,
             "csrc/target.c",
-            &lib_root.join("v1").display().to_string(),
+            &lib_root.display().to_string(),
             &bin.join(t.0).display().to_string(),
         ));
         run(cmd, &format!("the musl twin {}", t.0));
@@ -77,6 +101,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/harness/recipe.rs");
     println!("cargo:rerun-if-env-changed=CC");
     println!("cargo:rerun-if-env-changed=CFLAGS");
+    println!("cargo:rerun-if-env-changed=CXX");
+    println!("cargo:rerun-if-env-changed=CXXFLAGS");
     println!("cargo:rerun-if-env-changed=SWAPLAB_MUSL_CC");
     // Installing musl-tools changes nothing cargo watches: PATH is the
     // nearest thing (and `touch build.rs` always works).
@@ -84,26 +110,45 @@ fn main() {
 
     // Fixed optimisation and no debug info: the layout (and so the offsets a
     // lab sheet shows) is the same in debug and release builds of swaplab.
-    let compiler = cc::Build::new()
-        .opt_level(2)
-        .debug(false)
-        .pic(true)
-        .warnings(true)
-        .get_compiler();
+    let tool = |cpp: bool| {
+        cc::Build::new()
+            .cpp(cpp)
+            .opt_level(2)
+            .debug(false)
+            .pic(true)
+            .warnings(true)
+            .get_compiler()
+    };
+    let host = Compilers {
+        c: tool(false),
+        cxx: tool(true),
+    };
+    let compiler = &host.c;
+    if let Err(e) = host.cxx.to_command().arg("--version").output() {
+        panic!(
+            "cannot run the C++ compiler {:?} ({e}): L16's C++ libraries need it; \
+             install g++ (apt-get install -y g++)",
+            host.cxx.path()
+        );
+    }
 
     let root = out.join("libexample");
-    for v in VARIANTS {
-        let dir = root.join(v.0);
-        std::fs::create_dir_all(&dir).expect("create variant folder");
-        let target = dir.join("libexample.so");
-        let mut cmd: Command = compiler.to_command();
-        cmd.args(variant_args(
-            v,
-            &Path::new("csrc").join("libexample.c").display().to_string(),
-            &target.display().to_string(),
-        ));
-        run(cmd, &format!("libexample {}", v.0));
-    }
+    build_variants(
+        &|| host.c.to_command(),
+        &|| host.cxx.to_command(),
+        &root,
+        false,
+    );
+    // The soname target (swaplab-soname) links against `libexample.so.1`
+    // by that very file name (`-l:libexample.so.1`): a folder with only it.
+    let so1 = out.join("so1-link");
+    std::fs::create_dir_all(&so1).expect("create so1-link");
+    std::fs::copy(
+        root.join("so1-v1/libexample.so"),
+        so1.join("libexample.so.1"),
+    )
+    .expect("copy so1-v1 for linking");
+    println!("cargo:rustc-link-search=native={}", so1.display());
 
     // The C sleeper of `swaplab bench stale`, linked against libexample v1
     // (the sandbox's lib/ is on its LD_LIBRARY_PATH at run time).
@@ -128,7 +173,7 @@ fn main() {
     match musl {
         Ok(cc) => {
             let dir = out.join("musl");
-            build_musl(&cc, &dir);
+            build_musl(&cc, &host, &dir);
             println!("cargo:rustc-env=SWAPLAB_MUSL={}", dir.display());
             println!("cargo:rustc-env=SWAPLAB_MUSL_WHY=");
         }

@@ -10,6 +10,12 @@
  *   short       "Hello World", built small (no separate code segment, no
  *               build-id, stripped) so the file is shorter than v1's mappings
  *   v1-nodelete "Hell World" linked with -z nodelete (never unloaded)
+ *   so1-v1/-v2  v1 and v2 with the soname libexample.so.1, installed as
+ *               libexample.so.1.0.1 and .2 behind a link (L15)
+ *   tls-v1/-v2  v1 and v2 with a C __thread counter, no destructor (L16)
+ *   ver-v1      v1 with the version node EXAMPLE_1 (libexample-1.map)
+ *   ver-v2      v2 with EXAMPLE_1 and EXAMPLE_2, which adds
+ *               example_feature() (libexample-2.map; L18)
  *
  * greeting() returns the text (the targets print it with a pid prefix) and
  * hello() prints it the article's way for C callers.
@@ -40,7 +46,22 @@ static const char moved_table[8192] = "v2-layout: padding that moves .rodata";
 const char *example_table(void) { return moved_table; }
 #endif
 
+#ifdef THREAD_COUNTER
+/* A thread-local counter without a destructor: nothing to run at thread
+ * exit, so nothing for the loader to wait for before unloading. */
+static __thread int calls;
+const char *greeting(void) {
+    calls++;
+    return greeting_text;
+}
+#else
 const char *greeting(void) { return greeting_text; }
+#endif
+
+#ifdef FEATURE
+/* What version 2 adds: in the version node EXAMPLE_2 (libexample-2.map). */
+const char *example_feature(void) { return "the feature of version 2"; }
+#endif
 
 int example_version(void) { return VERSION; }
 

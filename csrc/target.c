@@ -9,6 +9,7 @@
  * One source, several programs (the -D flags build.rs and the matrix pass):
  *
  *   swaplab-plain, swaplab-fork   -DLINKED, linked with -lexample (DT_NEEDED)
+ *   swaplab-soname                -DLINKED, linked with libexample.so.1 (L15)
  *   swaplab-dlopen                not linked against libexample (dlopen only)
  *   swaplab-app, swaplab-app-2    not linked, -DBUILD="1" / -DBUILD="2"
  *
@@ -16,7 +17,15 @@
  * agent, and `--libc`, which prints `libc pid=N: glibc 2.31` (the running
  * glibc's own gnu_get_libc_version) and exits.
  *
- * The commands and their answers are listed in src/targets/agent.rs. Every line is
+ * The commands and their answers are listed in src/targets/agent.rs. Two
+ * are the twin's alone (L18C runs it on a Debian root's glibc):
+ *
+ *   iconv TO FROM   iconv_open(TO, FROM) and a conversion of "swaplab":
+ *                   `iconv pid=N ok bytes=K` or `iconv pid=N failed: TEXT`
+ *   user NAME       getpwnam(NAME): `user pid=N name=NAME uid=U`, or
+ *                   `user pid=N name=NAME missing: TEXT`
+ *
+ * Every line is
  * written with one write(2), so lines of a parent and its children never
  * interleave inside a line. Every process (and every child it forks) sets
  * PR_SET_PDEATHSIG to SIGKILL, so none outlives its parent.
@@ -24,6 +33,9 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <iconv.h>
+#include <pthread.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -224,6 +236,118 @@ static void callh(const char *s) {
     emit("greeting pid=%d h=%d fn=%#lx: %s", me, k, (unsigned long)f, f());
 }
 
+#define MAX_THREADS 16
+static pthread_t threads[MAX_THREADS];
+static int nthreads;
+static pthread_mutex_t release_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t release_cond = PTHREAD_COND_INITIALIZER;
+static int released;
+
+struct thread_call {
+    int k;
+    const char *(*f)(void);
+};
+
+/* Calls greeting() and answers, then waits until `join` releases it. */
+static void *call_and_wait(void *arg) {
+    struct thread_call c = *(struct thread_call *)arg;
+    free(arg);
+    long tid = (long)syscall(SYS_gettid);
+    const char *text = c.f();
+    emit("greeting pid=%d h=%d fn=%#lx thread=%ld: %s", me, c.k, (unsigned long)c.f, tid, text);
+    pthread_mutex_lock(&release_lock);
+    while (!released) pthread_cond_wait(&release_cond, &release_lock);
+    pthread_mutex_unlock(&release_lock);
+    return NULL;
+}
+
+/* greeting() on a thread of its own that stays alive until `join` (L16:
+ * what a library's thread-locals see of a thread's life). */
+static void thread_call(const char *s) {
+    int k = handle_of(s);
+    if (!k) return;
+    struct thread_call *c = calloc(1, sizeof *c);
+    if (!c || nthreads >= MAX_THREADS) {
+        free(c);
+        emit("error pid=%d: too many threads", me);
+        return;
+    }
+    c->k = k;
+    *(void **)&c->f = dlsym(handles[k], "greeting");
+    if (!c->f) {
+        free(c);
+        emit("error pid=%d: dlsym: %s", me, dlerror());
+        return;
+    }
+    pthread_mutex_lock(&release_lock);
+    released = 0;
+    pthread_mutex_unlock(&release_lock);
+    int e = pthread_create(&threads[nthreads], NULL, call_and_wait, c);
+    if (e) {
+        free(c);
+        emit("error pid=%d: thread: %s", me, strerror(e));
+        return;
+    }
+    nthreads++;
+}
+
+static void join_threads(void) {
+    pthread_mutex_lock(&release_lock);
+    released = 1;
+    pthread_cond_broadcast(&release_cond);
+    pthread_mutex_unlock(&release_lock);
+    int n = nthreads;
+    for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
+    nthreads = 0;
+    emit("joined pid=%d threads=%d", me, n);
+}
+
+/* dlmopen into a new link-map namespace: glibc's alone. */
+static void mopen(const char *path) {
+#ifdef __GLIBC__
+    if (next_handle > MAX_HANDLES) {
+        emit("error pid=%d: too many handles", me);
+        return;
+    }
+    void *h = dlmopen(LM_ID_NEWLM, path, RTLD_NOW);
+    if (!h) {
+        emit("error pid=%d: dlmopen: %s", me, dlerror());
+        return;
+    }
+    Lmid_t lmid = 0;
+    dlinfo(h, RTLD_DI_LMID, &lmid);
+    int k = next_handle++;
+    handles[k] = h;
+    emit("opened pid=%d h=%d handle=%#lx lmid=%ld", me, k, (unsigned long)h, (long)lmid);
+#else
+    (void)path;
+    emit("error pid=%d: dlmopen: this C library has none", me);
+#endif
+}
+
+static void convert(const char *to, const char *from) {
+    iconv_t cd = iconv_open(to, from);
+    if (cd == (iconv_t)-1) {
+        emit("iconv pid=%d failed: %s", me, strerror(errno));
+        return;
+    }
+    char in[] = "swaplab", out[64];
+    char *ip = in, *op = out;
+    size_t il = strlen(in), ol = sizeof out;
+    size_t r = iconv(cd, &ip, &il, &op, &ol);
+    int e = errno;
+    iconv_close(cd);
+    if (r == (size_t)-1) emit("iconv pid=%d failed: %s", me, strerror(e));
+    else emit("iconv pid=%d ok bytes=%d", me, (int)(op - out));
+}
+
+static void user(const char *name) {
+    errno = 0;
+    struct passwd *pw = getpwnam(name);
+    if (pw) emit("user pid=%d name=%s uid=%d", me, name, (int)pw->pw_uid);
+    else emit("user pid=%d name=%s missing: %s", me, name, errno ? strerror(errno) : "no entry");
+}
+
 static void close_lib(const char *s) {
     int k = handle_of(s);
     if (!k) return;
@@ -331,7 +455,12 @@ static void make_pipe(char **w, int n) {
 static void command(char **w, int n) {
     const char *c = w[0];
     int need = !strcmp(c, "open") || !strcmp(c, "noload") || !strcmp(c, "callh") ||
-               !strcmp(c, "close") || !strcmp(c, "peek") || !strcmp(c, "map");
+               !strcmp(c, "close") || !strcmp(c, "peek") || !strcmp(c, "map") ||
+               !strcmp(c, "thread") || !strcmp(c, "mopen") || !strcmp(c, "user");
+    if (!strcmp(c, "iconv") && n < 3) {
+        emit("error pid=%d: `iconv` needs TO and FROM", me);
+        return;
+    }
     if (need && n < 2) {
         emit("error pid=%d: `%s` needs an argument", me, c);
         return;
@@ -359,6 +488,11 @@ static void command(char **w, int n) {
     else if (!strcmp(c, "noload")) noload(w[1]);
     else if (!strcmp(c, "callh")) callh(w[1]);
     else if (!strcmp(c, "close")) close_lib(w[1]);
+    else if (!strcmp(c, "thread")) thread_call(w[1]);
+    else if (!strcmp(c, "join")) join_threads();
+    else if (!strcmp(c, "mopen")) mopen(w[1]);
+    else if (!strcmp(c, "iconv")) convert(w[1], w[2]);
+    else if (!strcmp(c, "user")) user(w[1]);
     else if (!strcmp(c, "peek")) peek(w[1]);
     else if (!strcmp(c, "pseudo")) pseudo();
     else if (!strcmp(c, "map")) map_data(w[1]);

@@ -187,6 +187,12 @@ fn write(file: &Path, stamp: (i128, i128), index: &Index) -> std::io::Result<()>
     use std::io::Write;
     use std::os::unix::fs::DirBuilderExt;
     let dir = file.parent().unwrap_or(Path::new("."));
+    // Only the index's own folder is private: the cache above it (made
+    // here when the index is its first user) holds the Debian roots and
+    // kernels of `swaplab matrix`, whose loaders other users must reach.
+    if let Some(above) = dir.parent() {
+        fs::create_dir_all(above)?;
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -20,6 +20,12 @@ index! {
     }
     /// Series 2 of the loader: a library preloaded with LD_PRELOAD.
     preload { L14 l14_a_preloaded_library_behaves_like_a_linked_one_across_a_replacement }
+    /// Series 2 of the loader: sonames and the link that names the current file.
+    sonames { L15 l15_a_process_maps_the_file_its_soname_named_and_how_the_link_is_switched_decides_who_starts }
+    /// Series 2 of the loader: libraries that dlclose does not unload.
+    pinning { L16 l16_unique_symbols_and_thread_local_destructors_pin_a_library_so_its_reload_keeps_the_old_code }
+    /// Series 2 of the loader: dlmopen, a second copy in a namespace of its own.
+    namespaces { L17 l17_dlmopen_loads_the_new_version_beside_the_old_at_the_same_path_until_the_namespaces_run_out }
     /// Article 001: upgrading the executable on the fly.
     upgrade {
         U01 u01_a_child_forked_after_the_executable_is_replaced_runs_the_old_program,

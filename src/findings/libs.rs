@@ -2,13 +2,10 @@
 //! (L01–L13). L06–L08 check each C library's own expectation; L10 is
 //! musl's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::os::unix::process::ExitStatusExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -19,12 +16,15 @@ use crate::harness::map_checks::{
     check_current, check_old_deleted, check_two_copies, describe, none_deleted, only_inode,
 };
 use crate::harness::lab::{inode_of, vol, Lab, Stale};
-use crate::harness::process::{hermetic, spawn_retrying, Program};
+use crate::harness::process::Program;
 use crate::harness::replace::Replace;
 use crate::harness::runtime::Libc;
 use crate::harness::variants::Variant::{self, *};
 use crate::harness::variants::{NEW, OLD};
 
+use super::start_loop::{
+    reasons_text, start_loop, Budget, Replacer, Until, NO_FILE, SIGBUS, TOO_SHORT,
+};
 use super::SHARED_LIBRARY_UPDATE;
 
 fn as_strs(r: &std::result::Result<String, String>) -> std::result::Result<&str, &str> {
@@ -818,150 +818,16 @@ pub fn l10(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-/// Counts of a tight start loop run while a replacer loop runs.
-#[derive(Default, serde::Serialize)]
-struct StartLoop {
-    starts: usize,
-    failed: usize,
-    replacements: usize,
-    reasons: BTreeMap<String, usize>,
-    millis: u128,
-}
-
-/// The failure kinds L11's claim names for a start during `install`'s
-/// window: the name points at nothing, at a file not written yet, or at a
-/// file still being written.
-const NO_FILE: &str = "ENOENT";
-const TOO_SHORT: &str = "file too short";
-const SIGBUS: &str = "killed by SIGBUS";
-
-fn failure_reason(out: &std::process::Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("No such file or directory") {
-        NO_FILE.into()
-    } else if err.contains("file too short") || err.contains("Exec format error") {
-        // glibc says "file too short"; musl "Exec format error" (and then
-        // that the symbol it needed is missing).
-        TOO_SHORT.into()
-    } else if out.status.signal().is_some() {
-        crate::harness::process::describe_status(&out.status)
-    } else {
-        let last = err.trim().rsplit(": ").next().unwrap_or("").to_string();
-        if last.is_empty() {
-            format!("exit {}", out.status.code().unwrap_or(-1))
-        } else {
-            last
-        }
-    }
-}
-
-/// When a start loop stops (besides its `max` starts and its time budget).
-#[derive(Clone, Copy)]
-enum Until {
-    /// Run all `max` starts.
-    Max,
-    /// Stop once every one of these failure kinds has been seen, and at
-    /// least this many starts have failed in all.
-    Seen(&'static [&'static str], usize),
-}
-
-/// How long a start loop may run: `time`, or longer on a machine that
-/// makes fewer than `starts` starts in that time, but never beyond `cap`.
-#[derive(Clone, Copy)]
-struct Budget {
-    time: Duration,
-    starts: usize,
-    cap: Duration,
-}
-
-impl Budget {
-    fn allows(&self, elapsed: Duration, starts: usize) -> bool {
-        elapsed < self.time || (starts < self.starts && elapsed < self.cap)
-    }
-}
-
-/// Starts `bin/swaplab-plain --once` again and again while another thread
-/// replaces the library by `how`, alternating v1 and v2. Stops after `max`
-/// starts, when `budget` is spent, or as `until` says.
-fn start_loop(
-    lab: &Lab,
-    how: Replace,
-    max: usize,
-    budget: Budget,
-    until: Until,
-) -> Result<StartLoop> {
-    let exe = lab.sandbox.program(Program::Plain)?;
+/// A replacer that puts v2, then v1, then v2... at `lib/libexample.so` by
+/// `how`.
+fn alternating(lab: &Lab, how: Replace) -> Result<Replacer> {
     let root = lab.sandbox.root().to_path_buf();
     let v1 = lab.sandbox.rel(&lab.sandbox.stage(V1)?);
     let v2 = lab.sandbox.rel(&lab.sandbox.stage(V2)?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicUsize::new(0));
-    let replacer = {
-        let (stop, count) = (Arc::clone(&stop), Arc::clone(&count));
-        std::thread::spawn(move || -> Result<()> {
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let src = if i.is_multiple_of(2) { &v2 } else { &v1 };
-                how.apply(&root, src, "lib/libexample.so")?;
-                i += 1;
-                count.store(i, Ordering::Relaxed);
-            }
-            Ok(())
-        })
-    };
-    let mut r = StartLoop::default();
-    let t0 = Instant::now();
-    let result = (|| -> Result<()> {
-        while r.starts < max && budget.allows(t0.elapsed(), r.starts) {
-            if let Until::Seen(kinds, failures) = until {
-                if r.failed >= failures && kinds.iter().all(|k| r.reasons.contains_key(*k)) {
-                    break;
-                }
-            }
-            let mut cmd = hermetic(&exe, &lab.sandbox.lib_dir());
-            cmd.arg("--once").stdin(std::process::Stdio::null());
-            let child = spawn_retrying(&mut cmd)?;
-            let out = wait_bounded(child)?;
-            r.starts += 1;
-            let ok = out.status.success()
-                && String::from_utf8_lossy(&out.stdout).contains("greeting pid=");
-            if !ok {
-                r.failed += 1;
-                *r.reasons.entry(failure_reason(&out)).or_default() += 1;
-            }
-        }
-        Ok(())
-    })();
-    stop.store(true, Ordering::Relaxed);
-    let replaced = replacer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the replacer thread panicked"))?;
-    result?;
-    replaced.context("the replacer loop failed")?;
-    r.replacements = count.load(Ordering::Relaxed);
-    r.millis = t0.elapsed().as_millis();
-    Ok(r)
-}
-
-/// Waits for a short-lived child with the harness deadline; kills it (and
-/// its group) if it overstays.
-fn wait_bounded(mut child: std::process::Child) -> Result<std::process::Output> {
-    let limit = crate::harness::process::deadline();
-    if crate::harness::process::wait_or_kill(&mut child, limit)?.is_none() {
-        anyhow::bail!("a --once start did not exit within the deadline");
-    }
-    Ok(child.wait_with_output()?)
-}
-
-fn reasons_text(r: &StartLoop) -> String {
-    if r.reasons.is_empty() {
-        return "none".into();
-    }
-    r.reasons
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(Box::new(move |i: usize| {
+        let src = if i.is_multiple_of(2) { &v2 } else { &v1 };
+        how.apply(&root, src, "lib/libexample.so")
+    }))
 }
 
 /// What a process saw when its library was replaced under it.
@@ -1031,7 +897,8 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     lab.shell("until [ \"$enoent\" ] && [ \"$short\" ] && [ $((failed)) -ge 20 ]; do err=$(bin/swaplab-plain --once 2>&1 >/dev/null) || { failed=$((failed+1)); case $err in *'No such file'*) enoent=1;; *'file too short'*|*'Exec format error'*) short=1;; esac; }; done");
     let inst = start_loop(
         lab,
-        Replace::Install,
+        Program::Plain,
+        alternating(lab, Replace::Install)?,
         5000,
         budget,
         // 20 failures in all, so that the failure rate below is measured,
@@ -1075,7 +942,14 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         starts: 0,
         cap: time,
     };
-    let ren = start_loop(lab, Replace::Rename, want, ren_budget, Until::Max)?;
+    let ren = start_loop(
+        lab,
+        Program::Plain,
+        alternating(lab, Replace::Rename)?,
+        want,
+        ren_budget,
+        Until::Max,
+    )?;
     lab.note(format!(
         "rename: {} of {} starts failed, {} replacements",
         vol(ren.failed),

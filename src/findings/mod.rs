@@ -36,6 +36,9 @@ macro_rules! index {
 
 include!("index.rs");
 
+/// The start loop L11 and L15 count failed starts with.
+mod start_loop;
+
 /// Every finding, in the order of the index.
 pub fn all() -> impl Iterator<Item = &'static Finding> {
     ALL.iter().copied()

@@ -336,19 +336,15 @@ impl Lab {
     /// Sends `cmd` to `t` and waits for the answer that starts with `answer`
     /// (or an `error` line, which fails).
     pub fn ask(&mut self, t: &mut Target, cmd: &str, answer: &str) -> Result<String> {
-        self.say(format!("[{}] < {cmd}", t.label()));
-        t.send(cmd)?;
-        let want = format!("{answer} pid={}", t.pid());
-        let err = format!("error pid={}", t.pid());
-        let line = t.wait_line(
-            |l| l.starts_with(&want) || l.starts_with(&err),
-            &format!("`{want}…`"),
-        )?;
-        self.say(format!("[{}] {line}", t.label()));
-        if line.starts_with(&err) {
-            anyhow::bail!("{} answered `{cmd}` with: {line}\n{}", t.label(), t.dump());
+        match self.ask_may_fail(t, cmd, answer)? {
+            Ok(line) => Ok(line),
+            Err(e) => anyhow::bail!(
+                "{} answered `{cmd}` with: error pid={}: {e}\n{}",
+                t.label(),
+                t.pid(),
+                t.dump()
+            ),
         }
-        Ok(line)
     }
 
     /// Waits for a line from `t` that starts with `prefix`, and shows it.
@@ -416,6 +412,76 @@ impl Lab {
     pub fn callh(&mut self, t: &mut Target, h: u32) -> Result<(String, String)> {
         let line = self.ask(t, &format!("callh {h}"), "greeting")?;
         Ok((after_colon(&line), field(&line, "fn")?))
+    }
+
+    /// `thread H`: the greeting through handle `h`, called on a new thread
+    /// that stays alive until [`Lab::join`].
+    pub fn thread_call(&mut self, t: &mut Target, h: u32) -> Result<String> {
+        let line = self.ask(t, &format!("thread {h}"), "greeting")?;
+        Ok(after_colon(&line))
+    }
+
+    /// `join`: the threads of [`Lab::thread_call`] exit; how many did.
+    pub fn join(&mut self, t: &mut Target) -> Result<u32> {
+        let line = self.ask(t, "join", "joined")?;
+        field_u32(&line, "threads")
+    }
+
+    /// Sends `cmd` to `t` and waits for the answer that starts with
+    /// `answer`: `Ok(line)`, or `Err(the error's text)` when `t` answered
+    /// with an error (a command that may fail, as a dlopen).
+    pub fn ask_may_fail(
+        &mut self,
+        t: &mut Target,
+        cmd: &str,
+        answer: &str,
+    ) -> Result<std::result::Result<String, String>> {
+        self.say(format!("[{}] < {cmd}", t.label()));
+        t.send(cmd)?;
+        let (ok, err) = (
+            format!("{answer} pid={}", t.pid()),
+            format!("error pid={}", t.pid()),
+        );
+        let line = t.wait_line(
+            |l| l.starts_with(&ok) || l.starts_with(&err),
+            &format!("`{ok}…`"),
+        )?;
+        self.say(format!("[{}] {line}", t.label()));
+        Ok(if line.starts_with(&err) {
+            Err(after_colon(&line))
+        } else {
+            Ok(line)
+        })
+    }
+
+    /// `mopen PATH` (dlmopen into a new namespace): the handle number and
+    /// the namespace's id, or the loader's words if it failed.
+    pub fn mopen(
+        &mut self,
+        t: &mut Target,
+        path: &Path,
+    ) -> Result<std::result::Result<(u32, i64), String>> {
+        let line = match self.ask_may_fail(t, &format!("mopen {}", path.display()), "opened")? {
+            Ok(line) => line,
+            Err(e) => return Ok(Err(e)),
+        };
+        let lmid = field(&line, "lmid")?
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad lmid in `{line}`"))?;
+        Ok(Ok((field_u32(&line, "h")?, lmid)))
+    }
+
+    /// `open PATH` (dlopen) where it may fail: the handle number, or the
+    /// loader's words.
+    pub fn try_open(
+        &mut self,
+        t: &mut Target,
+        path: &Path,
+    ) -> Result<std::result::Result<u32, String>> {
+        match self.ask_may_fail(t, &format!("open {}", path.display()), "opened")? {
+            Ok(line) => Ok(Ok(field_u32(&line, "h")?)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// `open PATH [opts]` (dlopen); returns the handle number and value.

@@ -112,6 +112,8 @@ fn build_targets_with_cargo(dir: &Path) -> Result<()> {
 pub enum Program {
     /// Linked against libexample at start-up (DT_NEEDED).
     Plain,
+    /// Linked against libexample by its soname `libexample.so.1` (L15).
+    Soname,
     /// Linked against libexample; forks children on command.
     Fork,
     /// Not linked against libexample; opens it with dlopen (libloading).
@@ -132,6 +134,7 @@ impl Program {
     pub fn file_name(self) -> &'static str {
         match self {
             Program::Plain => "swaplab-plain",
+            Program::Soname => "swaplab-soname",
             Program::Fork => "swaplab-fork",
             Program::Dlopen => "swaplab-dlopen",
             Program::App => "swaplab-app",

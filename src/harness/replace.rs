@@ -57,31 +57,37 @@ impl Replace {
     /// Replaces `dst` with `src` by running the tools, in folder `cwd`, with
     /// paths relative to it (as the transcript shows them).
     pub fn apply(self, cwd: &Path, src: &str, dst: &str) -> Result<()> {
-        for argv in self.argvs(src, dst) {
-            let out = Command::new(&argv[0])
-                .args(&argv[1..])
-                .current_dir(cwd)
-                .env_clear()
-                .env("LC_ALL", "C")
-                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-                .stdin(Stdio::null())
-                .output()
-                .with_context(|| {
-                    format!(
-                        "cannot run `{}` (coreutils' {} is needed)",
-                        argv.join(" "),
-                        argv[0]
-                    )
-                })?;
-            if !out.status.success() {
-                bail!(
-                    "`{}` failed ({}): {}",
-                    argv.join(" "),
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-        }
-        Ok(())
+        run_tools(cwd, &self.argvs(src, dst))
     }
+}
+
+/// Runs each command of `argvs` in turn in folder `cwd` (clean
+/// environment, `LC_ALL=C`); fails with the first one's error output.
+pub fn run_tools(cwd: &Path, argvs: &[Vec<String>]) -> Result<()> {
+    for argv in argvs {
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(cwd)
+            .env_clear()
+            .env("LC_ALL", "C")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| {
+                format!(
+                    "cannot run `{}` (is {} installed?)",
+                    argv.join(" "),
+                    argv[0]
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "`{}` failed ({}): {}",
+                argv.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
 }

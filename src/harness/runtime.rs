@@ -74,6 +74,7 @@ pub struct Runtime {
 /// The programs the C twins cover.
 const TWINNED: &[Program] = &[
     Program::Plain,
+    Program::Soname,
     Program::Fork,
     Program::Dlopen,
     Program::App,

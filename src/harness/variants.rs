@@ -1,4 +1,5 @@
-//! The `libexample.so` builds that `build.rs` compiled from `csrc/libexample.c`.
+//! The `libexample.so` builds that `build.rs` compiled from `csrc/` (the
+//! recipe: `src/harness/recipe.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,23 @@ pub enum Variant {
     Short,
     /// v1 linked with `-z nodelete`.
     V1NoDelete,
+    /// v1 and v2 with the soname `libexample.so.1` (L15).
+    So1V1,
+    So1V2,
+    /// v1 and v2 with a C `__thread` counter (L16).
+    TlsV1,
+    TlsV2,
+    /// v1 and v2 of a C++ library with an STB_GNU_UNIQUE symbol (L16).
+    UniqueV1,
+    UniqueV2,
+    /// v1 and v2 of a C++ library with a `thread_local` destructor (L16).
+    ThreadLocalV1,
+    ThreadLocalV2,
+    /// v1 with the version node EXAMPLE_1; v2 adds EXAMPLE_2 (L18).
+    VerV1,
+    VerV2,
+    /// A plugin built against `VerV2`, needing EXAMPLE_2 (L18).
+    Plugin,
 }
 
 impl Variant {
@@ -31,15 +49,27 @@ impl Variant {
             Variant::V2Layout => "v2-layout",
             Variant::Short => "short",
             Variant::V1NoDelete => "v1-nodelete",
+            Variant::So1V1 => "so1-v1",
+            Variant::So1V2 => "so1-v2",
+            Variant::TlsV1 => "tls-v1",
+            Variant::TlsV2 => "tls-v2",
+            Variant::UniqueV1 => "unique-v1",
+            Variant::UniqueV2 => "unique-v2",
+            Variant::ThreadLocalV1 => "thread_local-v1",
+            Variant::ThreadLocalV2 => "thread_local-v2",
+            Variant::VerV1 => "ver-v1",
+            Variant::VerV2 => "ver-v2",
+            Variant::Plugin => "plugin",
         }
     }
 
-    /// What `greeting()` returns in this build.
+    /// What `greeting()` returns in this build (the recipe's text).
     pub fn greeting(self) -> &'static str {
-        match self {
-            Variant::V1 | Variant::V1NoDelete => OLD,
-            Variant::V2 | Variant::V2Layout | Variant::Short => NEW,
-        }
+        crate::harness::recipe::VARIANTS
+            .iter()
+            .find(|b| b.name == self.name())
+            .map(|b| b.greeting)
+            .unwrap_or("")
     }
 
     /// The built file.
@@ -52,5 +82,39 @@ impl Variant {
     /// The file name used for this variant in a sandbox's `build/` folder.
     pub fn file_name(self) -> String {
         format!("libexample-{}.so", self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Variant;
+
+    #[test]
+    fn every_variant_is_in_the_recipe() {
+        use Variant::*;
+        for v in [
+            V1,
+            V2,
+            V2Layout,
+            Short,
+            V1NoDelete,
+            So1V1,
+            So1V2,
+            TlsV1,
+            TlsV2,
+            UniqueV1,
+            UniqueV2,
+            ThreadLocalV1,
+            ThreadLocalV2,
+            VerV1,
+            VerV2,
+            Plugin,
+        ] {
+            assert!(
+                !v.greeting().is_empty(),
+                "{} is not in the recipe",
+                v.name()
+            );
+        }
     }
 }

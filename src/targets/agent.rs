@@ -14,6 +14,9 @@
 //! | `open PATH [nodelete] [global] [lazy]` | `opened pid=N h=H handle=0x…` (dlopen) |
 //! | `noload PATH` | `noload pid=N loaded=yes h=H handle=0x…` or `noload pid=N loaded=no` |
 //! | `callh H` | `greeting pid=N h=H fn=0x…: TEXT` |
+//! | `thread H` | the same, called on a new thread, which then waits: `greeting pid=N h=H fn=0x… thread=TID: TEXT` |
+//! | `join` | the waiting threads exit and are joined: `joined pid=N threads=K` |
+//! | `mopen PATH` | `opened pid=N h=H handle=0x… lmid=K` (dlmopen into a new link-map namespace, glibc only; `error pid=N: dlmopen: …` elsewhere) |
 //! | `close H` | `closed pid=N h=H` (dlclose) |
 //! | `peek PID` | `peek pid=N of=M ok mappings=K` or `peek pid=N of=M denied: …` |
 //! | `version` | `version pid=N: BUILD` (which build of the program runs) |
@@ -25,7 +28,8 @@
 //! | `exit` | `bye pid=N`, children killed, exit 0 |
 //!
 //! `csrc/target.c` is this loop's C twin (the same commands and answers),
-//! built for other C libraries: keep the two in step.
+//! built for other C libraries: keep the two in step. The twin alone also
+//! knows `iconv` and `user` (L18C runs it on a Debian root's glibc only).
 //!
 //! Failures answer `error pid=N: …`. Every target (and every child it forks)
 //! sets `PR_SET_PDEATHSIG` to SIGKILL, so none outlives its parent.
@@ -85,6 +89,8 @@ struct Agent {
     handles: BTreeMap<u32, Library>,
     next: u32,
     children: Vec<Pid>,
+    /// Threads of `thread`, each with the sender whose drop lets it exit.
+    threads: Vec<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
 }
 
 /// Runs a target program (build "1"). `linked` is libexample's `greeting`
@@ -113,6 +119,7 @@ pub fn main_build(build: &'static str, linked: Option<GreetingFn>) -> ! {
         handles: BTreeMap::new(),
         next: 1,
         children: Vec::new(),
+        threads: Vec::new(),
     };
     emit(&format!("ready pid={}", agent.pid));
     match mode.as_deref() {
@@ -247,6 +254,13 @@ impl Agent {
             "open" => self.open(arg(1)?, &w[2..]),
             "noload" => self.noload(arg(1)?),
             "callh" => self.callh(parse_handle(arg(1)?)?),
+            "thread" => self.thread(parse_handle(arg(1)?)?),
+            "join" => {
+                let n = self.join();
+                emit(&format!("joined pid={} threads={n}", self.pid));
+                Ok(())
+            }
+            "mopen" => self.mopen(arg(1)?),
             "close" => self.close(parse_handle(arg(1)?)?),
             "peek" => {
                 let of: i32 = arg(1)?.parse().map_err(|_| "bad pid".to_string())?;
@@ -354,7 +368,7 @@ impl Agent {
         }
         // SAFETY: libexample's initialisers are trivial.
         let lib =
-            unsafe { Library::open(Some(path), flags) }.map_err(|e| format!("dlopen: {e}"))?;
+            unsafe { Library::open(Some(path), flags) }.map_err(|e| dl_error("dlopen", &e))?;
         let (h, raw) = self.keep(lib);
         emit(&format!("opened pid={} h={h} handle={raw:#x}", self.pid));
         Ok(())
@@ -379,7 +393,7 @@ impl Agent {
         let lib = self.handles.get(&h).ok_or(format!("no handle {h}"))?;
         // SAFETY: greeting has this signature in every libexample variant.
         let f: Symbol<GreetingFn> =
-            unsafe { lib.get(b"greeting\0") }.map_err(|e| format!("dlsym: {e}"))?;
+            unsafe { lib.get(b"greeting\0") }.map_err(|e| dl_error("dlsym", &e))?;
         let fp: GreetingFn = *f;
         emit(&format!(
             "greeting pid={} h={h} fn={:#x}: {}",
@@ -390,9 +404,81 @@ impl Agent {
         Ok(())
     }
 
+    /// `greeting` through handle `h`, called on a thread of its own that
+    /// answers and then waits until `join`: a thread that has used the
+    /// library and is still alive (L16: what a library's thread-locals see
+    /// of a thread's life). Nothing forks while such a thread lives.
+    fn thread(&mut self, h: u32) -> Result<(), String> {
+        let lib = self.handles.get(&h).ok_or(format!("no handle {h}"))?;
+        // SAFETY: greeting has this signature in every libexample variant.
+        let f: Symbol<GreetingFn> =
+            unsafe { lib.get(b"greeting\0") }.map_err(|e| dl_error("dlsym", &e))?;
+        let fp: GreetingFn = *f;
+        let pid = self.pid;
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let tid = nix::unistd::gettid().as_raw();
+            emit(&format!(
+                "greeting pid={pid} h={h} fn={:#x} thread={tid}: {}",
+                fp as usize,
+                text_of(fp)
+            ));
+            let _ = wait.recv();
+        });
+        self.threads.push((t, release));
+        Ok(())
+    }
+
+    /// Lets every waiting thread exit and joins it; returns how many.
+    fn join(&mut self) -> usize {
+        let n = self.threads.len();
+        for (t, release) in self.threads.drain(..) {
+            drop(release);
+            let _ = t.join();
+        }
+        n
+    }
+
+    /// `dlmopen(LM_ID_NEWLM, path)`: a new link-map namespace (glibc).
+    #[cfg(target_env = "gnu")]
+    fn mopen(&mut self, path: &str) -> Result<(), String> {
+        let c = CString::new(path).map_err(|_| "path has a NUL".to_string())?;
+        // SAFETY: dlmopen with a valid C string; libexample's initialisers
+        // are trivial. dlerror is read right after, on this thread.
+        let raw = unsafe { libc::dlmopen(libc::LM_ID_NEWLM, c.as_ptr(), libc::RTLD_NOW) };
+        if raw.is_null() {
+            // SAFETY: dlerror returns a static or thread-local string.
+            let e = unsafe { CStr::from_ptr(libc::dlerror()) }
+                .to_string_lossy()
+                .into_owned();
+            return Err(format!("dlmopen: {e}"));
+        }
+        let mut lmid: libc::Lmid_t = 0;
+        // SAFETY: RTLD_DI_LMID writes one Lmid_t.
+        unsafe {
+            libc::dlinfo(
+                raw,
+                libc::RTLD_DI_LMID,
+                (&mut lmid as *mut libc::Lmid_t).cast(),
+            )
+        };
+        // SAFETY: a handle dlmopen returned, closed by libloading's dlclose.
+        let (h, raw) = self.keep(unsafe { Library::from_raw(raw) });
+        emit(&format!(
+            "opened pid={} h={h} handle={raw:#x} lmid={lmid}",
+            self.pid
+        ));
+        Ok(())
+    }
+
+    #[cfg(not(target_env = "gnu"))]
+    fn mopen(&mut self, _path: &str) -> Result<(), String> {
+        Err("dlmopen: this C library has none".into())
+    }
+
     fn close(&mut self, h: u32) -> Result<(), String> {
         let lib = self.handles.remove(&h).ok_or(format!("no handle {h}"))?;
-        lib.close().map_err(|e| format!("dlclose: {e}"))?;
+        lib.close().map_err(|e| dl_error("dlclose", &e))?;
         emit(&format!("closed pid={} h={h}", self.pid));
         Ok(())
     }
@@ -499,6 +585,16 @@ fn map_data(path: &str) -> Result<(), String> {
         return Err(format!("mmap {path}: {}", std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// `what: TEXT` with the loader's own words (dlerror), which libloading
+/// keeps as the error's source.
+fn dl_error(what: &str, e: &libloading::Error) -> String {
+    use std::error::Error;
+    match e.source() {
+        Some(text) => format!("{what}: {text}"),
+        None => format!("{what}: {e}"),
+    }
 }
 
 fn parse_handle(s: &str) -> Result<u32, String> {

@@ -14,15 +14,37 @@ use anyhow::{bail, Context, Result};
 
 use crate::commands::matrix::{check_codenames, write_report, Options};
 use crate::harness::finding::Finding;
-use crate::harness::recipe::{twin_args, variant_args, TWINS, VARIANTS};
+use crate::harness::recipe::{twin_args, variant_steps, Lang, SOURCES, TWINS, VARIANTS};
 use crate::harness::report::{self, Report};
 use crate::harness::runtime::{Libc, Runtime};
 
 /// The marker of a finished root: debootstrap ran to the end.
 const READY: &str = ".swaplab-root-ready";
 
-const LIBEXAMPLE_C: &str = include_str!("../../../csrc/libexample.c");
-const TARGET_C: &str = include_str!("../../../csrc/target.c");
+/// The C sources, by name in `csrc/` (the recipe's [`SOURCES`]).
+const TEXTS: &[(&str, &str)] = &[
+    ("libexample.c", include_str!("../../../csrc/libexample.c")),
+    (
+        "libexample-1.map",
+        include_str!("../../../csrc/libexample-1.map"),
+    ),
+    (
+        "libexample-2.map",
+        include_str!("../../../csrc/libexample-2.map"),
+    ),
+    ("plugin.c", include_str!("../../../csrc/plugin.c")),
+    ("unique.cpp", include_str!("../../../csrc/unique.cpp")),
+    (
+        "thread_local.cpp",
+        include_str!("../../../csrc/thread_local.cpp"),
+    ),
+    ("target.c", include_str!("../../../csrc/target.c")),
+];
+
+/// Where the root's build of the twins without its loader or rpath is:
+/// started by a loader the experiment chooses (L18C copies the root's C
+/// library into its sandbox and replaces it there).
+pub const PORTABLE: &str = "swaplab/portable";
 
 /// Checks what the matrix needs before it starts anything.
 fn preflight(opts: &Options) -> Result<PathBuf> {
@@ -138,17 +160,25 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
     }
     std::fs::create_dir_all(host_work.join("src"))?;
     std::fs::create_dir_all(host_work.join("bin"))?;
-    std::fs::write(host_work.join("src/libexample.c"), LIBEXAMPLE_C)?;
-    std::fs::write(host_work.join("src/target.c"), TARGET_C)?;
-    let lib_src = format!("{work}/src/libexample.c");
+    for name in SOURCES {
+        let text = TEXTS
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| anyhow::anyhow!("no text for the source {name}"))?;
+        std::fs::write(host_work.join("src").join(name), text)?;
+    }
     let target_src = format!("{work}/src/target.c");
-    for v in VARIANTS {
-        let dir = format!("{work}/libexample/{}", v.0);
-        std::fs::create_dir_all(host_path(root, &dir))?;
-        let args = variant_args(v, &lib_src, &format!("{dir}/libexample.so"));
-        let mut all = vec!["gcc"];
-        all.extend(args.iter().map(String::as_str));
-        inside(root, &all)?;
+    let builds = format!("{work}/libexample");
+    // The roots have gcc only (debootstrap --include=gcc): the C++ kinds
+    // of L16 are not built there, and L16 says so.
+    for v in VARIANTS.iter().filter(|v| v.lang == Lang::C) {
+        std::fs::create_dir_all(host_path(root, &format!("{builds}/{}", v.name)))?;
+        for (_, args) in variant_steps(v, &format!("{work}/src"), &builds) {
+            let mut all = vec!["gcc"];
+            all.extend(args.iter().map(String::as_str));
+            inside(root, &all)?;
+        }
     }
     // The loader and C library the root's gcc links against, by name: a
     // probe build says which loader it names (no /lib64 assumption), gcc
@@ -179,9 +209,15 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
             .and_then(|p| p.to_str())
             .unwrap_or("/"),
     );
-    let v1 = format!("{work}/libexample/v1");
+    std::fs::create_dir_all(host_path(root, &format!("/{PORTABLE}")))?;
+    for t in TWINS.iter().filter(|t| t.0 == "swaplab-dlopen") {
+        let args = twin_args(t, &target_src, &builds, &format!("/{PORTABLE}/{}", t.0));
+        let mut all = vec!["gcc"];
+        all.extend(args.iter().map(String::as_str));
+        inside(root, &all)?;
+    }
     for t in TWINS {
-        let mut args = twin_args(t, &target_src, &v1, &format!("{work}/bin/{}", t.0));
+        let mut args = twin_args(t, &target_src, &builds, &format!("{work}/bin/{}", t.0));
         args.push(format!("-Wl,--dynamic-linker={}", loader.display()));
         args.push(format!("-Wl,-rpath,{}", libdir.display()));
         args.push("-Wl,--disable-new-dtags".into());

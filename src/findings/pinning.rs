@@ -1,0 +1,256 @@
+//! Libraries that `dlclose` does not unload although nothing asked for it
+//! (L16): C++ `UNIQUE` symbols and `thread_local` destructors pin a plugin
+//! on glibc, so its reload silently keeps the old code.
+
+use anyhow::Result;
+
+use crate::detector::maps::Mapping;
+use crate::detector::stale::Reason;
+use crate::harness::finding::{Finding, Scope};
+use crate::harness::lab::{Lab, Stale};
+use crate::harness::map_checks::{check_current, check_two_copies, describe};
+use crate::harness::process::Program;
+use crate::harness::replace::Replace;
+use crate::harness::runtime::Libc;
+use crate::harness::symbols::unique_symbols;
+use crate::harness::variants::Variant::{self, *};
+use crate::harness::variants::{NEW, OLD};
+
+use super::SHARED_LIBRARY_UPDATE;
+
+/// One kind of library, as L16 tries it.
+struct Kind {
+    /// What the transcript calls it.
+    name: &'static str,
+    /// Its file in the sandbox.
+    file: &'static str,
+    old: Variant,
+    new: Variant,
+    /// Whether glibc keeps it mapped after the last dlclose (the claim).
+    pinned_on_glibc: bool,
+    /// Whether it defines a UNIQUE symbol (what pins it, if anything).
+    unique: bool,
+}
+
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "plain C",
+        file: "lib/libexample-c.so",
+        old: V1,
+        new: V2,
+        pinned_on_glibc: false,
+        unique: false,
+    },
+    Kind {
+        name: "C with a __thread variable",
+        file: "lib/libexample-tls.so",
+        old: TlsV1,
+        new: TlsV2,
+        pinned_on_glibc: false,
+        unique: false,
+    },
+    Kind {
+        name: "C++ with a UNIQUE symbol",
+        file: "lib/libexample-unique.so",
+        old: UniqueV1,
+        new: UniqueV2,
+        pinned_on_glibc: true,
+        unique: true,
+    },
+    Kind {
+        name: "C++ with a thread_local destructor",
+        file: "lib/libexample-thread_local.so",
+        old: ThreadLocalV1,
+        new: ThreadLocalV2,
+        pinned_on_glibc: true,
+        unique: false,
+    },
+];
+
+/// What musl shows instead of L16's claim.
+const MUSL_L16: &str = "On musl every kind stays mapped after its last `dlclose`, because musl's `dlclose` never unloads (L10): plain C, C with `__thread`, and C++ with a `UNIQUE` symbol (the C++ `thread_local` kind needs libstdc++, which musl-tools does not have: not built, not run). Its reload after a replacement loads the new file as a second copy beside the old one (musl matches by inode), so the reload runs the new code while the old copy stays mapped, `(deleted)`.";
+
+pub static L16: Finding = Finding {
+    id: "L16",
+    slug: "unique_symbols_and_thread_local_destructors_pin_a_library_so_its_reload_keeps_the_old_code",
+    claim: "Implicitly pinned (glibc): a library with `STB_GNU_UNIQUE` symbols (`UNIQUE` in `readelf -s`: C++ inline-function statics, static members of class templates) stays mapped after its last `dlclose`, and so does one with a C++ `thread_local` object that has a destructor when that `dlclose` comes while a thread that used it is alive — still mapped after that thread exits. So the reload of L06 (dlopen of the same path after a replacement) silently runs the old code, and `swaplab stale` flags the process. When every thread that used the `thread_local` one has exited before the last `dlclose`, it unloads. A plain C library and one with a C `__thread` variable (no destructor) unload, and their reload runs the new code.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "for each kind (plain C; C with __thread; C++ with a UNIQUE symbol; C++ with a thread_local destructor): install its v1; show its UNIQUE symbols (readelf)",
+        "start D; dlopen the library; call it on a thread that stays alive; dlclose it (the last handle); let the thread exit; show D's maps",
+        "install v2 over it; swaplab stale; dlopen the same path again and call it: which version runs; show D's maps",
+        "the thread_local kind again in E, the thread joined before the dlclose; show E's maps",
+    ],
+    experiment: l16,
+    scope: Scope::PerLibc,
+    musl: MUSL_L16,
+    older_kernels: &[],
+    needs: &[],
+};
+
+pub fn l16(lab: &mut Lab) -> Result<()> {
+    let mut seen = Vec::new();
+    for kind in KINDS {
+        lab.part(format!("{}: {}", kind.name, kind.file));
+        let built = lab.sandbox.runtime().variant(kind.old);
+        if !built.exists() {
+            // musl has no libstdc++; the Debian roots have no g++.
+            lab.note(format!(
+                "not built for the {} column (no C++ compiler or C++ library for it): not run",
+                lab.sandbox.runtime().name
+            ));
+            continue;
+        }
+        let pinned = one_kind(lab, kind)?;
+        seen.push((kind.name, pinned));
+        if kind.old == ThreadLocalV1 && lab.libc() == Libc::Glibc {
+            thread_gone_first(lab, kind)?;
+        }
+    }
+    lab.observe("pinned", &seen);
+    Ok(())
+}
+
+/// The control for the thread_local kind: when the thread that used the
+/// library has exited before the last dlclose, nothing is left to run at a
+/// thread's exit, and glibc unloads it.
+fn thread_gone_first(lab: &mut Lab, kind: &Kind) -> Result<()> {
+    lab.part(format!("{}: the thread gone before the dlclose", kind.name));
+    let path = lab.sandbox.root().join(kind.file);
+    let mut e = lab.start(Program::Dlopen, "E")?;
+    let (h, _) = lab.open(&mut e, &path, "")?;
+    lab.thread_call(&mut e, h)?;
+    lab.join(&mut e)?;
+    lab.close(&mut e, h)?;
+    let m = lab.maps(e.pid())?;
+    lab.check(
+        "glibc: when the thread that used it exits before the last dlclose, the library is unmapped",
+        m.is_empty(),
+        describe(&m),
+    );
+    Ok(())
+}
+
+/// What D saw of one kind.
+struct Seen {
+    unique: Vec<String>,
+    after_close: Vec<Mapping>,
+    reloaded: String,
+    after_reload: Vec<Mapping>,
+    inodes: (u64, u64),
+}
+
+/// Tries one kind; returns whether it stayed mapped after its last
+/// dlclose.
+fn one_kind(lab: &mut Lab, kind: &Kind) -> Result<bool> {
+    let role = format!(", the {} library", kind.name);
+    lab.put_variant_at(kind.old, Replace::Install, kind.file, &role)?;
+    let ino1 = lab.inode_at(kind.file)?;
+    let path = lab.sandbox.root().join(kind.file);
+    let unique = unique_symbols(&path)?;
+    lab.shell(format!(
+        "readelf -sW --dyn-syms {} | grep UNIQUE | awk '{{print $5, $8}}'",
+        kind.file
+    ));
+    for name in &unique {
+        lab.say(format!("UNIQUE {name}"));
+    }
+    if unique.is_empty() {
+        lab.say("(no lines)");
+    }
+    let mut d = lab.start(Program::Dlopen, "D")?;
+    let (h1, _) = lab.open(&mut d, &path, "")?;
+    let g1 = lab.thread_call(&mut d, h1)?;
+    lab.note("the last dlclose comes while the thread that called the library is alive; then the thread exits");
+    lab.close(&mut d, h1)?;
+    lab.join(&mut d)?;
+    let after_close = lab.maps(d.pid())?;
+    lab.note("the library is updated; D opens the same path again");
+    lab.put_variant_at(kind.new, Replace::Install, kind.file, &role)?;
+    let ino2 = lab.inode_at(kind.file)?;
+    let r = lab.stale(&[d.pid()])?;
+    let (h2, _) = lab.open(&mut d, &path, "")?;
+    let (reloaded, _) = lab.callh(&mut d, h2)?;
+    let after_reload = lab.maps(d.pid())?;
+    lab.check_eq(format!("D greets with v1 ({})", kind.name), g1.as_str(), OLD);
+    let seen = Seen {
+        unique,
+        after_close,
+        reloaded,
+        after_reload,
+        inodes: (ino1, ino2),
+    };
+    let pinned = !seen.after_close.is_empty();
+    judge(lab, kind, &seen, &r, d.pid());
+    Ok(pinned)
+}
+
+/// Judges one kind against the running C library's expectation.
+fn judge(
+    lab: &mut Lab,
+    kind: &Kind,
+    seen: &Seen,
+    r: &crate::detector::stale::Report,
+    pid: i32,
+) {
+    let (ino1, ino2) = seen.inodes;
+    lab.check(
+        if kind.unique {
+            format!("the {} library defines a UNIQUE symbol", kind.name)
+        } else {
+            format!("the {} library defines no UNIQUE symbol", kind.name)
+        },
+        seen.unique.is_empty() != kind.unique,
+        format!("{:?}", seen.unique),
+    );
+    let pinned = !seen.after_close.is_empty();
+    match lab.libc() {
+        Libc::Glibc if kind.pinned_on_glibc => {
+            lab.check(
+                format!("glibc: the {} library is still mapped after its last dlclose and the thread's exit", kind.name),
+                pinned,
+                describe(&seen.after_close),
+            );
+            lab.check_eq(
+                "its reload after the replacement silently runs the old code (v1)",
+                seen.reloaded.as_str(),
+                OLD,
+            );
+            lab.check(
+                "D still maps only the old file, now (deleted)",
+                !seen.after_reload.is_empty()
+                    && seen.after_reload.iter().all(|m| m.inode == ino1 && m.deleted),
+                describe(&seen.after_reload),
+            );
+            lab.check_stale(r, "D", pid, Stale::Required(Reason::Replaced));
+        }
+        Libc::Glibc => {
+            lab.check(
+                format!("glibc: the {} library is unmapped after its last dlclose", kind.name),
+                !pinned,
+                describe(&seen.after_close),
+            );
+            lab.check_eq(
+                "its reload after the replacement runs the new code (v2)",
+                seen.reloaded.as_str(),
+                NEW,
+            );
+            check_current(lab, "D after the reload", &seen.after_reload, ino2);
+            lab.check_stale(r, "D, with nothing mapped", pid, Stale::Clean);
+        }
+        Libc::Musl => {
+            lab.check(
+                format!("musl: the {} library is still mapped after its last dlclose (dlclose never unloads)", kind.name),
+                pinned && seen.after_close.iter().all(|m| m.inode == ino1),
+                describe(&seen.after_close),
+            );
+            lab.check_eq(
+                "musl: its reload loads the new file as a second copy and runs the new code (v2)",
+                seen.reloaded.as_str(),
+                NEW,
+            );
+            check_two_copies(lab, "D after the reload", &seen.after_reload, ino1, ino2);
+            lab.check_stale(r, "D", pid, Stale::Required(Reason::Replaced));
+        }
+    }
+}

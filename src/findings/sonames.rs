@@ -1,0 +1,289 @@
+//! Sonames and the link that names the current file (L15): what running
+//! processes map, and how switching the link decides whether a process
+//! starting meanwhile finds its library.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::detector::maps::Mapping;
+use crate::detector::stale::Reason;
+use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::lab::{pidt, vol, Lab, Stale};
+use crate::harness::map_checks::{check_current, check_old_deleted};
+use crate::harness::process::Program;
+use crate::harness::relink::Relink;
+use crate::harness::replace::Replace;
+use crate::harness::variants::Variant::{So1V1, So1V2};
+use crate::harness::variants::{NEW, OLD};
+use crate::harness::watch::{events_during, Event};
+
+use super::start_loop::{reasons_text, start_loop, Budget, Replacer, StartLoop, Until, NO_FILE};
+use super::SHARED_LIBRARY_UPDATE;
+
+/// The soname link, relative to the sandbox, and its name in `lib/`.
+const LINK: &str = "lib/libexample.so.1";
+const LINK_NAME: &str = "libexample.so.1";
+/// The two files the link names in turn (names in `lib/`).
+const FILE_1: &str = "libexample.so.1.0.1";
+const FILE_2: &str = "libexample.so.1.0.2";
+
+/// How many failed starts busybox's loop waits for: its failure rate is
+/// then measured, not the luck of the first failure, and a tool with the
+/// same window would fail none of as many starts with odds of e^-10.
+const EXPECTED: usize = 10;
+
+pub static L15: Finding = Finding {
+    id: "L15",
+    slug: "a_process_maps_the_file_its_soname_named_and_how_the_link_is_switched_decides_who_starts",
+    claim: "Sonames and the symlink dance: libraries are installed as `libexample.so.1.0.N` with a symlink `libexample.so.1` naming the current file (what `ldconfig` and package managers keep). A running process keeps the file it opened whatever the link says later, and its maps show the file's own name, never the link's: `grep 'libexample.so.1$' /proc/*/maps` finds nothing (a plain `grep libexample.so.1` matches only because the file's name begins with the soname). How the link is switched decides whether a process starting meanwhile finds its library: busybox `ln -sf` removes the link, then creates the new one (inotify: DELETE, CREATE), and starts in that window fail with ENOENT (glibc: \"cannot open shared object file\"); GNU `ln -sf` (coreutils 8.27 and later) creates the new link under a temporary name and renames it over the old one (CREATE, MOVED_TO), as `ln -s` to a temporary name then `mv -T` does: no start fails with either, over as many starts as busybox's measured failure rate would fail 10 of.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "install v1 as lib/libexample.so.1.0.1 and link lib/libexample.so.1 to it; start S (linked against the soname libexample.so.1); call it, show its maps, grep them for the link's name",
+        "install v2 as lib/libexample.so.1.0.2, switch the link with ln -sf and remove the old file, as a package upgrade does; S calls again, shows its maps; start T; swaplab stale on both",
+        "switch the link once with each tool while inotify watches lib/: what each does to the folder's names",
+        "start processes in a tight loop while busybox ln -sf switches the link back and forth, until 10 starts have failed (a measured failure rate); then as many starts as that rate would fail 10 of while GNU ln -sf switches it, and again with ln -s + mv -T; count the failed starts",
+    ],
+    experiment: l15,
+    scope: Scope::AnyLibc,
+    musl: "",
+    older_kernels: &[],
+    needs: &[Need::Tool {
+        program: "busybox",
+        package: "busybox",
+    }],
+};
+
+pub fn l15(lab: &mut Lab) -> Result<()> {
+    lab.part("what a running process maps: the file, not the link");
+    lab.put_variant_at(So1V1, Replace::Install, &format!("lib/{FILE_1}"), ", the soname's first file")?;
+    relink(lab, Relink::GnuLn, FILE_1)?;
+    let ino1 = lab.inode_at(&format!("lib/{FILE_1}"))?;
+    let mut s = lab.start(Program::Soname, "S")?;
+    let g1 = lab.call(&mut s)?;
+    let m1 = lab.maps(s.pid())?;
+    let by_link = grep_link(lab, s.pid(), &m1);
+    lab.note("an upgrade: the new file beside the old, the link switched, the old file removed");
+    lab.put_variant_at(So1V2, Replace::Install, &format!("lib/{FILE_2}"), ", the soname's next file")?;
+    relink(lab, Relink::GnuLn, FILE_2)?;
+    lab.shell(format!("rm lib/{FILE_1}"));
+    std::fs::remove_file(lab.sandbox.lib_dir().join(FILE_1))?;
+    let ino2 = lab.inode_at(&format!("lib/{FILE_2}"))?;
+    let g2 = lab.call(&mut s)?;
+    let m2 = lab.maps(s.pid())?;
+    let mut t = lab.start(Program::Soname, "T")?;
+    let g3 = lab.call(&mut t)?;
+    let m3 = lab.maps(t.pid())?;
+    let r = lab.stale(&[s.pid(), t.pid()])?;
+    let file1 = lab.sandbox.lib_dir().join(FILE_1);
+    lab.check_eq("S greets with v1", g1.as_str(), OLD);
+    lab.check(
+        format!("S's maps name the file itself, {FILE_1}, every mapping"),
+        !m1.is_empty() && m1.iter().all(|m| m.path == file1),
+        names(&m1),
+    );
+    lab.check(
+        format!("no line of S's maps ends with the link's name, {LINK_NAME}"),
+        by_link == 0,
+        format!("{by_link} lines"),
+    );
+    lab.check_eq(
+        "S, after the link was switched and its file removed, still greets with v1",
+        g2.as_str(),
+        OLD,
+    );
+    check_old_deleted(lab, "S", &m2, ino1);
+    lab.check_eq("T, started after, greets with v2", g3.as_str(), NEW);
+    check_current(lab, "T", &m3, ino2);
+    lab.check_stale(&r, "S", s.pid(), Stale::Required(Reason::Removed));
+    lab.check_stale(&r, "T", t.pid(), Stale::Clean);
+
+    lab.part("what each ln does to the folder");
+    lab.shell("inotifywait -m -e create,delete,moved_from,moved_to lib/ &");
+    // A link may name a file that is not there (yet): only the link's own
+    // name matters to what the tools do.
+    for (tool, target) in [
+        (Relink::BusyboxLn, FILE_1),
+        (Relink::GnuLn, FILE_2),
+        (Relink::LnThenMv, FILE_1),
+    ] {
+        let events = watched_relink(lab, tool, target)?;
+        judge_events(lab, tool, &events);
+    }
+    lab.put_variant_at(So1V1, Replace::Install, &format!("lib/{FILE_1}"), ", back for the loops")?;
+
+    lab.part("starts while the link is switched");
+    start_windows(lab)
+}
+
+/// `ln` by `tool`, pointing the link at `target`, narrated.
+fn relink(lab: &mut Lab, tool: Relink, target: &str) -> Result<()> {
+    lab.shell(tool.shell(target, LINK));
+    tool.apply(lab.sandbox.root(), target, LINK)
+}
+
+/// `grep -c 'libexample.so.1$' /proc/PID/maps`, narrated from the maps
+/// read: how many lines end with the link's name.
+fn grep_link(lab: &mut Lab, pid: i32, m: &[Mapping]) -> usize {
+    let n = m
+        .iter()
+        .filter(|m| m.path.to_string_lossy().ends_with(LINK_NAME))
+        .count();
+    lab.proof(format!("$ grep -c '{LINK_NAME}$' /proc/{}/maps", pidt(pid)));
+    lab.proof(n.to_string());
+    n
+}
+
+/// The file names a process's mappings name (what a check saw).
+fn names(m: &[Mapping]) -> String {
+    let mut n: Vec<String> = m
+        .iter()
+        .map(|m| m.path.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .collect();
+    n.dedup();
+    format!("{n:?}")
+}
+
+/// Switches the link to `target` with `tool` while inotify watches `lib/`;
+/// narrates what the kernel reported, a temporary name shown as such.
+fn watched_relink(lab: &mut Lab, tool: Relink, target: &str) -> Result<Vec<Event>> {
+    lab.shell(format!("{}   # {}", tool.shell(target, LINK), tool.name()));
+    let (root, dir) = (lab.sandbox.root().to_path_buf(), lab.sandbox.lib_dir());
+    let events = events_during(&dir, || tool.apply(&root, target, LINK))?;
+    for e in &events {
+        lab.say(format!("lib/ {} {}", e.what, shown_name(&e.name)));
+    }
+    Ok(events)
+}
+
+/// A name as the transcript shows it: the link's, the files', or a name a
+/// tool made up (which differs from run to run).
+fn shown_name(name: &str) -> String {
+    let known = [LINK_NAME, FILE_1, FILE_2, &format!("{LINK_NAME}.new")];
+    if known.contains(&name) {
+        name.to_string()
+    } else {
+        "(a temporary name)".into()
+    }
+}
+
+/// Judges what `tool` did to the link's name: removed and created again
+/// (busybox), or renamed over from another name (GNU ln, ln + mv).
+fn judge_events(lab: &mut Lab, tool: Relink, events: &[Event]) {
+    let at = |what: &str| {
+        events
+            .iter()
+            .position(|e| e.what == what && e.name == LINK_NAME)
+    };
+    let saw = events
+        .iter()
+        .map(|e| format!("{} {}", e.what, shown_name(&e.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match tool {
+        Relink::BusyboxLn => lab.check(
+            "busybox ln -sf deletes the link, then creates it again: between the two the name is missing",
+            matches!((at("DELETE"), at("CREATE")), (Some(d), Some(c)) if d < c),
+            saw,
+        ),
+        _ => lab.check(
+            format!("{} never deletes the link's name: a link made under another name is renamed over it", tool.name()),
+            at("DELETE").is_none()
+                && at("CREATE").is_none()
+                && at("MOVED_TO").is_some()
+                && events.iter().any(|e| e.what == "CREATE" && e.name != LINK_NAME),
+            saw,
+        ),
+    };
+}
+
+/// A replacer that switches the link with `tool`, to the second file, then
+/// the first, and so on.
+fn switching(lab: &Lab, tool: Relink) -> Replacer {
+    let root = lab.sandbox.root().to_path_buf();
+    Box::new(move |i: usize| {
+        let target = if i.is_multiple_of(2) { FILE_2 } else { FILE_1 };
+        tool.apply(&root, target, LINK)
+    })
+}
+
+/// The loop of starts while `tool` switches the link, narrated.
+fn counted(lab: &mut Lab, tool: Relink, max: usize, budget: Budget, until: Until) -> Result<StartLoop> {
+    let r = start_loop(lab, Program::Soname, switching(lab, tool), max, budget, until)?;
+    lab.note(format!(
+        "{}: {} of {} starts failed ({}), {} switches",
+        tool.name(),
+        vol(r.failed),
+        vol(r.starts),
+        vol(reasons_text(&r)),
+        vol(r.replacements)
+    ));
+    Ok(r)
+}
+
+/// The window counts: busybox's rate first, then as many starts as that
+/// rate would fail [`EXPECTED`] of with each atomic tool.
+fn start_windows(lab: &mut Lab) -> Result<()> {
+    lab.note(format!("starts in a tight loop while another loop switches the link, until {EXPECTED} starts have failed"));
+    lab.shell(format!(
+        "while :; do {}; {}; done &",
+        Relink::BusyboxLn.shell(FILE_2, LINK),
+        Relink::BusyboxLn.shell(FILE_1, LINK)
+    ));
+    lab.shell(format!("until [ $((failed)) -ge {EXPECTED} ]; do bin/swaplab-soname --once > /dev/null 2>&1 || failed=$((failed+1)); done"));
+    // The window is two system calls wide: a few hundred starts in 100
+    // fail here. Under emulation (matrix --kernel) a start takes 100 to
+    // 200 ms: the loop may then go on to 1,000 starts, up to 5 minutes.
+    let budget = Budget {
+        time: Duration::from_secs(60),
+        starts: 1000,
+        cap: Duration::from_secs(300),
+    };
+    let bb = counted(lab, Relink::BusyboxLn, 20_000, budget, Until::Seen(&[NO_FILE], EXPECTED))?;
+    let rate = bb.failed.max(1) as f64 / bb.starts.max(1) as f64;
+    let want = ((EXPECTED as f64 / rate).ceil() as usize)
+        .max(bb.starts)
+        .max(200);
+    // The atomic tools' loops get twice the time their starts take at
+    // busybox's measured pace, at least two minutes, at most ten.
+    let pace = Duration::from_millis((bb.millis / bb.starts.max(1) as u128) as u64);
+    let time = (pace * want as u32 * 2).clamp(Duration::from_secs(120), Duration::from_secs(600));
+    let atomic_budget = Budget {
+        time,
+        starts: 0,
+        cap: time,
+    };
+    let mut atomic = Vec::new();
+    for tool in [Relink::GnuLn, Relink::LnThenMv] {
+        lab.shell(format!(
+            "while :; do {}; {}; done &",
+            tool.shell(FILE_2, LINK),
+            tool.shell(FILE_1, LINK)
+        ));
+        lab.shell(format!(
+            "for i in $(seq {}); do bin/swaplab-soname --once > /dev/null || echo failed; done   # busybox's failure rate would fail {EXPECTED} of them",
+            vol(want)
+        ));
+        atomic.push((tool, counted(lab, tool, want, atomic_budget, Until::Max)?));
+    }
+    lab.observe("busybox_ln_loop", &bb);
+    lab.observe("starts_wanted", want);
+    let other: Vec<&String> = bb.reasons.keys().filter(|k| k.as_str() != NO_FILE).collect();
+    lab.check(
+        format!("with busybox ln -sf, starts fail: {EXPECTED} or more, each with ENOENT (the link missing)"),
+        bb.failed >= EXPECTED && other.is_empty(),
+        format!("{} of {} failed ({})", bb.failed, bb.starts, reasons_text(&bb)),
+    );
+    for (tool, r) in &atomic {
+        lab.observe(
+            if *tool == Relink::GnuLn { "gnu_ln_loop" } else { "ln_mv_loop" },
+            r,
+        );
+        lab.check(
+            format!("with {}, no start fails, over as many starts as busybox's rate would fail {EXPECTED} of", tool.name()),
+            r.failed == 0 && r.starts >= want,
+            format!("{} of {} failed ({}); wanted {want} starts", r.failed, r.starts, reasons_text(r)),
+        );
+    }
+    Ok(())
+}
