@@ -26,6 +26,8 @@ index! {
     pinning { L16 l16_unique_symbols_and_thread_local_destructors_pin_a_library_so_its_reload_keeps_the_old_code }
     /// Series 2 of the loader: dlmopen, a second copy in a namespace of its own.
     namespaces { L17 l17_dlmopen_loads_the_new_version_beside_the_old_at_the_same_path_until_the_namespaces_run_out }
+    /// Series 2 of the loader: symbol versions, and the plugin that breaks after an upgrade.
+    versions { L18 l18_a_process_on_the_old_library_cannot_load_a_plugin_built_for_the_new_one }
     /// Article 001: upgrading the executable on the fly.
     upgrade {
         U01 u01_a_child_forked_after_the_executable_is_replaced_runs_the_old_program,
