@@ -28,6 +28,8 @@ index! {
     namespaces { L17 l17_dlmopen_loads_the_new_version_beside_the_old_at_the_same_path_until_the_namespaces_run_out }
     /// Series 2 of the loader: symbol versions, and the plugin that breaks after an upgrade.
     versions { L18 l18_a_process_on_the_old_library_cannot_load_a_plugin_built_for_the_new_one }
+    /// L18's question with the real C library, from the matrix's Debian roots.
+    real_glibc { L18C l18c_after_a_c_library_update_a_running_process_fails_its_first_lookups }
     /// Article 001: upgrading the executable on the fly.
     upgrade {
         U01 u01_a_child_forked_after_the_executable_is_replaced_runs_the_old_program,

@@ -86,6 +86,8 @@ pub enum Need {
     /// An unprivileged user besides the one running the experiment
     /// (`swaplab`, else `nobody`).
     SecondUser,
+    /// The roots `swaplab matrix --debian` builds, of these releases.
+    DebianRoots(&'static [&'static str]),
 }
 
 /// Why a finding cannot run here, and what would let it.
@@ -112,6 +114,7 @@ impl Need {
             Need::NetNs(_) => "root (netns)".into(),
             Need::Ipv6 => "IPv6".into(),
             Need::SecondUser => "a second user".into(),
+            Need::DebianRoots(r) => format!("Debian roots ({})", r.join(", ")),
         }
     }
 
@@ -155,6 +158,29 @@ impl Need {
                 "no unprivileged user `swaplab` or `nobody` on this machine".into(),
                 "useradd --system --no-create-home swaplab".into(),
             ),
+            Need::DebianRoots(releases) => {
+                let absent: Vec<&str> = releases
+                    .iter()
+                    .copied()
+                    .filter(|r| crate::harness::debian_roots::find(r).is_none())
+                    .collect();
+                if absent.is_empty() {
+                    return Ok(());
+                }
+                let looked: Vec<String> = crate::harness::debian_roots::candidates()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect();
+                missing(
+                    format!(
+                        "{id} runs another Debian release's C library, from the roots swaplab matrix builds; \
+                         none (with this swaplab's builds) for {} in {}",
+                        absent.join(", "),
+                        looked.join(", ")
+                    ),
+                    format!("sudo swaplab matrix --debian {}", releases.join(",")),
+                )
+            }
             _ => Ok(()),
         }
     }

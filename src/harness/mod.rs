@@ -15,6 +15,7 @@
 //!   mount namespaces of a process's own ([`userns`]).
 
 pub mod ci;
+pub mod debian_roots;
 pub mod finding;
 pub mod lab;
 pub mod listeners;

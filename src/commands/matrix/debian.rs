@@ -18,8 +18,7 @@ use crate::harness::recipe::{twin_args, variant_steps, Lang, SOURCES, TWINS, VAR
 use crate::harness::report::{self, Report};
 use crate::harness::runtime::{Libc, Runtime};
 
-/// The marker of a finished root: debootstrap ran to the end.
-const READY: &str = ".swaplab-root-ready";
+use crate::harness::debian_roots::{PORTABLE, READY};
 
 /// The C sources, by name in `csrc/` (the recipe's [`SOURCES`]).
 const TEXTS: &[(&str, &str)] = &[
@@ -40,11 +39,6 @@ const TEXTS: &[(&str, &str)] = &[
     ),
     ("target.c", include_str!("../../../csrc/target.c")),
 ];
-
-/// Where the root's build of the twins without its loader or rpath is:
-/// started by a loader the experiment chooses (L18C copies the root's C
-/// library into its sandbox and replaces it there).
-pub const PORTABLE: &str = "swaplab/portable";
 
 /// Checks what the matrix needs before it starts anything.
 fn preflight(opts: &Options) -> Result<PathBuf> {
@@ -194,6 +188,7 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
             "-o",
             &probe,
             "-ldl",
+            "-pthread",
         ],
     )?;
     let interp = crate::detector::elf::interpreter(&host_path(root, &probe))
@@ -209,6 +204,8 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
             .and_then(|p| p.to_str())
             .unwrap_or("/"),
     );
+    // The dlopen twin once more, without loader or rpath: L18C starts it
+    // with a copy of this root's loader and C library, and replaces them.
     std::fs::create_dir_all(host_path(root, &format!("/{PORTABLE}")))?;
     for t in TWINS.iter().filter(|t| t.0 == "swaplab-dlopen") {
         let args = twin_args(t, &target_src, &builds, &format!("/{PORTABLE}/{}", t.0));

@@ -1,0 +1,239 @@
+//! L18's question with the real C library (L18C): processes on one Debian
+//! release's glibc whose C library files are replaced by another release's,
+//! as a `libc6` upgrade does, and what `iconv_open` and `getpwnam` do in
+//! them afterwards. The releases' files come from the roots of `swaplab
+//! matrix --debian`; every file the processes use is a copy in the sandbox.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::detector::maps::{self, Mapping};
+use crate::detector::stale::Reason;
+use crate::harness::debian_roots::{self, PORTABLE};
+use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::lab::{vol, Lab, Stale};
+use crate::harness::map_checks::describe;
+use crate::harness::process::Target;
+use crate::harness::replace::Replace;
+use crate::harness::symbols::defines;
+use crate::targets::protocol::after_colon;
+
+use super::SHARED_LIBRARY_UPDATE;
+
+/// The release the processes start on, and the one whose files replace it.
+const FROM: &str = "bullseye";
+const TO: &str = "trixie";
+
+/// The C library's files the processes use, in the sandbox's `glibc/`
+/// (names in the roots' library folder): the loader, libc and the
+/// libraries the twin is linked against, the NSS modules of `files` and
+/// `compat`, and the UTF-16 converter with the converters' list.
+const FILES: &[&str] = &[
+    "ld-linux-x86-64.so.2",
+    "libc.so.6",
+    "libdl.so.2",
+    "libpthread.so.0",
+    "libnss_files.so.2",
+    "libnss_compat.so.2",
+    "gconv/gconv-modules",
+    "gconv/UTF-16.so",
+];
+
+/// The answers of a conversion and a lookup that worked, and of a
+/// conversion iconv_open refused.
+const CONVERTED: &str = "ok bytes=16";
+const ROOT_FOUND: &str = "name=root uid=0";
+const CONVERSION_FAILED: &str = "failed: Invalid argument";
+
+/// What the `files` service of NSS looks a user up with.
+const NSS_FUNCTION: &str = "_nss_files_getpwnam_r";
+
+/// What one process answered to `iconv UTF-16 UTF-8` and `user root`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+struct Lookups {
+    iconv: String,
+    user: String,
+}
+
+pub static L18C: Finding = Finding {
+    id: "L18C",
+    slug: "after_a_c_library_update_a_running_process_fails_its_first_lookups",
+    claim: "With the real C library, measured: processes started on Debian 11's glibc 2.31 (loader, libc, NSS modules and UTF-16 converter copied from its root) whose C library files are then replaced by Debian 13's 2.41, as a `libc6` upgrade does, go on running the old C library from memory, and nothing crashes. What a process had already loaded keeps working: A, which had converted to UTF-16 (`iconv_open`) and looked up root (`getpwnam`) before, still does both. What it loads afterwards comes from the new files and does not fit: in B, which had not used them yet, `iconv_open(\"UTF-16\", \"UTF-8\")` fails with EINVAL (the new converter needs `GLIBC_2.36`, which the old libc lacks) and `getpwnam(\"root\")` finds no entry although root exists (2.41's `libnss_files.so.2` is an empty stub: its functions moved into libc.so.6). A process started after the update does both. `swaplab stale` flags A and B. This is why a C library update needs restarts before anything crashes.",
+    source: SHARED_LIBRARY_UPDATE,
+    steps: &[
+        "copy Debian 11's loader, libc, NSS modules and UTF-16 converter into glibc/; start A and B on them; A converts to UTF-16 (iconv_open) and looks up root (getpwnam), B does nothing yet",
+        "replace each of those files with Debian 13's, as dpkg does (a new file renamed over the old)",
+        "A and B convert and look up again (B for the first time); C, started after, does the same; swaplab stale on all three",
+    ],
+    experiment: l18c,
+    scope: Scope::Host,
+    musl: "",
+    older_kernels: &[],
+    needs: &[Need::DebianRoots(&[FROM, TO])],
+};
+
+pub fn l18c(lab: &mut Lab) -> Result<()> {
+    let from = debian_roots::find(FROM).context("the bullseye root went away")?;
+    let to = debian_roots::find(TO).context("the trixie root went away")?;
+    lab.note(format!(
+        "ROOTS: the Debian roots of swaplab matrix (here {})",
+        vol(from.parent().unwrap_or(&from).display())
+    ));
+    let glibc = lab.sandbox.root().join("glibc");
+    std::fs::create_dir_all(glibc.join("gconv"))?;
+    lab.shell("mkdir -p glibc/gconv");
+    for f in FILES {
+        let src = debian_roots::libdir(&from).join(f);
+        std::fs::copy(&src, glibc.join(f)).with_context(|| format!("cannot copy {}", src.display()))?;
+    }
+    lab.shell(format!(
+        "for f in {}; do cp $ROOTS/{FROM}/usr/lib/x86_64-linux-gnu/$f glibc/$f; done",
+        FILES.join(" ")
+    ));
+    let twin = from.join(PORTABLE).join("swaplab-dlopen");
+    let exe = lab.sandbox.stage_file(&twin, "swaplab-dlopen")?;
+    lab.shell(format!("cp $ROOTS/{FROM}/{PORTABLE}/swaplab-dlopen build/   # built in Debian 11, no rpath"));
+    let mut a = start(lab, &exe, "A")?;
+    let a_before = lookups(lab, &mut a)?;
+    let mut b = start(lab, &exe, "B")?;
+    let libc_before = libc_maps(lab, b.pid())?;
+    lab.note("the update: each file replaced by Debian 13's, a new file renamed over the old (as dpkg unpacks)");
+    lab.shell(format!(
+        "for f in {}; do cp $ROOTS/{TO}/usr/lib/x86_64-linux-gnu/$f glibc/$f.new && mv glibc/$f.new glibc/$f; done",
+        FILES.join(" ")
+    ));
+    for f in FILES {
+        let src = debian_roots::libdir(&to).join(f);
+        Replace::Rename.apply(lab.sandbox.root(), &src.display().to_string(), &format!("glibc/{f}"))?;
+    }
+    let a_after = lookups(lab, &mut a)?;
+    let b_after = lookups(lab, &mut b)?;
+    lab.note("why: what B's loader says of the new converter, and what the NSS modules define");
+    let converter = lab.sandbox.root().join("glibc/gconv/UTF-16.so");
+    let converter_in_b = lab.try_open(&mut b, &converter)?;
+    let nss = nss_functions(lab, &from, &to)?;
+    let mut c = start(lab, &exe, "C")?;
+    let c_after = lookups(lab, &mut c)?;
+    let libc_after = libc_maps(lab, b.pid())?;
+    let r = lab.stale(&[a.pid(), b.pid(), c.pid()])?;
+    lab.observe("a_before", &a_before);
+    lab.observe("a_after", &a_after);
+    lab.observe("b_after", &b_after);
+    lab.observe("c_after", &c_after);
+    lab.observe("converter_in_b", format!("{converter_in_b:?}"));
+    judge(lab, [&a_before, &a_after, &b_after, &c_after], (&libc_before, &libc_after));
+    lab.check(
+        "the new UTF-16 converter does not load into B: the old libc lacks the version GLIBC_2.36 it needs",
+        converter_in_b
+            .as_ref()
+            .is_err_and(|e| e.contains("version `GLIBC_2.36' not found")),
+        format!("{converter_in_b:?}"),
+    );
+    lab.check_eq(
+        "Debian 11's libnss_files.so.2 defines _nss_files_getpwnam_r; Debian 13's does not (an empty stub: the function is in its libc.so.6)",
+        nss,
+        (true, false),
+    );
+    lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "B", b.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "C", c.pid(), Stale::Clean);
+    Ok(())
+}
+
+/// Starts the twin `exe` under the sandbox's loader and C library, with
+/// the sandbox's converters (`GCONV_PATH`).
+fn start(lab: &mut Lab, exe: &Path, label: &str) -> Result<Target> {
+    let glibc = lab.sandbox.root().join("glibc");
+    let loader = glibc.join(FILES[0]);
+    let exe_arg = lab.sandbox.rel(exe);
+    let gconv = glibc.join("gconv");
+    lab.start_exe(&loader, label, &["--library-path", "glibc", &exe_arg], |cmd| {
+        cmd.env("GCONV_PATH", &gconv);
+        "GCONV_PATH=$PWD/glibc/gconv".into()
+    })
+}
+
+/// `iconv UTF-16 UTF-8` and `user root` in `t`.
+fn lookups(lab: &mut Lab, t: &mut Target) -> Result<Lookups> {
+    let iconv = after_prefix(&lab.ask(t, "iconv UTF-16 UTF-8", "iconv")?, t.pid());
+    let user = after_prefix(&lab.ask(t, "user root", "user")?, t.pid());
+    Ok(Lookups { iconv, user })
+}
+
+/// An answer without its `verb pid=N ` head.
+fn after_prefix(line: &str, pid: i32) -> String {
+    let head = format!("pid={pid} ");
+    line.split_once(&head)
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| after_colon(line))
+}
+
+/// The mappings of the sandbox's `glibc/libc.so.6` in `pid`, narrated.
+fn libc_maps(lab: &mut Lab, pid: i32) -> Result<Vec<Mapping>> {
+    let libc: PathBuf = lab.sandbox.root().join("glibc/libc.so.6");
+    let found = maps::mappings_where(pid, |p| p == libc)?;
+    lab.proof(format!("$ grep glibc/libc.so.6 /proc/{pid}/maps"));
+    for m in &found {
+        lab.proof(m.line());
+    }
+    Ok(found)
+}
+
+/// Whether each release's `libnss_files.so.2` defines the function
+/// `getpwnam` asks the `files` service for; narrated as readelf.
+fn nss_functions(lab: &mut Lab, from: &Path, to: &Path) -> Result<(bool, bool)> {
+    let mut found = Vec::new();
+    for (name, root) in [(FROM, from), (TO, to)] {
+        let file = debian_roots::libdir(root).join("libnss_files.so.2");
+        let has = defines(&file, NSS_FUNCTION)?;
+        lab.shell(format!(
+            "readelf -sW --dyn-syms $ROOTS/{name}/usr/lib/x86_64-linux-gnu/libnss_files.so.2 | grep -c ' {NSS_FUNCTION}@'"
+        ));
+        lab.say(if has { "1" } else { "0" });
+        found.push(has);
+    }
+    Ok((found[0], found[1]))
+}
+
+/// Judges what the processes answered, and B's mappings of libc before
+/// and after the update.
+fn judge(lab: &mut Lab, seen: [&Lookups; 4], libc: (&[Mapping], &[Mapping])) {
+    let [a_before, a_after, b_after, c_after] = seen;
+    let works = |l: &Lookups| l.iconv == CONVERTED && l.user == ROOT_FOUND;
+    lab.check(
+        "on Debian 11's glibc, A converts to UTF-16 and finds root",
+        works(a_before),
+        format!("{a_before:?}"),
+    );
+    lab.check(
+        "after the update A, which had used both, still converts and finds root",
+        works(a_after),
+        format!("{a_after:?}"),
+    );
+    lab.check(
+        "B, using them first after the update, cannot convert: iconv_open fails with EINVAL",
+        b_after.iconv == CONVERSION_FAILED,
+        format!("{b_after:?}"),
+    );
+    lab.check(
+        "B finds no entry for root, which exists",
+        b_after.user.starts_with("name=root missing"),
+        format!("{b_after:?}"),
+    );
+    lab.check(
+        "C, started after the update, converts and finds root",
+        works(c_after),
+        format!("{c_after:?}"),
+    );
+    let (before, after) = libc;
+    let inodes = |m: &[Mapping]| maps::inodes(m);
+    lab.check(
+        "B keeps running the old libc.so.6: same inode before and after, now (deleted)",
+        !before.is_empty()
+            && before.iter().all(|m| !m.deleted)
+            && after.iter().all(|m| m.deleted)
+            && inodes(before) == inodes(after),
+        format!("{} then {}", describe(before), describe(after)),
+    );
+}
