@@ -42,7 +42,7 @@ const KINDS: &[Kind] = &[
         unique: false,
     },
     Kind {
-        name: "C with a __thread variable",
+        name: "C __thread",
         file: "lib/libexample-tls.so",
         old: TlsV1,
         new: TlsV2,
@@ -50,7 +50,7 @@ const KINDS: &[Kind] = &[
         unique: false,
     },
     Kind {
-        name: "C++ with a UNIQUE symbol",
+        name: "C++ UNIQUE",
         file: "lib/libexample-unique.so",
         old: UniqueV1,
         new: UniqueV2,
@@ -58,7 +58,7 @@ const KINDS: &[Kind] = &[
         unique: true,
     },
     Kind {
-        name: "C++ with a thread_local destructor",
+        name: "C++ thread_local",
         file: "lib/libexample-thread_local.so",
         old: ThreadLocalV1,
         new: ThreadLocalV2,
@@ -143,7 +143,7 @@ struct Seen {
 /// Tries one kind; returns whether it stayed mapped after its last
 /// dlclose.
 fn one_kind(lab: &mut Lab, kind: &Kind) -> Result<bool> {
-    let role = format!(", the {} library", kind.name);
+    let role = format!(", the {} kind", kind.name);
     lab.put_variant_at(kind.old, Replace::Install, kind.file, &role)?;
     let ino1 = lab.inode_at(kind.file)?;
     let path = lab.sandbox.root().join(kind.file);
@@ -172,7 +172,7 @@ fn one_kind(lab: &mut Lab, kind: &Kind) -> Result<bool> {
     let (h2, _) = lab.open(&mut d, &path, "")?;
     let (reloaded, _) = lab.callh(&mut d, h2)?;
     let after_reload = lab.maps(d.pid())?;
-    lab.check_eq(format!("D greets with v1 ({})", kind.name), g1.as_str(), OLD);
+    lab.check_eq(format!("D greets with v1 (the {} kind)", kind.name), g1.as_str(), OLD);
     let seen = Seen {
         unique,
         after_close,

@@ -9,7 +9,8 @@ use anyhow::Result;
 use crate::detector::maps::Mapping;
 use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Need, Scope};
-use crate::harness::lab::{pidt, vol, Lab, Stale};
+use crate::harness::lab::{vol, Lab, Stale};
+use crate::harness::runtime::Libc;
 use crate::harness::map_checks::{check_current, check_old_deleted};
 use crate::harness::process::Program;
 use crate::harness::relink::Relink;
@@ -36,7 +37,7 @@ const EXPECTED: usize = 10;
 pub static L15: Finding = Finding {
     id: "L15",
     slug: "a_process_maps_the_file_its_soname_named_and_how_the_link_is_switched_decides_who_starts",
-    claim: "Sonames and the symlink dance: libraries are installed as `libexample.so.1.0.N` with a symlink `libexample.so.1` naming the current file (what `ldconfig` and package managers keep). A running process keeps the file it opened whatever the link says later, and its maps show the file's own name, never the link's: `grep 'libexample.so.1$' /proc/*/maps` finds nothing (a plain `grep libexample.so.1` matches only because the file's name begins with the soname). How the link is switched decides whether a process starting meanwhile finds its library: busybox `ln -sf` removes the link, then creates the new one (inotify: DELETE, CREATE), and starts in that window fail with ENOENT (glibc: \"cannot open shared object file\"); GNU `ln -sf` (coreutils 8.27 and later) creates the new link under a temporary name and renames it over the old one (CREATE, MOVED_TO), as `ln -s` to a temporary name then `mv -T` does: no start fails with either, over as many starts as busybox's measured failure rate would fail 10 of.",
+    claim: "Sonames and the symlink dance: libraries are installed as `libexample.so.1.0.N` with a symlink `libexample.so.1` naming the current file (what `ldconfig` and package managers keep). A running process keeps the file it opened whatever the link says later, and its maps show the file's own name, never the link's: `grep 'libexample.so.1$' /proc/*/maps` finds nothing (a plain `grep libexample.so.1` matches only because the file's name begins with the soname). How the link is switched decides whether a process starting meanwhile finds its library: busybox `ln -sf` removes the link, then creates the new one (inotify: DELETE, CREATE), and starts in that window fail with ENOENT (glibc: \"cannot open shared object file\"; musl: \"Error loading shared library\"); GNU `ln -sf` (coreutils 8.27 and later) creates the new link under a temporary name and renames it over the old one (CREATE, MOVED_TO), as `ln -s` to a temporary name then `mv -T` does: no start fails with either, over as many starts as busybox's measured failure rate would fail 10 of.",
     source: SHARED_LIBRARY_UPDATE,
     steps: &[
         "install v1 as lib/libexample.so.1.0.1 and link lib/libexample.so.1 to it; start S (linked against the soname libexample.so.1); call it, show its maps, grep them for the link's name",
@@ -129,7 +130,7 @@ fn grep_link(lab: &mut Lab, pid: i32, m: &[Mapping]) -> usize {
         .iter()
         .filter(|m| m.path.to_string_lossy().ends_with(LINK_NAME))
         .count();
-    lab.proof(format!("$ grep -c '{LINK_NAME}$' /proc/{}/maps", pidt(pid)));
+    lab.proof(format!("$ grep -c '{LINK_NAME}$' /proc/{pid}/maps"));
     lab.proof(n.to_string());
     n
 }
@@ -195,6 +196,14 @@ fn judge_events(lab: &mut Lab, tool: Relink, events: &[Event]) {
             saw,
         ),
     };
+}
+
+/// A loader's error without the program's path that starts glibc's
+/// (`bin/…: error while loading…`).
+fn after_program(line: &str) -> &str {
+    line.find("error while loading")
+        .map(|at| &line[at..])
+        .unwrap_or(line)
 }
 
 /// A replacer that switches the link with `tool`, to the second file, then
@@ -273,6 +282,18 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         format!("with busybox ln -sf, starts fail: {EXPECTED} or more, each with ENOENT (the link missing)"),
         bb.failed >= EXPECTED && other.is_empty(),
         format!("{} of {} failed ({})", bb.failed, bb.starts, reasons_text(&bb)),
+    );
+    // The loader's own words for it (glibc's and musl's differ).
+    let said = bb.samples.get(NO_FILE).cloned().unwrap_or_default();
+    let words = match lab.libc() {
+        Libc::Glibc => "cannot open shared object file",
+        Libc::Musl => "Error loading shared library",
+    };
+    lab.note(format!("a failed start said: {}", after_program(&said)));
+    lab.check(
+        format!("the loader says so: \"{words}\""),
+        said.contains(words),
+        said.clone(),
     );
     for (tool, r) in &atomic {
         lab.observe(

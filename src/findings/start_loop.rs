@@ -20,6 +20,9 @@ pub struct StartLoop {
     pub failed: usize,
     pub replacements: usize,
     pub reasons: BTreeMap<String, usize>,
+    /// The first failed start's stderr for each reason (its first line:
+    /// musl goes on with the symbols it then could not bind).
+    pub samples: BTreeMap<String, String>,
     pub millis: u128,
 }
 
@@ -124,7 +127,11 @@ pub fn start_loop(
                 && String::from_utf8_lossy(&out.stdout).contains("greeting pid=");
             if !ok {
                 r.failed += 1;
-                *r.reasons.entry(failure_reason(&out)).or_default() += 1;
+                let reason = failure_reason(&out);
+                let err = String::from_utf8_lossy(&out.stderr);
+                let first = err.trim().lines().next().unwrap_or("").to_string();
+                r.samples.entry(reason.clone()).or_insert(first);
+                *r.reasons.entry(reason).or_default() += 1;
             }
         }
         Ok(())

@@ -3,7 +3,7 @@
 //! | token | replaces |
 //! |---|---|
 //! | `[LAB]` | the sandbox's path |
-//! | `[PID]` | `pid=N`, `child=N`, `of=N`, `/proc/N/`, and the pid argument of `peek` |
+//! | `[PID]` | `pid=N`, `child=N`, `of=N`, `thread=N` (a thread id), `/proc/N/`, and the pid argument of `peek` |
 //! | `[ADDR]` | an address range in a maps line, any `0x…` value |
 //! | `[DEV]` | the device in a maps line |
 //! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show. Numbering starts afresh at each part of an experiment (a `# --- … ---` line): a file freed in one part may hand its inode number to a file of the next (ext4 reuses numbers at once), which would make the tokens differ from run to run |
@@ -52,7 +52,7 @@ fn rules() -> &'static Rules {
         )
         .expect("valid"),
         inode: Regex::new(r"\binode=(\d+)").expect("valid"),
-        pid: Regex::new(r"\b(pid|child|of)=\d+").expect("valid"),
+        pid: Regex::new(r"\b(pid|child|of|thread)=\d+").expect("valid"),
         proc_pid: Regex::new(r"/proc/\d+/|(< peek )\d+").expect("valid"),
         hex: Regex::new(r"\b0x[0-9a-f]+\b").expect("valid"),
         uid: Regex::new(r"\buid=\d+").expect("valid"),
