@@ -262,7 +262,8 @@ static void *call_and_wait(void *arg) {
 }
 
 /* greeting() on a thread of its own that stays alive until `join` (L16:
- * what a library's thread-locals see of a thread's life). */
+ * what a library's thread-locals see of a thread's life). Nothing forks
+ * while such a thread lives: a child would have the list, not the threads. */
 static void thread_call(const char *s) {
     int k = handle_of(s);
     if (!k) return;
@@ -314,8 +315,8 @@ static void mopen(const char *path) {
         emit("error pid=%d: dlmopen: %s", me, dlerror());
         return;
     }
-    Lmid_t lmid = 0;
-    dlinfo(h, RTLD_DI_LMID, &lmid);
+    Lmid_t lmid = -1;
+    if (dlinfo(h, RTLD_DI_LMID, &lmid) != 0) lmid = -1;
     int k = next_handle++;
     handles[k] = h;
     emit("opened pid=%d h=%d handle=%#lx lmid=%ld", me, k, (unsigned long)h, (long)lmid);

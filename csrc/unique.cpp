@@ -1,7 +1,8 @@
 /*
- * L16's C++ library with an STB_GNU_UNIQUE symbol: the static of an inline
- * function (`calls()::n`), which the C++ rules want to be one object in the
- * whole process, whichever library defines it. g++ marks it UNIQUE
+ * L16's C++ library with STB_GNU_UNIQUE symbols: the static of an inline
+ * function (`calls()::n`) and the static member of a class template
+ * (`Tally<int>::n`), which the C++ rules want to be one object each in the
+ * whole process, whichever library defines them. g++ marks them UNIQUE
  * (`readelf -s`), and glibc then never unloads the library.
  *
  * No C++ runtime is needed (no exceptions, no guard: the static is
@@ -22,8 +23,16 @@ inline int &calls() {
     return n;
 }
 
+template <typename T>
+struct Tally {
+    static T n;
+};
+template <typename T>
+T Tally<T>::n = 0;
+
 extern "C" const char *greeting() {
     ++calls();
+    ++Tally<int>::n;
     return greeting_text;
 }
 

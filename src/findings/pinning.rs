@@ -28,8 +28,9 @@ struct Kind {
     new: Variant,
     /// Whether glibc keeps it mapped after the last dlclose (the claim).
     pinned_on_glibc: bool,
-    /// Whether it defines a UNIQUE symbol (what pins it, if anything).
-    unique: bool,
+    /// The UNIQUE symbols it defines (what pins it, if anything): the
+    /// static of `calls()` and the static member `Tally<int>::n`.
+    unique: &'static [&'static str],
 }
 
 const KINDS: &[Kind] = &[
@@ -39,7 +40,7 @@ const KINDS: &[Kind] = &[
         old: V1,
         new: V2,
         pinned_on_glibc: false,
-        unique: false,
+        unique: &[],
     },
     Kind {
         name: "C __thread",
@@ -47,7 +48,7 @@ const KINDS: &[Kind] = &[
         old: TlsV1,
         new: TlsV2,
         pinned_on_glibc: false,
-        unique: false,
+        unique: &[],
     },
     Kind {
         name: "C++ UNIQUE",
@@ -55,7 +56,7 @@ const KINDS: &[Kind] = &[
         old: UniqueV1,
         new: UniqueV2,
         pinned_on_glibc: true,
-        unique: true,
+        unique: &["_ZN5TallyIiE1nE", "_ZZ5callsvE1n"],
     },
     Kind {
         name: "C++ thread_local",
@@ -63,17 +64,17 @@ const KINDS: &[Kind] = &[
         old: ThreadLocalV1,
         new: ThreadLocalV2,
         pinned_on_glibc: true,
-        unique: false,
+        unique: &[],
     },
 ];
 
 /// What musl shows instead of L16's claim.
-const MUSL_L16: &str = "On musl every kind stays mapped after its last `dlclose`, because musl's `dlclose` never unloads (L10): plain C, C with `__thread`, and C++ with a `UNIQUE` symbol (the C++ `thread_local` kind needs libstdc++, which musl-tools does not have: not built, not run). Its reload after a replacement loads the new file as a second copy beside the old one (musl matches by inode), so the reload runs the new code while the old copy stays mapped, `(deleted)`.";
+const MUSL_L16: &str = "On musl every kind stays mapped after its last `dlclose`, because musl's `dlclose` never unloads (L10): plain C, C with `__thread`, and C++ with a `UNIQUE` symbol (the C++ `thread_local` kind needs libstdc++: Debian's musl-tools has none, so there it is not built and not run; where it is, as on Alpine, it stays mapped like the others). Its reload after a replacement loads the new file as a second copy beside the old one (musl matches by inode), so the reload runs the new code while the old copy stays mapped, `(deleted)`.";
 
 pub static L16: Finding = Finding {
     id: "L16",
     slug: "unique_symbols_and_thread_local_destructors_pin_a_library_so_its_reload_keeps_the_old_code",
-    claim: "Implicitly pinned (glibc): a library with `STB_GNU_UNIQUE` symbols (`UNIQUE` in `readelf -s`: C++ inline-function statics, static members of class templates) stays mapped after its last `dlclose`, and so does one with a C++ `thread_local` object that has a destructor when that `dlclose` comes while a thread that used it is alive — still mapped after that thread exits. So the reload of L06 (dlopen of the same path after a replacement) silently runs the old code, and `swaplab stale` flags the process. When every thread that used the `thread_local` one has exited before the last `dlclose`, it unloads. A plain C library and one with a C `__thread` variable (no destructor) unload, and their reload runs the new code.",
+    claim: "Implicitly pinned (glibc): a library with `STB_GNU_UNIQUE` symbols (`UNIQUE` in `readelf -s`: the static of a C++ inline function, the static member of a class template) stays mapped after its last `dlclose`, and so does one with a C++ `thread_local` object that has a destructor when that `dlclose` comes while a thread that used it is alive — still mapped after that thread exits. So the reload of L06 (dlopen of the same path after a replacement) silently runs the old code, and `swaplab stale` flags the process. When every thread that used the `thread_local` one has exited before the last `dlclose`, it unloads. A plain C library and one with a C `__thread` variable (no destructor) unload, and their reload runs the new code.",
     source: SHARED_LIBRARY_UPDATE,
     steps: &[
         "for each kind (plain C; C with __thread; C++ with a UNIQUE symbol; C++ with a thread_local destructor): install its v1; show its UNIQUE symbols (readelf)",
@@ -94,11 +95,20 @@ pub fn l16(lab: &mut Lab) -> Result<()> {
         lab.part(format!("{}: {}", kind.name, kind.file));
         let built = lab.sandbox.runtime().variant(kind.old);
         if !built.exists() {
-            // musl has no libstdc++; the Debian roots have no g++.
-            lab.note(format!(
-                "not built for the {} column (no C++ compiler or C++ library for it): not run",
+            // musl-tools has no libstdc++ (its claim says so); a Debian root
+            // made before its roots got g++ has no C++ compiler.
+            let why = format!(
+                "the {} kind is not built for the {} column (no C++ compiler or C++ library for it)",
+                kind.name,
                 lab.sandbox.runtime().name
-            ));
+            );
+            match lab.libc() {
+                Libc::Musl => lab.note(format!("{why}: not run")),
+                Libc::Glibc => lab.not_applicable(format!(
+                    "{why}, and the claim is about it (a Debian root made with g++ builds it: \
+                     remove the root to have swaplab matrix make it again)"
+                )),
+            }
             continue;
         }
         let pinned = one_kind(lab, kind)?;
@@ -119,10 +129,11 @@ fn thread_gone_first(lab: &mut Lab, kind: &Kind) -> Result<()> {
     let path = lab.sandbox.root().join(kind.file);
     let mut e = lab.start(Program::Dlopen, "E")?;
     let (h, _) = lab.open(&mut e, &path, "")?;
-    lab.thread_call(&mut e, h)?;
+    let g = lab.thread_call(&mut e, h)?;
     lab.join(&mut e)?;
     lab.close(&mut e, h)?;
     let m = lab.maps(e.pid())?;
+    lab.check_eq("E greets with v2 (the file now on disk)", g.as_str(), NEW);
     lab.check(
         "glibc: when the thread that used it exits before the last dlclose, the library is unmapped",
         m.is_empty(),
@@ -194,14 +205,19 @@ fn judge(
     pid: i32,
 ) {
     let (ino1, ino2) = seen.inodes;
-    lab.check(
-        if kind.unique {
-            format!("the {} library defines a UNIQUE symbol", kind.name)
-        } else {
+    let mut unique = seen.unique.clone();
+    unique.sort();
+    lab.check_eq(
+        if kind.unique.is_empty() {
             format!("the {} library defines no UNIQUE symbol", kind.name)
+        } else {
+            format!(
+                "the {} library defines the UNIQUE symbols of an inline function's static and a class template's static member",
+                kind.name
+            )
         },
-        seen.unique.is_empty() != kind.unique,
-        format!("{:?}", seen.unique),
+        unique,
+        kind.unique.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     );
     let pinned = !seen.after_close.is_empty();
     match lab.libc() {

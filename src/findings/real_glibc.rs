@@ -17,6 +17,7 @@ use crate::harness::map_checks::describe;
 use crate::harness::process::Target;
 use crate::harness::replace::Replace;
 use crate::harness::symbols::defines;
+use crate::harness::userns;
 use crate::targets::protocol::after_colon;
 
 use super::SHARED_LIBRARY_UPDATE;
@@ -25,20 +26,23 @@ use super::SHARED_LIBRARY_UPDATE;
 const FROM: &str = "bullseye";
 const TO: &str = "trixie";
 
-/// The C library's files the processes use, in the sandbox's `glibc/`
-/// (names in the roots' library folder): the loader, libc and the
-/// libraries the twin is linked against, the NSS modules of `files` and
-/// `compat`, and the UTF-16 converter with the converters' list.
+/// The C library's files the processes use besides the loader, in the
+/// sandbox's `glibc/` (names in the roots' library folder): libc and the
+/// libraries the twin is linked against, the `files` NSS module, and the
+/// UTF-16 converter with the converters' list.
 const FILES: &[&str] = &[
-    "ld-linux-x86-64.so.2",
     "libc.so.6",
     "libdl.so.2",
     "libpthread.so.0",
     "libnss_files.so.2",
-    "libnss_compat.so.2",
     "gconv/gconv-modules",
     "gconv/UTF-16.so",
 ];
+
+/// What NSS is told to use, bound over `/etc/nsswitch.conf` for the
+/// processes: the `files` service only, whatever this machine's own list
+/// says (its other modules are this machine's, not the roots').
+const NSSWITCH: &str = "passwd: files\ngroup: files\n";
 
 /// The answers of a conversion and a lookup that worked, and of a
 /// conversion iconv_open refused.
@@ -59,11 +63,11 @@ struct Lookups {
 pub static L18C: Finding = Finding {
     id: "L18C",
     slug: "after_a_c_library_update_a_running_process_fails_its_first_lookups",
-    claim: "With the real C library, measured: processes started on Debian 11's glibc 2.31 (loader, libc, NSS modules and UTF-16 converter copied from its root) whose C library files are then replaced by Debian 13's 2.41, as a `libc6` upgrade does, go on running the old C library from memory, and nothing crashes. What a process had already loaded keeps working: A, which had converted to UTF-16 (`iconv_open`) and looked up root (`getpwnam`) before, still does both. What it loads afterwards comes from the new files and does not fit: in B, which had not used them yet, `iconv_open(\"UTF-16\", \"UTF-8\")` fails with EINVAL (the new converter needs `GLIBC_2.36`, which the old libc lacks) and `getpwnam(\"root\")` finds no entry although root exists (2.41's `libnss_files.so.2` is an empty stub: its functions moved into libc.so.6). A process started after the update does both. `swaplab stale` flags A and B. This is why a C library update needs restarts before anything crashes.",
+    claim: "With the real C library, measured: processes started on Debian 11's glibc 2.31 (loader, libc, the `files` NSS module and the UTF-16 converter copied from its root; `passwd: files` in their own nsswitch.conf) whose C library files are then replaced by Debian 13's 2.41, as a `libc6` upgrade does, go on running the old C library from memory, and nothing crashes. What a process had already loaded keeps working: A, which had converted to UTF-16 (`iconv_open`) and looked up root (`getpwnam`) before, still does both. What it loads afterwards comes from the new files and does not fit: in B, which had not used them yet, `iconv_open(\"UTF-16\", \"UTF-8\")` fails with EINVAL (the new converter needs `GLIBC_2.36`, which the old libc lacks) and `getpwnam(\"root\")` finds no entry although root exists (2.41's `libnss_files.so.2` is an empty stub: its functions moved into libc.so.6). A process started after the update does both. `swaplab stale` flags A and B. This is why a C library update needs restarts before anything crashes.",
     source: SHARED_LIBRARY_UPDATE,
     steps: &[
-        "copy Debian 11's loader, libc, NSS modules and UTF-16 converter into glibc/; start A and B on them; A converts to UTF-16 (iconv_open) and looks up root (getpwnam), B does nothing yet",
-        "replace each of those files with Debian 13's, as dpkg does (a new file renamed over the old)",
+        "copy Debian 11's loader, libc, NSS module and UTF-16 converter into glibc/ and ask libc its version; start A and B on them, with an nsswitch.conf of their own (passwd: files); A converts to UTF-16 (iconv_open) and looks up root (getpwnam), B does nothing yet",
+        "replace each of those files with Debian 13's, as dpkg does (a new file renamed over the old); ask libc its version again",
         "A and B convert and look up again (B for the first time); C, started after, does the same; swaplab stale on all three",
     ],
     experiment: l18c,
@@ -80,40 +84,36 @@ pub fn l18c(lab: &mut Lab) -> Result<()> {
         "ROOTS: the Debian roots of swaplab matrix (here {})",
         vol(from.parent().unwrap_or(&from).display())
     ));
-    let glibc = lab.sandbox.root().join("glibc");
-    std::fs::create_dir_all(glibc.join("gconv"))?;
-    lab.shell("mkdir -p glibc/gconv");
-    for f in FILES {
-        let src = debian_roots::libdir(&from).join(f);
-        std::fs::copy(&src, glibc.join(f)).with_context(|| format!("cannot copy {}", src.display()))?;
-    }
-    lab.shell(format!(
-        "for f in {}; do cp $ROOTS/{FROM}/usr/lib/x86_64-linux-gnu/$f glibc/$f; done",
-        FILES.join(" ")
-    ));
     let twin = from.join(PORTABLE).join("swaplab-dlopen");
+    // The loader the twin names (PT_INTERP), by its file name.
+    let loader = crate::detector::elf::interpreter(&twin)
+        .and_then(|i| Path::new(&i).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .context("the portable twin names no loader")?;
+    let mut files = vec![loader.as_str()];
+    files.extend(FILES);
+    std::fs::create_dir_all(lab.sandbox.root().join("glibc/gconv"))?;
+    lab.shell("mkdir -p glibc/gconv etc");
+    put_files(lab, &from, FROM, &files, Replace::CopyInPlace)?;
+    let version_before = glibc_version(lab, &loader)?;
+    std::fs::create_dir_all(lab.sandbox.root().join("etc"))?;
+    std::fs::write(lab.sandbox.root().join("etc/nsswitch.conf"), NSSWITCH)?;
+    lab.shell(format!("printf '{}' > etc/nsswitch.conf", NSSWITCH.replace('\n', "\\n")));
     let exe = lab.sandbox.stage_file(&twin, "swaplab-dlopen")?;
     lab.shell(format!("cp $ROOTS/{FROM}/{PORTABLE}/swaplab-dlopen build/   # built in Debian 11, no rpath"));
-    let mut a = start(lab, &exe, "A")?;
+    let mut a = start(lab, &exe, &loader, "A")?;
     let a_before = lookups(lab, &mut a)?;
-    let mut b = start(lab, &exe, "B")?;
+    let mut b = start(lab, &exe, &loader, "B")?;
     let libc_before = libc_maps(lab, b.pid())?;
     lab.note("the update: each file replaced by Debian 13's, a new file renamed over the old (as dpkg unpacks)");
-    lab.shell(format!(
-        "for f in {}; do cp $ROOTS/{TO}/usr/lib/x86_64-linux-gnu/$f glibc/$f.new && mv glibc/$f.new glibc/$f; done",
-        FILES.join(" ")
-    ));
-    for f in FILES {
-        let src = debian_roots::libdir(&to).join(f);
-        Replace::Rename.apply(lab.sandbox.root(), &src.display().to_string(), &format!("glibc/{f}"))?;
-    }
+    put_files(lab, &to, TO, &files, Replace::Rename)?;
+    let version_after = glibc_version(lab, &loader)?;
     let a_after = lookups(lab, &mut a)?;
     let b_after = lookups(lab, &mut b)?;
     lab.note("why: what B's loader says of the new converter, and what the NSS modules define");
     let converter = lab.sandbox.root().join("glibc/gconv/UTF-16.so");
     let converter_in_b = lab.try_open(&mut b, &converter)?;
     let nss = nss_functions(lab, &from, &to)?;
-    let mut c = start(lab, &exe, "C")?;
+    let mut c = start(lab, &exe, &loader, "C")?;
     let c_after = lookups(lab, &mut c)?;
     let libc_after = libc_maps(lab, b.pid())?;
     let r = lab.stale(&[a.pid(), b.pid(), c.pid()])?;
@@ -122,6 +122,11 @@ pub fn l18c(lab: &mut Lab) -> Result<()> {
     lab.observe("b_after", &b_after);
     lab.observe("c_after", &c_after);
     lab.observe("converter_in_b", format!("{converter_in_b:?}"));
+    lab.check_eq(
+        "glibc/ holds glibc 2.31 (Debian 11's) before the update and 2.41 (Debian 13's) after, as each libc says",
+        [version_before, version_after],
+        [Some((2, 31)), Some((2, 41))],
+    );
     judge(lab, [&a_before, &a_after, &b_after, &c_after], (&libc_before, &libc_after));
     lab.check(
         "the new UTF-16 converter does not load into B: the old libc lacks the version GLIBC_2.36 it needs",
@@ -141,17 +146,77 @@ pub fn l18c(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-/// Starts the twin `exe` under the sandbox's loader and C library, with
-/// the sandbox's converters (`GCONV_PATH`).
-fn start(lab: &mut Lab, exe: &Path, label: &str) -> Result<Target> {
+/// The roots' library folder as the transcript shows it.
+fn shown_libdir(release: &str) -> String {
+    format!("$ROOTS/{release}/usr/lib/{}-linux-gnu", std::env::consts::ARCH)
+}
+
+/// Puts `files` of `release`'s root (its library folder) into `glibc/`
+/// by `how`: copied at first, renamed over later (as dpkg unpacks).
+fn put_files(lab: &mut Lab, root: &Path, release: &str, files: &[&str], how: Replace) -> Result<()> {
+    let shown = how.shell(&format!("{}/$f", shown_libdir(release)), "glibc/$f");
+    lab.shell(format!("for f in {}; do {shown}; done", files.join(" ")));
+    for f in files {
+        let src = debian_roots::libdir(root).join(f);
+        how.apply(lab.sandbox.root(), &src.display().to_string(), &format!("glibc/{f}"))?;
+    }
+    Ok(())
+}
+
+/// Which glibc the sandbox's `glibc/` holds now, as that libc says itself
+/// when run (through its own loader): `release version 2.31.`.
+fn glibc_version(lab: &mut Lab, loader: &str) -> Result<Option<(u32, u32)>> {
     let glibc = lab.sandbox.root().join("glibc");
-    let loader = glibc.join(FILES[0]);
+    let mut cmd = std::process::Command::new(glibc.join(loader));
+    cmd.arg(glibc.join("libc.so.6")).env_clear().env("LC_ALL", "C");
+    let out = crate::harness::process::output_within(&mut cmd, crate::harness::process::deadline())?;
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    lab.shell(format!("glibc/{loader} glibc/libc.so.6 | head -1"));
+    // The Debian revision in it changes with point releases.
+    lab.say(vol(&first));
+    Ok(first
+        .split("release version ")
+        .nth(1)
+        .and_then(|v| {
+            let mut p = v.trim_end_matches('.').split('.').map(|x| x.parse::<u32>().ok());
+            Some((p.next()??, p.next()??))
+        }))
+}
+
+/// Starts the twin `exe` under the sandbox's loader and C library, with
+/// the sandbox's converters (`GCONV_PATH`) and its `nsswitch.conf` bound
+/// over the machine's in a user and mount namespace of its own.
+fn start(lab: &mut Lab, exe: &Path, loader: &str, label: &str) -> Result<Target> {
+    let glibc = lab.sandbox.root().join("glibc");
     let exe_arg = lab.sandbox.rel(exe);
     let gconv = glibc.join("gconv");
-    lab.start_exe(&loader, label, &["--library-path", "glibc", &exe_arg], |cmd| {
-        cmd.env("GCONV_PATH", &gconv);
-        "GCONV_PATH=$PWD/glibc/gconv".into()
-    })
+    let nsswitch = lab.sandbox.root().join("etc/nsswitch.conf");
+    let mut made = Ok(());
+    let t = lab
+        .start_exe(&glibc.join(loader), label, &["--library-path", "glibc", &exe_arg], |cmd| {
+            cmd.env("GCONV_PATH", &gconv);
+            let binds = if Path::new("/etc/nsswitch.conf").exists() {
+                vec![(nsswitch, PathBuf::from("/etc/nsswitch.conf"))]
+            } else {
+                Vec::new()
+            };
+            made = userns::in_own_namespaces(
+                cmd,
+                &userns::Inside {
+                    binds,
+                    chroot: None,
+                    keep_mounts: false,
+                },
+            );
+            "unshare -Urm sh -c 'mount --bind etc/nsswitch.conf /etc/nsswitch.conf; exec \"$@\"' - env GCONV_PATH=$PWD/glibc/gconv".into()
+        })
+        .with_context(|| format!("starting {label} ({})", userns::WHY_IT_MAY_FAIL))?;
+    made?;
+    Ok(t)
 }
 
 /// `iconv UTF-16 UTF-8` and `user root` in `t`.

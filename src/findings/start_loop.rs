@@ -59,6 +59,10 @@ fn failure_reason(out: &std::process::Output) -> String {
 pub enum Until {
     /// Run all `max` starts.
     Max,
+    /// Run all `max` starts, and on until the replacer has made at least
+    /// this many replacements: a slower replacer gets as many chances to
+    /// open a window as the loop it is compared with.
+    MaxAndReplacements(usize),
     /// Stop once every one of these failure kinds has been seen, and at
     /// least this many starts have failed in all.
     Seen(&'static [&'static str], usize),
@@ -84,8 +88,9 @@ impl Budget {
 pub type Replacer = Box<dyn FnMut(usize) -> Result<()> + Send>;
 
 /// Starts `bin/PROGRAM --once` again and again while another thread runs
-/// `replace` in a loop. Stops after `max` starts, when `budget` is spent,
-/// or as `until` says.
+/// `replace` in a loop. Stops as `until` says (after `max` starts at
+/// most, except for [`Until::MaxAndReplacements`]), or when `budget` is
+/// spent.
 pub fn start_loop(
     lab: &Lab,
     program: Program,
@@ -112,11 +117,20 @@ pub fn start_loop(
     let mut r = StartLoop::default();
     let t0 = Instant::now();
     let result = (|| -> Result<()> {
-        while r.starts < max && budget.allows(t0.elapsed(), r.starts) {
-            if let Until::Seen(kinds, failures) = until {
-                if r.failed >= failures && kinds.iter().all(|k| r.reasons.contains_key(*k)) {
-                    break;
+        while budget.allows(t0.elapsed(), r.starts) {
+            let done = match until {
+                Until::Max => r.starts >= max,
+                Until::MaxAndReplacements(n) => {
+                    r.starts >= max && count.load(Ordering::Relaxed) >= n
                 }
+                Until::Seen(kinds, failures) => {
+                    r.starts >= max
+                        || (r.failed >= failures
+                            && kinds.iter().all(|k| r.reasons.contains_key(*k)))
+                }
+            };
+            if done {
+                break;
             }
             let mut cmd = hermetic(&exe, &lab.sandbox.lib_dir());
             cmd.arg("--once").stdin(std::process::Stdio::null());

@@ -25,12 +25,19 @@ pub fn candidates() -> Vec<PathBuf> {
     dirs
 }
 
-/// The finished root of `release` that has the portable twins, if any.
+/// The twins' source this swaplab has; the matrix leaves the one it built
+/// from in the root (`swaplab/src/target.c`).
+const TARGET_C: &str = include_str!("../../csrc/target.c");
+
+/// The finished root of `release` whose portable twins this swaplab's
+/// matrix built (from the same `target.c`: an older build lacks commands
+/// the experiments send), if any.
 pub fn find(release: &str) -> Option<PathBuf> {
-    candidates()
-        .into_iter()
-        .map(|d| d.join(release))
-        .find(|r| r.join(READY).exists() && r.join(PORTABLE).is_dir())
+    candidates().into_iter().map(|d| d.join(release)).find(|r| {
+        r.join(READY).exists()
+            && r.join(PORTABLE).join("swaplab-dlopen").is_file()
+            && std::fs::read_to_string(r.join("swaplab/src/target.c")).is_ok_and(|t| t == TARGET_C)
+    })
 }
 
 /// The multiarch library folder of a Debian root for this machine

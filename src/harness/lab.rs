@@ -141,6 +141,9 @@ pub struct Lab {
     checks: Vec<Check>,
     observations: BTreeMap<String, Value>,
     live: Option<Sink>,
+    /// Why the claim cannot be judged on this column after all (what the
+    /// experiment found missing), if it said so.
+    inapplicable: Option<String>,
 }
 
 impl Lab {
@@ -163,6 +166,7 @@ impl Lab {
             checks: Vec::new(),
             observations: BTreeMap::new(),
             live,
+            inapplicable: None,
         })
     }
 
@@ -437,21 +441,13 @@ impl Lab {
         answer: &str,
     ) -> Result<std::result::Result<String, String>> {
         self.say(format!("[{}] < {cmd}", t.label()));
-        t.send(cmd)?;
-        let (ok, err) = (
-            format!("{answer} pid={}", t.pid()),
-            format!("error pid={}", t.pid()),
-        );
-        let line = t.wait_line(
-            |l| l.starts_with(&ok) || l.starts_with(&err),
-            &format!("`{ok}…`"),
-        )?;
+        let got = answer_of(t, cmd, answer)?;
+        let line = match &got {
+            Ok(line) => line.clone(),
+            Err(e) => format!("error pid={}: {e}", t.pid()),
+        };
         self.say(format!("[{}] {line}", t.label()));
-        Ok(if line.starts_with(&err) {
-            Err(after_colon(&line))
-        } else {
-            Ok(line)
-        })
+        Ok(got)
     }
 
     /// `mopen PATH` (dlmopen into a new namespace): the handle number and
@@ -740,16 +736,20 @@ impl Lab {
 
     // ---- the judgement -----------------------------------------------------
 
+    /// Says that the claim cannot be judged on this column after all:
+    /// what the experiment found it lacks (a build its C library has no
+    /// compiler for). The verdict is n/a unless a check failed.
+    pub fn not_applicable(&mut self, reason: impl Display) {
+        let reason = reason.to_string();
+        self.note(format!("n/a here: {reason}"));
+        self.inapplicable = Some(reason);
+    }
+
     /// The verdict from the checks (and the experiment's result).
     pub fn verdict(&self, result: &Result<()>) -> Verdict {
         if let Err(e) = result {
             return Verdict::Error {
                 message: format!("{e:#}\n(sandbox: {})", self.sandbox.root().display()),
-            };
-        }
-        if self.checks.is_empty() {
-            return Verdict::Error {
-                message: "the experiment made no check".into(),
             };
         }
         let saw: Vec<String> = self
@@ -758,11 +758,20 @@ impl Lab {
             .filter(|c| !c.ok)
             .map(|c| format!("{}: saw {}", c.what, c.saw))
             .collect();
-        if saw.is_empty() {
-            Verdict::Confirmed
-        } else {
-            Verdict::Refuted { saw }
+        if !saw.is_empty() {
+            return Verdict::Refuted { saw };
         }
+        if let Some(reason) = &self.inapplicable {
+            return Verdict::NotApplicable {
+                reason: reason.clone(),
+            };
+        }
+        if self.checks.is_empty() {
+            return Verdict::Error {
+                message: "the experiment made no check".into(),
+            };
+        }
+        Verdict::Confirmed
     }
 
     pub fn checks(&self) -> &[Check] {
@@ -792,6 +801,30 @@ impl Lab {
             .filter_map(|&i| all.get(i).cloned())
             .collect()
     }
+}
+
+/// Sends `cmd` to `t` and waits for the answer that starts with `answer`,
+/// not narrated (a loop's worth of commands): `Ok(line)`, or `Err(the
+/// error's text)` when `t` answered with an error.
+pub fn answer_of(
+    t: &mut Target,
+    cmd: &str,
+    answer: &str,
+) -> Result<std::result::Result<String, String>> {
+    t.send(cmd)?;
+    let (ok, err) = (
+        format!("{answer} pid={}", t.pid()),
+        format!("error pid={}", t.pid()),
+    );
+    let line = t.wait_line(
+        |l| l.starts_with(&ok) || l.starts_with(&err),
+        &format!("`{ok}…`"),
+    )?;
+    Ok(if line.starts_with(&err) {
+        Err(after_colon(&line))
+    } else {
+        Ok(line)
+    })
 }
 
 /// The inode a path names now.

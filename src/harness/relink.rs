@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::harness::replace::run_tools;
+use crate::harness::replace::{run_tools, shell_line};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relink {
@@ -47,11 +47,7 @@ impl Relink {
 
     /// The shell command line, for transcripts.
     pub fn shell(self, target: &str, link: &str) -> String {
-        self.argvs(target, link)
-            .iter()
-            .map(|a| a.join(" "))
-            .collect::<Vec<_>>()
-            .join(" && ")
+        shell_line(&self.argvs(target, link))
     }
 
     /// Points `link` at `target` by running the tools in folder `cwd`.

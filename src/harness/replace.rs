@@ -47,11 +47,7 @@ impl Replace {
 
     /// The shell command line, for transcripts (paths as given).
     pub fn shell(self, src: &str, dst: &str) -> String {
-        self.argvs(src, dst)
-            .iter()
-            .map(|a| a.join(" "))
-            .collect::<Vec<_>>()
-            .join(" && ")
+        shell_line(&self.argvs(src, dst))
     }
 
     /// Replaces `dst` with `src` by running the tools, in folder `cwd`, with
@@ -62,17 +58,24 @@ impl Replace {
 }
 
 /// Runs each command of `argvs` in turn in folder `cwd` (clean
-/// environment, `LC_ALL=C`); fails with the first one's error output.
+/// environment, `LC_ALL=C`), each within the harness deadline; fails with
+/// the first one's error output, or when one overstays (it is killed).
 pub fn run_tools(cwd: &Path, argvs: &[Vec<String>]) -> Result<()> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
     for argv in argvs {
-        let out = Command::new(&argv[0])
+        let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .current_dir(cwd)
             .env_clear()
             .env("LC_ALL", "C")
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            // A tool's complaint is a line or two: it cannot fill the pipe.
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
             .with_context(|| {
                 format!(
                     "cannot run `{}` (is {} installed?)",
@@ -80,14 +83,26 @@ pub fn run_tools(cwd: &Path, argvs: &[Vec<String>]) -> Result<()> {
                     argv[0]
                 )
             })?;
-        if !out.status.success() {
-            bail!(
-                "`{}` failed ({}): {}",
-                argv.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let limit = crate::harness::process::deadline();
+        let Some(status) = crate::harness::process::wait_or_kill(&mut child, limit)? else {
+            bail!("`{}` did not end within {limit:?}", argv.join(" "));
+        };
+        if !status.success() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("`{}` failed ({status}): {}", argv.join(" "), err.trim());
         }
     }
     Ok(())
+}
+
+/// The commands of `argvs` as one shell line, joined by `&&`.
+pub fn shell_line(argvs: &[Vec<String>]) -> String {
+    argvs
+        .iter()
+        .map(|a| a.join(" "))
+        .collect::<Vec<_>>()
+        .join(" && ")
 }

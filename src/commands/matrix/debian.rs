@@ -80,7 +80,7 @@ fn root_of(
     }
     let log = cache.join(format!("{release}.debootstrap.log"));
     say(&format!(
-        "{release}: debootstrap --variant=minbase --include=gcc,libc6-dev {release} {} {mirror} \
+        "{release}: debootstrap --variant=minbase --include=gcc,g++,libc6-dev {release} {} {mirror} \
          (a few minutes; log in {})",
         root.display(),
         log.display()
@@ -88,7 +88,7 @@ fn root_of(
     let log_file =
         std::fs::File::create(&log).with_context(|| format!("cannot write {}", log.display()))?;
     let status = Command::new(debootstrap)
-        .args(["--variant=minbase", "--include=gcc,libc6-dev", release])
+        .args(["--variant=minbase", "--include=gcc,g++,libc6-dev", release])
         .arg(&partial)
         .arg(mirror)
         .stdin(Stdio::null())
@@ -164,12 +164,14 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
     }
     let target_src = format!("{work}/src/target.c");
     let builds = format!("{work}/libexample");
-    // The roots have gcc only (debootstrap --include=gcc): the C++ kinds
-    // of L16 are not built there, and L16 says so.
-    for v in VARIANTS.iter().filter(|v| v.lang == Lang::C) {
+    // Roots made before they got g++ cannot build L16's C++ kinds: L16
+    // says so there (n/a) and names the fix.
+    let has_cxx = inside(root, &["g++", "--version"]).is_ok();
+    for v in VARIANTS.iter().filter(|v| has_cxx || v.lang == Lang::C) {
         std::fs::create_dir_all(host_path(root, &format!("{builds}/{}", v.name)))?;
-        for (_, args) in variant_steps(v, &format!("{work}/src"), &builds) {
-            let mut all = vec!["gcc"];
+        for (lang, args) in variant_steps(v, &format!("{work}/src"), &builds) {
+            let compiler = if lang == Lang::C { "gcc" } else { "g++" };
+            let mut all = vec![compiler];
             all.extend(args.iter().map(String::as_str));
             inside(root, &all)?;
         }
