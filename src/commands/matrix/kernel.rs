@@ -25,12 +25,12 @@ const GUEST_OUT: &str = "/run/swaplab-out";
 pub const REPORT: &str = "report.json";
 
 /// A whole guest run, boot included: under emulation one kernel's run of
-/// every finding took 6 to 9 minutes here (TCG on 2 cores), and L11 may
-/// take 15 on a slower machine.
+/// every finding took 6 to 9 minutes here (TCG on 2 cores) before L15; L11
+/// may take 15 on a slower machine and L15's start loops up to 12.
 fn run_limit(accel: Accel) -> Duration {
     match accel {
         Accel::Kvm => Duration::from_secs(10 * 60),
-        Accel::Tcg => Duration::from_secs(30 * 60),
+        Accel::Tcg => Duration::from_secs(45 * 60),
     }
 }
 
