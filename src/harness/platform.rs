@@ -45,6 +45,16 @@ impl Platform {
     }
 }
 
+/// Set (to 1) by `swaplab matrix --kernel` in a guest it runs under
+/// emulation (TCG), where a process start takes 100 ms and more.
+pub const EMULATED: &str = "SWAPLAB_EMULATED";
+
+/// Whether this swaplab runs in an emulated guest of `swaplab matrix
+/// --kernel` (see [`EMULATED`]).
+pub fn emulated() -> bool {
+    std::env::var_os(EMULATED).is_some_and(|v| v == "1")
+}
+
 /// The running kernel's release (`uname -r`), empty if uname fails.
 pub fn kernel_release() -> String {
     crate::detector::kernel::running_release().unwrap_or_default()
