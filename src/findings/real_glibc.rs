@@ -74,7 +74,7 @@ pub static L18C: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[Need::DebianRoots(&[FROM, TO])],
+    needs: &[Need::DebianRoots(&[FROM, TO]), Need::UserNamespaces],
 };
 
 pub fn l18c(lab: &mut Lab) -> Result<()> {
@@ -113,9 +113,10 @@ pub fn l18c(lab: &mut Lab) -> Result<()> {
     let converter = lab.sandbox.root().join("glibc/gconv/UTF-16.so");
     let converter_in_b = lab.try_open(&mut b, &converter)?;
     let nss = nss_functions(lab, &from, &to)?;
+    lab.note("B's maps of libc after the update");
+    let libc_after = libc_maps(lab, b.pid())?;
     let mut c = start(lab, &exe, &loader, "C")?;
     let c_after = lookups(lab, &mut c)?;
-    let libc_after = libc_maps(lab, b.pid())?;
     let r = lab.stale(&[a.pid(), b.pid(), c.pid()])?;
     lab.observe("a_before", &a_before);
     lab.observe("a_after", &a_after);
@@ -191,6 +192,12 @@ fn glibc_version(lab: &mut Lab, loader: &str) -> Result<Option<(u32, u32)>> {
 /// the sandbox's converters (`GCONV_PATH`) and its `nsswitch.conf` bound
 /// over the machine's in a user and mount namespace of its own.
 fn start(lab: &mut Lab, exe: &Path, loader: &str, label: &str) -> Result<Target> {
+    // A bind needs a file to bind over; without one glibc 2.31 would fall
+    // back to its built-in list (`compat` first), which is this machine's.
+    anyhow::ensure!(
+        Path::new("/etc/nsswitch.conf").is_file(),
+        "this machine has no /etc/nsswitch.conf for the processes' own to be bound over"
+    );
     let glibc = lab.sandbox.root().join("glibc");
     let exe_arg = lab.sandbox.rel(exe);
     let gconv = glibc.join("gconv");
@@ -199,11 +206,7 @@ fn start(lab: &mut Lab, exe: &Path, loader: &str, label: &str) -> Result<Target>
     let t = lab
         .start_exe(&glibc.join(loader), label, &["--library-path", "glibc", &exe_arg], |cmd| {
             cmd.env("GCONV_PATH", &gconv);
-            let binds = if Path::new("/etc/nsswitch.conf").exists() {
-                vec![(nsswitch, PathBuf::from("/etc/nsswitch.conf"))]
-            } else {
-                Vec::new()
-            };
+            let binds = vec![(nsswitch, PathBuf::from("/etc/nsswitch.conf"))];
             made = userns::in_own_namespaces(
                 cmd,
                 &userns::Inside {
@@ -253,7 +256,8 @@ fn nss_functions(lab: &mut Lab, from: &Path, to: &Path) -> Result<(bool, bool)> 
         let file = debian_roots::libdir(root).join("libnss_files.so.2");
         let has = defines(&file, NSS_FUNCTION)?;
         lab.shell(format!(
-            "readelf -sW --dyn-syms $ROOTS/{name}/usr/lib/x86_64-linux-gnu/libnss_files.so.2 | grep -c ' {NSS_FUNCTION}@'"
+            "readelf -sW --dyn-syms {}/libnss_files.so.2 | grep -c ' {NSS_FUNCTION}@'",
+            shown_libdir(name)
         ));
         lab.say(if has { "1" } else { "0" });
         found.push(has);

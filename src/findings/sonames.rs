@@ -167,11 +167,12 @@ fn names(m: &[Mapping]) -> String {
 /// `ln --version`: the claim is about GNU coreutils' `ln` from 8.27 on
 /// (where it stopped removing the link first).
 fn check_gnu_ln(lab: &mut Lab) -> Result<()> {
-    let out = std::process::Command::new("ln")
-        .arg("--version")
+    let mut ln = std::process::Command::new("ln");
+    ln.arg("--version")
+        .env_clear()
         .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
-        .output()?;
+        .env("PATH", crate::harness::replace::TOOLS_PATH);
+    let out = crate::harness::process::output_within(&mut ln, crate::harness::process::deadline())?;
     let first = String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -299,21 +300,18 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     ));
     lab.shell(format!("until [ $((failed)) -ge {EXPECTED} ]; do bin/swaplab-soname --once > /dev/null 2>&1 || failed=$((failed+1)); done"));
     // The window is two system calls wide: about 1 start in 100 fails
-    // here (10 of 974). Under emulation (matrix --kernel) a start takes 100
-    // to 200 ms, and busybox (static) switches far faster than GNU ln or
-    // ln + mv (dynamic), which then need many times its time to match its
-    // switches: every loop is bounded to four minutes, and the comparison
-    // says how strong it got.
-    // Emulated, busybox failed 3 of 2,238 starts in four minutes (TCG on
-    // 2 cores), and its window would have failed 0.8 of GNU ln's: too
-    // weak to judge, so there the counts are shown and not judged, in
-    // shorter loops.
+    // here (10 of 974), and every loop is bounded to four minutes.
+    // Emulated (matrix --kernel under TCG) a start takes 100 ms and the
+    // static busybox switches far faster than the dynamic GNU tools: it
+    // failed 3 of 2,238 starts in four minutes, and its window would have
+    // failed 0.8 of GNU ln's. Too weak to judge: there the counts are
+    // shown, not judged, in two-minute loops.
     let judged = !crate::harness::platform::emulated();
-    let four_minutes = Duration::from_secs(if judged { 240 } else { 120 });
+    let limit = Duration::from_secs(if judged { 240 } else { 120 });
     let budget = Budget {
-        time: four_minutes,
+        time: limit,
         starts: 0,
-        cap: four_minutes,
+        cap: limit,
     };
     let bb = counted(lab, Relink::BusyboxLn, usize::MAX, budget, Until::Seen(&[NO_FILE], EXPECTED))?;
     lab.shell("kill %1");
@@ -322,7 +320,7 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
     // four at most).
     let (want, switches) = (bb.starts, bb.replacements);
     let time = (Duration::from_millis(bb.millis as u64) * 3)
-        .clamp(Duration::from_secs(60).min(four_minutes), four_minutes);
+        .clamp(Duration::from_secs(60).min(limit), limit);
     let atomic_budget = Budget {
         time,
         starts: 0,
@@ -373,6 +371,13 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         // failures per switch, times this loop's switches (the starts run
         // all along at the same pace).
         let would = bb.failed as f64 * r.replacements as f64 / bb.replacements.max(1) as f64;
+        if judged && r.failed == 0 && bb.failed > 0 && would < AT_LEAST as f64 {
+            anyhow::bail!(
+                "{}'s loop made too few switches in {} s for its zero to mean anything (busybox's window would have failed {would:.1}); the machine is too slow or too busy",
+                tool.name(),
+                r.millis / 1000
+            );
+        }
         lab.note(format!(
             "{}: busybox's window would have failed {} of these starts",
             tool.name(),

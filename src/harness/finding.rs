@@ -88,6 +88,9 @@ pub enum Need {
     SecondUser,
     /// The roots `swaplab matrix --debian` builds, of these releases.
     DebianRoots(&'static [&'static str]),
+    /// A user and mount namespace of its own ([`crate::harness::userns`]),
+    /// which this kernel may refuse to an unprivileged user.
+    UserNamespaces,
 }
 
 /// Why a finding cannot run here, and what would let it.
@@ -115,6 +118,7 @@ impl Need {
             Need::Ipv6 => "IPv6".into(),
             Need::SecondUser => "a second user".into(),
             Need::DebianRoots(r) => format!("Debian roots ({})", r.join(", ")),
+            Need::UserNamespaces => "user namespaces".into(),
         }
     }
 
@@ -158,6 +162,16 @@ impl Need {
                 "no unprivileged user `swaplab` or `nobody` on this machine".into(),
                 "useradd --system --no-create-home swaplab".into(),
             ),
+            Need::UserNamespaces => match crate::harness::userns::available() {
+                Ok(()) => Ok(()),
+                Err(why) => missing(
+                    format!(
+                        "{id} starts processes in a user and mount namespace of their own, which this machine refuses ({why}; {})",
+                        crate::harness::userns::WHY_IT_MAY_FAIL
+                    ),
+                    as_root(),
+                ),
+            },
             Need::DebianRoots(releases) => {
                 let absent: Vec<&str> = releases
                     .iter()

@@ -57,6 +57,9 @@ impl Replace {
     }
 }
 
+/// The `PATH` the tools run with: the system's, not the caller's.
+pub const TOOLS_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// Runs each command of `argvs` in turn in folder `cwd` (clean
 /// environment, `LC_ALL=C`), each within the harness deadline; fails with
 /// the first one's error output, or when one overstays (it is killed).
@@ -69,7 +72,7 @@ pub fn run_tools(cwd: &Path, argvs: &[Vec<String>]) -> Result<()> {
             .current_dir(cwd)
             .env_clear()
             .env("LC_ALL", "C")
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", TOOLS_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // A tool's complaint is a line or two: it cannot fill the pipe.
@@ -83,6 +86,9 @@ pub fn run_tools(cwd: &Path, argvs: &[Vec<String>]) -> Result<()> {
                     argv[0]
                 )
             })?;
+        // Its own group is out of the terminal's reach: Ctrl-C kills it
+        // through kill_all.
+        let _group = crate::harness::process::GroupGuard::new(child.id() as i32);
         let limit = crate::harness::process::deadline();
         let Some(status) = crate::harness::process::wait_or_kill(&mut child, limit)? else {
             bail!("`{}` did not end within {limit:?}", argv.join(" "));

@@ -11,7 +11,27 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// Why a start in namespaces of its own may fail, for error messages.
-pub const WHY_IT_MAY_FAIL: &str = "unprivileged user namespaces may be off: sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces";
+pub const WHY_IT_MAY_FAIL: &str = "unprivileged user namespaces may be off: sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns";
+
+/// Whether a process may be started in namespaces of its own here, with a
+/// private mount namespace (tried with `true`); the error if not.
+pub fn available() -> std::result::Result<(), String> {
+    let mut cmd = std::process::Command::new("true");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    in_own_namespaces(&mut cmd, &Inside::default()).map_err(|e| e.to_string())?;
+    let limit = crate::harness::process::deadline();
+    match cmd
+        .spawn()
+        .and_then(|mut c| crate::harness::process::wait_or_kill(&mut c, limit))
+    {
+        Ok(Some(s)) if s.success() => Ok(()),
+        Ok(Some(s)) => Err(format!("a trial start ended {s}")),
+        Ok(None) => Err("a trial start did not end".into()),
+        Err(e) => Err(format!("a trial start failed: {e}")),
+    }
+}
 
 /// What to set up in the new mount namespace before the program runs.
 #[derive(Clone, Debug, Default)]

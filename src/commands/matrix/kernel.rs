@@ -27,7 +27,7 @@ pub const REPORT: &str = "report.json";
 
 /// A whole guest run, boot included: under emulation one kernel's run of
 /// every finding took 6 to 9 minutes here (TCG on 2 cores) before L15; L11
-/// may take 15 on a slower machine and L15's start loops up to 12.
+/// may take 15 on a slower machine, and L15's start loops up to 6.
 fn run_limit(accel: Accel) -> Duration {
     match accel {
         Accel::Kvm => Duration::from_secs(10 * 60),
