@@ -1001,10 +1001,14 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
             }
             _ => {}
         }
+        // Growth is what a leak shows: one more descriptor each generation.
+        // A count may also catch a passing descriptor in one generation and
+        // not the next (seen once in an emulated guest: [9, 8, 8]), which
+        // is no growth.
         let fds: Vec<usize> = c.switches.iter().map(|s| s.fds).collect();
         lab.check(
             format!("{name}: no fd growth from generation to generation (/proc/PID/fd, connections aside)"),
-            fds.windows(2).all(|w| w[0] == w[1]),
+            fds.windows(2).all(|w| w[1] <= w[0]),
             format!("{fds:?}"),
         );
         lab.check(
