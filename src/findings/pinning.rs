@@ -177,6 +177,12 @@ fn one_kind(lab: &mut Lab, kind: &Kind) -> Result<bool> {
     lab.join(&mut d)?;
     let after_close = lab.maps(d.pid())?;
     lab.note("the library is updated; D opens the same path again");
+    // Kept under another name, the old file keeps its inode number, so the
+    // new file's differs whether or not D still maps the old one (ext4
+    // hands a freed number to the next file at once).
+    let kept = format!("build/kept-{}", kind.file.trim_start_matches("lib/"));
+    lab.shell(format!("ln {} {kept}   # the old file kept: its inode stays taken", kind.file));
+    std::fs::hard_link(&path, lab.sandbox.root().join(&kept))?;
     lab.put_variant_at(kind.new, Replace::Install, kind.file, &role)?;
     let ino2 = lab.inode_at(kind.file)?;
     let r = lab.stale(&[d.pid()])?;

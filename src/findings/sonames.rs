@@ -29,11 +29,11 @@ const LINK_NAME: &str = "libexample.so.1";
 const FILE_1: &str = "libexample.so.1.0.1";
 const FILE_2: &str = "libexample.so.1.0.2";
 
-/// How many failed starts busybox's loop waits for: its failure rate is
+/// How many failed starts the rm + ln loop waits for: its failure rate is
 /// then measured, not the luck of the first failure.
 const EXPECTED: usize = 10;
 
-/// How many failures busybox's window would have caused at least in an
+/// How many failures rm + ln's window would have caused at least in an
 /// atomic tool's loop, for its zero to count: a tool with that window would
 /// fail none with odds of e^-5 (natively the loops reach 10: e^-10).
 const AT_LEAST: usize = 5;
@@ -41,13 +41,13 @@ const AT_LEAST: usize = 5;
 pub static L15: Finding = Finding {
     id: "L15",
     slug: "a_process_maps_the_file_its_soname_named_and_how_the_link_is_switched_decides_who_starts",
-    claim: "Sonames and the symlink dance: libraries are installed as `libexample.so.1.0.N` with a symlink `libexample.so.1` naming the current file (what `ldconfig` and package managers keep). A running process keeps the file it opened whatever the link says later, and its maps show the file's own name, never the link's: `grep 'libexample.so.1$' /proc/*/maps` finds nothing (a plain `grep libexample.so.1` matches only because the file's name begins with the soname). How the link is switched decides whether a process starting meanwhile finds its library: busybox `ln -sf` removes the link, then creates the new one (inotify: DELETE, CREATE), and starts in that window fail with ENOENT (glibc: \"cannot open shared object file\"; musl: \"Error loading shared library\"); GNU `ln -sf` (coreutils 8.27 and later) creates the new link under a temporary name and renames it over the old one (CREATE, MOVED_TO), as `ln -s` to a temporary name then `mv -T` does: no start fails with either, over enough starts and link switches that busybox's window would have failed at least 5 of them (its loop runs to 10 failures, the others to as many starts and switches as it needed, within four minutes each). Under emulation (`swaplab matrix --kernel` without KVM, where a start takes 100 ms) the loops cannot get that strong in minutes: there their counts are shown, not judged.",
+    claim: "Sonames and the symlink dance: libraries are installed as `libexample.so.1.0.N` with a symlink `libexample.so.1` naming the current file (what `ldconfig` and package managers keep). A running process keeps the file it opened whatever the link says later, and its maps show the file's own name, never the link's: `grep 'libexample.so.1$' /proc/*/maps` finds nothing (a plain `grep libexample.so.1` matches only because the file's name begins with the soname). How the link is switched decides whether a process starting meanwhile finds its library: busybox `ln -sf` removes the link, then creates the new one (inotify: DELETE, CREATE), a window two system calls wide; `rm -f` then `ln -s`, as scripts switch links, opens the same window for the length of a program's start, and starts in it fail with ENOENT (glibc: \"cannot open shared object file\"; musl: \"Error loading shared library\"); GNU `ln -sf` (coreutils 8.27 and later) creates the new link under a temporary name and renames it over the old one (CREATE, MOVED_TO), as `ln -s` to a temporary name then `mv -T` does: no start fails with either, over enough starts and link switches that the rm + ln window would have failed at least 5 of them (its loop runs to 10 failures, the others to as many starts and switches as it needed, within four minutes each). Under emulation (`swaplab matrix --kernel` without KVM, where a start takes 100 ms) the loops cannot get that strong in minutes: there their counts are shown, not judged.",
     source: SHARED_LIBRARY_UPDATE,
     steps: &[
         "install v1 as lib/libexample.so.1.0.1 and link lib/libexample.so.1 to it; start S (linked against the soname libexample.so.1); call it, show its maps, grep them for the link's name",
         "install v2 as lib/libexample.so.1.0.2, switch the link with ln -sf and remove the old file, as a package upgrade does; S calls again, shows its maps; start T; swaplab stale on both",
         "switch the link once with each tool while inotify watches lib/: what each does to the folder's names",
-        "start processes in a tight loop while busybox ln -sf switches the link back and forth, until 10 starts have failed (a measured failure rate); then as many starts and switches (within four minutes) while GNU ln -sf switches it, and again with ln -s + mv -T; count the failed starts, and how many busybox's window would have failed",
+        "start processes in a tight loop while rm -f + ln -s switches the link back and forth, until 10 starts have failed (a measured failure rate); then as many starts and switches (within four minutes) while GNU ln -sf switches it, and again with ln -s + mv -T; count the failed starts, and how many the rm + ln window would have failed",
     ],
     experiment: l15,
     scope: Scope::AnyLibc,
@@ -289,23 +289,24 @@ fn counted(lab: &mut Lab, tool: Relink, max: usize, budget: Budget, until: Until
     Ok(r)
 }
 
-/// The window counts: busybox's rate first, then as many starts as that
+/// The window counts: rm + ln's rate first, then as many starts as that
 /// rate would fail [`EXPECTED`] of with each atomic tool.
 fn start_windows(lab: &mut Lab) -> Result<()> {
-    lab.note(format!("starts in a tight loop while another loop switches the link, until {EXPECTED} starts have failed"));
+    lab.note(format!("starts in a tight loop while another loop switches the link the way scripts do (rm, then ln), until {EXPECTED} starts have failed"));
     lab.shell(format!(
         "while :; do {}; {}; done &",
-        Relink::BusyboxLn.shell(FILE_2, LINK),
-        Relink::BusyboxLn.shell(FILE_1, LINK)
+        Relink::RmThenLn.shell(FILE_2, LINK),
+        Relink::RmThenLn.shell(FILE_1, LINK)
     ));
     lab.shell(format!("until [ $((failed)) -ge {EXPECTED} ]; do bin/swaplab-soname --once > /dev/null 2>&1 || failed=$((failed+1)); done"));
-    // The window is two system calls wide: about 1 start in 100 fails
-    // here (10 of 974), and every loop is bounded to four minutes.
-    // Emulated (matrix --kernel under TCG) a start takes 100 ms and the
-    // static busybox switches far faster than the dynamic GNU tools: it
-    // failed 3 of 2,238 starts in four minutes, and its window would have
-    // failed 0.8 of GNU ln's. Too weak to judge: there the counts are
-    // shown, not judged, in two-minute loops.
+    // busybox's own window is two system calls wide: on a quiet machine
+    // it made 3 of 30,301 starts fail in four minutes (with a loaded one,
+    // 10 of 974), too few to compare anything with. rm + ln holds the link
+    // missing while ln starts, so its failures come at once; every loop
+    // is bounded to four minutes. Emulated (matrix --kernel under TCG) a
+    // start takes 100 ms, and busybox's window would have failed 0.8 of
+    // GNU ln's starts in four minutes: there the counts are shown, not
+    // judged, in two-minute loops.
     let judged = !crate::harness::platform::emulated();
     let limit = Duration::from_secs(if judged { 240 } else { 120 });
     let budget = Budget {
@@ -313,10 +314,10 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         starts: 0,
         cap: limit,
     };
-    let bb = counted(lab, Relink::BusyboxLn, usize::MAX, budget, Until::Seen(&[NO_FILE], EXPECTED))?;
+    let bb = counted(lab, Relink::RmThenLn, usize::MAX, budget, Until::Seen(&[NO_FILE], EXPECTED))?;
     lab.shell("kill %1");
-    // Each atomic tool aims at as many starts and switches as busybox's
-    // loop needed, within three times busybox's time (one minute at least,
+    // Each atomic tool aims at as many starts and switches as rm + ln's
+    // loop needed, within three times its time (one minute at least,
     // four at most).
     let (want, switches) = (bb.starts, bb.replacements);
     let time = (Duration::from_millis(bb.millis as u64) * 3)
@@ -334,19 +335,19 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
             tool.shell(FILE_1, LINK)
         ));
         lab.shell(format!(
-            "for i in $(seq {}); do bin/swaplab-soname --once > /dev/null || echo failed; done   # as many starts as busybox's loop, and on to as many switches",
+            "for i in $(seq {}); do bin/swaplab-soname --once > /dev/null || echo failed; done   # as many starts as the rm + ln loop, and on to as many switches",
             vol(want)
         ));
         let r = counted(lab, tool, want, atomic_budget, Until::MaxAndReplacements(switches))?;
         lab.shell("kill %1");
         atomic.push((tool, r));
     }
-    lab.observe("busybox_ln_loop", &bb);
+    lab.observe("rm_ln_loop", &bb);
     lab.observe("starts_wanted", want);
     lab.observe("switches_wanted", switches);
     let other: Vec<&String> = bb.reasons.keys().filter(|k| k.as_str() != NO_FILE).collect();
     count_check(lab, judged, 
-        "with busybox ln -sf, starts fail, each with ENOENT (the link missing)",
+        "with rm -f + ln -s, starts fail, each with ENOENT (the link missing)",
         bb.failed > 0 && other.is_empty(),
         format!("{} of {} failed ({})", bb.failed, bb.starts, reasons_text(&bb)),
     );
@@ -367,30 +368,30 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
             if *tool == Relink::GnuLn { "gnu_ln_loop" } else { "ln_mv_loop" },
             r,
         );
-        // What busybox's window would have failed in this loop: its
+        // What rm + ln's window would have failed in this loop: its
         // failures per switch, times this loop's switches (the starts run
         // all along at the same pace).
         let would = bb.failed as f64 * r.replacements as f64 / bb.replacements.max(1) as f64;
         if judged && r.failed == 0 && bb.failed > 0 && would < AT_LEAST as f64 {
             anyhow::bail!(
-                "{}'s loop made too few switches in {} s for its zero to mean anything (busybox's window would have failed {would:.1}); the machine is too slow or too busy",
+                "{}'s loop made too few switches in {} s for its zero to mean anything (the rm + ln window would have failed {would:.1}); the machine is too slow or too busy",
                 tool.name(),
                 r.millis / 1000
             );
         }
         lab.note(format!(
-            "{}: busybox's window would have failed {} of these starts",
+            "{}: the rm + ln window would have failed {} of these starts",
             tool.name(),
             vol(format!("{would:.1}"))
         ));
         count_check(lab, judged, 
             format!(
-                "with {}, no start fails, over enough starts and switches that busybox's window would have failed {AT_LEAST} or more",
+                "with {}, no start fails, over enough starts and switches that the rm + ln window would have failed {AT_LEAST} or more",
                 tool.name()
             ),
             r.failed == 0 && would >= AT_LEAST as f64,
             format!(
-                "{} of {} failed ({}), {} switches (busybox's window: {would:.1} failures)",
+                "{} of {} failed ({}), {} switches (the rm + ln window: {would:.1} failures)",
                 r.failed,
                 r.starts,
                 reasons_text(r),

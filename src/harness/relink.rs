@@ -18,6 +18,9 @@ pub enum Relink {
     BusyboxLn,
     /// `ln -s` to a temporary name, then `mv -T` over the link: rename(2).
     LnThenMv,
+    /// `rm -f` the link, then `ln -s` it again: what scripts do, and what
+    /// GNU `ln -sf` did inside one process before coreutils 8.27.
+    RmThenLn,
 }
 
 impl Relink {
@@ -27,6 +30,7 @@ impl Relink {
             Relink::GnuLn => "GNU ln -sf",
             Relink::BusyboxLn => "busybox ln -sf",
             Relink::LnThenMv => "ln -s + mv -T",
+            Relink::RmThenLn => "rm -f + ln -s",
         }
     }
 
@@ -42,6 +46,7 @@ impl Relink {
                 v(&["ln", "-sfn", target, &tmp]),
                 v(&["mv", "-T", &tmp, link]),
             ],
+            Relink::RmThenLn => vec![v(&["rm", "-f", link]), v(&["ln", "-s", target, link])],
         }
     }
 
