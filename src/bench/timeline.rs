@@ -70,7 +70,7 @@ pub fn svg(c: &Comparison) -> String {
     let _ = writeln!(
         o,
         r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">{}: {} attempted, {} refused, {} reset, {} truncated, {} timed out; refusal window {:.1} ms</text>"#,
-        esc(c.strategy.name()),
+        esc(&c.name),
         c.attempted,
         c.refused,
         c.reset,

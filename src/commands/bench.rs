@@ -145,7 +145,7 @@ fn write_handover(runs: &[HandoverRun], json: &str, out: &Path) -> (Vec<PathBuf>
             eprintln!("swaplab: {}: {e}", r.strategy.name());
         }
         if let Some(c) = &r.result {
-            let path = out.join(format!("handover-{}.svg", c.strategy.name()));
+            let path = out.join(format!("handover-{}.svg", c.name));
             write(path, &crate::bench::timeline::svg(c));
         }
     }

@@ -16,10 +16,14 @@ use crate::drivers::load::{Kind, Sample, Stats};
 use crate::harness::lab::{pidt, Lab};
 use crate::targets::handover::mono_ns;
 
-/// How the load saw one strategy.
+/// How the load saw one strategy (or one server's reloads).
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
-    pub strategy: Strategy,
+    /// The row's name: the strategy's, or the server's.
+    pub name: String,
+    /// The hand-over strategy, for swaplab's own server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
     pub switches: Vec<Switch>,
     pub attempted: usize,
     pub completed: usize,
@@ -28,6 +32,12 @@ pub struct Comparison {
     pub truncated: usize,
     pub timed_out: usize,
     pub other: usize,
+    /// Requests that failed on a connection that had carried one before
+    /// (keep-alive: the server closed it under the client).
+    pub failed_on_reused: usize,
+    /// Requests the client sent again on a new connection after such a
+    /// failure (they count by the retry's outcome).
+    pub retried: usize,
     /// The longest span, in one switch, from the first refused connection
     /// to the end of the last.
     pub refusal_window_ms: f64,
@@ -54,6 +64,21 @@ impl Comparison {
         self.attempted - self.completed
     }
 
+    /// Per switch, the requests that started from its signal to the next
+    /// switch's (the last: to the end) and satisfy `pred`.
+    pub fn per_switch(&self, pred: impl Fn(&Sample) -> bool) -> Vec<usize> {
+        let starts: Vec<Duration> = self.switches.iter().map(|s| self.at(s.signal_ns)).collect();
+        (0..starts.len())
+            .map(|i| {
+                let to = starts.get(i + 1).copied().unwrap_or(Duration::MAX);
+                self.samples
+                    .iter()
+                    .filter(|s| s.start >= starts[i] && s.start < to && pred(s))
+                    .count()
+            })
+            .collect()
+    }
+
     /// A switch's times on the load's clock.
     pub fn at(&self, ns: u64) -> Duration {
         Duration::from_nanos(ns.saturating_sub(self.zero_ns))
@@ -61,7 +86,8 @@ impl Comparison {
 }
 
 pub fn compare(
-    strategy: Strategy,
+    name: &str,
+    strategy: Option<Strategy>,
     switches: Vec<Switch>,
     samples: Vec<Sample>,
     zero_ns: u64,
@@ -104,7 +130,10 @@ pub fn compare(
     let mut ms: Vec<f64> = switches.iter().map(Switch::switch_ms).collect();
     ms.sort_by(f64::total_cmp);
     Comparison {
+        name: name.to_string(),
         strategy,
+        failed_on_reused: samples.iter().filter(|s| s.failed_on_reused()).count(),
+        retried: samples.iter().filter(|s| s.retried).count(),
         attempted: samples.len(),
         completed: count(Kind::Completed),
         refused: count(Kind::Refused),
@@ -195,7 +224,14 @@ pub fn run_strategy(
     let samples = load.stop();
     let switches = svc.switches.clone();
     let left = svc.finish(lab)?;
-    let mut c = compare(strategy, switches, samples, zero_ns, left);
+    let mut c = compare(
+        strategy.name(),
+        Some(strategy),
+        switches,
+        samples,
+        zero_ns,
+        left,
+    );
     c.first_listening = first_listening;
     c.last_listening = last_listening;
     Ok(c)
@@ -204,13 +240,13 @@ pub fn run_strategy(
 /// The comparison table (Markdown), one row per strategy.
 pub fn table(rows: &[Comparison]) -> String {
     let mut out = String::from(
-        "| strategy | switches | attempted | completed | refused | reset | truncated | timed out | refusal window ms | switch ms (median/max) | p50/p99/max ms before | during | after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| strategy | switches | attempted | completed | refused | reset | truncated | timed out | failed on reused | refusal window ms | switch ms (median/max) | p50/p99/max ms before | during | after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let lat = |s: &Stats| format!("{:.1}/{:.1}/{:.1}", s.p50_ms, s.p99_ms, s.max_ms);
     for c in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1}/{:.1} | {} | {} | {} |\n",
-            c.strategy.name(),
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1}/{:.1} | {} | {} | {} |\n",
+            c.name,
             c.switches.len(),
             c.attempted,
             c.completed,
@@ -218,6 +254,7 @@ pub fn table(rows: &[Comparison]) -> String {
             c.reset,
             c.truncated,
             c.timed_out,
+            c.failed_on_reused,
             c.refusal_window_ms,
             c.switch_ms_median,
             c.switch_ms_max,

@@ -17,6 +17,7 @@ use crate::harness::process::{Program, Target};
 use crate::harness::procs;
 use crate::targets::generation::GENERATION;
 use crate::targets::handover::mono_ns;
+use crate::targets::keepalive::Drain;
 use crate::targets::protocol::{field, field_i32, field_u32};
 
 /// The control socket of the SCM_RIGHTS strategy, in the sandbox.
@@ -76,6 +77,9 @@ pub struct Setup {
     pub startup_ms: u64,
     /// How long an old process waits for the new one's `ready`.
     pub handover_timeout_ms: u64,
+    /// Keep-alive connections, ended by this drain when a process stops
+    /// (instead of one download per connection).
+    pub keep_alive: Option<Drain>,
 }
 
 impl Setup {
@@ -85,6 +89,7 @@ impl Setup {
             download_ms,
             startup_ms,
             handover_timeout_ms: 5_000,
+            keep_alive: None,
         }
     }
 }
@@ -219,6 +224,9 @@ fn common_args(setup: &Setup) -> Vec<String> {
     if setup.startup_ms > 0 {
         a.push("--startup-ms".into());
         a.push(setup.startup_ms.to_string());
+    }
+    if let Some(d) = setup.keep_alive {
+        a.extend(["--keep-alive", "--drain", d.name()].map(String::from));
     }
     a
 }
@@ -547,6 +555,34 @@ pub fn start_load(
         "load: {} new connections a second (constant rate, {} clients, every listener in turn); each downloads the whole body",
         vol(rate),
         vol(threads)
+    ));
+    Load::start(o)
+}
+
+/// The keep-alive load of G08 and `bench reload --keep-alive`: `threads`
+/// clients, each on a connection of its own, sending each next request a
+/// random moment (up to `think`) after the last answer.
+pub fn start_keep_alive_load(
+    lab: &mut Lab,
+    addrs: Vec<SocketAddr>,
+    threads: usize,
+    ka: load::KeepAlive,
+) -> Result<Load> {
+    let mut o = load::Options::new(addrs[0]);
+    o.addrs = addrs;
+    o.connections = threads;
+    o.keep_alive = Some(ka);
+    o.max_duration = Duration::from_secs(600);
+    o.max_requests = 10_000_000;
+    lab.note(format!(
+        "load: {} keep-alive clients, each on a connection of its own; the next request goes a random 0 to {} ms after the last answer, without first looking whether the server closed the connection{}",
+        threads,
+        ka.think.as_millis(),
+        if ka.retry {
+            "; a request that fails on a reused connection before any byte of an answer is sent again on a new one"
+        } else {
+            ""
+        }
     ));
     Load::start(o)
 }

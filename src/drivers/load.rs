@@ -1,5 +1,7 @@
 //! The load client: threads that open new loopback connections one after
-//! another, send one HTTP/1.1 request on each and classify every outcome.
+//! another, send one HTTP/1.1 request on each and classify every outcome;
+//! or, with [`KeepAlive`], threads that each keep one connection and send
+//! request after request on it, a random think time apart.
 //!
 //! Bounded in count and in time, and loopback only: [`Load::start`] refuses
 //! any other address. Each request is a [`Sample`]: when it started, how long
@@ -106,6 +108,33 @@ pub struct Sample {
     pub detail: Option<String>,
     /// Body bytes received.
     pub bytes: u64,
+    /// Sent on a connection that had already carried a request (keep-alive).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
+    /// The first attempt failed on a reused connection before any byte of
+    /// an answer, and the request was sent again on a new connection (the
+    /// client's retry of an idempotent request): `kind` is the retry's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
+}
+
+impl Sample {
+    /// A request that failed on a connection that had carried one before:
+    /// the server closed it under the client (G08).
+    pub fn failed_on_reused(&self) -> bool {
+        self.reused && self.kind != Kind::Completed
+    }
+}
+
+/// Keep-alive clients: one connection per thread carrying request after
+/// request, each sent at a random moment after the previous answer.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct KeepAlive {
+    /// The pause before each next request: uniform in [0, think).
+    pub think: Duration,
+    /// Send a request that failed on a reused connection with no byte of
+    /// an answer again, once, on a new connection (a GET is idempotent).
+    pub retry: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -122,8 +151,12 @@ pub struct Options {
     pub timeout: Duration,
     /// Requests per second in all (open loop: each thread starts its
     /// requests on a fixed schedule, late ones at once); `None`: as fast as
-    /// the answers come (closed loop).
+    /// the answers come (closed loop). New connections only.
     pub rate: Option<f64>,
+    /// The path requested (`/` unless told).
+    pub path: String,
+    /// Keep connections open and reuse them (instead of one per request).
+    pub keep_alive: Option<KeepAlive>,
 }
 
 impl Options {
@@ -135,6 +168,8 @@ impl Options {
             max_duration: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
             rate: None,
+            path: "/".into(),
+            keep_alive: None,
         }
     }
 }
@@ -177,6 +212,12 @@ impl Load {
         if opts.connections == 0 || opts.connections > 256 {
             bail!("connections must be 1 to 256, not {}", opts.connections);
         }
+        if !opts.path.starts_with('/') || opts.path.chars().any(|c| c.is_whitespace()) {
+            bail!(
+                "the path must start with / and hold no spaces, not `{}`",
+                opts.path
+            );
+        }
         let shared = Arc::new(Shared {
             samples: Mutex::new(Vec::new()),
             in_flight: Default::default(),
@@ -188,7 +229,10 @@ impl Load {
             .map(|i| {
                 let shared = Arc::clone(&shared);
                 let opts = opts.clone();
-                std::thread::spawn(move || worker(&shared, &opts, t0, i))
+                std::thread::spawn(move || match opts.keep_alive {
+                    Some(ka) => keep_alive_worker(&shared, &opts, ka, t0, i),
+                    None => worker(&shared, &opts, t0, i),
+                })
             })
             .collect();
         Ok(Load {
@@ -309,8 +353,22 @@ impl Drop for Load {
     }
 }
 
-/// `completed 812, reset 1` (kinds seen, most common first).
+/// `completed 812, reset 1` (kinds seen, most common first), and how many
+/// failed on a reused connection and how many were retried, if any.
 pub fn tally(samples: &[Sample]) -> String {
+    let mut t = kinds(samples);
+    let reused = samples.iter().filter(|s| s.failed_on_reused()).count();
+    if reused > 0 {
+        t.push_str(&format!(" ({reused} failed on a reused connection)"));
+    }
+    let retried = samples.iter().filter(|s| s.retried).count();
+    if retried > 0 {
+        t.push_str(&format!(" ({retried} retried on a new connection)"));
+    }
+    t
+}
+
+fn kinds(samples: &[Sample]) -> String {
     let mut parts: Vec<(usize, Kind)> = Kind::ALL
         .iter()
         .map(|k| (samples.iter().filter(|s| s.kind == *k).count(), *k))
@@ -331,13 +389,7 @@ fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
     let deadline = t0 + opts.max_duration;
     let threads = opts.connections as f64;
     let mut k: u64 = 0;
-    while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-        {
-            let samples = shared.samples.lock().unwrap_or_else(|p| p.into_inner());
-            if samples.len() as u64 >= opts.max_requests {
-                break;
-            }
-        }
+    while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline && !shared.full(opts) {
         if let Some(rate) = opts.rate {
             // Request k of thread `me` is due at (k * threads + me) / rate.
             let due = t0 + Duration::from_secs_f64((k as f64 * threads + me as f64) / rate);
@@ -352,22 +404,105 @@ fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
         k += 1;
         let start = t0.elapsed();
         let began = Instant::now();
-        let (kind, answer, detail, bytes) = request(opts, addr, &shared.in_flight);
-        let sample = Sample {
+        let (kind, answer, detail, bytes) = match connect(opts, addr, began) {
+            Ok(mut conn) => {
+                let _counted = InFlight::new(&shared.in_flight);
+                exchange(&mut conn, opts, addr, began, false).0
+            }
+            Err(o) => o,
+        };
+        shared.record(Sample {
             start,
             latency: began.elapsed(),
             kind,
             answer,
             detail,
             bytes,
-        };
-        shared
-            .samples
+            reused: false,
+            retried: false,
+        });
+    }
+}
+
+impl Shared {
+    fn record(&self, sample: Sample) {
+        self.samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(sample);
-        shared.grew.notify_all();
+        self.grew.notify_all();
     }
+
+    fn full(&self, opts: &Options) -> bool {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.len() as u64 >= opts.max_requests
+    }
+}
+
+/// One keep-alive client: a connection carried from request to request
+/// until the server closes it (or it fails), then a new one.
+fn keep_alive_worker(shared: &Shared, opts: &Options, ka: KeepAlive, t0: Instant, me: usize) {
+    let deadline = t0 + opts.max_duration;
+    let addr = opts.addrs[me % opts.addrs.len()];
+    let mut rng = fastrand::Rng::new();
+    let mut conn: Option<TcpStream> = None;
+    while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline && !shared.full(opts) {
+        if conn.is_some() {
+            // The think time, in slices that notice a stop.
+            let until = Instant::now() + ka.think.mul_f64(rng.f64());
+            while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+            }
+        }
+        let start = t0.elapsed();
+        let began = Instant::now();
+        let reused = conn.is_some();
+        let counted = InFlight::new(&shared.in_flight);
+        let (mut outcome, mut keep, answered) = keep_alive_request(opts, addr, began, &mut conn);
+        let mut retried = false;
+        if reused && ka.retry && outcome.0 != Kind::Completed && !answered {
+            retried = true;
+            let mut fresh = None;
+            (outcome, keep, _) = keep_alive_request(opts, addr, Instant::now(), &mut fresh);
+            conn = fresh;
+        }
+        drop(counted);
+        if !keep {
+            conn = None;
+        }
+        let (kind, answer, detail, bytes) = outcome;
+        shared.record(Sample {
+            start,
+            latency: began.elapsed(),
+            kind,
+            answer,
+            detail,
+            bytes,
+            reused: reused && !retried,
+            retried,
+        });
+    }
+}
+
+/// One request on `conn` (a new connection if it is `None`, left in it):
+/// the outcome, whether the connection may carry the next request, and
+/// whether any byte of an answer arrived.
+fn keep_alive_request(
+    opts: &Options,
+    addr: SocketAddr,
+    began: Instant,
+    conn: &mut Option<TcpStream>,
+) -> (Outcome, bool, bool) {
+    if conn.is_none() {
+        match connect(opts, addr, began) {
+            Ok(c) => *conn = Some(c),
+            Err(o) => return (o, false, false),
+        }
+    }
+    let Some(c) = conn.as_mut() else {
+        unreachable!("connected above")
+    };
+    exchange(c, opts, addr, began, true)
 }
 
 fn classify(e: &std::io::Error) -> Kind {
@@ -387,24 +522,44 @@ type Outcome = (Kind, Option<Answer>, Option<String>, u64);
 /// Counts a request as in flight from connect to its end.
 struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
 
+impl<'a> InFlight<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> InFlight<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-fn request(
+fn connect(opts: &Options, addr: SocketAddr, began: Instant) -> Result<TcpStream, Outcome> {
+    TcpStream::connect_timeout(&addr, opts.timeout)
+        .map_err(|e| (classify(&e), None, Some(format!("connect: {e}")), 0))
+        .inspect(|c| {
+            let left = opts
+                .timeout
+                .saturating_sub(began.elapsed())
+                .max(Duration::from_millis(1));
+            let _ = c.set_read_timeout(Some(left));
+            let _ = c.set_write_timeout(Some(left));
+            let _ = c.set_nodelay(true);
+        })
+}
+
+/// Sends one GET on `conn` and reads its answer: to the end of the
+/// connection, or (`keep_alive`) to the end of the announced body. Returns
+/// the outcome, whether the server keeps the connection open for the next
+/// request, and whether any byte of an answer arrived.
+fn exchange(
+    conn: &mut TcpStream,
     opts: &Options,
     addr: SocketAddr,
-    in_flight: &std::sync::atomic::AtomicUsize,
-) -> Outcome {
-    let began = Instant::now();
-    let mut conn = match TcpStream::connect_timeout(&addr, opts.timeout) {
-        Ok(c) => c,
-        Err(e) => return (classify(&e), None, Some(format!("connect: {e}")), 0),
-    };
-    in_flight.fetch_add(1, Ordering::SeqCst);
-    let _counted = InFlight(in_flight);
+    began: Instant,
+    keep_alive: bool,
+) -> (Outcome, bool, bool) {
     let left = opts
         .timeout
         .saturating_sub(began.elapsed())
@@ -412,25 +567,36 @@ fn request(
     let _ = conn.set_read_timeout(Some(left));
     let _ = conn.set_write_timeout(Some(left));
     let req = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: swaplab-load\r\nConnection: close\r\n\r\n"
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: swaplab-load\r\nConnection: {}\r\n\r\n",
+        opts.path,
+        if keep_alive { "keep-alive" } else { "close" }
     );
     if let Err(e) = conn.write_all(req.as_bytes()) {
-        return (classify(&e), None, Some(format!("send: {e}")), 0);
+        return (
+            (classify(&e), None, Some(format!("send: {e}")), 0),
+            false,
+            false,
+        );
     }
     // The head, then the body counted as it streams (downloads can be
     // large): only its first bytes are kept, to see who answered.
     let mut got = Vec::new();
     let mut body_bytes: u64 = 0;
     let mut head_len = None;
+    let mut length: Option<u64> = None;
     let mut buf = [0u8; 65536];
     loop {
+        if keep_alive && length.is_some_and(|n| body_bytes >= n) {
+            break;
+        }
         if began.elapsed() > opts.timeout {
-            return (
+            let o = (
                 Kind::Timeout,
                 None,
                 Some(format!("answer: too slow ({body_bytes} body bytes in)")),
                 body_bytes,
             );
+            return (o, false, !got.is_empty());
         }
         match conn.read(&mut buf) {
             Ok(0) => break,
@@ -445,9 +611,11 @@ fn request(
                     if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                         head_len = Some(i + 4);
                         body_bytes = (got.len() - i - 4) as u64;
+                        length = header(&got[..i], "content-length").and_then(|v| v.parse().ok());
                         got.truncate((i + 4 + 512).min(got.len()));
                     } else if got.len() > 65536 {
-                        return (Kind::Other, None, Some("a head over 64 KiB".into()), 0);
+                        let o = (Kind::Other, None, Some("a head over 64 KiB".into()), 0);
+                        return (o, false, true);
                     }
                 }
             },
@@ -455,19 +623,41 @@ fn request(
             Err(e) => {
                 let at = match head_len {
                     Some(_) => format!(" after {body_bytes} body bytes"),
+                    None if got.is_empty() => " (no answer)".to_string(),
                     None => String::new(),
                 };
-                return (
+                let o = (
                     classify(&e),
                     None,
                     Some(format!("receive{at}: {e}")),
                     body_bytes,
                 );
+                return (o, false, !got.is_empty());
             }
         }
     }
     let (kind, answer, detail) = parse_response(&got, body_bytes);
-    (kind, answer, detail, body_bytes)
+    let reusable = keep_alive
+        && kind == Kind::Completed
+        && length.is_some()
+        && head_len.is_some_and(|h| {
+            !header(&got[..h], "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        });
+    (
+        (kind, answer, detail, body_bytes),
+        reusable,
+        !got.is_empty(),
+    )
+}
+
+/// The value of header `name` in a response head (case-insensitive).
+fn header(head: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(head).lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
 }
 
 /// Judges a whole response: `got` holds the head and the first bytes of the
@@ -500,17 +690,9 @@ fn parse_response(got: &[u8], body_bytes: u64) -> (Kind, Option<Answer>, Option<
             None,
             Some(format!("EOF after {body_bytes} of {n} body bytes")),
         ),
-        _ => match Answer::parse(body) {
-            Some(a) => (Kind::Completed, Some(a), None),
-            None => (
-                Kind::Other,
-                None,
-                Some(format!(
-                    "unexpected body `{}`",
-                    body.chars().take(80).collect::<String>()
-                )),
-            ),
-        },
+        // Any server's whole 200 answer is complete; swaplab's servers and
+        // the configurations it writes also say who answered.
+        _ => (Kind::Completed, Answer::parse(body), None),
     }
 }
 

@@ -943,7 +943,7 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
         // changes nothing in the redacted line.
         lab.say(format!(
             "{:<12} {}  {}  {}  {}  {}  {}  {}",
-            c.strategy.name(),
+            c.name,
             vol(format!("{:>9}", c.attempted)),
             vol(format!("{:>7}", c.refused)),
             vol(format!("{:>5}", c.reset)),
@@ -955,10 +955,10 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
     }
     lab.observe("comparison", &rows);
     for c in &rows {
-        let name = c.strategy.name();
+        let name = &c.name;
         let (first, last) = (&c.first_listening, &c.last_listening);
         let known = !first.is_empty() && !first.contains(&0) && !last.contains(&0);
-        if c.strategy.shares_the_socket() {
+        if c.strategy.is_some_and(Strategy::shares_the_socket) {
             lab.check(
                 format!("{name}: the last generation listens on the very sockets of the first (same inodes in /proc/PID/fd)"),
                 known && first == last,
@@ -982,7 +982,7 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
             );
         }
         match c.strategy {
-            Strategy::StopStart => {
+            Some(Strategy::StopStart) => {
                 lab.check(
                     "stop-start: refused connections in the dead time (a refusal window)",
                     c.refused > 0 && c.refusal_window_ms > 0.0,
@@ -992,7 +992,7 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
                     ),
                 );
             }
-            Strategy::Reuseport => {
+            Some(Strategy::Reuseport) => {
                 lab.check(
                     "reuseport: some socket always listens, so no refused connection",
                     c.refused == 0,

@@ -51,6 +51,8 @@ index! {
         G06 g06_handover_strategies_side_by_side,
         G07 g07_ipv6_link_local_needs_a_scope_id,
     }
+    /// Article 002 in the field: requests on keep-alive connections across a hand-over.
+    keep_alive { G08 g08_keep_alive_requests_fail_across_a_handover_unless_the_drain_or_the_client_is_careful }
     /// Article 000's question answered: which running processes must be restarted.
     detect {
         D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,

@@ -58,6 +58,7 @@ use crate::targets::generation::{
     adopt_listeners, environment_without, own_command, own_generation, reap_ended_child,
     spawn_new_binary, GENERATION, LISTEN_FDS,
 };
+use crate::targets::keepalive::{self, Drain, DrainSignal};
 
 /// Exit status of a new process whose take-over was refused or failed.
 pub const TAKEOVER_FAILED: i32 = 3;
@@ -117,6 +118,17 @@ pub struct Opts {
     /// generation of the server with the sockets from fd 3.
     #[arg(long)]
     pub holder: bool,
+    /// Keep connections open for request after request (each answer is
+    /// `--body` bytes at once) instead of one download per connection.
+    #[arg(long)]
+    pub keep_alive: bool,
+    /// With --keep-alive: how a stopping process ends the connections it
+    /// holds.
+    #[arg(long, value_enum, default_value = "close", requires = "keep_alive")]
+    pub drain: Drain,
+    /// With --keep-alive: how long a connection may stay idle.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub idle_timeout_ms: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock the harness's `Instant` reads
@@ -278,6 +290,8 @@ struct Server {
     done_rx: OwnedFd,
     done_tx: Arc<OwnedFd>,
     draining: Option<Instant>,
+    /// Tells the keep-alive connections that the drain began.
+    drain_signal: DrainSignal,
 }
 
 fn serve_main(opts: Opts) -> ! {
@@ -348,6 +362,7 @@ fn serve_main(opts: Opts) -> ! {
         done_rx,
         done_tx: Arc::new(done_tx),
         draining: None,
+        drain_signal: DrainSignal::new().unwrap_or_else(|e| fail(&format!("pipe: {e}"))),
     };
     if s.accepting {
         s.say_accepting();
@@ -720,6 +735,7 @@ impl Server {
         self.accepting = false;
         self.listeners.clear();
         self.drop_control();
+        self.drain_signal.begin();
         let n = self.active.load(Ordering::SeqCst);
         self.log(&format!(
             "{why}: stopped accepting, listening sockets closed; draining {n} downloads"
@@ -850,8 +866,24 @@ impl Server {
             let active = Arc::clone(&self.active);
             let done = Arc::clone(&self.done_tx);
             let (me, gen, body, ms) = (self.me, self.gen, self.opts.body, self.opts.download_ms);
+            let keep_alive = self.opts.keep_alive.then(|| {
+                let idle = Duration::from_millis(self.opts.idle_timeout_ms);
+                (self.opts.drain, self.drain_signal.watcher(), idle)
+            });
             std::thread::spawn(move || {
-                download(conn, me, gen, body, ms);
+                match keep_alive {
+                    Some((drain, draining, idle)) => keepalive::Conn {
+                        conn,
+                        me,
+                        gen,
+                        body,
+                        drain,
+                        draining,
+                        idle,
+                    }
+                    .serve(),
+                    None => download(conn, me, gen, body, ms),
+                }
                 active.fetch_sub(1, Ordering::SeqCst);
                 let _ = nix::unistd::write(done.as_fd(), b".");
             });
