@@ -8,11 +8,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use swaplab::bench::handover::HandoverOptions;
+use swaplab::bench::reload::Subject;
 use swaplab::bench::stale::StaleOptions;
 use swaplab::bench::upgrade::Options;
-use swaplab::commands::{self, Done};
+use swaplab::commands::{self, Done, Exit};
 use swaplab::drivers::comparison::Pace;
 use swaplab::drivers::handover::{Setup, Strategy};
+use swaplab::drivers::load::KeepAlive;
+use swaplab::drivers::presets::Preset;
+use swaplab::drivers::reload::{Commands, Ready, ReloadPace, Url};
 
 #[derive(Parser)]
 #[command(
@@ -308,6 +312,142 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// A server reloaded again and again under load — your own (its start,
+    /// reload and stop commands) or the presets side by side (real nginx,
+    /// haproxy, apache2; swaplab's strategies): new connections refused,
+    /// reset, truncated, timed out; requests failed on reused keep-alive
+    /// connections; latency before, during and after. Writes reload.json
+    /// and an SVG timeline per server into --out. Loopback only.
+    Reload(ReloadArgs),
+}
+
+/// `swaplab bench reload`'s arguments.
+#[derive(clap::Args)]
+struct ReloadArgs {
+    /// Built-in servers, comma-separated: nginx-hup, nginx-usr2, haproxy,
+    /// apache2-graceful, swaplab-{stop-start,reuseport,scm-rights,exec,activation};
+    /// `all` for every one side by side, `real` for the four real servers.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["start", "reload", "url", "stop", "after", "pid_file", "ready"])]
+    preset: Vec<String>,
+    /// Your server: the shell command that starts it (in the foreground, or
+    /// a daemon). Without it, swaplab attaches to a server that runs.
+    #[arg(long)]
+    start: Option<String>,
+    /// The shell command that reloads it; `{pid}` is the server's pid (from
+    /// --pid-file, else the start command's process).
+    #[arg(long)]
+    reload: Option<String>,
+    /// The URL the load requests, on loopback only (http://127.0.0.1:PORT/PATH).
+    #[arg(long)]
+    url: Option<String>,
+    /// The shell command that stops it (default: TERM to what --start left).
+    #[arg(long)]
+    stop: Option<String>,
+    /// Run once each reload is ready, `{pid}` the pid before it (a binary
+    /// upgrade QUITs the old master).
+    #[arg(long)]
+    after: Option<String>,
+    /// The server's pid file, for `{pid}` and to wait for an old master.
+    #[arg(long)]
+    pid_file: Option<std::path::PathBuf>,
+    /// When a reload has finished: new-pid (an answer's `pid=N` names a
+    /// process that had not answered), log:PATH:TEXT (one more line with
+    /// TEXT), settle:MS (a fixed wait).
+    #[arg(long, default_value = "new-pid")]
+    ready: String,
+    /// Reloads per server.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    reloads: u64,
+    /// New connections per second (without --keep-alive).
+    #[arg(long, default_value_t = 200.0, value_parser = parse_rate)]
+    rate: f64,
+    /// Client threads (with --keep-alive: connections).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    clients: u64,
+    /// Keep-alive clients: each keeps a connection and sends request after
+    /// request on it.
+    #[arg(long)]
+    keep_alive: bool,
+    /// With --keep-alive: the longest pause before a next request (ms).
+    #[arg(long, default_value_t = 40, requires = "keep_alive", value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    think_ms: u64,
+    /// With --keep-alive: send a request that failed on a reused connection
+    /// with no answer again, once, on a new connection.
+    #[arg(long, requires = "keep_alive")]
+    retry: bool,
+    /// Answers completed before the first reload and after each.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    settle: u64,
+    /// Folder for reload.json and the SVG timelines (made if missing).
+    #[arg(long, default_value = "swaplab-bench")]
+    out: std::path::PathBuf,
+    /// Print the JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ReloadArgs {
+    fn subject(&self) -> Result<Subject, String> {
+        if !self.preset.is_empty() {
+            let mut presets = Vec::new();
+            for name in &self.preset {
+                match name.as_str() {
+                    "all" => presets.extend(Preset::all()),
+                    "real" => presets.extend(Preset::REAL),
+                    n => presets.push(Preset::parse(n).ok_or_else(|| {
+                        let names: Vec<String> = Preset::all().iter().map(|p| p.name()).collect();
+                        format!(
+                            "--preset {n}: not a preset ({}, all, real)",
+                            names.join(", ")
+                        )
+                    })?),
+                }
+            }
+            return Ok(Subject::Presets(presets));
+        }
+        let (Some(reload), Some(url)) = (&self.reload, &self.url) else {
+            return Err("give --preset, or your server's --reload and --url (and --start, unless it runs already)".into());
+        };
+        let url = Url::parse(url)?;
+        let ready = Ready::parse(&self.ready)?;
+        let dir = std::env::current_dir().map_err(|e| format!("the current folder: {e}"))?;
+        if let Ready::Log { path, .. } = &ready {
+            if !dir.join(path).is_file() && self.start.is_none() {
+                return Err(format!("--ready: {} is not a file", path.display()));
+            }
+        }
+        Ok(Subject::Own {
+            name: "server".into(),
+            cmds: Commands {
+                dir,
+                start: self.start.clone(),
+                reload: reload.clone(),
+                after: self.after.clone(),
+                stop: self.stop.clone(),
+                pid_file: self.pid_file.clone(),
+                shown_dir: None,
+            },
+            url,
+            ready,
+        })
+    }
+
+    fn run(self) -> Done {
+        let subject = self
+            .subject()
+            .map_err(|e| Exit::BadInput(format!("swaplab bench reload: {e}")))?;
+        let pace = ReloadPace {
+            reloads: self.reloads as usize,
+            rate: self.rate,
+            threads: self.clients as usize,
+            keep_alive: self.keep_alive.then(|| KeepAlive {
+                think: std::time::Duration::from_millis(self.think_ms),
+                retry: self.retry,
+            }),
+            settle: self.settle as usize,
+        };
+        commands::bench::reload(subject, pace, &self.out, self.json)
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -516,6 +656,7 @@ impl Bench {
                 };
                 commands::bench::handover(o, &out, json)
             }
+            Bench::Reload(args) => args.run(),
         }
     }
 }

@@ -5,6 +5,10 @@
 //! whose executable lies under the sandbox, until none is left, and, if the
 //! harness died (its parent changed), removes the sandbox too.
 //!
+//! Process groups written to its stdin, one number a line (a server that a
+//! user's own command started and that daemonized out of the harness's
+//! tree, with its executable elsewhere), are killed too.
+//!
 //! usage: swaplab-sentinel SANDBOX
 
 use std::io::Read;
@@ -39,11 +43,25 @@ fn main() {
         std::process::exit(2);
     }
     let parent = nix::unistd::getppid();
-    let mut sink = [0u8; 64];
+    let mut said = Vec::new();
+    let mut chunk = [0u8; 64];
     let mut stdin = std::io::stdin().lock();
-    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    while let Ok(n @ 1..) = stdin.read(&mut chunk) {
+        said.extend_from_slice(&chunk[..n]);
+    }
+    let groups: Vec<i32> = String::from_utf8_lossy(&said)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|g| *g > 1)
+        .collect();
     let until = Instant::now() + Duration::from_secs(10);
     loop {
+        for g in &groups {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*g),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let left = under(&root);
         if left.is_empty() || Instant::now() > until {
             break;

@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bench::handover::{self, HandoverOptions, HandoverRun};
+use crate::bench::handover::{self, HandoverOptions};
+use crate::bench::reload::{self, Subject};
 use crate::bench::stale::{self, StaleOptions};
 use crate::bench::upgrade::{self, Options};
 use crate::commands::{bench_json, cores, judged, pretty, Done, Exit};
+use crate::drivers::reload::ReloadPace;
 use crate::harness::platform::Platform;
 
 /// Upgrades and rollbacks of each server under load: prints the table (or
@@ -86,12 +88,7 @@ pub fn stale(o: StaleOptions, json: bool) -> Done {
 /// timeline per strategy and handover.json into `out`, prints the table
 /// (or the JSON); fails when a run failed or a file cannot be written.
 pub fn handover(o: HandoverOptions, out: &Path, json: bool) -> Done {
-    std::fs::create_dir_all(out).map_err(|e| {
-        Exit::BadInput(format!(
-            "swaplab: cannot make the output folder {}: {e}",
-            out.display()
-        ))
-    })?;
+    make_out(out)?;
     let platform = Platform::detect();
     let cores = cores();
     if !json {
@@ -113,7 +110,11 @@ pub fn handover(o: HandoverOptions, out: &Path, json: bool) -> Done {
     });
     let body = serde_json::json!({ "setup": o.setup, "pace": o.pace, "runs": runs });
     let text = pretty(&bench_json(&platform, cores, body));
-    let (written, failed) = write_handover(&runs, &text, out);
+    let outcomes: Vec<RunOutcome> = runs
+        .iter()
+        .map(|r| (r.strategy.name(), r.error.as_deref(), r.result.as_ref()))
+        .collect();
+    let (written, failed) = write_outputs(&outcomes, &text, out, "handover");
     if json {
         println!("{text}");
     } else {
@@ -127,10 +128,18 @@ pub fn handover(o: HandoverOptions, out: &Path, json: bool) -> Done {
     judged(failed)
 }
 
-/// Names each failed run on stderr and writes each run's SVG timeline,
-/// then `json` as handover.json, into `out`: the paths written, and whether
-/// a run failed or a file could not be written (named on stderr).
-fn write_handover(runs: &[HandoverRun], json: &str, out: &Path) -> (Vec<PathBuf>, bool) {
+/// One run's name, why it has no figures, and its figures.
+type RunOutcome<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a crate::drivers::comparison::Comparison>,
+);
+
+/// Names each failed run on stderr and writes each run's SVG timeline
+/// (`STEM-NAME.svg`), then `json` as `STEM.json`, into `out`: the paths
+/// written, and whether a run failed or a file could not be written (named
+/// on stderr).
+fn write_outputs(runs: &[RunOutcome], json: &str, out: &Path, stem: &str) -> (Vec<PathBuf>, bool) {
     let mut written = Vec::new();
     let mut failed = false;
     let mut write = |path: PathBuf, text: &str| match std::fs::write(&path, text) {
@@ -140,16 +149,77 @@ fn write_handover(runs: &[HandoverRun], json: &str, out: &Path) -> (Vec<PathBuf>
             eprintln!("swaplab: cannot write {}: {e}", path.display());
         }
     };
-    for r in runs {
-        if let Some(e) = &r.error {
-            eprintln!("swaplab: {}: {e}", r.strategy.name());
+    for (name, error, c) in runs {
+        if let Some(e) = error {
+            eprintln!("swaplab: {name}: {e}");
         }
-        if let Some(c) = &r.result {
-            let path = out.join(format!("handover-{}.svg", c.name));
+        if let Some(c) = c {
+            let path = out.join(format!("{stem}-{name}.svg"));
             write(path, &crate::bench::timeline::svg(c));
         }
     }
-    write(out.join("handover.json"), json);
-    let run_failed = runs.iter().any(|r| r.error.is_some());
+    write(out.join(format!("{stem}.json")), json);
+    let run_failed = runs.iter().any(|r| r.1.is_some());
     (written, failed || run_failed)
+}
+
+fn make_out(out: &Path) -> Result<(), Exit> {
+    std::fs::create_dir_all(out).map_err(|e| {
+        Exit::BadInput(format!(
+            "swaplab: cannot make the output folder {}: {e}",
+            out.display()
+        ))
+    })
+}
+
+/// A server reloaded again and again under load (the user's own, or the
+/// presets side by side): writes an SVG timeline per server and reload.json
+/// into `out`, prints the table (or the JSON); fails when a run failed or
+/// a file cannot be written.
+pub fn reload(subject: Subject, pace: ReloadPace, out: &Path, json: bool) -> Done {
+    make_out(out)?;
+    let platform = Platform::detect();
+    let cores = cores();
+    if !json {
+        let load = match pace.keep_alive {
+            Some(ka) => format!(
+                "{} keep-alive clients, each next request a random 0 to {} ms after the last answer{}",
+                pace.threads,
+                ka.think.as_millis(),
+                if ka.retry { ", retried once on a new connection after a failure on a reused one" } else { "" }
+            ),
+            None => format!(
+                "{} new connections/s ({} client threads), one request each",
+                pace.rate, pace.threads
+            ),
+        };
+        println!(
+            "swaplab bench reload on {}, {cores} cores\n{load}; {} reloads per server, each waited for, then {} answers\n",
+            platform.one_line(),
+            pace.reloads,
+            pace.settle
+        );
+    }
+    let runs = reload::reload_runs(&subject, &pace, |what| {
+        if !json {
+            eprintln!("  {what}");
+        }
+    });
+    let body = serde_json::json!({ "pace": pace, "runs": runs });
+    let text = pretty(&bench_json(&platform, cores, body));
+    let outcomes: Vec<RunOutcome> = runs
+        .iter()
+        .map(|r| (r.server.as_str(), r.error.as_deref(), r.result.as_ref()))
+        .collect();
+    let (written, failed) = write_outputs(&outcomes, &text, out, "reload");
+    if json {
+        println!("{text}");
+    } else {
+        println!("{}", reload::table(&runs));
+        println!("written:");
+        for p in &written {
+            println!("  {}", p.display());
+        }
+    }
+    judged(failed)
 }

@@ -502,7 +502,7 @@ impl Service {
 
     /// Ends the service gracefully (QUIT: stop accepting, drain) and checks
     /// what it leaves: no process, no control socket file.
-    pub fn finish(mut self, lab: &mut Lab) -> Result<Vec<String>> {
+    pub fn finish(&mut self, lab: &mut Lab) -> Result<Vec<String>> {
         let mut left = Vec::new();
         let pid = self.holder.unwrap_or(self.current.pid);
         lab.kill(Signal::SIGQUIT, pid, "$CURRENT")?;

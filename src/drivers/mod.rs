@@ -8,4 +8,6 @@ pub mod fleet;
 pub mod handover;
 pub mod load;
 pub mod nginx;
+pub mod presets;
+pub mod reload;
 pub mod restart_tools;

@@ -37,7 +37,7 @@ pub struct Nginx {
     _sentinel: Sentinel,
 }
 
-fn config(port: u16, workers: usize) -> String {
+pub fn config(port: u16, workers: usize) -> String {
     format!(
         "# written by swaplab: everything under the sandbox, loopback only
 daemon on;
@@ -63,7 +63,7 @@ http {{
     )
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
     Ok(l.local_addr()?.port())
 }

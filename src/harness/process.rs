@@ -361,6 +361,15 @@ impl Sentinel {
             .with_context(|| format!("cannot start {}", exe.display()))?;
         Ok(Sentinel { child })
     }
+
+    /// Has the sentinel kill process group `pgid` too, when it fires.
+    pub fn watch_group(&mut self, pgid: i32) -> Result<()> {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().context("the sentinel's stdin")?;
+        stdin
+            .write_all(format!("{pgid}\n").as_bytes())
+            .context("cannot tell the sentinel a process group")
+    }
 }
 
 impl Drop for Sentinel {

@@ -1,0 +1,181 @@
+//! `swaplab bench reload`: a server reloaded again and again under load —
+//! the user's own (its start, reload and stop commands), or the presets
+//! (real nginx, haproxy and apache2; swaplab's own strategies) side by side.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::drivers::comparison::Comparison;
+use crate::drivers::load::{Kind, Sample, Stats};
+use crate::drivers::presets::Preset;
+use crate::drivers::reload::{run_reloads, Commands, Ready, ReloadPace, ShellServer, Url};
+use crate::harness::lab::Lab;
+
+/// What is reloaded: presets, or the user's own server.
+#[derive(Clone, Debug)]
+pub enum Subject {
+    Presets(Vec<Preset>),
+    Own {
+        name: String,
+        cmds: Commands,
+        url: Url,
+        ready: Ready,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadRun {
+    pub server: String,
+    /// Why the run has no figures: the server is missing, or a harness
+    /// failure (a deadline passed).
+    pub error: Option<String>,
+    pub result: Option<Comparison>,
+    pub summary: Option<Summary>,
+}
+
+/// The table's figures of one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub reloads: usize,
+    pub requests: usize,
+    /// Requests on new connections that failed, by kind.
+    pub new_connections: BTreeMap<String, usize>,
+    /// Requests that failed on a reused (keep-alive) connection.
+    pub failed_on_reused: usize,
+    pub retried: usize,
+    pub before: Stats,
+    pub during: Stats,
+    pub after: Stats,
+}
+
+/// The figures of `c`: failures on new connections by kind apart from
+/// those on reused ones.
+pub fn summary(c: &Comparison) -> Summary {
+    let mut new_connections = BTreeMap::new();
+    for k in [
+        Kind::Refused,
+        Kind::Reset,
+        Kind::ShortRead,
+        Kind::Timeout,
+        Kind::Other,
+    ] {
+        let n = c
+            .samples
+            .iter()
+            .filter(|s: &&Sample| !s.reused && s.kind == k)
+            .count();
+        new_connections.insert(k.name().to_string(), n);
+    }
+    Summary {
+        reloads: c.switches.len(),
+        requests: c.attempted,
+        new_connections,
+        failed_on_reused: c.failed_on_reused,
+        retried: c.retried,
+        before: c.before.clone(),
+        during: c.during.clone(),
+        after: c.after.clone(),
+    }
+}
+
+fn one(name: String, start: impl FnOnce(&mut Lab) -> anyhow::Result<Comparison>) -> ReloadRun {
+    let result = Lab::new("bench-reload", None).and_then(|mut lab| start(&mut lab));
+    match result {
+        Ok(c) => ReloadRun {
+            server: name,
+            error: None,
+            summary: Some(summary(&c)),
+            result: Some(c),
+        },
+        Err(e) => ReloadRun {
+            server: name,
+            error: Some(format!("{e:#}")),
+            result: None,
+            summary: None,
+        },
+    }
+}
+
+/// Runs each server of `subject` through the reloads, one sandbox each.
+pub fn reload_runs(
+    subject: &Subject,
+    pace: &ReloadPace,
+    mut progress: impl FnMut(&str),
+) -> Vec<ReloadRun> {
+    let load = match pace.keep_alive {
+        Some(_) => "a keep-alive load".to_string(),
+        None => format!("{} new connections/s", pace.rate),
+    };
+    match subject {
+        Subject::Presets(presets) => presets
+            .iter()
+            .map(|p| {
+                progress(&format!(
+                    "{}: {} reloads under {load}",
+                    p.name(),
+                    pace.reloads
+                ));
+                one(p.name(), |lab| {
+                    let mut server = p.start(lab, pace.keep_alive.is_some())?;
+                    run_reloads(lab, &p.name(), server.as_mut(), pace)
+                })
+            })
+            .collect(),
+        Subject::Own {
+            name,
+            cmds,
+            url,
+            ready,
+        } => {
+            progress(&format!("{name}: {} reloads under {load}", pace.reloads));
+            vec![one(name.clone(), |lab| {
+                let mut server = ShellServer::start(lab, cmds.clone(), url.clone(), ready.clone())?;
+                run_reloads(lab, name, &mut server, pace)
+            })]
+        }
+    }
+}
+
+/// The side-by-side table (Markdown), one row per server.
+pub fn table(runs: &[ReloadRun]) -> String {
+    let mut out = String::from(
+        "| server | reloads | requests | new conn. refused | reset | truncated | timed out | other | failed on reused conn. | retried | p50/p99/max ms before | during | after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let lat = |s: &Stats| format!("{:.1}/{:.1}/{:.1}", s.p50_ms, s.p99_ms, s.max_ms);
+    for r in runs {
+        let Some(s) = &r.summary else {
+            let why = r.error.as_deref().unwrap_or_default();
+            let why: String = why
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(100)
+                .collect();
+            out.push_str(&format!(
+                "| {} | no figures: {why} |||||||||||| \n",
+                r.server
+            ));
+            continue;
+        };
+        let n = |k: Kind| s.new_connections.get(k.name()).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.server,
+            s.reloads,
+            s.requests,
+            n(Kind::Refused),
+            n(Kind::Reset),
+            n(Kind::ShortRead),
+            n(Kind::Timeout),
+            n(Kind::Other),
+            s.failed_on_reused,
+            s.retried,
+            lat(&s.before),
+            lat(&s.during),
+            lat(&s.after),
+        ));
+    }
+    out
+}

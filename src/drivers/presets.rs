@@ -1,0 +1,188 @@
+//! The servers `swaplab bench reload --preset` and G10 reload: real nginx,
+//! haproxy and apache2 from the system's packages, each run from a copy of
+//! its binary in the sandbox (so the sentinel kills it whatever happens)
+//! with a configuration that keeps everything in the sandbox and listens
+//! on one loopback port; and swaplab's own hand-over server under each of
+//! its strategies. A real server's preset is nothing but the shell commands
+//! a user would type ([`Commands`]), so `--preset` and `--start/--reload`
+//! run the same code.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::drivers::handover::{Service, Setup, Strategy};
+use crate::drivers::nginx;
+use crate::drivers::reload::{Commands, Ready, Reloadable, ShellServer, Url};
+use crate::harness::lab::{vol, Lab};
+use crate::harness::programs;
+use crate::harness::replace::Replace;
+use crate::targets::keepalive::Drain;
+
+/// A server with its reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// nginx, `kill -HUP` of the master: new workers with the configuration
+    /// read again.
+    NginxHup,
+    /// nginx's binary upgrade: `kill -USR2` of the master, then `kill -QUIT`
+    /// of the old one once the new one answers.
+    NginxUsr2,
+    /// haproxy in master-worker mode, `kill -USR2` of the master.
+    Haproxy,
+    /// apache2, `apachectl -k graceful` with a private ServerRoot.
+    Apache2Graceful,
+    /// swaplab's own hand-over server under one of its strategies.
+    Own(Strategy),
+}
+
+/// A program a preset needs, and the Debian package that brings it.
+pub struct Needed {
+    pub program: &'static str,
+    pub package: &'static str,
+}
+
+impl Preset {
+    /// The real servers, in the order of the table.
+    pub const REAL: [Preset; 4] = [
+        Preset::NginxHup,
+        Preset::NginxUsr2,
+        Preset::Haproxy,
+        Preset::Apache2Graceful,
+    ];
+
+    /// Every preset: the real servers, then swaplab's strategies.
+    pub fn all() -> Vec<Preset> {
+        let own = Strategy::ALL.into_iter().map(Preset::Own);
+        Preset::REAL.into_iter().chain(own).collect()
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Preset::NginxHup => "nginx-hup".into(),
+            Preset::NginxUsr2 => "nginx-usr2".into(),
+            Preset::Haproxy => "haproxy".into(),
+            Preset::Apache2Graceful => "apache2-graceful".into(),
+            Preset::Own(s) => format!("swaplab-{}", s.name()),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Preset> {
+        Preset::all().into_iter().find(|p| p.name() == text)
+    }
+
+    pub fn needed(self) -> Option<Needed> {
+        let (program, package) = match self {
+            Preset::NginxHup | Preset::NginxUsr2 => ("nginx", "nginx"),
+            Preset::Haproxy => ("haproxy", "haproxy"),
+            Preset::Apache2Graceful => ("apache2", "apache2"),
+            Preset::Own(_) => return None,
+        };
+        Some(Needed { program, package })
+    }
+
+    /// Starts the server in `lab`'s sandbox, ready for its reloads.
+    /// `keep_alive`: swaplab's server keeps connections (with the drain that
+    /// answers each connection's next request with `Connection: close`).
+    pub fn start(self, lab: &mut Lab, keep_alive: bool) -> Result<Box<dyn Reloadable>> {
+        if let Preset::Own(strategy) = self {
+            let mut setup = Setup::new(64, 0, 0);
+            setup.keep_alive = keep_alive.then_some(Drain::NextRequest);
+            return Ok(Box::new(Service::start(lab, strategy, setup)?));
+        }
+        let needed = self.needed().expect("a real server");
+        let system = programs::find(needed.program).with_context(|| {
+            format!(
+                "{} is not installed (apt-get install -y {})",
+                needed.program, needed.package
+            )
+        })?;
+        let bin = stage(lab, &system, needed.program)?;
+        // The port is free when chosen, but another process may take it
+        // before the server binds: then another one.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = nginx::free_port()?;
+            let (cmds, ready) = self.write_config(lab, &bin, port)?;
+            let url =
+                Url::parse(&format!("http://127.0.0.1:{port}/")).map_err(anyhow::Error::msg)?;
+            match ShellServer::start(lab, cmds, url, ready) {
+                Ok(s) => return Ok(Box::new(s)),
+                Err(e) if format!("{e:#}").contains("in use") => last = format!("{e:#}"),
+                Err(e) => return Err(e),
+            }
+        }
+        bail!(
+            "{} could not bind a free loopback port in 5 tries: {last}",
+            self.name()
+        )
+    }
+
+    /// Writes the configuration into the sandbox and narrates it: the
+    /// commands that run the server, and the evidence of a finished reload.
+    fn write_config(self, lab: &mut Lab, bin: &str, port: u16) -> Result<(Commands, Ready)> {
+        let root = lab.sandbox.root().to_path_buf();
+        let dir = root.display().to_string();
+        let (file, text, cmds, ready) = match self {
+            Preset::NginxHup | Preset::NginxUsr2 => {
+                let start = format!("{bin} -p {dir}/ -c conf/nginx.conf -e run/error.log");
+                let usr2 = self == Preset::NginxUsr2;
+                let cmds = Commands {
+                    start: Some(start),
+                    reload: if usr2 {
+                        "kill -USR2 {pid}"
+                    } else {
+                        "kill -HUP {pid}"
+                    }
+                    .into(),
+                    after: usr2.then(|| "kill -QUIT {pid}".to_string()),
+                    stop: Some("kill -QUIT {pid}".into()),
+                    pid_file: Some("run/nginx.pid".into()),
+                    ..Commands::default()
+                };
+                // A binary upgrade is ready when the new master has written
+                // the pid file: keep-alive clients go on with the old
+                // workers until the old master QUITs, so no new one answers
+                // before.
+                let ready = if usr2 { Ready::PidFile } else { Ready::NewPid };
+                ("conf/nginx.conf", nginx::config(port, 2), cmds, ready)
+            }
+            Preset::Haproxy | Preset::Apache2Graceful => {
+                bail!("{}: not yet", self.name())
+            }
+            Preset::Own(_) => unreachable!("swaplab's own server needs no configuration"),
+        };
+        fs::create_dir_all(root.join("conf"))?;
+        fs::write(root.join(file), &text)?;
+        lab.shell(format!("cat {file}"));
+        for l in text.lines() {
+            lab.say(
+                l.replace(&port.to_string(), &vol(port))
+                    .replace(&dir, "$LAB"),
+            );
+        }
+        Ok((
+            Commands {
+                dir: root,
+                shown_dir: Some("$LAB".into()),
+                ..cmds
+            },
+            ready,
+        ))
+    }
+}
+
+/// Copies the system's `program` into the sandbox's `bin/` (the sentinel
+/// kills whatever runs from there): its path, relative to the sandbox.
+fn stage(lab: &mut Lab, system: &Path, program: &str) -> Result<String> {
+    lab.sandbox.stage_file(system, program)?;
+    let (from, to) = (format!("build/{program}"), format!("bin/{program}"));
+    lab.shell(format!("cp {} {from}", system.display()));
+    lab.shell(format!(
+        "{}   # {program} runs from the sandbox",
+        Replace::Install.shell(&from, &to)
+    ));
+    Replace::Install.apply(lab.sandbox.root(), &from, &to)?;
+    Ok(lab.sandbox.root().join(to).display().to_string())
+}
