@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use swaplab::bench::handover::HandoverOptions;
-use swaplab::bench::reload::Subject;
+use swaplab::bench::reload::{OwnServer, Subject};
 use swaplab::bench::stale::StaleOptions;
 use swaplab::bench::upgrade::Options;
 use swaplab::commands::{self, Done, Exit};
@@ -416,7 +416,7 @@ impl ReloadArgs {
                 return Err(format!("--ready: {} is not a file", path.display()));
             }
         }
-        Ok(Subject::Own {
+        Ok(Subject::Own(Box::new(OwnServer {
             name: "server".into(),
             cmds: Commands {
                 dir,
@@ -429,7 +429,7 @@ impl ReloadArgs {
             },
             url,
             ready,
-        })
+        })))
     }
 
     fn run(self) -> Done {

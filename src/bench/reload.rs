@@ -16,12 +16,17 @@ use crate::harness::lab::Lab;
 #[derive(Clone, Debug)]
 pub enum Subject {
     Presets(Vec<Preset>),
-    Own {
-        name: String,
-        cmds: Commands,
-        url: Url,
-        ready: Ready,
-    },
+    Own(Box<OwnServer>),
+}
+
+/// The user's own server: how to run it, where to load it, when a reload
+/// has finished.
+#[derive(Clone, Debug)]
+pub struct OwnServer {
+    pub name: String,
+    pub cmds: Commands,
+    pub url: Url,
+    pub ready: Ready,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -122,12 +127,13 @@ pub fn reload_runs(
                 })
             })
             .collect(),
-        Subject::Own {
-            name,
-            cmds,
-            url,
-            ready,
-        } => {
+        Subject::Own(own) => {
+            let OwnServer {
+                name,
+                cmds,
+                url,
+                ready,
+            } = own.as_ref();
             progress(&format!("{name}: {} reloads under {load}", pace.reloads));
             vec![one(name.clone(), |lab| {
                 let mut server = ShellServer::start(lab, cmds.clone(), url.clone(), ready.clone())?;
