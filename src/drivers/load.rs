@@ -584,9 +584,14 @@ fn exchange(
     let mut body_bytes: u64 = 0;
     let mut head_len = None;
     let mut length: Option<u64> = None;
+    // A chunked body ends with its zero-size chunk: the last bytes seen.
+    let mut chunked = false;
+    let mut tail: Vec<u8> = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        if keep_alive && length.is_some_and(|n| body_bytes >= n) {
+        let ended =
+            length.is_some_and(|n| body_bytes >= n) || (chunked && tail.ends_with(b"0\r\n\r\n"));
+        if keep_alive && ended {
             break;
         }
         if began.elapsed() > opts.timeout {
@@ -605,6 +610,7 @@ fn exchange(
                     body_bytes += n as u64;
                     let keep = 512usize.saturating_sub(got.len()).min(n);
                     got.extend_from_slice(&buf[..keep]);
+                    keep_tail(&mut tail, &buf[..n]);
                 }
                 None => {
                     got.extend_from_slice(&buf[..n]);
@@ -612,6 +618,9 @@ fn exchange(
                         head_len = Some(i + 4);
                         body_bytes = (got.len() - i - 4) as u64;
                         length = header(&got[..i], "content-length").and_then(|v| v.parse().ok());
+                        chunked = header(&got[..i], "transfer-encoding")
+                            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+                        keep_tail(&mut tail, &got[i + 4..]);
                         got.truncate((i + 4 + 512).min(got.len()));
                     } else if got.len() > 65536 {
                         let o = (Kind::Other, None, Some("a head over 64 KiB".into()), 0);
@@ -639,7 +648,7 @@ fn exchange(
     let (kind, answer, detail) = parse_response(&got, body_bytes);
     let reusable = keep_alive
         && kind == Kind::Completed
-        && length.is_some()
+        && (length.is_some() || chunked)
         && head_len.is_some_and(|h| {
             !header(&got[..h], "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
         });
@@ -648,6 +657,13 @@ fn exchange(
         reusable,
         !got.is_empty(),
     )
+}
+
+/// Keeps the last 7 bytes of a body (where a chunked one's end shows).
+fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
+    tail.extend_from_slice(more);
+    let cut = tail.len().saturating_sub(7);
+    tail.drain(..cut);
 }
 
 /// The value of header `name` in a response head (case-insensitive).

@@ -148,8 +148,41 @@ impl Preset {
                 let ready = if usr2 { Ready::PidFile } else { Ready::NewPid };
                 ("conf/nginx.conf", nginx::config(port, 2), cmds, ready)
             }
-            Preset::Haproxy | Preset::Apache2Graceful => {
-                bail!("{}: not yet", self.name())
+            Preset::Haproxy => {
+                let cmds = Commands {
+                    start: Some(format!("{bin} -W -D -f conf/haproxy.cfg")),
+                    reload: "kill -USR2 {pid}".into(),
+                    stop: Some("kill -TERM {pid}".into()),
+                    pid_file: Some("run/haproxy.pid".into()),
+                    ..Commands::default()
+                };
+                (
+                    "conf/haproxy.cfg",
+                    haproxy_config(port),
+                    cmds,
+                    Ready::NewPid,
+                )
+            }
+            Preset::Apache2Graceful => {
+                // Debian's apachectl runs the binary APACHE_HTTPD names
+                // with `-d APACHE_CONFDIR`: the sandbox is the ServerRoot.
+                let ctl = programs::find("apachectl")
+                    .context("apache2's apachectl is not installed (apt-get install -y apache2)")?;
+                let ctl = format!("APACHE_CONFDIR={dir} APACHE_HTTPD={bin} {}", ctl.display());
+                let cmds = Commands {
+                    start: Some(format!("{ctl} -k start")),
+                    reload: format!("{ctl} -k graceful"),
+                    stop: Some(format!("{ctl} -k stop")),
+                    pid_file: Some("run/apache2.pid".into()),
+                    ..Commands::default()
+                };
+                // Its answers do not name the process, but its error log
+                // says when a graceful restart's new generation runs.
+                let ready = Ready::Log {
+                    path: "run/error.log".into(),
+                    text: "resuming normal operations".into(),
+                };
+                ("apache2.conf", apache2_config(&dir, port), cmds, ready)
             }
             Preset::Own(_) => unreachable!("swaplab's own server needs no configuration"),
         };
@@ -171,6 +204,54 @@ impl Preset {
             ready,
         ))
     }
+}
+
+/// haproxy in master-worker mode, answering every request itself with the
+/// worker's pid.
+fn haproxy_config(port: u16) -> String {
+    format!(
+        "# written by swaplab: everything under the sandbox, loopback only
+global
+    master-worker
+    pidfile run/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type text/plain lf-string \"pid=%pid\\n\"
+"
+    )
+}
+
+/// apache2 with the event MPM and only the modules it needs, everything
+/// in the sandbox; `/` is mod_status's page, made in memory, so that no
+/// file of the sandbox must be readable by the user the children run as.
+fn apache2_config(dir: &str, port: u16) -> String {
+    let m = "/usr/lib/apache2/modules";
+    format!(
+        "# written by swaplab: everything under the sandbox, loopback only
+ServerRoot {dir}
+ServerName localhost
+PidFile run/apache2.pid
+DefaultRuntimeDir run
+Mutex file:run default
+Listen 127.0.0.1:{port}
+ErrorLog run/error.log
+LogLevel notice
+User #65534
+Group #65534
+LoadModule mpm_event_module {m}/mod_mpm_event.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule status_module {m}/mod_status.so
+<Location \"/\">
+    SetHandler server-status
+    Require all granted
+</Location>
+"
+    )
 }
 
 /// Copies the system's `program` into the sandbox's `bin/` (the sentinel

@@ -1,0 +1,134 @@
+//! Article 002 in the field: the reloads of the servers people run (G10).
+//! nginx, haproxy and apache2 from Debian's packages, each run from the
+//! sandbox on a loopback port ([`Preset`]), reloaded again and again under
+//! a load of new connections and under a keep-alive load, through the same
+//! [`run_reloads`] as `swaplab bench reload`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::bench::reload::{summary, Summary};
+use crate::drivers::load::{KeepAlive, Kind};
+use crate::drivers::presets::Preset;
+use crate::drivers::reload::{run_reloads, ReloadPace};
+use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::lab::{vol, Lab};
+
+use super::{GRACEFUL_RESTART, NGINX};
+
+/// Reloads per server and load (the claim's "at least 50").
+const RELOADS: usize = 50;
+
+pub static G10: Finding = Finding {
+    id: "G10",
+    slug: "real_servers_refuse_no_new_connection_across_fifty_reloads",
+    claim: "Real servers from Debian's packages keep their listening sockets across a reload: nginx `HUP` (configuration reload) and `USR2` (binary upgrade), haproxy's master-worker reload (`USR2`) and apache2 `graceful` refuse or reset no new connection over 50 reloads each, under a load of new connections and under a keep-alive load; what each does to established keep-alive connections (G08) is measured and shown, not judged.",
+    source: GRACEFUL_RESTART,
+    steps: &[
+        "for each of nginx HUP, nginx USR2 (then QUIT the old master), haproxy -W (USR2 to the master) and apache2 (apachectl -k graceful): copy the system's binary into the sandbox, write a configuration that keeps everything in the sandbox and listens on one loopback port, start it",
+        "under 200 new connections a second, reload it 50 times, each once the reload has finished (a new process answers, the pid file names the new master, or the error log says so) and 10 answers came after it; stop it",
+        "again under 8 keep-alive clients (each next request a random 0 to 40 ms after the last answer); count failed requests on new connections by kind and on reused ones; nothing of the server is left",
+    ],
+    experiment: g10,
+    scope: Scope::Host,
+    musl: "",
+    older_kernels: &[],
+    needs: &[
+        NGINX,
+        Need::Tool {
+            program: "haproxy",
+            package: "haproxy",
+        },
+        Need::Tool {
+            program: "apache2",
+            package: "apache2",
+        },
+    ],
+};
+
+fn pace(keep_alive: bool) -> ReloadPace {
+    ReloadPace {
+        reloads: RELOADS,
+        rate: 200.0,
+        threads: 8,
+        keep_alive: keep_alive.then_some(KeepAlive {
+            think: Duration::from_millis(40),
+            retry: false,
+        }),
+        settle: 10,
+    }
+}
+
+struct Row {
+    server: String,
+    keep_alive: bool,
+    summary: Summary,
+    left_behind: Vec<String>,
+}
+
+pub fn g10(lab: &mut Lab) -> Result<()> {
+    if crate::harness::platform::emulated() {
+        lab.not_applicable(
+            "an emulated guest: 400 reloads of real servers take longer than the guest's time limit; the claim is about the servers' reloads, which the host's kernel column shows",
+        );
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for preset in Preset::REAL {
+        for keep_alive in [false, true] {
+            let load = if keep_alive { "keep-alive" } else { "new connections" };
+            lab.part(format!("{}, {load}", preset.name()));
+            let mut server = preset.start(lab, keep_alive)?;
+            let c = run_reloads(lab, &preset.name(), server.as_mut(), &pace(keep_alive))?;
+            rows.push(Row {
+                server: preset.name(),
+                keep_alive,
+                summary: summary(&c),
+                left_behind: c.left_behind.clone(),
+            });
+        }
+    }
+    lab.part("side by side");
+    lab.say("server            load             reloads  requests  new refused  new reset  new other  failed on reused");
+    for r in &rows {
+        let s = &r.summary;
+        let n = |k: Kind| s.new_connections.get(k.name()).copied().unwrap_or(0);
+        let other = n(Kind::ShortRead) + n(Kind::Timeout) + n(Kind::Other);
+        lab.say(format!(
+            "{:<17} {:<16} {:>7}  {}  {}  {}  {}  {}",
+            r.server,
+            if r.keep_alive { "keep-alive" } else { "new connections" },
+            s.reloads,
+            vol(format!("{:>8}", s.requests)),
+            vol(format!("{:>11}", n(Kind::Refused))),
+            vol(format!("{:>9}", n(Kind::Reset))),
+            vol(format!("{:>9}", other)),
+            vol(format!("{:>16}", s.failed_on_reused)),
+        ));
+    }
+    let summaries: Vec<(&str, bool, &Summary)> =
+        rows.iter().map(|r| (r.server.as_str(), r.keep_alive, &r.summary)).collect();
+    lab.observe("runs", &summaries);
+    for r in &rows {
+        let load = if r.keep_alive { "keep-alive load" } else { "new connections" };
+        let s = &r.summary;
+        let n = |k: Kind| s.new_connections.get(k.name()).copied().unwrap_or(0);
+        lab.check(
+            format!("{}, {load}: {RELOADS} reloads, each finished", r.server),
+            s.reloads == RELOADS,
+            format!("{} reloads", s.reloads),
+        );
+        lab.check(
+            format!("{}, {load}: no new connection refused or reset", r.server),
+            n(Kind::Refused) == 0 && n(Kind::Reset) == 0,
+            format!("{} refused, {} reset of {} requests", n(Kind::Refused), n(Kind::Reset), s.requests),
+        );
+        lab.check(
+            format!("{}, {load}: nothing of the server is left", r.server),
+            r.left_behind.is_empty(),
+            r.left_behind.join("; "),
+        );
+    }
+    Ok(())
+}
