@@ -327,7 +327,7 @@ struct ReloadArgs {
     /// Built-in servers, comma-separated: nginx-hup, nginx-usr2, haproxy,
     /// apache2-graceful, swaplab-{stop-start,reuseport,scm-rights,exec,activation};
     /// `all` for every one side by side, `real` for the four real servers.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["start", "reload", "url", "stop", "after", "pid_file", "ready"])]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["start", "reload", "url", "stop", "after", "pid_file", "ready", "drained"])]
     preset: Vec<String>,
     /// Your server: the shell command that starts it (in the foreground, or
     /// a daemon). Without it, swaplab attaches to a server that runs.
@@ -350,6 +350,10 @@ struct ReloadArgs {
     /// The server's pid file, for `{pid}` and to wait for an old master.
     #[arg(long)]
     pid_file: Option<std::path::PathBuf>,
+    /// After each reload, also wait until every process that answered
+    /// before it has exited (the old workers drained).
+    #[arg(long)]
+    drained: bool,
     /// When a reload has finished: new-pid (an answer's `pid=N` names a
     /// process that had not answered), log:PATH:TEXT (one more line with
     /// TEXT), settle:MS (a fixed wait).
@@ -425,6 +429,7 @@ impl ReloadArgs {
                 after: self.after.clone(),
                 stop: self.stop.clone(),
                 pid_file: self.pid_file.clone(),
+                drained: self.drained,
                 shown_dir: None,
             },
             url,

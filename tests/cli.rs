@@ -579,3 +579,134 @@ fn a_reader_that_leaves_early_ends_swaplab_quietly() {
     assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
+
+#[test]
+fn bench_reload_refuses_bad_input_with_exit_code_2() {
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    let out = dir.path().join("out");
+    for (args, says) in [
+        (
+            &["--reload", "true", "--url", "http://192.0.2.1:80/"][..],
+            "loopback only",
+        ),
+        (
+            &["--reload", "true", "--url", "http://example.com:80/"][..],
+            "not an IP address",
+        ),
+        (
+            &["--reload", "true", "--url", "https://127.0.0.1:443/"][..],
+            "only http://",
+        ),
+        (&["--reload", "true"][..], "give --preset"),
+        (
+            &[
+                "--reload",
+                "true",
+                "--url",
+                "http://127.0.0.1:8/",
+                "--ready",
+                "soon",
+            ][..],
+            "--ready soon",
+        ),
+        (&["--preset", "lighttpd"][..], "not a preset"),
+        (
+            &["--preset", "nginx-hup", "--start", "nginx"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--preset", "nginx-hup", "--reloads", "0"][..],
+            "0 is not in 1..=1000",
+        ),
+    ] {
+        swaplab()
+            .args(["bench", "reload", "--out"])
+            .arg(&out)
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    }
+    assert!(!out.exists(), "bad input wrote {}", out.display());
+}
+
+/// `swaplab bench reload` on a server the suite did not write, started by
+/// a user's own command line: the system's nginx, from a folder of the
+/// user's, with a configuration of the user's.
+#[test]
+fn bench_reload_reloads_a_users_own_nginx_started_by_their_command_line() {
+    let Some(nginx) = swaplab::drivers::nginx::find_nginx() else {
+        assert!(
+            !swaplab::harness::ci::on_ci(),
+            "nginx is missing on CI (apt-get install -y nginx)"
+        );
+        eprintln!("skipped: nginx is not installed (apt-get install -y nginx)");
+        return;
+    };
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        format!(
+            "daemon on; pid nginx.pid; error_log error.log notice;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_temp_path tmp; uwsgi_temp_path tmp; scgi_temp_path tmp;
+    server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"pid=$pid\\n\"; }} }}
+}}
+"
+        ),
+    )
+    .unwrap();
+    let start = format!(
+        "{} -p {}/ -c nginx.conf",
+        nginx.display(),
+        dir.path().display()
+    );
+    let out = swaplab()
+        .current_dir(dir.path())
+        .args(["bench", "reload", "--start", &start])
+        .args(["--reload", "kill -HUP {pid}", "--stop", "kill -QUIT {pid}"])
+        .args(["--pid-file", "nginx.pid", "--reloads", "5", "--rate", "100"])
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{port}/"),
+            "--out",
+            "out",
+        ])
+        .timeout(std::time::Duration::from_secs(300))
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    // Five reloads, no request refused, reset, truncated or timed out.
+    assert!(
+        text.contains("| server | 5 |") && text.contains("| 0 | 0 | 0 | 0 | 0 | 0 | 0 |"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/reload.json")).unwrap())
+            .unwrap();
+    let run = &json["runs"][0];
+    assert!(run["error"].is_null(), "{run}");
+    let switches = run["result"]["switches"].as_array().unwrap();
+    assert_eq!(switches.len(), 5, "{run}");
+    // A HUP keeps the master: each reload is ready when a new worker answers.
+    assert!(
+        switches.iter().all(|s| s["from"] != s["to"]),
+        "a reload was ready without a new process answering: {run}"
+    );
+    assert!(dir.path().join("out/reload-server.svg").is_file());
+    // --stop ran: nothing of the user's nginx is left (its master leads
+    // the process group of its workers).
+    let master = switches[0]["from"].as_i64().unwrap() as i32;
+    let left: Vec<i32> = swaplab::harness::procs::group(master)
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(left, Vec::<i32>::new(), "{text}");
+}

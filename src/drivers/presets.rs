@@ -154,6 +154,7 @@ impl Preset {
                     reload: "kill -USR2 {pid}".into(),
                     stop: Some("kill -TERM {pid}".into()),
                     pid_file: Some("run/haproxy.pid".into()),
+                    drained: true,
                     ..Commands::default()
                 };
                 (

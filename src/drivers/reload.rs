@@ -222,7 +222,9 @@ pub fn run_reloads(
     load.wait_for(m, pace.settle, "an answer completed", completed)?;
     let mut switches = Vec::new();
     for i in 0..pace.reloads {
-        let sw = server.reload(lab, &load, i == 0)?;
+        let sw = server
+            .reload(lab, &load, i == 0)
+            .with_context(|| format!("reload {} of {}", i + 1, pace.reloads))?;
         if i == 0 {
             lab.note(format!(
                 "the next {} reloads the same way, each once the one before has finished and {} answers completed after it",
@@ -268,6 +270,10 @@ pub struct Commands {
     /// Stops it; without it, the harness TERMs what its start command left.
     pub stop: Option<String>,
     pub pid_file: Option<PathBuf>,
+    /// After each reload, wait until every process that answered before it
+    /// has exited (haproxy's master takes a second USR2 that comes before
+    /// its old worker is gone for no reload at all).
+    pub drained: bool,
     /// What the narration shows for the folder (the sandbox's path varies).
     pub shown_dir: Option<String>,
 }
@@ -527,6 +533,13 @@ impl Reloadable for ShellServer {
         let accepting_ns = mono_ns();
         if let Some(after) = self.cmds.after.clone() {
             self.run(lab, &after, old, narrate)?;
+        }
+        if self.cmds.drained {
+            let before: Vec<i32> = self.seen.iter().copied().collect();
+            lab.wait_until_exited(
+                "every process that answered before the reload has exited",
+                &before,
+            )?;
         }
         let new = self.pid();
         if let (Some(o), Some(n)) = (old, new) {
