@@ -174,6 +174,15 @@ impl Reloadable for Service {
     }
 }
 
+/// `127.0.0.1:[PORT]/path` for the narration: the port varies by run.
+fn shown_url(url: &Url) -> String {
+    let host = match url.addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    format!("{host}:{}{}", vol(url.addr.port()), url.path)
+}
+
 /// Starts the load of `pace` on `url`.
 fn start_load(lab: &mut Lab, url: &Url, pace: &ReloadPace) -> Result<Load> {
     let mut o = load::Options::new(url.addr);
@@ -185,20 +194,18 @@ fn start_load(lab: &mut Lab, url: &Url, pace: &ReloadPace) -> Result<Load> {
         Some(ka) => {
             o.keep_alive = Some(ka);
             lab.note(format!(
-                "load: {} keep-alive clients on {}{}, each on a connection of its own; the next request goes a random 0 to {} ms after the last answer, without first looking whether the server closed the connection",
+                "load: {} keep-alive clients on {}, each on a connection of its own; the next request goes a random 0 to {} ms after the last answer, without first looking whether the server closed the connection",
                 pace.threads,
-                vol(url.addr),
-                url.path,
+                shown_url(url),
                 ka.think.as_millis()
             ));
         }
         None => {
             o.rate = Some(pace.rate);
             lab.note(format!(
-                "load: {} new connections a second on {}{} (constant rate, {} clients), one request each",
+                "load: {} new connections a second on {} (constant rate, {} clients), one request each",
                 pace.rate,
-                vol(url.addr),
-                url.path,
+                shown_url(url),
                 pace.threads
             ));
         }
