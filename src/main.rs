@@ -327,7 +327,7 @@ struct ReloadArgs {
     /// Built-in servers, comma-separated: nginx-hup, nginx-usr2, haproxy,
     /// apache2-graceful, swaplab-{stop-start,reuseport,scm-rights,exec,activation};
     /// `all` for every one side by side, `real` for the four real servers.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["start", "reload", "url", "stop", "after", "pid_file", "ready", "drained"])]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["start", "reload", "url", "stop", "after", "pid_file", "ready", "drained", "catches"])]
     preset: Vec<String>,
     /// Your server: the shell command that starts it (in the foreground, or
     /// a daemon). Without it, swaplab attaches to a server that runs.
@@ -354,6 +354,10 @@ struct ReloadArgs {
     /// before it has exited (the old workers drained).
     #[arg(long)]
     drained: bool,
+    /// After each reload, also wait until the server's pid catches this
+    /// signal again (`SigCgt` in /proc/PID/status), e.g. USR2 for haproxy.
+    #[arg(long, value_parser = parse_signal)]
+    catches: Option<nix::sys::signal::Signal>,
     /// When a reload has finished: new-pid (an answer's `pid=N` names a
     /// process that had not answered), log:PATH:TEXT (one more line with
     /// TEXT), settle:MS (a fixed wait).
@@ -430,6 +434,7 @@ impl ReloadArgs {
                 stop: self.stop.clone(),
                 pid_file: self.pid_file.clone(),
                 drained: self.drained,
+                catches: self.catches,
                 shown_dir: None,
             },
             url,
@@ -453,6 +458,17 @@ impl ReloadArgs {
         };
         commands::bench::reload(subject, pace, &self.out, self.json)
     }
+}
+
+fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, String> {
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse()
+        .map_err(|_| format!("`{s}`: not a signal name (USR2, HUP...)"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -281,6 +281,12 @@ pub struct Commands {
     /// has exited (haproxy's master takes a second USR2 that comes before
     /// its old worker is gone for no reload at all).
     pub drained: bool,
+    /// After each reload, wait until the server's pid catches this signal
+    /// again (`SigCgt` in /proc/PID/status): haproxy's master execs itself
+    /// once more after a reload and ignores USR2 until it is set up, so a
+    /// USR2 sent meanwhile is lost.
+    #[serde(skip)]
+    pub catches: Option<nix::sys::signal::Signal>,
     /// What the narration shows for the folder (the sandbox's path varies).
     pub shown_dir: Option<String>,
 }
@@ -513,6 +519,16 @@ impl ShellServer {
     }
 }
 
+/// Whether `pid` has a handler for `sig` (its bit in `SigCgt`).
+fn catches(pid: i32, sig: nix::sys::signal::Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (sig as i32 - 1)) != 0)
+}
+
 /// How many lines of `path` hold `text` (0 if it cannot be read).
 fn count_lines(path: &std::path::Path, text: &str) -> usize {
     std::fs::read_to_string(path)
@@ -540,6 +556,19 @@ impl Reloadable for ShellServer {
         let accepting_ns = mono_ns();
         if let Some(after) = self.cmds.after.clone() {
             self.run(lab, &after, old, narrate)?;
+        }
+        if let Some(sig) = self.cmds.catches {
+            let pid = self.pid();
+            lab.wait_until(
+                &format!(
+                    "the server catches {} again (SigCgt in /proc/PID/status)",
+                    sig.as_str()
+                ),
+                || match pid.map(|p| catches(p, sig)) {
+                    Some(true) => Ok(()),
+                    other => Err(format!("pid {pid:?}: {other:?}")),
+                },
+            )?;
         }
         if self.cmds.drained {
             let before: Vec<i32> = self.seen.iter().copied().collect();
