@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod generation;
 pub mod handover;
+pub mod handover_udp;
 pub mod protocol;
 pub mod server;
