@@ -76,6 +76,8 @@ pub struct Setup {
     pub startup_ms: u64,
     /// How long an old process waits for the new one's `ready`.
     pub handover_timeout_ms: u64,
+    /// The UDP mode instead of downloads (G09).
+    pub udp: Option<crate::drivers::udp_load::UdpMode>,
 }
 
 impl Setup {
@@ -85,6 +87,7 @@ impl Setup {
             download_ms,
             startup_ms,
             handover_timeout_ms: 5_000,
+            udp: None,
         }
     }
 }
@@ -220,6 +223,7 @@ fn common_args(setup: &Setup) -> Vec<String> {
         a.push("--startup-ms".into());
         a.push(setup.startup_ms.to_string());
     }
+    a.extend(setup.udp.iter().flat_map(|u| u.args()));
     a
 }
 

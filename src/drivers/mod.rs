@@ -9,3 +9,4 @@ pub mod handover;
 pub mod load;
 pub mod nginx;
 pub mod restart_tools;
+pub mod udp_load;
