@@ -194,11 +194,16 @@ pub fn main(opts: Opts) -> ! {
             gen = old_gen + 1;
         }
         takeover_conn = Some(conn);
-        // take_over hands any socket over as a TcpListener; these are the
-        // UDP sockets the old process sent.
-        fds.into_iter()
-            .map(|l| UdpSocket::from(OwnedFd::from(l)))
-            .collect()
+        // take_over hands any socket over as a TcpListener: these must be
+        // the UDP sockets of an old process in the UDP mode.
+        let fds: Vec<OwnedFd> = fds.into_iter().map(OwnedFd::from).collect();
+        if fds
+            .iter()
+            .any(|fd| socket::getsockopt(fd, sockopt::SockType) != Ok(SockType::Datagram))
+        {
+            fail("the old process sent sockets that are not UDP: does it run without --udp?");
+        }
+        fds.into_iter().map(UdpSocket::from).collect()
     } else {
         let v = bind_all(&opts.listen, opts.reuseport);
         let how = if opts.reuseport {
