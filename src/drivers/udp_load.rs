@@ -410,7 +410,7 @@ fn receive(shared: &Shared, s: &UdpSocket, i: usize, sockets: usize) {
 
 /// The receive queues of the UDP sockets bound to a port on 127.0.0.1, as
 /// `/proc/net/udp` shows them (`rx_queue`: the memory of the datagrams the
-/// kernel holds for a socket, not read yet), sampled every millisecond by
+/// kernel holds for a socket, not read yet), sampled every 5 ms by
 /// a thread until [`QueueWatch::stop`]: the largest seen per socket inode.
 /// Shown, not judged: a sample may catch a datagram on its way to a
 /// reader as well as a queue that nobody reads.
@@ -432,8 +432,10 @@ impl QueueWatch {
                         *q = e.rx_queue.max(*q);
                     }
                 }
-                // A sampling rate, not a wait for something.
-                std::thread::sleep(Duration::from_millis(1));
+                // A sampling rate, not a wait for something: often enough
+                // to see a queue that grows for a hundred milliseconds,
+                // seldom enough to cost an emulated guest little.
+                std::thread::sleep(Duration::from_millis(5));
             }
             largest
         });
