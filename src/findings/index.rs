@@ -51,6 +51,8 @@ index! {
         G06 g06_handover_strategies_side_by_side,
         G07 g07_ipv6_link_local_needs_a_scope_id,
     }
+    /// Article 002 in the field: UDP services.
+    udp { G09 g09_a_reuseport_handover_loses_the_datagrams_queued_on_the_old_socket_and_scm_rights_none }
     /// Article 000's question answered: which running processes must be restarted.
     detect {
         D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,
