@@ -2,14 +2,14 @@
 //! the user's own (its start, reload and stop commands), or the presets
 //! (real nginx, haproxy and apache2; swaplab's own strategies) side by side.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::drivers::comparison::Comparison;
-use crate::drivers::load::{Kind, Sample, Stats};
+use crate::drivers::load::{Kind, Stats};
 use crate::drivers::presets::Preset;
-use crate::drivers::reload::{run_reloads, Commands, Ready, ReloadPace, ShellServer, Url};
+use crate::drivers::reload::{
+    run_reloads, summary, Commands, Ready, ReloadPace, ShellServer, Summary, Url,
+};
 use crate::harness::lab::Lab;
 
 /// What is reloaded: presets, or the user's own server.
@@ -37,51 +37,6 @@ pub struct ReloadRun {
     pub error: Option<String>,
     pub result: Option<Comparison>,
     pub summary: Option<Summary>,
-}
-
-/// The table's figures of one run.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Summary {
-    pub reloads: usize,
-    pub requests: usize,
-    /// Requests on new connections that failed, by kind.
-    pub new_connections: BTreeMap<String, usize>,
-    /// Requests that failed on a reused (keep-alive) connection.
-    pub failed_on_reused: usize,
-    pub retried: usize,
-    pub before: Stats,
-    pub during: Stats,
-    pub after: Stats,
-}
-
-/// The figures of `c`: failures on new connections by kind apart from
-/// those on reused ones.
-pub fn summary(c: &Comparison) -> Summary {
-    let mut new_connections = BTreeMap::new();
-    for k in [
-        Kind::Refused,
-        Kind::Reset,
-        Kind::ShortRead,
-        Kind::Timeout,
-        Kind::Other,
-    ] {
-        let n = c
-            .samples
-            .iter()
-            .filter(|s: &&Sample| !s.reused && s.kind == k)
-            .count();
-        new_connections.insert(k.name().to_string(), n);
-    }
-    Summary {
-        reloads: c.switches.len(),
-        requests: c.attempted,
-        new_connections,
-        failed_on_reused: c.failed_on_reused,
-        retried: c.retried,
-        before: c.before.clone(),
-        during: c.during.clone(),
-        after: c.after.clone(),
-    }
 }
 
 fn one(name: String, start: impl FnOnce(&mut Lab) -> anyhow::Result<Comparison>) -> ReloadRun {

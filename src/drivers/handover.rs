@@ -80,6 +80,8 @@ pub struct Setup {
     /// Keep-alive connections, ended by this drain when a process stops
     /// (instead of one download per connection).
     pub keep_alive: Option<Drain>,
+    /// The UDP mode instead of downloads (G09).
+    pub udp: Option<crate::drivers::udp_load::UdpMode>,
 }
 
 impl Setup {
@@ -90,6 +92,7 @@ impl Setup {
             startup_ms,
             handover_timeout_ms: 5_000,
             keep_alive: None,
+            udp: None,
         }
     }
 }
@@ -228,6 +231,7 @@ fn common_args(setup: &Setup) -> Vec<String> {
     if let Some(d) = setup.keep_alive {
         a.extend(["--keep-alive", "--drain", d.name()].map(String::from));
     }
+    a.extend(setup.udp.iter().flat_map(|u| u.args()));
     a
 }
 

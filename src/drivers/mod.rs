@@ -11,3 +11,4 @@ pub mod nginx;
 pub mod presets;
 pub mod reload;
 pub mod restart_tools;
+pub mod udp_load;

@@ -6,7 +6,7 @@
 //! the reload finished ([`Ready`]), and tells what the clients saw as a
 //! [`Comparison`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::drivers::comparison::{compare, Comparison};
 use crate::drivers::handover::{Service, Switch};
-use crate::drivers::load::{self, Answer, KeepAlive, Kind, Load, Mark};
+use crate::drivers::load::{self, Answer, KeepAlive, Kind, Load, Mark, Sample, Stats};
 use crate::harness::lab::{pidt, vol, Lab};
 use crate::harness::process::{die_with_parent, output_within, GroupGuard, Sentinel};
 use crate::harness::procs;
@@ -258,6 +258,52 @@ pub fn run_reloads(
         vol(load::tally(&c.samples))
     ));
     Ok(c)
+}
+
+/// What the clients saw of one server's reloads: failures on new
+/// connections by kind, apart from those on reused ones.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub reloads: usize,
+    pub requests: usize,
+    /// Requests on new connections that failed, by kind.
+    pub new_connections: BTreeMap<String, usize>,
+    /// Requests that failed on a reused (keep-alive) connection.
+    pub failed_on_reused: usize,
+    pub retried: usize,
+    pub before: Stats,
+    pub during: Stats,
+    pub after: Stats,
+}
+
+/// The figures of `c`: failures on new connections by kind apart from
+/// those on reused ones.
+pub fn summary(c: &Comparison) -> Summary {
+    let mut new_connections = BTreeMap::new();
+    for k in [
+        Kind::Refused,
+        Kind::Reset,
+        Kind::ShortRead,
+        Kind::Timeout,
+        Kind::Other,
+    ] {
+        let n = c
+            .samples
+            .iter()
+            .filter(|s: &&Sample| !s.reused && s.kind == k)
+            .count();
+        new_connections.insert(k.name().to_string(), n);
+    }
+    Summary {
+        reloads: c.switches.len(),
+        requests: c.attempted,
+        new_connections,
+        failed_on_reused: c.failed_on_reused,
+        retried: c.retried,
+        before: c.before.clone(),
+        during: c.during.clone(),
+        after: c.after.clone(),
+    }
 }
 
 /// The shell commands that run a server.

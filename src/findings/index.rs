@@ -53,6 +53,8 @@ index! {
     }
     /// Article 002 in the field: requests on keep-alive connections across a hand-over.
     keep_alive { G08 g08_keep_alive_requests_fail_across_a_handover_unless_the_drain_or_the_client_is_careful }
+    /// Article 002 in the field: UDP services.
+    udp { G09 g09_a_reuseport_handover_loses_the_datagrams_queued_on_the_old_socket_and_scm_rights_none }
     /// Article 002 in the field: the reloads of real nginx, haproxy and apache2.
     real_servers { G10 g10_real_servers_refuse_no_new_connection_across_fifty_reloads }
     /// Article 000's question answered: which running processes must be restarted.

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::bench::reload::{summary, Summary};
 use crate::drivers::load::{KeepAlive, Kind};
 use crate::drivers::presets::Preset;
-use crate::drivers::reload::{run_reloads, ReloadPace};
+use crate::drivers::reload::{run_reloads, summary, ReloadPace, Summary};
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{vol, Lab};
 

@@ -129,6 +129,9 @@ pub struct Opts {
     /// With --keep-alive: how long a connection may stay idle.
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub idle_timeout_ms: u64,
+    /// The UDP mode (G09): `--udp`, `--udp-finish-ms`.
+    #[command(flatten)]
+    pub udp: crate::targets::handover_udp::UdpOpts,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock the harness's `Instant` reads
@@ -143,18 +146,18 @@ pub fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn fail(msg: &str) -> ! {
+pub(crate) fn fail(msg: &str) -> ! {
     eprintln!("swaplab-handover: {msg}");
     std::process::exit(2)
 }
 
-fn log(me: i32, what: &str) {
+pub(crate) fn log(me: i32, what: &str) {
     emit(&format!("notice pid={me}: {what}"));
 }
 
 /// Blocks the handled signals (before any thread starts, so every thread
 /// inherits the mask) and returns a signalfd for them.
-fn signal_fd() -> SignalFd {
+pub(crate) fn signal_fd() -> SignalFd {
     let mask = crate::targets::server::signal_set(&[
         Signal::SIGUSR2,
         Signal::SIGQUIT,
@@ -207,7 +210,7 @@ pub fn bind_listener(addr: SocketAddr, reuseport: bool) -> Result<TcpListener, S
 }
 
 /// Polls `fds`; which of them have something to say.
-fn poll_ready(fds: &mut [PollFd], timeout: PollTimeout) -> Vec<bool> {
+pub(crate) fn poll_ready(fds: &mut [PollFd], timeout: PollTimeout) -> Vec<bool> {
     match poll(fds, timeout) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => fail(&format!("poll: {e}")),
@@ -256,6 +259,9 @@ pub fn main() -> ! {
                 "--listen {a}: swaplab listens on loopback only (127.0.0.0/8, ::1)"
             ));
         }
+    }
+    if opts.udp.enabled {
+        crate::targets::handover_udp::main(opts)
     }
     if opts.holder {
         holder(opts)
@@ -428,7 +434,7 @@ fn activated(me: i32) -> Option<Vec<TcpListener>> {
 
 /// The new process's side of the SCM_RIGHTS hand-over, up to having the
 /// sockets: returns them, the old generation and the open connection.
-fn take_over(me: i32, path: &Path, opts: &Opts) -> (Vec<TcpListener>, u32, UnixStream) {
+pub(crate) fn take_over(me: i32, path: &Path, opts: &Opts) -> (Vec<TcpListener>, u32, UnixStream) {
     let conn = UnixStream::connect(path).unwrap_or_else(|e| {
         eprintln!(
             "swaplab-handover: cannot reach the old process at {}: {e}",

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod generation;
 pub mod handover;
+pub mod handover_udp;
 pub mod keepalive;
 pub mod protocol;
 pub mod server;
