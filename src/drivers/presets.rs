@@ -150,7 +150,7 @@ impl Preset {
             }
             Preset::Haproxy => {
                 let cmds = Commands {
-                    start: Some(format!("{bin} -W -f conf/haproxy.cfg")),
+                    start: Some(format!("{bin} -W -f conf/haproxy.cfg &")),
                     reload: "kill -USR2 {pid}".into(),
                     stop: Some("kill -TERM {pid}".into()),
                     pid_file: Some("run/haproxy.pid".into()),
