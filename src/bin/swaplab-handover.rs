@@ -3,5 +3,9 @@
 //! exec, socket activation). See `swaplab::targets::handover`.
 
 fn main() {
-    swaplab::targets::handover::main()
+    let opts = swaplab::targets::handover::options();
+    if opts.udp.enabled {
+        swaplab::targets::handover_udp::main(opts)
+    }
+    swaplab::targets::handover::main(opts)
 }

@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, sigprocmask, SigmaskHow, Signal};
@@ -131,7 +131,21 @@ pub struct Opts {
     pub idle_timeout_ms: u64,
     /// The UDP mode (G09): `--udp`, `--udp-finish-ms`.
     #[command(flatten)]
-    pub udp: crate::targets::handover_udp::UdpOpts,
+    pub udp: UdpOpts,
+}
+
+/// The options of the UDP mode (flattened into the server's [`Opts`]).
+#[derive(Args, Debug, Clone)]
+pub struct UdpOpts {
+    /// Serve UDP: echo numbered datagrams (`seq=N` answered `seq=N pid=P
+    /// gen=G`) on every `--listen` address (reuseport and scm-rights
+    /// strategies).
+    #[arg(long = "udp")]
+    pub enabled: bool,
+    /// How long a stopping UDP server goes on finishing its work, no longer
+    /// reading, before it closes its sockets.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub udp_finish_ms: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock the harness's `Instant` reads
@@ -250,8 +264,10 @@ fn describe(ls: &[TcpListener]) -> String {
         .join(", ")
 }
 
-/// The program's entry point.
-pub fn main() -> ! {
+/// The command line, checked: loopback addresses only. The program's entry
+/// point (`src/bin/swaplab-handover.rs`) then runs the UDP mode
+/// (`crate::targets::handover_udp`) or [`main`].
+pub fn options() -> Opts {
     let opts = Opts::parse();
     for a in &opts.listen {
         if !a.ip().is_loopback() {
@@ -260,9 +276,11 @@ pub fn main() -> ! {
             ));
         }
     }
-    if opts.udp.enabled {
-        crate::targets::handover_udp::main(opts)
-    }
+    opts
+}
+
+/// The TCP server (or the activation strategy's holder).
+pub fn main(opts: Opts) -> ! {
     if opts.holder {
         holder(opts)
     }

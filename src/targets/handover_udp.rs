@@ -24,7 +24,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -37,20 +36,6 @@ use nix::unistd::{getpid, Pid};
 use crate::targets::agent::emit;
 use crate::targets::generation::own_generation;
 use crate::targets::handover::{fail, log, mono_ns, poll_ready, signal_fd, take_over, Opts};
-
-/// The options of the UDP mode (flattened into the server's [`Opts`]).
-#[derive(Args, Debug, Clone)]
-pub struct UdpOpts {
-    /// Serve UDP: echo numbered datagrams (`seq=N` answered `seq=N pid=P
-    /// gen=G`) on every `--listen` address (reuseport and scm-rights
-    /// strategies).
-    #[arg(long = "udp")]
-    pub enabled: bool,
-    /// How long a stopping UDP server goes on finishing its work, no longer
-    /// reading, before it closes its sockets.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub udp_finish_ms: u64,
-}
 
 /// A datagram's text is at most this long; longer ones are cut.
 const MAX_DATAGRAM: usize = 512;
