@@ -173,6 +173,10 @@ impl Preset {
                 let ctl = programs::find("apachectl")
                     .context("apache2's apachectl is not installed (apt-get install -y apache2)")?;
                 let ctl = format!("APACHE_CONFDIR={dir} APACHE_HTTPD={bin} {}", ctl.display());
+                // apachectl makes its run and lock folders (by default
+                // /var/run/apache2 and /var/lock/apache2, owned by www-data)
+                // as its envvars say: in the sandbox, owned by this user.
+                write_shown(lab, "envvars", &apache2_envvars(&dir), port)?;
                 let cmds = Commands {
                     start: Some(format!("{ctl} -k start")),
                     reload: format!("{ctl} -k graceful"),
@@ -190,15 +194,7 @@ impl Preset {
             }
             Preset::Own(_) => unreachable!("swaplab's own server needs no configuration"),
         };
-        fs::create_dir_all(root.join("conf"))?;
-        fs::write(root.join(file), &text)?;
-        lab.shell(format!("cat {file}"));
-        for l in text.lines() {
-            lab.say(
-                l.replace(&port.to_string(), &vol(port))
-                    .replace(&dir, "$LAB"),
-            );
-        }
+        write_shown(lab, file, &text, port)?;
         Ok((
             Commands {
                 dir: root,
@@ -208,6 +204,41 @@ impl Preset {
             ready,
         ))
     }
+}
+
+/// Writes `text` to `file` in the sandbox and narrates it (`cat`), with the
+/// port and the sandbox's path redacted.
+fn write_shown(lab: &mut Lab, file: &str, text: &str, port: u16) -> Result<()> {
+    let root = lab.sandbox.root().to_path_buf();
+    let dir = root.display().to_string();
+    fs::create_dir_all(root.join("conf"))?;
+    fs::write(root.join(file), text)?;
+    lab.shell(format!("cat {file}"));
+    for l in text.lines() {
+        lab.say(
+            l.replace(&port.to_string(), &vol(port))
+                .replace(&dir, "$LAB"),
+        );
+    }
+    Ok(())
+}
+
+/// What Debian's apachectl reads before it runs apache2: every folder it
+/// makes in the sandbox, owned by the user running it.
+fn apache2_envvars(dir: &str) -> String {
+    let uid = nix::unistd::geteuid();
+    format!(
+        "# written by swaplab: apachectl's folders in the sandbox
+export APACHE_RUN_USER={uid}
+export APACHE_RUN_GROUP={}
+export APACHE_PID_FILE={dir}/run/apache2.pid
+export APACHE_RUN_DIR={dir}/run
+export APACHE_LOCK_DIR={dir}/lock
+export APACHE_LOG_DIR={dir}/run
+export LANG=C
+",
+        nix::unistd::getegid()
+    )
 }
 
 /// haproxy in master-worker mode, answering every request itself with the
