@@ -664,7 +664,7 @@ http {{
     )
     .unwrap();
     let start = format!(
-        "{} -p {}/ -c nginx.conf",
+        "{} -p {}/ -c nginx.conf -e error.log",
         nginx.display(),
         dir.path().display()
     );
