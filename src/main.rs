@@ -435,6 +435,12 @@ impl ReloadArgs {
                 pid_file: self.pid_file.clone(),
                 drained: self.drained,
                 catches: self.catches,
+                // The log --ready reads is the one to show when a reload
+                // does not finish.
+                log: match &ready {
+                    Ready::Log { path, .. } => Some(path.clone()),
+                    _ => None,
+                },
                 shown_dir: None,
             },
             url,

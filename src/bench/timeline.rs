@@ -120,9 +120,15 @@ pub fn svg(c: &Comparison) -> String {
         let (a, b) = (x(c.at(s.signal_ns)), x(c.at(s.accepting_ns)));
         let _ = writeln!(
             o,
-            r#"<rect x="{a:.2}" y="{TOP}" width="{:.2}" height="{PLOT_H}" fill="grey" fill-opacity="0.25"><title>switch to gen {}: {:.1} ms from signal to accepting</title></rect>"#,
+            r#"<rect x="{a:.2}" y="{TOP}" width="{:.2}" height="{PLOT_H}" fill="grey" fill-opacity="0.25"><title>{}: {:.1} ms from signal to accepting</title></rect>"#,
             (b - a).max(1.0),
-            s.gen,
+            // A server reloaded by its own commands has no generation
+            // numbers (0): its switches are reloads.
+            if s.gen == 0 {
+                "reload".to_string()
+            } else {
+                format!("switch to gen {}", s.gen)
+            },
             s.switch_ms()
         );
         let _ = writeln!(

@@ -139,6 +139,7 @@ impl Preset {
                     after: usr2.then(|| "kill -QUIT {pid}".to_string()),
                     stop: Some("kill -QUIT {pid}".into()),
                     pid_file: Some("run/nginx.pid".into()),
+                    log: Some("run/error.log".into()),
                     ..Commands::default()
                 };
                 // A binary upgrade is ready when the new master has written
@@ -182,6 +183,7 @@ impl Preset {
                     reload: format!("{ctl} -k graceful"),
                     stop: Some(format!("{ctl} -k stop")),
                     pid_file: Some("run/apache2.pid".into()),
+                    log: Some("run/error.log".into()),
                     ..Commands::default()
                 };
                 // Its answers do not name the process, but its error log

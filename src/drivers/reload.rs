@@ -333,6 +333,8 @@ pub struct Commands {
     /// USR2 sent meanwhile is lost.
     #[serde(skip)]
     pub catches: Option<nix::sys::signal::Signal>,
+    /// The server's own log, shown when a reload fails.
+    pub log: Option<PathBuf>,
     /// What the narration shows for the folder (the sandbox's path varies).
     pub shown_dir: Option<String>,
 }
@@ -588,6 +590,31 @@ impl Reloadable for ShellServer {
     }
 
     fn reload(&mut self, lab: &mut Lab, load: &Load, narrate: bool) -> Result<Switch> {
+        let result = self.reload_once(lab, load, narrate);
+        result.with_context(|| self.server_log(lab))
+    }
+
+    fn finish(&mut self, lab: &mut Lab) -> Result<Vec<String>> {
+        self.stop(lab)
+    }
+}
+
+impl ShellServer {
+    /// The last lines of the server's log (and of what its start command
+    /// printed), for an error: why a reload did not finish is usually there.
+    fn server_log(&self, lab: &Lab) -> String {
+        let mut out = String::from("the server's last words:");
+        let logs = self.cmds.log.iter().map(|l| self.cmds.dir.join(l));
+        for path in logs.chain([lab.sandbox.run_dir().join("start.log")]) {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let tail = crate::harness::process::last_lines(&text, 8);
+                out.push_str(&format!("\n{}:\n{tail}", path.display()));
+            }
+        }
+        out
+    }
+
+    fn reload_once(&mut self, lab: &mut Lab, load: &Load, narrate: bool) -> Result<Switch> {
         self.look(load);
         let old = self.pid();
         let before = match &self.ready {
@@ -649,7 +676,7 @@ impl Reloadable for ShellServer {
         })
     }
 
-    fn finish(&mut self, lab: &mut Lab) -> Result<Vec<String>> {
+    fn stop(&mut self, lab: &mut Lab) -> Result<Vec<String>> {
         if self.cmds.start.is_none() {
             return Ok(Vec::new()); // attached: the server is the user's
         }
