@@ -11,6 +11,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
 
 use crate::drivers::handover::{Service, Setup, Strategy};
 use crate::drivers::nginx;
@@ -136,6 +137,12 @@ impl Preset {
                         "kill -HUP {pid}"
                     }
                     .into(),
+                    // The signal goes to a master that has its handler.
+                    catches: Some(if usr2 {
+                        Signal::SIGUSR2
+                    } else {
+                        Signal::SIGHUP
+                    }),
                     after: usr2.then(|| "kill -QUIT {pid}".to_string()),
                     stop: Some("kill -QUIT {pid}".into()),
                     pid_file: Some("run/nginx.pid".into()),
@@ -155,10 +162,12 @@ impl Preset {
                     reload: "kill -USR2 {pid}".into(),
                     stop: Some("kill -TERM {pid}".into()),
                     pid_file: Some("run/haproxy.pid".into()),
-                    // After a reload the master execs itself once more and
-                    // ignores USR2 until it is set up: a USR2 sent then is
-                    // lost (strace; 1 reload in 50 under keep-alive).
-                    catches: Some(nix::sys::signal::Signal::SIGUSR2),
+                    // After its start and after each reload the master execs
+                    // itself once more and ignores USR2 until it is set up:
+                    // a USR2 sent then is lost (strace; here 1 reload in 50
+                    // under keep-alive, and the first one in an emulated
+                    // guest).
+                    catches: Some(Signal::SIGUSR2),
                     ..Commands::default()
                 };
                 (
@@ -184,6 +193,8 @@ impl Preset {
                     stop: Some(format!("{ctl} -k stop")),
                     pid_file: Some("run/apache2.pid".into()),
                     log: Some("run/error.log".into()),
+                    // apachectl -k graceful signals the parent with USR1.
+                    catches: Some(Signal::SIGUSR1),
                     ..Commands::default()
                 };
                 // Its answers do not name the process, but its error log

@@ -327,10 +327,10 @@ pub struct Commands {
     /// has exited (haproxy's master takes a second USR2 that comes before
     /// its old worker is gone for no reload at all).
     pub drained: bool,
-    /// After each reload, wait until the server's pid catches this signal
-    /// again (`SigCgt` in /proc/PID/status): haproxy's master execs itself
-    /// once more after a reload and ignores USR2 until it is set up, so a
-    /// USR2 sent meanwhile is lost.
+    /// Before each reload, wait until the server's pid catches this signal
+    /// (`SigCgt` in /proc/PID/status): haproxy's master, after its start
+    /// and after each reload, execs itself once more and ignores USR2 until
+    /// it is set up, so a USR2 sent meanwhile is lost.
     #[serde(skip)]
     pub catches: Option<nix::sys::signal::Signal>,
     /// The server's own log, shown when a reload fails.
@@ -504,6 +504,20 @@ impl ShellServer {
         Ok(())
     }
 
+    /// Waits until the server's pid has a handler for `sig` (`SigCgt` in
+    /// /proc/PID/status): a signal sent before is lost, or kills it.
+    fn wait_catches(&self, lab: &mut Lab, sig: nix::sys::signal::Signal) -> Result<()> {
+        let what = format!(
+            "the server catches {} (SigCgt in /proc/PID/status)",
+            sig.as_str()
+        );
+        lab.wait_until(&what, || match self.pid() {
+            Some(p) if catches(p, sig) => Ok(()),
+            Some(p) => Err(format!("pid {p} does not catch it")),
+            None => Err("no pid yet".to_string()),
+        })
+    }
+
     /// Records who answered since the last look.
     fn look(&mut self, load: &Load) {
         let from = self.read_to.unwrap_or(load.origin());
@@ -616,6 +630,9 @@ impl ShellServer {
 
     fn reload_once(&mut self, lab: &mut Lab, load: &Load, narrate: bool) -> Result<Switch> {
         self.look(load);
+        if let Some(sig) = self.cmds.catches {
+            self.wait_catches(lab, sig)?;
+        }
         let old = self.pid();
         let before = match &self.ready {
             Ready::Log { path, text } => count_lines(&self.cmds.dir.join(path), text),
@@ -629,19 +646,6 @@ impl ShellServer {
         let accepting_ns = mono_ns();
         if let Some(after) = self.cmds.after.clone() {
             self.run(lab, &after, old, narrate)?;
-        }
-        if let Some(sig) = self.cmds.catches {
-            let pid = self.pid();
-            lab.wait_until(
-                &format!(
-                    "the server catches {} again (SigCgt in /proc/PID/status)",
-                    sig.as_str()
-                ),
-                || match pid.map(|p| catches(p, sig)) {
-                    Some(true) => Ok(()),
-                    other => Err(format!("pid {pid:?}: {other:?}")),
-                },
-            )?;
         }
         if self.cmds.drained {
             let before: Vec<i32> = self.seen.iter().copied().collect();
