@@ -16,7 +16,8 @@ use swaplab::drivers::comparison::Pace;
 use swaplab::drivers::handover::{Setup, Strategy};
 use swaplab::drivers::load::KeepAlive;
 use swaplab::drivers::presets::Preset;
-use swaplab::drivers::reload::{Commands, Ready, ReloadPace, Url};
+use swaplab::drivers::reload::{Ready, ReloadPace, Url};
+use swaplab::drivers::shell_server::Commands;
 
 #[derive(Parser)]
 #[command(
@@ -359,8 +360,9 @@ struct ReloadArgs {
     #[arg(long, value_parser = parse_signal)]
     catches: Option<nix::sys::signal::Signal>,
     /// When a reload has finished: new-pid (an answer's `pid=N` names a
-    /// process that had not answered), log:PATH:TEXT (one more line with
-    /// TEXT), settle:MS (a fixed wait).
+    /// process that was not serving before), pid-file (--pid-file names
+    /// another live process), log:PATH:TEXT (one more line with TEXT),
+    /// settle:MS (a fixed wait).
     #[arg(long, default_value = "new-pid")]
     ready: String,
     /// Reloads per server.
@@ -418,6 +420,23 @@ impl ReloadArgs {
         };
         let url = Url::parse(url)?;
         let ready = Ready::parse(&self.ready)?;
+        if ready == Ready::PidFile && self.pid_file.is_none() {
+            return Err("--ready pid-file needs --pid-file".into());
+        }
+        if self.start.is_none() {
+            // Attach: the server must run already.
+            let probe = swaplab::drivers::load::get_once(
+                url.addr,
+                &url.path,
+                std::time::Duration::from_secs(5),
+            );
+            if let Err(e) = probe {
+                return Err(format!(
+                    "nothing answers at {}{} ({e}); give --start to start your server",
+                    url.addr, url.path
+                ));
+            }
+        }
         let dir = std::env::current_dir().map_err(|e| format!("the current folder: {e}"))?;
         if let Ready::Log { path, .. } = &ready {
             if !dir.join(path).is_file() && self.start.is_none() {

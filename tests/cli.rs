@@ -584,6 +584,12 @@ fn a_reader_that_leaves_early_ends_swaplab_quietly() {
 fn bench_reload_refuses_bad_input_with_exit_code_2() {
     let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     let out = dir.path().join("out");
+    // A port nobody listens on: bound, then let go.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     for (args, says) in [
         (
             &["--reload", "true", "--url", "http://192.0.2.1:80/"][..],
@@ -608,6 +614,14 @@ fn bench_reload_refuses_bad_input_with_exit_code_2() {
                 "soon",
             ][..],
             "--ready soon",
+        ),
+        (
+            &["--reload", "true", "--url", "http://127.0.0.1:8/", "--ready", "pid-file"][..],
+            "--ready pid-file needs --pid-file",
+        ),
+        (
+            &["--reload", "true", "--url", &format!("http://127.0.0.1:{free}/")][..],
+            "nothing answers at",
         ),
         (&["--preset", "lighttpd"][..], "not a preset"),
         (
@@ -695,10 +709,19 @@ http {{
     assert!(run["error"].is_null(), "{run}");
     let switches = run["result"]["switches"].as_array().unwrap();
     assert_eq!(switches.len(), 5, "{run}");
-    // A HUP keeps the master: each reload is ready when a new worker answers.
+    // A HUP keeps the master (the pid file's) and starts new workers: each
+    // reload was ready when another worker answered, never one of before.
+    let master = &switches[0]["from"];
+    let answered: Vec<&serde_json::Value> = switches.iter().map(|s| &s["to"]).collect();
     assert!(
-        switches.iter().all(|s| s["from"] != s["to"]),
-        "a reload was ready without a new process answering: {run}"
+        switches.iter().all(|s| &s["from"] == master),
+        "the master changed: {run}"
+    );
+    let distinct: std::collections::HashSet<String> =
+        answered.iter().map(|v| v.to_string()).collect();
+    assert!(
+        distinct.len() == answered.len() && !distinct.contains(&master.to_string()),
+        "a reload was ready on a process that served before it: {answered:?}: {run}"
     );
     assert!(dir.path().join("out/reload-server.svg").is_file());
     // --stop ran: nothing of the user's nginx is left (its master leads

@@ -7,9 +7,8 @@ use serde::Serialize;
 use crate::drivers::comparison::Comparison;
 use crate::drivers::load::{Kind, Stats};
 use crate::drivers::presets::Preset;
-use crate::drivers::reload::{
-    run_reloads, summary, Commands, Ready, ReloadPace, ShellServer, Summary, Url,
-};
+use crate::drivers::reload::{run_reloads, summary, Ready, ReloadPace, Summary, Url};
+use crate::drivers::shell_server::{Commands, ShellServer};
 use crate::harness::lab::Lab;
 
 /// What is reloaded: presets, or the user's own server.

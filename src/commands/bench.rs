@@ -211,7 +211,20 @@ pub fn reload(subject: Subject, pace: ReloadPace, out: &Path, json: bool) -> Don
         .iter()
         .map(|r| (r.server.as_str(), r.error.as_deref(), r.result.as_ref()))
         .collect();
-    let (written, failed) = write_outputs(&outcomes, &text, out, "reload");
+    let (written, mut failed) = write_outputs(&outcomes, &text, out, "reload");
+    for r in runs
+        .iter()
+        .filter_map(|r| r.summary.as_ref().map(|s| (&r.server, s)))
+    {
+        if !r.1.left_behind.is_empty() {
+            failed = true;
+            eprintln!(
+                "swaplab: {}: left behind: {}",
+                r.0,
+                r.1.left_behind.join("; ")
+            );
+        }
+    }
     if json {
         println!("{text}");
     } else {

@@ -116,6 +116,13 @@ pub struct Sample {
     /// client's retry of an idempotent request): `kind` is the retry's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub retried: bool,
+    /// Any byte of an answer arrived (a failure without one: the server
+    /// never answered this request).
+    pub answered: bool,
+    /// The answer said `Connection: close` (the server ends the
+    /// connection after it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 impl Sample {
@@ -404,13 +411,14 @@ fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
         k += 1;
         let start = t0.elapsed();
         let began = Instant::now();
-        let (kind, answer, detail, bytes) = match connect(opts, addr, began) {
+        let x = match connect(opts, addr, began) {
             Ok(mut conn) => {
                 let _counted = InFlight::new(&shared.in_flight);
-                exchange(&mut conn, opts, addr, began, false).0
+                exchange(&mut conn, opts, addr, began, false)
             }
-            Err(o) => o,
+            Err(o) => Exchanged::failed(o, false),
         };
+        let (kind, answer, detail, bytes) = x.outcome;
         shared.record(Sample {
             start,
             latency: began.elapsed(),
@@ -420,6 +428,8 @@ fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
             bytes,
             reused: false,
             retried: false,
+            answered: x.answered,
+            closed: x.closed,
         });
     }
 }
@@ -446,8 +456,11 @@ fn keep_alive_worker(shared: &Shared, opts: &Options, ka: KeepAlive, t0: Instant
     let addr = opts.addrs[me % opts.addrs.len()];
     let mut rng = fastrand::Rng::new();
     let mut conn: Option<TcpStream> = None;
+    let mut failed = false;
     while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline && !shared.full(opts) {
-        if conn.is_some() {
+        // After an answer, and after a failure too (a refused client does
+        // not spin).
+        if conn.is_some() || failed {
             // The think time, in slices that notice a stop.
             let until = Instant::now() + ka.think.mul_f64(rng.f64());
             while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
@@ -458,19 +471,20 @@ fn keep_alive_worker(shared: &Shared, opts: &Options, ka: KeepAlive, t0: Instant
         let began = Instant::now();
         let reused = conn.is_some();
         let counted = InFlight::new(&shared.in_flight);
-        let (mut outcome, mut keep, answered) = keep_alive_request(opts, addr, began, &mut conn);
+        let mut x = keep_alive_request(opts, addr, began, &mut conn);
         let mut retried = false;
-        if reused && ka.retry && outcome.0 != Kind::Completed && !answered {
+        if reused && ka.retry && x.outcome.0 != Kind::Completed && !x.answered {
             retried = true;
             let mut fresh = None;
-            (outcome, keep, _) = keep_alive_request(opts, addr, Instant::now(), &mut fresh);
+            x = keep_alive_request(opts, addr, Instant::now(), &mut fresh);
             conn = fresh;
         }
         drop(counted);
-        if !keep {
+        if !x.reusable {
             conn = None;
         }
-        let (kind, answer, detail, bytes) = outcome;
+        failed = x.outcome.0 != Kind::Completed;
+        let (kind, answer, detail, bytes) = x.outcome;
         shared.record(Sample {
             start,
             latency: began.elapsed(),
@@ -480,23 +494,23 @@ fn keep_alive_worker(shared: &Shared, opts: &Options, ka: KeepAlive, t0: Instant
             bytes,
             reused: reused && !retried,
             retried,
+            answered: x.answered,
+            closed: x.closed,
         });
     }
 }
 
-/// One request on `conn` (a new connection if it is `None`, left in it):
-/// the outcome, whether the connection may carry the next request, and
-/// whether any byte of an answer arrived.
+/// One request on `conn` (a new connection if it is `None`, left in it).
 fn keep_alive_request(
     opts: &Options,
     addr: SocketAddr,
     began: Instant,
     conn: &mut Option<TcpStream>,
-) -> (Outcome, bool, bool) {
+) -> Exchanged {
     if conn.is_none() {
         match connect(opts, addr, began) {
             Ok(c) => *conn = Some(c),
-            Err(o) => return (o, false, false),
+            Err(o) => return Exchanged::failed(o, false),
         }
     }
     let Some(c) = conn.as_mut() else {
@@ -549,17 +563,85 @@ fn connect(opts: &Options, addr: SocketAddr, began: Instant) -> Result<TcpStream
         })
 }
 
+/// How one exchange on a connection ended, besides its outcome.
+struct Exchanged {
+    outcome: Outcome,
+    /// The server keeps the connection open for the next request.
+    reusable: bool,
+    /// Any byte of an answer arrived.
+    answered: bool,
+    /// The answer said `Connection: close`.
+    closed: bool,
+}
+
+impl Exchanged {
+    fn failed(outcome: Outcome, answered: bool) -> Exchanged {
+        Exchanged {
+            outcome,
+            reusable: false,
+            answered,
+            closed: false,
+        }
+    }
+}
+
+/// Where a chunked body ends: walks the chunks as they arrive (a size line
+/// with optional extensions, the data, CRLF; a zero-size chunk, then
+/// trailer lines up to an empty one).
+#[derive(Default)]
+struct Chunks {
+    /// Body bytes not yet walked.
+    pending: Vec<u8>,
+    /// Bytes of the current chunk (and its CRLF) still to skip.
+    skip: usize,
+    /// Past the zero-size chunk: reading trailer lines.
+    trailers: bool,
+    done: bool,
+}
+
+impl Chunks {
+    fn feed(&mut self, more: &[u8]) {
+        self.pending.extend_from_slice(more);
+        while !self.done {
+            if self.skip > 0 {
+                let n = self.skip.min(self.pending.len());
+                self.pending.drain(..n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return;
+                }
+            }
+            let Some(eol) = self.pending.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let line: Vec<u8> = self.pending.drain(..eol + 2).take(eol).collect();
+            if self.trailers {
+                self.done = line.is_empty();
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let size = text.split(';').next().unwrap_or_default().trim();
+            match usize::from_str_radix(size, 16) {
+                Ok(0) => self.trailers = true,
+                Ok(n) => self.skip = n.saturating_add(2),
+                // Not chunks after all: the answer then ends with the
+                // connection (or the request times out).
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 /// Sends one GET on `conn` and reads its answer: to the end of the
-/// connection, or (`keep_alive`) to the end of the announced body. Returns
-/// the outcome, whether the server keeps the connection open for the next
-/// request, and whether any byte of an answer arrived.
+/// connection, or (`keep_alive`) to the end of the announced body
+/// (Content-Length, or the last chunk).
 fn exchange(
     conn: &mut TcpStream,
     opts: &Options,
     addr: SocketAddr,
     began: Instant,
     keep_alive: bool,
-) -> (Outcome, bool, bool) {
+) -> Exchanged {
     let left = opts
         .timeout
         .saturating_sub(began.elapsed())
@@ -572,11 +654,7 @@ fn exchange(
         if keep_alive { "keep-alive" } else { "close" }
     );
     if let Err(e) = conn.write_all(req.as_bytes()) {
-        return (
-            (classify(&e), None, Some(format!("send: {e}")), 0),
-            false,
-            false,
-        );
+        return Exchanged::failed((classify(&e), None, Some(format!("send: {e}")), 0), false);
     }
     // The head, then the body counted as it streams (downloads can be
     // large): only its first bytes are kept, to see who answered.
@@ -584,13 +662,11 @@ fn exchange(
     let mut body_bytes: u64 = 0;
     let mut head_len = None;
     let mut length: Option<u64> = None;
-    // A chunked body ends with its zero-size chunk: the last bytes seen.
-    let mut chunked = false;
-    let mut tail: Vec<u8> = Vec::new();
+    let mut chunks: Option<Chunks> = None;
     let mut buf = [0u8; 65536];
     loop {
         let ended =
-            length.is_some_and(|n| body_bytes >= n) || (chunked && tail.ends_with(b"0\r\n\r\n"));
+            length.is_some_and(|n| body_bytes >= n) || chunks.as_ref().is_some_and(|c| c.done);
         if keep_alive && ended {
             break;
         }
@@ -601,7 +677,7 @@ fn exchange(
                 Some(format!("answer: too slow ({body_bytes} body bytes in)")),
                 body_bytes,
             );
-            return (o, false, !got.is_empty());
+            return Exchanged::failed(o, !got.is_empty());
         }
         match conn.read(&mut buf) {
             Ok(0) => break,
@@ -610,7 +686,9 @@ fn exchange(
                     body_bytes += n as u64;
                     let keep = 512usize.saturating_sub(got.len()).min(n);
                     got.extend_from_slice(&buf[..keep]);
-                    keep_tail(&mut tail, &buf[..n]);
+                    if let Some(c) = chunks.as_mut() {
+                        c.feed(&buf[..n]);
+                    }
                 }
                 None => {
                     got.extend_from_slice(&buf[..n]);
@@ -618,13 +696,16 @@ fn exchange(
                         head_len = Some(i + 4);
                         body_bytes = (got.len() - i - 4) as u64;
                         length = header(&got[..i], "content-length").and_then(|v| v.parse().ok());
-                        chunked = header(&got[..i], "transfer-encoding")
-                            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-                        keep_tail(&mut tail, &got[i + 4..]);
+                        let te = header(&got[..i], "transfer-encoding").unwrap_or_default();
+                        if has_token(&te, "chunked") {
+                            let mut c = Chunks::default();
+                            c.feed(&got[i + 4..]);
+                            chunks = Some(c);
+                        }
                         got.truncate((i + 4 + 512).min(got.len()));
                     } else if got.len() > 65536 {
                         let o = (Kind::Other, None, Some("a head over 64 KiB".into()), 0);
-                        return (o, false, true);
+                        return Exchanged::failed(o, true);
                     }
                 }
             },
@@ -641,29 +722,38 @@ fn exchange(
                     Some(format!("receive{at}: {e}")),
                     body_bytes,
                 );
-                return (o, false, !got.is_empty());
+                return Exchanged::failed(o, !got.is_empty());
             }
         }
     }
     let (kind, answer, detail) = parse_response(&got, body_bytes);
+    let head = head_len.map(|h| &got[..h]).unwrap_or_default();
+    let connection = header(head, "connection").unwrap_or_default();
+    let closed = has_token(&connection, "close");
+    // HTTP/1.1 keeps a connection unless told otherwise; HTTP/1.0 only
+    // when told so.
+    let kept = if head.starts_with(b"HTTP/1.1 ") {
+        !closed
+    } else {
+        has_token(&connection, "keep-alive")
+    };
     let reusable = keep_alive
         && kind == Kind::Completed
-        && (length.is_some() || chunked)
-        && head_len.is_some_and(|h| {
-            !header(&got[..h], "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
-        });
-    (
-        (kind, answer, detail, body_bytes),
+        && kept
+        && (length.is_some() || chunks.as_ref().is_some_and(|c| c.done));
+    Exchanged {
+        outcome: (kind, answer, detail, body_bytes),
         reusable,
-        !got.is_empty(),
-    )
+        answered: !got.is_empty(),
+        closed,
+    }
 }
 
-/// Keeps the last 7 bytes of a body (where a chunked one's end shows).
-fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
-    tail.extend_from_slice(more);
-    let cut = tail.len().saturating_sub(7);
-    tail.drain(..cut);
+/// Whether a comma-separated header value holds `token` (any case).
+fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The value of header `name` in a response head (case-insensitive).
@@ -674,6 +764,21 @@ fn header(head: &[u8], name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_string())
     })
+}
+
+/// One GET of `path` at `addr` on a connection of its own (a readiness
+/// probe): who answered a whole 200 answer (if it said), or what went
+/// wrong.
+pub fn get_once(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Option<Answer>, String> {
+    let mut opts = Options::new(addr);
+    opts.path = path.to_string();
+    opts.timeout = timeout;
+    let began = Instant::now();
+    let mut conn = connect(&opts, addr, began).map_err(|o| o.2.unwrap_or_default())?;
+    match exchange(&mut conn, &opts, addr, began, false).outcome {
+        (Kind::Completed, answer, _, _) => Ok(answer),
+        (kind, _, detail, _) => Err(format!("{}: {}", kind.name(), detail.unwrap_or_default())),
+    }
 }
 
 /// Judges a whole response: `got` holds the head and the first bytes of the
@@ -694,12 +799,7 @@ fn parse_response(got: &[u8], body_bytes: u64) -> (Kind, Option<Answer>, Option<
     if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
         return (Kind::Other, None, Some(format!("status line `{status}`")));
     }
-    let length = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<u64>().ok())
-            .flatten()
-    });
+    let length = header(head.as_bytes(), "content-length").and_then(|v| v.parse::<u64>().ok());
     match length {
         Some(n) if body_bytes < n => (
             Kind::ShortRead,
@@ -798,6 +898,31 @@ mod tests {
         let big = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\npid=9 gen=3\n....";
         let (k, a, _) = parse_response(big, 1 << 20);
         assert_eq!((k, a.map(|a| a.gen)), (Kind::Completed, Some(Some(3))));
+    }
+
+    #[test]
+    fn chunked_bodies_end_at_their_last_chunk() {
+        let whole = |parts: &[&[u8]]| {
+            let mut c = Chunks::default();
+            for p in parts {
+                c.feed(p);
+            }
+            c.done
+        };
+        assert!(whole(&[b"5\r\nhello\r\n0\r\n\r\n"]));
+        // Data that looks like an end, cut anywhere, is data.
+        assert!(!whole(&[b"7\r\nab0\r\n\r\n"]));
+        assert!(whole(&[b"7\r\nab0\r", b"\n\r\n", b"\r\n0\r\n\r\n"]));
+        // Extensions and trailers.
+        assert!(whole(&[b"3;x=1\r\nabc\r\n0;end\r\nX-T: 1\r\n\r\n"]));
+        assert!(!whole(&[b"3\r\nabc\r\n0\r\nX-T: 1\r\n"]));
+    }
+
+    #[test]
+    fn tokens_in_header_lists() {
+        assert!(has_token("gzip, chunked", "chunked"));
+        assert!(has_token("Keep-Alive, Upgrade", "keep-alive"));
+        assert!(!has_token("closed", "close"));
     }
 
     #[test]

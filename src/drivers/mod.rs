@@ -11,4 +11,5 @@ pub mod nginx;
 pub mod presets;
 pub mod reload;
 pub mod restart_tools;
+pub mod shell_server;
 pub mod udp_load;

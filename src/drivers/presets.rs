@@ -15,7 +15,8 @@ use nix::sys::signal::Signal;
 
 use crate::drivers::handover::{Service, Setup, Strategy};
 use crate::drivers::nginx;
-use crate::drivers::reload::{Commands, Ready, Reloadable, ShellServer, Url};
+use crate::drivers::reload::{Ready, Reloadable, Url};
+use crate::drivers::shell_server::{Commands, ShellServer};
 use crate::harness::lab::{vol, Lab};
 use crate::harness::programs;
 use crate::harness::replace::Replace;

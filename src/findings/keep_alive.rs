@@ -169,15 +169,31 @@ fn judge(lab: &mut Lab, drain: Drain, retry: bool, c: &Comparison) {
                 per.len() == SWITCHES && per.iter().all(|n| *n >= 1),
                 format!("per hand-over {per:?}: {tally}"),
             );
-            let kinds_ok = c
+            // What the claim says of each: the server never answered it.
+            let unanswered = c
                 .samples
                 .iter()
                 .filter(|s| s.failed_on_reused())
-                .all(|s| matches!(s.kind, Kind::Reset | Kind::ShortRead));
+                .all(|s| !s.answered && matches!(s.kind, Kind::Reset | Kind::ShortRead));
             lab.check(
-                format!("{name}: each of them was reset or ended with no response"),
-                kinds_ok,
+                format!("{name}: each of them was reset or ended with no byte of an answer"),
+                unanswered,
                 tally,
+            );
+        }
+        (Drain::NextRequest, false) => {
+            // The risky moment did come: at every hand-over the old process
+            // answered requests on reused connections and closed them.
+            let closed = c.per_switch(|s| s.reused && s.closed && s.kind == Kind::Completed);
+            lab.check(
+                format!("{name}: at every hand-over, requests on reused connections were answered with `Connection: close`"),
+                closed.len() == SWITCHES && closed.iter().all(|n| *n >= 1),
+                format!("per hand-over {closed:?}"),
+            );
+            lab.check(
+                format!("{name}: no request fails, on a reused connection or a new one"),
+                c.failed() == 0,
+                format!("per hand-over {per:?}: {tally}"),
             );
         }
         _ => {
