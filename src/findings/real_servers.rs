@@ -66,6 +66,14 @@ struct Row {
 }
 
 pub fn g10(lab: &mut Lab) -> Result<()> {
+    if crate::harness::platform::emulated() {
+        // Measured: nginx's two runs alone took 9 minutes in Debian 11's
+        // guest, and the whole of G10 did not end within 18.
+        lab.not_applicable(
+            "an emulated guest (no KVM): 400 reloads of real servers under load take longer than the kernel column's time; on the host, and in a guest with KVM, G10 runs",
+        );
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for preset in Preset::REAL {
         for keep_alive in [false, true] {
