@@ -616,11 +616,23 @@ fn bench_reload_refuses_bad_input_with_exit_code_2() {
             "--ready soon",
         ),
         (
-            &["--reload", "true", "--url", "http://127.0.0.1:8/", "--ready", "pid-file"][..],
+            &[
+                "--reload",
+                "true",
+                "--url",
+                "http://127.0.0.1:8/",
+                "--ready",
+                "pid-file",
+            ][..],
             "--ready pid-file needs --pid-file",
         ),
         (
-            &["--reload", "true", "--url", &format!("http://127.0.0.1:{free}/")][..],
+            &[
+                "--reload",
+                "true",
+                "--url",
+                &format!("http://127.0.0.1:{free}/"),
+            ][..],
             "nothing answers at",
         ),
         (&["--preset", "lighttpd"][..], "not a preset"),
