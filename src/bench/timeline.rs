@@ -115,27 +115,7 @@ pub fn svg(c: &Comparison) -> String {
             );
         }
     }
-    // Switches: a band from the signal to the new generation accepting.
-    for s in &c.switches {
-        let (a, b) = (x(c.at(s.signal_ns)), x(c.at(s.accepting_ns)));
-        let _ = writeln!(
-            o,
-            r#"<rect x="{a:.2}" y="{TOP}" width="{:.2}" height="{PLOT_H}" fill="grey" fill-opacity="0.25"><title>{}: {:.1} ms from signal to accepting</title></rect>"#,
-            (b - a).max(1.0),
-            // A server reloaded by its own commands has no generation
-            // numbers (0): its switches are reloads.
-            if s.gen == 0 {
-                "reload".to_string()
-            } else {
-                format!("switch to gen {}", s.gen)
-            },
-            s.switch_ms()
-        );
-        let _ = writeln!(
-            o,
-            r#"<line x1="{a:.2}" x2="{a:.2}" y1="{TOP}" y2="{base}" stroke="dimgrey" stroke-dasharray="3,3"/>"#
-        );
-    }
+    switch_bands(&mut o, c, &x, base);
     // Axes and ticks (seconds).
     let _ = writeln!(
         o,
@@ -185,4 +165,29 @@ pub fn svg(c: &Comparison) -> String {
     );
     o.push_str("</svg>\n");
     o
+}
+
+/// Each switch as a band from its signal to the new generation accepting
+/// (a reload: from its command to ready), with a dashed line at the signal.
+fn switch_bands(o: &mut String, c: &Comparison, x: &dyn Fn(Duration) -> f64, base: f64) {
+    for s in &c.switches {
+        let (a, b) = (x(c.at(s.signal_ns)), x(c.at(s.accepting_ns)));
+        let _ = writeln!(
+            o,
+            r#"<rect x="{a:.2}" y="{TOP}" width="{:.2}" height="{PLOT_H}" fill="grey" fill-opacity="0.25"><title>{}: {:.1} ms from signal to accepting</title></rect>"#,
+            (b - a).max(1.0),
+            // A server reloaded by its own commands has no generation
+            // numbers (0): its switches are reloads.
+            if s.gen == 0 {
+                "reload".to_string()
+            } else {
+                format!("switch to gen {}", s.gen)
+            },
+            s.switch_ms()
+        );
+        let _ = writeln!(
+            o,
+            r#"<line x1="{a:.2}" x2="{a:.2}" y1="{TOP}" y2="{base}" stroke="dimgrey" stroke-dasharray="3,3"/>"#
+        );
+    }
 }
