@@ -413,10 +413,54 @@ fn receive(shared: &Shared, s: &UdpSocket, i: usize, sockets: usize) {
 /// kernel holds for a socket, not read yet), sampled every 5 ms by
 /// a thread until [`QueueWatch::stop`]: the largest seen per socket inode.
 /// Shown, not judged: a sample may catch a datagram on its way to a
-/// reader as well as a queue that nobody reads.
+/// reader as well as a queue that nobody reads. It also reads each
+/// socket's `drops` (datagrams the kernel threw away because the receive
+/// buffer was full), for the server's sockets and the clients' (connected
+/// to the port): a loss by overflow is not a loss on close.
 pub struct QueueWatch {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<std::collections::BTreeMap<u64, u32>>>,
+    thread: Option<JoinHandle<Watched>>,
+}
+
+/// What a [`QueueWatch`] saw, per socket inode.
+#[derive(Default)]
+pub struct Watched {
+    /// The largest `rx_queue` of the server's sockets.
+    pub queues: std::collections::BTreeMap<u64, u32>,
+    /// The largest `drops` of the server's and the clients' sockets.
+    pub drops: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Watched {
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+/// `(local port, remote port, inode, drops)` of each line of
+/// /proc/net/udp and /proc/net/udp6 (drops is the last column, which the
+/// procfs crate does not read).
+fn udp_drops() -> Vec<(u16, u16, u64, u64)> {
+    let port = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+            .unwrap_or(0)
+    };
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    let (inode, drops) = (w.get(9)?.parse().ok()?, w.last()?.parse().ok()?);
+                    Some((port(w.get(1)?), port(w.get(2)?), inode, drops))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 impl QueueWatch {
@@ -424,12 +468,18 @@ impl QueueWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut largest = std::collections::BTreeMap::new();
+            let mut seen = Watched::default();
             while !flag.load(Ordering::SeqCst) {
                 for e in procfs::net::udp().unwrap_or_default() {
                     if e.local_address.port() == port && e.local_address.ip().is_loopback() {
-                        let q = largest.entry(e.inode).or_insert(0);
+                        let q = seen.queues.entry(e.inode).or_insert(0);
                         *q = e.rx_queue.max(*q);
+                    }
+                }
+                for (local, remote, inode, drops) in udp_drops() {
+                    if local == port || remote == port {
+                        let d = seen.drops.entry(inode).or_insert(0);
+                        *d = drops.max(*d);
                     }
                 }
                 // A sampling rate, not a wait for something: often enough
@@ -437,7 +487,7 @@ impl QueueWatch {
                 // seldom enough to cost an emulated guest little.
                 std::thread::sleep(Duration::from_millis(5));
             }
-            largest
+            seen
         });
         QueueWatch {
             stop,
@@ -445,8 +495,8 @@ impl QueueWatch {
         }
     }
 
-    /// Stops sampling: the largest `rx_queue` seen per socket inode.
-    pub fn stop(mut self) -> std::collections::BTreeMap<u64, u32> {
+    /// Stops sampling: the largest `rx_queue` and `drops` seen per socket.
+    pub fn stop(mut self) -> Watched {
         self.stop.store(true, Ordering::SeqCst);
         self.thread
             .take()
@@ -467,6 +517,23 @@ impl Drop for QueueWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_on_a_full_receive_buffer_are_read() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::RcvBuf, &1024).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            let _ = tx.send_to(&[0u8; 512], ("127.0.0.1", port));
+        }
+        let drops: u64 = udp_drops()
+            .into_iter()
+            .filter(|(local, ..)| *local == port)
+            .map(|(.., d)| d)
+            .sum();
+        assert!(drops > 0, "no drops read for port {port}");
+    }
 
     #[test]
     fn only_loopback_is_loaded() {

@@ -7,7 +7,7 @@
 //! lost when no answer with its number comes back, whatever the server says
 //! of itself.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::drivers::handover::{listening_inodes, show_listening, Service, Setup, Strategy, Switch};
 use crate::drivers::udp_load::{Datagram, Options, QueueWatch, Report, Tally, UdpLoad, UdpMode};
@@ -146,7 +146,17 @@ fn handovers(lab: &mut Lab, strategy: Strategy) -> Result<Run> {
         })?;
         switches.push(sw);
     }
-    let queues = watch.stop();
+    let watched = watch.stop();
+    if watched.dropped() > 0 {
+        // A full receive buffer drops datagrams too: then the losses
+        // cannot be told from losses on close, and nothing is judged.
+        bail!(
+            "the kernel dropped {} datagrams on full receive buffers (drops in /proc/net/udp: {:?}); a loss on close cannot be told from it on this run",
+            watched.dropped(),
+            watched.drops
+        );
+    }
+    let queues = watched.queues;
     show_queues(lab, &inodes, &queues);
     let report = load.stop();
     let left = svc.finish(lab)?;
