@@ -7,7 +7,8 @@
 //!
 //! Process groups written to its stdin, one number a line (a server that a
 //! user's own command started and that daemonized out of the harness's
-//! tree, with its executable elsewhere), are killed too.
+//! tree, with its executable elsewhere), are killed too; `-N` takes group N
+//! back once it has ended.
 //!
 //! usage: swaplab-sentinel SANDBOX
 
@@ -49,11 +50,19 @@ fn main() {
     while let Ok(n @ 1..) = stdin.read(&mut chunk) {
         said.extend_from_slice(&chunk[..n]);
     }
-    let groups: Vec<i32> = String::from_utf8_lossy(&said)
+    // `N` adds a group, `-N` takes it back (it ended: its number may be
+    // given to another group later).
+    let mut groups: Vec<i32> = Vec::new();
+    for n in String::from_utf8_lossy(&said)
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .filter(|g| *g > 1)
-        .collect();
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+    {
+        match n {
+            n if n > 1 => groups.push(n),
+            n if n < -1 => groups.retain(|g| *g != -n),
+            _ => {}
+        }
+    }
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         for g in &groups {

@@ -483,6 +483,11 @@ impl ShellServer {
         if let Some(c) = self.child.as_mut() {
             let _ = crate::harness::process::wait_or_kill(c, Duration::from_secs(5));
         }
+        if let Some(s) = self.sentinel.as_mut() {
+            for g in self.pgids.iter().filter(|g| procs::group(**g).is_empty()) {
+                s.forget_group(*g)?;
+            }
+        }
         Ok(match gone {
             Ok(()) => Vec::new(),
             Err(e) => vec![format!("{e:#}")],

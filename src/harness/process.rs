@@ -362,6 +362,12 @@ impl Sentinel {
         Ok(Sentinel { child })
     }
 
+    /// Has the sentinel forget process group `pgid` (it ended: its number
+    /// may go to another group).
+    pub fn forget_group(&mut self, pgid: i32) -> Result<()> {
+        self.watch_group(-pgid)
+    }
+
     /// Has the sentinel kill process group `pgid` too, when it fires.
     pub fn watch_group(&mut self, pgid: i32) -> Result<()> {
         use std::io::Write;
