@@ -240,18 +240,18 @@ fn write_shown(lab: &mut Lab, file: &str, text: &str, port: u16) -> Result<()> {
 /// What Debian's apachectl reads before it runs apache2: every folder it
 /// makes in the sandbox, owned by the user running it.
 fn apache2_envvars(dir: &str) -> String {
-    let uid = nix::unistd::geteuid();
+    // apachectl sources this file: `$(id -u)` is whoever runs it, and the
+    // file reads the same for every user.
     format!(
-        "# written by swaplab: apachectl's folders in the sandbox
-export APACHE_RUN_USER={uid}
-export APACHE_RUN_GROUP={}
+        "# written by swaplab: apachectl's folders in the sandbox, owned by whoever runs it
+export APACHE_RUN_USER=$(id -u)
+export APACHE_RUN_GROUP=$(id -g)
 export APACHE_PID_FILE={dir}/run/apache2.pid
 export APACHE_RUN_DIR={dir}/run
 export APACHE_LOCK_DIR={dir}/lock
 export APACHE_LOG_DIR={dir}/run
 export LANG=C
-",
-        nix::unistd::getegid()
+"
     )
 }
 
