@@ -189,24 +189,13 @@ pub fn run_strategy(
         s.kind == Kind::Completed
     })?;
     for i in 0..pace.switches {
-        let sw = svc.switch(lab, i == 0)?;
-        if i > 0 {
-            lab.say(format!(
-                "switch {}: gen {} {} -> gen {} {}",
-                i + 1,
-                sw.gen - 1,
-                pidt(sw.from),
-                sw.gen,
-                pidt(sw.to)
-            ));
-        }
-        let m = load.mark();
-        let gen = sw.gen;
-        load.wait_for(
-            m,
+        switch_under_load(
+            lab,
+            &mut svc,
+            &load,
+            i,
             pace.between,
-            &format!("a download from gen {gen} completed"),
-            |s| s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen),
+            ("switch", "a download"),
         )?;
     }
     let m = load.mark();
@@ -235,6 +224,40 @@ pub fn run_strategy(
     c.first_listening = first_listening;
     c.last_listening = last_listening;
     Ok(c)
+}
+
+/// Switch `i` (from 0) of `svc` under `load`, narrated as `words.0` (the
+/// first one step by step, the others in a line); then waits until
+/// `between` answers (`words.1`) from the new generation have completed.
+pub fn switch_under_load(
+    lab: &mut Lab,
+    svc: &mut Service,
+    load: &crate::drivers::load::Load,
+    i: usize,
+    between: usize,
+    words: (&str, &str),
+) -> Result<Switch> {
+    let sw = svc.switch(lab, i == 0)?;
+    if i > 0 {
+        lab.say(format!(
+            "{} {}: gen {} {} -> gen {} {}",
+            words.0,
+            i + 1,
+            sw.gen - 1,
+            pidt(sw.from),
+            sw.gen,
+            pidt(sw.to)
+        ));
+    }
+    let m = load.mark();
+    let gen = sw.gen;
+    load.wait_for(
+        m,
+        between,
+        &format!("{} from gen {gen} completed", words.1),
+        |s| s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen),
+    )?;
+    Ok(sw)
 }
 
 /// The comparison table (Markdown), one row per strategy.

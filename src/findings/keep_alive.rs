@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::drivers::comparison::{compare, Comparison};
+use crate::drivers::comparison::{compare, switch_under_load, Comparison};
 use crate::drivers::handover::{
     listening_inodes, show_listening, start_keep_alive_load, Service, Setup, Strategy,
 };
 use crate::drivers::load::{self, Kind, KeepAlive};
 use crate::harness::finding::{Finding, Scope};
-use crate::harness::lab::{pidt, vol, Lab};
+use crate::harness::lab::{vol, Lab};
 use crate::targets::handover::mono_ns;
 use crate::targets::keepalive::Drain;
 
@@ -70,25 +70,7 @@ fn drain_run(lab: &mut Lab, drain: Drain, retry: bool) -> Result<Comparison> {
         s.kind == Kind::Completed
     })?;
     for i in 0..SWITCHES {
-        let sw = svc.switch(lab, i == 0)?;
-        if i > 0 {
-            lab.say(format!(
-                "hand-over {}: gen {} {} -> gen {} {}",
-                i + 1,
-                sw.gen - 1,
-                pidt(sw.from),
-                sw.gen,
-                pidt(sw.to)
-            ));
-        }
-        let m = load.mark();
-        let gen = sw.gen;
-        load.wait_for(
-            m,
-            SETTLE,
-            &format!("an answer from gen {gen} completed"),
-            |s| s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen),
-        )?;
+        switch_under_load(lab, &mut svc, &load, i, SETTLE, ("hand-over", "an answer"))?;
     }
     let last = svc.current.clone();
     let last_listening = listening_inodes(&last);
