@@ -418,19 +418,7 @@ fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
             }
             Err(o) => Exchanged::failed(o, false),
         };
-        let (kind, answer, detail, bytes) = x.outcome;
-        shared.record(Sample {
-            start,
-            latency: began.elapsed(),
-            kind,
-            answer,
-            detail,
-            bytes,
-            reused: false,
-            retried: false,
-            answered: x.answered,
-            closed: x.closed,
-        });
+        shared.record(x.sample(start, began.elapsed(), false, false));
     }
 }
 
@@ -484,19 +472,7 @@ fn keep_alive_worker(shared: &Shared, opts: &Options, ka: KeepAlive, t0: Instant
             conn = None;
         }
         failed = x.outcome.0 != Kind::Completed;
-        let (kind, answer, detail, bytes) = x.outcome;
-        shared.record(Sample {
-            start,
-            latency: began.elapsed(),
-            kind,
-            answer,
-            detail,
-            bytes,
-            reused: reused && !retried,
-            retried,
-            answered: x.answered,
-            closed: x.closed,
-        });
+        shared.record(x.sample(start, began.elapsed(), reused && !retried, retried));
     }
 }
 
@@ -575,6 +551,23 @@ struct Exchanged {
 }
 
 impl Exchanged {
+    /// The request's sample: it started at `start` and took `latency`.
+    fn sample(self, start: Duration, latency: Duration, reused: bool, retried: bool) -> Sample {
+        let (kind, answer, detail, bytes) = self.outcome;
+        Sample {
+            start,
+            latency,
+            kind,
+            answer,
+            detail,
+            bytes,
+            reused,
+            retried,
+            answered: self.answered,
+            closed: self.closed,
+        }
+    }
+
     fn failed(outcome: Outcome, answered: bool) -> Exchanged {
         Exchanged {
             outcome,
