@@ -158,7 +158,8 @@ fn main() {
         .arg("-o")
         .arg(&sleeper)
         .arg(format!("-L{}", root.join("v1").display()))
-        .arg("-lexample");
+        .arg("-lexample")
+        .arg("-pthread");
     run(cmd, "the sleeper");
     println!("cargo:rustc-env=SWAPLAB_SLEEPER={}", sleeper.display());
 

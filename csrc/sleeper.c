@@ -4,13 +4,16 @@
  * `test`; it greets once, says `ready PID`, and sleeps until the harness is
  * gone or kills it.
  *
- *   swaplab-sleeper HARNESS_PID [--jit] [--daemon] [--data-view]
+ *   swaplab-sleeper HARNESS_PID [--jit] [--daemon] [--data-view] [--exit-main]
  *
  * --jit     also map a memfd executable, as JIT compilers do: a `(deleted)`
  *           mapping that is no stale code.
  * --data-view  also map its libexample once more, whole and read-only, as
  *           rustc does with the proc-macro libraries it loads: a second
  *           mapping of the library that is no part of the loaded image.
+ * --exit-main  wait on a thread of its own and end the main thread with
+ *           pthread_exit: the process lives on, its main thread a zombie
+ *           whose /proc/PID/maps is empty.
  * --daemon  fork and let the first process exit, so the sleeper's parent is
  *           init, as a daemon's is (needrestart judges a child by its parent
  *           instead of on its own). It stays in the harness's process group.
@@ -23,6 +26,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,12 +39,22 @@
 
 const char *greeting(void);
 
+/* Returns once the harness has exited (its pidfd readable). */
+static void *wait_for_harness(void *fd) {
+    struct pollfd p = {.fd = (int)(long)fd, .events = POLLIN};
+    for (;;) {
+        if (poll(&p, 1, -1) > 0)
+            exit(0);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s HARNESS_PID [--jit] [--daemon] [--data-view]\n", argv[0]);
+        fprintf(stderr, "usage: %s HARNESS_PID [--jit] [--daemon] [--data-view] [--exit-main]\n", argv[0]);
         return 2;
     }
-    int jit = 0, daemon = 0, data_view = 0;
+    int jit = 0, daemon = 0, data_view = 0, exit_main = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--jit") == 0)
             jit = 1;
@@ -48,6 +62,8 @@ int main(int argc, char **argv) {
             daemon = 1;
         else if (strcmp(argv[i], "--data-view") == 0)
             data_view = 1;
+        else if (strcmp(argv[i], "--exit-main") == 0)
+            exit_main = 1;
         else {
             fprintf(stderr, "unknown argument %s\n", argv[i]);
             return 2;
@@ -93,10 +109,14 @@ int main(int argc, char **argv) {
     }
     printf("ready %d %s\n", (int)getpid(), greeting());
     fflush(stdout);
-    /* Readable once the harness has exited. */
-    struct pollfd p = {.fd = watch, .events = POLLIN};
-    for (;;) {
-        if (poll(&p, 1, -1) > 0)
-            return 0;
+    if (exit_main) {
+        pthread_t waiter;
+        if (pthread_create(&waiter, NULL, wait_for_harness, (void *)(long)watch) != 0) {
+            perror("pthread_create");
+            return 1;
+        }
+        pthread_exit(NULL);
     }
+    wait_for_harness((void *)(long)watch);
+    return 0;
 }

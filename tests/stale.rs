@@ -17,7 +17,7 @@ use swaplab::harness::process::spawn_retrying;
 use crate::cli::swaplab;
 
 /// A process killed and reaped when the test ends, however it ends.
-struct Guarded(Child);
+pub(crate) struct Guarded(pub(crate) Child);
 
 impl Drop for Guarded {
     fn drop(&mut self) {
@@ -27,20 +27,20 @@ impl Drop for Guarded {
 }
 
 impl Guarded {
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.0.id() as i32
     }
 }
 
 /// A sandbox folder others may enter (for the unprivileged test).
-fn sandbox() -> swaplab::harness::sandbox::Scratch {
+pub(crate) fn sandbox() -> swaplab::harness::sandbox::Scratch {
     let dir = swaplab::harness::sandbox::scratch("stale-test").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
 
 /// Waits, with a deadline, until `probe` holds.
-fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(20);
     while !probe() {
         assert!(Instant::now() < until, "timed out waiting until {what}");
@@ -50,7 +50,7 @@ fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
 
 /// Spawns `cmd` so that it dies with this test (PR_SET_PDEATHSIG) and is
 /// killed and reaped when the guard drops.
-fn spawn_guarded(mut cmd: std::process::Command) -> Guarded {
+pub(crate) fn spawn_guarded(mut cmd: std::process::Command) -> Guarded {
     // SAFETY: prctl is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -64,7 +64,7 @@ fn spawn_guarded(mut cmd: std::process::Command) -> Guarded {
 /// Runs `cmd` to its end and returns what it printed. It starts a program
 /// this test binary has just copied, so it may meet ETXTBSY while another
 /// test's fork still holds the copy's write end: the start is retried.
-fn output_of(mut cmd: std::process::Command) -> std::process::Output {
+pub(crate) fn output_of(mut cmd: std::process::Command) -> std::process::Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     spawn_retrying(&mut cmd)
         .unwrap()
@@ -74,7 +74,7 @@ fn output_of(mut cmd: std::process::Command) -> std::process::Output {
 
 /// Starts a copy of `sleep` at `dir/name` (as `uid` if given) and waits
 /// until the exec is done (its /proc/PID/exe names the copy).
-fn sleeper(dir: &Path, name: &str, uid: Option<(u32, u32)>) -> (Guarded, PathBuf) {
+pub(crate) fn sleeper(dir: &Path, name: &str, uid: Option<(u32, u32)>) -> (Guarded, PathBuf) {
     let exe = dir.join(name);
     if !exe.exists() {
         std::fs::copy("/bin/sleep", &exe).unwrap();
@@ -93,7 +93,7 @@ fn sleeper(dir: &Path, name: &str, uid: Option<(u32, u32)>) -> (Guarded, PathBuf
 }
 
 /// `install -m 755 SRC DST`: the real tool, a new inode at DST.
-fn install(src: &str, dst: &Path) {
+pub(crate) fn install(src: &str, dst: &Path) {
     let st = std::process::Command::new("install")
         .args(["-m", "755", src])
         .arg(dst)
@@ -102,7 +102,7 @@ fn install(src: &str, dst: &Path) {
     assert!(st.success());
 }
 
-fn json(out: &[u8]) -> serde_json::Value {
+pub(crate) fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out)
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", String::from_utf8_lossy(out)))
 }
@@ -415,7 +415,7 @@ fn bench_stale_times_each_tool_and_judges_its_answer() {
 
 /// `swaplab stale --json --pid PID`: the status and the report, checked
 /// against the JSON Schema in the repository.
-fn stale_json(pid: i32) -> (Option<i32>, serde_json::Value) {
+pub(crate) fn stale_json(pid: i32) -> (Option<i32>, serde_json::Value) {
     let out = swaplab()
         .args(["stale", "--json", "--pid", &pid.to_string()])
         .output()
@@ -426,7 +426,7 @@ fn stale_json(pid: i32) -> (Option<i32>, serde_json::Value) {
 }
 
 /// Fails unless `v` is valid under `src/detector/stale.schema.json`.
-fn valid_report(v: &serde_json::Value) {
+pub(crate) fn valid_report(v: &serde_json::Value) {
     let schema: serde_json::Value =
         serde_json::from_str(swaplab::commands::stale::SCHEMA).expect("the schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
@@ -468,7 +468,7 @@ fn stale_json_schema_is_the_one_the_report_derives_and_the_cli_prints() {
 }
 
 /// The one file flagged in `v`, with its path as the report names it.
-fn only_file(v: &serde_json::Value) -> (&serde_json::Value, PathBuf) {
+pub(crate) fn only_file(v: &serde_json::Value) -> (&serde_json::Value, PathBuf) {
     let files = v["processes"][0]["files"].as_array().unwrap();
     assert_eq!(files.len(), 1, "{v}");
     let path = files[0]["path"].as_str().unwrap();
@@ -477,7 +477,11 @@ fn only_file(v: &serde_json::Value) -> (&serde_json::Value, PathBuf) {
 
 /// `swaplab stale --json --pid PID` must exit 1 and flag exactly `path`, for
 /// `reason`; returns the report and that file's entry.
-fn flagged_only(pid: i32, path: &Path, reason: &str) -> (serde_json::Value, serde_json::Value) {
+pub(crate) fn flagged_only(
+    pid: i32,
+    path: &Path,
+    reason: &str,
+) -> (serde_json::Value, serde_json::Value) {
     let (code, v) = stale_json(pid);
     assert_eq!(code, Some(1), "{v}");
     let (f, named) = only_file(&v);
@@ -489,7 +493,7 @@ fn flagged_only(pid: i32, path: &Path, reason: &str) -> (serde_json::Value, serd
 
 /// `swaplab stale --json --pid PID` must exit 0 and flag nothing; returns
 /// the report.
-fn flagged_none(pid: i32, what: &str) -> serde_json::Value {
+pub(crate) fn flagged_none(pid: i32, what: &str) -> serde_json::Value {
     let (code, v) = stale_json(pid);
     assert_eq!(code, Some(0), "{what}: {v}");
     assert_eq!(v["processes"].as_array().unwrap().len(), 0, "{what}: {v}");
@@ -532,7 +536,7 @@ fn names_with_a_newline_a_space_and_a_tab_are_read_as_the_kernel_means_them() {
 
 /// Starts the C sleeper on libexample v1 from `dir`, with `args`, and waits
 /// for its `ready` line.
-fn c_sleeper(dir: &Path, args: &[&str]) -> Guarded {
+pub(crate) fn c_sleeper(dir: &Path, args: &[&str]) -> Guarded {
     let lib = dir.join("libexample.so");
     let v1 = swaplab::harness::variants::Variant::V1.built_path();
     install(v1.to_str().unwrap(), &lib);
@@ -973,7 +977,7 @@ fn stale_script_inline_code_names_no_script_and_an_untouched_script_is_current()
 
 /// `swaplab stale ARGS --pid P…` for these processes: the status and what
 /// it printed.
-fn stale_of(pids: &[i32], args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn stale_of(pids: &[i32], args: &[&str]) -> (Option<i32>, String) {
     let mut cmd = swaplab();
     cmd.arg("stale").args(args);
     for p in pids {
@@ -987,7 +991,7 @@ fn stale_of(pids: &[i32], args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// The children of `pid` the kernel lists.
-fn children(pid: i32) -> Vec<i32> {
+pub(crate) fn children(pid: i32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()

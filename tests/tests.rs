@@ -20,5 +20,9 @@ mod handover;
 /// `swaplab stale` and `bench stale` as a user meets them.
 mod stale;
 
+/// `swaplab stale` where a review found it blind (in-place rewrites, a
+/// zombie main thread, btrfs and overlays).
+mod stale_blind_spots;
+
 /// `swaplab matrix --kernel`: other kernels in qemu guests.
 mod kernels;

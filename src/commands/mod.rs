@@ -28,6 +28,10 @@ pub enum Exit {
     /// command needs is missing (/proc, an output folder, matrix's root and
     /// debootstrap); the message (on stderr) says which.
     BadInput(String),
+    /// Status 3 (a monitoring plugin's UNKNOWN): the command ran, and could
+    /// not tell (`swaplab stale`: a process or a file it maps could not be
+    /// judged); it has printed what it could not judge.
+    Unknown,
 }
 
 impl Exit {
@@ -36,13 +40,14 @@ impl Exit {
         match self {
             Exit::Failed | Exit::Aborted(_) => 1,
             Exit::BadInput(_) => 2,
+            Exit::Unknown => 3,
         }
     }
 
     /// What to print on stderr, if anything is left to say.
     pub fn message(&self) -> Option<&str> {
         match self {
-            Exit::Failed => None,
+            Exit::Failed | Exit::Unknown => None,
             Exit::Aborted(m) | Exit::BadInput(m) => Some(m),
         }
     }

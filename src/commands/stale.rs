@@ -108,5 +108,9 @@ pub fn command(
             }
         }
     }
-    judged(r.exit_code() != 0)
+    match r.exit_code() {
+        0 => Ok(()),
+        3 => Err(Exit::Unknown),
+        _ => judged(true),
+    }
 }

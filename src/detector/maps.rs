@@ -74,7 +74,13 @@ pub struct Line {
 /// Every line of `/proc/PID/maps`; the error is the open's or the read's
 /// (`PermissionDenied` for another user's process).
 pub fn read_lines(pid: i32) -> std::io::Result<Vec<Line>> {
-    let file = std::fs::File::open(format!("/proc/{pid}/maps"))?;
+    read_lines_in(Path::new(&format!("/proc/{pid}")))
+}
+
+/// [`read_lines`] of the maps in `dir`: a process's folder in /proc, or
+/// one of its threads' (`/proc/PID/task/TID`).
+pub fn read_lines_in(dir: &Path) -> std::io::Result<Vec<Line>> {
+    let file = std::fs::File::open(dir.join("maps"))?;
     read_whole(file, |text| {
         text.split(|&b| b == b'\n').filter_map(parse_line).collect()
     })
@@ -90,15 +96,15 @@ pub fn read_lines(pid: i32) -> std::io::Result<Vec<Line>> {
 /// name longer than a page, and for a process that maps no file at all, so
 /// that such a process is not taken for a kernel thread (the only one with
 /// no lines).
-pub fn read_file_lines(pid: i32) -> std::io::Result<Vec<Line>> {
+pub fn read_file_lines(dir: &Path) -> std::io::Result<Vec<Line>> {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
     static NO_IOCTL: AtomicBool = AtomicBool::new(false);
     if NO_IOCTL.load(Ordering::Relaxed) {
-        return read_lines(pid);
+        return read_lines_in(dir);
     }
     // The same open, and so the same error, as the text's.
-    let file = std::fs::File::open(format!("/proc/{pid}/maps"))?;
+    let file = std::fs::File::open(dir.join("maps"))?;
     let mut name = [0u8; 4096];
     let mut lines = Vec::new();
     let mut addr = 0;
@@ -120,15 +126,15 @@ pub fn read_file_lines(pid: i32) -> std::io::Result<Vec<Line>> {
             return match e.raw_os_error() {
                 // No file mapped at or after `addr`.
                 Some(libc::ENOENT) if !first => Ok(lines),
-                Some(libc::ENOENT) => read_lines(pid),
+                Some(libc::ENOENT) => read_lines_in(dir),
                 // No memory: a kernel thread, or a process on its way out,
                 // for which the text has no lines either.
                 Some(libc::ESRCH) if first => Ok(lines),
                 Some(libc::ENOTTY | libc::EINVAL) if first => {
                     NO_IOCTL.store(true, Ordering::Relaxed);
-                    read_lines(pid)
+                    read_lines_in(dir)
                 }
-                Some(libc::ENAMETOOLONG) => read_lines(pid),
+                Some(libc::ENAMETOOLONG) => read_lines_in(dir),
                 _ => Err(e),
             };
         }
@@ -444,7 +450,11 @@ mod tests {
                 .filter(|l| l.inode != 0)
                 .map(key)
                 .collect();
-            let ioctl: Vec<_> = read_file_lines(me).unwrap().iter().map(key).collect();
+            let ioctl: Vec<_> = read_file_lines(Path::new(&format!("/proc/{me}")))
+                .unwrap()
+                .iter()
+                .map(key)
+                .collect();
             (text, ioctl)
         };
         // Another thread may map or unmap between the two reads (libtest

@@ -4,6 +4,7 @@
 pub mod cache_dir;
 pub mod dpkg_index;
 pub mod elf;
+pub mod identity;
 pub mod kernel;
 pub mod maps;
 pub mod openmetrics;

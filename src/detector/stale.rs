@@ -53,10 +53,13 @@
 //! Processes whose maps it may not read (another user's, unless root) are
 //! counted and named, never dropped silently.
 
+mod judge;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -64,16 +67,17 @@ use procfs::process::Process;
 use procfs::FromRead;
 use regex::Regex;
 
-use crate::detector::elf::{self, Where};
+use crate::detector::elf;
+use crate::detector::identity::Mounts;
 use crate::detector::maps;
 use crate::detector::packages::{self, Asked};
 use crate::detector::plan;
-use crate::detector::regular;
-use crate::detector::scripts::{self, Script};
+use crate::detector::scripts;
+use judge::{FileCtx, Judged};
 
 pub use crate::detector::report::{
-    Excluded, FileId, Group, GroupKind, Marks, Reason, Report, Restart, Role, StaleFile,
-    StaleProcess, Unreadable, Urgency, PLAIN,
+    Excluded, FileId, Group, GroupKind, Identity, Marks, Reason, Report, Restart, Role, StaleFile,
+    StaleProcess, UncheckedFile, UncheckedProcess, Unjudged, Unread, Unreadable, Urgency, PLAIN,
 };
 pub use crate::detector::text::{render, render_plan, summary};
 
@@ -147,49 +151,6 @@ struct Map {
     perms: [u8; 4],
 }
 
-/// What a path names now (cached per path for processes that share the
-/// scanner's mount namespace).
-#[derive(Clone)]
-enum OnDisk {
-    File {
-        id: FileId,
-        size: u64,
-        ctime_ns: i128,
-        /// When the content was last written.
-        mtime_ns: i128,
-        btime_ns: Option<i128>,
-    },
-    Missing,
-    Unreadable,
-}
-
-fn on_disk(p: &Path) -> OnDisk {
-    match fs::metadata(p) {
-        Ok(m) => OnDisk::File {
-            id: FileId::of(&m),
-            size: m.size(),
-            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-            btime_ns: m.created().ok().and_then(|t| {
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_nanos() as i128)
-            }),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OnDisk::Missing,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => OnDisk::Missing,
-        Err(_) => OnDisk::Unreadable,
-    }
-}
-
-/// How two contents compared.
-#[derive(Clone, Debug)]
-enum Compared {
-    Same(String),
-    Differ(String),
-    Unknown(String),
-}
-
 struct Scanner {
     my_mnt_ns: Option<PathBuf>,
     /// The scanner's root directory (device, inode).
@@ -199,13 +160,14 @@ struct Scanner {
     boot_to_real_ns: i128,
     tick_ns: i128,
     page: u64,
-    paths: HashMap<PathBuf, OnDisk>,
+    paths: HashMap<PathBuf, judge::OnDisk>,
     segments: HashMap<(FileId, i128, u64), Option<Vec<elf::Segment>>>,
-    compared: HashMap<(FileId, FileId, i128), Compared>,
+    compared: HashMap<(FileId, FileId, i128), judge::Compared>,
+    /// Each mount namespace's mounts, by the namespace's link.
+    mounts: HashMap<PathBuf, Arc<Mounts>>,
     users: HashMap<u32, String>,
     excluded: BTreeMap<&'static str, (usize, usize)>,
     data_files: usize,
-    unchecked_files: usize,
 }
 
 fn clock_ns(id: nix::time::ClockId) -> i128 {
@@ -240,11 +202,56 @@ pub fn scan(opts: &Options) -> Result<Report> {
         excluded: Vec::new(),
         data_files: 0,
         unchecked_files: 0,
+        unchecked: Vec::new(),
         scanner_uid: nix::unistd::geteuid().as_raw(),
         seconds: 0.0,
     };
-    // Processes are independent: read them on every core, each thread with
-    // its own caches, then merge in pid order.
+    let mut s = scan_all(&pids, opts, &mut report);
+    let parents = parents_outside(&report, opts);
+    plan::advise(&mut report.processes, &parents);
+    if !opts.skip_packages {
+        attribute_packages(&mut report.processes, &opts.package_roots);
+    }
+    for p in &mut report.processes {
+        p.user = s.user(p.uid);
+    }
+    report.processes.sort_by_key(|p| p.pid);
+    let own_cgroup = cgroup_of(Path::new("/proc/self"));
+    report.groups = plan::groups(
+        &report.processes,
+        &parents,
+        Path::new("/run/systemd/system").is_dir(),
+        own_cgroup.as_deref(),
+    );
+    report.unreadable.sort_by_key(|u| u.pid);
+    report.unchecked.sort_by_key(|u| u.pid);
+    report.unchecked_files = report.unchecked.iter().map(|u| u.files.len()).sum();
+    report.required = report
+        .processes
+        .iter()
+        .filter(|p| p.need == Urgency::Required)
+        .count();
+    report.optional = report.processes.len() - report.required;
+    report.excluded = PSEUDO
+        .iter()
+        .filter_map(|(kind, why)| {
+            s.excluded.get(kind).map(|&(processes, mappings)| Excluded {
+                kind,
+                why,
+                processes,
+                mappings,
+            })
+        })
+        .collect();
+    report.data_files = s.data_files;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Reads every process of `pids` into `report`. Processes are independent:
+/// read them on every core, each thread with its own caches, then merge in
+/// pid order. The scanner returned holds the merged counts.
+fn scan_all(pids: &[i32], opts: &Options, report: &mut Report) -> Scanner {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -253,7 +260,6 @@ pub fn scan(opts: &Options) -> Result<Report> {
     let parts: Vec<(Vec<Seen>, Scanner)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let pids = &pids;
                 scope.spawn(move || {
                     let mut s = Scanner::new();
                     let seen: Vec<Seen> = pids
@@ -279,58 +285,66 @@ pub fn scan(opts: &Options) -> Result<Report> {
             e.1 += maps;
         }
         s.data_files += part.data_files;
-        s.unchecked_files += part.unchecked_files;
         for one in seen {
             match one {
                 Seen::Vanished => report.vanished += 1,
                 Seen::Kernel => report.kernel_threads += 1,
                 Seen::Filtered => {}
                 Seen::Unreadable(u) => report.unreadable.push(u),
-                Seen::Scanned(found) => {
+                Seen::Scanned { stale, unchecked } => {
                     report.scanned += 1;
-                    if let Some(p) = found {
-                        report.processes.push(*p);
-                    }
+                    report.processes.extend(stale.map(|p| *p));
+                    report.unchecked.extend(unchecked);
                 }
             }
         }
     }
-    plan::advise(&mut report.processes);
-    if !opts.skip_packages {
-        attribute_packages(&mut report.processes, &opts.package_roots);
+    s
+}
+
+/// The parents of flagged processes that the scan did not report because
+/// they were not asked for (`--pid`, `--user`, `--match`): read now, so
+/// that the restart plan sees whether a process was forked from one that
+/// runs the same old code. Each is [`plan::Parent::Stale`], `Clean` or
+/// `Unread` (with its command name, which `/proc/PID/stat` gives anyone).
+fn parents_outside(report: &Report, opts: &Options) -> plan::Parents {
+    // Its own scanner: what it reads counts nowhere in the report.
+    let mut s = Scanner::new();
+    let filtered = !opts.pids.is_empty() || opts.user.is_some() || opts.pattern.is_some();
+    let mut known: HashMap<i32, plan::Parent> = HashMap::new();
+    for u in &report.unreadable {
+        known.insert(u.pid, plan::Parent::Unread(u.command.clone()));
     }
-    for p in &mut report.processes {
-        p.user = s.user(p.uid);
-    }
-    report.processes.sort_by_key(|p| p.pid);
-    let own_cgroup = cgroup_of(std::process::id() as i32);
-    report.groups = plan::groups(
-        &report.processes,
-        Path::new("/run/systemd/system").is_dir(),
-        own_cgroup.as_deref(),
-    );
-    report.unreadable.sort_by_key(|u| u.pid);
-    report.required = report
+    let reported: std::collections::HashSet<i32> = report.processes.iter().map(|p| p.pid).collect();
+    let mut todo: Vec<i32> = report
         .processes
         .iter()
         .filter(|p| p.need == Urgency::Required)
-        .count();
-    report.optional = report.processes.len() - report.required;
-    report.excluded = PSEUDO
-        .iter()
-        .filter_map(|(kind, why)| {
-            s.excluded.get(kind).map(|&(processes, mappings)| Excluded {
-                kind,
-                why,
-                processes,
-                mappings,
-            })
-        })
+        .map(|p| p.ppid)
         .collect();
-    report.data_files = s.data_files;
-    report.unchecked_files = s.unchecked_files;
-    report.seconds = t0.elapsed().as_secs_f64();
-    Ok(report)
+    let everyone = Options::default();
+    let mut guard = 0;
+    while let Some(ppid) = todo.pop() {
+        guard += 1;
+        if ppid <= 1 || guard > 256 || reported.contains(&ppid) || known.contains_key(&ppid) {
+            continue;
+        }
+        if !filtered {
+            // Every process was read: one that is not reported is clean.
+            known.insert(ppid, plan::Parent::Clean);
+            continue;
+        }
+        let parent = match s.one(ppid, &everyone) {
+            Seen::Scanned { stale: Some(p), .. } => {
+                todo.push(p.ppid);
+                plan::Parent::Stale(p)
+            }
+            Seen::Unreadable(u) => plan::Parent::Unread(u.command),
+            _ => plan::Parent::Clean,
+        };
+        known.insert(ppid, parent);
+    }
+    known
 }
 
 enum Seen {
@@ -338,7 +352,52 @@ enum Seen {
     Kernel,
     Filtered,
     Unreadable(Unreadable),
-    Scanned(Option<Box<StaleProcess>>),
+    Scanned {
+        stale: Option<Box<StaleProcess>>,
+        unchecked: Option<UncheckedProcess>,
+    },
+}
+
+/// A process's folder in /proc, and its stat, as the scan reads it: a live
+/// thread's (`/proc/PID/task/TID`) when the main thread has exited
+/// (`pthread_exit` in main) and the others still run the process's code.
+struct ProcDir {
+    dir: PathBuf,
+    stat: procfs::process::Stat,
+}
+
+fn proc_dir(pid: i32) -> Option<ProcDir> {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let stat = read_in(&dir, "stat", |b| procfs::process::Stat::from_read(b))
+        .ok()?
+        .ok()?;
+    if !matches!(stat.state, 'Z' | 'X') {
+        return Some(ProcDir { dir, stat });
+    }
+    if stat.num_threads <= 1 {
+        return None;
+    }
+    // The main thread is a zombie: its maps, root and namespaces are gone
+    // with it; a live thread has them all.
+    let tasks = fs::read_dir(dir.join("task")).ok()?;
+    tasks.filter_map(|t| t.ok()).find_map(|t| {
+        let tdir = t.path();
+        let tstat = read_in(&tdir, "stat", |b| procfs::process::Stat::from_read(b))
+            .ok()?
+            .ok()?;
+        if matches!(tstat.state, 'Z' | 'X') {
+            return None;
+        }
+        // The process's start, name and parent are the main thread's.
+        let mut tstat = tstat;
+        tstat.starttime = stat.starttime;
+        tstat.comm = stat.comm.clone();
+        tstat.ppid = stat.ppid;
+        Some(ProcDir {
+            dir: tdir,
+            stat: tstat,
+        })
+    })
 }
 
 impl Scanner {
@@ -353,10 +412,10 @@ impl Scanner {
             paths: HashMap::new(),
             segments: HashMap::new(),
             compared: HashMap::new(),
+            mounts: HashMap::new(),
             users: HashMap::new(),
             excluded: BTreeMap::new(),
             data_files: 0,
-            unchecked_files: 0,
         }
     }
 
@@ -368,16 +427,17 @@ impl Scanner {
     fn name_in_root(
         &self,
         pid: i32,
+        dir: &Path,
         own_ns: bool,
         root_link: Option<PathBuf>,
         stale: &mut [StaleFile],
     ) -> Option<PathBuf> {
         let (root, chroot) = if own_ns {
-            let r = fs::read_link(format!("/proc/{pid}/root"))
+            let r = fs::read_link(dir.join("root"))
                 .ok()
                 .filter(|r| r != Path::new("/"));
             (r.clone(), r)
-        } else if self.same_root_dir(pid) {
+        } else if self.same_root_dir(dir) {
             // The host's root with mounts of its own (a service's
             // PrivateTmp or ProtectSystem): judged through /proc/PID/root,
             // but no container.
@@ -393,9 +453,10 @@ impl Scanner {
         root
     }
 
-    /// Whether process `pid`'s root is the scanner's root directory.
-    fn same_root_dir(&self, pid: i32) -> bool {
-        let root = fs::metadata(format!("/proc/{pid}/root")).ok();
+    /// Whether the process whose folder is `dir` has the scanner's root
+    /// directory.
+    fn same_root_dir(&self, dir: &Path) -> bool {
+        let root = fs::metadata(dir.join("root")).ok();
         root.is_some() && root.map(|m| (m.dev(), m.ino())) == self.my_root
     }
 
@@ -412,13 +473,21 @@ impl Scanner {
             .clone()
     }
 
+    /// The mounts of the namespace `ns` (its link), read from `dir`.
+    fn mounts_of(&mut self, ns: Option<&Path>, dir: &Path) -> Arc<Mounts> {
+        let Some(ns) = ns else {
+            return Arc::new(Mounts::of(dir));
+        };
+        self.mounts
+            .entry(ns.to_path_buf())
+            .or_insert_with(|| Arc::new(Mounts::of(dir)))
+            .clone()
+    }
+
     fn one(&mut self, pid: i32, opts: &Options) -> Seen {
-        let Ok(Ok(stat)) = read_rel(pid, "stat", |b| procfs::process::Stat::from_read(b)) else {
+        let Some(ProcDir { dir, stat }) = proc_dir(pid) else {
             return Seen::Vanished;
         };
-        if matches!(stat.state, 'Z' | 'X') {
-            return Seen::Vanished;
-        }
         // The owner of /proc/PID; read only when it is asked for or shown.
         let mut uid = None;
         if let Some(want) = opts.user {
@@ -429,96 +498,69 @@ impl Scanner {
         }
         let mut args: Option<String> = None;
         if let Some(re) = &opts.pattern {
-            let a = args_of(pid);
+            let a = args_of(&dir);
             if !re.is_match(&stat.comm) && !re.is_match(&a) {
                 return Seen::Filtered;
             }
             args = Some(a);
         }
-        let lines = match maps::read_file_lines(pid) {
+        let lines = match maps::read_file_lines(&dir) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Seen::Unreadable(Unreadable {
                     pid,
                     command: stat.comm,
                     uid: uid.or_else(|| uid_of(pid)),
+                    reason: if nix::unistd::geteuid().is_root() {
+                        Unread::DeniedToRoot
+                    } else {
+                        Unread::AnotherUser
+                    },
                 })
             }
             Err(_) => return Seen::Vanished,
         };
-        // A kernel thread maps nothing. The executable is the file whose
-        // mapping holds the start of the program's code (stat's
-        // startcode): no readlink of /proc/PID/exe for every process.
+        // A kernel thread maps nothing.
         if lines.is_empty() {
             return Seen::Kernel;
         }
-        let mut exe: Option<PathBuf> = None;
-        let mut exe_id: Option<FileId> = None;
         let files = self.group_by_file(lines);
-        let ns = fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        let (exe, exe_id, stale, unchecked) = self.judge_files(pid, &dir, &stat, files);
+        let start_ns = self.start_ns(&stat);
+        let ns = fs::read_link(dir.join("ns/mnt")).ok();
         let own_ns = ns.is_some() && ns == self.my_mnt_ns;
-        // In another mount namespace, maps names files from that
-        // namespace's root, and the process's own root (a chroot inside it)
-        // is named the same way.
-        let root_link = if own_ns {
-            None
-        } else {
-            fs::read_link(format!("/proc/{pid}/root")).ok()
-        };
-        let start_ns = self.boot_to_real_ns + stat.starttime as i128 * self.tick_ns;
-        let mut stale = Vec::new();
-        for ((major, minor, inode, printed), maps) in files {
-            let readings = maps::readings(&printed);
-            let code = stat.startcode;
-            let role = if exe.is_none() && maps.iter().any(|m| m.start <= code && code < m.end) {
-                // As /proc/PID/exe names it: unescaped, mark included.
-                exe = Some(readings[0].path.clone());
-                exe_id = Some(FileId {
-                    major,
-                    minor,
-                    inode,
-                });
-                Role::Executable
-            } else {
-                Role::Library
-            };
-            if role == Role::Library && !maps.iter().any(|m| m.perms[2] == b'x') {
-                self.data_files += 1;
-                continue;
-            }
-            let ctx = FileCtx {
-                pid,
-                role,
-                readings: &readings,
-                mapped: FileId {
-                    major,
-                    minor,
-                    inode,
-                },
-                maps: loaded_image(&maps),
-                own_ns,
-                root_link: root_link.as_deref(),
-                start_ns,
-            };
-            if let Some(f) = self.check(&ctx) {
-                stale.push(f);
-            }
-        }
+        let mut stale = stale;
+        let mut unchecked = unchecked;
         if let Some(script) = exe.as_deref().and_then(|e| scripts::script_of(pid, e)) {
-            stale.extend(self.check_script(&script, start_ns));
+            match self.check_script(&script, start_ns) {
+                Judged::Stale(f) => stale.push(*f),
+                Judged::Unchecked(f) => unchecked.push(f),
+                Judged::Current => {}
+            }
         }
+        let unchecked = (!unchecked.is_empty()).then(|| UncheckedProcess {
+            pid,
+            command: stat.comm.clone(),
+            files: unchecked,
+        });
         if stale.is_empty() {
-            return Seen::Scanned(None);
+            return Seen::Scanned {
+                stale: None,
+                unchecked,
+            };
         }
         let need = stale
             .iter()
             .map(|f| f.need)
             .max()
             .unwrap_or(Urgency::Optional);
-        let args = args.unwrap_or_else(|| args_of(pid));
-        let root = self.name_in_root(pid, own_ns, root_link, &mut stale);
-        let cgroup = cgroup_of(pid);
-        Seen::Scanned(Some(Box::new(StaleProcess {
+        let args = args.unwrap_or_else(|| args_of(&dir));
+        let root_link = (!own_ns)
+            .then(|| fs::read_link(dir.join("root")).ok())
+            .flatten();
+        let root = self.name_in_root(pid, &dir, own_ns, root_link, &mut stale);
+        let cgroup = cgroup_of(&dir);
+        let found = StaleProcess {
             pid,
             ppid: stat.ppid,
             uid: uid.or_else(|| uid_of(pid)).unwrap_or(u32::MAX),
@@ -538,9 +580,91 @@ impl Scanner {
                 at: pid,
                 fork_is_enough: false,
                 advice: String::new(),
+                parent_unread: None,
             },
             files: stale,
-        })))
+        };
+        Seen::Scanned {
+            stale: Some(Box::new(found)),
+            unchecked,
+        }
+    }
+
+    /// When the process started, in wall-clock ns.
+    fn start_ns(&self, stat: &procfs::process::Stat) -> i128 {
+        self.boot_to_real_ns + stat.starttime as i128 * self.tick_ns
+    }
+
+    /// Judges each file the process maps as code: the executable's path
+    /// (as `/proc/PID/exe` names it) and id, the stale files and the
+    /// unchecked ones. The executable is the file whose mapping holds the
+    /// start of the program's code (stat's startcode): no readlink of
+    /// /proc/PID/exe for every process.
+    fn judge_files(
+        &mut self,
+        pid: i32,
+        dir: &Path,
+        stat: &procfs::process::Stat,
+        files: Vec<(FileKey, Vec<Map>)>,
+    ) -> (
+        Option<PathBuf>,
+        Option<FileId>,
+        Vec<StaleFile>,
+        Vec<UncheckedFile>,
+    ) {
+        let ns = fs::read_link(dir.join("ns/mnt")).ok();
+        let own_ns = ns.is_some() && ns == self.my_mnt_ns;
+        // In another mount namespace, maps names files from that
+        // namespace's root, and the process's own root (a chroot inside it)
+        // is named the same way.
+        let root_link = if own_ns {
+            None
+        } else {
+            fs::read_link(dir.join("root")).ok()
+        };
+        let mounts = self.mounts_of(ns.as_deref(), dir);
+        let start_ns = self.start_ns(stat);
+        let (mut exe, mut exe_id) = (None, None);
+        let (mut stale, mut unchecked) = (Vec::new(), Vec::new());
+        for ((major, minor, inode, printed), maps) in files {
+            let readings = maps::readings(&printed);
+            let code = stat.startcode;
+            let mapped = FileId {
+                major,
+                minor,
+                inode,
+            };
+            let role = if exe.is_none() && maps.iter().any(|m| m.start <= code && code < m.end) {
+                // As /proc/PID/exe names it: unescaped, mark included.
+                exe = Some(readings[0].path.clone());
+                exe_id = Some(mapped);
+                Role::Executable
+            } else {
+                Role::Library
+            };
+            if role == Role::Library && !maps.iter().any(|m| m.perms[2] == b'x') {
+                self.data_files += 1;
+                continue;
+            }
+            let ctx = FileCtx {
+                pid,
+                dir,
+                role,
+                readings: &readings,
+                mapped,
+                maps: loaded_image(&maps),
+                own_ns,
+                root_link: root_link.as_deref(),
+                start_ns,
+                mounts: mounts.clone(),
+            };
+            match self.check(&ctx) {
+                Judged::Stale(f) => stale.push(*f),
+                Judged::Unchecked(f) => unchecked.push(f),
+                Judged::Current => {}
+            }
+        }
+        (exe, exe_id, stale, unchecked)
     }
 
     /// The file mappings grouped by file, in order of first appearance;
@@ -577,417 +701,6 @@ impl Scanner {
         }
         files
     }
-
-    /// Where the process itself would find `path`: the same path when it
-    /// shares the scanner's mount namespace (maps show paths from the
-    /// reader's root), else through `/proc/PID/root`.
-    fn resolve(&mut self, ctx: &FileCtx, path: &Path) -> (PathBuf, OnDisk) {
-        if ctx.own_ns {
-            let state = self
-                .paths
-                .entry(path.to_path_buf())
-                .or_insert_with(|| on_disk(path))
-                .clone();
-            (path.to_path_buf(), state)
-        } else {
-            let p = PathBuf::from(format!("/proc/{}/root", ctx.pid));
-            // A process that chrooted inside its namespace after it loaded
-            // its libraries maps files outside its root: nothing reaches
-            // them from here, and they are not called removed.
-            let inside = match ctx.root_link {
-                Some(r) if r != Path::new("/") => match inside_root(path, r) {
-                    Some(inside) => inside,
-                    None => return (p, OnDisk::Unreadable),
-                },
-                _ => path.to_path_buf(),
-            };
-            let rel = inside.strip_prefix("/").unwrap_or(&inside);
-            let p = p.join(rel);
-            let state = on_disk(&p);
-            (p, state)
-        }
-    }
-
-    /// The name the mapped file went by, and what that name holds now.
-    /// A reading of the printed name that holds the mapped device and inode
-    /// settles it: the file is current there, whatever its name ends with.
-    /// Otherwise the file is at none of them: its name was unlinked (the
-    /// kernel's mark, confirmed by the link count of the mapped file itself
-    /// where `/proc/PID/map_files` is readable, that is as root), and that
-    /// name is compared with what it holds now.
-    fn locate(&mut self, ctx: &FileCtx) -> Located {
-        let mut states = Vec::with_capacity(ctx.readings.len());
-        for r in ctx.readings {
-            let (real, state) = self.resolve(ctx, &r.path);
-            if matches!(state, OnDisk::File { id, .. } if id == ctx.mapped) {
-                return Located {
-                    path: r.path.clone(),
-                    real,
-                    state,
-                    deleted: false,
-                    identity: None,
-                };
-            }
-            states.push((real, state));
-        }
-        let links = ctx.maps.first().and_then(|m| {
-            fs::metadata(format!(
-                "/proc/{}/map_files/{:x}-{:x}",
-                ctx.pid, m.start, m.end
-            ))
-            .ok()
-            .map(|meta| meta.nlink())
-        });
-        let pick = ctx.readings.iter().position(|r| r.unlinked).unwrap_or(0);
-        let unlinked = ctx.readings[pick].unlinked;
-        let (deleted, identity) = match links {
-            Some(0) => (true, "map_files: the mapped file has no link left".to_string()),
-            Some(n) => (
-                unlinked,
-                format!("map_files: the mapped file has {n} links, none at this name"),
-            ),
-            None => (
-                unlinked,
-                "maps text checked with stat (map_files is root's): no reading of the name holds the mapped inode".to_string(),
-            ),
-        };
-        let (real, state) = states.swap_remove(pick);
-        Located {
-            path: ctx.readings[pick].path.clone(),
-            real,
-            state,
-            deleted,
-            identity: Some(identity),
-        }
-    }
-
-    fn check(&mut self, ctx: &FileCtx) -> Option<StaleFile> {
-        let Located {
-            path,
-            real,
-            state,
-            deleted,
-            identity,
-        } = self.locate(ctx);
-        let file = |reason: Reason, need, on_disk, evidence: String, detail: String| StaleFile {
-            path: path.clone(),
-            role: ctx.role,
-            reason,
-            need,
-            mapped: ctx.mapped,
-            deleted,
-            on_disk,
-            evidence: match &identity {
-                Some(how) => format!("{evidence}; identity: {how}"),
-                None => evidence,
-            },
-            detail,
-            package: None,
-            path_in_maps: None,
-            address: ctx.maps.first().map_or(0, |m| m.start),
-        };
-        let marked = if deleted {
-            "the mapping is (deleted)"
-        } else {
-            "the mapping is not marked (deleted)"
-        };
-        match state {
-            OnDisk::Unreadable => {
-                self.unchecked_files += 1;
-                None
-            }
-            OnDisk::Missing => Some(file(
-                Reason::Removed,
-                Urgency::Required,
-                None,
-                "path".into(),
-                format!("{marked}; nothing is at the path now"),
-            )),
-            OnDisk::File { id, ctime_ns, .. } if id != ctx.mapped => {
-                let how = self.compare(ctx, &real, id, ctime_ns);
-                let (reason, need, evidence, what) = match how {
-                    Compared::Same(by) => (
-                        Reason::Reinstalled,
-                        Urgency::Optional,
-                        by.clone(),
-                        format!("the same content ({by})"),
-                    ),
-                    Compared::Differ(by) => (
-                        Reason::Replaced,
-                        Urgency::Required,
-                        by.clone(),
-                        format!("another content ({by})"),
-                    ),
-                    Compared::Unknown(why) => (
-                        Reason::Replaced,
-                        Urgency::Required,
-                        format!("not compared: {why}"),
-                        format!("content not compared: {why}"),
-                    ),
-                };
-                Some(file(
-                    reason,
-                    need,
-                    Some(id),
-                    evidence,
-                    format!(
-                        "{marked}; mapped inode={}, the path names inode={}: {what}",
-                        ctx.mapped.inode, id.inode
-                    ),
-                ))
-            }
-            OnDisk::File {
-                id,
-                size,
-                ctime_ns,
-                mtime_ns,
-                btime_ns,
-            } => {
-                if let Some(why) = self.segments_differ(ctx, &real, id, ctime_ns, size) {
-                    return Some(file(
-                        Reason::ModifiedInPlace,
-                        Urgency::Required,
-                        Some(id),
-                        "segments".into(),
-                        format!(
-                            "same inode={}, rewritten: {why} (its next call into it may crash, L11)",
-                            id.inode
-                        ),
-                    ));
-                }
-                // Content written after the start, by more than the start
-                // time's resolution (one tick), to a file that existed
-                // before the process or was written well after it was
-                // made. The modification time, not the change time: a new
-                // hard link or a chmod changes the ctime of a file nobody
-                // wrote.
-                let after_start = self.written_after_start(ctx.start_ns, mtime_ns, btime_ns)?;
-                if btime_ns.is_none() {
-                    // No birth time (tmpfs before 6.x, as on Debian 11's
-                    // 5.10; NFS): a write after the start cannot be told
-                    // from a file installed after it and mapped since (a
-                    // dlopen, an exec). Not judged, rather than a restart
-                    // called for that may be needless.
-                    self.unchecked_files += 1;
-                    return None;
-                }
-                Some(file(
-                    Reason::ModifiedInPlace,
-                    Urgency::Required,
-                    Some(id),
-                    "mtime".into(),
-                    format!(
-                        "same inode={}, written (mtime) {} ms after the process started",
-                        id.inode,
-                        after_start / 1_000_000
-                    ),
-                ))
-            }
-        }
-    }
-
-    /// How long after the process started (`start_ns`, known to one tick) a
-    /// file was written, when measurably after it: by more than the tick,
-    /// to a file that existed before the process or was written well after
-    /// it was made (an installer's own writing is no change).
-    fn written_after_start(
-        &self,
-        start_ns: i128,
-        mtime_ns: i128,
-        btime_ns: Option<i128>,
-    ) -> Option<i128> {
-        let after_start = mtime_ns - start_ns;
-        let old_enough = match btime_ns {
-            None => true,
-            Some(b) => b < start_ns || mtime_ns - b > INSTALL_WRITE_NS,
-        };
-        (after_start > self.tick_ns && old_enough).then_some(after_start)
-    }
-
-    /// Judges the script an interpreter runs. Where the interpreter still
-    /// reads it from a descriptor, that file is compared with the one at
-    /// the path (device and inode); where it does not (it read the script
-    /// and closed it), the file at the path must be older than the
-    /// process (its birth time, more than the start's tick after the
-    /// start: replaced) and unwritten since (its mtime, as for libraries:
-    /// modified).
-    fn check_script(&mut self, script: &Script, start_ns: i128) -> Option<StaleFile> {
-        let held = script.held.as_ref().map(|h| (h.fd, FileId::of(&h.file)));
-        let read_from = match held {
-            Some((fd, _)) => format!("the interpreter reads it from fd {fd}"),
-            None => "the interpreter holds it open no more".to_string(),
-        };
-        let file = |reason, on_disk: Option<FileId>, evidence: String, what: String| {
-            let mapped = held.map(|(_, id)| id).or(on_disk)?;
-            Some(StaleFile {
-                path: script.path.clone(),
-                role: Role::Script,
-                reason,
-                need: Urgency::Required,
-                mapped,
-                deleted: script.held.as_ref().is_some_and(|h| h.file.nlink() == 0),
-                on_disk,
-                evidence,
-                detail: format!("{read_from}; {what}"),
-                package: None,
-                path_in_maps: None,
-                address: 0,
-            })
-        };
-        match on_disk(&script.real) {
-            OnDisk::Unreadable => {
-                self.unchecked_files += 1;
-                None
-            }
-            // Without a descriptor, a name relative to a directory the
-            // process has left may name nothing: no evidence of removal.
-            OnDisk::Missing => held.and_then(|(fd, id)| {
-                file(
-                    Reason::ScriptRemoved,
-                    None,
-                    format!("fd {fd}"),
-                    format!("it holds inode={}, nothing is at the path now", id.inode),
-                )
-            }),
-            OnDisk::File { id, .. } if held.is_some_and(|(_, h)| h != id) => {
-                let (fd, was) = held?;
-                file(
-                    Reason::ScriptReplaced,
-                    Some(id),
-                    format!("fd {fd}"),
-                    format!(
-                        "it holds inode={}, the path names inode={}",
-                        was.inode, id.inode
-                    ),
-                )
-            }
-            OnDisk::File {
-                id,
-                mtime_ns,
-                btime_ns,
-                ..
-            } => {
-                if let Some(born) = btime_ns.filter(|b| b - start_ns > self.tick_ns) {
-                    return file(
-                        Reason::ScriptReplaced,
-                        Some(id),
-                        "btime".into(),
-                        format!(
-                            "the path names inode={}, born {} ms after the process started",
-                            id.inode,
-                            (born - start_ns) / 1_000_000
-                        ),
-                    );
-                }
-                let after_start = self.written_after_start(start_ns, mtime_ns, btime_ns)?;
-                file(
-                    Reason::ScriptModified,
-                    Some(id),
-                    "mtime".into(),
-                    format!(
-                        "inode={}, written (mtime) {} ms after the process started",
-                        id.inode,
-                        after_start / 1_000_000
-                    ),
-                )
-            }
-        }
-    }
-
-    /// Whether the ELF segments of the file now on disk still match the
-    /// process's mappings of it; `Some(what differs)` when they do not.
-    fn segments_differ(
-        &mut self,
-        ctx: &FileCtx,
-        real: &Path,
-        id: FileId,
-        ctime_ns: i128,
-        size: u64,
-    ) -> Option<String> {
-        let loads = self
-            .segments
-            .entry((id, ctime_ns, size))
-            .or_insert_with(|| {
-                regular::open(real)
-                    .ok()
-                    .and_then(|f| elf::read(&f, Where::File))
-                    .map(|e| e.loads)
-            })
-            .clone()?;
-        let page = self.page;
-        let down = |v: u64| v & !(page - 1);
-        let up = |v: u64| (v + page - 1) & !(page - 1);
-        let first = ctx.maps.iter().find(|m| m.offset == 0)?;
-        let seg0 = loads.iter().find(|s| s.offset == 0)?;
-        let base = first.start.wrapping_sub(down(seg0.vaddr));
-        for m in ctx.maps {
-            let len = m.end - m.start;
-            if m.offset + len > up(size) {
-                return Some(format!(
-                    "the file is now {size} bytes, shorter than the mapping of offset {:#x}+{len:#x}",
-                    m.offset
-                ));
-            }
-            let rel = m.start.wrapping_sub(base);
-            let fits = loads.iter().any(|s| {
-                let (lo, hi) = (down(s.vaddr), up(s.vaddr + s.memsz));
-                let r = &m.perms;
-                rel >= lo
-                    && rel + len <= hi
-                    && m.offset.wrapping_sub(down(s.offset)) == rel - lo
-                    && (r[2] == b'x') == s.executable()
-                    && (r[0] == b'r') == s.readable()
-                    && (r[1] != b'w' || s.writable())
-            });
-            if !fits {
-                return Some(format!(
-                    "no segment of the file now maps offset {:#x} at {:#x} {}",
-                    m.offset,
-                    rel,
-                    String::from_utf8_lossy(&m.perms[..3])
-                ));
-            }
-        }
-        None
-    }
-
-    /// Compares the content the process maps with the file at `real`.
-    fn compare(&mut self, ctx: &FileCtx, real: &Path, now: FileId, ctime_ns: i128) -> Compared {
-        let key = (ctx.mapped, now, ctime_ns);
-        if let Some(c) = self.compared.get(&key) {
-            return c.clone();
-        }
-        let c = compare_contents(ctx, real);
-        self.compared.insert(key, c.clone());
-        c
-    }
-}
-
-/// Where [`Scanner::locate`] found the mapped file's name.
-struct Located {
-    /// The name as the process knows it.
-    path: PathBuf,
-    /// The same name as the scanner reaches it.
-    real: PathBuf,
-    state: OnDisk,
-    /// Whether the name was unlinked from the mapped file.
-    deleted: bool,
-    /// How that was told, when the file is not at its name.
-    identity: Option<String>,
-}
-
-struct FileCtx<'a> {
-    pid: i32,
-    role: Role,
-    /// What the printed name may stand for.
-    readings: &'a [maps::Reading],
-    mapped: FileId,
-    /// The mappings of the loaded image only (see [`loaded_image`]).
-    maps: &'a [Map],
-    own_ns: bool,
-    /// `/proc/PID/root`'s link, for a process in another mount namespace.
-    root_link: Option<&'a Path>,
-    start_ns: i128,
 }
 
 /// The mappings (in address order) that belong to the image the loader laid
@@ -1011,95 +724,12 @@ fn loaded_image(maps: &[Map]) -> &[Map] {
     &maps[first..first + len]
 }
 
-/// The old content: the mapped file itself through `/proc/PID/map_files`
-/// (root only), or `/proc/PID/exe` for the executable; failing both, the
-/// process's memory, which holds the build-id note but not the whole file.
-fn compare_contents(ctx: &FileCtx, real: &Path) -> Compared {
-    let Ok(new) = regular::open(real) else {
-        return Compared::Unknown("the file on disk cannot be opened".into());
-    };
-    let first = ctx.maps.iter().find(|m| m.offset == 0).or(ctx.maps.first());
-    let Some(first) = first else {
-        return Compared::Unknown("no mapping".into());
-    };
-    let old_file = File::open(format!(
-        "/proc/{}/map_files/{:x}-{:x}",
-        ctx.pid, first.start, first.end
-    ))
-    .ok()
-    .or_else(|| {
-        (ctx.role == Role::Executable)
-            .then(|| File::open(format!("/proc/{}/exe", ctx.pid)).ok())
-            .flatten()
-    });
-    let new_elf = elf::read(&new, Where::File);
-    let old_elf =
-        match &old_file {
-            Some(f) => elf::read(f, Where::File),
-            None if first.offset == 0 => File::open(format!("/proc/{}/mem", ctx.pid))
-                .ok()
-                .and_then(|m| {
-                    elf::read(
-                        &m,
-                        Where::Memory {
-                            header_at: first.start,
-                        },
-                    )
-                }),
-            None => None,
-        };
-    let ids = (
-        old_elf.as_ref().and_then(|e| e.build_id.clone()),
-        new_elf.as_ref().and_then(|e| e.build_id.clone()),
-    );
-    if let (Some(a), Some(b)) = &ids {
-        return if a == b {
-            Compared::Same(format!("build-id={}", elf::hex(a)))
-        } else {
-            Compared::Differ(format!(
-                "build-id={} -> build-id={}",
-                elf::hex(a),
-                elf::hex(b)
-            ))
-        };
-    }
-    match old_file {
-        Some(old) => match same_bytes(&old, &new) {
-            Ok(true) => Compared::Same("same bytes".into()),
-            Ok(false) => Compared::Differ("other bytes".into()),
-            Err(e) => Compared::Unknown(format!("reading failed: {e}")),
-        },
-        None => Compared::Unknown(
-            "no build-id, and the old file is readable only by root (/proc/PID/map_files)".into(),
-        ),
-    }
-}
-
-fn same_bytes(a: &File, b: &File) -> std::io::Result<bool> {
-    use std::io::Read;
-    if a.metadata()?.len() != b.metadata()?.len() {
-        return Ok(false);
-    }
-    let (mut ra, mut rb) = (std::io::BufReader::new(a), std::io::BufReader::new(b));
-    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    loop {
-        let n = ra.read(&mut ba)?;
-        if n == 0 {
-            let m = rb.read(&mut bb)?;
-            return Ok(m == 0);
-        }
-        rb.read_exact(&mut bb[..n])?;
-        if ba[..n] != bb[..n] {
-            return Ok(false);
-        }
-    }
-}
-
-/// A file of `/proc/PID`, read whole in as few calls as it takes (see
-/// [`maps::read_whole`]; procfs reads with `std`'s `read_to_end`, which asks
-/// the size first and then reads 32 bytes, 32, 64…).
-fn read_rel<T>(pid: i32, name: &str, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
-    let file = File::open(format!("/proc/{pid}/{name}"))?;
+/// A file of a process's folder in /proc, read whole in as few calls as it
+/// takes (see [`maps::read_whole`]; procfs reads with `std`'s
+/// `read_to_end`, which asks the size first and then reads 32 bytes, 32,
+/// 64…).
+fn read_in<T>(dir: &Path, name: &str, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    let file = File::open(dir.join(name))?;
     maps::read_whole(file, f)
 }
 
@@ -1110,8 +740,8 @@ fn uid_of(pid: i32) -> Option<u32> {
 
 /// The command line, its words joined by spaces, as procfs's `cmdline()`
 /// gives them (empty words left out; nothing when it is not UTF-8).
-fn args_of(pid: i32) -> String {
-    read_rel(pid, "cmdline", |b| {
+fn args_of(dir: &Path) -> String {
+    read_in(dir, "cmdline", |b| {
         std::str::from_utf8(b)
             .map(|s| {
                 s.split('\0')
@@ -1126,8 +756,8 @@ fn args_of(pid: i32) -> String {
 
 /// The process's cgroup: the unified hierarchy's path, else systemd's
 /// (`name=systemd`), else the first controller's that is not the root.
-fn cgroup_of(pid: i32) -> Option<String> {
-    let groups = read_rel(pid, "cgroup", |b| procfs::ProcessCGroups::from_read(b))
+fn cgroup_of(dir: &Path) -> Option<String> {
+    let groups = read_in(dir, "cgroup", |b| procfs::ProcessCGroups::from_read(b))
         .ok()?
         .ok()?
         .0;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::detector::plan;
-use crate::detector::report::{Group, Marks, Report, Role, Urgency};
+use crate::detector::report::{Group, Marks, Report, Role, Unread, Urgency};
 
 /// The report for people: one block per process, then the summary.
 pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
@@ -37,11 +37,7 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             ));
         }
         for f in &p.files {
-            let role = match f.role {
-                Role::Executable => "executable",
-                Role::Library => "library",
-                Role::Script => "script",
-            };
+            let role = role_word(f.role);
             let detail = if f.evidence == "mtime" || f.evidence == "btime" {
                 ms_vol(&f.detail, marks)
             } else {
@@ -67,8 +63,65 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
             ));
         }
     }
+    out.extend(unchecked(r, marks));
     out.push(summary(r, marks));
     out.into_iter().map(one_line).collect()
+}
+
+/// The processes with files that could not be judged: one block each,
+/// every such file with its reason.
+fn unchecked(r: &Report, marks: &Marks) -> Vec<String> {
+    let mut out = Vec::new();
+    // One line each while they fit a screen; the summary names them all.
+    if r.unreadable.len() <= UNREADABLE_LINES {
+        for u in &r.unreadable {
+            out.push(format!(
+                "{} {}: could not tell: its mappings could not be read ({})",
+                (marks.pid)(u.pid),
+                u.command,
+                unread_word(u.reason)
+            ));
+        }
+    }
+    for p in &r.unchecked {
+        let n = p.files.len();
+        out.push(format!(
+            "{} {}: could not tell: {n} file{} not judged",
+            (marks.pid)(p.pid),
+            p.command,
+            if n == 1 { "" } else { "s" }
+        ));
+        for f in &p.files {
+            out.push(format!(
+                "  {} {}: {}: {}",
+                role_word(f.role),
+                f.path.to_string_lossy(),
+                f.reason.word(),
+                f.detail
+            ));
+        }
+    }
+    out
+}
+
+/// How many unreadable processes get a line of their own.
+const UNREADABLE_LINES: usize = 20;
+
+fn unread_word(why: Unread) -> &'static str {
+    match why {
+        Unread::AnotherUser => "another user's; run as root to read them",
+        Unread::DeniedToRoot => {
+            "denied even to root: another user namespace, or a process that forbids it"
+        }
+    }
+}
+
+fn role_word(role: Role) -> &'static str {
+    match role {
+        Role::Executable => "executable",
+        Role::Library => "library",
+        Role::Script => "script",
+    }
 }
 
 /// A line of the report with every control character shown as maps shows
@@ -169,11 +222,11 @@ pub fn summary(r: &Report, marks: &Marks) -> String {
         if names.len() > 8 {
             shown.push("…".into());
         }
-        let why = if r.scanner_uid == 0 {
-            "denied even to root: another user namespace, or a process that forbids it"
+        let why = unread_word(if r.scanner_uid == 0 {
+            Unread::DeniedToRoot
         } else {
-            "another user's; run as root to read them"
-        };
+            Unread::AnotherUser
+        });
         s.push_str(&format!(
             ", {} unreadable ({why}: {})",
             (marks.vol)(r.unreadable.len().to_string()),
@@ -196,8 +249,9 @@ pub fn summary(r: &Report, marks: &Marks) -> String {
     }
     if r.unchecked_files > 0 {
         s.push_str(&format!(
-            "; {} files could not be stat'ed",
-            (marks.vol)(r.unchecked_files.to_string())
+            "; {} in {} not judged (listed above)",
+            plural(r.unchecked_files, "file", "files"),
+            plural(r.unchecked.len(), "process", "processes"),
         ));
     }
     s

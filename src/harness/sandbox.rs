@@ -315,16 +315,17 @@ impl Sandbox {
         Ok(self.runtime.targets()?.join(p.file_name()))
     }
 
-    /// Puts a target program in `bin/` (a hard link to the build output,
-    /// or a copy where linking is not possible) and returns its path.
+    /// Puts a copy of a target program in `bin/` and returns its path. A
+    /// copy, not a hard link to the build output: every link made or
+    /// removed moves the ctime of the inode all links share, and `swaplab
+    /// stale` reads a ctime moved after a process started as a change.
+    /// Another sandbox's link would change what this one shows.
     pub fn program(&self, p: Program) -> Result<PathBuf> {
         let dst = self.bin_dir().join(p.file_name());
         if !dst.exists() {
             let src = self.built(p)?;
-            if fs::hard_link(&src, &dst).is_err() {
-                fs::copy(&src, &dst)
-                    .with_context(|| format!("cannot copy {} to the sandbox", src.display()))?;
-            }
+            fs::copy(&src, &dst)
+                .with_context(|| format!("cannot copy {} to the sandbox", src.display()))?;
         }
         Ok(dst)
     }

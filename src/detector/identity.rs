@@ -1,0 +1,235 @@
+//! Whether a path still holds the file a process maps, from the kernel's
+//! facts on each filesystem.
+//!
+//! `/proc/PID/maps` names a file by its superblock's device and its inode;
+//! `stat` by the device the filesystem reports. Mostly the two are the
+//! same. They are not on btrfs, where `stat` gives each volume and
+//! subvolume an anonymous device of its own (measured on 6.18: maps
+//! `00:29`, `stat` `00:2a` on the volume and `00:2b` on a subvolume, and
+//! inode 257 in both), nor on overlayfs before Linux 6.8, where maps shows
+//! the real file's device and inode, not the overlay's. So the identity is
+//! asked, in this order, of:
+//! 1. `stat`, when it names the device maps names: the inode decides;
+//! 2. the path's mount (`statx`'s mount id, looked up in the process's
+//!    `mountinfo`), when its superblock device is the one maps names: the
+//!    inode decides (btrfs);
+//! 3. the mapped file itself through `/proc/PID/map_files` (root only),
+//!    whose `stat` is compared with the path's;
+//! 4. an overlay's layers (its `upperdir` and `lowerdir` options): the
+//!    first layer holding the path is the file the overlay shows.
+//!
+//! Where none of them tells, the file is not judged (`no-identity`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::detector::report::{FileId, Identity};
+
+/// A file's facts, as `statx` gives them.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
+    pub id: FileId,
+    /// The mount it was found on (Linux 5.8+).
+    pub mount: Option<u64>,
+    pub size: u64,
+    /// Its links (names) now.
+    pub nlink: u32,
+    pub ctime_ns: i128,
+    /// When the content was last written.
+    pub mtime_ns: i128,
+    pub btime_ns: Option<i128>,
+}
+
+fn ns(t: rustix::fs::StatxTimestamp) -> i128 {
+    t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128
+}
+
+/// `statx` of `path`, following links.
+pub fn facts(path: &Path) -> std::io::Result<Facts> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME | StatxFlags::MNT_ID;
+    let s = statx(CWD, path, AtFlags::empty(), want)?;
+    let got = StatxFlags::from_bits_retain(s.stx_mask);
+    Ok(Facts {
+        id: FileId {
+            major: s.stx_dev_major,
+            minor: s.stx_dev_minor,
+            inode: s.stx_ino,
+        },
+        mount: got.contains(StatxFlags::MNT_ID).then_some(s.stx_mnt_id),
+        size: s.stx_size,
+        nlink: s.stx_nlink,
+        ctime_ns: ns(s.stx_ctime),
+        mtime_ns: ns(s.stx_mtime),
+        btime_ns: got.contains(StatxFlags::BTIME).then(|| ns(s.stx_btime)),
+    })
+}
+
+/// One mount of a mount namespace, as `mountinfo` tells.
+#[derive(Clone, Debug)]
+pub struct Mount {
+    /// The superblock's device: the one maps names its files by.
+    pub dev: (u32, u32),
+    pub fs_type: String,
+    /// Where it is mounted, as the namespace's processes name it.
+    pub point: PathBuf,
+    /// An overlay's layers, the upper first.
+    pub layers: Vec<PathBuf>,
+}
+
+/// The mounts of one mount namespace, by mount id.
+#[derive(Clone, Debug, Default)]
+pub struct Mounts(HashMap<u64, Mount>);
+
+impl Mounts {
+    /// The mounts `/proc/.../mountinfo` in `proc_dir` lists (a process's
+    /// or a thread's folder); empty when it cannot be read.
+    pub fn of(proc_dir: &Path) -> Mounts {
+        let Ok(p) = procfs::process::Process::new_with_root(proc_dir.to_path_buf()) else {
+            return Mounts::default();
+        };
+        let Ok(all) = p.mountinfo() else {
+            return Mounts::default();
+        };
+        Mounts(
+            all.into_iter()
+                .filter_map(|m| {
+                    let (major, minor) = m.majmin.split_once(':')?;
+                    let layers = if m.fs_type == "overlay" {
+                        overlay_layers(&m.super_options)
+                    } else {
+                        Vec::new()
+                    };
+                    Some((
+                        m.mnt_id as u64,
+                        Mount {
+                            dev: (major.parse().ok()?, minor.parse().ok()?),
+                            fs_type: m.fs_type,
+                            point: m.mount_point,
+                            layers,
+                        },
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Mount> {
+        self.0.get(&id)
+    }
+}
+
+/// An overlay's `upperdir` then each `lowerdir` (colon-separated, `\:`
+/// escaping a colon in a name).
+fn overlay_layers(opts: &HashMap<String, Option<String>>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(Some(upper)) = opts.get("upperdir") {
+        out.push(PathBuf::from(upper));
+    }
+    if let Some(Some(lower)) = opts.get("lowerdir") {
+        let mut cur = String::new();
+        let mut chars = lower.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => cur.extend(chars.next()),
+                ':' => out.push(PathBuf::from(std::mem::take(&mut cur))),
+                c => cur.push(c),
+            }
+        }
+        if !cur.is_empty() {
+            out.push(PathBuf::from(cur));
+        }
+    }
+    out
+}
+
+/// What an identity said of a path and a mapped file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    /// The path holds the mapped file.
+    Same(Identity),
+    /// The path holds another file.
+    Other(Identity),
+    /// Nothing here tells.
+    Unknown,
+}
+
+/// Where to look, for one path of one process.
+pub struct Ask<'a> {
+    pub mapped: FileId,
+    /// The path's facts, as the scanner reached it.
+    pub path: &'a Facts,
+    /// The path as the process names it (for an overlay's layers).
+    pub named: &'a Path,
+    /// The mounts of the process's namespace.
+    pub mounts: &'a Mounts,
+    /// `/proc/PID/map_files/START-END` of one of the file's mappings.
+    pub map_file: &'a Path,
+    /// How a path the process names is reached from the scanner: itself,
+    /// or under `/proc/PID/root`.
+    pub reach: &'a dyn Fn(&Path) -> PathBuf,
+}
+
+/// Whether the path holds the mapped file (see the module's text).
+pub fn holds(a: &Ask) -> Holds {
+    let inode = |same: bool, how| {
+        if same {
+            Holds::Same(how)
+        } else {
+            Holds::Other(how)
+        }
+    };
+    let m = a.mapped;
+    let dev = |id: FileId| (id.major, id.minor);
+    if dev(a.path.id) == dev(m) {
+        return inode(a.path.id.inode == m.inode, Identity::Stat);
+    }
+    let mount = a.path.mount.and_then(|id| a.mounts.get(id));
+    if mount.is_some_and(|mount| mount.dev == dev(m)) {
+        return inode(a.path.id.inode == m.inode, Identity::Mountinfo);
+    }
+    if let Ok(mapped) = facts(a.map_file) {
+        return inode(mapped.id == a.path.id, Identity::MapFiles);
+    }
+    let Some(mount) = mount.filter(|mount| !mount.layers.is_empty()) else {
+        return Holds::Unknown;
+    };
+    let Ok(rel) = a.named.strip_prefix(&mount.point) else {
+        return Holds::Unknown;
+    };
+    for layer in &mount.layers {
+        match facts(&(a.reach)(&layer.join(rel))) {
+            Ok(f) => return inode(f.id == m, Identity::OverlayLayer),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return Holds::Unknown,
+        }
+    }
+    Holds::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_layers_come_upper_first_and_unescape_colons() {
+        let mut opts = HashMap::new();
+        opts.insert("upperdir".to_string(), Some("/u".to_string()));
+        opts.insert("lowerdir".to_string(), Some("/l1:/l\\:2".to_string()));
+        let got = overlay_layers(&opts);
+        let want: Vec<PathBuf> = ["/u", "/l1", "/l:2"].iter().map(PathBuf::from).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn facts_of_a_file_name_its_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, b"x").unwrap();
+        let got = facts(&f).unwrap();
+        assert_eq!(got.size, 1);
+        let mounts = Mounts::of(Path::new("/proc/self"));
+        let mount = got.mount.and_then(|id| mounts.get(id));
+        assert!(mount.is_some(), "mount {:?} not in mountinfo", got.mount);
+    }
+}
