@@ -371,6 +371,23 @@ fn stale_as_an_unprivileged_user_reports_its_own_and_counts_the_rest() {
         text.contains("1 unreadable (another user's; run as root to read them: swl-unpriv-root)"),
         "{text}"
     );
+    assert_eq!(v["unreadable"][0]["reason"], "another-user", "{v}");
+    // Asked for by pid, another user's process cannot be judged: exit 3,
+    // never an all-clear.
+    let mut cmd = std::process::Command::new(&me);
+    cmd.args(["stale", "--pid", &root_p.pid().to_string()])
+        .uid(ids.0)
+        .gid(ids.1);
+    let out = output_of(cmd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} swl-unpriv-root: could not tell: its mappings could not be read (another user's",
+            root_p.pid()
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1073,6 +1090,18 @@ fn stale_plan_lists_a_master_and_its_forked_workers_once_and_asks_for_an_exec() 
         plan.contains(&format!("restart process {} (swl-lone)\n", lone.pid())),
         "{plan}"
     );
+    // A worker asked for alone: its master is outside what was asked, and
+    // is read anyway; restarting the worker by a fork would copy the code.
+    let (code, text) = stale_of(&[workers[0]], &["--json"]);
+    assert_eq!(code, Some(1), "{text}");
+    let v = json(text.as_bytes());
+    valid_report(&v);
+    let restart = &v["processes"][0]["restart"];
+    assert_eq!(restart["at"], m, "{v}");
+    assert_eq!(restart["fork_is_enough"], false, "{v}");
+    assert_eq!(v["processes"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["groups"][0]["top"], m, "{v}");
+    assert_eq!(v["groups"][0]["top_command"], "swl-master", "{v}");
 }
 
 /// A root folder for a chroot with a copy of `sleep` at `/bin/sleep` and
