@@ -22,3 +22,6 @@ mod stale;
 
 /// `swaplab matrix --kernel`: other kernels in qemu guests.
 mod kernels;
+
+/// `swaplab matrix --fs`: fresh filesystems in mount namespaces of their own.
+mod filesystems;
