@@ -70,8 +70,10 @@ enum Command {
     /// Run the findings on other Debian releases' glibc (`--debian`: a
     /// debootstrap root per release, the C targets compiled inside it with
     /// its own gcc, run with its own loader and C library; needs root and
-    /// debootstrap) or kernels (`--kernel`: the release's kernel booted in
-    /// qemu on this machine's own files); writes a report per column.
+    /// debootstrap), kernels (`--kernel`: the release's kernel booted in
+    /// qemu on this machine's own files) or filesystems (`--fs`: each made
+    /// fresh in a mount namespace of its own; needs root); writes a report
+    /// per column.
     #[command(after_help = MATRIX_HELP)]
     #[command(group(clap::ArgGroup::new("columns").required(true).multiple(true).args(["debian", "kernel", "fs"])))]
     Matrix {
@@ -230,9 +232,18 @@ files read-only and runs this swaplab on them, as the guest's root, on the
 host's C library; its report gets the guest's kernel and the acceleration
 used. Under emulation (TCG) one release took 6 to 9 minutes on 2 cores.
 
+--fs needs root and, for its loop images, mkfs.ext4 (e2fsprogs), mkfs.xfs
+(xfsprogs), mkfs.btrfs and btrfs (btrfs-progs). Each filesystem is made
+fresh (a sparse 512 MB image, a tmpfs, an overlay of its own layers) in a
+mount namespace of its own, and the findings that depend on the filesystem
+under their sandbox run with their sandboxes on it (btrfs: in a subvolume);
+the others are n/a there. However the run ends (Ctrl-C, a kill), no mount,
+loop device or folder is left behind.
+
 Example:
   sudo swaplab matrix --debian bullseye,trixie
   swaplab matrix --kernel bullseye,bookworm,trixie,sid
+  sudo swaplab matrix --fs ext4,xfs,btrfs,tmpfs,overlay
   swaplab compare host.json swaplab-matrix/*.json";
 
 #[derive(Subcommand)]
