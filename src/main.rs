@@ -70,10 +70,12 @@ enum Command {
     /// Run the findings on other Debian releases' glibc (`--debian`: a
     /// debootstrap root per release, the C targets compiled inside it with
     /// its own gcc, run with its own loader and C library; needs root and
-    /// debootstrap) or kernels (`--kernel`: the release's kernel booted in
-    /// qemu on this machine's own files); writes a report per column.
+    /// debootstrap), kernels (`--kernel`: the release's kernel booted in
+    /// qemu on this machine's own files) or filesystems (`--fs`: each made
+    /// fresh in a mount namespace of its own; needs root); writes a report
+    /// per column.
     #[command(after_help = MATRIX_HELP)]
-    #[command(group(clap::ArgGroup::new("columns").required(true).multiple(true).args(["debian", "kernel"])))]
+    #[command(group(clap::ArgGroup::new("columns").required(true).multiple(true).args(["debian", "kernel", "fs"])))]
     Matrix {
         /// Debian releases whose glibc makes a column (codenames).
         #[arg(long, value_delimiter = ',', value_name = "RELEASE")]
@@ -82,6 +84,10 @@ enum Command {
         /// 5.10, bookworm 6.1, trixie 6.12, sid the newest).
         #[arg(long, value_delimiter = ',', value_name = "RELEASE")]
         kernel: Vec<String>,
+        /// Filesystems made fresh for a column each, with the sandboxes of
+        /// the findings that depend on the filesystem on them (needs root).
+        #[arg(long, value_delimiter = ',', value_name = "FS", value_enum)]
+        fs: Vec<commands::matrix::fs::Fs>,
         /// How --kernel's guests run: KVM, emulation (TCG), or KVM when it
         /// boots a guest and TCG otherwise.
         #[arg(long, value_enum, default_value = "auto")]
@@ -111,6 +117,21 @@ enum Command {
         /// The column's name.
         #[arg(long)]
         column: String,
+        /// Finding IDs.
+        ids: Vec<String>,
+    },
+    /// One column of `swaplab matrix --fs`, in the mount namespace the
+    /// matrix made for it: makes the filesystem, runs the findings on it.
+    #[command(hide = true, name = "fs-column")]
+    FsColumn {
+        #[arg(long, value_enum)]
+        fs: commands::matrix::fs::Fs,
+        /// The matrix's folder for it, which it mounts a tmpfs over.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// The folder the report goes to.
+        #[arg(long)]
+        out: std::path::PathBuf,
         /// Finding IDs.
         ids: Vec<String>,
     },
@@ -211,9 +232,18 @@ files read-only and runs this swaplab on them, as the guest's root, on the
 host's C library; its report gets the guest's kernel and the acceleration
 used. Under emulation (TCG) one release took 6 to 9 minutes on 2 cores.
 
+--fs needs root and, for its loop images, mkfs.ext4 (e2fsprogs), mkfs.xfs
+(xfsprogs), mkfs.btrfs and btrfs (btrfs-progs). Each filesystem is made
+fresh (a sparse 512 MB image, a tmpfs, an overlay of its own layers) in a
+mount namespace of its own, and the findings that depend on the filesystem
+under their sandbox run with their sandboxes on it (btrfs: in a subvolume);
+the others are n/a there. However the run ends (Ctrl-C, a kill), no mount,
+loop device or folder is left behind.
+
 Example:
   sudo swaplab matrix --debian bullseye,trixie
   swaplab matrix --kernel bullseye,bookworm,trixie,sid
+  sudo swaplab matrix --fs ext4,xfs,btrfs,tmpfs,overlay
   swaplab compare host.json swaplab-matrix/*.json";
 
 #[derive(Subcommand)]
@@ -521,6 +551,18 @@ fn main() -> ExitCode {
                 }
             };
         }
+        // It sets TMPDIR, which only a process without threads may do.
+        Command::FsColumn { fs, dir, out, ids } => {
+            return match commands::matrix::fs::command(fs, &dir, &out, &ids) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(exit) => {
+                    if let Some(why) = exit.message() {
+                        eprintln!("{why}");
+                    }
+                    ExitCode::from(exit.status())
+                }
+            };
+        }
         command => Cli { command },
     };
     // Ctrl-C or a TERM: kill the targets and remove the sandboxes before
@@ -615,6 +657,7 @@ impl Command {
             Command::Matrix {
                 debian,
                 kernel,
+                fs,
                 accel,
                 cache,
                 mirror,
@@ -624,6 +667,7 @@ impl Command {
                 let opts = commands::matrix::Options {
                     debian,
                     kernels: kernel,
+                    filesystems: fs,
                     accel,
                     cache,
                     mirror,
@@ -632,6 +676,7 @@ impl Command {
                 commands::matrix::command(&opts, &only)
             }
             Command::Guest { .. } => unreachable!("main runs the guest's first process itself"),
+            Command::FsColumn { .. } => unreachable!("main runs an fs column itself"),
             Command::Bench { what } => what.run(),
         }
     }

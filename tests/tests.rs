@@ -26,3 +26,6 @@ mod stale_blind_spots;
 
 /// `swaplab matrix --kernel`: other kernels in qemu guests.
 mod kernels;
+
+/// `swaplab matrix --fs`: fresh filesystems in mount namespaces of their own.
+mod filesystems;

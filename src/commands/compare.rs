@@ -101,6 +101,9 @@ pub struct Col {
     report: usize,
     /// The kernel it ran on.
     kernel: String,
+    /// The filesystem its sandboxes were on (`ext4`), empty when the report
+    /// does not say.
+    filesystem: String,
 }
 
 /// One cell: a finding in a column.
@@ -195,11 +198,20 @@ impl Comparison {
                     k => k,
                 };
                 let libc = format!("{} {}", text(&c, "libc"), text(&c, "libc_version"));
+                let fs = platform.get("filesystem").cloned().unwrap_or(Value::Null);
+                let sandboxes = match text(&fs, "type") {
+                    t if t.is_empty() => String::new(),
+                    t => format!(
+                        ", sandboxes on {t} (`{}` at `{}`)",
+                        text(&fs, "source"),
+                        text(&fs, "mount_point")
+                    ),
+                };
                 cols.push(Col {
                     title: format!("{} · {}", short_os(&os), libc.trim()),
                     detail: if missing.is_empty() {
                         format!(
-                            "kernel {} {}, loader `{}` ({})",
+                            "kernel {} {}, loader `{}`{sandboxes} ({})",
                             kernel,
                             text(&platform, "arch"),
                             text(&c, "loader"),
@@ -211,6 +223,7 @@ impl Comparison {
                     runtime: text(&c, "name"),
                     report: i,
                     kernel,
+                    filesystem: text(&fs, "type"),
                 });
             }
         }
@@ -219,6 +232,21 @@ impl Comparison {
         if kernels.len() > 1 {
             for c in &mut cols {
                 c.title = format!("{} · Linux {}", c.title, c.kernel);
+            }
+        }
+        // And columns on several filesystems (matrix --fs) by theirs.
+        let filesystems: BTreeSet<&String> = cols.iter().map(|c| &c.filesystem).collect();
+        if filesystems.len() > 1 {
+            for c in cols.iter_mut().filter(|c| !c.filesystem.is_empty()) {
+                c.title = format!("{} · {}", c.title, c.filesystem);
+            }
+        }
+        // Columns that still look alike (the host's ext4 and a fresh one)
+        // are told apart by their names.
+        let titles: Vec<String> = cols.iter().map(|c| c.title.clone()).collect();
+        for c in &mut cols {
+            if titles.iter().filter(|t| **t == c.title).count() > 1 {
+                c.title = format!("{} ({})", c.title, c.runtime);
             }
         }
         let mut cells = BTreeMap::new();

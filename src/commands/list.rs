@@ -33,6 +33,8 @@ pub fn command(json: bool) -> Done {
                     "article": f.source,
                     "test": f.test_name(),
                     "scope": f.scope,
+                    // Whether `swaplab matrix --fs` runs it on each filesystem.
+                    "depends_on_filesystem": f.depends_on_filesystem(),
                     "status": readiness(f),
                 })
             })

@@ -46,6 +46,7 @@ pub static D02: Finding = Finding {
             package: "dpkg",
         },
         Need::Root("checkrestart, one of the tools compared, refuses to run but as root"),
+        Need::Filesystem,
     ],
 };
 

@@ -45,7 +45,7 @@ pub static L01: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l01(lab: &mut Lab) -> Result<()> {
@@ -92,7 +92,7 @@ pub static L02: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l02(lab: &mut Lab) -> Result<()> {
@@ -140,7 +140,7 @@ pub static L03: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l03(lab: &mut Lab) -> Result<()> {
@@ -197,7 +197,7 @@ pub static L04: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l04(lab: &mut Lab) -> Result<()> {
@@ -260,7 +260,7 @@ pub static L05: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l05(lab: &mut Lab) -> Result<()> {
@@ -338,7 +338,7 @@ pub static L06: Finding = Finding {
     scope: Scope::PerLibc,
     musl: MUSL_L06,
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l06(lab: &mut Lab) -> Result<()> {
@@ -475,7 +475,7 @@ pub static L07: Finding = Finding {
     scope: Scope::PerLibc,
     musl: MUSL_L07,
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l07(lab: &mut Lab) -> Result<()> {
@@ -671,7 +671,7 @@ pub static L08: Finding = Finding {
     scope: Scope::PerLibc,
     musl: MUSL_L08,
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l08(lab: &mut Lab) -> Result<()> {
@@ -701,7 +701,7 @@ pub static L09: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l09(lab: &mut Lab) -> Result<()> {
@@ -758,7 +758,7 @@ pub static L10: Finding = Finding {
     scope: Scope::Only(Libc::Musl),
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 /// L10: musl's loader. Run on the musl column only (see `Scope::Only`).
@@ -1005,7 +1005,7 @@ pub static L11: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l11(lab: &mut Lab) -> Result<()> {
@@ -1170,7 +1170,7 @@ pub static L12: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l12(lab: &mut Lab) -> Result<()> {
@@ -1274,6 +1274,7 @@ pub static L13: Finding = Finding {
     needs: &[
         Need::Root("it starts a process as a second, unprivileged user"),
         Need::SecondUser,
+        Need::Filesystem,
     ],
 };
 

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::detector::stale::Reason;
-use crate::harness::finding::{Finding, Scope};
+use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{answer_of, vol, Lab, Stale};
 use crate::harness::map_checks::{check_current, check_two_copies};
 use crate::harness::process::Program;
@@ -43,7 +43,7 @@ pub static L17: Finding = Finding {
     scope: Scope::PerLibc,
     musl: MUSL_L17,
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l17(lab: &mut Lab) -> Result<()> {

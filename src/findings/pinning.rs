@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::detector::maps::Mapping;
 use crate::detector::stale::Reason;
-use crate::harness::finding::{Finding, Scope};
+use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::map_checks::{check_current, check_two_copies, describe};
 use crate::harness::process::Program;
@@ -86,7 +86,7 @@ pub static L16: Finding = Finding {
     scope: Scope::PerLibc,
     musl: MUSL_L16,
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l16(lab: &mut Lab) -> Result<()> {

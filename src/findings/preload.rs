@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::detector::maps::Mapping;
 use crate::detector::stale::Reason;
-use crate::harness::finding::{Finding, Scope};
+use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::map_checks::{check_current, check_old_deleted};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::process::Program;
@@ -82,7 +82,7 @@ pub static L14: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l14(lab: &mut Lab) -> Result<()> {

@@ -74,7 +74,7 @@ pub static L18C: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[Need::DebianRoots(&[FROM, TO]), Need::UserNamespaces],
+    needs: &[Need::DebianRoots(&[FROM, TO]), Need::UserNamespaces, Need::Filesystem],
 };
 
 pub fn l18c(lab: &mut Lab) -> Result<()> {

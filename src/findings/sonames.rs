@@ -53,10 +53,13 @@ pub static L15: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[Need::Tool {
-        program: "busybox",
-        package: "busybox",
-    }],
+    needs: &[
+        Need::Tool {
+            program: "busybox",
+            package: "busybox",
+        },
+        Need::Filesystem,
+    ],
 };
 
 pub fn l15(lab: &mut Lab) -> Result<()> {

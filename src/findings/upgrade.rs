@@ -20,7 +20,7 @@ use crate::drivers::fleet::{
 };
 use crate::drivers::load::{Load, Sample};
 use crate::drivers::nginx;
-use crate::harness::finding::{Finding, Scope};
+use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs::{self, Proc};
@@ -62,7 +62,7 @@ pub static U01: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn u01(lab: &mut Lab) -> Result<()> {
@@ -156,7 +156,7 @@ pub static U02: Finding = Finding {
     scope: Scope::AnyLibc,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn u02(lab: &mut Lab) -> Result<()> {
@@ -428,7 +428,7 @@ pub static U03: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn u03(lab: &mut Lab) -> Result<()> {
@@ -494,7 +494,7 @@ pub static U04: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[NGINX],
+    needs: &[NGINX, Need::Filesystem],
 };
 
 pub fn u04(lab: &mut Lab) -> Result<()> {
@@ -614,7 +614,7 @@ pub static U05: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn u05(lab: &mut Lab) -> Result<()> {
@@ -664,7 +664,7 @@ pub static U06: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[NGINX],
+    needs: &[NGINX, Need::Filesystem],
 };
 
 pub fn u06(lab: &mut Lab) -> Result<()> {
@@ -866,7 +866,7 @@ pub static U07: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn u07(lab: &mut Lab) -> Result<()> {
@@ -973,7 +973,7 @@ pub static U08: Finding = Finding {
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[NGINX],
+    needs: &[NGINX, Need::Filesystem],
 };
 
 pub fn u08(lab: &mut Lab) -> Result<()> {

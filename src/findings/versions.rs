@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::detector::stale::Reason;
-use crate::harness::finding::{Finding, Scope};
+use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
@@ -39,7 +39,7 @@ pub static L18: Finding = Finding {
     scope: Scope::PerLibc,
     musl: MUSL_L18,
     older_kernels: &[],
-    needs: &[],
+    needs: &[Need::Filesystem],
 };
 
 pub fn l18(lab: &mut Lab) -> Result<()> {

@@ -91,6 +91,12 @@ pub enum Need {
     /// A user and mount namespace of its own ([`crate::harness::userns`]),
     /// which this kernel may refuse to an unprivileged user.
     UserNamespaces,
+    /// Not a lack, a dependence: its outcome can depend on the filesystem
+    /// under its sandbox (the files it replaces, their inodes, times and
+    /// the detector's identity of them). Every machine has one, so the
+    /// check always passes; `swaplab matrix --fs` runs the findings that
+    /// declare it on fresh filesystems, and no other.
+    Filesystem,
 }
 
 /// Why a finding cannot run here, and what would let it.
@@ -119,6 +125,7 @@ impl Need {
             Need::SecondUser => "a second user".into(),
             Need::DebianRoots(r) => format!("Debian roots ({})", r.join(", ")),
             Need::UserNamespaces => "user namespaces".into(),
+            Need::Filesystem => "the filesystem under its sandbox".into(),
         }
     }
 
@@ -195,6 +202,8 @@ impl Need {
                     format!("sudo swaplab matrix --debian {}", releases.join(",")),
                 )
             }
+            // A dependence, not a lack: every machine has a filesystem.
+            Need::Filesystem => Ok(()),
             _ => Ok(()),
         }
     }
@@ -272,6 +281,12 @@ impl Finding {
                  this column has only the C twins of the library targets",
                 self.id
             )),
+            _ if rt.filesystem.is_some() && !self.depends_on_filesystem() => Err(format!(
+                "{}'s outcome does not depend on the filesystem under its sandbox (it replaces \
+                 and judges no file there); this column changes only that filesystem ({})",
+                self.id,
+                rt.filesystem.as_deref().unwrap_or_default()
+            )),
             _ => Ok(()),
         }
     }
@@ -284,6 +299,13 @@ impl Finding {
             Scope::Only(l) => l == libc,
             Scope::Host => false,
         }
+    }
+
+    /// Whether its outcome can depend on the filesystem under its sandbox
+    /// (it declares [`Need::Filesystem`]): `swaplab matrix --fs` runs it on
+    /// each filesystem, and marks the others n/a there.
+    pub fn depends_on_filesystem(&self) -> bool {
+        self.needs.contains(&Need::Filesystem)
     }
 
     /// Whether this machine has everything it needs (the first thing

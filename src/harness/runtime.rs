@@ -62,6 +62,11 @@ pub struct Runtime {
     /// Only the C twins are there (no servers: those findings stay in the
     /// host column).
     pub twins: bool,
+    /// Set in a column of `swaplab matrix --fs`: the filesystem made fresh
+    /// under the sandboxes (`ext4`, `btrfs`, ...). There only the findings
+    /// whose outcome can depend on it run
+    /// ([`crate::harness::finding::Finding::depends_on_filesystem`]).
+    pub filesystem: Option<String>,
     /// The target programs' folder; `None` for the host's (found beside the
     /// running executable, see [`crate::harness::process::targets_dir`]).
     #[serde(skip)]
@@ -92,6 +97,7 @@ impl Runtime {
             loader: host_loader().unwrap_or_else(|| "unknown".into()),
             os: os_name(),
             twins: false,
+            filesystem: None,
             targets: None,
             variants: PathBuf::from(crate::harness::variants::VARIANTS_DIR),
         }
@@ -161,6 +167,7 @@ impl Runtime {
             loader,
             os,
             twins: true,
+            filesystem: None,
             targets: Some(targets),
             variants,
         })

@@ -35,9 +35,14 @@ fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 /// Removes every sandbox still alive (Ctrl-C in the CLI; the targets must be
 /// killed first). Other threads may still be writing into a sandbox (a
 /// replacement loop), so removal is retried until the folder is gone; once it
-/// is, their writes fail.
+/// is, their writes fail. A folder that a process killed just before still
+/// mounts over (`matrix --fs`) is removed once its mounts are gone (see
+/// [`wait_unmounted`]).
 pub fn remove_all() {
     for dir in live().drain(..) {
+        if wait_unmounted(&dir, UNMOUNT_LIMIT).is_err() {
+            continue;
+        }
         for _ in 0..100 {
             let _ = fs::remove_dir_all(&dir);
             if !dir.exists() {
@@ -45,6 +50,58 @@ pub fn remove_all() {
             }
         }
     }
+}
+
+/// How long [`remove_all`] and a sweep wait for the mounts over a folder
+/// to go: the killed processes of a mount namespace may take seconds to
+/// die (a sentinel in there sweeps for up to 10 s).
+pub const UNMOUNT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The processes whose mount namespace (not this process's) has a mount at
+/// or under `dir`: one process per such namespace.
+pub fn mounted_under(dir: &Path) -> Vec<i32> {
+    let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let mine = ns("self");
+    let mut seen = Vec::new();
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<i32>() else {
+            continue;
+        };
+        let Some(id) = ns(&name) else { continue };
+        if Some(&id) == mine.as_ref() || seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        // The fifth field is the mount point (spaces escaped as \040).
+        let over = text
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| Path::new(&m.replace("\\040", " ")).starts_with(dir));
+        if over {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits up to `limit` until no mount namespace has a mount at or under
+/// `dir`; fails naming a process of one that still has. A folder must not
+/// be removed before: removing a mount point from another namespace
+/// detaches its mounts lazily, and a loop device mounted under them then
+/// stays attached for good, with no mount left to undo (measured on 6.18).
+pub fn wait_unmounted(dir: &Path, limit: std::time::Duration) -> Result<()> {
+    crate::harness::process::poll_until(limit, std::time::Duration::from_millis(20), || {
+        match mounted_under(dir).first() {
+            None => Ok(()),
+            Some(pid) => Err(anyhow::anyhow!(
+                "process {pid} still mounts something under {} after {limit:?}",
+                dir.display()
+            )),
+        }
+    })
 }
 
 /// The owner tag of this process, for people: `PID_START`, START being its
@@ -134,7 +191,13 @@ pub fn sweep(tmp: &Path) -> usize {
         let mine = e
             .metadata()
             .is_ok_and(|m| m.is_dir() && m.uid() == me && !m.file_type().is_symlink());
-        if mine && owner_gone(&e.path()) && fs::remove_dir_all(e.path()).is_ok() {
+        // Not while another mount namespace mounts over it: its owner's
+        // `matrix --fs` column may still be dying (see wait_unmounted).
+        if mine
+            && owner_gone(&e.path())
+            && mounted_under(&e.path()).is_empty()
+            && fs::remove_dir_all(e.path()).is_ok()
+        {
             removed += 1;
         }
     }

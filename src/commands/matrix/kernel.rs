@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::commands::matrix::{check_codenames, write_report, AccelChoice, Options};
+use crate::commands::matrix::{check_codenames, write_report, AccelChoice, Columns, Options};
 use crate::harness::finding::Finding;
 use crate::harness::platform::EMULATED;
 use crate::vm::initramfs;
@@ -67,14 +67,6 @@ pub fn preflight(opts: &Options) -> Result<PathBuf> {
     initramfs::static_busybox()
 }
 
-/// What the kernel matrix wrote, and what it could not do.
-pub struct Columns {
-    pub written: Vec<PathBuf>,
-    /// One line per release that failed (its kernel not fetched, its guest
-    /// not booted or not ended in time): the others still ran.
-    pub failed: Vec<String>,
-}
-
 /// Boots each release's kernel, runs `selected` in it, writes
 /// `report-kernel-RELEASE.json` into `opts.out`. `busybox` is what
 /// [`preflight`] found.
@@ -93,10 +85,7 @@ pub fn run(
         AccelChoice::Auto if qemu::kvm_usable() => Accel::Kvm,
         AccelChoice::Auto => Accel::Tcg,
     };
-    let mut done = Columns {
-        written: Vec::new(),
-        failed: Vec::new(),
-    };
+    let mut done = Columns::default();
     for release in &opts.kernels {
         let column = (|| -> Result<PathBuf> {
             let kernel = kernel_of(&cache, release, &opts.mirror, say)?;

@@ -1,10 +1,13 @@
-//! `swaplab matrix`: the findings beyond this machine's own C library and
-//! kernel. `--debian` runs them on other Debian releases' glibc (a root per
-//! release, see [`debian`]); `--kernel` on other releases' kernels (a
-//! virtual machine per release, see [`kernel`]). Each column's report is
-//! written to the output folder, and the table of them all is printed.
+//! `swaplab matrix`: the findings beyond this machine's own C library,
+//! kernel and filesystem. `--debian` runs them on other Debian releases'
+//! glibc (a root per release, see [`debian`]); `--kernel` on other
+//! releases' kernels (a virtual machine per release, see [`kernel`]);
+//! `--fs` on fresh filesystems (a mount namespace per filesystem, see
+//! [`fs`]). Each column's report is written to the output folder, and the
+//! table of them all is printed.
 
 pub mod debian;
+pub mod fs;
 pub mod kernel;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ pub struct Options {
     pub debian: Vec<String>,
     /// Releases whose kernel makes a column (`--kernel`).
     pub kernels: Vec<String>,
+    /// Filesystems made fresh for a column each (`--fs`).
+    pub filesystems: Vec<fs::Fs>,
     pub accel: AccelChoice,
     /// swaplab's cache folder (roots in `debian/`, kernels in `kernel/`).
     pub cache: Option<PathBuf>,
@@ -44,6 +49,17 @@ impl Options {
             .or_else(crate::detector::cache_dir::swaplab_cache)
             .ok_or_else(|| anyhow::anyhow!("no cache folder: HOME is not set (give --cache DIR)"))
     }
+}
+
+/// What a matrix of columns that may fail one by one (`--kernel`, `--fs`)
+/// wrote, and what it could not do.
+#[derive(Default)]
+pub struct Columns {
+    pub written: Vec<PathBuf>,
+    /// One line per column that failed (a kernel not fetched, a guest not
+    /// booted, a filesystem not made, a run killed or not ended in time):
+    /// the others still ran.
+    pub failed: Vec<String>,
 }
 
 /// Fails unless every release is a Debian codename (lower-case letters and
@@ -80,6 +96,9 @@ pub fn write_report(out: &Path, column: &str, report: &serde_json::Value) -> Res
 pub fn command(opts: &Options, only: &[String]) -> Done {
     let bad = |e: String| Exit::BadInput(format!("swaplab matrix: {e}"));
     let selected = select(only, only.is_empty()).map_err(bad)?;
+    if !opts.filesystems.is_empty() {
+        fs::preflight(&opts.filesystems).map_err(|e| bad(format!("{e:#}")))?;
+    }
     let say = |line: &str| eprintln!("{line}");
     let mut written = Vec::new();
     if !opts.debian.is_empty() {
@@ -91,7 +110,13 @@ pub fn command(opts: &Options, only: &[String]) -> Done {
         let ran = kernel::run(opts, &busybox, &selected, &say)
             .map_err(|e| Exit::Aborted(format!("swaplab matrix: {e:#}")))?;
         written.extend(ran.written);
-        failed = ran.failed;
+        failed.extend(ran.failed);
+    }
+    if !opts.filesystems.is_empty() {
+        let ran = fs::run(opts, &selected, &say)
+            .map_err(|e| Exit::Aborted(format!("swaplab matrix: {e:#}")))?;
+        written.extend(ran.written);
+        failed.extend(ran.failed);
     }
     if written.is_empty() {
         return Err(Exit::Aborted(format!(

@@ -1,0 +1,278 @@
+//! `swaplab matrix --fs`: the findings on fresh filesystems, each made in a
+//! mount namespace of its own, and nothing left behind however it ends.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+use serde_json::Value;
+
+use crate::cli::swaplab;
+
+#[test]
+fn matrix_fs_rejects_bad_input_and_non_root_with_exit_code_2() {
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    let out = dir.path().join("out");
+    swaplab()
+        .args(["matrix", "--fs", "ext4,zfs", "--out"])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid value 'zfs'"))
+        .stderr(predicate::str::contains("ext4, xfs, btrfs, tmpfs, overlay"));
+    // The hidden column refuses to run anywhere but in its matrix.
+    swaplab()
+        .args(["fs-column", "--fs", "tmpfs", "--dir", "/nonexistent"])
+        .args(["--out", "/nonexistent", "L01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "not a folder of swaplab matrix --fs",
+        ));
+    // As an unprivileged user: exit 2, and what to run instead.
+    let as_user = |cmd: &mut Command| {
+        if nix::unistd::geteuid().is_root() {
+            let user = swaplab::harness::finding::second_user()?;
+            use std::os::unix::process::CommandExt;
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        Some(())
+    };
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
+    if as_user(&mut cmd).is_none() {
+        eprintln!("skipped the non-root case: no user `swaplab` or `nobody` to run as");
+        return;
+    }
+    let run = cmd
+        .args(["matrix", "--fs", "ext4,btrfs", "--out"])
+        .arg(&out)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs root"), "{err}");
+    assert!(err.contains("sudo swaplab matrix --fs ext4,btrfs"), "{err}");
+    assert!(!out.exists(), "nothing written before the check");
+}
+
+/// Whether this test may run (root); on CI it must.
+fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        !swaplab::harness::ci::on_ci(),
+        "on CI {what} must run as root"
+    );
+    eprintln!(
+        "skipped: {what} mounts filesystems, which needs root (sudo -E cargo test filesystems)"
+    );
+    false
+}
+
+#[test]
+fn matrix_fs_runs_the_file_findings_on_fresh_tmpfs_and_btrfs() {
+    if !root_or_skip("matrix --fs") {
+        return;
+    }
+    let dir = swaplab::harness::sandbox::scratch("fs").unwrap();
+    let out = dir.path().join("out");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let run = swaplab()
+        .args([
+            "matrix",
+            "--fs",
+            "tmpfs,btrfs",
+            "--only",
+            "L01,G01",
+            "--out",
+        ])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let mut folders = Vec::new();
+    for fs in ["tmpfs", "btrfs"] {
+        let path = out.join(format!("report-fs-{fs}.json"));
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(report["columns"][0]["name"], format!("fs-{fs}"), "{report}");
+        let under = &report["platform"]["filesystem"];
+        assert_eq!(under["type"], fs, "{under}");
+        // Under the matrix's own folder, not the test's temp folder itself.
+        let mount = under["mount_point"].as_str().unwrap();
+        assert!(
+            Path::new(mount).starts_with(&tmp) && mount.contains(&format!("swaplab-fs-{fs}-")),
+            "{under}"
+        );
+        // The matrix's folder, whose name its image bears.
+        let folder = Path::new(mount).parent().unwrap().file_name().unwrap();
+        folders.push(folder.to_string_lossy().into_owned());
+        let verdict = |id: &str| {
+            report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["id"] == id)
+                .map(|f| f["verdict"].as_str().unwrap().to_string())
+        };
+        assert_eq!(verdict("L01").as_deref(), Some("Confirmed"), "{report}");
+        assert_eq!(verdict("G01").as_deref(), Some("NotApplicable"), "{report}");
+    }
+    assert!(stdout.contains("· tmpfs"), "{stdout}");
+    assert!(stdout.contains("· btrfs"), "{stdout}");
+    assert_nothing_left_of(&tmp, &folders);
+}
+
+/// Loop devices whose image lies in a folder named `swaplab-fs-…` that the
+/// matrix made in `tmp` (`names`).
+fn loops_of(names: &[String]) -> Vec<String> {
+    let out = Command::new("losetup")
+        .arg("-a")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| names.iter().any(|n| l.contains(n.as_str())))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `swaplab-fs-*` folders in `tmp`.
+fn fs_folders(tmp: &Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("swaplab-fs-"))
+        .collect()
+}
+
+/// Live processes whose command line or executable names `tmp`.
+fn processes_naming(tmp: &Path) -> Vec<i32> {
+    let tmp = tmp.display().to_string();
+    procfs::process::all_processes()
+        .unwrap()
+        .filter_map(|p| p.ok())
+        .filter(|p| p.stat().is_ok_and(|s| s.state != 'Z'))
+        .filter(|p| {
+            let cmdline = p.cmdline().unwrap_or_default().join(" ");
+            let exe = p.exe().map(|e| e.display().to_string()).unwrap_or_default();
+            cmdline.contains(&tmp) || exe.contains(&tmp)
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// No mount of the matrix in this namespace, no folder in `tmp`, no
+/// process naming it, and no loop device of the images `names` (given
+/// 30 s: a killed column's namespace ends when its last process has died).
+fn assert_nothing_left_of(tmp: &Path, names: &[String]) {
+    let left = || {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mounts: Vec<&str> = mounts
+            .lines()
+            .filter(|l| l.contains("swaplab-fs-"))
+            .collect();
+        let all = (
+            mounts.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+            loops_of(names),
+            fs_folders(tmp),
+            processes_naming(tmp),
+        );
+        if all.0.is_empty() && all.1.is_empty() && all.2.is_empty() && all.3.is_empty() {
+            Ok(())
+        } else {
+            Err(all)
+        }
+    };
+    let found = swaplab::harness::process::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        left,
+    );
+    if let Err((mounts, loops, folders, pids)) = found {
+        panic!(
+            "left behind: mounts {mounts:?}, loop devices {loops:?}, folders {folders:?}, processes {pids:?}"
+        );
+    }
+}
+
+/// Starts `swaplab matrix --fs FS --only L11` with its temp folder in
+/// `tmp`, and waits (60 s at most) until its column has mounted the
+/// filesystem and runs: the line that says where the sandboxes are. Returns
+/// the matrix and the name of its folder.
+fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Child, String) {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .args(["matrix", "--fs", fs, "--only", "L11", "--out"])
+        .arg(out)
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let want = format!("fs-{fs}: sandboxes in ");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with(&want) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60));
+    let Ok(line) = line else {
+        let _ = child.kill();
+        panic!("the {fs} column did not say where its sandboxes are within 60 s");
+    };
+    let folder = fs_folders(tmp)
+        .into_iter()
+        .find(|n| line.contains(n.as_str()))
+        .unwrap_or_else(|| panic!("no folder of {line:?} in {}", tmp.display()));
+    // The column's mounts are its own: none reaches this namespace.
+    let here = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!here.contains(&folder), "{folder} is mounted here:\n{here}");
+    (child, folder)
+}
+
+#[test]
+fn a_matrix_killed_or_interrupted_while_a_column_runs_leaves_nothing_behind() {
+    if !root_or_skip("matrix --fs") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, fs) in [(Signal::SIGKILL, "ext4"), (Signal::SIGINT, "btrfs")] {
+        let dir = swaplab::harness::sandbox::scratch("fs").unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let (mut child, folder) = start_column(fs, &tmp, &dir.path().join("out"));
+        // The loop device of its image is there while it runs.
+        let until = Instant::now() + Duration::from_secs(20);
+        while loops_of(std::slice::from_ref(&folder)).is_empty() {
+            assert!(
+                Instant::now() < until,
+                "{fs}: no loop device of {folder} while the column runs"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = child.wait().unwrap();
+        match signal {
+            Signal::SIGINT => assert_eq!(status.code(), Some(130), "{status:?}"),
+            _ => assert_eq!(status.signal(), Some(signal as i32), "{status:?}"),
+        }
+        assert_nothing_left_of(&tmp, &[folder]);
+    }
+}
