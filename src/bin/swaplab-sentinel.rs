@@ -88,43 +88,9 @@ fn main() {
         // Not while a mount namespace of the harness's (`matrix --fs`)
         // still mounts over the folder: removing it from here would detach
         // those mounts lazily and leave their loop device attached for good.
-        let until = Instant::now() + Duration::from_secs(30);
-        while mounted_under(&root) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !mounted_under(&root) {
+        let limit = swaplab::harness::sandbox::UNMOUNT_LIMIT;
+        if swaplab::harness::sandbox::wait_unmounted(&root, limit).is_ok() {
             let _ = std::fs::remove_dir_all(&root);
         }
     }
-}
-
-/// Whether a mount namespace other than this process's has a mount at or
-/// under `root` (the fifth field of mountinfo is the mount point).
-fn mounted_under(root: &Path) -> bool {
-    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let mine = ns("self");
-    let mut seen = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    for e in entries.flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Some(id) = ns(&pid) else { continue };
-        if Some(&id) == mine.as_ref() || seen.contains(&id) {
-            continue;
-        }
-        seen.push(id);
-        let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-        if text
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .any(|m| Path::new(&m.replace("\\040", " ")).starts_with(root))
-        {
-            return true;
-        }
-    }
-    false
 }

@@ -715,12 +715,19 @@ impl Lab {
                 }),
             ),
             Stale::Unchecked => (
-                format!("where the filesystem keeps no birth time, swaplab stale does not flag {who} but counts the file unchecked (the write cannot be told from an install before the mapping)"),
-                got.is_none() && r.unchecked_files > 0,
+                format!("where the filesystem keeps no birth time, swaplab stale does not flag {who} but counts its file unchecked (the write cannot be told from an install before the mapping)"),
+                got.is_none() && r.unchecked.iter().any(|u| u.pid == pid),
             ),
         };
         let saw = match want {
-            Stale::Unchecked => format!("{saw}; {} file(s) unchecked", r.unchecked_files),
+            Stale::Unchecked => format!(
+                "{saw}; unchecked: {:?}",
+                r.unchecked
+                    .iter()
+                    .filter(|u| u.pid == pid)
+                    .flat_map(|u| u.files.iter().map(|f| f.reason))
+                    .collect::<Vec<_>>()
+            ),
             _ => saw,
         };
         self.check(what, ok, saw)
