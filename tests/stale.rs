@@ -1178,9 +1178,9 @@ fn chrooted_sleep_replaced(keep_mounts: bool) {
     cmd.arg("600").stdin(Stdio::null()).stdout(Stdio::null());
     // A chroot needs root, or a user namespace of its own.
     let inside = swaplab::harness::userns::Inside {
-        binds: Vec::new(),
         chroot: Some(root.clone()),
         keep_mounts,
+        ..Default::default()
     };
     swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
     let p = spawn_guarded(cmd);
@@ -1239,8 +1239,7 @@ fn stale_a_process_in_its_own_mount_namespace_is_never_judged_by_the_hosts_file(
         .stdout(Stdio::piped());
     let inside = swaplab::harness::userns::Inside {
         binds: vec![(own.clone(), host.clone())],
-        chroot: None,
-        keep_mounts: false,
+        ..Default::default()
     };
     swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
     let mut p = spawn_guarded(cmd);

@@ -291,9 +291,11 @@ fn table<'a>(
     lab.say(head.trim_end().to_string());
     let mut wrong: BTreeMap<&'a str, (usize, usize)> = BTreeMap::new();
     for c in cases {
+        let unchecked = r.unchecked.iter().any(|u| u.pid == c.pid);
         let s = match r.get(c.pid).map(|p| p.need) {
             Some(Urgency::Required) => "required",
             Some(Urgency::Optional) => "optional",
+            None if unchecked => "cannot tell",
             None => "-",
         };
         let s_ok = s == c.truth.word();

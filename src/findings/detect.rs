@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::detector::stale::Reason;
-use crate::drivers::restart_tools::{grep_deleted, judge, lsof, needrestart, Answer, Case, Truth};
+use crate::drivers::restart_tools::{
+    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Truth,
+};
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
@@ -75,6 +77,50 @@ fn start_in_own_namespaces(lab: &mut Lab, dir: &str) -> Result<Target> {
     })
 }
 
+/// Starts the plain program from `lib/<dir>/merged/`, an overlay that
+/// exists only in its own mount namespace: the program and libexample v1
+/// in the lower layer `lib/<dir>/lower/`, the upper and work folders on a
+/// tmpfs of that namespace (an overlay may not be the upper layer of
+/// another: the matrix's overlay column). Root's mount namespace, no user
+/// namespace: kernels before 5.11 refuse overlays to user namespaces.
+fn start_on_own_overlay(lab: &mut Lab, dir: &str) -> Result<Target> {
+    let base = lab.sandbox.lib_dir().join(dir);
+    let lower = base.join("lower");
+    std::fs::create_dir_all(&lower)?;
+    for sub in ["rw", "merged"] {
+        std::fs::create_dir_all(base.join(sub))?;
+    }
+    let built = lab.sandbox.built(Program::Plain)?;
+    lab.shell(format!(
+        "cp bin/swaplab-plain build/libexample-v1.so lib/{dir}/lower/   # its own layer"
+    ));
+    std::fs::copy(&built, lower.join("swaplab-plain"))?;
+    std::fs::copy(lab.sandbox.stage(V1)?, lower.join("libexample.so"))?;
+    let overlay = userns::Overlay {
+        lower,
+        rw: base.join("rw"),
+        merged: base.join("merged"),
+    };
+    let merged = overlay.merged.clone();
+    let mut made = Ok(());
+    let started = lab.start_exe(&merged.join("swaplab-plain"), dir, &[], |cmd| {
+        cmd.env("LD_LIBRARY_PATH", &merged);
+        made = userns::in_own_namespaces(
+            cmd,
+            &userns::Inside {
+                overlays: vec![overlay],
+                keep_user: true,
+                ..Default::default()
+            },
+        );
+        format!(
+            "LD_LIBRARY_PATH=lib/{dir}/merged unshare --mount --propagation private sh -c 'mount -t tmpfs rw lib/{dir}/rw; mkdir lib/{dir}/rw/upper lib/{dir}/rw/work; mount -t overlay overlay -o lowerdir=lib/{dir}/lower,upperdir=lib/{dir}/rw/upper,workdir=lib/{dir}/rw/work lib/{dir}/merged; exec \"$0\"'"
+        )
+    });
+    made?;
+    started.context("cannot start a process on an overlay in a mount namespace of its own")
+}
+
 /// Calls the library in `t` (or says how it died).
 fn greeting(lab: &mut Lab, t: &mut Target) -> Result<String> {
     Ok(match lab.call_may_crash(t)? {
@@ -86,20 +132,23 @@ fn greeting(lab: &mut Lab, t: &mut Target) -> Result<String> {
 pub static D01: Finding = Finding {
     id: "D01",
     slug: "swaplab_stale_finds_exactly_the_processes_to_restart",
-    claim: "`swaplab stale` flags exactly the processes that run code no longer on disk, in every case the experiments show (library replaced or removed, forked children, in-place writes with and without a new layout (without one only where the filesystem keeps birth times: elsewhere it counts the file unchecked), a pinned dlopen, the executable replaced, a path mounted over) and none that run what is on disk (started after the update, reloaded by dlopen, memfd/SysV/`/dev` pseudo-files); an identical reinstall is optional. `grep '(deleted)' /proc/*/maps`, `lsof` (its `DEL` entries, and `+L1`) and needrestart (its per-process verdicts, `-v`, run as root with its own pseudo-file list but without its `/tmp` and `/run` exclusions, where the processes run) each get some of these cases wrong.",
+    claim: "`swaplab stale` flags exactly the processes that run code no longer on disk, in every case the experiments show (library replaced or removed, forked children, in-place writes with and without a new layout and with the old mtime set back by `cp -p` (without a new layout only where the filesystem keeps birth times: elsewhere it counts the file unchecked), a pinned dlopen, the executable replaced, a path mounted over, a library replaced inside an overlay of the process's own mount namespace) and none that run what is on disk (started after the update, reloaded by dlopen, a program that exists only inside its own overlay, memfd/SysV/`/dev` pseudo-files); an identical reinstall is optional. `grep '(deleted)' /proc/*/maps`, `lsof` (its `DEL` entries, and `+L1`), needrestart (its per-process verdicts, `-v`, run as root with its own pseudo-file list but without its `/tmp` and `/run` exclusions, where the processes run) and checkrestart (`-a -v -m`) each get some of these cases wrong.",
     source: DETECTOR,
     steps: &[
-        "one process per case, each on its own copy of libexample (lib/a … lib/m): replaced, removed, a child forked after the update, cp and dd over the live file, reinstalled identical (same build-id), started after the update, dlopen reloaded, dlopen pinned, the executable replaced, pseudo-file mappings, a bind mount over the path in the process's own user and mount namespaces",
-        "run swaplab stale, grep -l '(deleted)' /proc/PID/maps, lsof (DEL entries and +L1) and needrestart -v (its per-process verdicts) on them",
+        "one process per case, each on its own copy of libexample (lib/a … lib/q): replaced, removed, a child forked after the update, cp, dd and cp -p over the live file, reinstalled identical (same build-id), started after the update, dlopen reloaded, dlopen pinned, the executable replaced, pseudo-file mappings, a bind mount over the path in the process's own user and mount namespaces, a program on an overlay of its own mount namespace left alone or its library replaced inside",
+        "run swaplab stale, grep -l '(deleted)' /proc/PID/maps, lsof (DEL entries and +L1), needrestart -v (its per-process verdicts) and checkrestart on them",
         "call every process to see what it really runs; print the case × tool table against that truth",
     ],
     experiment: d01,
     scope: Scope::Host,
     musl: "",
     older_kernels: &[],
-    needs: &[Need::Root(
-        "needrestart, one of the tools compared, judges case m (a path mounted over) one way as root and another as a user; the lab sheet's table is root's",
-    )],
+    needs: &[
+        Need::Root(
+            "needrestart, one of the tools compared, judges case m (a path mounted over) one way as root and another as a user; the lab sheet's table is root's; checkrestart runs only as root",
+        ),
+        Need::Filesystem,
+    ],
 };
 
 pub fn d01(lab: &mut Lab) -> Result<()> {
@@ -122,6 +171,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
         ("lsof DEL", lsof(lab, &pids, false)),
         ("lsof +L1", lsof(lab, &pids, true)),
         ("needrestart", needrestart(lab, &pids)),
+        ("checkrestart", checkrestart(lab, &pids)),
     ];
 
     lab.part("the truth: call each process");
@@ -139,12 +189,17 @@ struct Scenario {
     b: Target,
     d: Target,
     e: Target,
+    /// n: cp -p over its library (the old mtime set back).
+    n: Target,
     f: Target,
     i: Target,
     j: Target,
     k: Target,
     l: Target,
     m: Target,
+    /// o and q: on overlays of their own mount namespaces.
+    o: Target,
+    q: Target,
     /// i's handle on its library (the one it calls through).
     i_handle: u32,
     /// j's first handle on its library; a second one pins the file.
@@ -185,6 +240,13 @@ fn start_the_cases(lab: &mut Lab) -> Result<Scenario> {
         V1,
         Program::Plain,
     )?;
+    let n = case(
+        lab,
+        "n",
+        "cp -p over the live library (same layout, the old mtime set back)",
+        V1,
+        Program::Plain,
+    )?;
     let f = case(
         lab,
         "f",
@@ -215,9 +277,13 @@ fn start_the_cases(lab: &mut Lab) -> Result<Scenario> {
     lab.note("m: the path mounted over in the process's own mount namespace (no (deleted))");
     case_lib(lab, "m", V1)?;
     let m = start_in_own_namespaces(lab, "m")?;
+    lab.note("o: a program that exists only inside an overlay of its own mount namespace");
+    let o = start_on_own_overlay(lab, "o")?;
+    lab.note("q: the same, its library to be replaced inside the overlay");
+    let q = start_on_own_overlay(lab, "q")?;
     // Every in-place write must come measurably after its process started.
     crate::detector::stale::wait_until_measurably_started(
-        e.pid(),
+        n.pid(),
         crate::harness::process::deadline(),
     )?;
     Ok(Scenario {
@@ -225,12 +291,15 @@ fn start_the_cases(lab: &mut Lab) -> Result<Scenario> {
         b,
         d,
         e,
+        n,
         f,
         i,
         j,
         k,
         l,
         m,
+        o,
+        q,
         i_handle,
         j_handle,
     })
@@ -290,6 +359,7 @@ fn update_under_the_cases(lab: &mut Lab, s: &mut Scenario) -> Result<Updated> {
     std::fs::remove_file(lab.sandbox.lib_dir().join("b/libexample.so"))?;
     lab.put_variant_at(V2Layout, Replace::CopyInPlace, "lib/d/libexample.so", "")?;
     lab.put_variant_at(V2, Replace::WriteInPlace, "lib/e/libexample.so", "")?;
+    lab.put_variant_at(V2, Replace::CopyKeepingTimes, "lib/n/libexample.so", "")?;
     lab.put_variant_at(V1, Replace::Install, "lib/f/libexample.so", "")?;
     lab.put_variant_at(V2, Replace::Install, "lib/i/libexample.so", "")?;
     s.i_handle = reopen(lab, &mut s.i, s.i_handle, "i")?;
@@ -303,6 +373,7 @@ fn update_under_the_cases(lab: &mut Lab, s: &mut Scenario) -> Result<Updated> {
     ));
     Replace::Install.apply(lab.sandbox.root(), &next, "bin/app-k")?;
     mount_over_in_its_namespaces(lab, &s.m)?;
+    install_inside_its_overlay(lab, &s.q)?;
     Ok(Updated { c, c_greeting, h })
 }
 
@@ -362,6 +433,32 @@ fn mount_over_in_its_namespaces(lab: &mut Lab, m: &Target) -> Result<()> {
     Ok(())
 }
 
+/// Case q's update: v2 installed over `lib/q/merged/libexample.so` inside
+/// q's mount namespace, where the overlay is: it lands in the upper layer.
+fn install_inside_its_overlay(lab: &mut Lab, q: &Target) -> Result<()> {
+    let v2 = lab.sandbox.rel(&lab.sandbox.stage(V2)?);
+    let dst = "lib/q/merged/libexample.so";
+    let pid = q.pid().to_string();
+    lab.shell(format!(
+        "nsenter --target {} --mount --wd install -m 755 {v2} {dst}",
+        pidt(q.pid())
+    ));
+    let out = Command::new("nsenter")
+        .args(["--target", &pid, "--mount", "--wd"])
+        .args(["install", "-m", "755", &v2, dst])
+        .current_dir(lab.sandbox.root())
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run nsenter (util-linux)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the install inside q's overlay failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 /// Each case with its title in the table, what it really needs and what
 /// `swaplab stale` must say of it (`born`: the sandbox's filesystem keeps
 /// birth times).
@@ -399,6 +496,7 @@ fn the_cases(s: &Scenario, u: &Updated, born: bool) -> Vec<Case> {
         ),
         row("d", "cp over it: another layout", Truth::Required, modified, s.d.pid()),
         row("e", "dd over it: same layout", Truth::Required, same_layout, s.e.pid()),
+        row("n", "cp -p over it: old mtime kept", Truth::Required, same_layout, s.n.pid()),
         row(
             "f",
             "same file again (build-id)",
@@ -412,6 +510,8 @@ fn the_cases(s: &Scenario, u: &Updated, born: bool) -> Vec<Case> {
         row("k", "executable replaced", Truth::Required, replaced, s.k.pid()),
         row("l", "memfd/SysV/dev JIT maps", Truth::Clean, Stale::Clean, s.l.pid()),
         row("m", "mounted over (no deleted)", Truth::Required, replaced, s.m.pid()),
+        row("o", "own overlay, untouched", Truth::Clean, Stale::Clean, s.o.pid()),
+        row("q", "own overlay, lib replaced", Truth::Required, replaced, s.q.pid()),
     ]
 }
 
@@ -423,6 +523,7 @@ fn call_each_process(lab: &mut Lab, s: &mut Scenario, u: &mut Updated) -> Result
     seen.insert("b", greeting(lab, &mut s.b)?);
     seen.insert("c", std::mem::take(&mut u.c_greeting));
     seen.insert("e", greeting(lab, &mut s.e)?);
+    seen.insert("n", greeting(lab, &mut s.n)?);
     seen.insert("f", greeting(lab, &mut s.f)?);
     seen.insert("h", greeting(lab, &mut u.h)?);
     seen.insert("i", lab.callh(&mut s.i, s.i_handle)?.0);
@@ -430,6 +531,8 @@ fn call_each_process(lab: &mut Lab, s: &mut Scenario, u: &mut Updated) -> Result
     seen.insert("k", after_colon(&lab.ask(&mut s.k, "version", "version")?));
     seen.insert("l", greeting(lab, &mut s.l)?);
     seen.insert("m", greeting(lab, &mut s.m)?);
+    seen.insert("o", greeting(lab, &mut s.o)?);
+    seen.insert("q", greeting(lab, &mut s.q)?);
     seen.insert("d", greeting(lab, &mut s.d)?);
     let want: &[(&str, &str, &str)] = &[
         ("a", OLD, "the old code; the disk has v2"),
@@ -441,6 +544,11 @@ fn call_each_process(lab: &mut Lab, s: &mut Scenario, u: &mut Updated) -> Result
             NEW,
             "v2's code, run without a restart by a process v1 set up",
         ),
+        (
+            "n",
+            NEW,
+            "v2's code, run without a restart by a process v1 set up",
+        ),
         ("f", OLD, "what the disk has (v1)"),
         ("h", NEW, "what the disk has (v2)"),
         ("i", NEW, "what the disk has (v2)"),
@@ -448,6 +556,8 @@ fn call_each_process(lab: &mut Lab, s: &mut Scenario, u: &mut Updated) -> Result
         ("k", "1", "build 1; the disk has build 2"),
         ("l", OLD, "what the disk has (v1)"),
         ("m", OLD, "the old code; its path names v2"),
+        ("o", OLD, "what its overlay has (v1)"),
+        ("q", OLD, "the old code; its overlay's path names v2"),
     ];
     for (key, expect, why) in want {
         if let Some(got) = seen.get(key) {

@@ -187,8 +187,7 @@ fn dpkg(lab: &mut Lab, root: &Path, deb: &Path) -> Result<()> {
         &mut cmd,
         &userns::Inside {
             binds,
-            chroot: None,
-            keep_mounts: false,
+            ..Default::default()
         },
     )?;
     lab.shell(format!(

@@ -211,8 +211,7 @@ fn start(lab: &mut Lab, exe: &Path, loader: &str, label: &str) -> Result<Target>
                 cmd,
                 &userns::Inside {
                     binds,
-                    chroot: None,
-                    keep_mounts: false,
+                    ..Default::default()
                 },
             );
             "unshare -Urm sh -c 'mount --bind etc/nsswitch.conf /etc/nsswitch.conf; exec \"$@\"' - env GCONV_PATH=$PWD/glibc/gconv".into()

@@ -23,6 +23,11 @@ pub enum Replace {
     /// dd(1) `conv=notrunc`: the new bytes over the old ones, no truncation.
     /// Same inode.
     WriteInPlace,
+    /// `cp -p` over the live file, the source first given the destination's
+    /// times (`touch -r`): new bytes with the old mtime set back, as `cp -a`,
+    /// `cp -p` and `rsync -a --inplace` leave a file. Same inode; only its
+    /// ctime tells.
+    CopyKeepingTimes,
 }
 
 impl Replace {
@@ -42,6 +47,9 @@ impl Replace {
                 "conv=notrunc",
                 "status=none",
             ])],
+            Replace::CopyKeepingTimes => {
+                vec![v(&["touch", "-r", dst, src]), v(&["cp", "-p", src, dst])]
+            }
         }
     }
 

@@ -43,6 +43,53 @@ pub struct Inside {
     /// Stay in the caller's mount namespace (no binds then): a chroot the
     /// way `sudo chroot` makes one.
     pub keep_mounts: bool,
+    /// Overlays to mount first, in order.
+    pub overlays: Vec<Overlay>,
+    /// Stay in the caller's user namespace (a mount namespace only): root's
+    /// way, where a kernel before 5.11 refuses an overlay to a user
+    /// namespace.
+    pub keep_user: bool,
+}
+
+/// An overlay of the namespace's own: a tmpfs on `rw` holding its upper
+/// and work folders (`rw/upper`, `rw/work`), then `mount -t overlay overlay
+/// -o lowerdir=LOWER,upperdir=RW/upper,workdir=RW/work MERGED`. Its upper
+/// layer is never the filesystem under the sandbox (an overlay cannot be
+/// the upper layer of another), and it ends with the namespace.
+#[derive(Clone, Debug)]
+pub struct Overlay {
+    pub lower: std::path::PathBuf,
+    pub rw: std::path::PathBuf,
+    pub merged: std::path::PathBuf,
+}
+
+impl Overlay {
+    fn upper(&self) -> std::path::PathBuf {
+        self.rw.join("upper")
+    }
+
+    fn work(&self) -> std::path::PathBuf {
+        self.rw.join("work")
+    }
+
+    /// Its mount options (`lowerdir=…,upperdir=…,workdir=…`).
+    pub fn options(&self) -> String {
+        format!(
+            "lowerdir={},upperdir={},workdir={}",
+            self.lower.display(),
+            self.upper().display(),
+            self.work().display()
+        )
+    }
+}
+
+/// What the new namespace mounts for one overlay, made before the fork.
+struct OverlayMount {
+    rw: CString,
+    upper: CString,
+    work: CString,
+    merged: CString,
+    options: CString,
 }
 
 fn c_path(p: &Path) -> Result<CString> {
@@ -63,16 +110,34 @@ pub fn in_own_namespaces(cmd: &mut std::process::Command, inside: &Inside) -> Re
         .map(|(from, to)| Ok((c_path(from)?, c_path(to)?)))
         .collect::<Result<_>>()?;
     let chroot = inside.chroot.as_deref().map(c_path).transpose()?;
+    let overlays: Vec<OverlayMount> = inside
+        .overlays
+        .iter()
+        .map(|o| {
+            Ok(OverlayMount {
+                rw: c_path(&o.rw)?,
+                upper: c_path(&o.upper())?,
+                work: c_path(&o.work())?,
+                merged: c_path(&o.merged)?,
+                options: CString::new(o.options())?,
+            })
+        })
+        .collect::<Result<_>>()?;
     anyhow::ensure!(
-        binds.is_empty() || !inside.keep_mounts,
-        "bind mounts need a mount namespace of their own"
+        (binds.is_empty() && overlays.is_empty()) || !inside.keep_mounts,
+        "bind mounts and overlays need a mount namespace of their own"
     );
-    let flags = if inside.keep_mounts {
-        libc::CLONE_NEWUSER
+    let user = if inside.keep_user {
+        0
     } else {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+        libc::CLONE_NEWUSER
     };
-    // SAFETY: unshare, open, write, close, mount, chroot and chdir are
+    let flags = if inside.keep_mounts {
+        user
+    } else {
+        user | libc::CLONE_NEWNS
+    };
+    // SAFETY: unshare, open, write, close, mount, mkdir, chroot and chdir are
     // plain system calls, safe between fork and exec; every string was made
     // before the fork and nothing is allocated here.
     unsafe {
@@ -94,9 +159,11 @@ pub fn in_own_namespaces(cmd: &mut std::process::Command, inside: &Inside) -> Re
             if libc::unshare(flags) != 0 {
                 return fail();
             }
-            put(c"/proc/self/setgroups", "deny")?;
-            put(c"/proc/self/uid_map", &uid_map)?;
-            put(c"/proc/self/gid_map", &gid_map)?;
+            if flags & libc::CLONE_NEWUSER != 0 {
+                put(c"/proc/self/setgroups", "deny")?;
+                put(c"/proc/self/uid_map", &uid_map)?;
+                put(c"/proc/self/gid_map", &gid_map)?;
+            }
             let none = std::ptr::null();
             if flags & libc::CLONE_NEWNS != 0
                 && libc::mount(
@@ -108,6 +175,16 @@ pub fn in_own_namespaces(cmd: &mut std::process::Command, inside: &Inside) -> Re
                 ) != 0
             {
                 return fail();
+            }
+            for o in &overlays {
+                let (tmpfs, kind) = (c"tmpfs".as_ptr(), c"overlay".as_ptr());
+                if libc::mount(tmpfs, o.rw.as_ptr(), tmpfs, 0, none.cast()) != 0
+                    || libc::mkdir(o.upper.as_ptr(), 0o755) != 0
+                    || libc::mkdir(o.work.as_ptr(), 0o755) != 0
+                    || libc::mount(kind, o.merged.as_ptr(), kind, 0, o.options.as_ptr().cast()) != 0
+                {
+                    return fail();
+                }
             }
             for (from, to) in &binds {
                 if libc::mount(from.as_ptr(), to.as_ptr(), none, libc::MS_BIND, none.cast()) != 0 {
