@@ -104,6 +104,8 @@ struct Located {
     deleted: bool,
     /// How that was told, when the file is not at its name.
     unlinked_by: Option<String>,
+    /// The mapped file's links, where `/proc/PID/map_files` tells (root).
+    links: Option<u64>,
 }
 
 impl Scanner {
@@ -174,7 +176,20 @@ impl Scanner {
                 holds,
                 deleted: false,
                 unlinked_by: None,
+                links: None,
             };
+        }
+        let nothing_at_any = states
+            .iter()
+            .all(|(_, st, _)| matches!(st, OnDisk::Missing));
+        if nothing_at_any {
+            let reach_it = |p: &Path| reach(ctx, p).unwrap_or_else(|| p.to_path_buf());
+            let seen = ctx
+                .mounts
+                .through_layer(&ctx.readings[0].path, ctx.mapped, &reach_it);
+            if let Some(found) = seen {
+                return self.locate_at(ctx, found);
+            }
         }
         let links = ctx.maps.first().and_then(|_| {
             std::fs::metadata(ctx.map_file())
@@ -202,6 +217,25 @@ impl Scanner {
             holds,
             deleted,
             unlinked_by: Some(how),
+            links,
+        }
+    }
+
+    /// The mapped file found under an overlay's mount point (see
+    /// [`Mounts::through_layer`]), which says whether that path still shows
+    /// it.
+    fn locate_at(&mut self, ctx: &FileCtx, (path, holds): (PathBuf, Holds)) -> Located {
+        let (real, state) = self.resolve(ctx, &path);
+        Located {
+            path,
+            real,
+            state,
+            holds,
+            deleted: false,
+            unlinked_by: Some(
+                "overlay layer: maps names the file from its layer's own mount".into(),
+            ),
+            links: None,
         }
     }
 
@@ -249,6 +283,18 @@ impl Scanner {
                 return unchecked(
                     Unjudged::StatRefused,
                     format!("stat of {} was refused", at.real.display()),
+                )
+            }
+            // Not unlinked, yet its name reaches nothing from the process's
+            // root: the kernel named it from a mount the process cannot
+            // see (a layer of an overlay whose lower layer is an overlay).
+            (OnDisk::Missing, _) if !at.deleted && at.links.is_some_and(|n| n > 0) => {
+                return unchecked(
+                    Unjudged::NoIdentity,
+                    format!(
+                        "the mapped file still has {} links and is not marked (deleted), but its name reaches nothing from the process's root: the kernel names it from a mount the process cannot see (a layer of a nested overlay)",
+                        at.links.unwrap_or(0)
+                    ),
                 )
             }
             (OnDisk::Missing, _) => {
