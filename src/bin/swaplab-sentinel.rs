@@ -88,8 +88,12 @@ fn main() {
         // Not while a mount namespace of the harness's (`matrix --fs`)
         // still mounts over the folder: removing it from here would detach
         // those mounts lazily and leave their loop device attached for good.
-        let limit = swaplab::harness::sandbox::UNMOUNT_LIMIT;
-        if swaplab::harness::sandbox::wait_unmounted(&root, limit).is_ok() {
+        let until = Instant::now() + Duration::from_secs(30);
+        let mounted = || !swaplab::detector::mounts::mounted_under(&root).is_empty();
+        while mounted() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !mounted() {
             let _ = std::fs::remove_dir_all(&root);
         }
     }

@@ -7,6 +7,7 @@ pub mod elf;
 pub mod identity;
 pub mod kernel;
 pub mod maps;
+pub mod mounts;
 pub mod openmetrics;
 pub mod packages;
 pub mod plan;

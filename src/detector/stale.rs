@@ -68,8 +68,8 @@ use procfs::FromRead;
 use regex::Regex;
 
 use crate::detector::elf;
-use crate::detector::identity::Mounts;
 use crate::detector::maps;
+use crate::detector::mounts::Mounts;
 use crate::detector::packages::{self, Asked};
 use crate::detector::plan;
 use crate::detector::scripts;

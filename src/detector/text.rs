@@ -38,7 +38,7 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
         }
         for f in &p.files {
             let role = role_word(f.role);
-            let detail = if f.evidence == "mtime" || f.evidence == "btime" {
+            let detail = if ["mtime", "ctime", "btime"].contains(&f.evidence.as_str()) {
                 ms_vol(&f.detail, marks)
             } else {
                 f.detail.clone()
@@ -97,7 +97,7 @@ fn unchecked(r: &Report, marks: &Marks) -> Vec<String> {
                 role_word(f.role),
                 f.path.to_string_lossy(),
                 f.reason.word(),
-                f.detail
+                ms_vol(&f.detail, marks)
             ));
         }
     }

@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
+use crate::detector::mounts::mounted_under;
 use crate::harness::process::Program;
 use crate::harness::runtime::Runtime;
 use crate::harness::variants::Variant;
@@ -56,36 +57,6 @@ pub fn remove_all() {
 /// to go: the killed processes of a mount namespace may take seconds to
 /// die (a sentinel in there sweeps for up to 10 s).
 pub const UNMOUNT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The processes whose mount namespace (not this process's) has a mount at
-/// or under `dir`: one process per such namespace.
-pub fn mounted_under(dir: &Path) -> Vec<i32> {
-    let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let mine = ns("self");
-    let mut seen = Vec::new();
-    let mut found = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Ok(pid) = name.parse::<i32>() else {
-            continue;
-        };
-        let Some(id) = ns(&name) else { continue };
-        if Some(&id) == mine.as_ref() || seen.contains(&id) {
-            continue;
-        }
-        seen.push(id);
-        let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-        // The fifth field is the mount point (spaces escaped as \040).
-        let over = text
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .any(|m| Path::new(&m.replace("\\040", " ")).starts_with(dir));
-        if over {
-            found.push(pid);
-        }
-    }
-    found
-}
 
 /// Waits up to `limit` until no mount namespace has a mount at or under
 /// `dir`; fails naming a process of one that still has. A folder must not

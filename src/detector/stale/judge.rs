@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use super::{inside_root, Map, Scanner, INSTALL_WRITE_NS};
 use crate::detector::elf::{self, Where};
-use crate::detector::identity::{self, Ask, Facts, Holds, Mounts};
+use crate::detector::identity::{self, Ask, Facts, Holds};
 use crate::detector::maps;
+use crate::detector::mounts::Mounts;
 use crate::detector::regular;
 use crate::detector::report::{
     FileId, Identity, Reason, Role, StaleFile, UncheckedFile, Unjudged, Urgency,
