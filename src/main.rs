@@ -234,7 +234,7 @@ used. Under emulation (TCG) one release took 6 to 9 minutes on 2 cores.
 
 --fs needs root and, for its loop images, mkfs.ext4 (e2fsprogs), mkfs.xfs
 (xfsprogs), mkfs.btrfs and btrfs (btrfs-progs). Each filesystem is made
-fresh (a sparse 512 MB image, a tmpfs, an overlay of its own layers) in a
+fresh (a sparse 4 GiB image, a tmpfs, an overlay of its own layers) in a
 mount namespace of its own, and the findings that depend on the filesystem
 under their sandbox run with their sandboxes on it (btrfs: in a subvolume);
 the others are n/a there. However the run ends (Ctrl-C, a kill), no mount,

@@ -88,8 +88,10 @@ impl Fs {
 }
 
 /// The size of a loop image: sparse, so only what is written takes memory
-/// (mkfs.xfs wants at least 300 MB).
-const IMAGE_BYTES: u64 = 512 << 20;
+/// (mkfs.xfs wants at least 300 MB). A debug build's target programs are
+/// 80 MB each, and D01 copies seven of them into one sandbox: 512 MB ran
+/// out of room.
+const IMAGE_BYTES: u64 = 4 << 30;
 
 /// How long one tool (mkfs, mount) may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(120);
