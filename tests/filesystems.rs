@@ -210,17 +210,18 @@ fn assert_nothing_left_of(tmp: &Path, names: &[String]) {
 /// `tmp`, and waits (60 s at most) until its column has mounted the
 /// filesystem and runs: the line that says where the sandboxes are. Returns
 /// the matrix and the name of its folder.
-fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Child, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
-        .args(["matrix", "--fs", fs, "--only", "L11", "--out"])
+fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Killed, String) {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
+    cmd.args(["matrix", "--fs", fs, "--only", "L11", "--out"])
         .arg(out)
         .env("TMPDIR", tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+        .stderr(Stdio::piped());
+    // It dies with this test, its column with it.
+    swaplab::harness::process::die_with_parent(&mut cmd);
+    let mut child = Killed(cmd.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let want = format!("fs-{fs}: sandboxes in ");
     std::thread::spawn(move || {
@@ -232,7 +233,6 @@ fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Child, String) {
     });
     let line = rx.recv_timeout(Duration::from_secs(60));
     let Ok(line) = line else {
-        let _ = child.kill();
         panic!("the {fs} column did not say where its sandboxes are within 60 s");
     };
     let folder = fs_folders(tmp)
@@ -243,6 +243,16 @@ fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Child, String) {
     let here = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!here.contains(&folder), "{folder} is mounted here:\n{here}");
     (child, folder)
+}
+
+/// A matrix killed and reaped when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -266,9 +276,9 @@ fn a_matrix_killed_or_interrupted_while_a_column_runs_leaves_nothing_behind() {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
-        let status = child.wait().unwrap();
+        let status = child.0.wait().unwrap();
         match signal {
             Signal::SIGINT => assert_eq!(status.code(), Some(130), "{status:?}"),
             _ => assert_eq!(status.signal(), Some(signal as i32), "{status:?}"),

@@ -303,7 +303,7 @@ fn stale_rejects_bad_input_with_exit_code_2() {
 }
 
 /// The unprivileged user: `swaplab` if it exists (CI makes it), else `nobody`.
-fn other_user() -> Option<nix::unistd::User> {
+pub(crate) fn other_user() -> Option<nix::unistd::User> {
     ["swaplab", "nobody"]
         .iter()
         .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())

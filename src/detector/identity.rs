@@ -10,11 +10,13 @@
 //! the real file's device and inode, not the overlay's. So the identity is
 //! asked, in this order, of:
 //! 1. `stat`, when it names the device maps names: the inode decides;
-//! 2. the path's mount (`statx`'s mount id, looked up in the process's
-//!    `mountinfo`), when its superblock device is the one maps names: the
-//!    inode decides (btrfs);
-//! 3. the mapped file itself through `/proc/PID/map_files` (root only),
-//!    whose `stat` is compared with the path's;
+//! 2. the mapped file itself through `/proc/PID/map_files` (root only),
+//!    whose `stat` is compared with the path's: exact everywhere;
+//! 3. the path's mount (`statx`'s mount id, looked up in the process's
+//!    `mountinfo`), when its superblock device is the one maps names and
+//!    the path lies in the subvolume the mount shows: the inode decides
+//!    (btrfs; a nested subvolume tells nothing, since inode numbers repeat
+//!    across subvolumes);
 //! 4. an overlay's layers (its `upperdir` and `lowerdir` options): the
 //!    first layer holding the path is the file the overlay shows.
 //!
@@ -106,12 +108,21 @@ pub fn holds(a: &Ask) -> Holds {
     if dev(a.path.id) == dev(m) {
         return inode(a.path.id.inode == m.inode, Identity::Stat);
     }
-    let mount = a.path.mount.and_then(|id| a.mounts.get(id));
-    if mount.is_some_and(|mount| mount.dev == dev(m)) {
-        return inode(a.path.id.inode == m.inode, Identity::Mountinfo);
-    }
     if let Ok(mapped) = facts(a.map_file) {
         return inode(mapped.id == a.path.id, Identity::MapFiles);
+    }
+    let mount = a.path.mount.and_then(|id| a.mounts.get(id));
+    if let Some(mount) = mount.filter(|mount| mount.dev == dev(m)) {
+        // btrfs numbers inodes per subvolume: the inode decides only for
+        // a path in the subvolume the mount shows (the same device as its
+        // mount point), where a new file gets a new number. A path in a
+        // nested subvolume may name another subvolume's file of the same
+        // number (a snapshot swapped in).
+        let point = facts(&(a.reach)(&mount.point)).map(|f| dev(f.id));
+        return match point {
+            Ok(d) if d == dev(a.path.id) => inode(a.path.id.inode == m.inode, Identity::Mountinfo),
+            _ => Holds::Unknown,
+        };
     }
     let Some(mount) = mount.filter(|mount| !mount.layers.is_empty()) else {
         return Holds::Unknown;

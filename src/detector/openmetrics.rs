@@ -61,7 +61,7 @@ pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
         &[(vec![], r.scanned as f64)],
     );
     // Every reason, 0 included: an alert on it needs the series.
-    let unread: Vec<Sample> = [Unread::AnotherUser, Unread::DeniedToRoot]
+    let unread: Vec<Sample> = [Unread::AnotherUser, Unread::Refused]
         .into_iter()
         .map(|why| {
             let n = r.unreadable.iter().filter(|u| u.reason == why).count();
@@ -71,7 +71,7 @@ pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
     family(
         &mut out,
         "swaplab_stale_unreadable_processes",
-        "Processes whose mappings could not be read, by reason (another user's, unless root; denied even to root).",
+        "Processes whose mappings could not be read, by reason (another user's, unless root; refused even to root or its own user).",
         &unread,
     );
     let mut unchecked = Vec::new();
@@ -91,6 +91,12 @@ pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
             ));
         }
     }
+    family(
+        &mut out,
+        "swaplab_stale_unchecked_files",
+        "Files mapped as code that could not be judged, in every process (alert on this: a restart may be needed that nobody can tell).",
+        &[(vec![], r.unchecked_files as f64)],
+    );
     family(
         &mut out,
         "swaplab_stale_unchecked_process",

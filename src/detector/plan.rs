@@ -43,14 +43,14 @@ pub fn service_in(cgroup: &str) -> Option<(String, Option<u32>)> {
 }
 
 /// A flagged process's parent that the report does not hold: not asked
-/// for (`--pid`, `--user`, `--match`), clean, or unreadable.
+/// for (`--pid`, `--user`, `--match`), clean, or not judged.
 pub enum Parent {
     /// It runs stale code too (read for the plan only).
     Stale(Box<StaleProcess>),
     Clean,
-    /// It could not be read; its command name (which `/proc/PID/stat`
-    /// gives anyone).
-    Unread(String),
+    /// It could not be read, or a file it maps could not be judged; its
+    /// command name (which `/proc/PID/stat` gives anyone).
+    Unjudged(String),
 }
 
 /// The parents the report does not hold, by pid.
@@ -61,8 +61,9 @@ pub type Parents = HashMap<i32, Parent>;
 /// would copy that code again (L04, U07): the parent (the top of such a
 /// chain) needs an exec or a full restart. The chain goes on through the
 /// `parents` the report does not hold; where it meets one that could not
-/// be read and has the process's own name, a fork from it may copy the
-/// same code, and the advice says that it cannot tell.
+/// be read or judged and has the process's own name (a fork keeps the
+/// name; an exec of another program changes it), a fork from it may copy
+/// the same code, and the advice says that it cannot tell.
 pub fn advise(procs: &mut [StaleProcess], parents: &Parents) {
     let outside = parents.iter().filter_map(|(&pid, p)| match p {
         Parent::Stale(s) => Some((pid, &**s)),
@@ -106,7 +107,7 @@ pub fn advise(procs: &mut [StaleProcess], parents: &Parents) {
                 }
                 Some(_) => break,
                 None => {
-                    if matches!(parents.get(&cur.ppid), Some(Parent::Unread(c)) if *c == cur.command)
+                    if matches!(parents.get(&cur.ppid), Some(Parent::Unjudged(c)) if *c == cur.command)
                     {
                         unread = Some(cur.ppid);
                     }
@@ -121,7 +122,7 @@ pub fn advise(procs: &mut [StaleProcess], parents: &Parents) {
             at: top,
             fork_is_enough: p.need == Urgency::Optional || (top == p.pid && unread.is_none()),
             advice: String::new(),
-            parent_unread: unread,
+            parent_unjudged: unread,
         };
         p.restart.advice = advice(p, &PLAIN);
     }
@@ -133,10 +134,10 @@ const OPTIONAL: &str = "the files on disk have the same content";
 pub fn advice(p: &StaleProcess, marks: &Marks) -> String {
     match p.need {
         Urgency::Optional => OPTIONAL.to_string(),
-        Urgency::Required if p.restart.at == p.pid => match p.restart.parent_unread {
+        Urgency::Required if p.restart.at == p.pid => match p.restart.parent_unjudged {
             None => "exec it again or restart it".to_string(),
             Some(parent) => format!(
-                "exec it again or restart it; its parent {} has its name and could not be read: whether a fork from it copies the same old code cannot be told",
+                "exec it again or restart it; its parent {} has its name and could not be read or judged: whether a fork from it copies the same old code cannot be told",
                 (marks.pid)(parent)
             ),
         },
@@ -363,7 +364,7 @@ mod tests {
                 at: pid,
                 fork_is_enough: false,
                 advice: String::new(),
-                parent_unread: None,
+                parent_unjudged: None,
             },
             files: vec![StaleFile {
                 path: "/usr/lib/libssl.so.3".into(),
@@ -487,6 +488,23 @@ mod tests {
         let at: Vec<(i32, i32)> = procs.iter().map(|p| (p.pid, p.restart.at)).collect();
         assert_eq!(at, vec![(10, 10), (11, 11), (12, 12), (13, 10)]);
         assert!(procs[1].restart.fork_is_enough && !procs[3].restart.fork_is_enough);
+    }
+
+    #[test]
+    fn a_parent_that_could_not_be_judged_and_has_the_name_leaves_the_fork_in_doubt() {
+        // Worker 11's parent 10 is outside the report: not judged. Same
+        // name (nginx): a fork from it may copy the old code. Worker 21's
+        // parent has another name: it exec'd, and a restart of it is enough.
+        let mut procs = vec![flagged(11, 10, "/", 7), flagged(21, 20, "/", 7)];
+        let mut parents = Parents::new();
+        parents.insert(10, Parent::Unjudged("nginx".into()));
+        parents.insert(20, Parent::Unjudged("sshd".into()));
+        advise(&mut procs, &parents);
+        assert_eq!(procs[0].restart.parent_unjudged, Some(10));
+        assert!(!procs[0].restart.fork_is_enough);
+        assert!(procs[0].restart.advice.contains("cannot be told"));
+        assert_eq!(procs[1].restart.parent_unjudged, None);
+        assert!(procs[1].restart.fork_is_enough);
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub struct StaleFile {
     /// What the path names now, if anything.
     pub on_disk: Option<FileId>,
     /// How the contents were compared: `build-id`, `bytes`, `segments`,
-    /// `mtime`, or why they could not be.
+    /// `mtime`, `ctime`, `path` (nothing there), or why they could not be.
     pub evidence: String,
     /// The whole explanation, for people.
     pub detail: String,
@@ -236,9 +236,9 @@ pub struct UncheckedProcess {
 pub enum Unread {
     /// Another user's process, and the scan is not root's.
     AnotherUser,
-    /// Refused even to root: another user namespace, or a process that
-    /// forbids it (not dumpable).
-    DeniedToRoot,
+    /// Refused to root, or to its own user: another user namespace, or a
+    /// process that forbids it (not dumpable).
+    Refused,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -334,9 +334,9 @@ pub struct Restart {
     pub fork_is_enough: bool,
     pub advice: String,
     /// The parent the process may have been forked from, when it could not
-    /// be read: whether a fork from it copies the same old code cannot be
-    /// told.
-    pub parent_unread: Option<i32>,
+    /// be read or judged: whether a fork from it copies the same old code
+    /// cannot be told.
+    pub parent_unjudged: Option<i32>,
 }
 
 /// What kind of thing a group restarts.

@@ -163,8 +163,8 @@ struct Scanner {
     paths: HashMap<PathBuf, judge::OnDisk>,
     segments: HashMap<(FileId, i128, u64), Option<Vec<elf::Segment>>>,
     compared: HashMap<(FileId, FileId, i128), judge::Compared>,
-    /// Each mount namespace's mounts, by the namespace's link.
-    mounts: HashMap<PathBuf, Arc<Mounts>>,
+    /// The mounts each (mount namespace, root directory) sees.
+    mounts: HashMap<SeenFrom, Arc<Mounts>>,
     users: HashMap<u32, String>,
     excluded: BTreeMap<&'static str, (usize, usize)>,
     data_files: usize,
@@ -313,7 +313,10 @@ fn parents_outside(report: &Report, opts: &Options) -> plan::Parents {
     let filtered = !opts.pids.is_empty() || opts.user.is_some() || opts.pattern.is_some();
     let mut known: HashMap<i32, plan::Parent> = HashMap::new();
     for u in &report.unreadable {
-        known.insert(u.pid, plan::Parent::Unread(u.command.clone()));
+        known.insert(u.pid, plan::Parent::Unjudged(u.command.clone()));
+    }
+    for u in &report.unchecked {
+        known.insert(u.pid, plan::Parent::Unjudged(u.command.clone()));
     }
     let reported: std::collections::HashSet<i32> = report.processes.iter().map(|p| p.pid).collect();
     let mut todo: Vec<i32> = report
@@ -339,7 +342,10 @@ fn parents_outside(report: &Report, opts: &Options) -> plan::Parents {
                 todo.push(p.ppid);
                 plan::Parent::Stale(p)
             }
-            Seen::Unreadable(u) => plan::Parent::Unread(u.command),
+            Seen::Unreadable(u) => plan::Parent::Unjudged(u.command),
+            Seen::Scanned {
+                unchecked: Some(u), ..
+            } => plan::Parent::Unjudged(u.command),
             _ => plan::Parent::Clean,
         };
         known.insert(ppid, parent);
@@ -356,6 +362,18 @@ enum Seen {
         stale: Option<Box<StaleProcess>>,
         unchecked: Option<UncheckedProcess>,
     },
+}
+
+/// A mount namespace's link and a root directory (device, inode).
+type SeenFrom = (PathBuf, Option<(u64, u64)>);
+
+/// How a process sees files (see [`Scanner::view_of`]).
+struct View {
+    ns: Option<PathBuf>,
+    own_ns: bool,
+    root_link: Option<PathBuf>,
+    /// Its root directory (device, inode).
+    root: Option<(u64, u64)>,
 }
 
 /// A process's folder in /proc, and its stat, as the scan reads it: a live
@@ -428,22 +446,24 @@ impl Scanner {
         &self,
         pid: i32,
         dir: &Path,
-        own_ns: bool,
-        root_link: Option<PathBuf>,
+        view: &View,
         stale: &mut [StaleFile],
     ) -> Option<PathBuf> {
-        let (root, chroot) = if own_ns {
+        let (root, chroot) = if view.own_ns {
             let r = fs::read_link(dir.join("root"))
                 .ok()
                 .filter(|r| r != Path::new("/"));
             (r.clone(), r)
-        } else if self.same_root_dir(dir) {
+        } else if view.root.is_some() && view.root == self.my_root {
             // The host's root with mounts of its own (a service's
             // PrivateTmp or ProtectSystem): judged through /proc/PID/root,
             // but no container.
             (None, None)
         } else {
-            (Some(PathBuf::from(format!("/proc/{pid}/root"))), root_link)
+            (
+                Some(PathBuf::from(format!("/proc/{pid}/root"))),
+                view.root_link.clone(),
+            )
         };
         for f in stale.iter_mut().filter(|f| f.role != Role::Script) {
             if let Some(inside) = chroot.as_deref().and_then(|r| inside_root(&f.path, r)) {
@@ -451,13 +471,6 @@ impl Scanner {
             }
         }
         root
-    }
-
-    /// Whether the process whose folder is `dir` has the scanner's root
-    /// directory.
-    fn same_root_dir(&self, dir: &Path) -> bool {
-        let root = fs::metadata(dir.join("root")).ok();
-        root.is_some() && root.map(|m| (m.dev(), m.ino())) == self.my_root
     }
 
     fn user(&mut self, uid: u32) -> String {
@@ -473,13 +486,35 @@ impl Scanner {
             .clone()
     }
 
-    /// The mounts of the namespace `ns` (its link), read from `dir`.
-    fn mounts_of(&mut self, ns: Option<&Path>, dir: &Path) -> Arc<Mounts> {
-        let Some(ns) = ns else {
+    /// How the process in `dir` sees files: its mount namespace and, in
+    /// another namespace than the scanner's, its root's link (maps names
+    /// files from that namespace's root, and a chroot inside it the same
+    /// way).
+    fn view_of(&self, dir: &Path) -> View {
+        let ns = fs::read_link(dir.join("ns/mnt")).ok();
+        let own_ns = ns.is_some() && ns == self.my_mnt_ns;
+        let root_link = (!own_ns)
+            .then(|| fs::read_link(dir.join("root")).ok())
+            .flatten();
+        let root = fs::metadata(dir.join("root"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        View {
+            ns,
+            own_ns,
+            root_link,
+            root,
+        }
+    }
+
+    /// The mounts the process in `dir` sees: its namespace's, as its root
+    /// shows them (mountinfo leaves out what a chroot cannot reach).
+    fn mounts_of(&mut self, view: &View, dir: &Path) -> Arc<Mounts> {
+        let Some(ns) = &view.ns else {
             return Arc::new(Mounts::of(dir));
         };
         self.mounts
-            .entry(ns.to_path_buf())
+            .entry((ns.clone(), view.root))
             .or_insert_with(|| Arc::new(Mounts::of(dir)))
             .clone()
     }
@@ -507,16 +542,19 @@ impl Scanner {
         let lines = match maps::read_file_lines(&dir) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let uid = uid.or_else(|| uid_of(pid));
+                let me = nix::unistd::geteuid();
+                let reason = if me.is_root() || uid == Some(me.as_raw()) {
+                    Unread::Refused
+                } else {
+                    Unread::AnotherUser
+                };
                 return Seen::Unreadable(Unreadable {
                     pid,
                     command: stat.comm,
-                    uid: uid.or_else(|| uid_of(pid)),
-                    reason: if nix::unistd::geteuid().is_root() {
-                        Unread::DeniedToRoot
-                    } else {
-                        Unread::AnotherUser
-                    },
-                })
+                    uid,
+                    reason,
+                });
             }
             Err(_) => return Seen::Vanished,
         };
@@ -525,12 +563,10 @@ impl Scanner {
             return Seen::Kernel;
         }
         let files = self.group_by_file(lines);
-        let (exe, exe_id, stale, unchecked) = self.judge_files(pid, &dir, &stat, files);
+        let view = self.view_of(&dir);
+        let (exe, exe_id, mut stale, mut unchecked) =
+            self.judge_files(pid, &dir, &view, &stat, files);
         let start_ns = self.start_ns(&stat);
-        let ns = fs::read_link(dir.join("ns/mnt")).ok();
-        let own_ns = ns.is_some() && ns == self.my_mnt_ns;
-        let mut stale = stale;
-        let mut unchecked = unchecked;
         if let Some(script) = exe.as_deref().and_then(|e| scripts::script_of(pid, e)) {
             match self.check_script(&script, start_ns) {
                 Judged::Stale(f) => stale.push(*f),
@@ -555,10 +591,7 @@ impl Scanner {
             .max()
             .unwrap_or(Urgency::Optional);
         let args = args.unwrap_or_else(|| args_of(&dir));
-        let root_link = (!own_ns)
-            .then(|| fs::read_link(dir.join("root")).ok())
-            .flatten();
-        let root = self.name_in_root(pid, &dir, own_ns, root_link, &mut stale);
+        let root = self.name_in_root(pid, &dir, &view, &mut stale);
         let cgroup = cgroup_of(&dir);
         let found = StaleProcess {
             pid,
@@ -580,7 +613,7 @@ impl Scanner {
                 at: pid,
                 fork_is_enough: false,
                 advice: String::new(),
-                parent_unread: None,
+                parent_unjudged: None,
             },
             files: stale,
         };
@@ -604,6 +637,7 @@ impl Scanner {
         &mut self,
         pid: i32,
         dir: &Path,
+        view: &View,
         stat: &procfs::process::Stat,
         files: Vec<(FileKey, Vec<Map>)>,
     ) -> (
@@ -612,17 +646,7 @@ impl Scanner {
         Vec<StaleFile>,
         Vec<UncheckedFile>,
     ) {
-        let ns = fs::read_link(dir.join("ns/mnt")).ok();
-        let own_ns = ns.is_some() && ns == self.my_mnt_ns;
-        // In another mount namespace, maps names files from that
-        // namespace's root, and the process's own root (a chroot inside it)
-        // is named the same way.
-        let root_link = if own_ns {
-            None
-        } else {
-            fs::read_link(dir.join("root")).ok()
-        };
-        let mounts = self.mounts_of(ns.as_deref(), dir);
+        let mounts = self.mounts_of(view, dir);
         let start_ns = self.start_ns(stat);
         let (mut exe, mut exe_id) = (None, None);
         let (mut stale, mut unchecked) = (Vec::new(), Vec::new());
@@ -653,8 +677,8 @@ impl Scanner {
                 readings: &readings,
                 mapped,
                 maps: loaded_image(&maps),
-                own_ns,
-                root_link: root_link.as_deref(),
+                own_ns: view.own_ns,
+                root_link: view.root_link.as_deref(),
                 start_ns,
                 mounts: mounts.clone(),
             };

@@ -104,14 +104,37 @@ fn unchecked(r: &Report, marks: &Marks) -> Vec<String> {
     out
 }
 
+/// Up to eight command names, each with its count (`sshd ×3`).
+fn names_counted(names: &[&str]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in names {
+        *counts.entry(n).or_default() += 1;
+    }
+    let mut shown: Vec<String> = counts
+        .iter()
+        .take(8)
+        .map(|(n, k)| {
+            if *k > 1 {
+                format!("{n} ×{k}")
+            } else {
+                n.to_string()
+            }
+        })
+        .collect();
+    if counts.len() > 8 {
+        shown.push("…".into());
+    }
+    shown.join(", ")
+}
+
 /// How many unreadable processes get a line of their own.
 const UNREADABLE_LINES: usize = 20;
 
 fn unread_word(why: Unread) -> &'static str {
     match why {
         Unread::AnotherUser => "another user's; run as root to read them",
-        Unread::DeniedToRoot => {
-            "denied even to root: another user namespace, or a process that forbids it"
+        Unread::Refused => {
+            "refused even to root or its own user: another user namespace, or a process that forbids it"
         }
     }
 }
@@ -203,34 +226,22 @@ pub fn summary(r: &Report, marks: &Marks) -> String {
     );
     if r.unreadable.is_empty() {
         s.push_str(", none unreadable");
-    } else {
-        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-        for u in &r.unreadable {
-            *names.entry(u.command.as_str()).or_default() += 1;
-        }
-        let mut shown: Vec<String> = names
+    }
+    for why in [Unread::AnotherUser, Unread::Refused] {
+        let these: Vec<&str> = r
+            .unreadable
             .iter()
-            .take(8)
-            .map(|(n, k)| {
-                if *k > 1 {
-                    format!("{n} ×{k}")
-                } else {
-                    n.to_string()
-                }
-            })
+            .filter(|u| u.reason == why)
+            .map(|u| u.command.as_str())
             .collect();
-        if names.len() > 8 {
-            shown.push("…".into());
+        if these.is_empty() {
+            continue;
         }
-        let why = unread_word(if r.scanner_uid == 0 {
-            Unread::DeniedToRoot
-        } else {
-            Unread::AnotherUser
-        });
         s.push_str(&format!(
-            ", {} unreadable ({why}: {})",
-            (marks.vol)(r.unreadable.len().to_string()),
-            (marks.vol)(shown.join(", "))
+            ", {} unreadable ({}: {})",
+            (marks.vol)(these.len().to_string()),
+            unread_word(why),
+            (marks.vol)(names_counted(&these))
         ));
     }
     let mut left: Vec<String> = r

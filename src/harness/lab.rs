@@ -144,6 +144,8 @@ pub struct Lab {
     /// Why the claim cannot be judged on this column after all (what the
     /// experiment found missing), if it said so.
     inapplicable: Option<String>,
+    /// When the last target was seen ready (its start came before).
+    last_start: Option<std::time::Instant>,
 }
 
 impl Lab {
@@ -167,6 +169,7 @@ impl Lab {
             observations: BTreeMap::new(),
             live,
             inapplicable: None,
+            last_start: None,
         })
     }
 
@@ -271,7 +274,22 @@ impl Lab {
             v.name(),
             v.greeting()
         ));
+        self.past_the_last_start();
         how.apply(self.sandbox.root(), &src, dst)
+    }
+
+    /// Waits until the last target's start is more than two clock ticks
+    /// and a margin ago, so that a file written now is measurably written
+    /// after every start (`swaplab stale` knows a start to one tick): what
+    /// the lab sheet shows of it must not depend on how fast this machine
+    /// got from the start to the write.
+    fn past_the_last_start(&self) {
+        let Some(seen) = self.last_start else { return };
+        let tick = 1_000_000_000 / procfs::ticks_per_second().max(1);
+        let enough = std::time::Duration::from_nanos(2 * tick + 50_000_000);
+        if let Some(left) = enough.checked_sub(seen.elapsed()) {
+            std::thread::sleep(left);
+        }
     }
 
     /// The inode `lib/libexample.so` names now, narrated as `stat`.
@@ -332,6 +350,7 @@ impl Lab {
         }
         self.shell(format!("{shown} &   # process {label}"));
         let t = Target::start(cmd, label, &plain(&shown))?;
+        self.last_start = Some(std::time::Instant::now());
         self.say(format!("[{label}] ready pid={}", t.pid()));
         self.sandbox.runtime().check_loaded(t.pid())?;
         Ok(t)

@@ -211,6 +211,12 @@ impl Drop for Scratch {
         // kernel then frees, and a later sweep finishes the job.
         let Some(dir) = &self.dir else { return };
         live().retain(|d| d != dir.path());
+        // Not while a mount namespace still mounts under it (a process in
+        // one may still be dying): see wait_unmounted. Left to a later
+        // sweep if it does not go.
+        if wait_unmounted(dir.path(), UNMOUNT_LIMIT).is_err() {
+            return;
+        }
         for e in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
             if e.file_name() == OWNER_LOCK {
                 continue;

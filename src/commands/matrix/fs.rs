@@ -236,7 +236,8 @@ fn run_column(exe: &Path, fs: Fs, dir: &Path, out: &Path, ids: &[&str]) -> Resul
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let stderr = child.stderr.take().expect("stderr is piped");
     let kept = Arc::clone(&tail);
-    let reader = std::thread::spawn(move || {
+    let (done, reader) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("{line}");
             let mut t = kept.lock().unwrap_or_else(|p| p.into_inner());
@@ -245,6 +246,7 @@ fn run_column(exe: &Path, fs: Fs, dir: &Path, out: &Path, ids: &[&str]) -> Resul
                 t.pop_front();
             }
         }
+        let _ = done.send(());
     });
     let status = process::poll_until(COLUMN_LIMIT, Duration::from_millis(50), || {
         match child.try_wait() {
@@ -268,7 +270,9 @@ fn run_column(exe: &Path, fs: Fs, dir: &Path, out: &Path, ids: &[&str]) -> Resul
             );
         }
     };
-    let _ = reader.join();
+    // Its last lines, unless something it left keeps the pipe open: then
+    // the reader is left behind rather than the matrix hung.
+    let _ = reader.recv_timeout(Duration::from_secs(10));
     if !status.success() {
         let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
         let last: Vec<&str> = tail.iter().map(String::as_str).collect();
@@ -404,6 +408,18 @@ pub fn command(fs: Fs, dir: &Path, out: &Path, ids: &[String]) -> Done {
                 .into(),
         ));
     }
+    // Its matrix made every mount private already; made sure here, so that
+    // no mount of this column can reach another namespace however it was
+    // started.
+    let none: Option<&str> = None;
+    nix::mount::mount(
+        none,
+        "/",
+        none,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        none,
+    )
+    .map_err(|e| bad(format!("cannot make its mounts private: {e}")))?;
     let selected = select(ids, ids.is_empty()).map_err(bad)?;
     check_tools(&[fs]).map_err(|e| bad(format!("{e:#}")))?;
     let column = fs.column();

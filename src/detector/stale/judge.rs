@@ -286,15 +286,16 @@ impl Scanner {
                     format!("stat of {} was refused", at.real.display()),
                 )
             }
-            // Not unlinked, yet its name reaches nothing from the process's
-            // root: the kernel named it from a mount the process cannot
-            // see (a layer of an overlay whose lower layer is an overlay).
-            (OnDisk::Missing, _) if !at.deleted && at.links.is_some_and(|n| n > 0) => {
+            // Not unlinked (the kernel marks an unlinked name, and a renamed
+            // file shows its new name), yet its name reaches nothing from
+            // the process's root: the kernel named it from a mount the
+            // process cannot see (a layer of a nested overlay).
+            (OnDisk::Missing, _) if !at.deleted => {
                 return unchecked(
                     Unjudged::NoIdentity,
                     format!(
-                        "the mapped file still has {} links and is not marked (deleted), but its name reaches nothing from the process's root: the kernel names it from a mount the process cannot see (a layer of a nested overlay)",
-                        at.links.unwrap_or(0)
+                        "the mapping is not marked (deleted){}, but its name reaches nothing from the process's root: the kernel names it from a mount the process cannot see (a layer of a nested overlay)",
+                        at.links.map_or(String::new(), |n| format!(" and the file has {n} links"))
                     ),
                 )
             }
@@ -408,6 +409,12 @@ impl Scanner {
                         ns / 1_000_000
                     ),
                 ),
+                // A file born after the start (by more than the start's
+                // tick) had its ctime moved by its own install (dpkg sets the
+                // package's mtime, then renames).
+                Written::Before if f.btime_ns.is_some_and(|b| b - ctx.start_ns > self.tick_ns) => {
+                    Judged::Current
+                }
                 Written::Before => match self.written(ctx.start_ns, f.ctime_ns, f.btime_ns) {
                     Written::After(ns) if f.nlink > 1 => Judged::Unchecked(UncheckedFile {
                         path: path.to_path_buf(),
