@@ -31,11 +31,7 @@ pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
     let mut per_process = Vec::new();
     for p in &r.processes {
         // One sample per process and reason: a label set appears once.
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        for f in &p.files {
-            *reasons.entry(json_name(f.reason)).or_default() += 1;
-        }
-        for (reason, files) in reasons {
+        for (reason, files) in by_reason(p.files.iter().map(|f| f.reason)) {
             per_process.push((
                 vec![
                     ("pid", p.pid.to_string()),
@@ -76,11 +72,7 @@ pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
     );
     let mut unchecked = Vec::new();
     for p in &r.unchecked {
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        for f in &p.files {
-            *reasons.entry(json_name(f.reason)).or_default() += 1;
-        }
-        for (reason, files) in reasons {
+        for (reason, files) in by_reason(p.files.iter().map(|f| f.reason)) {
             unchecked.push((
                 vec![
                     ("pid", p.pid.to_string()),
@@ -119,6 +111,15 @@ pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
     }
     out.push_str("# EOF\n");
     out
+}
+
+/// How many of `reasons` there are of each, by its name in `--json`.
+fn by_reason<R: serde::Serialize>(reasons: impl Iterator<Item = R>) -> BTreeMap<String, usize> {
+    let mut n: BTreeMap<String, usize> = BTreeMap::new();
+    for r in reasons {
+        *n.entry(json_name(r)).or_default() += 1;
+    }
+    n
 }
 
 /// A value's name in `--json` (`required`, `modified-in-place`), so both

@@ -393,27 +393,10 @@ fn mount_over_in_its_namespaces(lab: &mut Lab, m: &Target) -> Result<()> {
         "nsenter --target {} --user --mount --preserve-credentials --wd mount --bind {v2} lib/m/libexample.so",
         pidt(m.pid())
     );
-    let pid = m.pid().to_string();
     lab.proof(format!("$ {shown}"));
-    let out = Command::new("nsenter")
-        .args([
-            "--target",
-            &pid,
-            "--user",
-            "--mount",
-            "--preserve-credentials",
-        ])
-        .args(["--wd", "mount", "--bind", &v2, "lib/m/libexample.so"])
-        .current_dir(lab.sandbox.root())
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run nsenter (util-linux)")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "the bind mount in m's namespaces failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    let flags = ["--user", "--mount", "--preserve-credentials", "--wd"];
+    let bind = ["mount", "--bind", &v2, "lib/m/libexample.so"];
+    in_its_namespaces(lab, m, &flags, &bind, "the bind mount in m's namespaces")?;
     let mounted = std::fs::metadata(format!(
         "/proc/{}/root{}",
         m.pid(),
@@ -438,14 +421,27 @@ fn mount_over_in_its_namespaces(lab: &mut Lab, m: &Target) -> Result<()> {
 fn install_inside_its_overlay(lab: &mut Lab, q: &Target) -> Result<()> {
     let v2 = lab.sandbox.rel(&lab.sandbox.stage(V2)?);
     let dst = "lib/q/merged/libexample.so";
-    let pid = q.pid().to_string();
     lab.shell(format!(
         "nsenter --target {} --mount --wd install -m 755 {v2} {dst}",
         pidt(q.pid())
     ));
+    let install = ["install", "-m", "755", &v2, dst];
+    in_its_namespaces(lab, q, &["--mount", "--wd"], &install, "the install inside q's overlay")
+}
+
+/// Runs `argv` in `t`'s namespaces with `nsenter --target PID FLAGS`, from
+/// the sandbox; fails with its error output, saying `what` failed.
+fn in_its_namespaces(
+    lab: &Lab,
+    t: &Target,
+    flags: &[&str],
+    argv: &[&str],
+    what: &str,
+) -> Result<()> {
     let out = Command::new("nsenter")
-        .args(["--target", &pid, "--mount", "--wd"])
-        .args(["install", "-m", "755", &v2, dst])
+        .args(["--target", &t.pid().to_string()])
+        .args(flags)
+        .args(argv)
         .current_dir(lab.sandbox.root())
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
@@ -453,7 +449,7 @@ fn install_inside_its_overlay(lab: &mut Lab, q: &Target) -> Result<()> {
         .context("cannot run nsenter (util-linux)")?;
     anyhow::ensure!(
         out.status.success(),
-        "the install inside q's overlay failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
