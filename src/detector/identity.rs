@@ -140,6 +140,37 @@ pub fn holds(a: &Ask) -> Holds {
     Holds::Unknown
 }
 
+/// Where a file maps names as `printed` is seen, when that name is
+/// relative to a layer of an overlay: the kernel names a file mapped
+/// through an overlay whose lower layer is itself an overlay from the
+/// layer's private mount, so `/lib.so` stands for `LAYER/lib.so`. The
+/// overlay one of whose layers holds `mapped` at that name gives the
+/// path under its mount point, and whether that path still shows it
+/// (no layer above holds the name); `reach` takes a path as the
+/// process names it to one the scanner reaches.
+pub fn through_layer(
+    mounts: &Mounts,
+    printed: &Path,
+    mapped: FileId,
+    reach: &dyn Fn(&Path) -> PathBuf,
+) -> Option<(PathBuf, Holds)> {
+    let rel = printed.strip_prefix("/").ok()?;
+    mounts.all().find_map(|m| {
+        let held: Vec<FileId> = m
+            .layers
+            .iter()
+            .filter_map(|layer| facts(&reach(&layer.join(rel))).ok().map(|f| f.id))
+            .collect();
+        let at = held.iter().position(|id| *id == mapped)?;
+        let holds = if at == 0 {
+            Holds::Same(Identity::OverlayLayer)
+        } else {
+            Holds::Other(Identity::OverlayLayer)
+        };
+        Some((m.point.join(rel), holds))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

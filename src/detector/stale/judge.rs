@@ -185,9 +185,8 @@ impl Scanner {
             .all(|(_, st, _)| matches!(st, OnDisk::Missing));
         if nothing_at_any {
             let reach_it = |p: &Path| reach(ctx, p).unwrap_or_else(|| p.to_path_buf());
-            let seen = ctx
-                .mounts
-                .through_layer(&ctx.readings[0].path, ctx.mapped, &reach_it);
+            let seen =
+                identity::through_layer(&ctx.mounts, &ctx.readings[0].path, ctx.mapped, &reach_it);
             if let Some(found) = seen {
                 return self.locate_at(ctx, found);
             }
@@ -223,7 +222,7 @@ impl Scanner {
     }
 
     /// The mapped file found under an overlay's mount point (see
-    /// [`Mounts::through_layer`]), which says whether that path still shows
+    /// [`identity::through_layer`]), which says whether that path still shows
     /// it.
     fn locate_at(&mut self, ctx: &FileCtx, (path, holds): (PathBuf, Holds)) -> Located {
         let (real, state) = self.resolve(ctx, &path);
