@@ -719,7 +719,8 @@ fn exchange(
             }
         }
     }
-    let (kind, answer, detail) = parse_response(&got, body_bytes);
+    let cut = chunks.as_ref().is_some_and(|c| !c.done);
+    let (kind, answer, detail) = parse_response(&got, body_bytes, cut);
     let head = head_len.map(|h| &got[..h]).unwrap_or_default();
     let connection = header(head, "connection").unwrap_or_default();
     let closed = has_token(&connection, "close");
@@ -775,8 +776,13 @@ pub fn get_once(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Optio
 }
 
 /// Judges a whole response: `got` holds the head and the first bytes of the
-/// body, `body_bytes` how many body bytes arrived in all.
-fn parse_response(got: &[u8], body_bytes: u64) -> (Kind, Option<Answer>, Option<String>) {
+/// body, `body_bytes` how many body bytes arrived in all; `cut`: a chunked
+/// body ended (EOF) before its last chunk.
+fn parse_response(
+    got: &[u8],
+    body_bytes: u64,
+    cut: bool,
+) -> (Kind, Option<Answer>, Option<String>) {
     let text = String::from_utf8_lossy(got);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return (
@@ -791,6 +797,15 @@ fn parse_response(got: &[u8], body_bytes: u64) -> (Kind, Option<Answer>, Option<
     let status = head.lines().next().unwrap_or_default();
     if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
         return (Kind::Other, None, Some(format!("status line `{status}`")));
+    }
+    if cut {
+        return (
+            Kind::ShortRead,
+            None,
+            Some(format!(
+                "EOF after {body_bytes} body bytes, before the last chunk"
+            )),
+        );
     }
     let length = header(head.as_bytes(), "content-length").and_then(|v| v.parse::<u64>().ok());
     match length {
@@ -881,15 +896,15 @@ mod tests {
     #[test]
     fn responses_are_classified() {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npid=1\n";
-        assert_eq!(parse_response(ok, 6).0, Kind::Completed);
+        assert_eq!(parse_response(ok, 6, false).0, Kind::Completed);
         let short = b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\npid=1\n";
-        assert_eq!(parse_response(short, 6).0, Kind::ShortRead);
-        assert_eq!(parse_response(b"HTTP/1.1 20", 0).0, Kind::ShortRead);
+        assert_eq!(parse_response(short, 6, false).0, Kind::ShortRead);
+        assert_eq!(parse_response(b"HTTP/1.1 20", 0, false).0, Kind::ShortRead);
         let bad = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(parse_response(bad, 0).0, Kind::Other);
+        assert_eq!(parse_response(bad, 0, false).0, Kind::Other);
         // A large body counted, not kept: 1 MiB announced, 1 MiB arrived.
         let big = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\npid=9 gen=3\n....";
-        let (k, a, _) = parse_response(big, 1 << 20);
+        let (k, a, _) = parse_response(big, 1 << 20, false);
         assert_eq!((k, a.map(|a| a.gen)), (Kind::Completed, Some(Some(3))));
     }
 
@@ -916,6 +931,67 @@ mod tests {
         assert!(has_token("gzip, chunked", "chunked"));
         assert!(has_token("Keep-Alive, Upgrade", "keep-alive"));
         assert!(!has_token("closed", "close"));
+    }
+
+    /// A tiny serial server on loopback for the tests: it answers the
+    /// connections it accepts one after another with `answer`, except that
+    /// before answering the `stall_at`-th (from 0) it stalls for `stall`
+    /// (frozen: the kernel queues the connections meanwhile). It ends after
+    /// `max` connections, or on a request for `/quit`; its result is when
+    /// the stall began and ended.
+    fn serial_server(
+        answer: &'static [u8],
+        stall_at: usize,
+        stall: Duration,
+        max: usize,
+    ) -> (SocketAddr, JoinHandle<Option<(Instant, Instant)>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut stalled = None;
+            for i in 0..max {
+                let Ok((mut c, _)) = l.accept() else { break };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if req.starts_with(b"GET /quit ") {
+                    break;
+                }
+                if i == stall_at {
+                    let began = Instant::now();
+                    std::thread::sleep(stall);
+                    stalled = Some((began, Instant::now()));
+                }
+                let _ = c.write_all(answer);
+            }
+            stalled
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn a_chunked_answer_cut_by_fin_is_a_short_read() {
+        // The last chunk never comes: the server closes after the first.
+        let cut: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\npid=1\n\r\n";
+        let (addr, server) = serial_server(cut, usize::MAX, Duration::ZERO, 1);
+        let got = get_once(addr, "/", Duration::from_secs(5));
+        server.join().unwrap();
+        let e = got.expect_err("a chunked answer without its last chunk");
+        assert!(e.starts_with("short read"), "{e}");
+        // The whole answer, last chunk and all, is complete.
+        let whole: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\npid=1\n\r\n0\r\n\r\n";
+        let (addr, server) = serial_server(whole, usize::MAX, Duration::ZERO, 1);
+        let got = get_once(addr, "/", Duration::from_secs(5));
+        server.join().unwrap();
+        assert!(got.is_ok(), "{got:?}");
     }
 
     #[test]
