@@ -279,6 +279,9 @@ pub struct Summary {
     pub requests: usize,
     /// Requests on new connections that failed, by kind.
     pub new_connections: BTreeMap<String, usize>,
+    /// Per reload, the requests on new connections due from its command to
+    /// the next reload's (the last: to the end of the load).
+    pub new_per_reload: Vec<usize>,
     /// Requests that failed on a reused (keep-alive) connection.
     pub failed_on_reused: usize,
     pub retried: usize,
@@ -314,6 +317,7 @@ pub fn summary(c: &Comparison) -> Summary {
         reloads: c.switches.len(),
         requests: c.attempted,
         new_connections,
+        new_per_reload: c.per_switch(|s| !s.reused),
         failed_on_reused: c.failed_on_reused,
         retried: c.retried,
         before: c.before.clone(),
