@@ -254,7 +254,12 @@ pub fn judge(
     each_errs: bool,
 ) {
     for c in cases {
-        lab.check_stale(r, &format!("{} ({})", c.key, c.title), c.pid, c.expect);
+        lab.check_stale(
+            r,
+            &format!("{} ({})", c.key, c.title),
+            c.pid,
+            c.expect.clone(),
+        );
     }
     let wrong = table(lab, cases, r, answers);
     for (name, a) in answers {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::detector::stale::{GroupKind, Reason, Report};
+use crate::detector::stale::{GroupKind, Report};
 use crate::drivers::restart_tools::{
     checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Truth,
 };
@@ -83,9 +83,9 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
 
     lab.part("the tools");
     let cases = vec![
-        case("a", "master, started before", Truth::Required, Stale::Required(Reason::Replaced), a.pid()),
-        case("b", "lone, started before", Truth::Required, Stale::Required(Reason::Replaced), b.pid()),
-        case("c", "forked from a after", Truth::Required, Stale::Via(a.pid()), c),
+        case("a", "master, started before", Truth::Required, Stale::replaced(&lib), a.pid()),
+        case("b", "lone, started before", Truth::Required, Stale::replaced(&lib), b.pid()),
+        case("c", "forked from a after", Truth::Required, Stale::replaced(&lib).via(a.pid()), c),
         case("h", "started after", Truth::Clean, Stale::Clean, h.pid()),
     ];
     let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
