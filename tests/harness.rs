@@ -591,3 +591,36 @@ fn the_optional_stale_check_fails_on_another_restart_target() {
         assert_eq!(ok, held, "{shown}: saw {saw}");
     }
 }
+
+/// D02's claim judges the other tools: under `Others::EachRight` a tool
+/// that flags a process whose truth is clean, or misses one that needs a
+/// restart, fails a check of its own; one that answers right passes it.
+#[test]
+fn each_other_tool_is_judged_when_the_claim_says_it_is_right() {
+    use swaplab::drivers::restart_tools::{judge, Answer, Case, Others, Truth};
+    use swaplab::harness::lab::Stale;
+    let mut lab = Lab::new("judge-tools", None).unwrap();
+    lab.put_lib(Variant::V1, Replace::Install).unwrap();
+    let h = lab.start(Program::Plain, "h").unwrap();
+    let r = lab.stale(&[h.pid()]).unwrap();
+    let cases = [Case {
+        key: "h",
+        title: "started, nothing replaced",
+        truth: Truth::Clean,
+        expect: Stale::Clean,
+        pid: h.pid(),
+    }];
+    let answers: Vec<(&str, Answer)> = vec![
+        ("right", Ok(Default::default())),
+        ("alarmed", Ok([h.pid()].into_iter().collect())),
+    ];
+    judge(&mut lab, &cases, &r, &answers, Others::EachRight);
+    let held = |name: &str| {
+        lab.checks()
+            .iter()
+            .find(|c| c.what.starts_with(&format!("{name} ")))
+            .map(|c| c.ok)
+    };
+    assert_eq!(held("right"), Some(true), "{:?}", lab.checks());
+    assert_eq!(held("alarmed"), Some(false), "{:?}", lab.checks());
+}

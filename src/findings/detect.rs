@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::detector::stale::Reason;
 use crate::drivers::restart_tools::{
-    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Truth,
+    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
 };
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
@@ -178,7 +178,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     call_each_process(lab, &mut s, &mut u)?;
 
     lab.part("judged");
-    judge(lab, &cases, &r, &answers, true);
+    judge(lab, &cases, &r, &answers, Others::EachErrs);
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::detector::stale::{GroupKind, Report};
 use crate::drivers::restart_tools::{
-    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Truth,
+    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
 };
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
@@ -29,7 +29,7 @@ const VERSIONS: [(&str, Variant); 2] = [("1.0", V1), ("2.0", V2)];
 pub static D02: Finding = Finding {
     id: "D02",
     slug: "a_real_dpkg_upgrade_is_attributed_to_its_package_and_grouped",
-    claim: "After `dpkg -i` upgrades a package (its own unpack to `.dpkg-new`, then rename) in the sandbox's own dpkg root, `swaplab stale --package-root` flags exactly the processes that still run the old build, names the package, the version installed now (dpkg's status) and the one they run (dpkg's log), and groups them by what to restart: a master and the worker it forked after the upgrade as one entry that a fork-only reload cannot fix, a lone process as another; the process started after the upgrade is left alone. grep, `lsof`, needrestart and checkrestart are judged on the same processes.",
+    claim: "After `dpkg -i` upgrades a package (its own unpack to `.dpkg-new`, then rename) in the sandbox's own dpkg root, `swaplab stale --package-root` flags exactly the processes that still run the old build, names the package, the version installed now (dpkg's status) and the one they run (dpkg's log), and groups them by what to restart: a master and the worker it forked after the upgrade as one entry that a fork-only reload cannot fix, a lone process as another; the process started after the upgrade is left alone. On the same processes, `grep '(deleted)' /proc/*/maps`, `lsof` (its `DEL` entries), needrestart (its per-process verdicts) and checkrestart each flag exactly the three that run the old build: a clean upgrade is the case they were made for.",
     source: DETECTOR,
     steps: &[
         "build libexample1 1.0 (libexample v1) and 2.0 (v2) with dpkg-deb; install 1.0 with dpkg --root into the sandbox's own root",
@@ -110,7 +110,7 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
     }
 
     lab.part("judged");
-    judge(lab, &cases, &r, &answers, false);
+    judge(lab, &cases, &r, &answers, Others::EachRight);
     check_packages(lab, &r, &[a.pid(), b.pid(), c], &root);
     check_groups(lab, &r, a.pid(), c, b.pid());
     Ok(())
