@@ -517,3 +517,110 @@ fn the_layers_import_only_downwards_and_the_targets_nothing_of_the_harness() {
         wrong.join("\n")
     );
 }
+
+/// Lab's stale check names the file the experiment changed, the reason and
+/// where to restart: a report that flags another file, for another reason,
+/// or at another process fails it.
+#[test]
+fn the_stale_check_fails_on_another_file_reason_or_restart_target() {
+    use swaplab::detector::stale::Reason;
+    use swaplab::harness::lab::Stale;
+    let mut lab = Lab::new("stalecheck", None).unwrap();
+    lab.put_lib(Variant::V1, Replace::Install).unwrap();
+    let mut p = lab.start(Program::Fork, "P").unwrap();
+    lab.call(&mut p).unwrap();
+    lab.put_lib(Variant::V2, Replace::Install).unwrap();
+    let (c, _) = lab.fork_child(&mut p).unwrap();
+    let r = lab.stale(&[p.pid(), c]).unwrap();
+    let lib = lab.sandbox.lib_file();
+    let other = lab.sandbox.lib_dir().join("libother.so");
+    let p = p.pid();
+    let cases = [
+        (p, Stale::replaced(&lib), true),
+        (p, Stale::replaced(&other), false),
+        (p, Stale::required(Reason::Removed, &lib), false),
+        (p, Stale::replaced(&lib).via(c), false),
+        (p, Stale::optional(&lib), false),
+        (p, Stale::Clean, false),
+        (c, Stale::replaced(&lib).via(p), true),
+        (c, Stale::replaced(&other).via(p), false),
+        (c, Stale::required(Reason::Removed, &lib).via(p), false),
+        (c, Stale::replaced(&lib), false),
+    ];
+    for (pid, want, held) in cases {
+        let shown = format!("{pid}: {want:?}");
+        let ok = lab.check_stale(&r, "X", pid, want);
+        let saw = &lab.checks().last().unwrap().saw;
+        assert_eq!(ok, held, "{shown}: saw {saw}");
+    }
+}
+
+/// An identical reinstall under a master and the worker it forked: each
+/// is optional, restarted on its own (a fork from the master copies the
+/// same content). A report that names another restart target for an
+/// optional process fails the check.
+#[test]
+fn the_optional_stale_check_fails_on_another_restart_target() {
+    use swaplab::harness::lab::Stale;
+    let mut lab = Lab::new("stalecheck-optional", None).unwrap();
+    lab.put_lib(Variant::V1, Replace::Install).unwrap();
+    let mut p = lab.start(Program::Fork, "P").unwrap();
+    lab.call(&mut p).unwrap();
+    lab.put_lib(Variant::V1, Replace::Install).unwrap();
+    let (c, _) = lab.fork_child(&mut p).unwrap();
+    let r = lab.stale(&[p.pid(), c]).unwrap();
+    let lib = lab.sandbox.lib_file();
+    let p = p.pid();
+    let mut elsewhere = r.clone();
+    for q in elsewhere.processes.iter_mut().filter(|q| q.pid == c) {
+        q.restart.at = p;
+    }
+    let other = lab.sandbox.lib_dir().join("libother.so");
+    let cases = [
+        (&r, p, Stale::optional(&lib), true),
+        (&r, p, Stale::optional(&other), false),
+        (&r, p, Stale::replaced(&lib), false),
+        (&r, c, Stale::optional(&lib), true),
+        (&r, c, Stale::optional(&lib).via(p), false),
+        (&elsewhere, c, Stale::optional(&lib), false),
+    ];
+    for (r, pid, want, held) in cases {
+        let shown = format!("{pid}: {want:?}");
+        let ok = lab.check_stale(r, "X", pid, want);
+        let saw = &lab.checks().last().unwrap().saw;
+        assert_eq!(ok, held, "{shown}: saw {saw}");
+    }
+}
+
+/// D02's claim judges the other tools: under `Others::EachRight` a tool
+/// that flags a process whose truth is clean, or misses one that needs a
+/// restart, fails a check of its own; one that answers right passes it.
+#[test]
+fn each_other_tool_is_judged_when_the_claim_says_it_is_right() {
+    use swaplab::drivers::restart_tools::{judge, Answer, Case, Others, Truth};
+    use swaplab::harness::lab::Stale;
+    let mut lab = Lab::new("judge-tools", None).unwrap();
+    lab.put_lib(Variant::V1, Replace::Install).unwrap();
+    let h = lab.start(Program::Plain, "h").unwrap();
+    let r = lab.stale(&[h.pid()]).unwrap();
+    let cases = [Case {
+        key: "h",
+        title: "started, nothing replaced",
+        truth: Truth::Clean,
+        expect: Stale::Clean,
+        pid: h.pid(),
+    }];
+    let answers: Vec<(&str, Answer)> = vec![
+        ("right", Ok(Default::default())),
+        ("alarmed", Ok([h.pid()].into_iter().collect())),
+    ];
+    judge(&mut lab, &cases, &r, &answers, Others::EachRight);
+    let held = |name: &str| {
+        lab.checks()
+            .iter()
+            .find(|c| c.what.starts_with(&format!("{name} ")))
+            .map(|c| c.ok)
+    };
+    assert_eq!(held("right"), Some(true), "{:?}", lab.checks());
+    assert_eq!(held("alarmed"), Some(false), "{:?}", lab.checks());
+}

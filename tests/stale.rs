@@ -406,6 +406,12 @@ fn bench_stale_times_each_tool_and_judges_its_answer() {
         .success();
     let v = json(&out.get_output().stdout);
     let b = &v["bench"];
+    let judged_on = b["judged_on"].as_str().unwrap_or_default();
+    assert!(
+        judged_on.starts_with("one case: libexample replaced by install")
+            && judged_on.contains("D01"),
+        "what \"correct\" covers: {v}"
+    );
     assert_eq!(b["stale"], 10, "{v}");
     assert_eq!(b["jit"], 1, "{v}");
     let tool = |name: &str| {

@@ -41,9 +41,14 @@ pub struct ToolRun {
     pub correct: bool,
 }
 
+/// The one case the bench's answers are judged on (D01 judges the others).
+pub const JUDGED_ON: &str = "one case: libexample replaced by install under running processes (D01's case a), beside processes that map a memfd executable (D01's case l); every other case (removed, forked, written in place, reinstalled, dlopen, mounts, overlays) is judged by D01: swaplab run D01";
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StaleBench {
     pub options: StaleOptions,
+    /// What "correct" means here: [`JUDGED_ON`].
+    pub judged_on: &'static str,
     /// Sleepers on the replaced library (the truth: these need a restart).
     pub stale: usize,
     /// Sleepers on the new library, and how many of them map a memfd.
@@ -210,6 +215,7 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
     tools.extend(time_needrestart(o, &sandbox, &population, &progress)?);
     let bench = StaleBench {
         options: o.clone(),
+        judged_on: JUDGED_ON,
         stale: population.stale.len(),
         fresh: population.fresh,
         jit: population.fresh.checked_div(o.jit_every).unwrap_or(0),
@@ -517,5 +523,38 @@ pub fn stale_table(b: &StaleBench) -> String {
             (None, None) => {}
         }
     }
+    out.push_str(&format!("ANSWER is judged on {}\n", b.judged_on));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table says which case "correct" covers.
+    #[test]
+    fn the_table_names_the_one_case_it_judges() {
+        let b = StaleBench {
+            options: StaleOptions {
+                processes: 2,
+                jit_every: 0,
+                runs: 1,
+                needrestart: false,
+                daemons: false,
+            },
+            judged_on: JUDGED_ON,
+            stale: 1,
+            fresh: 1,
+            jit: 0,
+            setup_seconds: 0.0,
+            tools: vec![tool_run("grep", "grep", vec![0.1], (1, 0, 0))],
+        };
+        let t = stale_table(&b);
+        assert!(t.contains("correct"), "{t}");
+        assert!(
+            t.contains("ANSWER is judged on one case: libexample replaced by install"),
+            "{t}"
+        );
+        assert!(t.contains("swaplab run D01"), "{t}");
+    }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::detector::stale::Reason;
 use crate::drivers::restart_tools::{
-    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Truth,
+    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
 };
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
@@ -161,7 +161,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
 
     lab.part("the updates");
     let mut u = update_under_the_cases(lab, &mut s)?;
-    let cases = the_cases(&s, &u, lab.birth_times_kept());
+    let cases = the_cases(lab, &s, &u, lab.birth_times_kept());
     let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
 
     lab.part("the tools");
@@ -178,7 +178,7 @@ pub fn d01(lab: &mut Lab) -> Result<()> {
     call_each_process(lab, &mut s, &mut u)?;
 
     lab.part("judged");
-    judge(lab, &cases, &r, &answers, true);
+    judge(lab, &cases, &r, &answers, Others::EachErrs);
     Ok(())
 }
 
@@ -456,9 +456,9 @@ fn in_its_namespaces(
 }
 
 /// Each case with its title in the table, what it really needs and what
-/// `swaplab stale` must say of it (`born`: the sandbox's filesystem keeps
-/// birth times).
-fn the_cases(s: &Scenario, u: &Updated, born: bool) -> Vec<Case> {
+/// `swaplab stale` must say of it, naming the file the update changed
+/// (`born`: the sandbox's filesystem keeps birth times).
+fn the_cases(lab: &Lab, s: &Scenario, u: &Updated, born: bool) -> Vec<Case> {
     let row = |key, title, truth, expect, pid| Case {
         key,
         title,
@@ -466,48 +466,57 @@ fn the_cases(s: &Scenario, u: &Updated, born: bool) -> Vec<Case> {
         expect,
         pid,
     };
-    let replaced = Stale::Required(Reason::Replaced);
-    let modified = Stale::Required(Reason::ModifiedInPlace);
-    // Only the modification time shows that write, beside a birth time.
-    let same_layout = if born {
-        modified
-    } else {
-        Stale::Unchecked
+    let lib = |dir: &str| lab.sandbox.lib_dir().join(dir).join("libexample.so");
+    let replaced = |dir: &str| Stale::replaced(lib(dir));
+    // Only the modification time shows a same-layout write, beside a
+    // birth time.
+    let modified = |dir: &str, same_layout: bool| {
+        if same_layout && !born {
+            Stale::unchecked(lib(dir))
+        } else {
+            Stale::required(Reason::ModifiedInPlace, lib(dir))
+        }
     };
     vec![
-        row("a", "library replaced (install)", Truth::Required, replaced, s.a.pid()),
+        row("a", "library replaced (install)", Truth::Required, replaced("a"), s.a.pid()),
         row(
             "b",
             "library removed (rm)",
             Truth::Required,
-            Stale::Required(Reason::Removed),
+            Stale::required(Reason::Removed, lib("b")),
             s.b.pid(),
         ),
         row(
             "c",
             "child forked after the update",
             Truth::Required,
-            Stale::Via(s.a.pid()),
+            replaced("a").via(s.a.pid()),
             u.c,
         ),
-        row("d", "cp over it: another layout", Truth::Required, modified, s.d.pid()),
-        row("e", "dd over it: same layout", Truth::Required, same_layout, s.e.pid()),
-        row("n", "cp -p over it: old mtime kept", Truth::Required, same_layout, s.n.pid()),
+        row("d", "cp over it: another layout", Truth::Required, modified("d", false), s.d.pid()),
+        row("e", "dd over it: same layout", Truth::Required, modified("e", true), s.e.pid()),
+        row("n", "cp -p over it: old mtime kept", Truth::Required, modified("n", true), s.n.pid()),
         row(
             "f",
             "same file again (build-id)",
             Truth::Optional,
-            Stale::Optional,
+            Stale::optional(lib("f")),
             s.f.pid(),
         ),
         row("h", "started after the update", Truth::Clean, Stale::Clean, u.h.pid()),
         row("i", "dlopen, reloaded", Truth::Clean, Stale::Clean, s.i.pid()),
-        row("j", "dlopen, pinned", Truth::Required, replaced, s.j.pid()),
-        row("k", "executable replaced", Truth::Required, replaced, s.k.pid()),
+        row("j", "dlopen, pinned", Truth::Required, replaced("j"), s.j.pid()),
+        row(
+            "k",
+            "executable replaced",
+            Truth::Required,
+            Stale::replaced(lab.sandbox.bin_dir().join("app-k")),
+            s.k.pid(),
+        ),
         row("l", "memfd/SysV/dev JIT maps", Truth::Clean, Stale::Clean, s.l.pid()),
-        row("m", "mounted over (no deleted)", Truth::Required, replaced, s.m.pid()),
+        row("m", "mounted over (no deleted)", Truth::Required, replaced("m"), s.m.pid()),
         row("o", "own overlay, untouched", Truth::Clean, Stale::Clean, s.o.pid()),
-        row("q", "own overlay, lib replaced", Truth::Required, replaced, s.q.pid()),
+        row("q", "own overlay, lib replaced", Truth::Required, replaced("q/merged"), s.q.pid()),
     ]
 }
 

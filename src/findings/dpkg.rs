@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::detector::stale::{GroupKind, Reason, Report};
+use crate::detector::stale::{GroupKind, Report};
 use crate::drivers::restart_tools::{
-    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Truth,
+    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
 };
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
@@ -29,7 +29,7 @@ const VERSIONS: [(&str, Variant); 2] = [("1.0", V1), ("2.0", V2)];
 pub static D02: Finding = Finding {
     id: "D02",
     slug: "a_real_dpkg_upgrade_is_attributed_to_its_package_and_grouped",
-    claim: "After `dpkg -i` upgrades a package (its own unpack to `.dpkg-new`, then rename) in the sandbox's own dpkg root, `swaplab stale --package-root` flags exactly the processes that still run the old build, names the package, the version installed now (dpkg's status) and the one they run (dpkg's log), and groups them by what to restart: a master and the worker it forked after the upgrade as one entry that a fork-only reload cannot fix, a lone process as another; the process started after the upgrade is left alone. grep, `lsof`, needrestart and checkrestart are judged on the same processes.",
+    claim: "After `dpkg -i` upgrades a package (its own unpack to `.dpkg-new`, then rename) in the sandbox's own dpkg root, `swaplab stale --package-root` flags exactly the processes that still run the old build, names the package, the version installed now (dpkg's status) and the one they run (dpkg's log), and groups them by what to restart: a master and the worker it forked after the upgrade as one entry that a fork-only reload cannot fix, a lone process as another; the process started after the upgrade is left alone. On the same processes, `grep '(deleted)' /proc/*/maps`, `lsof` (its `DEL` entries), needrestart (its per-process verdicts) and checkrestart each flag exactly the three that run the old build: a clean upgrade is the case they were made for.",
     source: DETECTOR,
     steps: &[
         "build libexample1 1.0 (libexample v1) and 2.0 (v2) with dpkg-deb; install 1.0 with dpkg --root into the sandbox's own root",
@@ -83,9 +83,9 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
 
     lab.part("the tools");
     let cases = vec![
-        case("a", "master, started before", Truth::Required, Stale::Required(Reason::Replaced), a.pid()),
-        case("b", "lone, started before", Truth::Required, Stale::Required(Reason::Replaced), b.pid()),
-        case("c", "forked from a after", Truth::Required, Stale::Via(a.pid()), c),
+        case("a", "master, started before", Truth::Required, Stale::replaced(&lib), a.pid()),
+        case("b", "lone, started before", Truth::Required, Stale::replaced(&lib), b.pid()),
+        case("c", "forked from a after", Truth::Required, Stale::replaced(&lib).via(a.pid()), c),
         case("h", "started after", Truth::Clean, Stale::Clean, h.pid()),
     ];
     let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
@@ -110,7 +110,7 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
     }
 
     lab.part("judged");
-    judge(lab, &cases, &r, &answers, false);
+    judge(lab, &cases, &r, &answers, Others::EachRight);
     check_packages(lab, &r, &[a.pid(), b.pid(), c], &root);
     check_groups(lab, &r, a.pid(), c, b.pid());
     Ok(())

@@ -122,7 +122,7 @@ pub fn l02(lab: &mut Lab) -> Result<()> {
     );
     lab.note("which processes must be restarted?");
     let r = lab.stale(&[a.pid()])?;
-    lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "A", a.pid(), Stale::replaced(lab.sandbox.lib_file()));
     Ok(())
 }
 
@@ -176,7 +176,7 @@ pub fn l03(lab: &mut Lab) -> Result<()> {
     );
     lab.note("grep finds both; which must be restarted?");
     let r = lab.stale(&[a.pid(), b.pid()])?;
-    lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "A", a.pid(), Stale::replaced(lab.sandbox.lib_file()));
     lab.check_stale(&r, "B", b.pid(), Stale::Clean);
     Ok(())
 }
@@ -214,8 +214,8 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     let (c3, g3) = lab.fork_child(&mut p)?;
     lab.note("which processes must be restarted, and how?");
     let r = lab.stale(&[p.pid(), c3])?;
-    lab.check_stale(&r, "P", p.pid(), Stale::Required(Reason::Replaced));
-    lab.check_stale(&r, "P's new child", c3, Stale::Via(p.pid()));
+    lab.check_stale(&r, "P", p.pid(), Stale::replaced(lab.sandbox.lib_file()));
+    lab.check_stale(&r, "P's new child", c3, Stale::replaced(lab.sandbox.lib_file()).via(p.pid()));
     lab.note("a full restart: a new process");
     let mut n = lab.start(Program::Fork, "N")?;
     let gn = lab.call(&mut n)?;
@@ -309,7 +309,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
         &r1,
         "A, before the exec",
         pid_before,
-        Stale::Required(Reason::Replaced),
+        Stale::replaced(lab.sandbox.lib_file()),
     );
     lab.check_stale(&r2, "A, after execve in place", pid_before, Stale::Clean);
     lab.check_stale(&r2, "the forked and exec'ed child", s, Stale::Clean);
@@ -390,7 +390,7 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
         &r1,
         "D, while it holds the old library",
         d.pid(),
-        Stale::Required(Reason::Replaced),
+        Stale::replaced(lab.sandbox.lib_file()),
     );
     lab.check_eq(
         "dlopen of the same path after the last dlclose greets with v2",
@@ -428,7 +428,7 @@ pub fn l06(lab: &mut Lab) -> Result<()> {
                 &r2,
                 "D, after the reopen: the old copy is still mapped",
                 d.pid(),
-                Stale::Required(Reason::Replaced),
+                Stale::replaced(lab.sandbox.lib_file()),
             );
         }
     }
@@ -530,7 +530,7 @@ pub fn l07(lab: &mut Lab) -> Result<()> {
             check_two_copies(lab, "D", &m, ino1, ino2);
         }
     }
-    lab.check_stale(&r, "D", d.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "D", d.pid(), Stale::replaced(lab.sandbox.lib_file()));
     Ok(())
 }
 
@@ -606,7 +606,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
         &r3,
         &format!("[{title}] D"),
         d.pid(),
-        Stale::Required(Reason::Replaced),
+        Stale::replaced(lab.sandbox.lib_file()),
     );
     lab.observe(&format!("{title}: greeting after reopen"), &g3);
     if let Some(h2) = extra {
@@ -634,7 +634,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
                 &r4,
                 &format!("[{title}] D, the old copy still mapped"),
                 d.pid(),
-                Stale::Required(Reason::Replaced),
+                Stale::replaced(lab.sandbox.lib_file()),
             );
         } else {
             lab.check(
@@ -733,7 +733,7 @@ pub fn l09(lab: &mut Lab) -> Result<()> {
     check_old_deleted(lab, "D (old file)", &old, ino1);
     check_current(lab, "D (copy)", &new, ino_copy);
     let r = lab.stale(&[d.pid()])?;
-    lab.check_stale(&r, "D", d.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "D", d.pid(), Stale::replaced(lab.sandbox.lib_file()));
     lab.check(
         "swaplab stale lists only the old file, not the copy D also runs",
         r.get(d.pid())
@@ -814,7 +814,7 @@ pub fn l10(lab: &mut Lab) -> Result<()> {
         maps::inodes(&m_closed) == maps::inodes(&m),
         format!("{} before, {} after", describe(&m), describe(&m_closed)),
     );
-    lab.check_stale(&r, "D", d.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "D", d.pid(), Stale::replaced(lab.sandbox.lib_file()));
     Ok(())
 }
 
@@ -1025,7 +1025,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
         Ok(OLD),
     );
     check_old_deleted(lab, "A", &m, ino1);
-    lab.check_stale(&ra, "A", a, Stale::Required(Reason::Replaced));
+    lab.check_stale(&ra, "A", a, Stale::replaced(lab.sandbox.lib_file()));
 
     lab.part("cp over the live file: O_TRUNC, same inode, another layout");
     let Under {
@@ -1101,7 +1101,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
     if born {
         check_in_place(lab, &rd, "D", d, "mtime");
     } else {
-        lab.check_stale(&rd, "D", d, Stale::Unchecked);
+        lab.check_stale(&rd, "D", d, Stale::unchecked(lab.sandbox.lib_file()));
     }
 
     lab.part("the same file installed again (same build-id)");
@@ -1118,7 +1118,7 @@ fn check_in_place(
     pid: i32,
     evidence: &str,
 ) {
-    lab.check_stale(r, who, pid, Stale::Required(Reason::ModifiedInPlace));
+    lab.check_stale(r, who, pid, Stale::required(Reason::ModifiedInPlace, lab.sandbox.lib_file()));
     lab.check(
         format!("swaplab stale tells it by the {evidence}"),
         r.get(pid)
@@ -1152,7 +1152,7 @@ fn reinstall_same(lab: &mut Lab, label: &str, v: Variant, greets: &str) -> Resul
     // By build-id, which an unprivileged user reads too (from the
     // process's memory); a file without one is compared by its bytes, which
     // needs root (tests/stale.rs, without_a_build_id_only_root_can_tell_an_identical_reinstall, shows both answers).
-    lab.check_stale(&r, label, t.pid(), Stale::Optional);
+    lab.check_stale(&r, label, t.pid(), Stale::optional(lab.sandbox.lib_file()));
     lab.stop(&mut t)
 }
 

@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 
-use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{answer_of, vol, Lab, Stale};
 use crate::harness::map_checks::{check_current, check_two_copies};
@@ -80,7 +79,7 @@ pub fn l17(lab: &mut Lab) -> Result<()> {
         OLD,
     );
     check_two_copies(lab, "D", &both, ino1, ino2);
-    lab.check_stale(&r1, "D, while the old namespace holds the old copy", d.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r1, "D, while the old namespace holds the old copy", d.pid(), Stale::replaced(&lib));
     check_current(lab, "D, its old namespace's handle closed,", &after, ino2);
     lab.check_stale(&r2, "D, with the old copy unloaded", d.pid(), Stale::Clean);
 

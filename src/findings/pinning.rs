@@ -5,7 +5,6 @@
 use anyhow::Result;
 
 use crate::detector::maps::Mapping;
-use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::map_checks::{check_current, check_two_copies, describe};
@@ -211,6 +210,7 @@ fn judge(
     pid: i32,
 ) {
     let (ino1, ino2) = seen.inodes;
+    let file = lab.sandbox.root().join(kind.file);
     let mut unique = seen.unique.clone();
     unique.sort();
     let want: Vec<String> = kind.unique.iter().map(|s| s.to_string()).collect();
@@ -248,7 +248,7 @@ fn judge(
                     && seen.after_reload.iter().all(|m| m.inode == ino1 && m.deleted),
                 describe(&seen.after_reload),
             );
-            lab.check_stale(r, "D", pid, Stale::Required(Reason::Replaced));
+            lab.check_stale(r, "D", pid, Stale::replaced(&file));
         }
         Libc::Glibc => {
             lab.check(
@@ -276,7 +276,7 @@ fn judge(
                 NEW,
             );
             check_two_copies(lab, "D after the reload", &seen.after_reload, ino1, ino2);
-            lab.check_stale(r, "D", pid, Stale::Required(Reason::Replaced));
+            lab.check_stale(r, "D", pid, Stale::replaced(&file));
         }
     }
 }

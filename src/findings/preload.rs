@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::detector::maps::Mapping;
-use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::map_checks::{check_current, check_old_deleted};
 use crate::harness::lab::{Lab, Stale};
@@ -120,8 +119,8 @@ pub fn l14(lab: &mut Lab) -> Result<()> {
     check_old_deleted(lab, "P", &m_after, ino1);
     check_old_deleted(lab, "the forked child", &m_fork, ino1);
     check_current(lab, "the exec'ed child", &m_exec, ino2);
-    lab.check_stale(&r, "P", p.pid(), Stale::Required(Reason::Replaced));
-    lab.check_stale(&r, "the forked child", c, Stale::Via(p.pid()));
+    lab.check_stale(&r, "P", p.pid(), Stale::replaced(&preload));
+    lab.check_stale(&r, "the forked child", c, Stale::replaced(&preload).via(p.pid()));
     lab.check_stale(&r, "the exec'ed child", s, Stale::Clean);
     Ok(())
 }

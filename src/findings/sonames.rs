@@ -108,7 +108,7 @@ pub fn l15(lab: &mut Lab) -> Result<()> {
     check_old_deleted(lab, "S", &m2, ino1);
     lab.check_eq("T, started after, greets with v2", g3.as_str(), NEW);
     check_current(lab, "T", &m3, ino2);
-    lab.check_stale(&r, "S", s.pid(), Stale::Required(Reason::Removed));
+    lab.check_stale(&r, "S", s.pid(), Stale::required(Reason::Removed, lab.sandbox.lib_dir().join(FILE_1)));
     lab.check_stale(&r, "T", t.pid(), Stale::Clean);
 
     lab.part("what each ln does to the folder");

@@ -13,7 +13,6 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::Signal;
 
-use crate::detector::stale::Reason;
 use crate::drivers::fleet::{
     exe_of, finish_load, install_program, install_server_2, is_worker, quit, rollback, served_by,
     start_load, start_server, upgrade, upgraded, usr2, Fleet, Passed, SETTLE,
@@ -127,7 +126,7 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
         (&s_exe, s_deleted),
         false,
     );
-    lab.check_stale(&r, "A", a.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "A", a.pid(), Stale::replaced(&exe));
     lab.check(
         "swaplab stale names A's executable as the replaced file",
         r.get(a.pid()).is_some_and(|p| {
@@ -137,7 +136,7 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
         }),
         format!("{:?}", r.get(a.pid()).map(|p| &p.files)),
     );
-    lab.check_stale(&r, "the forked child", c, Stale::Via(a.pid()));
+    lab.check_stale(&r, "the forked child", c, Stale::replaced(&exe).via(a.pid()));
     lab.check_stale(&r, "the exec'ed child", s, Stale::Clean);
     Ok(())
 }
@@ -931,14 +930,10 @@ pub fn u07(lab: &mut Lab) -> Result<()> {
         !m_new.is_empty() && m_new.iter().all(|m| !m.deleted && m.inode == ino2),
         format!("{} mappings", m_new.len()),
     );
-    lab.check_stale(
-        &r_hup,
-        "the old master",
-        old,
-        Stale::Required(Reason::Replaced),
-    );
+    let lib = lab.sandbox.lib_file();
+    lab.check_stale(&r_hup, "the old master", old, Stale::replaced(&lib));
     for w in &fresh {
-        lab.check_stale(&r_hup, "a fresh worker (HUP)", *w, Stale::Via(old));
+        lab.check_stale(&r_hup, "a fresh worker (HUP)", *w, Stale::replaced(&lib).via(old));
     }
     for p in &asked {
         lab.check_stale(&r_new, "the new generation (USR2)", *p, Stale::Clean);

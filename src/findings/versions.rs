@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 
-use crate::detector::stale::Reason;
 use crate::harness::finding::{Finding, Need, Scope};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::process::Program;
@@ -85,7 +84,7 @@ pub fn l18(lab: &mut Lab) -> Result<()> {
         feature.as_deref(),
         Some(Plugin.greeting()),
     );
-    lab.check_stale(&r, "P", p.pid(), Stale::Required(Reason::Replaced));
+    lab.check_stale(&r, "P", p.pid(), Stale::replaced(lab.sandbox.lib_file()));
     lab.check_stale(&r, "Q", q.pid(), Stale::Clean);
     Ok(())
 }

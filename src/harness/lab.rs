@@ -86,21 +86,78 @@ pub fn plain(line: &str) -> String {
     line.replace(['\u{1}', '\u{2}', '\u{3}', '\u{4}'], "")
 }
 
-/// What `swaplab stale` should say of a process.
-#[derive(Clone, Copy, Debug)]
+/// What `swaplab stale` should say of a process: built with
+/// [`Stale::required`], [`Stale::replaced`], [`Stale::optional`],
+/// [`Stale::unchecked`] (each naming the file the experiment changed, as
+/// the report names it) and [`Stale::via`].
+#[derive(Clone, Debug)]
 pub enum Stale {
     /// Nothing: it runs what is on disk.
     Clean,
-    /// A restart of this very process is required, for this reason.
-    Required(crate::detector::stale::Reason),
-    /// Listed as optional: the files on disk have the same content.
-    Optional,
-    /// Required, but at the ancestor given (it was forked from it).
-    Via(i32),
-    /// Not flagged, and a file counted unchecked: a same-layout write after
-    /// the start, on a filesystem that keeps no birth time, cannot be told
-    /// from a file installed after the start and mapped since.
-    Unchecked,
+    /// Flagged for this file, for this reason, with this restart target.
+    Flagged(Flagged),
+    /// Not flagged, and this file counted unchecked: a same-layout write
+    /// after the start, on a filesystem that keeps no birth time, cannot be
+    /// told from a file installed after the start and mapped since.
+    Unchecked(PathBuf),
+}
+
+/// A flagged process: the file the experiment changed, why it is stale,
+/// how urgent, and where to restart.
+#[derive(Clone, Debug)]
+pub struct Flagged {
+    pub need: crate::detector::stale::Urgency,
+    pub reason: crate::detector::stale::Reason,
+    /// The file, as the report names it (the path the process sees).
+    pub path: PathBuf,
+    /// The ancestor to exec or restart instead (it was forked from it, and
+    /// a fork copies the old code); `None`: the process itself.
+    pub via: Option<i32>,
+}
+
+impl Stale {
+    /// A restart of this very process is required: `path` is stale for
+    /// `reason`.
+    pub fn required(reason: crate::detector::stale::Reason, path: impl Into<PathBuf>) -> Stale {
+        Stale::Flagged(Flagged {
+            need: crate::detector::stale::Urgency::Required,
+            reason,
+            path: path.into(),
+            via: None,
+        })
+    }
+
+    /// [`Stale::required`] for a file replaced by another.
+    pub fn replaced(path: impl Into<PathBuf>) -> Stale {
+        Stale::required(crate::detector::stale::Reason::Replaced, path)
+    }
+
+    /// Listed as optional: `path` was installed again with the same content.
+    pub fn optional(path: impl Into<PathBuf>) -> Stale {
+        Stale::Flagged(Flagged {
+            need: crate::detector::stale::Urgency::Optional,
+            reason: crate::detector::stale::Reason::Reinstalled,
+            path: path.into(),
+            via: None,
+        })
+    }
+
+    /// Not flagged, `path` counted unchecked.
+    pub fn unchecked(path: impl Into<PathBuf>) -> Stale {
+        Stale::Unchecked(path.into())
+    }
+
+    /// The same, but to be restarted at the ancestor `top`, which it was
+    /// forked from. Only for a flagged process.
+    pub fn via(self, top: i32) -> Stale {
+        match self {
+            Stale::Flagged(f) => Stale::Flagged(Flagged {
+                via: Some(top),
+                ..f
+            }),
+            other => panic!("Stale::via on {other:?}: only a flagged process has a restart target"),
+        }
+    }
 }
 
 /// Which column names a process in [`Lab::table`].
@@ -678,7 +735,8 @@ impl Lab {
     }
 
     /// Checks the detector's verdict on process `pid` (`who`) against what
-    /// the experiment saw.
+    /// the experiment saw: the file it changed, the reason, the urgency and
+    /// where to restart.
     pub fn check_stale(
         &mut self,
         r: &crate::detector::stale::Report,
@@ -686,69 +744,7 @@ impl Lab {
         pid: i32,
         want: Stale,
     ) -> bool {
-        use crate::detector::stale::{Reason, Urgency};
-        let got = r.get(pid);
-        let saw = match got {
-            None => "not flagged".to_string(),
-            Some(p) => format!(
-                "{:?}, restart at {}: {}",
-                p.need,
-                p.restart.at,
-                p.files
-                    .iter()
-                    .map(|f| format!("{} {} ({})", f.path.display(), f.reason.word(), f.evidence))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        };
-        let (what, ok) = match want {
-            Stale::Clean => (
-                format!("swaplab stale does not flag {who}"),
-                got.is_none(),
-            ),
-            Stale::Required(reason) => (
-                format!(
-                    "swaplab stale flags {who}: {}, restart required",
-                    reason.word()
-                ),
-                got.is_some_and(|p| {
-                    p.need == Urgency::Required
-                        && p.restart.at == pid
-                        && p.files.iter().any(|f| f.reason == reason)
-                }),
-            ),
-            Stale::Optional => (
-                format!("swaplab stale lists {who} as restart optional (same content on disk)"),
-                got.is_some_and(|p| {
-                    p.need == Urgency::Optional
-                        && p.files.iter().all(|f| f.reason == Reason::Reinstalled)
-                }),
-            ),
-            Stale::Via(top) => (
-                format!(
-                    "swaplab stale flags {who} and says to exec or restart {} instead: a fork from it copies the old code",
-                    pidt(top)
-                ),
-                got.is_some_and(|p| {
-                    p.need == Urgency::Required && p.restart.at == top && !p.restart.fork_is_enough
-                }),
-            ),
-            Stale::Unchecked => (
-                format!("where the filesystem keeps no birth time, swaplab stale does not flag {who} but counts its file unchecked (the write cannot be told from an install before the mapping)"),
-                got.is_none() && r.unchecked.iter().any(|u| u.pid == pid),
-            ),
-        };
-        let saw = match want {
-            Stale::Unchecked => format!(
-                "{saw}; unchecked: {:?}",
-                r.unchecked
-                    .iter()
-                    .filter(|u| u.pid == pid)
-                    .flat_map(|u| u.files.iter().map(|f| f.reason))
-                    .collect::<Vec<_>>()
-            ),
-            _ => saw,
-        };
+        let (what, ok, saw) = judge_stale(r, who, pid, &want, &|p| self.sandbox.rel(p));
         self.check(what, ok, saw)
     }
 
@@ -859,4 +855,88 @@ pub fn inode_of(p: &Path) -> Result<u64> {
     Ok(std::fs::metadata(p)
         .with_context(|| format!("cannot stat {}", p.display()))?
         .ino())
+}
+
+/// [`Lab::check_stale`]'s judgement: what is checked, whether it held, and
+/// what was seen (`rel` shows a path as the transcript does).
+fn judge_stale(
+    r: &crate::detector::stale::Report,
+    who: &str,
+    pid: i32,
+    want: &Stale,
+    rel: &dyn Fn(&Path) -> String,
+) -> (String, bool, String) {
+    use crate::detector::stale::Urgency;
+    let got = r.get(pid);
+    let saw = match got {
+        None => "not flagged".to_string(),
+        Some(p) => format!(
+            "{:?}, restart at {}: {}",
+            p.need,
+            p.restart.at,
+            p.files
+                .iter()
+                .map(|f| format!("{} {} ({})", rel(&f.path), f.reason.word(), f.evidence))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    match want {
+        Stale::Clean => (
+            format!("swaplab stale does not flag {who}"),
+            got.is_none(),
+            saw,
+        ),
+        Stale::Flagged(f) => {
+            let what = match (f.need, f.via) {
+                (Urgency::Optional, via) => format!(
+                    "swaplab stale lists {who} as restart optional: {} reinstalled (same content on disk), {}",
+                    rel(&f.path),
+                    via.map_or("at the process itself".to_string(), |top| format!("at {}", pidt(top)))
+                ),
+                (_, None) => format!(
+                    "swaplab stale flags {who}: {} {}, restart required, at the process itself",
+                    rel(&f.path),
+                    f.reason.word()
+                ),
+                (_, Some(top)) => format!(
+                    "swaplab stale flags {who}: {} {}, and says to exec or restart {} instead: a fork from it copies the old code",
+                    rel(&f.path),
+                    f.reason.word(),
+                    pidt(top)
+                ),
+            };
+            let copies_old = f.need == Urgency::Required && f.via.is_some();
+            let ok = got.is_some_and(|p| {
+                p.need == f.need
+                    && p.restart.at == f.via.unwrap_or(pid)
+                    && (!copies_old || !p.restart.fork_is_enough)
+                    && p.files
+                        .iter()
+                        .any(|g| g.path == f.path && g.reason == f.reason)
+                    && (f.need == Urgency::Required || p.files.iter().all(|g| g.reason == f.reason))
+            });
+            (what, ok, saw)
+        }
+        Stale::Unchecked(path) => {
+            let unchecked: Vec<&crate::detector::stale::UncheckedFile> = r
+                .unchecked
+                .iter()
+                .filter(|u| u.pid == pid)
+                .flat_map(|u| u.files.iter())
+                .collect();
+            (
+                format!("where the filesystem keeps no birth time, swaplab stale does not flag {who} but counts {} unchecked (the write cannot be told from an install before the mapping)", rel(path)),
+                got.is_none() && unchecked.iter().any(|u| &u.path == path),
+                format!(
+                    "{saw}; unchecked: {}",
+                    unchecked
+                        .iter()
+                        .map(|u| format!("{} {:?}", rel(&u.path), u.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
+        }
+    }
 }
