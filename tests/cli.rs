@@ -199,6 +199,38 @@ fn compare_marks_a_refuted_cell_and_exits_1() {
         ));
 }
 
+#[test]
+fn the_environment_does_not_make_this_machine_emulated() {
+    // Only an emulated guest's kernel command line says so: here L15
+    // judges its start loops' counts whatever the shell has set.
+    let out = swaplab()
+        .args(["run", "L15", "--json"])
+        .env("SWAPLAB_EMULATED", "1")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for o in report["findings"].as_array().unwrap() {
+        if o["verdict"] == "Skipped" && !swaplab::harness::ci::on_ci() {
+            eprintln!("L15 skipped here: {}", o["reason"]);
+            continue;
+        }
+        assert_eq!(o["verdict"], "Confirmed", "{o}");
+        let checks: Vec<&str> = o["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["what"].as_str())
+            .collect();
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.starts_with("with rm -f + ln -s, starts fail")),
+            "the count checks were not judged: {checks:?}"
+        );
+    }
+    assert_eq!(report["platform"]["emulated"], false, "{report}");
+}
+
 /// A report of one machine where L01 held, as `swaplab run --json` writes
 /// it, with `extra` findings after it.
 fn one_report(extra: &[serde_json::Value]) -> String {
