@@ -273,6 +273,34 @@ fn compare_marks_a_finding_it_does_not_know_and_exits_1() {
 }
 
 #[test]
+fn compare_tells_a_claim_judged_in_part_and_an_na_its_experiment_declared() {
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    let guest = dir.path().join("report-kernel-bullseye.json");
+    let l15 = serde_json::json!({"id": "L15", "runtime": "host", "libc": "glibc",
+        "verdict": "Confirmed", "shown": [
+            {"part": "with rm -f + ln -s, starts fail", "saw": "3 of 2238", "reason": "an emulated guest"},
+            {"part": "with GNU ln -sf, no start fails", "saw": "0 of 2152", "reason": "an emulated guest"}]});
+    let g10 = serde_json::json!({"id": "G10", "runtime": "host", "libc": "glibc",
+        "verdict": "NotApplicable", "declared": true, "reason": "an emulated guest (no KVM)"});
+    std::fs::write(&guest, one_report(&[l15, g10])).unwrap();
+    let out = swaplab().arg("compare").arg(&guest).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("| L15 | Confirmed (part) [1] |"), "{text}");
+    assert!(
+        text.contains(
+            "[1] L15 in column 1: shown, not judged: with rm -f + ln -s, starts fail; with GNU ln \
+             -sf, no start fails (an emulated guest)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("| G10 | n/a [2] |"), "{text}");
+    assert!(
+        text.contains("[2] G10 in column 1: an emulated guest (no KVM)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn compare_refuses_a_report_given_twice_with_exit_code_2() {
     let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     let report = dir.path().join("report-host.json");

@@ -517,3 +517,59 @@ fn the_layers_import_only_downwards_and_the_targets_nothing_of_the_harness() {
         wrong.join("\n")
     );
 }
+
+/// A finding whose experiment judges one part of its claim and only shows
+/// the other, as L15 does under emulation.
+static PARTLY: swaplab::harness::finding::Finding = swaplab::harness::finding::Finding {
+    id: "X90",
+    slug: "a_claim_judged_in_part",
+    claim: "One part is judged; the other is only shown.",
+    source: "tests/harness.rs",
+    steps: &[],
+    experiment: |lab| {
+        lab.check("the judged part holds", true, "it held");
+        lab.show_unjudged("the other part holds", "3 of 4", "this machine is too slow");
+        Ok(())
+    },
+    scope: swaplab::harness::finding::Scope::Host,
+    musl: "",
+    older_kernels: &[],
+    needs: &[],
+};
+
+/// A finding whose experiment says it cannot be judged here, as G10 does
+/// under emulation.
+static DECLARED_NA: swaplab::harness::finding::Finding = swaplab::harness::finding::Finding {
+    id: "X91",
+    slug: "a_claim_its_experiment_calls_na",
+    claim: "Judged elsewhere.",
+    source: "tests/harness.rs",
+    steps: &[],
+    experiment: |lab| {
+        lab.not_applicable("not on this machine");
+        Ok(())
+    },
+    scope: swaplab::harness::finding::Scope::Host,
+    musl: "",
+    older_kernels: &[],
+    needs: &[],
+};
+
+#[test]
+fn a_claim_shown_in_part_is_confirmed_in_part_and_says_which() {
+    let host = swaplab::harness::runtime::Runtime::host();
+    let o = swaplab::harness::report::run_on(&PARTLY, &host, None);
+    assert_eq!(o.word(), "Confirmed (part)", "{o:?}");
+    let json = serde_json::to_value(&o).unwrap();
+    assert_eq!(json["verdict"], "Confirmed");
+    assert_eq!(json["shown"][0]["part"], "the other part holds", "{json}");
+    assert_eq!(json["shown"][0]["reason"], "this machine is too slow");
+    assert!(o
+        .transcript
+        .contains(&"verdict: Confirmed (part)".to_string()));
+    let why = o.not_fully_judged().unwrap_or_default();
+    assert!(why.contains("the other part holds (saw: 3 of 4"), "{why}");
+    let o = swaplab::harness::report::run_on(&DECLARED_NA, &host, None);
+    assert_eq!(serde_json::to_value(&o).unwrap()["declared"], true, "{o:?}");
+    assert!(o.not_fully_judged().is_some());
+}

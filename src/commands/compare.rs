@@ -165,6 +165,12 @@ pub struct Cell {
     /// Whether this swaplab knows the finding: of one it does not know
     /// (a newer swaplab's report) nothing is expected.
     pub known: bool,
+    /// The parts of the claim shown, not judged, and why (`part; part
+    /// (reason)`); empty when it was judged in full.
+    pub shown: String,
+    /// An n/a its experiment declared (the claim could have been judged
+    /// here), not its scope's.
+    pub declared: bool,
 }
 
 impl Cell {
@@ -183,8 +189,10 @@ impl Cell {
         match self.verdict.as_str() {
             "Skipped" => None,
             // Not run: a column without the programs says nothing.
-            "n/a" if !only => None,
+            "n/a" if !only && !self.declared => None,
+            "n/a" if self.declared => Some("n/a: not judged here".into()),
             "n/a" => Some("not this C library's behaviour".into()),
+            "Confirmed" if !self.shown.is_empty() => Some("Confirmed in part".into()),
             "Confirmed" if per_libc(id) => Some(format!("as on {}", self.libc)),
             v => Some(v.to_string()),
         }
@@ -335,6 +343,7 @@ impl Comparison {
                 };
                 seen.insert(id.clone());
                 let known = findings::find(&id).is_some();
+                let declared = o.get("declared").and_then(Value::as_bool) == Some(true);
                 cells.insert(
                     (id, ci),
                     Cell {
@@ -346,6 +355,8 @@ impl Comparison {
                         libc: text(&o, "libc"),
                         why,
                         known,
+                        shown: shown_parts(&o),
+                        declared,
                     },
                 );
             }
@@ -445,6 +456,10 @@ impl Comparison {
 /// into `notes`.
 fn cell_text(id: &str, ci: usize, c: &Cell, notes: &mut Vec<String>) -> String {
     let mut t = match c.verdict.as_str() {
+        "Confirmed" if !c.shown.is_empty() && per_libc(id) => {
+            format!("Confirmed ({}, part)", c.libc)
+        }
+        "Confirmed" if !c.shown.is_empty() => "Confirmed (part)".into(),
         "Confirmed" if per_libc(id) => format!("Confirmed ({})", c.libc),
         "Refuted" => "**✗ Refuted**".into(),
         "Error" => "**✗ Error**".into(),
@@ -456,7 +471,11 @@ fn cell_text(id: &str, ci: usize, c: &Cell, notes: &mut Vec<String>) -> String {
             "{id} is not a finding this swaplab knows, so nothing is expected of it (a newer \
              swaplab's report? compare with that swaplab)"
         )
-    } else if matches!(c.verdict.as_str(), "Refuted" | "Error" | "Skipped") && !c.why.is_empty() {
+    } else if !c.shown.is_empty() {
+        format!("{id} in column {}: shown, not judged: {}", ci + 1, c.shown)
+    } else if (c.declared || matches!(c.verdict.as_str(), "Refuted" | "Error" | "Skipped"))
+        && !c.why.is_empty()
+    {
         format!(
             "{id} in column {}: {}",
             ci + 1,
@@ -476,6 +495,27 @@ fn cell_text(id: &str, ci: usize, c: &Cell, notes: &mut Vec<String>) -> String {
         t.push_str(&format!(" [{n}]"));
     }
     t.replace('|', "\\|")
+}
+
+/// The parts of a claim an outcome shows without judging them, and why:
+/// `part; part (reason)`, empty if it judged every part.
+fn shown_parts(o: &Value) -> String {
+    let shown = o.get("shown").and_then(Value::as_array);
+    let parts: Vec<String> = shown
+        .into_iter()
+        .flatten()
+        .map(|u| text(u, "part"))
+        .collect();
+    let mut reasons: Vec<String> = shown
+        .into_iter()
+        .flatten()
+        .map(|u| text(u, "reason"))
+        .collect();
+    reasons.dedup();
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("{} ({})", parts.join("; "), reasons.join("; ")),
+    }
 }
 
 /// A report file's default name for a column set (`report-host.json`).
