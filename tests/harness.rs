@@ -573,3 +573,52 @@ fn a_claim_shown_in_part_is_confirmed_in_part_and_says_which() {
     assert_eq!(serde_json::to_value(&o).unwrap()["declared"], true, "{o:?}");
     assert!(o.not_fully_judged().is_some());
 }
+
+#[test]
+#[ignore = "run by on_ci_a_claim_not_judged_in_full_fails_unless_allowed"]
+fn a_claim_not_judged_in_full_to_prove() {
+    let which = std::env::var("SWAPLAB_TEST_FINDING").unwrap_or_default();
+    let f = if which == "X91" {
+        &DECLARED_NA
+    } else {
+        &PARTLY
+    };
+    let nowhere = swaplab::harness::sandbox::scratch("prove").unwrap();
+    swaplab::harness::prove::Proof::for_project(nowhere.path()).prove(f);
+}
+
+#[test]
+fn on_ci_a_claim_not_judged_in_full_fails_unless_allowed() {
+    for id in ["X90", "X91"] {
+        let prove = |ci: &str, allow: &str| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "harness::a_claim_not_judged_in_full_to_prove"])
+                // --nocapture: what a passing test says on stderr.
+                .args(["--ignored", "--nocapture"])
+                .env("SWAPLAB_TEST_FINDING", id)
+                .env("CI", ci)
+                .env("SWAPLAB_ALLOW_SKIP", allow)
+                .output()
+                .unwrap()
+        };
+        let failed = prove("true", "");
+        let said = String::from_utf8_lossy(&failed.stdout).into_owned()
+            + &String::from_utf8_lossy(&failed.stderr);
+        assert!(!failed.status.success(), "{id} passed on CI:\n{said}");
+        let what = if id == "X90" {
+            "Confirmed (part): confirmed in part; shown, not judged"
+        } else {
+            "n/a, as its experiment says: not on this machine"
+        };
+        assert!(said.contains(what), "{id}:\n{said}");
+        for (ci, allow) in [("true", id), ("true", "L01, x90,x91"), ("false", "")] {
+            let out = prove(ci, allow);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{id}, CI={ci}, allowed {allow:?}:\n{said}"
+            );
+            assert!(said.contains(what), "{id}:\n{said}");
+        }
+    }
+}
