@@ -200,6 +200,153 @@ fn compare_marks_a_refuted_cell_and_exits_1() {
 }
 
 #[test]
+fn the_environment_does_not_make_this_machine_emulated() {
+    // Only an emulated guest's kernel command line says so: here L15
+    // judges its start loops' counts whatever the shell has set.
+    let out = swaplab()
+        .args(["run", "L15", "--json"])
+        .env("SWAPLAB_EMULATED", "1")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for o in report["findings"].as_array().unwrap() {
+        if o["verdict"] == "Skipped" && !swaplab::harness::ci::on_ci() {
+            eprintln!("L15 skipped here: {}", o["reason"]);
+            continue;
+        }
+        assert_eq!(o["verdict"], "Confirmed", "{o}");
+        let checks: Vec<&str> = o["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["what"].as_str())
+            .collect();
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.starts_with("with rm -f + ln -s, starts fail")),
+            "the count checks were not judged: {checks:?}"
+        );
+    }
+    assert_eq!(report["platform"]["emulated"], false, "{report}");
+}
+
+/// A report of one machine where L01 held, as `swaplab run --json` writes
+/// it, with `extra` findings after it.
+fn one_report(extra: &[serde_json::Value]) -> String {
+    let mut findings = vec![serde_json::json!(
+        {"id": "L01", "runtime": "host", "libc": "glibc", "verdict": "Confirmed"}
+    )];
+    findings.extend(extra.iter().cloned());
+    serde_json::json!({
+        "swaplab": "0.1.0",
+        "platform": {"os": "Other Linux", "kernel": "6.1.0", "arch": "x86_64",
+                     "libc": "glibc", "libc_version": "2.99", "loader": "/lib/ld.so"},
+        "columns": [{"name": "host", "libc": "glibc", "libc_version": "2.99",
+                     "loader": "/lib/ld.so", "os": "Other Linux"}],
+        "findings": findings
+    })
+    .to_string()
+}
+
+#[test]
+fn compare_marks_a_finding_it_does_not_know_and_exits_1() {
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    let report = dir.path().join("report-newer.json");
+    let x99 = serde_json::json!(
+        {"id": "X99", "runtime": "host", "libc": "glibc", "verdict": "Confirmed"}
+    );
+    std::fs::write(&report, one_report(&[x99])).unwrap();
+    swaplab()
+        .arg("compare")
+        .arg(&report)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("| X99 | **? Confirmed** [1] |"))
+        .stdout(predicate::str::contains(
+            "[1] X99 is not a finding this swaplab knows",
+        ))
+        .stdout(predicate::str::contains(
+            "1 cell differs from the expectation.",
+        ))
+        .stderr(predicate::str::contains("does not know").and(predicate::str::contains("X99")));
+}
+
+#[test]
+fn compare_tells_a_claim_judged_in_part_and_an_na_its_experiment_declared() {
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    let guest = dir.path().join("report-kernel-bullseye.json");
+    let l15 = serde_json::json!({"id": "L15", "runtime": "host", "libc": "glibc",
+        "verdict": "Confirmed", "shown": [
+            {"part": "with rm -f + ln -s, starts fail", "saw": "3 of 2238", "reason": "an emulated guest"},
+            {"part": "with GNU ln -sf, no start fails", "saw": "0 of 2152", "reason": "an emulated guest"}]});
+    let g10 = serde_json::json!({"id": "G10", "runtime": "host", "libc": "glibc",
+        "verdict": "NotApplicable", "declared": true, "reason": "an emulated guest (no KVM)"});
+    std::fs::write(&guest, one_report(&[l15, g10])).unwrap();
+    let out = swaplab().arg("compare").arg(&guest).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("| L15 | Confirmed (part) [1] |"), "{text}");
+    assert!(
+        text.contains(
+            "[1] L15 in column 1: shown, not judged: with rm -f + ln -s, starts fail; with GNU ln \
+             -sf, no start fails (an emulated guest)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("| G10 | n/a [2] |"), "{text}");
+    assert!(
+        text.contains("[2] G10 in column 1: an emulated guest (no KVM)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compare_refuses_a_report_given_twice_with_exit_code_2() {
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    let report = dir.path().join("report-host.json");
+    std::fs::write(&report, one_report(&[])).unwrap();
+    let copy = dir.path().join("report-copy.json");
+    std::fs::copy(&report, &copy).unwrap();
+    let twice = |second: &std::path::Path, why: &str| {
+        swaplab()
+            .arg("compare")
+            .arg(&report)
+            .arg(second)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(predicate::str::contains(why.to_string()));
+    };
+    twice(&report, "is given twice");
+    twice(&copy, "hold the same report");
+    // Inside one report: a column, or a finding in a column, listed twice.
+    let l01 = serde_json::json!(
+        {"id": "L01", "runtime": "host", "libc": "glibc", "verdict": "Refuted", "saw": []}
+    );
+    std::fs::write(&copy, one_report(&[l01])).unwrap();
+    swaplab()
+        .arg("compare")
+        .arg(&copy)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "L01 is listed twice in its column \"host\"",
+        ));
+    let mut two_hosts: serde_json::Value = serde_json::from_str(&one_report(&[])).unwrap();
+    let host = two_hosts["columns"][0].clone();
+    two_hosts["columns"].as_array_mut().unwrap().push(host);
+    std::fs::write(&copy, two_hosts.to_string()).unwrap();
+    swaplab()
+        .arg("compare")
+        .arg(&copy)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "its column \"host\" is listed twice",
+        ));
+}
+
+#[test]
 fn compare_and_matrix_reject_bad_input_with_exit_code_2() {
     let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
     swaplab()

@@ -624,3 +624,108 @@ fn each_other_tool_is_judged_when_the_claim_says_it_is_right() {
     assert_eq!(held("right"), Some(true), "{:?}", lab.checks());
     assert_eq!(held("alarmed"), Some(false), "{:?}", lab.checks());
 }
+
+/// A finding whose experiment judges one part of its claim and only shows
+/// the other, as L15 does under emulation.
+static PARTLY: swaplab::harness::finding::Finding = swaplab::harness::finding::Finding {
+    id: "X90",
+    slug: "a_claim_judged_in_part",
+    claim: "One part is judged; the other is only shown.",
+    source: "tests/harness.rs",
+    steps: &[],
+    experiment: |lab| {
+        lab.check("the judged part holds", true, "it held");
+        lab.show_unjudged("the other part holds", "3 of 4", "this machine is too slow");
+        Ok(())
+    },
+    scope: swaplab::harness::finding::Scope::Host,
+    musl: "",
+    older_kernels: &[],
+    needs: &[],
+};
+
+/// A finding whose experiment says it cannot be judged here, as G10 does
+/// under emulation.
+static DECLARED_NA: swaplab::harness::finding::Finding = swaplab::harness::finding::Finding {
+    id: "X91",
+    slug: "a_claim_its_experiment_calls_na",
+    claim: "Judged elsewhere.",
+    source: "tests/harness.rs",
+    steps: &[],
+    experiment: |lab| {
+        lab.not_applicable("not on this machine");
+        Ok(())
+    },
+    scope: swaplab::harness::finding::Scope::Host,
+    musl: "",
+    older_kernels: &[],
+    needs: &[],
+};
+
+#[test]
+fn a_claim_shown_in_part_is_confirmed_in_part_and_says_which() {
+    let host = swaplab::harness::runtime::Runtime::host();
+    let o = swaplab::harness::report::run_on(&PARTLY, &host, None);
+    assert_eq!(o.word(), "Confirmed (part)", "{o:?}");
+    let json = serde_json::to_value(&o).unwrap();
+    assert_eq!(json["verdict"], "Confirmed");
+    assert_eq!(json["shown"][0]["part"], "the other part holds", "{json}");
+    assert_eq!(json["shown"][0]["reason"], "this machine is too slow");
+    assert!(o
+        .transcript
+        .contains(&"verdict: Confirmed (part)".to_string()));
+    let why = o.not_fully_judged().unwrap_or_default();
+    assert!(why.contains("the other part holds (saw: 3 of 4"), "{why}");
+    let o = swaplab::harness::report::run_on(&DECLARED_NA, &host, None);
+    assert_eq!(serde_json::to_value(&o).unwrap()["declared"], true, "{o:?}");
+    assert!(o.not_fully_judged().is_some());
+}
+
+#[test]
+#[ignore = "run by on_ci_a_claim_not_judged_in_full_fails_unless_allowed"]
+fn a_claim_not_judged_in_full_to_prove() {
+    let which = std::env::var("SWAPLAB_TEST_FINDING").unwrap_or_default();
+    let f = if which == "X91" {
+        &DECLARED_NA
+    } else {
+        &PARTLY
+    };
+    let nowhere = swaplab::harness::sandbox::scratch("prove").unwrap();
+    swaplab::harness::prove::Proof::for_project(nowhere.path()).prove(f);
+}
+
+#[test]
+fn on_ci_a_claim_not_judged_in_full_fails_unless_allowed() {
+    for id in ["X90", "X91"] {
+        let prove = |ci: &str, allow: &str| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "harness::a_claim_not_judged_in_full_to_prove"])
+                // --nocapture: what a passing test says on stderr.
+                .args(["--ignored", "--nocapture"])
+                .env("SWAPLAB_TEST_FINDING", id)
+                .env("CI", ci)
+                .env("SWAPLAB_ALLOW_SKIP", allow)
+                .output()
+                .unwrap()
+        };
+        let failed = prove("true", "");
+        let said = String::from_utf8_lossy(&failed.stdout).into_owned()
+            + &String::from_utf8_lossy(&failed.stderr);
+        assert!(!failed.status.success(), "{id} passed on CI:\n{said}");
+        let what = if id == "X90" {
+            "Confirmed (part): confirmed in part; shown, not judged"
+        } else {
+            "n/a, as its experiment says: not on this machine"
+        };
+        assert!(said.contains(what), "{id}:\n{said}");
+        for (ci, allow) in [("true", id), ("true", "L01, x90,x91"), ("false", "")] {
+            let out = prove(ci, allow);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{id}, CI={ci}, allowed {allow:?}:\n{said}"
+            );
+            assert!(said.contains(what), "{id}:\n{said}");
+        }
+    }
+}

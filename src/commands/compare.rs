@@ -31,13 +31,37 @@ pub fn print(paths: &[PathBuf], who: &str) -> Done {
     let reports = load(paths).map_err(|e| Exit::BadInput(format!("swaplab {who}: {e:#}")))?;
     let c = Comparison::of(&reports);
     print!("{}", c.markdown());
+    let unknown: Vec<&String> = c
+        .ids
+        .iter()
+        .filter(|id| findings::find(id).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let list: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+        eprintln!(
+            "swaplab {who}: findings this swaplab does not know, with nothing to expect of them: {}",
+            list.join(", ")
+        );
+    }
     judged(c.marked() > 0)
 }
 
-/// Reads every report; fails on a missing file or one that is not a report.
+/// Reads every report; fails on a missing file, one that is not a report,
+/// and a report given twice (its columns would be compared with
+/// themselves, and a table of one machine would pass for two).
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
-    let mut out = Vec::new();
+    let mut out: Vec<Loaded> = Vec::new();
+    let mut files: Vec<(PathBuf, PathBuf)> = Vec::new();
     for p in paths {
+        let file = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        if let Some((first, _)) = files.iter().find(|(_, f)| *f == file) {
+            bail!(
+                "{} is given twice (first as {}): each report makes its own columns",
+                p.display(),
+                first.display()
+            );
+        }
+        files.push((p.clone(), file));
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
         let json: Value = serde_json::from_str(&text).with_context(|| {
@@ -52,6 +76,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
                 p.display()
             )
         })?;
+        if let Some(same) = out.iter().find(|l| l.json == json) {
+            bail!(
+                "{} and {} hold the same report: its columns would be compared with themselves",
+                same.path.display(),
+                p.display()
+            );
+        }
         out.push(Loaded {
             path: p.clone(),
             json,
@@ -63,9 +94,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
 /// The verdicts a report may hold (`Verdict`'s names in JSON).
 const VERDICTS: [&str; 5] = ["Confirmed", "Refuted", "Skipped", "NotApplicable", "Error"];
 
-/// A report can be judged when it lists at least one finding and every
-/// entry names a finding and one of the known verdicts: a report that says
-/// nothing, or something unknown, must not compare as "as expected".
+/// A report can be judged when it lists at least one finding, every entry
+/// names a finding and one of the known verdicts, and no column or finding
+/// in a column is listed twice (one cell would hide the other): a report
+/// that says nothing, or something unknown, must not compare as "as
+/// expected".
 fn judgeable(json: &Value) -> Result<()> {
     let Some(findings) = json.get("findings").and_then(Value::as_array) else {
         bail!("it is not a swaplab run report (no `findings` list)");
@@ -84,6 +117,21 @@ fn judgeable(json: &Value) -> Result<()> {
                 "{id} has the verdict {verdict:?}, which is none of {}",
                 VERDICTS.join(", ")
             );
+        }
+    }
+    let columns = json.get("columns").and_then(Value::as_array);
+    let mut names = BTreeSet::new();
+    for c in columns.into_iter().flatten() {
+        let name = text(c, "name");
+        if !names.insert(name.clone()) {
+            bail!("its column {name:?} is listed twice");
+        }
+    }
+    let mut cells = BTreeSet::new();
+    for o in findings {
+        let (id, runtime) = (text(o, "id"), text(o, "runtime"));
+        if !cells.insert((id.clone(), runtime.clone())) {
+            bail!("{id} is listed twice in its column {runtime:?}");
         }
     }
     Ok(())
@@ -114,13 +162,23 @@ pub struct Cell {
     pub libc: String,
     /// Why it was skipped or refuted, shortly.
     pub why: String,
+    /// Whether this swaplab knows the finding: of one it does not know
+    /// (a newer swaplab's report) nothing is expected.
+    pub known: bool,
+    /// The parts of the claim shown, not judged, and why (`part; part
+    /// (reason)`); empty when it was judged in full.
+    pub shown: String,
+    /// An n/a its experiment declared (the claim could have been judged
+    /// here), not its scope's.
+    pub declared: bool,
 }
 
 impl Cell {
-    /// Whether the cell differs from the expectation: a refutation or a
-    /// harness error.
+    /// Whether the cell differs from the expectation: a refutation, a
+    /// harness error, or a finding this swaplab does not know (there is no
+    /// expectation to be as).
     pub fn marked(&self) -> bool {
-        matches!(self.verdict.as_str(), "Refuted" | "Error")
+        !self.known || matches!(self.verdict.as_str(), "Refuted" | "Error")
     }
 
     /// What the platform showed, for telling columns apart: the verdict, and
@@ -131,8 +189,10 @@ impl Cell {
         match self.verdict.as_str() {
             "Skipped" => None,
             // Not run: a column without the programs says nothing.
-            "n/a" if !only => None,
+            "n/a" if !only && !self.declared => None,
+            "n/a" if self.declared => Some("n/a: not judged here".into()),
             "n/a" => Some("not this C library's behaviour".into()),
+            "Confirmed" if !self.shown.is_empty() => Some("Confirmed in part".into()),
             "Confirmed" if per_libc(id) => Some(format!("as on {}", self.libc)),
             v => Some(v.to_string()),
         }
@@ -282,6 +342,8 @@ impl Comparison {
                     _ => String::new(),
                 };
                 seen.insert(id.clone());
+                let known = findings::find(&id).is_some();
+                let declared = o.get("declared").and_then(Value::as_bool) == Some(true);
                 cells.insert(
                     (id, ci),
                     Cell {
@@ -292,6 +354,9 @@ impl Comparison {
                         },
                         libc: text(&o, "libc"),
                         why,
+                        known,
+                        shown: shown_parts(&o),
+                        declared,
                     },
                 );
             }
@@ -342,34 +407,11 @@ impl Comparison {
         s.push('\n');
         let mut notes: Vec<String> = Vec::new();
         for id in &self.ids {
-            let per = per_libc(id);
             s.push_str(&format!("| {id} |"));
             for ci in 0..self.cols.len() {
                 let cell = match self.cells.get(&(id.clone(), ci)) {
                     None => " |".to_string(),
-                    Some(c) => {
-                        let mut t = match c.verdict.as_str() {
-                            "Confirmed" if per => format!("Confirmed ({})", c.libc),
-                            "Refuted" => "**✗ Refuted**".into(),
-                            "Error" => "**✗ Error**".into(),
-                            v => v.to_string(),
-                        };
-                        if matches!(c.verdict.as_str(), "Refuted" | "Error" | "Skipped")
-                            && !c.why.is_empty()
-                        {
-                            let why = c.why.lines().next().unwrap_or_default();
-                            let note = format!("{id} in column {}: {why}", ci + 1);
-                            let n = match notes.iter().position(|x| x == &note) {
-                                Some(n) => n + 1,
-                                None => {
-                                    notes.push(note);
-                                    notes.len()
-                                }
-                            };
-                            t.push_str(&format!(" [{n}]"));
-                        }
-                        format!(" {} |", t.replace('|', "\\|"))
-                    }
+                    Some(c) => format!(" {} |", cell_text(id, ci, c, &mut notes)),
                 };
                 s.push_str(&cell);
             }
@@ -406,6 +448,73 @@ impl Comparison {
             if marked == 1 { "s" } else { "" }
         ));
         s
+    }
+}
+
+/// A cell as the table shows it: the verdict (marked where it differs from
+/// the expectation), and the number of its note, if it has one, which goes
+/// into `notes`.
+fn cell_text(id: &str, ci: usize, c: &Cell, notes: &mut Vec<String>) -> String {
+    let mut t = match c.verdict.as_str() {
+        "Confirmed" if !c.shown.is_empty() && per_libc(id) => {
+            format!("Confirmed ({}, part)", c.libc)
+        }
+        "Confirmed" if !c.shown.is_empty() => "Confirmed (part)".into(),
+        "Confirmed" if per_libc(id) => format!("Confirmed ({})", c.libc),
+        "Refuted" => "**✗ Refuted**".into(),
+        "Error" => "**✗ Error**".into(),
+        v => v.to_string(),
+    };
+    let why = if !c.known {
+        t = format!("**? {t}**");
+        format!(
+            "{id} is not a finding this swaplab knows, so nothing is expected of it (a newer \
+             swaplab's report? compare with that swaplab)"
+        )
+    } else if !c.shown.is_empty() {
+        format!("{id} in column {}: shown, not judged: {}", ci + 1, c.shown)
+    } else if (c.declared || matches!(c.verdict.as_str(), "Refuted" | "Error" | "Skipped"))
+        && !c.why.is_empty()
+    {
+        format!(
+            "{id} in column {}: {}",
+            ci + 1,
+            c.why.lines().next().unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    if !why.is_empty() {
+        let n = match notes.iter().position(|x| *x == why) {
+            Some(n) => n + 1,
+            None => {
+                notes.push(why);
+                notes.len()
+            }
+        };
+        t.push_str(&format!(" [{n}]"));
+    }
+    t.replace('|', "\\|")
+}
+
+/// The parts of a claim an outcome shows without judging them, and why:
+/// `part; part (reason)`, empty if it judged every part.
+fn shown_parts(o: &Value) -> String {
+    let shown = o.get("shown").and_then(Value::as_array);
+    let parts: Vec<String> = shown
+        .into_iter()
+        .flatten()
+        .map(|u| text(u, "part"))
+        .collect();
+    let mut reasons: Vec<String> = shown
+        .into_iter()
+        .flatten()
+        .map(|u| text(u, "reason"))
+        .collect();
+    reasons.dedup();
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("{} ({})", parts.join("; "), reasons.join("; ")),
     }
 }
 

@@ -61,7 +61,7 @@ fn run(
         selected,
         &columns,
         |_, _| None,
-        |o| println!("  {} [{}]: {}", o.id, o.runtime, o.verdict.word()),
+        |o| println!("  {} [{}]: {}", o.id, o.runtime, o.word()),
     );
     let r = Report::new(&columns, outcomes);
     let partial = out.join(format!("{REPORT}.partial"));

@@ -127,14 +127,21 @@ fn print_columns(cols: &Columns) {
 }
 
 /// One verdict as soon as it is judged; a narrated run has shown a
-/// confirmation or an n/a already.
+/// confirmation or an n/a already. A claim confirmed in part always says
+/// which parts were shown, not judged.
 fn print_verdict(o: &Outcome, narrate: bool) {
     let id = format!("{} [{}]", o.id, o.runtime);
     match &o.verdict {
+        Verdict::Confirmed if !o.shown.is_empty() => {
+            println!("{id}: Confirmed in part; shown, not judged:");
+            for u in &o.shown {
+                println!("  - {} (saw: {}; {})", u.part, u.saw, u.reason);
+            }
+        }
         Verdict::Confirmed if narrate => {}
         Verdict::NotApplicable { .. } if narrate => {}
         Verdict::Confirmed => println!("{id}: Confirmed"),
-        Verdict::NotApplicable { reason } => println!("{id}: n/a: {reason}"),
+        Verdict::NotApplicable { reason, .. } => println!("{id}: n/a: {reason}"),
         Verdict::Refuted { saw } => {
             println!("{id}: Refuted; this machine showed:");
             for s in saw {
@@ -172,9 +179,9 @@ fn print_table(selected: &[&Finding], cols: &Columns, outcomes: &[Outcome]) {
                 .find(|o| o.id == f.id && o.runtime == name)
                 .map(|o| {
                     if o.millis > 0 {
-                        format!("{} {:.1} s", o.verdict.word(), o.millis as f64 / 1000.0)
+                        format!("{} {:.1} s", o.word(), o.millis as f64 / 1000.0)
                     } else {
-                        o.verdict.word().to_string()
+                        o.word().to_string()
                     }
                 })
                 .unwrap_or_default();
@@ -183,9 +190,17 @@ fn print_table(selected: &[&Finding], cols: &Columns, outcomes: &[Outcome]) {
         println!("{row}  {}", first_sentence(f.claim, 70));
     }
     let count = |w: &str| outcomes.iter().filter(|o| o.verdict.word() == w).count();
+    let in_part = outcomes
+        .iter()
+        .filter(|o| o.word() == "Confirmed (part)")
+        .count();
     println!(
-        "\n{} confirmed, {} refuted, {} skipped, {} errors, {} not applicable",
+        "\n{} confirmed{}, {} refuted, {} skipped, {} errors, {} not applicable",
         count("Confirmed"),
+        match in_part {
+            0 => String::new(),
+            n => format!(" ({n} in part)"),
+        },
         count("Refuted"),
         count("Skipped"),
         count("Error"),

@@ -70,7 +70,7 @@ pub fn l15(lab: &mut Lab) -> Result<()> {
     let mut s = lab.start(Program::Soname, "S")?;
     let g1 = lab.call(&mut s)?;
     let m1 = lab.maps(s.pid())?;
-    let (by_link, by_prefix) = grep_link(lab, s.pid(), &m1);
+    let (by_link, by_prefix) = grep_link(lab, s.pid())?;
     lab.note("an upgrade: the new file beside the old, the link switched, the old file removed");
     lab.put_variant_at(So1V2, Replace::Install, &format!("lib/{FILE_2}"), ", the soname's next file")?;
     relink(lab, Relink::GnuLn, FILE_2)?;
@@ -140,20 +140,27 @@ fn relink(lab: &mut Lab, tool: Relink, target: &str) -> Result<()> {
 }
 
 /// `grep -c 'libexample.so.1$'` and `grep -c libexample.so.1` on
-/// /proc/PID/maps, narrated from the maps read: how many lines end with the
-/// link's name, and how many contain it anywhere.
-fn grep_link(lab: &mut Lab, pid: i32, m: &[Mapping]) -> (usize, usize) {
-    let count = |hit: &dyn Fn(&str) -> bool| {
-        m.iter()
-            .filter(|m| hit(&m.path.to_string_lossy()))
-            .count()
-    };
-    let at_end = count(&|p| p.ends_with(LINK_NAME));
-    let anywhere = count(&|p| p.contains(LINK_NAME));
+/// /proc/PID/maps, counted on the text the kernel prints, as grep reads it:
+/// how many lines end with the link's name, and how many contain it
+/// anywhere.
+fn grep_link(lab: &mut Lab, pid: i32) -> Result<(usize, usize)> {
+    let text = std::fs::read(format!("/proc/{pid}/maps"))?;
+    let (at_end, anywhere) = grep_counts(&text, LINK_NAME.as_bytes());
     lab.proof(format!("$ grep -c '{LINK_NAME}$' /proc/{pid}/maps"));
     lab.proof(at_end.to_string());
     lab.proof(format!("$ grep -c {LINK_NAME} /proc/{pid}/maps"));
     lab.proof(anywhere.to_string());
+    Ok((at_end, anywhere))
+}
+
+/// In the text of a maps file: how many lines end with `name` (`grep -c
+/// 'name$'`), and how many contain it (`grep -c name`).
+fn grep_counts(text: &[u8], name: &[u8]) -> (usize, usize) {
+    let lines = || text.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    let at_end = lines().filter(|l| l.ends_with(name)).count();
+    let anywhere = lines()
+        .filter(|l| l.windows(name.len()).any(|w| w == name))
+        .count();
     (at_end, anywhere)
 }
 
@@ -251,12 +258,17 @@ fn judge_events(lab: &mut Lab, tool: Relink, events: &[Event]) {
 }
 
 /// A check on the start loops' counts: judged, or, under emulation (where
-/// the loops cannot reach a useful strength), shown as a note.
+/// the loops cannot reach a useful strength), shown, not judged: the
+/// verdict is then Confirmed in part, and the report names the part.
 fn count_check(lab: &mut Lab, judged: bool, what: impl std::fmt::Display, ok: bool, saw: impl std::fmt::Display) {
     if judged {
         lab.check(what, ok, saw);
     } else {
-        lab.note(format!("not judged under emulation: {what} (saw: {saw})"));
+        lab.show_unjudged(
+            what,
+            saw,
+            "an emulated guest: a start takes 100 ms, and the loops cannot reach in minutes the strength the claim names",
+        );
     }
 }
 
@@ -403,4 +415,23 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_greps_count_the_lines_the_kernel_prints() {
+        // A line for the file, one for a removed link's name (the kernel
+        // appends the mark: `grep 'so.1$'` misses it), one for another
+        // library whose name only contains the soname.
+        let maps = b"7f00-7f01 r--p 00000000 08:01 11                         /s/lib/libexample.so.1.0.1
+7f01-7f02 r-xp 00001000 08:01 12                         /s/lib/libexample.so.1 (deleted)
+7f02-7f03 r--p 00000000 08:01 13                         /s/lib/libexample.so.1
+7f03-7f04 rw-p 00000000 00:00 0
+";
+        assert_eq!(grep_counts(maps, LINK_NAME.as_bytes()), (1, 3));
+        assert_eq!(grep_counts(b"", LINK_NAME.as_bytes()), (0, 0));
+    }
 }

@@ -35,7 +35,13 @@ pub enum Verdict {
     Error { message: String },
     /// The claim is not about this column's C library (L10 on glibc), or
     /// the experiment needs programs this column does not have.
-    NotApplicable { reason: String },
+    NotApplicable {
+        reason: String,
+        /// Whether the experiment said so itself ([`Lab::not_applicable`]):
+        /// the claim could have been judged here, and was not. Otherwise
+        /// the finding's scope excludes the column.
+        declared: bool,
+    },
 }
 
 impl Verdict {
@@ -53,6 +59,15 @@ impl Verdict {
     pub fn is_failure(&self) -> bool {
         matches!(self, Verdict::Refuted { .. } | Verdict::Error { .. })
     }
+}
+
+/// A part of the claim that was shown, not judged: what it says, what was
+/// seen, and why this machine cannot judge it ([`Lab::show_unjudged`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unjudged {
+    pub part: String,
+    pub saw: String,
+    pub reason: String,
 }
 
 /// One part of the claim, checked against what was seen.
@@ -196,6 +211,8 @@ pub struct Lab {
     /// Indexes of transcript lines that show /proc (commands and output).
     evidence: Vec<usize>,
     checks: Vec<Check>,
+    /// The parts of the claim shown, not judged.
+    unjudged: Vec<Unjudged>,
     observations: BTreeMap<String, Value>,
     live: Option<Sink>,
     /// Why the claim cannot be judged on this column after all (what the
@@ -223,6 +240,7 @@ impl Lab {
             transcript: Vec::new(),
             evidence: Vec::new(),
             checks: Vec::new(),
+            unjudged: Vec::new(),
             observations: BTreeMap::new(),
             live,
             inapplicable: None,
@@ -291,6 +309,24 @@ impl Lab {
         }
         self.checks.push(Check { what, ok, saw });
         ok
+    }
+
+    /// Shows a part of the claim without judging it, where this machine
+    /// cannot (`reason`: under emulation a loop cannot reach the strength
+    /// the claim names). The transcript gets `shown, not judged: what
+    /// (saw: saw; reason)`; if every check held, the verdict is Confirmed
+    /// in part, and the report names the part.
+    pub fn show_unjudged(&mut self, what: impl Display, saw: impl Display, reason: impl Display) {
+        let u = Unjudged {
+            part: what.to_string(),
+            saw: saw.to_string(),
+            reason: reason.to_string(),
+        };
+        self.say(format!(
+            "shown, not judged: {} (saw: {}; {})",
+            u.part, u.saw, u.reason
+        ));
+        self.unjudged.push(u);
     }
 
     /// Checks that `got` equals `want`.
@@ -786,6 +822,7 @@ impl Lab {
         if let Some(reason) = &self.inapplicable {
             return Verdict::NotApplicable {
                 reason: reason.clone(),
+                declared: true,
             };
         }
         if self.checks.is_empty() {
@@ -798,6 +835,11 @@ impl Lab {
 
     pub fn checks(&self) -> &[Check] {
         &self.checks
+    }
+
+    /// The parts of the claim shown, not judged ([`Lab::show_unjudged`]).
+    pub fn unjudged(&self) -> &[Unjudged] {
+        &self.unjudged
     }
 
     pub fn observations(&self) -> &BTreeMap<String, Value> {

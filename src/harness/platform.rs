@@ -22,6 +22,10 @@ pub struct Platform {
     /// folder); absent in reports from before it was recorded.
     #[serde(default)]
     pub filesystem: Option<Filesystem>,
+    /// Whether this is an emulated guest of `swaplab matrix --kernel`
+    /// ([`emulated`]), where some findings judge less.
+    #[serde(default)]
+    pub emulated: bool,
 }
 
 /// A mounted filesystem, as `/proc/self/mountinfo` describes it.
@@ -177,13 +181,20 @@ impl Platform {
             libc_version: host.libc_version,
             loader: host.loader,
             filesystem: filesystem_of(&std::env::temp_dir()),
+            emulated: emulated(),
         }
     }
 
     pub fn one_line(&self) -> String {
         format!(
-            "{}, kernel {}, {} {} ({}), loader {}",
-            self.os, self.kernel, self.libc, self.libc_version, self.arch, self.loader
+            "{}, kernel {}{}, {} {} ({}), loader {}",
+            self.os,
+            self.kernel,
+            if self.emulated { " (emulated)" } else { "" },
+            self.libc,
+            self.libc_version,
+            self.arch,
+            self.loader
         )
     }
 }
@@ -204,6 +215,16 @@ mod tests {
     }
 
     #[test]
+    fn only_the_kernel_parameter_says_emulated() {
+        assert!(emulated_in("console=ttyS0 quiet swaplab.emulated=1\n"));
+        assert!(!emulated_in("console=ttyS0 quiet"));
+        assert!(!emulated_in("xswaplab.emulated=1 swaplab.emulated=0"));
+        // On this machine the environment has no say.
+        let booted = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        assert_eq!(emulated(), emulated_in(&booted));
+    }
+
+    #[test]
     fn the_temp_folder_lies_on_a_mounted_filesystem() {
         let fs = filesystem_of(&std::env::temp_dir()).expect("a filesystem");
         assert!(!fs.fstype.is_empty(), "{fs:?}");
@@ -211,14 +232,23 @@ mod tests {
     }
 }
 
-/// Set (to 1) by `swaplab matrix --kernel` in a guest it runs under
-/// emulation (TCG), where a process start takes 100 ms and more.
-pub const EMULATED: &str = "SWAPLAB_EMULATED";
+/// The kernel parameter `swaplab matrix --kernel` boots a guest with when
+/// it runs it under emulation (TCG), where a process start takes 100 ms and
+/// more. The guest reads it from its own kernel command line: no user's
+/// environment can say so, on a guest or on a native machine.
+pub const EMULATED: &str = "swaplab.emulated=1";
 
 /// Whether this swaplab runs in an emulated guest of `swaplab matrix
-/// --kernel` (see [`EMULATED`]).
+/// --kernel`: whether the kernel was booted with [`EMULATED`].
 pub fn emulated() -> bool {
-    std::env::var_os(EMULATED).is_some_and(|v| v == "1")
+    static EMULATED_HERE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EMULATED_HERE
+        .get_or_init(|| std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| emulated_in(&c)))
+}
+
+/// Whether the kernel command line `cmdline` holds [`EMULATED`].
+fn emulated_in(cmdline: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == EMULATED)
 }
 
 /// The running kernel's release (`uname -r`), empty if uname fails.

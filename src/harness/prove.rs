@@ -49,7 +49,8 @@
 //! ```
 //!
 //! and reviewed with `git diff`. On CI (`CI` set) neither is ever written,
-//! and a finding that is Skipped fails unless `SWAPLAB_ALLOW_SKIP` names it.
+//! and a finding that is Skipped, n/a by its experiment's own word, or
+//! Confirmed in part fails unless `SWAPLAB_ALLOW_SKIP` names it.
 
 use std::path::{Path, PathBuf};
 
@@ -86,12 +87,23 @@ impl Proof {
 
     /// Runs `f` on every C library it runs on here (the host's, and musl's
     /// where `musl-gcc` built the C twins) and judges each: Refuted or Error
-    /// panics; Skipped panics on CI only (unless `SWAPLAB_ALLOW_SKIP` lists
-    /// it), and otherwise says why on stderr.
+    /// panics; Skipped, n/a by its experiment's own word
+    /// ([`crate::harness::lab::Lab::not_applicable`]) and Confirmed in part
+    /// ([`crate::harness::lab::Lab::show_unjudged`]) panic on CI only
+    /// (unless `SWAPLAB_ALLOW_SKIP` lists it), and otherwise say why on
+    /// stderr.
     pub fn prove(&self, f: &Finding) {
         let columns = Runtime::available();
         let outcomes = run_all(&[f], &columns, |_, _| None, |_| {});
-        let inapplicable = |o: &Outcome| matches!(o.verdict, Verdict::NotApplicable { .. });
+        let inapplicable = |o: &Outcome| {
+            matches!(
+                o.verdict,
+                Verdict::NotApplicable {
+                    declared: false,
+                    ..
+                }
+            )
+        };
         if outcomes.iter().all(inapplicable) && columns.iter().all(|c| c.is_ok()) {
             // Nothing ran and nothing is missing: the scope excludes every
             // column this machine has (a glibc-only finding on musl).
@@ -113,6 +125,12 @@ impl Proof {
     }
 
     fn judge(&self, f: &Finding, rt: &Runtime, o: &Outcome) {
+        if let Some(why) = o.not_fully_judged() {
+            // Its lab sheet shows the claim judged in full: nothing to
+            // compare a part with.
+            let note = "its lab sheet and snapshot are not compared with this run";
+            return excused(f, &rt.name, &format!("{}: {why}\n  ({note})", o.word()));
+        }
         match &o.verdict {
             Verdict::Confirmed => {}
             Verdict::Skipped { reason, enable } => return skipped(f, &rt.name, reason, enable),
@@ -225,12 +243,21 @@ fn explain(f: &Finding, o: &Outcome) -> String {
 }
 
 fn skipped(f: &Finding, column: &str, reason: &str, enable: &str) {
-    let msg = format!(
-        "{} [{column}]: Skipped: {reason}\n  to run it: {enable}",
-        f.id
+    excused(
+        f,
+        column,
+        &format!("Skipped: {reason}\n  to run it: {enable}"),
     );
+}
+
+/// A finding not judged in full on `column` (Skipped, n/a by its own
+/// experiment's word, confirmed in part): on CI a failure unless
+/// `SWAPLAB_ALLOW_SKIP` names it or the column; elsewhere `what` goes to
+/// stderr.
+fn excused(f: &Finding, column: &str, what: &str) {
+    let msg = format!("{} [{column}]: {what}", f.id);
     if on_ci() && !may_skip(f.id) && !may_skip(column) {
-        panic!("{msg}\n(on CI every finding must run; SWAPLAB_ALLOW_SKIP lists exceptions)");
+        panic!("{msg}\n(on CI every finding must run and be judged in full; SWAPLAB_ALLOW_SKIP lists exceptions)");
     }
     eprintln!("{msg}");
 }

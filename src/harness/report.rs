@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::finding::Finding;
-use crate::harness::lab::{Check, Lab, Sink, Verdict};
+use crate::harness::lab::{Check, Lab, Sink, Unjudged, Verdict};
 use crate::harness::platform::{Header, Platform};
 use crate::harness::runtime::{Runtime, Unavailable};
 
@@ -26,6 +26,9 @@ pub struct Outcome {
     #[serde(flatten)]
     pub verdict: Verdict,
     pub checks: Vec<Check>,
+    /// The parts of the claim shown, not judged (with what was seen and
+    /// why): a Confirmed verdict holds for the rest only.
+    pub shown: Vec<Unjudged>,
     pub observations: BTreeMap<String, Value>,
     pub transcript: Vec<String>,
     /// The transcript as the lab sheet shows it (redacted).
@@ -53,11 +56,46 @@ impl Outcome {
             test: f.test_name(),
             verdict,
             checks: Vec::new(),
+            shown: Vec::new(),
             observations: BTreeMap::new(),
             transcript: Vec::new(),
             redacted: Vec::new(),
             evidence: Vec::new(),
             millis: 0,
+        }
+    }
+
+    /// The verdict as people read it: `Confirmed (part)` where parts of
+    /// the claim were shown, not judged.
+    pub fn word(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Confirmed if !self.shown.is_empty() => "Confirmed (part)",
+            ref v => v.word(),
+        }
+    }
+
+    /// Why the claim was not judged in full, though it could have been
+    /// here: its experiment said n/a itself, or showed parts without
+    /// judging them. On CI this fails the test unless `SWAPLAB_ALLOW_SKIP`
+    /// names the finding ([`crate::harness::prove`]).
+    pub fn not_fully_judged(&self) -> Option<String> {
+        match &self.verdict {
+            Verdict::NotApplicable {
+                reason,
+                declared: true,
+            } => Some(format!("n/a, as its experiment says: {reason}")),
+            Verdict::Confirmed if !self.shown.is_empty() => {
+                let parts: Vec<String> = self
+                    .shown
+                    .iter()
+                    .map(|u| format!("{} (saw: {}; {})", u.part, u.saw, u.reason))
+                    .collect();
+                Some(format!(
+                    "confirmed in part; shown, not judged:\n  - {}",
+                    parts.join("\n  - ")
+                ))
+            }
+            _ => None,
         }
     }
 }
@@ -73,7 +111,10 @@ pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
     };
     let mut outcome = Outcome::blank(f, &rt.name, rt.libc, no_verdict);
     if let Err(reason) = f.runs_on(rt) {
-        outcome.verdict = Verdict::NotApplicable { reason };
+        outcome.verdict = Verdict::NotApplicable {
+            reason,
+            declared: false,
+        };
         return outcome;
     }
     if let Err(missing) = f.ready() {
@@ -93,9 +134,9 @@ pub fn run_on(f: &Finding, rt: &Runtime, live: Option<Sink>) -> Outcome {
         }
     };
     let result = (f.experiment)(&mut lab);
-    let verdict = lab.verdict(&result);
-    lab.say(format!("verdict: {}", verdict.word()));
-    outcome.verdict = verdict;
+    outcome.verdict = lab.verdict(&result);
+    outcome.shown = lab.unjudged().to_vec();
+    lab.say(format!("verdict: {}", outcome.word()));
     outcome.checks = lab.checks().to_vec();
     outcome.observations = lab.observations().clone();
     outcome.transcript = lab.transcript();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::harness::platform::EMULATED;
 use crate::harness::process::{die_with_parent, wait_or_kill, GroupGuard};
 
 /// How the guest's CPU runs: the host's virtualization (KVM) or qemu's
@@ -40,6 +41,16 @@ impl Accel {
         match self {
             Accel::Kvm => Duration::from_secs(30),
             Accel::Tcg => Duration::from_secs(180),
+        }
+    }
+
+    /// The guest kernel's command line; an emulated guest's says so
+    /// ([`EMULATED`]), for the findings that judge less there.
+    fn kernel_command_line(self) -> String {
+        let line = "console=ttyS0 panic=-1 quiet mitigations=off";
+        match self {
+            Accel::Kvm => line.to_string(),
+            Accel::Tcg => format!("{line} {EMULATED}"),
         }
     }
 
@@ -146,7 +157,9 @@ fn spawn(b: &Boot) -> Result<Child> {
         .arg(b.initrd)
         // mitigations=off: the guest runs nothing untrusted, and under TCG
         // page-table isolation makes every system call cost a TLB flush.
-        .args(["-append", "console=ttyS0 panic=-1 quiet mitigations=off"])
+        // Under TCG the guest learns it is emulated from this line.
+        .arg("-append")
+        .arg(b.accel.kernel_command_line())
         .arg("-virtfs")
         .arg("local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap")
         .arg("-virtfs")

@@ -256,7 +256,7 @@ pub fn run(opts: &Options, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<
             selected,
             &columns,
             |_, _| None,
-            |o| say(&format!("  {} [{}]: {}", o.id, o.runtime, o.verdict.word())),
+            |o| say(&format!("  {} [{}]: {}", o.id, o.runtime, o.word())),
         );
         let r = Report::new(&columns, outcomes);
         let rt = columns[0].as_ref().expect("the column made above");

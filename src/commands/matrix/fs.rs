@@ -462,7 +462,7 @@ pub fn command(fs: Fs, dir: &Path, out: &Path, ids: &[String]) -> Done {
         &selected,
         &columns,
         |_, _| None,
-        |o| eprintln!("  {} [{}]: {}", o.id, o.runtime, o.verdict.word()),
+        |o| eprintln!("  {} [{}]: {}", o.id, o.runtime, o.word()),
     );
     let r = Report::new(&columns, outcomes);
     let json = serde_json::to_value(&r).map_err(|e| failed(e.into()))?;
