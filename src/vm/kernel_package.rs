@@ -26,6 +26,10 @@ pub struct Kernel {
     pub version: String,
     /// What `uname -r` prints under it (`6.12.117+deb13-amd64`).
     pub uname: String,
+    /// The modules asked for when it was gathered ([`modules::WANTED`]):
+    /// an entry gathered for fewer is fetched again.
+    #[serde(default)]
+    pub wanted: Vec<String>,
     /// The folder: `vmlinuz`, and the modules in `modules/` with their load
     /// order in `modules/order`.
     #[serde(skip)]
@@ -51,13 +55,20 @@ pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) 
         let mut k: Kernel = serde_json::from_str(&text).with_context(|| {
             format!("{} is not a kernel description", dir.join(READY).display())
         })?;
-        k.dir = dir;
+        k.dir = dir.clone();
+        if k.wanted == modules::WANTED {
+            say(&format!(
+                "{release}: cached kernel {} ({})",
+                k.uname,
+                k.dir.display()
+            ));
+            return Ok(k);
+        }
         say(&format!(
-            "{release}: cached kernel {} ({})",
-            k.uname,
-            k.dir.display()
+            "{release}: the cached kernel's modules were gathered for another list; fetching it again"
         ));
-        return Ok(k);
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     std::fs::create_dir_all(cache)
         .with_context(|| format!("cannot make the cache folder {}", cache.display()))?;
@@ -112,6 +123,7 @@ pub fn kernel_of(cache: &Path, release: &str, mirror: &str, say: &dyn Fn(&str)) 
         package,
         version,
         uname,
+        wanted: modules::WANTED.iter().map(|m| m.to_string()).collect(),
         dir: dir.clone(),
     };
     std::fs::write(out.join(READY), serde_json::to_string_pretty(&k)?)?;

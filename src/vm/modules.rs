@@ -11,14 +11,16 @@ use object::read::elf::ElfFile64;
 use object::{Endianness, Object, ObjectSection};
 
 /// What the guest needs beyond the kernel image: virtio's PCI transport and
-/// 9p (the host's files), veth (G07), and the socket-diag modules that
-/// answer the netlink queries of `ss` and of swaplab's listener views.
-/// Each is skipped where the kernel has it built in.
-pub const WANTED: [&str; 9] = [
+/// 9p (the host's files), veth (G07), overlay (D01's overlays of a
+/// process's own), and the socket-diag modules that answer the netlink
+/// queries of `ss` and of swaplab's listener views. Each is skipped where
+/// the kernel has it built in.
+pub const WANTED: [&str; 10] = [
     "virtio_pci",
     "9pnet_virtio",
     "9p",
     "veth",
+    "overlay",
     "inet_diag",
     "tcp_diag",
     "udp_diag",
