@@ -568,6 +568,7 @@ fn main() -> ExitCode {
     // Ctrl-C or a TERM: kill the targets and remove the sandboxes before
     // leaving (targets also die with us through PR_SET_PDEATHSIG).
     if let Err(e) = ctrlc::set_handler(|| {
+        swaplab::harness::process::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         swaplab::harness::process::kill_all();
         swaplab::harness::sandbox::remove_all();
         eprintln!("swaplab: interrupted; targets killed, sandboxes removed");
@@ -576,7 +577,13 @@ fn main() -> ExitCode {
         eprintln!("swaplab: cannot install the interrupt handler: {e}");
     }
     leave_quietly_when_stdout_closes();
-    match cli.command.run() {
+    let done = cli.command.run();
+    // Interrupted: the handler kills, removes and exits 130; this thread's
+    // work failing meanwhile (a column killed under it) is no answer.
+    while swaplab::harness::process::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::park();
+    }
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
             if let Some(why) = exit.message() {

@@ -89,7 +89,18 @@ pub(crate) fn sleeper(dir: &Path, name: &str, uid: Option<(u32, u32)>) -> (Guard
     wait_for(&format!("{pid} runs {}", exe.display()), || {
         std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
     });
+    // The exec is done, but the loader may still be laying out libc (its
+    // first mapping reserves the whole span, beyond the file's end): wait
+    // until sleep sleeps, its libraries mapped for good.
+    wait_for(&format!("{pid} sleeps"), || asleep(pid));
     (child, exe)
+}
+
+/// Whether process `pid` waits in nanosleep (its current system call).
+fn asleep(pid: i32) -> bool {
+    let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let nr = call.split(' ').next().and_then(|n| n.parse::<i64>().ok());
+    nr == Some(libc::SYS_clock_nanosleep) || nr == Some(libc::SYS_nanosleep)
 }
 
 /// `install -m 755 SRC DST`: the real tool, a new inode at DST.

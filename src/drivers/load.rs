@@ -226,6 +226,24 @@ impl Options {
 /// The most client threads an open loop grows to.
 pub const MAX_POOL: usize = 1024;
 
+/// The sockets one open loop may hold at once: a quarter of this process's
+/// descriptor limit (each pool thread holds one), so that a pool grown
+/// behind a slow server (an emulated guest, where the soft limit is 1024)
+/// leaves descriptors to the rest of the harness.
+fn socket_budget() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if ok {
+        (lim.rlim_cur as usize / 4).max(16)
+    } else {
+        256
+    }
+}
+
 struct Shared {
     samples: Mutex<Vec<Sample>>,
     /// Requests connected and not yet ended (downloads in flight).
@@ -510,6 +528,7 @@ fn scheduler(shared: &Arc<Shared>, opts: &Options, rate: f64, t0: Instant) {
     let cap = ((rate * opts.timeout.as_secs_f64()).ceil() as usize)
         .saturating_add(opts.connections)
         .min(MAX_POOL)
+        .min(socket_budget())
         .max(opts.connections);
     let (tx, rx) = std::sync::mpsc::channel::<Slot>();
     let rx = Arc::new(Mutex::new(rx));

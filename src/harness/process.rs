@@ -303,6 +303,10 @@ fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
 }
 
 /// Kills every target process group still alive (Ctrl-C in the CLI).
+/// Set by the CLI's Ctrl-C handler before it kills and removes: the main
+/// thread, which may see its work fail meanwhile, leaves the exit to it.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn kill_all() {
     for pgid in live().drain(..) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
