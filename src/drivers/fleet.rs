@@ -440,7 +440,7 @@ pub fn start_load(lab: &mut Lab, fleet: &Fleet, connections: usize) -> Result<Lo
     o.connections = connections;
     o.rate = Some(LOAD_RATE);
     lab.note(format!(
-        "load: {connections} clients (more while all are busy) open {LOAD_RATE} new connections per second to http://{}/ on a fixed schedule, each request on its own connection; every outcome is recorded",
+        "load: {connections} clients open {LOAD_RATE} new connections per second to http://{}/, each request on its own connection; every outcome is recorded",
         fleet.addr
     ));
     Load::start(o)
