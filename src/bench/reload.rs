@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::drivers::comparison::Comparison;
-use crate::drivers::load::{Kind, Stats};
+use crate::drivers::load::{late_line, Kind, Stats};
 use crate::drivers::presets::Preset;
 use crate::drivers::reload::{run_reloads, summary, Ready, ReloadPace, Summary, Url};
 use crate::drivers::shell_server::{Commands, ShellServer};
@@ -136,6 +136,21 @@ pub fn table(runs: &[ReloadRun]) -> String {
             lat(&s.during),
             lat(&s.after),
         ));
+    }
+    let late: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let s = r.summary.as_ref()?;
+            let phases = [
+                ("before", &s.before),
+                ("during", &s.during),
+                ("after", &s.after),
+            ];
+            late_line(&r.server, &phases)
+        })
+        .collect();
+    if !late.is_empty() {
+        out.push_str(&format!("\n{}\n", late.join("\n")));
     }
     out
 }

@@ -223,6 +223,12 @@ pub fn table(runs: &[Run]) -> String {
                 s.max_ms
             ));
         }
+        let phases: Vec<(&str, &crate::drivers::load::Stats)> =
+            r.phases.iter().map(|p| (p.phase, &p.stats)).collect();
+        let name = format!("{} {}", r.server, r.sequence);
+        if let Some(l) = crate::drivers::load::late_line(&name, &phases) {
+            out.push_str(&format!("  {l}\n"));
+        }
         for c in &r.refuted {
             out.push_str(&format!("  REFUTED: {c}\n"));
         }

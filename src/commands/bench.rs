@@ -18,9 +18,15 @@ pub fn upgrade(o: Options, json: bool) -> Done {
     let cores = cores();
     if !json {
         println!(
-            "swaplab bench upgrade on {}, {cores} cores\n{} load connections, {} completed requests before and after each switch, {} answers per step, {} workers per master\n",
+            "swaplab bench upgrade on {}, {cores} cores\n{} load connections{}, {} completed requests before and after each switch, {} answers per step, {} workers per master\n",
             platform.one_line(),
             o.connections,
+            match o.rate {
+                Some(r) => format!(
+                    " to start with, {r} new connections/s on a fixed schedule (latency counts from the moment a request was due)"
+                ),
+                None => " flat out (a closed loop: latency counts from each send)".to_string(),
+            },
             o.requests,
             o.settle,
             o.workers
@@ -93,7 +99,7 @@ pub fn handover(o: HandoverOptions, out: &Path, json: bool) -> Done {
     let cores = cores();
     if !json {
         println!(
-            "swaplab bench handover on {}, {cores} cores\n{} new connections/s ({} client threads), downloads of {} bytes over {} ms, a new generation starts in {} ms; {} switches per strategy\n",
+            "swaplab bench handover on {}, {cores} cores\n{} new connections/s on a fixed schedule ({} client threads, more while all are busy; latency counts from the moment a request was due), downloads of {} bytes over {} ms, a new generation starts in {} ms; {} switches per strategy\n",
             platform.one_line(),
             o.pace.rate,
             o.pace.threads,
@@ -183,13 +189,13 @@ pub fn reload(subject: Subject, pace: ReloadPace, out: &Path, json: bool) -> Don
     if !json {
         let load = match pace.keep_alive {
             Some(ka) => format!(
-                "{} keep-alive clients, each next request a random 0 to {} ms after the last answer{}",
+                "{} keep-alive clients, each next request a random 0 to {} ms after the last answer (a closed loop: latency counts from each send){}",
                 pace.threads,
                 ka.think.as_millis(),
                 if ka.retry { ", retried once on a new connection after a failure on a reused one" } else { "" }
             ),
             None => format!(
-                "{} new connections/s ({} client threads), one request each",
+                "{} new connections/s on a fixed schedule ({} client threads, more while all are busy), one request each; latency counts from the moment a request was due",
                 pace.rate, pace.threads
             ),
         };

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::drivers::handover::{
     listening_inodes, show_listening, start_load, Service, Setup, Strategy, Switch,
 };
-use crate::drivers::load::{Kind, Sample, Stats};
+use crate::drivers::load::{late_line, Kind, Sample, Stats};
 use crate::harness::lab::{pidt, Lab};
 use crate::targets::handover::mono_ns;
 
@@ -121,8 +121,8 @@ pub fn compare(
             .filter(|s| s.kind == Kind::Refused && s.start >= from && s.start < to)
             .collect();
         if let (Some(a), Some(b)) = (
-            refused.iter().map(|s| s.start).min(),
-            refused.iter().map(|s| s.start + s.latency).max(),
+            refused.iter().map(|s| s.sent()).min(),
+            refused.iter().map(|s| s.end()).max(),
         ) {
             window = window.max((b - a).as_secs_f64() * 1000.0);
         }
@@ -285,6 +285,20 @@ pub fn table(rows: &[Comparison]) -> String {
             lat(&c.during),
             lat(&c.after),
         ));
+    }
+    let late: Vec<String> = rows
+        .iter()
+        .filter_map(|c| {
+            let phases = [
+                ("before", &c.before),
+                ("during", &c.during),
+                ("after", &c.after),
+            ];
+            late_line(&c.name, &phases)
+        })
+        .collect();
+    if !late.is_empty() {
+        out.push_str(&format!("\n{}\n", late.join("\n")));
     }
     out
 }

@@ -440,8 +440,9 @@ pub fn start_load(lab: &mut Lab, fleet: &Fleet, connections: usize) -> Result<Lo
     o.connections = connections;
     o.rate = Some(LOAD_RATE);
     lab.note(format!(
-        "load: {connections} clients open {LOAD_RATE} new connections per second to http://{}/, each request on its own connection; every outcome is recorded",
-        fleet.addr
+        "load: {connections} clients open {LOAD_RATE} new connections per second to http://{}/, each request on its own connection, {}; every outcome is recorded",
+        fleet.addr,
+        o.pace().says()
     ));
     Load::start(o)
 }

@@ -556,9 +556,10 @@ pub fn start_load(
     o.max_duration = Duration::from_secs(600);
     o.max_requests = 10_000_000;
     lab.note(format!(
-        "load: {} new connections a second (constant rate, {} clients, every listener in turn); each downloads the whole body",
+        "load: {} new connections a second ({} clients, every listener in turn), {}; each downloads the whole body",
         vol(rate),
-        vol(threads)
+        vol(threads),
+        o.pace().says()
     ));
     Load::start(o)
 }
@@ -579,7 +580,7 @@ pub fn start_keep_alive_load(
     o.max_duration = Duration::from_secs(600);
     o.max_requests = 10_000_000;
     lab.note(format!(
-        "load: {} keep-alive clients, each on a connection of its own; the next request goes a random 0 to {} ms after the last answer, without first looking whether the server closed the connection{}",
+        "load: {} keep-alive clients, each on a connection of its own; the next request goes a random 0 to {} ms after the last answer, without first looking whether the server closed the connection (a closed loop: latency counts from each send){}",
         threads,
         ka.think.as_millis(),
         if ka.retry {

@@ -1,23 +1,39 @@
-//! The load client: threads that open new loopback connections one after
-//! another, send one HTTP/1.1 request on each and classify every outcome;
-//! or, with [`KeepAlive`], threads that each keep one connection and send
-//! request after request on it, a random think time apart.
+//! The load client: requests each on a new loopback connection, one
+//! HTTP/1.1 GET each, every outcome classified; or, with [`KeepAlive`],
+//! threads that each keep one connection and send request after request on
+//! it, a random think time apart.
+//!
+//! With a rate, new connections follow a fixed schedule (an open loop, as
+//! wrk2 does it): request k is due at k / rate, a pool of client threads
+//! sends each at its time and grows when every thread is busy (a stalled
+//! server does not hold the next requests back), and a request's latency
+//! runs from the time it was due, not from when it could be sent: what a
+//! client arriving then lives. Requests that went out more than [`LATE`]
+//! after their slot are counted ([`Stats::late`]). Without a rate, the
+//! threads send as fast as the answers come (a closed loop), and keep-alive
+//! clients wait for each answer before they think and send the next: their
+//! latency runs from the send, and a stall delays the next requests instead
+//! of piling them up. An emulated guest cannot keep a schedule: there a
+//! rate paces each thread of a closed loop ([`Options::pace`]).
 //!
 //! Bounded in count and in time, and loopback only: [`Load::start`] refuses
-//! any other address. Each request is a [`Sample`]: when it started, how long
-//! it took, how it ended ([`Kind`]) and, when it completed, who answered (the
-//! `pid=… gen=… version=… greeting=…` body of swaplab's server, or the
-//! `pid=…` body of the nginx configuration the experiments write).
+//! any other address. Each request is a [`Sample`]: when it was due, how
+//! long the client waited, how it ended ([`Kind`]) and, when it completed,
+//! who answered (the `pid=… gen=… version=… greeting=…` body of swaplab's
+//! server, or the `pid=…` body of the nginx configuration the experiments
+//! write).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
+
+use crate::harness::platform;
 
 /// How one request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -96,12 +112,23 @@ impl Answer {
     }
 }
 
+/// A request that went out later than this after its slot on the
+/// schedule went out late (every client thread was busy, or the machine
+/// did not run the client in time).
+pub const LATE: Duration = Duration::from_millis(10);
+
 /// One request.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
-    /// When it started, from the start of the load.
+    /// When it was due, from the start of the load: its slot on the
+    /// schedule (open loop), else when it was sent.
     pub start: Duration,
+    /// From `start` to its end: with a schedule, the wait for a late send
+    /// included.
     pub latency: Duration,
+    /// How long after its slot it was sent (open loop).
+    #[serde(skip_serializing_if = "Duration::is_zero")]
+    pub late: Duration,
     pub kind: Kind,
     pub answer: Option<Answer>,
     /// What went wrong, for failures.
@@ -126,6 +153,21 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// When it was sent, from the start of the load.
+    pub fn sent(&self) -> Duration {
+        self.start + self.late
+    }
+
+    /// When it ended, from the start of the load.
+    pub fn end(&self) -> Duration {
+        self.start + self.latency
+    }
+
+    /// It went out more than [`LATE`] after its slot.
+    pub fn went_out_late(&self) -> bool {
+        self.late > LATE
+    }
+
     /// A request that failed on a connection that had carried one before:
     /// the server closed it under the client (G08).
     pub fn failed_on_reused(&self) -> bool {
@@ -148,7 +190,10 @@ pub struct KeepAlive {
 pub struct Options {
     /// Where to connect: request k of a thread goes to `addrs[k % len]`.
     pub addrs: Vec<SocketAddr>,
-    /// Connections in flight at once (one thread each).
+    /// Client threads, one connection each at a time. With a rate, the
+    /// pool starts with them and grows while every thread is busy, up to
+    /// the requests that can be in flight (rate × timeout, at most
+    /// [`MAX_POOL`]).
     pub connections: usize,
     /// Stop after this many requests in all...
     pub max_requests: u64,
@@ -156,9 +201,9 @@ pub struct Options {
     pub max_duration: Duration,
     /// Per request: connect, send, and the whole answer.
     pub timeout: Duration,
-    /// Requests per second in all (open loop: each thread starts its
-    /// requests on a fixed schedule, late ones at once); `None`: as fast as
-    /// the answers come (closed loop). New connections only.
+    /// Requests per second in all (open loop: request k is due at
+    /// k / rate, and its latency counts from then); `None`: as fast as the
+    /// answers come (closed loop). New connections only.
     pub rate: Option<f64>,
     /// The path requested (`/` unless told).
     pub path: String,
@@ -181,10 +226,65 @@ impl Options {
     }
 }
 
+/// The most client threads an open loop grows to.
+pub const MAX_POOL: usize = 1024;
+
+/// How the requests of a load go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loop {
+    /// On a fixed schedule: latency from each slot.
+    Open,
+    /// Each client thread sends its next request once the last has ended,
+    /// no sooner than its slot: latency from each send.
+    Closed,
+}
+
+impl Loop {
+    /// How the load note says it.
+    pub fn says(self) -> &'static str {
+        match self {
+            Loop::Open => "on a fixed schedule (more clients while all are busy); latency counts from the moment a request was due",
+            Loop::Closed if platform::emulated() => "paced per client, each request sent once the last one ended (an emulated guest cannot keep a schedule: its client and server are both slowed a hundredfold); latency counts from each send",
+            Loop::Closed => "each client sends its next request once the last one ended; latency counts from each send",
+        }
+    }
+}
+
+impl Options {
+    /// How this load's requests go out: a rate on new connections is kept
+    /// as a schedule, except in an emulated guest, where a schedule the
+    /// machine cannot keep queues requests without bound and times them
+    /// out (measured in Debian 11's kernel column under TCG).
+    pub fn pace(&self) -> Loop {
+        match (self.rate, self.keep_alive) {
+            (Some(_), None) if !platform::emulated() => Loop::Open,
+            _ => Loop::Closed,
+        }
+    }
+}
+
+/// The sockets one open loop may hold at once: a quarter of this process's
+/// descriptor limit (each pool thread holds one), so that a pool grown
+/// behind a slow server (an emulated guest, where the soft limit is 1024)
+/// leaves descriptors to the rest of the harness.
+fn socket_budget() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if ok {
+        (lim.rlim_cur as usize / 4).max(16)
+    } else {
+        256
+    }
+}
+
 struct Shared {
     samples: Mutex<Vec<Sample>>,
     /// Requests connected and not yet ended (downloads in flight).
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
     grew: Condvar,
     stop: AtomicBool,
 }
@@ -207,6 +307,11 @@ pub struct Mark {
 impl Load {
     /// Starts the threads. Refuses any address outside loopback.
     pub fn start(opts: Options) -> Result<Load> {
+        let pace = opts.pace();
+        Load::start_as(opts, pace)
+    }
+
+    fn start_as(opts: Options, pace: Loop) -> Result<Load> {
         if opts.addrs.is_empty() {
             bail!("the load client needs an address");
         }
@@ -232,13 +337,19 @@ impl Load {
             stop: AtomicBool::new(false),
         });
         let t0 = Instant::now();
-        let threads = (0..opts.connections)
+        // An open loop has one scheduler, which runs the pool.
+        let threads = match pace {
+            Loop::Open => 1,
+            _ => opts.connections,
+        };
+        let threads = (0..threads)
             .map(|i| {
                 let shared = Arc::clone(&shared);
                 let opts = opts.clone();
-                std::thread::spawn(move || match opts.keep_alive {
-                    Some(ka) => keep_alive_worker(&shared, &opts, ka, t0, i),
-                    None => worker(&shared, &opts, t0, i),
+                std::thread::spawn(move || match (opts.keep_alive, opts.rate, pace) {
+                    (Some(ka), _, _) => keep_alive_worker(&shared, &opts, ka, t0, i),
+                    (None, Some(rate), Loop::Open) => scheduler(&shared, &opts, rate, t0),
+                    _ => worker(&shared, &opts, t0, i),
                 })
             })
             .collect();
@@ -282,16 +393,16 @@ impl Load {
         Mark { at, index }
     }
 
-    /// The requests that started after `since` and have ended by now.
+    /// The requests sent after `since` and ended by now.
     pub fn since(&self, since: Mark) -> Vec<Sample> {
         self.samples()[since.index..]
             .iter()
-            .filter(|s| s.start >= since.at)
+            .filter(|s| s.sent() >= since.at)
             .cloned()
             .collect()
     }
 
-    /// Waits until `n` requests that started after `since` satisfy `pred`;
+    /// Waits until `n` requests sent after `since` satisfy `pred`;
     /// returns the last of them. Fails at the deadline, or if the load ended
     /// (its bounds reached) first, with a summary of what was seen.
     pub fn wait_for(
@@ -308,7 +419,7 @@ impl Load {
         let mut guard = self.samples();
         loop {
             for s in &guard[from..] {
-                if s.start >= since.at && pred(s) {
+                if s.sent() >= since.at && pred(s) {
                     seen += 1;
                     if seen >= n {
                         return Ok(s.clone());
@@ -361,9 +472,16 @@ impl Drop for Load {
 }
 
 /// `completed 812, reset 1` (kinds seen, most common first), and how many
-/// failed on a reused connection and how many were retried, if any.
+/// went out late, failed on a reused connection and were retried, if any.
 pub fn tally(samples: &[Sample]) -> String {
     let mut t = kinds(samples);
+    let late = samples.iter().filter(|s| s.went_out_late()).count();
+    if late > 0 {
+        t.push_str(&format!(
+            " ({late} sent over {} ms after their slot)",
+            LATE.as_millis()
+        ));
+    }
     let reused = samples.iter().filter(|s| s.failed_on_reused()).count();
     if reused > 0 {
         t.push_str(&format!(" ({reused} failed on a reused connection)"));
@@ -392,13 +510,16 @@ fn kinds(samples: &[Sample]) -> String {
         .join(", ")
 }
 
+/// A closed loop: one request after another on new connections, as fast
+/// as the answers come or, with a rate in an emulated guest ([`Loop::Closed`]),
+/// each thread's request k due at (k × threads + me) / rate and sent at
+/// once when late. Latency counts from each send.
 fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
     let deadline = t0 + opts.max_duration;
     let threads = opts.connections as f64;
-    let mut k: u64 = 0;
+    let mut k: usize = 0;
     while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline && !shared.full(opts) {
         if let Some(rate) = opts.rate {
-            // Request k of thread `me` is due at (k * threads + me) / rate.
             let due = t0 + Duration::from_secs_f64((k as f64 * threads + me as f64) / rate);
             let now = Instant::now();
             if due > now {
@@ -407,18 +528,138 @@ fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
                 continue;
             }
         }
-        let addr = opts.addrs[(k as usize + me) % opts.addrs.len()];
+        let addr = opts.addrs[(k + me) % opts.addrs.len()];
         k += 1;
-        let start = t0.elapsed();
-        let began = Instant::now();
-        let x = match connect(opts, addr, began) {
-            Ok(mut conn) => {
-                let _counted = InFlight::new(&shared.in_flight);
-                exchange(&mut conn, opts, addr, began, false)
+        let now = Instant::now();
+        shared.record(one_request(shared, opts, addr, t0, now));
+    }
+}
+
+/// One request on a new connection to `addr`, due at `due`: its sample,
+/// its latency counted from `due`.
+fn one_request(
+    shared: &Shared,
+    opts: &Options,
+    addr: SocketAddr,
+    t0: Instant,
+    due: Instant,
+) -> Sample {
+    let began = Instant::now();
+    let x = match connect(opts, addr, began) {
+        Ok(mut conn) => {
+            let _counted = InFlight::new(&shared.in_flight);
+            exchange(&mut conn, opts, addr, began, false)
+        }
+        Err(o) => Exchanged::failed(o, false),
+    };
+    let mut s = x.sample(due - t0, due.elapsed(), false, false);
+    s.late = began.saturating_duration_since(due);
+    s
+}
+
+/// An open loop's slot: request `k`, due at `due`.
+struct Slot {
+    k: u64,
+    due: Instant,
+}
+
+/// The open loop's pool: slots handed out, taken, and threads waiting for
+/// one.
+#[derive(Default)]
+struct Pool {
+    handed: AtomicU64,
+    taken: AtomicU64,
+    idle: AtomicUsize,
+}
+
+/// An open loop: request k is due at t0 + k / rate. The scheduler hands
+/// each slot, at its time, to an idle client thread of the pool, and
+/// starts another thread when none is idle (up to the requests that can be
+/// in flight at once: rate × timeout, at most [`MAX_POOL`]); a slot no
+/// thread can take at once waits, and goes out late.
+fn scheduler(shared: &Arc<Shared>, opts: &Options, rate: f64, t0: Instant) {
+    let deadline = t0 + opts.max_duration;
+    let cap = ((rate * opts.timeout.as_secs_f64()).ceil() as usize)
+        .saturating_add(opts.connections)
+        .min(MAX_POOL)
+        .min(socket_budget())
+        .max(opts.connections);
+    let (tx, rx) = std::sync::mpsc::channel::<Slot>();
+    let rx = Arc::new(Mutex::new(rx));
+    let pool = Arc::new(Pool::default());
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let grow = |threads: &mut Vec<JoinHandle<()>>| {
+        let (shared, opts, rx, pool) = (
+            Arc::clone(shared),
+            opts.clone(),
+            Arc::clone(&rx),
+            Arc::clone(&pool),
+        );
+        // A small stack: a thread holds one request's buffers.
+        let spawned = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || pool_worker(&shared, &opts, &rx, &pool, t0));
+        if let Ok(t) = spawned {
+            threads.push(t);
+        }
+    };
+    for _ in 0..opts.connections {
+        grow(&mut threads);
+    }
+    'slots: for k in 0..opts.max_requests {
+        let due = t0 + Duration::from_secs_f64(k as f64 / rate);
+        if due >= deadline {
+            break;
+        }
+        // Wait for the slot, but notice a stop within 50 ms.
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                break 'slots;
             }
-            Err(o) => Exchanged::failed(o, false),
-        };
-        shared.record(x.sample(start, began.elapsed(), false, false));
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+        }
+        // Slots handed out and not yet taken wait for the idle threads.
+        let waiting = pool.handed.load(Ordering::SeqCst) - pool.taken.load(Ordering::SeqCst);
+        if pool.idle.load(Ordering::SeqCst) as u64 <= waiting && threads.len() < cap {
+            grow(&mut threads);
+        }
+        pool.handed.fetch_add(1, Ordering::SeqCst);
+        if tx.send(Slot { k, due }).is_err() {
+            break;
+        }
+    }
+    // The threads finish the slots handed out (each bounded by the
+    // timeout), unless stopped, then end.
+    drop(tx);
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// A client thread of the open loop's pool: takes slot after slot.
+fn pool_worker(
+    shared: &Shared,
+    opts: &Options,
+    rx: &Mutex<std::sync::mpsc::Receiver<Slot>>,
+    pool: &Pool,
+    t0: Instant,
+) {
+    loop {
+        pool.idle.fetch_add(1, Ordering::SeqCst);
+        let slot = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        pool.idle.fetch_sub(1, Ordering::SeqCst);
+        let Ok(slot) = slot else { return };
+        pool.taken.fetch_add(1, Ordering::SeqCst);
+        if shared.stop.load(Ordering::SeqCst) {
+            // Stopped: the slots still queued are not sent.
+            continue;
+        }
+        let addr = opts.addrs[(slot.k % opts.addrs.len() as u64) as usize];
+        shared.record(one_request(shared, opts, addr, t0, slot.due));
     }
 }
 
@@ -510,10 +751,10 @@ fn classify(e: &std::io::Error) -> Kind {
 type Outcome = (Kind, Option<Answer>, Option<String>, u64);
 
 /// Counts a request as in flight from connect to its end.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+struct InFlight<'a>(&'a AtomicUsize);
 
 impl<'a> InFlight<'a> {
-    fn new(n: &'a std::sync::atomic::AtomicUsize) -> InFlight<'a> {
+    fn new(n: &'a AtomicUsize) -> InFlight<'a> {
         n.fetch_add(1, Ordering::SeqCst);
         InFlight(n)
     }
@@ -557,6 +798,7 @@ impl Exchanged {
         Sample {
             start,
             latency,
+            late: Duration::ZERO,
             kind,
             answer,
             detail,
@@ -719,7 +961,8 @@ fn exchange(
             }
         }
     }
-    let (kind, answer, detail) = parse_response(&got, body_bytes);
+    let cut = chunks.as_ref().is_some_and(|c| !c.done);
+    let (kind, answer, detail) = parse_response(&got, body_bytes, cut);
     let head = head_len.map(|h| &got[..h]).unwrap_or_default();
     let connection = header(head, "connection").unwrap_or_default();
     let closed = has_token(&connection, "close");
@@ -775,8 +1018,13 @@ pub fn get_once(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Optio
 }
 
 /// Judges a whole response: `got` holds the head and the first bytes of the
-/// body, `body_bytes` how many body bytes arrived in all.
-fn parse_response(got: &[u8], body_bytes: u64) -> (Kind, Option<Answer>, Option<String>) {
+/// body, `body_bytes` how many body bytes arrived in all; `cut`: a chunked
+/// body ended (EOF) before its last chunk.
+fn parse_response(
+    got: &[u8],
+    body_bytes: u64,
+    cut: bool,
+) -> (Kind, Option<Answer>, Option<String>) {
     let text = String::from_utf8_lossy(got);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return (
@@ -791,6 +1039,15 @@ fn parse_response(got: &[u8], body_bytes: u64) -> (Kind, Option<Answer>, Option<
     let status = head.lines().next().unwrap_or_default();
     if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
         return (Kind::Other, None, Some(format!("status line `{status}`")));
+    }
+    if cut {
+        return (
+            Kind::ShortRead,
+            None,
+            Some(format!(
+                "EOF after {body_bytes} body bytes, before the last chunk"
+            )),
+        );
     }
     let length = header(head.as_bytes(), "content-length").and_then(|v| v.parse::<u64>().ok());
     match length {
@@ -812,6 +1069,9 @@ pub struct Stats {
     /// Failures by kind (every kind but completed).
     pub failures: std::collections::BTreeMap<String, usize>,
     pub failed: usize,
+    /// Requests sent over [`LATE`] after their slot on the schedule (open
+    /// loop): the client could not keep its rate.
+    pub late: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -840,7 +1100,7 @@ impl Stats {
         }
         let span = match (
             samples.iter().map(|s| s.start).min(),
-            samples.iter().map(|s| s.start + s.latency).max(),
+            samples.iter().map(|s| s.end()).max(),
         ) {
             (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
             _ => 0.0,
@@ -850,6 +1110,7 @@ impl Stats {
             requests: samples.len(),
             failures,
             failed,
+            late: samples.iter().filter(|s| s.went_out_late()).count(),
             p50_ms: pick(0.50),
             p99_ms: pick(0.99),
             max_ms: lat.last().copied().map(ms).unwrap_or(0.0),
@@ -860,6 +1121,22 @@ impl Stats {
             },
         }
     }
+}
+
+/// `NAME: requests sent over 10 ms after their slot: 0/412/0 (before,
+/// during, after)`, for a table's foot; `None` when none was late.
+pub fn late_line(name: &str, phases: &[(&str, &Stats)]) -> Option<String> {
+    if phases.iter().all(|(_, s)| s.late == 0) {
+        return None;
+    }
+    let counts: Vec<String> = phases.iter().map(|(_, s)| s.late.to_string()).collect();
+    let names: Vec<&str> = phases.iter().map(|(n, _)| *n).collect();
+    Some(format!(
+        "{name}: requests sent over {} ms after their slot: {} ({})",
+        LATE.as_millis(),
+        counts.join("/"),
+        names.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -881,15 +1158,15 @@ mod tests {
     #[test]
     fn responses_are_classified() {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npid=1\n";
-        assert_eq!(parse_response(ok, 6).0, Kind::Completed);
+        assert_eq!(parse_response(ok, 6, false).0, Kind::Completed);
         let short = b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\npid=1\n";
-        assert_eq!(parse_response(short, 6).0, Kind::ShortRead);
-        assert_eq!(parse_response(b"HTTP/1.1 20", 0).0, Kind::ShortRead);
+        assert_eq!(parse_response(short, 6, false).0, Kind::ShortRead);
+        assert_eq!(parse_response(b"HTTP/1.1 20", 0, false).0, Kind::ShortRead);
         let bad = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(parse_response(bad, 0).0, Kind::Other);
+        assert_eq!(parse_response(bad, 0, false).0, Kind::Other);
         // A large body counted, not kept: 1 MiB announced, 1 MiB arrived.
         let big = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\npid=9 gen=3\n....";
-        let (k, a, _) = parse_response(big, 1 << 20);
+        let (k, a, _) = parse_response(big, 1 << 20, false);
         assert_eq!((k, a.map(|a| a.gen)), (Kind::Completed, Some(Some(3))));
     }
 
@@ -916,6 +1193,158 @@ mod tests {
         assert!(has_token("gzip, chunked", "chunked"));
         assert!(has_token("Keep-Alive, Upgrade", "keep-alive"));
         assert!(!has_token("closed", "close"));
+    }
+
+    /// A tiny serial server on loopback for the tests: it answers the
+    /// connections it accepts one after another with `answer`, except that
+    /// before answering the `stall_at`-th (from 0) it stalls for `stall`
+    /// (frozen: the kernel queues the connections meanwhile). It ends after
+    /// `max` connections, or on a request for `/quit`; its result is when
+    /// the stall began and ended.
+    fn serial_server(
+        answer: &'static [u8],
+        stall_at: usize,
+        stall: Duration,
+        max: usize,
+    ) -> (SocketAddr, JoinHandle<Option<(Instant, Instant)>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut stalled = None;
+            for i in 0..max {
+                let Ok((mut c, _)) = l.accept() else { break };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if req.starts_with(b"GET /quit ") {
+                    break;
+                }
+                if i == stall_at {
+                    let began = Instant::now();
+                    std::thread::sleep(stall);
+                    stalled = Some((began, Instant::now()));
+                }
+                let _ = c.write_all(answer);
+            }
+            stalled
+        });
+        (addr, t)
+    }
+
+    /// Ends a [`serial_server`] that still waits for connections.
+    fn quit(
+        addr: SocketAddr,
+        server: JoinHandle<Option<(Instant, Instant)>>,
+    ) -> Option<(Instant, Instant)> {
+        if let Ok(mut c) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            let _ = c.write_all(b"GET /quit HTTP/1.1\r\n\r\n");
+        }
+        server.join().unwrap()
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\npid=1\n";
+
+    #[test]
+    fn a_closed_loop_keeps_its_pace_and_counts_from_each_send() {
+        // What an emulated guest runs: 100 requests a second from 2
+        // threads; the server freezes 300 ms before its 10th answer.
+        let stall = Duration::from_millis(300);
+        let (addr, server) = serial_server(OK, 10, stall, 400);
+        let mut o = Options::new(addr);
+        o.rate = Some(100.0);
+        o.connections = 2;
+        o.max_requests = 60;
+        o.max_duration = Duration::from_secs(3);
+        let load = Load::start_as(o, Loop::Closed).unwrap();
+        load.wait_for(load.origin(), 60, "a request ended", |_| true)
+            .unwrap();
+        let samples = load.stop();
+        quit(addr, server).expect("the server stalled");
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.kind == Kind::Completed && !s.went_out_late()),
+            "{}",
+            tally(&samples)
+        );
+        // Two threads, so at most two requests waited out the stall, each
+        // from its own send: the others went out after it.
+        let waited = samples.iter().filter(|s| s.latency >= stall / 2).count();
+        assert!((1..=2).contains(&waited), "{waited} requests waited");
+        // Never faster than the pace: 60 requests at 100/s span 0.59 s.
+        let last = samples.iter().map(|s| s.start).max().unwrap();
+        assert!(last >= Duration::from_millis(580), "last sent at {last:?}");
+    }
+
+    #[test]
+    fn a_stall_is_counted_from_each_request_s_slot() {
+        // 200 requests a second for at most 1.5 s; the server freezes for
+        // 400 ms before its 40th answer (about 0.2 s in).
+        let stall = Duration::from_millis(400);
+        let (addr, server) = serial_server(OK, 40, stall, 400);
+        let mut o = Options::new(addr);
+        o.rate = Some(200.0);
+        o.connections = 2;
+        o.max_requests = 300;
+        o.max_duration = Duration::from_secs(3);
+        let load = Load::start(o).unwrap();
+        let t0 = Instant::now() - load.now();
+        load.wait_for(load.origin(), 300, "a request ended", |_| true)
+            .unwrap();
+        let samples = load.stop();
+        let (began, ended) = quit(addr, server).expect("the server stalled");
+        let (began, ended) = (began - t0, ended - t0);
+        assert!(
+            samples.iter().all(|s| s.kind == Kind::Completed),
+            "{}",
+            tally(&samples)
+        );
+        // The requests due while the server was frozen (but for the last
+        // 50 ms): the schedule held, so about 70 of them; each waited from
+        // its slot until the server woke up.
+        let frozen: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.start >= began && s.start + Duration::from_millis(50) < ended)
+            .collect();
+        assert!(
+            frozen.len() >= 50,
+            "{} requests due in the {stall:?} stall at 200/s",
+            frozen.len()
+        );
+        for s in &frozen {
+            let waited = ended.saturating_sub(s.start);
+            assert!(
+                s.latency + Duration::from_millis(2) >= waited,
+                "due {:?}, the stall ended at {ended:?}: latency {:?}",
+                s.start,
+                s.latency
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunked_answer_cut_by_fin_is_a_short_read() {
+        // The last chunk never comes: the server closes after the first.
+        let cut: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\npid=1\n\r\n";
+        let (addr, server) = serial_server(cut, usize::MAX, Duration::ZERO, 1);
+        let got = get_once(addr, "/", Duration::from_secs(5));
+        server.join().unwrap();
+        let e = got.expect_err("a chunked answer without its last chunk");
+        assert!(e.starts_with("short read"), "{e}");
+        // The whole answer, last chunk and all, is complete.
+        let whole: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\npid=1\n\r\n0\r\n\r\n";
+        let (addr, server) = serial_server(whole, usize::MAX, Duration::ZERO, 1);
+        let got = get_once(addr, "/", Duration::from_secs(5));
+        server.join().unwrap();
+        assert!(got.is_ok(), "{got:?}");
     }
 
     #[test]

@@ -201,7 +201,7 @@ fn start_load(lab: &mut Lab, url: &Url, pace: &ReloadPace) -> Result<Load> {
         Some(ka) => {
             o.keep_alive = Some(ka);
             lab.note(format!(
-                "load: {} keep-alive clients on {}, each on a connection of its own; the next request goes a random 0 to {} ms after the last answer, without first looking whether the server closed the connection",
+                "load: {} keep-alive clients on {}, each on a connection of its own; the next request goes a random 0 to {} ms after the last answer, without first looking whether the server closed the connection (a closed loop: latency counts from each send)",
                 pace.threads,
                 shown_url(url),
                 ka.think.as_millis()
@@ -210,10 +210,11 @@ fn start_load(lab: &mut Lab, url: &Url, pace: &ReloadPace) -> Result<Load> {
         None => {
             o.rate = Some(pace.rate);
             lab.note(format!(
-                "load: {} new connections a second on {} (constant rate, {} clients), one request each",
+                "load: {} new connections a second on {} ({} clients), one request each, {}",
                 pace.rate,
                 shown_url(url),
-                pace.threads
+                pace.threads,
+                o.pace().says()
             ));
         }
     }
@@ -279,6 +280,9 @@ pub struct Summary {
     pub requests: usize,
     /// Requests on new connections that failed, by kind.
     pub new_connections: BTreeMap<String, usize>,
+    /// Per reload, the requests on new connections due from its command to
+    /// the next reload's (the last: to the end of the load).
+    pub new_per_reload: Vec<usize>,
     /// Requests that failed on a reused (keep-alive) connection.
     pub failed_on_reused: usize,
     pub retried: usize,
@@ -314,6 +318,7 @@ pub fn summary(c: &Comparison) -> Summary {
         reloads: c.switches.len(),
         requests: c.attempted,
         new_connections,
+        new_per_reload: c.per_switch(|s| !s.reused),
         failed_on_reused: c.failed_on_reused,
         retried: c.retried,
         before: c.before.clone(),

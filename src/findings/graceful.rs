@@ -289,7 +289,7 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
     let samples = load.stop();
     let after: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.start + s.latency >= stop.at)
+        .filter(|s| s.end() >= stop.at)
         .collect();
     let of = |k: Kind| -> Vec<&Sample> { after.iter().filter(|s| s.kind == k).copied().collect() };
     let (refused, truncated, reset) = (of(Kind::Refused), of(Kind::ShortRead), of(Kind::Reset));
@@ -321,8 +321,8 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
     let outside: Vec<String> = samples
         .iter()
         .filter(|s| s.kind == Kind::Refused)
-        .filter(|s| s.start + s.latency < stop.at || s.start >= listening)
-        .map(|s| format!("at {:?}: {}", s.start, s.detail.clone().unwrap_or_default()))
+        .filter(|s| s.end() < stop.at || s.sent() >= listening)
+        .map(|s| format!("at {:?}: {}", s.sent(), s.detail.clone().unwrap_or_default()))
         .collect();
     lab.check(
         "the refused connections (ECONNREFUSED, the article's system:111) are the dead time's: none ended before the stop or began after gen 2 listened",
@@ -334,7 +334,7 @@ pub fn g02(lab: &mut Lab) -> Result<()> {
             outside.join("; ")
         ),
     );
-    let late: Vec<&&Sample> = truncated.iter().filter(|s| s.start >= exited).collect();
+    let late: Vec<&&Sample> = truncated.iter().filter(|s| s.sent() >= exited).collect();
     lab.check(
         "downloads in flight when the old process exits end early (EOF before the whole body, the article's asio.misc:2): some did, and only those begun before it exited",
         !truncated.is_empty() && late.is_empty(),

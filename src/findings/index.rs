@@ -56,7 +56,7 @@ index! {
     /// Article 002 in the field: UDP services.
     udp { G09 g09_a_reuseport_handover_loses_the_datagrams_queued_on_the_old_socket_and_scm_rights_none }
     /// Article 002 in the field: the reloads of real nginx, haproxy and apache2.
-    real_servers { G10 g10_real_servers_refuse_no_new_connection_across_fifty_reloads }
+    real_servers { G10 g10_real_servers_fail_no_new_connection_across_reloads }
     /// Article 000's question answered: which running processes must be restarted.
     detect {
         D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,

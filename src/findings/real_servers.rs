@@ -2,7 +2,9 @@
 //! nginx, haproxy and apache2 from Debian's packages, each run from the
 //! sandbox on a loopback port ([`Preset`]), reloaded again and again under
 //! a load of new connections and under a keep-alive load, through the same
-//! [`run_reloads`] as `swaplab bench reload`.
+//! [`run_reloads`] as `swaplab bench reload`. The suite runs a few reloads
+//! per server and load, enough for the claim it names; `bench reload`
+//! runs the long series (50 by default).
 
 use std::time::Duration;
 
@@ -16,18 +18,18 @@ use crate::harness::lab::{vol, Lab};
 
 use super::{GRACEFUL_RESTART, NGINX};
 
-/// Reloads per server and load (the claim's "at least 50").
-const RELOADS: usize = 50;
+/// Reloads per server and load (the claim's "5 reloads each").
+const RELOADS: usize = 5;
 
 pub static G10: Finding = Finding {
     id: "G10",
-    slug: "real_servers_refuse_no_new_connection_across_fifty_reloads",
-    claim: "Real servers from Debian's packages keep their listening sockets across a reload: nginx `HUP` (configuration reload) and `USR2` (binary upgrade), haproxy's master-worker reload (`USR2`) and apache2 `graceful` refuse or reset no new connection over 50 reloads each, under a load of new connections and under a keep-alive load; what each does to established keep-alive connections (G08) is measured and shown, not judged.",
+    slug: "real_servers_fail_no_new_connection_across_reloads",
+    claim: "Real servers from Debian's packages keep their listening sockets across a reload: nginx `HUP` (configuration reload) and `USR2` (binary upgrade), haproxy's master-worker reload (`USR2`) and apache2 `graceful` fail no new connection over 5 reloads each (none refused, reset, cut short, timed out or answered other than 200), under a load of new connections and under a keep-alive load, each reload seeing new connections under both; what each does to established keep-alive connections (G08) is measured and shown, not judged (`swaplab bench reload --preset real` runs 50 reloads each).",
     source: GRACEFUL_RESTART,
     steps: &[
         "for each of nginx HUP, nginx USR2 (then QUIT the old master), haproxy -W (USR2 to the master) and apache2 (apachectl -k graceful): copy the system's binary into the sandbox, write a configuration that keeps everything in the sandbox and listens on one loopback port, start it",
-        "under 200 new connections a second, reload it 50 times, each once the reload has finished (a new process answers, the pid file names the new master, or the error log says so) and 10 answers came after it; stop it",
-        "again under 8 keep-alive clients (each next request a random 0 to 40 ms after the last answer); count failed requests on new connections by kind and on reused ones; nothing of the server is left",
+        "under 200 new connections a second (latency counted from each request's slot on the schedule), reload it 5 times, each once the reload has finished (a new process answers, the pid file names the new master, or the error log says so) and 10 answers came after it; stop it",
+        "again under 8 keep-alive clients (each next request a random 0 to 40 ms after the last answer); count failed requests on new connections by kind and on reused ones, and the new connections of each reload (from its command to the next); nothing of the server is left",
     ],
     experiment: g10,
     scope: Scope::Host,
@@ -67,11 +69,13 @@ struct Row {
 
 pub fn g10(lab: &mut Lab) -> Result<()> {
     if crate::harness::platform::emulated() {
-        // Measured: nginx's two runs alone took 9 minutes in Debian 11's
-        // guest, and the whole of G10 did not end within 18.
-        lab.not_applicable(
-            "an emulated guest (no KVM): 400 reloads of real servers under load take longer than the kernel column's time; on the host, and in a guest with KVM, G10 runs",
-        );
+        // Measured at 50 reloads a run: nginx's two runs alone took 9
+        // minutes in Debian 11's guest, and the whole of G10 did not end
+        // within 18.
+        lab.not_applicable(format!(
+            "an emulated guest (no KVM): {} reloads of real servers under load would take longer than the kernel column's time (nginx alone took 9 minutes for 100 there); on the host, and in a guest with KVM, G10 runs",
+            RELOADS * 2 * Preset::REAL.len()
+        ));
         return Ok(());
     }
     let mut rows = Vec::new();
@@ -122,10 +126,24 @@ pub fn g10(lab: &mut Lab) -> Result<()> {
             !first.is_empty() && first == last,
             format!("before {first:?}, after {last:?}"),
         );
+        let failed: usize = s.new_connections.values().sum();
         lab.check(
-            format!("{}, {load}: no new connection refused or reset", r.server),
-            n(Kind::Refused) == 0 && n(Kind::Reset) == 0,
-            format!("{} refused, {} reset of {} requests", n(Kind::Refused), n(Kind::Reset), s.requests),
+            format!("{}, {load}: no request on a new connection failed (refused, reset, cut short, timed out, or answered other than 200)", r.server),
+            failed == 0,
+            format!(
+                "{} refused, {} reset, {} short reads, {} timed out, {} other of {} requests",
+                n(Kind::Refused),
+                n(Kind::Reset),
+                n(Kind::ShortRead),
+                n(Kind::Timeout),
+                n(Kind::Other),
+                s.requests
+            ),
+        );
+        lab.check(
+            format!("{}, {load}: each of the {RELOADS} reloads saw new connections (so that none failed is not none tried)", r.server),
+            s.new_per_reload.len() == RELOADS && s.new_per_reload.iter().all(|n| *n > 0),
+            format!("new connections per reload: {:?}", s.new_per_reload),
         );
         lab.check(
             format!("{}, {load}: nothing of the server is left", r.server),
