@@ -189,7 +189,7 @@ pub static L04: Finding = Finding {
     steps: &[
         "install v1; start the forking program P; fork a child, which calls the library",
         "install v2",
-        "fork another child: it calls the library; show its maps",
+        "fork another child: it calls the library; show P's maps, then the child's",
         "kill the children and fork a fresh one (a children-only restart)",
         "start a new process N (a full restart)",
     ],
@@ -208,6 +208,8 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     lab.note("the library is updated while P runs");
     let ino2 = lab.put_lib(V2, Replace::Install)?;
     let (c2, g2) = lab.fork_child(&mut p)?;
+    lab.note("the parent's mappings of the library, then the new child's");
+    lab.maps(p.pid())?;
     let m2 = lab.maps(c2)?;
     lab.note("restart only the children: kill them, fork a fresh one");
     lab.ask(&mut p, "kill-children", "reaped")?;
