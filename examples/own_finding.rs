@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 
-use swaplab::harness::finding::{Finding, Scope};
+use swaplab::harness::finding::{Finding, Lesson, Scope};
 use swaplab::harness::lab::Lab;
 use swaplab::harness::map_checks::describe;
 use swaplab::harness::process::Program;
@@ -40,6 +40,8 @@ pub static X01: Finding = Finding {
     older_kernels: &[],
     // Root, a tool, a second user...: nothing here.
     needs: &[],
+    // Its lab sheet is prose of its own: no generated question or exercise.
+    lesson: Lesson::NONE,
 };
 
 /// Observes first (narrating each step as the shell command that does the

@@ -364,6 +364,7 @@ fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
             "## The question",
             "## Run it",
             "## What you will see",
+            "## Answer",
             "## Why",
             "## Exercise",
         ] {
@@ -392,6 +393,82 @@ fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
             sheets::transcript_in_block(&text, block).is_some(),
             "{} has no transcript block",
             path.display()
+        );
+    }
+}
+
+/// Writes `want` over the generated file `path` when blessing (never on
+/// CI), else fails unless it is already there.
+fn generated(path: &std::path::Path, text: &str, want: &str) {
+    if want != text && sheets::blessing() && std::env::var_os("CI").is_none() {
+        std::fs::write(path, want).unwrap();
+        return;
+    }
+    assert!(
+        want == text,
+        "{} is out of date against the findings' definitions (src/findings): refresh it with \
+         `SWAPLAB_BLESS=1 cargo test`",
+        path.display()
+    );
+}
+
+#[test]
+fn every_lab_sheet_asks_before_it_answers_as_its_finding_says() {
+    let all: Vec<_> = findings::all().collect();
+    for (i, f) in all.iter().enumerate() {
+        let l = &f.lesson;
+        for (what, text) in [
+            ("title", l.title),
+            ("question", l.question),
+            ("exercise", l.exercise),
+            ("answer", l.answer),
+        ] {
+            assert!(!text.trim().is_empty(), "{}'s lesson has no {what}", f.id);
+        }
+        let path = sheets::repo().join(f.sheet());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parts = sheets::lesson_parts(
+            f,
+            sheets::series_of(findings::SERIES, f),
+            i.checked_sub(1).map(|p| all[p]),
+            all.get(i + 1).copied(),
+        );
+        let want = sheets::with_lesson(&text, &parts).unwrap_or_else(|| {
+            panic!(
+                "{} lacks the markers of a generated part ({})",
+                path.display(),
+                sheets::lesson_begin("head")
+            )
+        });
+        generated(&path, &text, &want);
+        // The answer comes after the question and the transcript, never
+        // before: the title and the top of the sheet do not give it away.
+        let end = want.find(sheets::END).expect("a transcript block");
+        let claim = want.find(f.claim).expect("the claim");
+        assert!(
+            claim > end,
+            "{} states the claim before the transcript",
+            path.display()
+        );
+        assert!(
+            want.starts_with(&sheets::lesson_begin("head")),
+            "{} does not start with its question",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn the_index_of_the_lab_sheets_is_the_generated_one() {
+    let path = sheets::repo().join("experiments/README.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let want = sheets::sheets_index(findings::SERIES, findings::all());
+    generated(&path, &text, &want);
+    for f in findings::all() {
+        assert!(
+            sheets::series_of(findings::SERIES, f).is_some(),
+            "{} belongs to no series of findings::SERIES",
+            f.id
         );
     }
 }
@@ -642,6 +719,7 @@ static PARTLY: swaplab::harness::finding::Finding = swaplab::harness::finding::F
     musl: "",
     older_kernels: &[],
     needs: &[],
+    lesson: swaplab::harness::finding::Lesson::NONE,
 };
 
 /// A finding whose experiment says it cannot be judged here, as G10 does
@@ -660,6 +738,7 @@ static DECLARED_NA: swaplab::harness::finding::Finding = swaplab::harness::findi
     musl: "",
     older_kernels: &[],
     needs: &[],
+    lesson: swaplab::harness::finding::Lesson::NONE,
 };
 
 #[test]

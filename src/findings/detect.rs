@@ -13,7 +13,7 @@ use crate::detector::stale::Reason;
 use crate::drivers::restart_tools::{
     checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
 };
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
 use crate::harness::replace::Replace;
@@ -149,6 +149,12 @@ pub static D01: Finding = Finding {
         ),
         Need::Filesystem,
     ],
+    lesson: Lesson {
+        title: "Which processes must be restarted",
+        question: "The article answers with `sudo grep libssl /proc/*/maps` and a look for `(deleted)`. The tools people use (needrestart, checkrestart, `lsof | grep DEL`, `lsof +L1`) work the same way, or by service. The experiments show where that breaks: a file overwritten in place keeps its inode and shows no `(deleted)` (L11), and `cp -p` even sets its old mtime back; a reinstall of the same package does show `(deleted)` though nothing changed; a JIT's memfd is always `(deleted)`; a child forked from a stale parent is stale too, and re-forking it does not help (L04, U07). Does a detector exist that is right in every case?",
+        exercise: "In the `judged` table, compare the rows `a` (the library replaced), `e` (the same layout written in place with `dd`) and `f` (the same file installed again) with the TRUTH column. Which tools get each right, and which are marked `✗`?",
+        answer: "`a` must be restarted: `swaplab stale`, grep `(deleted)`, lsof DEL, needrestart and checkrestart flag it; only `lsof +L1` misses it (`✗`). `e` must be restarted too, but shows no `(deleted)`: only `swaplab stale` flags it, every other tool misses it. `f` runs what the disk has (same build-id): the truth is optional, and `swaplab stale` says optional, while grep `(deleted)`, lsof DEL, needrestart and checkrestart flag it, a false alarm (`✗`). The line under the table counts each tool's misses and false alarms.",
+    },
 };
 
 pub fn d01(lab: &mut Lab) -> Result<()> {

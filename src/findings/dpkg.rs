@@ -13,7 +13,7 @@ use crate::detector::stale::{GroupKind, Report};
 use crate::drivers::restart_tools::{
     checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
 };
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
 use crate::harness::userns;
@@ -48,6 +48,12 @@ pub static D02: Finding = Finding {
         Need::Root("checkrestart, one of the tools compared, refuses to run but as root"),
         Need::Filesystem,
     ],
+    lesson: Lesson {
+        title: "A dpkg upgrade under running processes",
+        question: "D01 replaces files by hand. A real upgrade is done by dpkg, and the question a sysadmin asks next is not only *which process* but *which package did this, and what do I restart to be done with it?* A master that forked workers is one thing to restart, not three; and if the master itself runs the old library, a reload that only forks new workers from it (nginx's `HUP`) copies the old code into them (L04, U07).",
+        exercise: "Which processes run the old build after `dpkg -i` (the truth: each process's greeting)? How does `swaplab stale --package-root` group them, and what did the other tools get wrong?",
+        answer: "a, b and c greet `Hell World` (the old build); h, started after, greets `Hello World`. `swaplab stale` names the package and both versions and groups a with c, the worker a forked after the upgrade (exec or restart a, `[PID-1]`), and b alone; h is left alone. grep `(deleted)`, `lsof` DEL, needrestart and checkrestart each flag exactly these three: 0 missed, 0 false alarms.",
+    },
 };
 
 pub fn d02(lab: &mut Lab) -> Result<()> {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::detector::maps::{self, Mapping};
 use crate::detector::stale::Reason;
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::map_checks::{
     check_current, check_old_deleted, check_two_copies, describe, none_deleted, only_inode,
 };
@@ -46,6 +46,12 @@ pub static L01: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "A process started after a library update",
+        question: "The article's starting point: after `make install` of a new `libexample.so`, does a process started afterwards run the new code? What do its maps show?",
+        exercise: "A and B run the same program. Compare the inode column of A's maps lines with B's, and with the inodes `stat` printed after each `install`. Which file does each process map?",
+        answer: "A maps `[INODE-1]`, the file v1's install created; B maps `[INODE-2]`, the file the second install created, and greets `Hello World` (v2). None of the lines ends in `(deleted)`: each process maps the file its path named when it started. The columns of a maps line are the address range, the permissions, the offset in the file, the device, the inode and the path.",
+    },
 };
 
 pub fn l01(lab: &mut Lab) -> Result<()> {
@@ -93,6 +99,12 @@ pub static L02: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "A running process and a library update",
+        question: "If the library is updated while a process runs, does that process switch to the new code on its next call?",
+        exercise: "Compare A's two `grep libexample /proc/PID/maps` outputs, before and after the second `install`. What changed in the lines, what stayed, and which inode does the path name afterwards?",
+        answer: "The same five mappings, on the same inode `[INODE-1]`, now each end in `(deleted)`: the file A maps no longer has a name. `stat` shows the path names `[INODE-2]` after the install. A still greets `Hell World` (v1), and `swaplab stale` flags it: restart required.",
+    },
 };
 
 pub fn l02(lab: &mut Lab) -> Result<()> {
@@ -141,6 +153,12 @@ pub static L03: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "The article's detection command",
+        question: "The article detects processes that need a restart with `grep libssl /proc/*/maps`. Does that find a process on the old library and one on the new, and tell them apart?",
+        exercise: "In the output of `grep libexample /proc/*/maps`, which pid token is A's and which is B's (their `ready pid=` lines say)? Which of the two does `swaplab stale` flag, and by what?",
+        answer: "A is `[PID-1]`, B is `[PID-2]`. `[PID-1]`'s lines map `[INODE-1]` and end in `(deleted)`; `[PID-2]`'s map `[INODE-2]`, the file on disk. `swaplab stale` flags only `[PID-1]` (mapped `[INODE-1]`, the path names `[INODE-2]`, another build-id) and leaves `[PID-2]` alone.",
+    },
 };
 
 pub fn l03(lab: &mut Lab) -> Result<()> {
@@ -189,7 +207,7 @@ pub static L04: Finding = Finding {
     steps: &[
         "install v1; start the forking program P; fork a child, which calls the library",
         "install v2",
-        "fork another child: it calls the library; show its maps",
+        "fork another child: it calls the library; show P's maps, then the child's",
         "kill the children and fork a fresh one (a children-only restart)",
         "start a new process N (a full restart)",
     ],
@@ -198,6 +216,12 @@ pub static L04: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "A forking process and a library update",
+        question: "The article's `test-fork` forks a child every second. Here v1 of libexample greets `Hell World` (misspelt on purpose, so that the two versions differ by one letter) and v2 `Hello World`. A process P starts on v1 and forks a child; then v2 is installed and P forks again. Does the new child greet with v1 or v2? And if the children are killed and P forks fresh ones (a restart of the children only), do they?\n\nThe transcript shows each process's mappings of the library with `grep libexample /proc/PID/maps`, one line per mapping: the address range, the permissions (`r`, `w`, `x`; `p` for a private, copy-on-write mapping), the offset in the file, the device, the inode, and the path, followed by `(deleted)` when the file has no name any more.",
+        exercise: "Find P's pid token and each child's in the `ready` and `forked pid=… child=…` lines. Then read the two `grep libexample /proc/[PID-k]/maps` blocks after the update: whose maps is each, which inode do they map, and what do their lines have in common? Which processes does `swaplab stale` say to restart?",
+        answer: "P is `[PID-1]`; its children are `[PID-2]` (forked before the update), `[PID-3]` (after it) and `[PID-4]` (after the children-only restart); N is `[PID-5]`. The two blocks are P's (`/proc/[PID-1]/maps`) and the child `[PID-3]`'s: line for line the same permissions, offsets and inode `[INODE-1]`, each `(deleted)`, while the path names `[INODE-2]` since the update. The child has a copy of P's address space: `fork` runs no loader, so `[PID-3]` and `[PID-4]` greet `Hell World` like P. `swaplab stale` flags `[PID-1]` and tells of `[PID-4]` to exec or restart `[PID-1]` instead; only N, a new process, greets `Hello World` and maps `[INODE-2]`.",
+    },
 };
 
 pub fn l04(lab: &mut Lab) -> Result<()> {
@@ -208,6 +232,8 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     lab.note("the library is updated while P runs");
     let ino2 = lab.put_lib(V2, Replace::Install)?;
     let (c2, g2) = lab.fork_child(&mut p)?;
+    lab.note("the parent's mappings of the library, then the new child's");
+    lab.maps(p.pid())?;
     let m2 = lab.maps(c2)?;
     lab.note("restart only the children: kill them, fork a fresh one");
     lab.ask(&mut p, "kill-children", "reaped")?;
@@ -261,6 +287,12 @@ pub static L05: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "exec after a library update",
+        question: "Both fork and exec start \"new\" processes. Which one picks up the updated library?",
+        exercise: "Which pid token does A have before `exec`, and after it (the `exec pid=` and `ready pid=` lines)? Which inode does each of the two maps blocks show, and what did `swaplab stale` say of A before and after?",
+        answer: "A is `[PID-1]` throughout: `execve` keeps the pid. The child A spawned is `[PID-2]`. Both maps blocks show `[INODE-2]`, the file on disk, without `(deleted)`, and both greet `Hello World`. Before the exec `swaplab stale` flags `[PID-1]` (restart required); after it, it flags neither (it only notes it could not judge one file written just after its birth).",
+    },
 };
 
 pub fn l05(lab: &mut Lab) -> Result<()> {
@@ -339,6 +371,12 @@ pub static L06: Finding = Finding {
     musl: MUSL_L06,
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "dlopen after the last dlclose",
+        question: "The article's open question: with dynamic loading, does closing and reopening the library pick up the new version?",
+        exercise: "Follow D's handles `h=1`, `h=2`, `h=3`: which greeting does each give, and what does D's maps show right after `close 1`? Which inode is mapped after the reopen?",
+        answer: "`h=1` greets `Hell World` (v1) and maps `[INODE-1]`, `(deleted)` once v2 is installed. After `close 1` the grep prints `(no lines)`: the last `dlclose` unmapped the library. `h=2`, opened from the same path, greets `Hello World` and maps `[INODE-2]`, not `(deleted)`. In the last part `h=3` loads v1 again from disk. Only the inode in maps shows the reload: the redacted handle and address may come back identical.",
+    },
 };
 
 pub fn l06(lab: &mut Lab) -> Result<()> {
@@ -476,6 +514,12 @@ pub static L07: Finding = Finding {
     musl: MUSL_L07,
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "The same path opened again while a handle is open",
+        question: "If the library is updated on disk while a handle is still open, what does a second `dlopen` of the same path return?",
+        exercise: "After the update D opens the same path again. Which greeting does `h=2` give, and which inodes does D's maps show? Compare with the musl block, if your sheet has one.",
+        answer: "On glibc `h=2` greets `Hell World`: it is the same handle as `h=1`, and D maps only `[INODE-1]`, `(deleted)`; the new file `[INODE-2]` is not mapped. On musl `h=2` greets `Hello World` and D maps both `[INODE-2]` and the old `[INODE-1]` `(deleted)`: musl matches by device and inode, not by path.",
+    },
 };
 
 pub fn l07(lab: &mut Lab) -> Result<()> {
@@ -672,6 +716,12 @@ pub static L08: Finding = Finding {
     musl: MUSL_L08,
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "dlclose of a pinned library",
+        question: "When does `dlclose` not unload a library, so that a reopen after an update keeps the old code?",
+        exercise: "In each `--- pinned: … ---` part, does D's library stay mapped after `dlclose`, and which greeting does the reopen after the update give? What does the last part, after every reference is balanced, show?",
+        answer: "In every pinned part the library stays mapped after `dlclose` and the reopen after the update still greets `Hell World`, with every mapping on the old inode `(deleted)`; `swaplab stale` flags D each time. Once each handle is closed (the reference count balanced), the next `dlopen` loads the file on disk.",
+    },
 };
 
 pub fn l08(lab: &mut Lab) -> Result<()> {
@@ -702,6 +752,12 @@ pub static L09: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "A copy of the library at a new path",
+        question: "How do hot-reload systems load a new version of a plugin while the old one is still in use?",
+        exercise: "After the update D opens a copy of the new file at a unique path. Which greeting does each handle give, and which of D's files does `swaplab stale` list?",
+        answer: "`h=2`, the copy, greets `Hello World`; `h=1` still greets `Hell World` beside it. D maps the old file `(deleted)` and the copy, not deleted. `swaplab stale` flags D for `lib/libexample.so` only, not for the copy, which is the file on disk.",
+    },
 };
 
 pub fn l09(lab: &mut Lab) -> Result<()> {
@@ -759,6 +815,12 @@ pub static L10: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "musl's dlclose and dlopen",
+        question: "L06–L08 answer the article's dlopen question for glibc. Does another C library give the same answers? musl is the C library of Alpine and of most static Linux binaries, and its dynamic loader is written differently.",
+        exercise: "Which handle does `dlopen` of a hard link to the library return, and which after the replacement? With every handle closed, what is still mapped?",
+        answer: "The hard link (same device and inode) returns the same handle as the first `dlopen`; after the replacement the same path returns a new handle, `h=3`, which greets `Hello World` while `h=1` still greets `Hell World`. D maps two files, the old one `(deleted)` and the one on disk, and both stay mapped after every handle is closed: musl's `dlclose` never unloads.",
+    },
 };
 
 /// L10: musl's loader. Run on the musl column only (see `Scope::Only`).
@@ -1006,6 +1068,12 @@ pub static L11: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "Four ways to replace a file",
+        question: "`install`, `mv`, `cp` and `dd` all \"replace the library\". Do they do the same thing to the processes that use it, and to those starting at that moment?",
+        exercise: "Read the summary lines of the start loop (`install: … starts failed`, `rename: …`) and the parts for `rename`, `cp` and the shorter file. Which replacements make starts fail, which kill a running process, and which show `(deleted)` in maps?",
+        answer: "With `install` some starts fail (ENOENT or \"file too short\"); with `rename` none does. After a `rename` A keeps v1 and its maps end in `(deleted)`. `cp` over the live file keeps the inode: B's maps show no `(deleted)` and B's next call dies of SIGSEGV; with a shorter file C dies of SIGBUS. `swaplab stale` flags them as modified in place, told by the segments, not by `(deleted)`.",
+    },
 };
 
 pub fn l11(lab: &mut Lab) -> Result<()> {
@@ -1171,6 +1239,12 @@ pub static L12: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "Writing to a running executable",
+        question: "Can you overwrite the executable of a running program, as `cp` did to the library in L11?",
+        exercise: "What does the kernel answer to opening A's running executable for writing, and what does `readlink /proc/PID/exe` show for A and for B after the `install`?",
+        answer: "The open fails with ETXTBSY (on this kernel; 6.11 and 6.12 allowed it). `install` replaces the file with a new inode instead: A keeps running and its exe now ends in `(deleted)`; B, started from the new file, has an exe that is not `(deleted)`.",
+    },
 };
 
 pub fn l12(lab: &mut Lab) -> Result<()> {
@@ -1276,6 +1350,12 @@ pub static L13: Finding = Finding {
         Need::SecondUser,
         Need::Filesystem,
     ],
+    lesson: Lesson {
+        title: "Another user's maps",
+        question: "The article runs `sudo grep … /proc/*/maps`. What can an unprivileged user see?",
+        exercise: "Which pid token is A's (root's) and which U's (the unprivileged user's)? What did U's `peek` answer for each, and what could root read?",
+        answer: "A is `[PID-1]`, U is `[PID-2]`. U's `peek [PID-1]` is denied (Permission Denied on `/proc/[PID-1]/maps`), while `peek [PID-2]`, its own process, reads its mappings. Root reads both processes' maps. That is why the article runs `sudo grep`: unprivileged, a detector sees only its own user's processes.",
+    },
 };
 
 pub fn l13(lab: &mut Lab) -> Result<()> {

@@ -5,6 +5,7 @@
 //! report, the README table and the lab sheets all read this.
 
 use crate::harness::finding::{Finding, Need};
+use crate::harness::sheets::Series;
 
 /// Article 000 (`shared/seeds/`).
 pub const SHARED_LIBRARY_UPDATE: &str =
@@ -15,6 +16,32 @@ pub const NGINX_UPGRADE: &str = "001: nginx, upgrading the executable on the fly
 pub const GRACEFUL_RESTART: &str = "002: graceful restart by passing the listening socket";
 /// Article 000's practical question, answered by swaplab's detector.
 pub const DETECTOR: &str = "000's question answered: which running processes must be restarted";
+
+/// The series, in the order the lab sheets are read (their index,
+/// `experiments/README.md`): a finding belongs to the one its ID starts
+/// with.
+pub const SERIES: &[Series] = &[
+    Series {
+        prefix: "L",
+        name: "Libraries replaced under running processes",
+        about: "Article 000, *when must a process be restarted after a shared library update*, then what it left out: the loader's `dlopen`, `LD_PRELOAD`, sonames, pinned libraries, `dlmopen`, symbol versions and the C library itself. v1 of the test library greets `Hell World` (misspelt on purpose, so that the versions differ) and v2 `Hello World`.",
+    },
+    Series {
+        prefix: "U",
+        name: "Upgrading the executable on the fly",
+        about: "Article 001, *nginx: upgrading the executable on the fly*: what fork and execve keep, and the master/worker upgrade with USR2, WINCH and QUIT, on swaplab's own server and on real nginx.",
+    },
+    Series {
+        prefix: "G",
+        name: "Graceful restart by passing the listening socket",
+        about: "Article 002, *graceful restart by passing the listening socket*: what clients see when a server is replaced, from stop/start to SCM_RIGHTS, then keep-alive connections, UDP and the reloads of real servers.",
+    },
+    Series {
+        prefix: "D",
+        name: "Which running processes must be restarted",
+        about: "Article 000's practical question answered by swaplab's detector, `swaplab stale`, and judged against the tools people use, on every case the other series show and after a real dpkg upgrade.",
+    },
+];
 
 /// What the findings on real nginx need.
 pub const NGINX: Need = Need::Tool {

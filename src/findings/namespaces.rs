@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{answer_of, vol, Lab, Stale};
 use crate::harness::map_checks::{check_current, check_two_copies};
 use crate::harness::process::Program;
@@ -43,6 +43,12 @@ pub static L17: Finding = Finding {
     musl: MUSL_L17,
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "dlmopen and link-map namespaces",
+        question: "L07 showed that glibc will not load a second copy of a library from the same path while the first is loaded, and L09 worked around it by copying the file to a new path. glibc has another way: `dlmopen(LM_ID_NEWLM, path)` loads a library into a new *link-map namespace*, a loader table of its own in which nothing is loaded yet. Does that give the new version beside the old one, at the same path? And how many namespaces can a process have?",
+        exercise: "After the replacement D opens the same path into a new namespace. What do `h=1` and `h=2` greet, which files does D map, and what happens when the first namespace's handle is closed? How many namespaces did N and N2 open before failing, and with which message?",
+        answer: "`h=2` greets `Hello World` and `h=1` still `Hell World`: D maps the old file `(deleted)` and the new one. Once the first namespace's handle is closed, D maps only the file on disk and `swaplab stale` no longer flags it. N fails before 16 namespaces with \"cannot allocate memory in static TLS block\" (each namespace loads a libc of its own); with `glibc.rtld.nns=16` N2 opens 15 and the next fails with \"no more namespaces available for dlmopen()\". On musl there is no `dlmopen`.",
+    },
 };
 
 pub fn l17(lab: &mut Lab) -> Result<()> {

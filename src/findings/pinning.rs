@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use crate::detector::maps::Mapping;
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::map_checks::{check_current, check_two_copies, describe};
 use crate::harness::process::Program;
@@ -86,6 +86,12 @@ pub static L16: Finding = Finding {
     musl: MUSL_L16,
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "C++ plugins and dlclose",
+        question: "L06 showed that after the last `dlclose` glibc unloads a library, so that `dlopen` of the same path loads the new file: that is how plugin hosts reload a plugin without a restart. C++ plugins are known not to reload that way. Which kinds of library stay mapped after their last `dlclose`, although nobody asked for `RTLD_NODELETE` (L08), and what does the reload then run?",
+        exercise: "For each kind of library (plain C, C `__thread`, C++ UNIQUE, C++ `thread_local`), is it still mapped after its last `dlclose`, and what does its reload after the update greet?",
+        answer: "The plain C and the C `__thread` libraries are unmapped after their last `dlclose`, and their reload greets `Hello World` (v2). The C++ library with UNIQUE symbols, and the one with a `thread_local` destructor, stay mapped: their reload greets `Hell World`, the old code, and `swaplab stale` flags D.",
+    },
 };
 
 pub fn l16(lab: &mut Lab) -> Result<()> {

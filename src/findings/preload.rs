@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::detector::maps::Mapping;
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::map_checks::{check_current, check_old_deleted};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::process::Program;
@@ -82,6 +82,12 @@ pub static L14: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "A preloaded library and an update",
+        question: "`LD_PRELOAD` loads a library into a program that was never linked against it (a malloc replacement, a tracing shim, an interposer). Is such a library any different from a linked one when it is updated under running processes: does anything load it again, and what do children get?",
+        exercise: "Which greeting does P give before and after the preloaded library is updated, which does the forked child give, and which the exec'ed child? Which process tokens does `swaplab stale` flag, and what does it say of the forked child?",
+        answer: "P greets `Hell World` from the preloaded v1 before and after the update; the forked child also greets `Hell World` and maps the preloaded file `(deleted)`; the exec'ed child, which inherited `LD_PRELOAD`, greets `Hello World` from the preloaded file now on disk. `swaplab stale` flags P and the forked child (exec or restart `[PID-1]`, P, instead) and not the exec'ed child.",
+    },
 };
 
 pub fn l14(lab: &mut Lab) -> Result<()> {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::detector::maps::{self, Mapping};
 use crate::harness::debian_roots::{self, PORTABLE};
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{vol, Lab, Stale};
 use crate::harness::map_checks::describe;
 use crate::harness::process::Target;
@@ -74,6 +74,12 @@ pub static L18C: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::DebianRoots(&[FROM, TO]), Need::UserNamespaces, Need::Filesystem],
+    lesson: Lesson {
+        title: "A C library update under running processes",
+        question: "L18 shows the plugin failure with a small library of our own. The C library is the library every process has, and it loads code of its own on demand: character set converters for `iconv` (`gconv` modules) and the NSS modules that look up users and hosts (`getpwnam`, `getaddrinfo`). What does a process running one Debian release's glibc do after the C library files under it are replaced by another release's, as a `libc6` upgrade does? The article left this open; this finding answers it by measurement.",
+        exercise: "A used `iconv_open` and `getpwnam` before the update, B only after it, C was started after it. Which of them can still convert to UTF-16 and find root, and what does the loader say about the new converter in B?",
+        answer: "A, which had loaded the converter and the NSS module before the update, still converts and finds root. B cannot: `iconv_open` fails with EINVAL and `getpwnam` finds no entry for root, because the new UTF-16 converter needs the version GLIBC_2.36 that B's old libc (still mapped, `(deleted)`) lacks, and Debian 13's `libnss_files.so.2` no longer defines `_nss_files_getpwnam_r`. C, started after, does both. `swaplab stale` flags A and B, not C.",
+    },
 };
 
 pub fn l18c(lab: &mut Lab) -> Result<()> {

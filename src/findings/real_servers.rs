@@ -13,7 +13,7 @@ use anyhow::Result;
 use crate::drivers::load::{KeepAlive, Kind};
 use crate::drivers::presets::Preset;
 use crate::drivers::reload::{run_reloads, summary, ReloadPace, Summary};
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{vol, Lab};
 
 use super::{GRACEFUL_RESTART, NGINX};
@@ -46,6 +46,12 @@ pub static G10: Finding = Finding {
             package: "apache2",
         },
     ],
+    lesson: Lesson {
+        title: "Real servers' reloads under load",
+        question: "G03 and G06 show that passing the listening socket keeps every new connection. Do the servers people run keep that promise when they are reloaded — nginx with `HUP` (a new configuration) and `USR2` (a new binary), haproxy in master-worker mode, apache2 with `apachectl -k graceful` — and what happens to the keep-alive connections they hold (G08)?",
+        exercise: "The counts in the table are redacted (`[N]`): read the checks under it. For each server and load, which socket does it listen on after 5 reloads, did any request on a new connection fail, and how do the checks rule out that nothing was tried?",
+        answer: "Each server (nginx HUP and USR2, haproxy, apache2 graceful) listens after 5 reloads on the very socket it had before the first (the same inode in `/proc/net/tcp`); no request on a new connection failed (refused, reset, cut short, timed out or not 200); and each reload saw new connections, so that none failed is not none tried. What happens on reused keep-alive connections is measured in the last column, not judged.",
+    },
 };
 
 fn pace(keep_alive: bool) -> ReloadPace {

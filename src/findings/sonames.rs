@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::detector::maps::Mapping;
 use crate::detector::stale::Reason;
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{vol, Lab, Stale};
 use crate::harness::runtime::Libc;
 use crate::harness::map_checks::{check_current, check_old_deleted};
@@ -60,6 +60,12 @@ pub static L15: Finding = Finding {
         },
         Need::Filesystem,
     ],
+    lesson: Lesson {
+        title: "The soname link and an upgrade",
+        question: "A packaged library is not installed under the name programs ask for. The file is `libexample.so.1.0.1`; the program's `DT_NEEDED` says `libexample.so.1` (the *soname*, chosen when the library was linked); a symbolic link `libexample.so.1 -> libexample.so.1.0.1`, kept by `ldconfig` or shipped by the package, joins the two. An upgrade installs `libexample.so.1.0.2` beside it and switches the link. Two questions follow. Which name does a running process show, so that an administrator can find it? And is there a moment, while the link is switched, when a program that starts cannot find its library at all?",
+        exercise: "Which file name do S's maps lines show: the soname `libexample.so.1` or the file? After the link is switched and the old file removed, what do S and T greet? In the last part, which way of switching the link made starts fail?",
+        answer: "S's maps name the file itself, `libexample.so.1.0.1`, never the link (a `grep libexample.so.1` matches only because the file's name begins with it). After the switch S still greets `Hell World`, its mappings `(deleted)`; T, started after, greets `Hello World`. Only `rm -f` + `ln -s` made starts fail, each with ENOENT (\"cannot open shared object file\"); GNU `ln -sf` and `ln -s` + `mv -T` rename a new link over the old name and never remove it.",
+    },
 };
 
 pub fn l15(lab: &mut Lab) -> Result<()> {

@@ -19,7 +19,7 @@ use crate::drivers::fleet::{
 };
 use crate::drivers::load::{Load, Sample};
 use crate::drivers::nginx;
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::{Program, Target};
 use crate::harness::procs::{self, Proc};
@@ -62,6 +62,12 @@ pub static U01: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "Forking after the executable is replaced",
+        question: "A master process forks its workers long after it started. If the program file was replaced in between (`make install`, a package upgrade), what do the new children run: the program that is on disk now, or the one their parent runs?",
+        exercise: "Which pid token is A, which the forked child and which the exec'ed child (the `forked`/`spawned pid=… child=…` lines)? What does `readlink /proc/PID/exe` show for each, and which version does each run?",
+        answer: "A is `[PID-1]`, the forked child `[PID-2]`, the exec'ed child `[PID-3]`. A and `[PID-2]` run version 1 and their exe ends in `(deleted)`; `[PID-3]` runs version 2 and its exe is the file on disk. `swaplab stale` flags `[PID-1]` and tells of `[PID-2]` to exec or restart `[PID-1]`; it does not flag `[PID-3]`.",
+    },
 };
 
 pub fn u01(lab: &mut Lab) -> Result<()> {
@@ -156,6 +162,12 @@ pub static U02: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "What survives execve",
+        question: "`execve` replaces the program a process runs. What exactly survives it: the pid? the open files and sockets? the data in memory?",
+        exercise: "Compare A's pid, its fds and its flag before and after `execve`. Which fds keep their number and inode, which one is gone, and which build runs afterwards?",
+        answer: "The pid and the start time stay: the same process runs build 2, its exe the file on disk. stdin, stdout, stderr and the plain pipe keep their fd numbers and inodes; the close-on-exec pipe is gone; the flag set before the exec is forgotten: nothing in memory survives.",
+    },
 };
 
 pub fn u02(lab: &mut Lab) -> Result<()> {
@@ -428,6 +440,12 @@ pub static U03: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "The nginx upgrade sequence under load",
+        question: "Can a server be replaced by a new version of itself without a single client noticing — no refused connection, no reset, no truncated answer — and what does the process tree look like at each step of nginx's documented procedure (USR2, WINCH, QUIT)?",
+        exercise: "Follow the `[load] gen N (master [PID-k]) answers` lines and the process tables: which master answers after USR2, after WINCH and after QUIT? Who is the new master's parent, and how many requests failed?",
+        answer: "After USR2 both generations answer, gen 1 from master `[PID-1]` and gen 2 from the new master, whose parent (PPID) in the table is `[PID-1]`; the old master's exe is `(deleted)` and both hold the same listening socket inode. After WINCH only gen 2's workers answer; after QUIT gen 2 serves alone and the pid file names the new master. The load line says 0 requests failed.",
+    },
 };
 
 pub fn u03(lab: &mut Lab) -> Result<()> {
@@ -494,6 +512,12 @@ pub static U04: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[NGINX, Need::Filesystem],
+    lesson: Lesson {
+        title: "USR2 sent twice",
+        question: "What happens if someone sends USR2 twice — to the old master while the upgrade is in progress, or to the new master before the old one has gone?",
+        exercise: "In the part `USR2 again, to either master, while both run`, what changes in the process table and the pid files after each USR2? And once the old master is gone?",
+        answer: "Nothing: USR2 to the old master while its new binary runs, and USR2 to the new master while the old is alive, start no process, and the pid files stay as they were. Once the old master is gone, USR2 to the new master forks a new master again and renames the pid file to `.oldbin`. Real nginx does the same.",
+    },
 };
 
 pub fn u04(lab: &mut Lab) -> Result<()> {
@@ -614,6 +638,12 @@ pub static U05: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "Rolling an upgrade back",
+        question: "The new version is running and the old workers are gone (after WINCH), but the new version misbehaves. Can the old one come back, without a client noticing?",
+        exercise: "After HUP to the old master, whose workers answer, and from which image (see the process table's exe)? Which master does the pid file name after QUIT to the new one?",
+        answer: "HUP brings the old master's workers back, forked from the old image: their exe is `(deleted)`. After QUIT to the new master the pid file names the old master again, no `.oldbin` remains, and every answer comes from version 1.0.0, with no failed request.",
+    },
 };
 
 pub fn u05(lab: &mut Lab) -> Result<()> {
@@ -664,6 +694,12 @@ pub static U06: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[NGINX, Need::Filesystem],
+    lesson: Lesson {
+        title: "A new binary that cannot run",
+        question: "What if the new binary cannot start at all — the file is not executable, is truncated, or belongs to another architecture?",
+        exercise: "The new binary is installed without execute permission. What happens to the pid file after USR2, which master remains, and did any request fail?",
+        answer: "USR2 renames the pid file to `.oldbin` and, once the exec fails, back: the pid file names the old master again. The old master is the only master and keeps the same workers, which go on answering: the load line says 0 requests failed. Real nginx behaves the same.",
+    },
 };
 
 pub fn u06(lab: &mut Lab) -> Result<()> {
@@ -866,6 +902,12 @@ pub static U07: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "A library update and a server reload",
+        question: "nginx has two ways to renew its workers: HUP (reload: the master forks fresh workers) and USR2 (upgrade: fork + exec). After a library update on disk (an OpenSSL fix, say), is a reload enough?",
+        exercise: "After libexample is updated, HUP makes the master fork fresh workers. Which library do they map, and what does `swaplab stale` say of them? What changes after USR2?",
+        answer: "The fresh workers forked on HUP still answer with the old library and map libexample `(deleted)`; `swaplab stale` flags the old master and tells of each fresh worker to exec or restart the master, `[PID-1]`, instead. After USR2 (fork + exec) the new generation answers with the new library and the new master maps it. No request failed.",
+    },
 };
 
 pub fn u07(lab: &mut Lab) -> Result<()> {
@@ -969,6 +1011,12 @@ pub static U08: Finding = Finding {
     musl: "",
     older_kernels: &[],
     needs: &[NGINX, Need::Filesystem],
+    lesson: Lesson {
+        title: "Real nginx upgraded and rolled back",
+        question: "Does real nginx — the system's package (recorded with Debian 12's nginx 1.22.1), not a model of it — behave as the article reads its source, and does it keep every connection through an upgrade and a rollback?",
+        exercise: "Follow the process tables and `[load]` lines through the upgrade and the rollback: who is the new master's parent, where does nginx pass the listening fd numbers, and which generation serves at the end of each part?",
+        answer: "In both parts the new master's parent is the old master, the old master's exe ends in `(deleted)`, both hold the same listening socket, and the fd numbers travel in the `NGINX` environment variable. After the upgrade gen 2 serves alone; after the rollback the old generation does; no request fails.",
+    },
 };
 
 pub fn u08(lab: &mut Lab) -> Result<()> {

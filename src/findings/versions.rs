@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::harness::finding::{Finding, Need, Scope};
+use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
@@ -39,6 +39,12 @@ pub static L18: Finding = Finding {
     musl: MUSL_L18,
     older_kernels: &[],
     needs: &[Need::Filesystem],
+    lesson: Lesson {
+        title: "A plugin built for the new library",
+        question: "L02 showed that a running process keeps the old library after an update and goes on working. Is it then safe to leave it running until it is convenient to restart? Not if it loads code later: a plugin, a module, anything `dlopen`ed after the update was built against the new library. What happens when such a plugin meets the old library still in the process?",
+        exercise: "After the update, what happens when P, still on the old library, loads the plugin built for the new one? Is P still alive afterwards, and what does Q, started after the update, do with the same plugin?",
+        answer: "On glibc P's `dlopen` of the plugin fails: version `EXAMPLE_2' not found (on musl: the missing symbol `example_feature`). P does not crash: it still greets `Hell World` with the old code. Q loads the plugin and runs \"the feature of version 2\". `swaplab stale` flags P, not Q.",
+    },
 };
 
 pub fn l18(lab: &mut Lab) -> Result<()> {

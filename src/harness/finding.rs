@@ -4,7 +4,7 @@
 //! (`crate::findings`) and anyone else's are made of this.
 //!
 //! ```no_run
-//! use swaplab::harness::finding::{Finding, Scope};
+//! use swaplab::harness::finding::{Finding, Lesson, Scope};
 //! use swaplab::harness::lab::Lab;
 //! use swaplab::harness::process::Program;
 //! use swaplab::harness::replace::Replace;
@@ -21,6 +21,7 @@
 //!     musl: "",
 //!     older_kernels: &[], // the same on every kernel measured
 //!     needs: &[],
+//!     lesson: Lesson::NONE, // or a question, an exercise and its answer
 //! };
 //!
 //! fn x02(lab: &mut Lab) -> anyhow::Result<()> {
@@ -234,6 +235,36 @@ pub struct Finding {
     pub older_kernels: &'static [OlderKernels],
     /// What it needs of the machine, checked before the experiment runs.
     pub needs: &'static [Need],
+    /// What its lab sheet asks and answers ([`Lesson::NONE`] for a finding
+    /// without one).
+    pub lesson: Lesson,
+}
+
+/// A finding as a teacher uses its lab sheet: a title and a question that
+/// do not give the answer away (the claim comes after the transcript), and
+/// an exercise the transcript answers, with the answer to check against.
+/// The sheet's head, answer and exercise are generated from it
+/// ([`crate::harness::sheets::lesson_parts`]); `""` where there is none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lesson {
+    /// The sheet's title, after the ID: the subject, not the outcome.
+    pub title: &'static str,
+    /// What to predict before the run (Markdown).
+    pub question: &'static str,
+    /// A question the transcript answers (Markdown).
+    pub exercise: &'static str,
+    /// The exercise's answer, as the transcript shows it (Markdown).
+    pub answer: &'static str,
+}
+
+impl Lesson {
+    /// No lesson: a finding whose sheet is prose of its own.
+    pub const NONE: Lesson = Lesson {
+        title: "",
+        question: "",
+        exercise: "",
+        answer: "",
+    };
 }
 
 /// A finding's claim on kernels before `before` (major, minor), where it

@@ -3,11 +3,10 @@
 //! | token | replaces |
 //! |---|---|
 //! | `[LAB]` | the sandbox's path |
-//! | `[PID]` | `pid=N`, `child=N`, `of=N`, `thread=N` (a thread id), `/proc/N/`, and the pid argument of `peek` |
 //! | `[ADDR]` | an address range in a maps line, any `0x…` value |
 //! | `[DEV]` | the device in a maps line |
 //! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show. Numbering starts afresh at each part of an experiment (a `# --- … ---` line): a file freed in one part may hand its inode number to a file of the next (ext4 reuses numbers at once), which would make the tokens differ from run to run |
-//! | `[PID-1]`, `[PID-2]`, … | pids the experiment marked with [`crate::harness::lab::pidv`] (process tables), numbered by first appearance over the whole transcript, so a table still shows who is whose parent |
+//! | `[PID-1]`, `[PID-2]`, … | process ids: `pid=N`, `child=N`, `of=N`, `thread=N` (a thread id), `/proc/N/`, the pid argument of `peek`, and the pids the experiment marked with [`crate::harness::lab::pidv`] (process tables). Numbered by first appearance over the whole transcript (not afresh at each part, unlike inodes: a process lives across parts), so equal pids keep equal tokens and a reader tells the parent from its child, and a table still shows who is whose parent |
 //! | `pipe:[INODE-k]`, `socket:[INODE-k]` | the inodes of pipes and sockets in `/proc/PID/fd`, numbered with the file inodes |
 //! | `[PORT]` | the port of a loopback address (`127.0.0.1:[PORT]`, `[::1]:[PORT]`) |
 //! | `at_ns=[NS]` | a CLOCK_MONOTONIC time printed by the hand-over server |
@@ -52,8 +51,8 @@ fn rules() -> &'static Rules {
         )
         .expect("valid"),
         inode: Regex::new(r"\binode=(\d+)").expect("valid"),
-        pid: Regex::new(r"\b(pid|child|of|thread)=\d+").expect("valid"),
-        proc_pid: Regex::new(r"/proc/\d+/|(< peek )\d+").expect("valid"),
+        pid: Regex::new(r"\b(pid|child|of|thread)=(\d+)").expect("valid"),
+        proc_pid: Regex::new(r"(< peek )(\d+)|/proc/(\d+)/").expect("valid"),
         hex: Regex::new(r"\b0x[0-9a-f]+\b").expect("valid"),
         uid: Regex::new(r"\buid=\d+").expect("valid"),
         pidv: Regex::new("\u{3} *(\\d+)\u{4}").expect("valid"),
@@ -85,11 +84,12 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
                 format!("[INODE-{k}]")
             };
             let s = line.replace(&root, "[LAB]");
-            let s = r.pidv.replace_all(&s, |c: &Captures| {
+            let mut pid_token = |pid: &str| -> String {
                 let next = pids.len() + 1;
-                let k = *pids.entry(c[1].to_string()).or_insert(next);
+                let k = *pids.entry(pid.to_string()).or_insert(next);
                 format!("[PID-{k}]")
-            });
+            };
+            let s = r.pidv.replace_all(&s, |c: &Captures| pid_token(&c[1]));
             let s = r.vol.replace_all(&s, "[N]");
             let s = r.build_id.replace_all(&s, |c: &Captures| {
                 let next = builds.len() + 1;
@@ -108,10 +108,12 @@ pub fn redact(lines: &[String], root: &Path) -> Vec<String> {
             let s = r
                 .inode
                 .replace_all(&s, |c: &Captures| format!("inode={}", token(&c[1])));
-            let s = r.pid.replace_all(&s, "$1=[PID]");
+            let s = r
+                .pid
+                .replace_all(&s, |c: &Captures| format!("{}={}", &c[1], pid_token(&c[2])));
             let s = r.proc_pid.replace_all(&s, |c: &Captures| match c.get(1) {
-                Some(peek) => format!("{}[PID]", peek.as_str()),
-                None => "/proc/[PID]/".to_string(),
+                Some(peek) => format!("{}{}", peek.as_str(), pid_token(&c[2])),
+                None => format!("/proc/{}/", pid_token(&c[3])),
             });
             let s = r.hex.replace_all(&s, "[ADDR]");
             let s = r.uid.replace_all(&s, "uid=[UID]");
@@ -144,9 +146,9 @@ mod tests {
         );
         assert_eq!(
             out[2],
-            "/proc/[PID]/maps:[ADDR] r-xp 00000000 [DEV] [INODE-2]   [LAB]/lib/libexample.so"
+            "/proc/[PID-1]/maps:[ADDR] r-xp 00000000 [DEV] [INODE-2]   [LAB]/lib/libexample.so"
         );
-        assert_eq!(out[3], "greeting pid=[PID] h=1 fn=[ADDR]: [N] of [N]");
+        assert_eq!(out[3], "greeting pid=[PID-2] h=1 fn=[ADDR]: [N] of [N]");
     }
 
     #[test]
@@ -164,7 +166,30 @@ mod tests {
         let out = redact(&lines, Path::new("/x"));
         assert_eq!(out[1], "inode=[INODE-2]");
         assert_eq!(out[3], "inode=[INODE-1]");
-        assert_eq!(out[4], "[U] < peek [PID]");
+        assert_eq!(out[4], "[U] < peek [PID-1]");
+    }
+
+    #[test]
+    fn equal_pids_keep_equal_tokens_over_the_whole_transcript() {
+        let lines: Vec<String> = [
+            "[P] forked pid=300 child=301",
+            "# --- next ---",
+            "$ grep libexample /proc/301/maps",
+            "[P] greeting pid=300: Hell World",
+            "\u{3}    300\u{4} \u{3}      1\u{4}  swaplab-fork",
+            "$ kill -TERM $(cat run/p.pid)   # \u{3}301\u{4}",
+            "thread=302 of=300",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = redact(&lines, Path::new("/x"));
+        assert_eq!(out[0], "[P] forked pid=[PID-1] child=[PID-2]");
+        assert_eq!(out[2], "$ grep libexample /proc/[PID-2]/maps");
+        assert_eq!(out[3], "[P] greeting pid=[PID-1]: Hell World");
+        assert_eq!(out[4], "[PID-1] [PID-3]  swaplab-fork");
+        assert_eq!(out[5], "$ kill -TERM $(cat run/p.pid)   # [PID-2]");
+        assert_eq!(out[6], "thread=[PID-4] of=[PID-1]");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::finding::Finding;
+use crate::harness::finding::{Finding, Scope};
 
 pub const BEGIN: &str =
     "<!-- transcript: generated from the experiment; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
@@ -123,3 +123,126 @@ pub fn readme_with_table(text: &str, table: &str) -> Option<String> {
     let (a, b, _) = between(text, TABLE_BEGIN, TABLE_END)?;
     Some(format!("{}{}{}", &text[..a], table, &text[b..]))
 }
+
+/// A series of findings, for the index of the lab sheets: the letter its
+/// IDs start with, its name, and what it is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Series {
+    pub prefix: &'static str,
+    pub name: &'static str,
+    pub about: &'static str,
+}
+
+/// The series finding `f` belongs to: the one its ID starts with.
+pub fn series_of<'a>(series: &'a [Series], f: &Finding) -> Option<&'a Series> {
+    series.iter().find(|s| f.id.starts_with(s.prefix))
+}
+
+/// The start of a part of a sheet generated from the finding's definition
+/// (`head`, `answer`, `exercise`).
+pub fn lesson_begin(part: &str) -> String {
+    format!(
+        "<!-- {part}: generated from the finding's definition (src/findings); refresh with `SWAPLAB_BLESS=1 cargo test` -->"
+    )
+}
+
+/// The end of such a part.
+pub fn lesson_end(part: &str) -> String {
+    format!("<!-- end of {part} -->")
+}
+
+/// The parts of `f`'s sheet generated from its definition, read as a book:
+/// the head (title, where it stands among the sheets, the question to
+/// predict), the answer (the claim, after the transcript) and the exercise
+/// (with its answer for the teacher). `prev` and `next` are its neighbours
+/// in the index.
+pub fn lesson_parts(
+    f: &Finding,
+    series: Option<&Series>,
+    prev: Option<&Finding>,
+    next: Option<&Finding>,
+) -> Vec<(&'static str, String)> {
+    let l = &f.lesson;
+    let mut nav = Vec::new();
+    if let Some(s) = series {
+        nav.push(format!("*{}*", s.name));
+    }
+    nav.push("[all lab sheets](README.md)".to_string());
+    if let Some(p) = prev {
+        nav.push(format!("previous: [{}]({}.md)", p.id, p.id));
+    }
+    if let Some(n) = next {
+        nav.push(format!("next: [{}]({}.md)", n.id, n.id));
+    }
+    let head = format!(
+        "# {}: {}\n\n{}\n\n## The question\n\n{}\n\n\
+         Write down what you expect before you run it: the claim the run is judged against \
+         comes after the transcript, under **Answer**.",
+        f.id,
+        l.title,
+        nav.join(" · "),
+        l.question
+    );
+    let mut answer = format!("## Answer\n\n> {}", f.claim);
+    for k in f.older_kernels {
+        answer.push_str(&format!(
+            "\n\n> **Before Linux {}.{}:** {}",
+            k.before.0, k.before.1, k.claim
+        ));
+    }
+    if f.scope == Scope::PerLibc && !f.musl.is_empty() {
+        answer.push_str(&format!("\n\n> **On musl:** {}", f.musl));
+    }
+    let exercise = format!(
+        "## Exercise\n\n{}\n\n<details><summary>Answer, for the teacher</summary>\n\n{}\n\n</details>",
+        l.exercise, l.answer
+    );
+    vec![("head", head), ("answer", answer), ("exercise", exercise)]
+}
+
+/// The sheet text with each generated part replaced by `parts`' (None if a
+/// part's markers are missing).
+pub fn with_lesson(text: &str, parts: &[(&'static str, String)]) -> Option<String> {
+    let mut out = text.to_string();
+    for (name, body) in parts {
+        let (b, e) = (lesson_begin(name), lesson_end(name));
+        let (x, y, _) = between(&out, &b, &e)?;
+        out = format!("{}{b}\n{body}\n{e}{}", &out[..x], &out[y..]);
+    }
+    Some(out)
+}
+
+/// The index of the lab sheets (`experiments/README.md`), by series in
+/// reading order, each sheet with its title (which, like the sheet's top,
+/// does not give the answer away: no claim, no status).
+pub fn sheets_index<'a>(
+    series: &[Series],
+    findings: impl IntoIterator<Item = &'a Finding>,
+) -> String {
+    let findings: Vec<&Finding> = findings.into_iter().collect();
+    let mut out = vec![
+        INDEX_NOTE.to_string(),
+        "# The lab sheets".to_string(),
+        String::new(),
+        "Each sheet asks a question to predict, runs the experiment that answers it (its \
+         transcript, checked by `cargo test`), then gives the answer, why it holds, and an \
+         exercise the transcript answers (with the answer for the teacher). Read them in this \
+         order: a sheet leans on the ones before it."
+            .to_string(),
+    ];
+    for s in series {
+        out.push(String::new());
+        out.push(format!("## {}: {}", s.prefix, s.name));
+        out.push(String::new());
+        out.push(s.about.to_string());
+        out.push(String::new());
+        for f in findings.iter().filter(|f| series_of(series, f) == Some(s)) {
+            out.push(format!("1. [{}: {}]({}.md)", f.id, f.lesson.title, f.id));
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// The first line of the index: it is generated.
+pub const INDEX_NOTE: &str =
+    "<!-- index of the lab sheets: generated from the findings (src/findings); refresh with `SWAPLAB_BLESS=1 cargo test` -->";
