@@ -782,7 +782,10 @@ fn bench_reload_refuses_bad_input_with_exit_code_2() {
             ][..],
             "nothing answers at",
         ),
-        (&["--preset", "lighttpd"][..], "not a preset"),
+        (
+            &["--preset", "lighttpd"][..],
+            "invalid value 'lighttpd' for '--preset",
+        ),
         (
             &["--preset", "nginx-hup", "--start", "nginx"][..],
             "cannot be used with",

@@ -69,47 +69,78 @@ pub fn columns(libc: &[String]) -> Result<Vec<Result<Runtime, Unavailable>>, Str
         .collect())
 }
 
-/// Runs the findings `ids` (or `all`) on the columns `libc` asks for:
-/// narrates each experiment (unless `quiet` or `json`), prints each verdict
-/// and the table, or only the JSON report; fails when a finding is refuted
-/// or in error.
-pub fn command(ids: &[String], all: bool, json: bool, quiet: bool, libc: &[String]) -> Done {
-    let bad = |e: String| Exit::BadInput(format!("swaplab: {e}"));
-    let selected = select(ids, all).map_err(bad)?;
-    let cols = columns(libc).map_err(bad)?;
-    let narrate = !json && !quiet;
-    if !json {
-        print_columns(&cols);
+/// Run findings and narrate each experiment, then judge it.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Finding IDs (L04, l04, ...).
+    #[arg(value_name = "ID", required_unless_present = "all")]
+    pub ids: Vec<String>,
+    /// Run every finding.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Print a machine-readable report (JSON) on stdout instead of the
+    /// narration.
+    #[arg(long)]
+    pub json: bool,
+    /// No narration: only the verdicts.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Only these columns: a C library (`glibc`, `musl`) or a column
+    /// name (`host`). By default every C library available here.
+    #[arg(long, value_delimiter = ',', value_name = "LIBC")]
+    pub libc: Vec<String>,
+}
+
+impl Args {
+    /// Runs the findings asked for (or every one) on the columns `--libc` asks
+    /// for: narrates each experiment (unless `--quiet` or `--json`), prints
+    /// each verdict and the table, or only the JSON report; fails when a
+    /// finding is refuted or in error.
+    pub fn run(self) -> Done {
+        let Args {
+            ids,
+            all,
+            json,
+            quiet,
+            libc,
+        } = self;
+        let bad = |e: String| Exit::BadInput(format!("swaplab: {e}"));
+        let selected = select(&ids, all).map_err(bad)?;
+        let cols = columns(&libc).map_err(bad)?;
+        let narrate = !json && !quiet;
+        if !json {
+            print_columns(&cols);
+        }
+        let live = |f: &Finding, rt: &Runtime| -> Option<Sink> {
+            if !narrate {
+                return None;
+            }
+            if f.runs_on(rt).is_ok() {
+                println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
+            }
+            Some(Box::new(|line: &str| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "  {line}");
+                let _ = out.flush();
+            }))
+        };
+        let outcomes = report::run_all(&selected, &cols, live, |o| {
+            if !json
+                && cols
+                    .iter()
+                    .any(|c| matches!(c, Ok(r) if r.name == o.runtime))
+            {
+                print_verdict(o, narrate);
+            }
+        });
+        let failed = outcomes.iter().any(|o| o.verdict.is_failure());
+        if json {
+            println!("{}", pretty(&Report::new(&cols, outcomes)));
+        } else if outcomes.len() > 1 {
+            print_table(&selected, &cols, &outcomes);
+        }
+        judged(failed)
     }
-    let live = |f: &Finding, rt: &Runtime| -> Option<Sink> {
-        if !narrate {
-            return None;
-        }
-        if f.runs_on(rt).is_ok() {
-            println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
-        }
-        Some(Box::new(|line: &str| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "  {line}");
-            let _ = out.flush();
-        }))
-    };
-    let outcomes = report::run_all(&selected, &cols, live, |o| {
-        if !json
-            && cols
-                .iter()
-                .any(|c| matches!(c, Ok(r) if r.name == o.runtime))
-        {
-            print_verdict(o, narrate);
-        }
-    });
-    let failed = outcomes.iter().any(|o| o.verdict.is_failure());
-    if json {
-        println!("{}", pretty(&Report::new(&cols, outcomes)));
-    } else if outcomes.len() > 1 {
-        print_table(&selected, &cols, &outcomes);
-    }
-    judged(failed)
 }
 
 /// The machine, and each column: its C library, or why it cannot run.
