@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use swaplab::commands::{self, Done};
 use swaplab::harness::{process, sandbox};
@@ -36,6 +36,8 @@ enum Command {
     FsColumn(commands::matrix::fs::ColumnArgs),
     Stale(commands::stale::Args),
     Bench(commands::bench::Args),
+    Completions(commands::completions::Args),
+    Man(commands::man::Args),
 }
 
 impl Command {
@@ -49,6 +51,8 @@ impl Command {
             Command::FsColumn(a) => a.run(),
             Command::Stale(a) => a.run(),
             Command::Bench(a) => a.run(),
+            Command::Completions(a) => a.run(Cli::command()),
+            Command::Man(a) => a.run(Cli::command()),
         }
     }
 }

@@ -895,3 +895,47 @@ http {{
         .collect();
     assert_eq!(left, Vec::<i32>::new(), "{text}");
 }
+
+#[test]
+fn completions_come_from_the_command_line_itself_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = swaplab().args(["completions", shell]).assert().success();
+        let script = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        // Every visible command and a preset's name; no hidden command.
+        for word in ["stale", "reload", "swaplab-scm-rights"] {
+            assert!(script.contains(word), "{shell}: no {word}:\n{script}");
+        }
+        assert!(!script.contains("fs-column"), "{shell}:\n{script}");
+    }
+    swaplab()
+        .args(["completions", "ksh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid value 'ksh'"));
+}
+
+#[test]
+fn the_man_page_comes_from_the_command_line_itself() {
+    let out = swaplab().arg("man").assert().success();
+    let page = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH swaplab 1"),
+        "{page}"
+    );
+    assert!(page.contains("swaplab\\-stale(1)"), "{page}");
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    swaplab()
+        .args(["man", "--out"])
+        .arg(dir.path().join("man1"))
+        .assert()
+        .success();
+    let stale = std::fs::read_to_string(dir.path().join("man1/swaplab-stale.1")).unwrap();
+    assert!(stale.contains(".TH swaplab-stale 1"), "{stale}");
+    assert!(stale.contains("Exit status"), "{stale}");
+    assert!(dir.path().join("man1/swaplab-bench-reload.1").is_file());
+    swaplab()
+        .args(["man", "--out", "/proc/swaplab-cannot-write-here"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot write into"));
+}
