@@ -63,10 +63,19 @@ fn run_accepts_lowercase_ids_and_several_at_once() {
         .args(["run", "-q", "l01", "l02", "--libc", "host"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("L01 [host]: Confirmed"))
-        .stdout(predicate::str::contains("L02 [host]: Confirmed"))
+        .stdout(predicate::str::is_match(r"(?m)^L01 +Confirmed [0-9.]+ s ").unwrap())
+        .stdout(predicate::str::is_match(r"(?m)^L02 +Confirmed [0-9.]+ s ").unwrap())
         .stdout(predicate::str::contains("2 confirmed, 0 refuted"))
-        .stdout(predicate::str::contains("[musl]").not());
+        .stdout(predicate::str::contains("musl").not())
+        // One table: no verdict line of its own beside the table's row.
+        .stdout(predicate::str::contains("[host]").not());
+    // One finding too.
+    swaplab()
+        .args(["run", "-q", "l01", "--libc", "host"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"(?m)^ID +host \(").unwrap())
+        .stdout(predicate::str::contains("1 confirmed, 0 refuted"));
 }
 
 #[test]

@@ -92,10 +92,11 @@ pub struct Args {
 }
 
 impl Args {
-    /// Runs the findings asked for (or every one) on the columns `--libc` asks
-    /// for: narrates each experiment (unless `--quiet` or `--json`), prints
-    /// each verdict and the table, or only the JSON report; fails when a
-    /// finding is refuted or in error.
+    /// Runs the findings asked for (or every one) on the columns `--libc`
+    /// asks for: narrates each experiment (unless `--quiet` or `--json`)
+    /// and prints the table of the verdicts (`--quiet`: that one table
+    /// only, with a line for each verdict the table cannot explain), or
+    /// only the JSON report; fails when a finding is refuted or in error.
     pub fn run(self) -> Done {
         let Args {
             ids,
@@ -130,13 +131,13 @@ impl Args {
                     .iter()
                     .any(|c| matches!(c, Ok(r) if r.name == o.runtime))
             {
-                print_verdict(o, narrate);
+                print_verdict(o);
             }
         });
         let failed = outcomes.iter().any(|o| o.verdict.is_failure());
         if json {
             println!("{}", pretty(&Report::new(&cols, outcomes)));
-        } else if outcomes.len() > 1 {
+        } else if outcomes.len() > 1 || quiet {
             print_table(&selected, &cols, &outcomes);
         }
         judged(failed)
@@ -157,10 +158,12 @@ fn print_columns(cols: &Columns) {
     }
 }
 
-/// One verdict as soon as it is judged; a narrated run has shown a
-/// confirmation or an n/a already. A claim confirmed in part always says
-/// which parts were shown, not judged.
-fn print_verdict(o: &Outcome, narrate: bool) {
+/// What the table cannot say of a verdict, as soon as it is judged: why a
+/// claim was refuted, skipped or in error, and which parts of a claim
+/// confirmed in part were shown, not judged. A confirmation or an n/a has
+/// nothing to add: a narrated run has shown it, and `--quiet`'s one table
+/// gives it.
+fn print_verdict(o: &Outcome) {
     let id = format!("{} [{}]", o.id, o.runtime);
     match &o.verdict {
         Verdict::Confirmed if !o.shown.is_empty() => {
@@ -169,10 +172,7 @@ fn print_verdict(o: &Outcome, narrate: bool) {
                 println!("  - {} (saw: {}; {})", u.part, u.saw, u.reason);
             }
         }
-        Verdict::Confirmed if narrate => {}
-        Verdict::NotApplicable { .. } if narrate => {}
-        Verdict::Confirmed => println!("{id}: Confirmed"),
-        Verdict::NotApplicable { reason, .. } => println!("{id}: n/a: {reason}"),
+        Verdict::Confirmed | Verdict::NotApplicable { .. } => {}
         Verdict::Refuted { saw } => {
             println!("{id}: Refuted; this machine showed:");
             for s in saw {
