@@ -63,10 +63,19 @@ fn run_accepts_lowercase_ids_and_several_at_once() {
         .args(["run", "-q", "l01", "l02", "--libc", "host"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("L01 [host]: Confirmed"))
-        .stdout(predicate::str::contains("L02 [host]: Confirmed"))
+        .stdout(predicate::str::is_match(r"(?m)^L01 +Confirmed [0-9.]+ s ").unwrap())
+        .stdout(predicate::str::is_match(r"(?m)^L02 +Confirmed [0-9.]+ s ").unwrap())
         .stdout(predicate::str::contains("2 confirmed, 0 refuted"))
-        .stdout(predicate::str::contains("[musl]").not());
+        .stdout(predicate::str::contains("musl").not())
+        // One table: no verdict line of its own beside the table's row.
+        .stdout(predicate::str::contains("[host]").not());
+    // One finding too.
+    swaplab()
+        .args(["run", "-q", "l01", "--libc", "host"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"(?m)^ID +host \(").unwrap())
+        .stdout(predicate::str::contains("1 confirmed, 0 refuted"));
 }
 
 #[test]
@@ -782,7 +791,10 @@ fn bench_reload_refuses_bad_input_with_exit_code_2() {
             ][..],
             "nothing answers at",
         ),
-        (&["--preset", "lighttpd"][..], "not a preset"),
+        (
+            &["--preset", "lighttpd"][..],
+            "invalid value 'lighttpd' for '--preset",
+        ),
         (
             &["--preset", "nginx-hup", "--start", "nginx"][..],
             "cannot be used with",
@@ -891,4 +903,48 @@ http {{
         .map(|p| p.pid)
         .collect();
     assert_eq!(left, Vec::<i32>::new(), "{text}");
+}
+
+#[test]
+fn completions_come_from_the_command_line_itself_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = swaplab().args(["completions", shell]).assert().success();
+        let script = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        // Every visible command and a preset's name; no hidden command.
+        for word in ["stale", "reload", "swaplab-scm-rights"] {
+            assert!(script.contains(word), "{shell}: no {word}:\n{script}");
+        }
+        assert!(!script.contains("fs-column"), "{shell}:\n{script}");
+    }
+    swaplab()
+        .args(["completions", "ksh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid value 'ksh'"));
+}
+
+#[test]
+fn the_man_page_comes_from_the_command_line_itself() {
+    let out = swaplab().arg("man").assert().success();
+    let page = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH swaplab 1"),
+        "{page}"
+    );
+    assert!(page.contains("swaplab\\-stale(1)"), "{page}");
+    let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
+    swaplab()
+        .args(["man", "--out"])
+        .arg(dir.path().join("man1"))
+        .assert()
+        .success();
+    let stale = std::fs::read_to_string(dir.path().join("man1/swaplab-stale.1")).unwrap();
+    assert!(stale.contains(".TH swaplab-stale 1"), "{stale}");
+    assert!(stale.contains("Exit status"), "{stale}");
+    assert!(dir.path().join("man1/swaplab-bench-reload.1").is_file());
+    swaplab()
+        .args(["man", "--out", "/proc/swaplab-cannot-write-here"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot write into"));
 }

@@ -20,9 +20,34 @@ pub struct Loaded {
     pub json: Value,
 }
 
-/// Prints the table of the reports `paths`; fails when a cell is marked.
-pub fn command(paths: &[PathBuf]) -> Done {
-    print(paths, "compare")
+/// Print the platform × finding table (Markdown) of `swaplab run --json`
+/// reports, marking every cell that differs from the expectation.
+#[derive(clap::Args)]
+#[command(after_help = HELP)]
+pub struct Args {
+    /// Report files (`swaplab run --all --json > report.json`).
+    #[arg(value_name = "REPORT", required = true)]
+    pub reports: Vec<PathBuf>,
+}
+
+const HELP: &str = "\
+Each report gives one column per C library it ran on (the host's, musl's,
+a Debian root's). A cell is the verdict, with the C library whose expectation
+held where the findings differ by C library (L06-L10). Refuted and Error
+cells are marked; the findings that behave differently across the columns
+are named under the table.
+
+Exit status: 0 every cell as expected, 1 some cell marked, 2 bad input.
+
+Example:
+  swaplab run --all --json > host.json
+  swaplab compare host.json swaplab-matrix/*.json";
+
+impl Args {
+    /// Prints the table of the reports given; fails when a cell is marked.
+    pub fn run(self) -> Done {
+        print(&self.reports, "compare")
+    }
 }
 
 /// Prints the table of `paths` (for the command `who`): fails when a cell

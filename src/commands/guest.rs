@@ -5,7 +5,7 @@
 //! the findings and writes the report, and the first process reaps until
 //! the child is gone, then powers the guest off. Anywhere else it refuses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
@@ -15,41 +15,61 @@ use crate::commands::{run::select, Done, Exit};
 use crate::harness::report::{self, Report};
 use crate::harness::runtime::Runtime;
 
-pub fn command(out: &Path, column: &str, ids: &[String]) -> Done {
-    if std::process::id() != 1 {
-        return Err(Exit::BadInput(
+/// The first process of `swaplab matrix --kernel`'s guest: runs the
+/// findings, writes the report, powers the guest off.
+#[derive(clap::Args)]
+#[command(hide = true)]
+pub struct Args {
+    /// The folder the report goes to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The column's name.
+    #[arg(long)]
+    pub column: String,
+    /// Finding IDs.
+    pub ids: Vec<String>,
+}
+
+impl Args {
+    /// Main runs it before any thread starts, not even the Ctrl-C handler's:
+    /// it forks.
+    pub fn run(self) -> Done {
+        let Args { out, column, ids } = &self;
+        if std::process::id() != 1 {
+            return Err(Exit::BadInput(
             "swaplab guest: runs only as the first process of swaplab matrix --kernel's virtual machine"
                 .into(),
         ));
-    }
-    let selected = select(ids, ids.is_empty()).map_err(Exit::BadInput)?;
-    // SAFETY: main runs this before it starts any thread (not even the
-    // Ctrl-C handler's).
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let code = match run(out, column, &selected) {
-                Ok(()) => 0,
-                Err(e) => {
-                    println!("SWAPLAB-GUEST-FAILED: {e:#}");
-                    1
-                }
-            };
-            std::process::exit(code);
         }
-        Ok(ForkResult::Parent { child }) => {
-            reap_until(child);
-            power_off()
-        }
-        Err(e) => {
-            println!("SWAPLAB-GUEST-FAILED: cannot fork: {e}");
-            power_off()
+        let selected = select(ids, ids.is_empty()).map_err(Exit::BadInput)?;
+        // SAFETY: main runs this before it starts any thread (not even the
+        // Ctrl-C handler's).
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let code = match run_findings(out, column, &selected) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        println!("SWAPLAB-GUEST-FAILED: {e:#}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+            Ok(ForkResult::Parent { child }) => {
+                reap_until(child);
+                power_off()
+            }
+            Err(e) => {
+                println!("SWAPLAB-GUEST-FAILED: cannot fork: {e}");
+                power_off()
+            }
         }
     }
 }
 
 /// Runs the findings on the host's C library under this kernel, as column
 /// `column`, and writes the report into `out`.
-fn run(
+fn run_findings(
     out: &Path,
     column: &str,
     selected: &[&crate::harness::finding::Finding],

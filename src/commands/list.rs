@@ -22,34 +22,44 @@ pub fn readiness(f: &Finding) -> String {
     }
 }
 
-/// Prints the findings as a table, or as JSON.
-pub fn command(json: bool) -> Done {
-    if json {
-        let rows: Vec<_> = findings::all()
-            .map(|f| {
-                serde_json::json!({
-                    "id": f.id,
-                    "claim": f.claim,
-                    "article": f.source,
-                    "test": f.test_name(),
-                    "scope": f.scope,
-                    // Whether `swaplab matrix --fs` runs it on each filesystem.
-                    "depends_on_filesystem": f.depends_on_filesystem(),
-                    "status": readiness(f),
+/// List every finding: ID, whether it runs here, and the claim.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    /// Prints the findings as a table, or as JSON.
+    pub fn run(self) -> Done {
+        if self.json {
+            let rows: Vec<_> = findings::all()
+                .map(|f| {
+                    serde_json::json!({
+                        "id": f.id,
+                        "claim": f.claim,
+                        "article": f.source,
+                        "test": f.test_name(),
+                        "scope": f.scope,
+                        // Whether `swaplab matrix --fs` runs it on each filesystem.
+                        "depends_on_filesystem": f.depends_on_filesystem(),
+                        "status": readiness(f),
+                    })
                 })
-            })
-            .collect();
-        println!("{}", pretty(&rows));
-        return Ok(());
+                .collect();
+            println!("{}", pretty(&rows));
+            return Ok(());
+        }
+        println!("{:<4}  {:<28}  CLAIM", "ID", "STATUS HERE");
+        for f in findings::all() {
+            println!(
+                "{:<4}  {:<28}  {}",
+                f.id,
+                readiness(f),
+                first_sentence(f.claim, 100)
+            );
+        }
+        Ok(())
     }
-    println!("{:<4}  {:<28}  CLAIM", "ID", "STATUS HERE");
-    for f in findings::all() {
-        println!(
-            "{:<4}  {:<28}  {}",
-            f.id,
-            readiness(f),
-            first_sentence(f.claim, 100)
-        );
-    }
-    Ok(())
 }

@@ -4,8 +4,10 @@
 
 pub mod bench;
 pub mod compare;
+pub mod completions;
 pub mod guest;
 pub mod list;
+pub mod man;
 pub mod matrix;
 pub mod run;
 pub mod stale;

@@ -69,47 +69,79 @@ pub fn columns(libc: &[String]) -> Result<Vec<Result<Runtime, Unavailable>>, Str
         .collect())
 }
 
-/// Runs the findings `ids` (or `all`) on the columns `libc` asks for:
-/// narrates each experiment (unless `quiet` or `json`), prints each verdict
-/// and the table, or only the JSON report; fails when a finding is refuted
-/// or in error.
-pub fn command(ids: &[String], all: bool, json: bool, quiet: bool, libc: &[String]) -> Done {
-    let bad = |e: String| Exit::BadInput(format!("swaplab: {e}"));
-    let selected = select(ids, all).map_err(bad)?;
-    let cols = columns(libc).map_err(bad)?;
-    let narrate = !json && !quiet;
-    if !json {
-        print_columns(&cols);
+/// Run findings and narrate each experiment, then judge it.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Finding IDs (L04, l04, ...).
+    #[arg(value_name = "ID", required_unless_present = "all")]
+    pub ids: Vec<String>,
+    /// Run every finding.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Print a machine-readable report (JSON) on stdout instead of the
+    /// narration.
+    #[arg(long)]
+    pub json: bool,
+    /// No narration: only the verdicts.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Only these columns: a C library (`glibc`, `musl`) or a column
+    /// name (`host`). By default every C library available here.
+    #[arg(long, value_delimiter = ',', value_name = "LIBC")]
+    pub libc: Vec<String>,
+}
+
+impl Args {
+    /// Runs the findings asked for (or every one) on the columns `--libc`
+    /// asks for: narrates each experiment (unless `--quiet` or `--json`)
+    /// and prints the table of the verdicts (`--quiet`: that one table
+    /// only, with a line for each verdict the table cannot explain), or
+    /// only the JSON report; fails when a finding is refuted or in error.
+    pub fn run(self) -> Done {
+        let Args {
+            ids,
+            all,
+            json,
+            quiet,
+            libc,
+        } = self;
+        let bad = |e: String| Exit::BadInput(format!("swaplab: {e}"));
+        let selected = select(&ids, all).map_err(bad)?;
+        let cols = columns(&libc).map_err(bad)?;
+        let narrate = !json && !quiet;
+        if !json {
+            print_columns(&cols);
+        }
+        let live = |f: &Finding, rt: &Runtime| -> Option<Sink> {
+            if !narrate {
+                return None;
+            }
+            if f.runs_on(rt).is_ok() {
+                println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
+            }
+            Some(Box::new(|line: &str| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "  {line}");
+                let _ = out.flush();
+            }))
+        };
+        let outcomes = report::run_all(&selected, &cols, live, |o| {
+            if !json
+                && cols
+                    .iter()
+                    .any(|c| matches!(c, Ok(r) if r.name == o.runtime))
+            {
+                print_verdict(o);
+            }
+        });
+        let failed = outcomes.iter().any(|o| o.verdict.is_failure());
+        if json {
+            println!("{}", pretty(&Report::new(&cols, outcomes)));
+        } else if outcomes.len() > 1 || quiet {
+            print_table(&selected, &cols, &outcomes);
+        }
+        judged(failed)
     }
-    let live = |f: &Finding, rt: &Runtime| -> Option<Sink> {
-        if !narrate {
-            return None;
-        }
-        if f.runs_on(rt).is_ok() {
-            println!("\n== {} on {}: {}", f.id, rt.label(), f.claim_for(rt.libc));
-        }
-        Some(Box::new(|line: &str| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "  {line}");
-            let _ = out.flush();
-        }))
-    };
-    let outcomes = report::run_all(&selected, &cols, live, |o| {
-        if !json
-            && cols
-                .iter()
-                .any(|c| matches!(c, Ok(r) if r.name == o.runtime))
-        {
-            print_verdict(o, narrate);
-        }
-    });
-    let failed = outcomes.iter().any(|o| o.verdict.is_failure());
-    if json {
-        println!("{}", pretty(&Report::new(&cols, outcomes)));
-    } else if outcomes.len() > 1 {
-        print_table(&selected, &cols, &outcomes);
-    }
-    judged(failed)
 }
 
 /// The machine, and each column: its C library, or why it cannot run.
@@ -126,10 +158,12 @@ fn print_columns(cols: &Columns) {
     }
 }
 
-/// One verdict as soon as it is judged; a narrated run has shown a
-/// confirmation or an n/a already. A claim confirmed in part always says
-/// which parts were shown, not judged.
-fn print_verdict(o: &Outcome, narrate: bool) {
+/// What the table cannot say of a verdict, as soon as it is judged: why a
+/// claim was refuted, skipped or in error, and which parts of a claim
+/// confirmed in part were shown, not judged. A confirmation or an n/a has
+/// nothing to add: a narrated run has shown it, and `--quiet`'s one table
+/// gives it.
+fn print_verdict(o: &Outcome) {
     let id = format!("{} [{}]", o.id, o.runtime);
     match &o.verdict {
         Verdict::Confirmed if !o.shown.is_empty() => {
@@ -138,10 +172,7 @@ fn print_verdict(o: &Outcome, narrate: bool) {
                 println!("  - {} (saw: {}; {})", u.part, u.saw, u.reason);
             }
         }
-        Verdict::Confirmed if narrate => {}
-        Verdict::NotApplicable { .. } if narrate => {}
-        Verdict::Confirmed => println!("{id}: Confirmed"),
-        Verdict::NotApplicable { reason, .. } => println!("{id}: n/a: {reason}"),
+        Verdict::Confirmed | Verdict::NotApplicable { .. } => {}
         Verdict::Refuted { saw } => {
             println!("{id}: Refuted; this machine showed:");
             for s in saw {

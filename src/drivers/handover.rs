@@ -53,16 +53,24 @@ impl Strategy {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Strategy> {
-        Strategy::ALL.into_iter().find(|x| x.name() == s)
-    }
-
     /// Whether every generation serves the very same listening socket.
     pub fn shares_the_socket(self) -> bool {
         matches!(
             self,
             Strategy::ScmRights | Strategy::Exec | Strategy::Activation
         )
+    }
+}
+
+/// `--strategy NAME`: the names of [`Strategy::name`], in the order of
+/// [`Strategy::ALL`].
+impl clap::ValueEnum for Strategy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Strategy::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 

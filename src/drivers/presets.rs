@@ -39,6 +39,18 @@ pub enum Preset {
     Own(Strategy),
 }
 
+/// `--preset NAME`: the names of [`Preset::name`], in the order of
+/// [`Preset::ALL`].
+impl clap::ValueEnum for Preset {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Preset::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 /// A program a preset needs, and the Debian package that brings it.
 pub struct Needed {
     pub program: &'static str,
@@ -55,10 +67,19 @@ impl Preset {
     ];
 
     /// Every preset: the real servers, then swaplab's strategies.
-    pub fn all() -> Vec<Preset> {
-        let own = Strategy::ALL.into_iter().map(Preset::Own);
-        Preset::REAL.into_iter().chain(own).collect()
-    }
+    pub const ALL: [Preset; 9] = {
+        let mut all = [Preset::NginxHup; 9];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = if i < Preset::REAL.len() {
+                Preset::REAL[i]
+            } else {
+                Preset::Own(Strategy::ALL[i - Preset::REAL.len()])
+            };
+            i += 1;
+        }
+        all
+    };
 
     pub fn name(self) -> String {
         match self {
@@ -68,10 +89,6 @@ impl Preset {
             Preset::Apache2Graceful => "apache2-graceful".into(),
             Preset::Own(s) => format!("swaplab-{}", s.name()),
         }
-    }
-
-    pub fn parse(text: &str) -> Option<Preset> {
-        Preset::all().into_iter().find(|p| p.name() == text)
     }
 
     pub fn needed(self) -> Option<Needed> {

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::commands::matrix::{check_codenames, write_report, Options};
+use crate::commands::matrix::{check_codenames, write_report, Args};
 use crate::harness::finding::Finding;
 use crate::harness::recipe::{twin_args, variant_steps, Lang, SOURCES, TWINS, VARIANTS};
 use crate::harness::report::{self, Report};
@@ -41,7 +41,7 @@ const TEXTS: &[(&str, &str)] = &[
 ];
 
 /// Checks what the matrix needs before it starts anything.
-fn preflight(opts: &Options) -> Result<PathBuf> {
+fn preflight(opts: &Args) -> Result<PathBuf> {
     if !nix::unistd::geteuid().is_root() {
         bail!(
             "needs root: debootstrap builds the roots and chroot compiles inside them; \
@@ -235,7 +235,7 @@ fn build_in(root: &Path, release: &str) -> Result<Runtime> {
 
 /// Builds or reuses each release's root, runs `selected` on it, writes
 /// `report-debian-<release>.json` into `opts.out`; returns the paths.
-pub fn run(opts: &Options, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<Vec<PathBuf>> {
+pub fn run(opts: &Args, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<Vec<PathBuf>> {
     let debootstrap = preflight(opts)?;
     let cache = opts.cache_dir()?.join("debian");
     let mut written = Vec::new();

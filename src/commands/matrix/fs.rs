@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::commands::matrix::{write_report, Columns, Options};
+use crate::commands::matrix::{write_report, Args, Columns};
 use crate::commands::{run::select, Done, Exit};
 use crate::harness::finding::Finding;
 use crate::harness::platform::filesystem_of;
@@ -154,7 +154,7 @@ fn in_private_mount_namespace(cmd: &mut Command) -> &mut Command {
 /// Runs each filesystem's column (`swaplab fs-column` in a mount namespace
 /// of its own) on `selected`; each writes `report-fs-NAME.json` into
 /// `opts.out`. A column that fails is said and listed; the others still run.
-pub fn run(opts: &Options, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<Columns> {
+pub fn run(opts: &Args, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<Columns> {
     let exe = std::env::current_exe().context("cannot tell which swaplab runs")?;
     let out = std::path::absolute(&opts.out)
         .with_context(|| format!("cannot resolve {}", opts.out.display()))?;
@@ -387,85 +387,106 @@ fn own_mount_namespace() -> bool {
     mine.is_some() && mine != ns(&format!("/proc/{parent}/ns/mnt"))
 }
 
-/// `swaplab fs-column` (hidden): one column of `matrix --fs`, in the mount
-/// namespace its matrix made for it. Makes `fs` in `dir`, runs the
-/// findings `ids` with their sandboxes on it, writes `report-fs-NAME.json`
-/// into `out`. Main runs it before any thread starts: it sets `TMPDIR`.
-pub fn command(fs: Fs, dir: &Path, out: &Path, ids: &[String]) -> Done {
-    let bad = |e: String| Exit::BadInput(format!("swaplab fs-column: {e}"));
-    let named = dir
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("swaplab-fs-"));
-    if !dir.is_absolute() || !named || !dir.is_dir() {
-        return Err(bad(format!(
-            "{} is not a folder of swaplab matrix --fs",
-            dir.display()
-        )));
-    }
-    if !nix::unistd::geteuid().is_root() || !own_mount_namespace() {
-        return Err(bad(
+/// One column of `swaplab matrix --fs`, in the mount namespace the
+/// matrix made for it: makes the filesystem, runs the findings on it.
+#[derive(clap::Args)]
+#[command(hide = true, name = "fs-column")]
+pub struct ColumnArgs {
+    #[arg(long, value_enum)]
+    pub fs: Fs,
+    /// The matrix's folder for it, which it mounts a tmpfs over.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The folder the report goes to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Finding IDs.
+    pub ids: Vec<String>,
+}
+
+impl ColumnArgs {
+    /// `swaplab fs-column` (hidden): one column of `matrix --fs`, in the mount
+    /// namespace its matrix made for it. Makes `fs` in `dir`, runs the
+    /// findings `ids` with their sandboxes on it, writes `report-fs-NAME.json`
+    /// into `out`. Main runs it before any thread starts: it sets `TMPDIR`.
+    pub fn run(self) -> Done {
+        let ColumnArgs { fs, dir, out, ids } = &self;
+        let (fs, dir, out) = (*fs, dir.as_path(), out.as_path());
+        let bad = |e: String| Exit::BadInput(format!("swaplab fs-column: {e}"));
+        let named = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("swaplab-fs-"));
+        if !dir.is_absolute() || !named || !dir.is_dir() {
+            return Err(bad(format!(
+                "{} is not a folder of swaplab matrix --fs",
+                dir.display()
+            )));
+        }
+        if !nix::unistd::geteuid().is_root() || !own_mount_namespace() {
+            return Err(bad(
             "runs only as a column of swaplab matrix --fs, as root, in a mount namespace of its own"
                 .into(),
         ));
-    }
-    // Its matrix made every mount private already; made sure here, so that
-    // no mount of this column can reach another namespace however it was
-    // started.
-    let none: Option<&str> = None;
-    nix::mount::mount(
-        none,
-        "/",
-        none,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        none,
-    )
-    .map_err(|e| bad(format!("cannot make its mounts private: {e}")))?;
-    let selected = select(ids, ids.is_empty()).map_err(bad)?;
-    check_tools(&[fs]).map_err(|e| bad(format!("{e:#}")))?;
-    let column = fs.column();
-    let failed = |e: anyhow::Error| Exit::Aborted(format!("{column}: {e:#}"));
-    let d = text(dir).map_err(failed)?;
-    tool(
-        "mount",
-        &["-t", "tmpfs", "-o", "mode=0755", "swaplab-fs-scratch", d],
-    )
-    .map_err(failed)?;
-    let tmp = make(fs, dir).map_err(failed)?;
-    // SAFETY (of the environment): main runs this before any thread.
-    std::env::set_var("TMPDIR", &tmp);
-    // A column must not run on another filesystem than its name says.
-    let under = filesystem_of(&std::env::temp_dir());
-    match &under {
-        Some(f) if f.fstype == fs.name() => {
-            eprintln!(
-                "{column}: sandboxes in {} on {}",
-                tmp.display(),
-                f.one_line()
-            )
         }
-        other => {
-            return Err(failed(anyhow::anyhow!(
-                "the temp folder {} is not on {} but on {}",
-                tmp.display(),
-                fs.name(),
-                other
-                    .as_ref()
-                    .map_or("an unknown filesystem".into(), |f| f.one_line())
-            )))
+        // Its matrix made every mount private already; made sure here, so that
+        // no mount of this column can reach another namespace however it was
+        // started.
+        let none: Option<&str> = None;
+        nix::mount::mount(
+            none,
+            "/",
+            none,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+            none,
+        )
+        .map_err(|e| bad(format!("cannot make its mounts private: {e}")))?;
+        let selected = select(ids, ids.is_empty()).map_err(bad)?;
+        check_tools(&[fs]).map_err(|e| bad(format!("{e:#}")))?;
+        let column = fs.column();
+        let failed = |e: anyhow::Error| Exit::Aborted(format!("{column}: {e:#}"));
+        let d = text(dir).map_err(failed)?;
+        tool(
+            "mount",
+            &["-t", "tmpfs", "-o", "mode=0755", "swaplab-fs-scratch", d],
+        )
+        .map_err(failed)?;
+        let tmp = make(fs, dir).map_err(failed)?;
+        // SAFETY (of the environment): main runs this before any thread.
+        std::env::set_var("TMPDIR", &tmp);
+        // A column must not run on another filesystem than its name says.
+        let under = filesystem_of(&std::env::temp_dir());
+        match &under {
+            Some(f) if f.fstype == fs.name() => {
+                eprintln!(
+                    "{column}: sandboxes in {} on {}",
+                    tmp.display(),
+                    f.one_line()
+                )
+            }
+            other => {
+                return Err(failed(anyhow::anyhow!(
+                    "the temp folder {} is not on {} but on {}",
+                    tmp.display(),
+                    fs.name(),
+                    other
+                        .as_ref()
+                        .map_or("an unknown filesystem".into(), |f| f.one_line())
+                )))
+            }
         }
+        let mut rt = Runtime::host();
+        rt.name = column.clone();
+        rt.filesystem = Some(fs.name().into());
+        let columns = [Ok(rt)];
+        let outcomes = report::run_all(
+            &selected,
+            &columns,
+            |_, _| None,
+            |o| eprintln!("  {} [{}]: {}", o.id, o.runtime, o.word()),
+        );
+        let r = Report::new(&columns, outcomes);
+        let json = serde_json::to_value(&r).map_err(|e| failed(e.into()))?;
+        write_report(out, &column, &json).map_err(failed)?;
+        Ok(())
     }
-    let mut rt = Runtime::host();
-    rt.name = column.clone();
-    rt.filesystem = Some(fs.name().into());
-    let columns = [Ok(rt)];
-    let outcomes = report::run_all(
-        &selected,
-        &columns,
-        |_, _| None,
-        |o| eprintln!("  {} [{}]: {}", o.id, o.runtime, o.word()),
-    );
-    let r = Report::new(&columns, outcomes);
-    let json = serde_json::to_value(&r).map_err(|e| failed(e.into()))?;
-    write_report(out, &column, &json).map_err(failed)?;
-    Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::commands::matrix::{check_codenames, write_report, AccelChoice, Columns, Options};
+use crate::commands::matrix::{check_codenames, write_report, AccelChoice, Args, Columns};
 use crate::harness::finding::Finding;
 use crate::vm::initramfs;
 use crate::vm::kernel_package::{kernel_of, Kernel};
@@ -46,7 +46,7 @@ pub fn column(release: &str) -> String {
 }
 
 /// What the kernel matrix needs, checked before anything is fetched.
-pub fn preflight(opts: &Options) -> Result<PathBuf> {
+pub fn preflight(opts: &Args) -> Result<PathBuf> {
     check_codenames("--kernel", &opts.kernels)?;
     if std::env::consts::ARCH != "x86_64" {
         bail!("--kernel boots Debian's amd64 kernels: it runs on x86_64 machines only");
@@ -70,7 +70,7 @@ pub fn preflight(opts: &Options) -> Result<PathBuf> {
 /// `report-kernel-RELEASE.json` into `opts.out`. `busybox` is what
 /// [`preflight`] found.
 pub fn run(
-    opts: &Options,
+    opts: &Args,
     busybox: &Path,
     selected: &[&Finding],
     say: &dyn Fn(&str),
