@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::Signal;
@@ -439,6 +440,9 @@ pub fn start_load(lab: &mut Lab, fleet: &Fleet, connections: usize) -> Result<Lo
     let mut o = load::Options::new(fleet.addr);
     o.connections = connections;
     o.rate = Some(LOAD_RATE);
+    // The whole experiment, however slow the machine (an emulated guest
+    // took over a minute for U03): the count still bounds it.
+    o.max_duration = Duration::from_secs(600);
     lab.note(format!(
         "load: {connections} clients open {LOAD_RATE} new connections per second to http://{}/, each request on its own connection, {}; every outcome is recorded",
         fleet.addr,
