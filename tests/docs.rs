@@ -367,6 +367,7 @@ fn every_code_block_in_the_guides_is_checked() {
             }
         }
     }
+    eprintln!("{checked} commands checked in the guides");
     assert!(checked > 50, "only {checked} commands found in the guides");
     assert!(
         wrong.is_empty(),
