@@ -4,7 +4,7 @@
 //! `cargo test x01` proves it (every C library column, the lab sheet
 //! `examples/experiments/X01.md`, the /proc snapshot in
 //! `examples/snapshots/`); `cargo run --example own_finding` narrates it and
-//! prints the verdict. README.md, "Writing your own finding", walks through it.
+//! prints the verdict. docs/writing-a-finding.md walks through it.
 
 use anyhow::Result;
 

@@ -23,3 +23,28 @@ pub mod findings;
 pub mod harness;
 pub mod targets;
 pub mod vm;
+
+// The guides' Rust blocks are doctests: `cargo test --doc` compiles them, so
+// they cannot drift from the code (tests/docs.rs checks their other blocks,
+// and that every guide is listed here).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub mod guide_readme {}
+#[cfg(doctest)]
+#[doc = include_str!("../ARCHITECTURE.md")]
+pub mod guide_architecture {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/benches.md")]
+pub mod guide_benches {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/matrix.md")]
+pub mod guide_matrix {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/running.md")]
+pub mod guide_running {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/stale.md")]
+pub mod guide_stale {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/writing-a-finding.md")]
+pub mod guide_writing_a_finding {}

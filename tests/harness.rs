@@ -522,7 +522,7 @@ fn a_killed_bench_stale_leaves_no_sleeper_and_no_sandbox() {
 }
 
 /// The layers of `src/`, top to bottom: a module may use its own layer and
-/// the ones below it, never one above (see the README's "How it is built").
+/// the ones below it, never one above (see ARCHITECTURE.md).
 const LAYERS: [&str; 8] = [
     "commands", "bench", "findings", "drivers", "vm", "harness", "targets", "detector",
 ];

@@ -14,6 +14,9 @@ mod cli;
 /// The harness's own promises: nothing left behind, docs that cannot drift.
 mod harness;
 
+/// The guides' code blocks: compiled, run or checked.
+mod docs;
+
 /// The hand-over server's failure paths.
 mod handover;
 

@@ -27,8 +27,8 @@
 //! }
 //! ```
 //!
-//! `examples/own_finding.rs` is a whole finding proved this way (README.md,
-//! "Writing your own finding").
+//! `examples/own_finding.rs` is a whole finding proved this way
+//! (docs/writing-a-finding.md).
 //!
 //! # What is checked against what
 //!

@@ -89,33 +89,57 @@ pub fn verdict_in(text: &str) -> Option<String> {
     }
 }
 
-/// The README's findings table: ID (linked to its sheet), claim, and the
-/// status its sheet (in the project at `root`) records.
+/// The README's findings table: ID (linked to its sheet), the sheet's title
+/// (one short sentence; the claim is on the sheet), and the status the sheet
+/// (in the project at `root`) records.
 pub fn readme_table<'a>(root: &Path, findings: impl IntoIterator<Item = &'a Finding>) -> String {
     let mut out = vec![
         TABLE_BEGIN.to_string(),
-        "| ID | Claim | Status here |".to_string(),
+        "| ID | Finding | Status here |".to_string(),
         "|---|---|---|".to_string(),
     ];
     for f in findings {
-        let mut claim = f.claim.replace('|', "\\|");
+        let sheet = std::fs::read_to_string(root.join(f.sheet())).ok();
+        let mut title = sheet
+            .as_deref()
+            .and_then(|t| title_in(t, f.id))
+            .unwrap_or_else(|| slug_sentence(f.slug))
+            .replace('|', "\\|");
         for k in f.older_kernels {
-            claim.push_str(&format!(
-                "<br>**Before Linux {}.{}:** {}",
-                k.before.0,
-                k.before.1,
-                k.claim.replace('|', "\\|")
+            title.push_str(&format!(
+                " (differs before Linux {}.{})",
+                k.before.0, k.before.1
             ));
         }
-        let status = std::fs::read_to_string(root.join(f.sheet()))
-            .ok()
-            .and_then(|t| verdict_in(&t))
+        let status = sheet
+            .as_deref()
+            .and_then(verdict_in)
             .unwrap_or_else(|| "no sheet yet".into());
-        let row = format!("| [{}]({}) | {claim} | {status} |", f.id, f.sheet());
+        let row = format!("| [{}]({}) | {title} | {status} |", f.id, f.sheet());
         out.push(row);
     }
     out.push(TABLE_END.to_string());
     out.join("\n")
+}
+
+/// A sheet's title: its first line, `# L04: Forked children keep the old
+/// library`, without the `# L04: `.
+pub fn title_in(text: &str, id: &str) -> Option<String> {
+    let first = text.lines().next()?;
+    let title = first.strip_prefix(&format!("# {id}: "))?.trim();
+    (!title.is_empty()).then(|| title.to_string())
+}
+
+/// A slug as a sentence, for a finding with no sheet yet:
+/// `forked_children_keep_the_old_library` → `Forked children keep the old
+/// library`.
+fn slug_sentence(slug: &str) -> String {
+    let words = slug.replace('_', " ");
+    let mut chars = words.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// The README text with its findings table replaced by `table`.
