@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 
-use swaplab::harness::finding::{Finding, Lesson, Scope};
+use swaplab::harness::finding::{Finding, Scope};
 use swaplab::harness::lab::Lab;
 use swaplab::harness::map_checks::describe;
 use swaplab::harness::process::Program;
@@ -35,13 +35,10 @@ pub static X01: Finding = Finding {
     experiment: x01,
     // The kernel's behaviour, the same under glibc and musl: run it on both.
     scope: Scope::AnyLibc,
-    musl: "",
     // The same on every kernel: no older kernel shows something else.
-    older_kernels: &[],
     // Root, a tool, a second user...: nothing here.
-    needs: &[],
     // Its lab sheet is prose of its own: no generated question or exercise.
-    lesson: Lesson::NONE,
+    ..Finding::DEFAULTS
 };
 
 /// Observes first (narrating each step as the shell command that does the

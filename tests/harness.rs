@@ -716,10 +716,7 @@ static PARTLY: swaplab::harness::finding::Finding = swaplab::harness::finding::F
         Ok(())
     },
     scope: swaplab::harness::finding::Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
-    lesson: swaplab::harness::finding::Lesson::NONE,
+    ..swaplab::harness::finding::Finding::DEFAULTS
 };
 
 /// A finding whose experiment says it cannot be judged here, as G10 does
@@ -735,10 +732,7 @@ static DECLARED_NA: swaplab::harness::finding::Finding = swaplab::harness::findi
         Ok(())
     },
     scope: swaplab::harness::finding::Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
-    lesson: swaplab::harness::finding::Lesson::NONE,
+    ..swaplab::harness::finding::Finding::DEFAULTS
 };
 
 #[test]

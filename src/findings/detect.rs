@@ -141,8 +141,6 @@ pub static D01: Finding = Finding {
     ],
     experiment: d01,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[
         Need::Root(
             "needrestart, one of the tools compared, judges case m (a path mounted over) one way as root and another as a user; the lab sheet's table is root's; checkrestart runs only as root",
@@ -155,6 +153,7 @@ pub static D01: Finding = Finding {
         exercise: "In the `judged` table, compare the rows `a` (the library replaced), `e` (the same layout written in place with `dd`) and `f` (the same file installed again) with the TRUTH column. Which tools get each right, and which are marked `✗`?",
         answer: "`a` must be restarted: `swaplab stale`, grep `(deleted)`, lsof DEL, needrestart and checkrestart flag it; only `lsof +L1` misses it (`✗`). `e` must be restarted too, but shows no `(deleted)`: only `swaplab stale` flags it, every other tool misses it. `f` runs what the disk has (same build-id): the truth is optional, and `swaplab stale` says optional, while grep `(deleted)`, lsof DEL, needrestart and checkrestart flag it, a false alarm (`✗`). The line under the table counts each tool's misses and false alarms.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn d01(lab: &mut Lab) -> Result<()> {

@@ -38,8 +38,6 @@ pub static D02: Finding = Finding {
     ],
     experiment: d02,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[
         Need::Tool {
             program: "dpkg-deb",
@@ -54,6 +52,7 @@ pub static D02: Finding = Finding {
         exercise: "Which processes run the old build after `dpkg -i` (the truth: each process's greeting)? How does `swaplab stale --package-root` group them, and what did the other tools get wrong?",
         answer: "a, b and c greet `Hell World` (the old build); h, started after, greets `Hello World`. `swaplab stale` names the package and both versions and groups a with c, the worker a forked after the upgrade (exec or restart a, `[PID-1]`), and b alone; h is left alone. grep `(deleted)`, `lsof` DEL, needrestart and checkrestart each flag exactly these three: 0 missed, 0 false alarms.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn d02(lab: &mut Lab) -> Result<()> {

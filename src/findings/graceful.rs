@@ -95,15 +95,13 @@ pub static G01: Finding = Finding {
     ],
     experiment: g01,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
     lesson: Lesson {
         title: "Two processes on one port",
         question: "A restart has to put a new process on the port the old one listens on. Why can it not simply start the new server first and stop the old one after?",
         exercise: "What does the second bind on A's port return, and how many listening sockets does the kernel list there? What changes when both set SO_REUSEPORT, and when only one does?",
         answer: "Without SO_REUSEPORT the second bind fails with EADDRINUSE and the kernel lists one listening socket, A's. With SO_REUSEPORT on both the bind succeeds: two listening sockets (two inodes) on one port, and new connections are spread over both. A third process without the option is refused again: both sides must set it.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn g01(lab: &mut Lab) -> Result<()> {
@@ -244,15 +242,13 @@ pub static G02: Finding = Finding {
     ],
     experiment: g02,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
     lesson: Lesson {
         title: "Stop, then start",
         question: "What exactly do clients see when a server is restarted the ordinary way — stopped, then started again — while they are connecting and downloading?",
         exercise: "Read the `[load] around the restart` line and the checks: what did clients get during the dead time, and what happened to downloads in flight when the old process exited?",
         answer: "During the dead time no socket listens (the kernel lists none): clients are refused (ECONNREFUSED, the article's `system:111`), and only then. Downloads in flight when the old process exits end early, EOF before the whole body (the article's `asio.misc:2`); some are reset.",
     },
+    ..Finding::DEFAULTS
 };
 
 /// The article's stop/start restart, with its dead time made visible: the
@@ -377,15 +373,13 @@ pub static G03: Finding = Finding {
     ],
     experiment: g03,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
     lesson: Lesson {
         title: "Passing the listening socket",
         question: "Can a server be replaced by a new process without a single client noticing — no refused connection, no cut download?",
         exercise: "How many switches ran, how many downloads failed, and what shows that the new process holds the very same socket as the old one?",
         answer: "20 switches under load, 0 failed downloads, every one complete. The new process's `/proc/PID/fd` shows the same socket inodes as the old one's: the socket itself was passed, never closed. No fd leaks from generation to generation, and nothing is left behind.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn g03(lab: &mut Lab) -> Result<()> {
@@ -619,15 +613,13 @@ pub static G04: Finding = Finding {
     ],
     experiment: g04,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
     lesson: Lesson {
         title: "Connections waiting in the accept queue",
         question: "Between the moment the old process stops accepting and the moment the new one starts, where do new connections go — and when are they lost?",
         exercise: "In the first part nobody accepts while 20 clients connect; what happens to them once B holds the socket? In the second part, what do the 20 queued clients get when C, the last holder, exits?",
         answer: "The 20 connections queued while nobody accepted are served by B, which received the socket over SCM_RIGHTS. When the last fd of the listening socket closes, every queued client gets ECONNRESET, never EOF.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn g04(lab: &mut Lab) -> Result<()> {
@@ -852,7 +844,6 @@ pub static G05: Finding = Finding {
     ],
     experiment: g05,
     scope: Scope::Host,
-    musl: "",
     // Request migration came with Linux 5.14. Debian 11's 5.10.223 has the
     // setting all the same (it reads back 1), measured by matrix --kernel.
     older_kernels: &[OlderKernels {
@@ -866,6 +857,7 @@ pub static G05: Finding = Finding {
         exercise: "With `tcp_migrate_req=0`, how many clients were queued on A's socket, and what happened to them when A closed it? And with `tcp_migrate_req=1`?",
         answer: "With 0, exactly the connections the kernel had queued on A's socket are reset when A closes it; B serves only its own. With 1 they migrate to B's socket: none is reset, all are served. The setting was made inside a fresh network namespace; the host's stays untouched.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn g05(lab: &mut Lab) -> Result<()> {
@@ -946,15 +938,13 @@ pub static G06: Finding = Finding {
     ],
     experiment: g06,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
     lesson: Lesson {
         title: "Five hand-over strategies side by side",
         question: "Five ways to replace a server: which ones lose clients, how many, for how long, and what does each cost in latency?",
         exercise: "The counts in the `side by side` table are redacted (`[N]`, they change from run to run): read the checks under it instead. Which strategies keep the very same sockets from the first generation to the last, which have a refusal window, and which promise no client error of any kind?",
         answer: "Stop-start and reuseport bind sockets of their own in each generation (the last shares no inode with the first); stop-start has a refusal window, while reuseport always has a socket listening, so nothing is refused. SCM-rights and exec listen on the very sockets of the first generation (same inodes), and the socket is never closed, so no client sees an error. Every strategy leaves nothing behind and grows no fds.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn g06(lab: &mut Lab) -> Result<()> {
@@ -1117,8 +1107,6 @@ pub static G07: Finding = Finding {
     ],
     experiment: g07,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[
         Need::NetNs("joins two hosts with a veth pair"),
         Need::Tool {
@@ -1133,6 +1121,7 @@ pub static G07: Finding = Finding {
         exercise: "What does connecting to B's `fe80::` address return without a scope id, with the wrong interface (`lo`), and with the right one?",
         answer: "Without a scope id: EINVAL (the kernel cannot tell which link is meant). With `%lo`: ENETUNREACH. With the right interface (`%swl-a`) the connection succeeds, and B accepted exactly that one connection, from A's link-local address.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn g07(lab: &mut Lab) -> Result<()> {

@@ -44,15 +44,13 @@ pub static G08: Finding = Finding {
     ],
     experiment: g08,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
     lesson: Lesson {
         title: "Keep-alive connections across a hand-over",
         question: "Passing the listening socket (G03) means no new connection is ever refused. But most HTTP clients do not open a connection per request: they keep one open and send the next request on it. When the old process stops, it holds those connections. What happens to the next request a client sends on one of them — and what, on the server's side or on the client's, makes that request safe?",
         exercise: "Compare the four parts (close drain, half-close drain, next-request drain, retrying client) in the `side by side` table: which failed requests on reused connections, and did any request on a new connection fail?",
         answer: "No request on a new connection failed in any part: the socket was passed. With the close drain and the half-close drain every hand-over made requests on reused keep-alive connections fail (reset or no byte of an answer). The next-request drain (`Connection: close` on the next answer) and the retrying client bring that count to 0.",
     },
+    ..Finding::DEFAULTS
 };
 
 /// One drain under one client through [`SWITCHES`] hand-overs.

@@ -43,8 +43,6 @@ pub static L01: Finding = Finding {
     ],
     experiment: l01,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "A process started after a library update",
@@ -52,6 +50,7 @@ pub static L01: Finding = Finding {
         exercise: "A and B run the same program. Compare the inode column of A's maps lines with B's, and with the inodes `stat` printed after each `install`. Which file does each process map?",
         answer: "A maps `[INODE-1]`, the file v1's install created; B maps `[INODE-2]`, the file the second install created, and greets `Hello World` (v2). None of the lines ends in `(deleted)`: each process maps the file its path named when it started. The columns of a maps line are the address range, the permissions, the offset in the file, the device, the inode and the path.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l01(lab: &mut Lab) -> Result<()> {
@@ -96,8 +95,6 @@ pub static L02: Finding = Finding {
     ],
     experiment: l02,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "A running process and a library update",
@@ -105,6 +102,7 @@ pub static L02: Finding = Finding {
         exercise: "Compare A's two `grep libexample /proc/PID/maps` outputs, before and after the second `install`. What changed in the lines, what stayed, and which inode does the path name afterwards?",
         answer: "The same five mappings, on the same inode `[INODE-1]`, now each end in `(deleted)`: the file A maps no longer has a name. `stat` shows the path names `[INODE-2]` after the install. A still greets `Hell World` (v1), and `swaplab stale` flags it: restart required.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l02(lab: &mut Lab) -> Result<()> {
@@ -150,8 +148,6 @@ pub static L03: Finding = Finding {
     ],
     experiment: l03,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "The article's detection command",
@@ -159,6 +155,7 @@ pub static L03: Finding = Finding {
         exercise: "In the output of `grep libexample /proc/*/maps`, which pid token is A's and which is B's (their `ready pid=` lines say)? Which of the two does `swaplab stale` flag, and by what?",
         answer: "A is `[PID-1]`, B is `[PID-2]`. `[PID-1]`'s lines map `[INODE-1]` and end in `(deleted)`; `[PID-2]`'s map `[INODE-2]`, the file on disk. `swaplab stale` flags only `[PID-1]` (mapped `[INODE-1]`, the path names `[INODE-2]`, another build-id) and leaves `[PID-2]` alone.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l03(lab: &mut Lab) -> Result<()> {
@@ -213,8 +210,6 @@ pub static L04: Finding = Finding {
     ],
     experiment: l04,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "A forking process and a library update",
@@ -222,6 +217,7 @@ pub static L04: Finding = Finding {
         exercise: "Find P's pid token and each child's in the `ready` and `forked pid=… child=…` lines. Then read the two `grep libexample /proc/[PID-k]/maps` blocks after the update: whose maps is each, which inode do they map, and what do their lines have in common? Which processes does `swaplab stale` say to restart?",
         answer: "P is `[PID-1]`; its children are `[PID-2]` (forked before the update), `[PID-3]` (after it) and `[PID-4]` (after the children-only restart); N is `[PID-5]`. The two blocks are P's (`/proc/[PID-1]/maps`) and the child `[PID-3]`'s: line for line the same permissions, offsets and inode `[INODE-1]`, each `(deleted)`, while the path names `[INODE-2]` since the update. The child has a copy of P's address space: `fork` runs no loader, so `[PID-3]` and `[PID-4]` greet `Hell World` like P. `swaplab stale` flags `[PID-1]` and tells of `[PID-4]` to exec or restart `[PID-1]` instead; only N, a new process, greets `Hello World` and maps `[INODE-2]`.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l04(lab: &mut Lab) -> Result<()> {
@@ -284,8 +280,6 @@ pub static L05: Finding = Finding {
     ],
     experiment: l05,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "exec after a library update",
@@ -293,6 +287,7 @@ pub static L05: Finding = Finding {
         exercise: "Which pid token does A have before `exec`, and after it (the `exec pid=` and `ready pid=` lines)? Which inode does each of the two maps blocks show, and what did `swaplab stale` say of A before and after?",
         answer: "A is `[PID-1]` throughout: `execve` keeps the pid. The child A spawned is `[PID-2]`. Both maps blocks show `[INODE-2]`, the file on disk, without `(deleted)`, and both greet `Hello World`. Before the exec `swaplab stale` flags `[PID-1]` (restart required); after it, it flags neither (it only notes it could not judge one file written just after its birth).",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l05(lab: &mut Lab) -> Result<()> {
@@ -369,7 +364,6 @@ pub static L06: Finding = Finding {
     experiment: l06,
     scope: Scope::PerLibc,
     musl: MUSL_L06,
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "dlopen after the last dlclose",
@@ -377,6 +371,7 @@ pub static L06: Finding = Finding {
         exercise: "Follow D's handles `h=1`, `h=2`, `h=3`: which greeting does each give, and what does D's maps show right after `close 1`? Which inode is mapped after the reopen?",
         answer: "`h=1` greets `Hell World` (v1) and maps `[INODE-1]`, `(deleted)` once v2 is installed. After `close 1` the grep prints `(no lines)`: the last `dlclose` unmapped the library. `h=2`, opened from the same path, greets `Hello World` and maps `[INODE-2]`, not `(deleted)`. In the last part `h=3` loads v1 again from disk. Only the inode in maps shows the reload: the redacted handle and address may come back identical.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l06(lab: &mut Lab) -> Result<()> {
@@ -512,7 +507,6 @@ pub static L07: Finding = Finding {
     experiment: l07,
     scope: Scope::PerLibc,
     musl: MUSL_L07,
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "The same path opened again while a handle is open",
@@ -520,6 +514,7 @@ pub static L07: Finding = Finding {
         exercise: "After the update D opens the same path again. Which greeting does `h=2` give, and which inodes does D's maps show? Compare with the musl block, if your sheet has one.",
         answer: "On glibc `h=2` greets `Hell World`: it is the same handle as `h=1`, and D maps only `[INODE-1]`, `(deleted)`; the new file `[INODE-2]` is not mapped. On musl `h=2` greets `Hello World` and D maps both `[INODE-2]` and the old `[INODE-1]` `(deleted)`: musl matches by device and inode, not by path.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l07(lab: &mut Lab) -> Result<()> {
@@ -714,7 +709,6 @@ pub static L08: Finding = Finding {
     experiment: l08,
     scope: Scope::PerLibc,
     musl: MUSL_L08,
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "dlclose of a pinned library",
@@ -722,6 +716,7 @@ pub static L08: Finding = Finding {
         exercise: "In each `--- pinned: … ---` part, does D's library stay mapped after `dlclose`, and which greeting does the reopen after the update give? What does the last part, after every reference is balanced, show?",
         answer: "In every pinned part the library stays mapped after `dlclose` and the reopen after the update still greets `Hell World`, with every mapping on the old inode `(deleted)`; `swaplab stale` flags D each time. Once each handle is closed (the reference count balanced), the next `dlopen` loads the file on disk.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l08(lab: &mut Lab) -> Result<()> {
@@ -749,8 +744,6 @@ pub static L09: Finding = Finding {
     ],
     experiment: l09,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "A copy of the library at a new path",
@@ -758,6 +751,7 @@ pub static L09: Finding = Finding {
         exercise: "After the update D opens a copy of the new file at a unique path. Which greeting does each handle give, and which of D's files does `swaplab stale` list?",
         answer: "`h=2`, the copy, greets `Hello World`; `h=1` still greets `Hell World` beside it. D maps the old file `(deleted)` and the copy, not deleted. `swaplab stale` flags D for `lib/libexample.so` only, not for the copy, which is the file on disk.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l09(lab: &mut Lab) -> Result<()> {
@@ -812,8 +806,6 @@ pub static L10: Finding = Finding {
     ],
     experiment: l10,
     scope: Scope::Only(Libc::Musl),
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "musl's dlclose and dlopen",
@@ -821,6 +813,7 @@ pub static L10: Finding = Finding {
         exercise: "Which handle does `dlopen` of a hard link to the library return, and which after the replacement? With every handle closed, what is still mapped?",
         answer: "The hard link (same device and inode) returns the same handle as the first `dlopen`; after the replacement the same path returns a new handle, `h=3`, which greets `Hello World` while `h=1` still greets `Hell World`. D maps two files, the old one `(deleted)` and the one on disk, and both stay mapped after every handle is closed: musl's `dlclose` never unloads.",
     },
+    ..Finding::DEFAULTS
 };
 
 /// L10: musl's loader. Run on the musl column only (see `Scope::Only`).
@@ -1065,8 +1058,6 @@ pub static L11: Finding = Finding {
     ],
     experiment: l11,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "Four ways to replace a file",
@@ -1074,6 +1065,7 @@ pub static L11: Finding = Finding {
         exercise: "Read the summary lines of the start loop (`install: … starts failed`, `rename: …`) and the parts for `rename`, `cp` and the shorter file. Which replacements make starts fail, which kill a running process, and which show `(deleted)` in maps?",
         answer: "With `install` some starts fail (ENOENT or \"file too short\"); with `rename` none does. After a `rename` A keeps v1 and its maps end in `(deleted)`. `cp` over the live file keeps the inode: B's maps show no `(deleted)` and B's next call dies of SIGSEGV; with a shorter file C dies of SIGBUS. `swaplab stale` flags them as modified in place, told by the segments, not by `(deleted)`.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l11(lab: &mut Lab) -> Result<()> {
@@ -1236,8 +1228,6 @@ pub static L12: Finding = Finding {
     ],
     experiment: l12,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "Writing to a running executable",
@@ -1245,6 +1235,7 @@ pub static L12: Finding = Finding {
         exercise: "What does the kernel answer to opening A's running executable for writing, and what does `readlink /proc/PID/exe` show for A and for B after the `install`?",
         answer: "The open fails with ETXTBSY (on this kernel; 6.11 and 6.12 allowed it). `install` replaces the file with a new inode instead: A keeps running and its exe now ends in `(deleted)`; B, started from the new file, has an exe that is not `(deleted)`.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l12(lab: &mut Lab) -> Result<()> {
@@ -1343,8 +1334,6 @@ pub static L13: Finding = Finding {
     ],
     experiment: l13,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[
         Need::Root("it starts a process as a second, unprivileged user"),
         Need::SecondUser,
@@ -1356,6 +1345,7 @@ pub static L13: Finding = Finding {
         exercise: "Which pid token is A's (root's) and which U's (the unprivileged user's)? What did U's `peek` answer for each, and what could root read?",
         answer: "A is `[PID-1]`, U is `[PID-2]`. U's `peek [PID-1]` is denied (Permission Denied on `/proc/[PID-1]/maps`), while `peek [PID-2]`, its own process, reads its mappings. Root reads both processes' maps. That is why the article runs `sudo grep`: unprivileged, a detector sees only its own user's processes.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l13(lab: &mut Lab) -> Result<()> {

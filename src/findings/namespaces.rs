@@ -41,7 +41,6 @@ pub static L17: Finding = Finding {
     experiment: l17,
     scope: Scope::PerLibc,
     musl: MUSL_L17,
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "dlmopen and link-map namespaces",
@@ -49,6 +48,7 @@ pub static L17: Finding = Finding {
         exercise: "After the replacement D opens the same path into a new namespace. What do `h=1` and `h=2` greet, which files does D map, and what happens when the first namespace's handle is closed? How many namespaces did N and N2 open before failing, and with which message?",
         answer: "`h=2` greets `Hello World` and `h=1` still `Hell World`: D maps the old file `(deleted)` and the new one. Once the first namespace's handle is closed, D maps only the file on disk and `swaplab stale` no longer flags it. N fails before 16 namespaces with \"cannot allocate memory in static TLS block\" (each namespace loads a libc of its own); with `glibc.rtld.nns=16` N2 opens 15 and the next fails with \"no more namespaces available for dlmopen()\". On musl there is no `dlmopen`.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l17(lab: &mut Lab) -> Result<()> {

@@ -84,7 +84,6 @@ pub static L16: Finding = Finding {
     experiment: l16,
     scope: Scope::PerLibc,
     musl: MUSL_L16,
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "C++ plugins and dlclose",
@@ -92,6 +91,7 @@ pub static L16: Finding = Finding {
         exercise: "For each kind of library (plain C, C `__thread`, C++ UNIQUE, C++ `thread_local`), is it still mapped after its last `dlclose`, and what does its reload after the update greet?",
         answer: "The plain C and the C `__thread` libraries are unmapped after their last `dlclose`, and their reload greets `Hello World` (v2). The C++ library with UNIQUE symbols, and the one with a `thread_local` destructor, stay mapped: their reload greets `Hell World`, the old code, and `swaplab stale` flags D.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l16(lab: &mut Lab) -> Result<()> {

@@ -79,8 +79,6 @@ pub static L14: Finding = Finding {
     ],
     experiment: l14,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "A preloaded library and an update",
@@ -88,6 +86,7 @@ pub static L14: Finding = Finding {
         exercise: "Which greeting does P give before and after the preloaded library is updated, which does the forked child give, and which the exec'ed child? Which process tokens does `swaplab stale` flag, and what does it say of the forked child?",
         answer: "P greets `Hell World` from the preloaded v1 before and after the update; the forked child also greets `Hell World` and maps the preloaded file `(deleted)`; the exec'ed child, which inherited `LD_PRELOAD`, greets `Hello World` from the preloaded file now on disk. `swaplab stale` flags P and the forked child (exec or restart `[PID-1]`, P, instead) and not the exec'ed child.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l14(lab: &mut Lab) -> Result<()> {

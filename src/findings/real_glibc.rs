@@ -71,8 +71,6 @@ pub static L18C: Finding = Finding {
     ],
     experiment: l18c,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::DebianRoots(&[FROM, TO]), Need::UserNamespaces, Need::Filesystem],
     lesson: Lesson {
         title: "A C library update under running processes",
@@ -80,6 +78,7 @@ pub static L18C: Finding = Finding {
         exercise: "A used `iconv_open` and `getpwnam` before the update, B only after it, C was started after it. Which of them can still convert to UTF-16 and find root, and what does the loader say about the new converter in B?",
         answer: "A, which had loaded the converter and the NSS module before the update, still converts and finds root. B cannot: `iconv_open` fails with EINVAL and `getpwnam` finds no entry for root, because the new UTF-16 converter needs the version GLIBC_2.36 that B's old libc (still mapped, `(deleted)`) lacks, and Debian 13's `libnss_files.so.2` no longer defines `_nss_files_getpwnam_r`. C, started after, does both. `swaplab stale` flags A and B, not C.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l18c(lab: &mut Lab) -> Result<()> {

@@ -33,8 +33,6 @@ pub static G10: Finding = Finding {
     ],
     experiment: g10,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[
         NGINX,
         Need::Tool {
@@ -52,6 +50,7 @@ pub static G10: Finding = Finding {
         exercise: "The counts in the table are redacted (`[N]`): read the checks under it. For each server and load, which socket does it listen on after 5 reloads, did any request on a new connection fail, and how do the checks rule out that nothing was tried?",
         answer: "Each server (nginx HUP and USR2, haproxy, apache2 graceful) listens after 5 reloads on the very socket it had before the first (the same inode in `/proc/net/tcp`); no request on a new connection failed (refused, reset, cut short, timed out or not 200); and each reload saw new connections, so that none failed is not none tried. What happens on reused keep-alive connections is measured in the last column, not judged.",
     },
+    ..Finding::DEFAULTS
 };
 
 fn pace(keep_alive: bool) -> ReloadPace {

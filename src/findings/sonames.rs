@@ -51,8 +51,6 @@ pub static L15: Finding = Finding {
     ],
     experiment: l15,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[
         Need::Tool {
             program: "busybox",
@@ -66,6 +64,7 @@ pub static L15: Finding = Finding {
         exercise: "Which file name do S's maps lines show: the soname `libexample.so.1` or the file? After the link is switched and the old file removed, what do S and T greet? In the last part, which way of switching the link made starts fail?",
         answer: "S's maps name the file itself, `libexample.so.1.0.1`, never the link (a `grep libexample.so.1` matches only because the file's name begins with it). After the switch S still greets `Hell World`, its mappings `(deleted)`; T, started after, greets `Hello World`. Only `rm -f` + `ln -s` made starts fail, each with ENOENT (\"cannot open shared object file\"); GNU `ln -sf` and `ln -s` + `mv -T` rename a new link over the old name and never remove it.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l15(lab: &mut Lab) -> Result<()> {

@@ -51,15 +51,13 @@ pub static G09: Finding = Finding {
     ],
     experiment: g09,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
-    needs: &[],
     lesson: Lesson {
         title: "A UDP service handed over",
         question: "A UDP server has no listening queue and no connections, so does it matter how the new process gets its socket? If the old and the new process each bind their own socket with SO_REUSEPORT, is anything lost while the old one shuts down?",
         exercise: "Compare the `reuseport` and `scm-rights` summaries under `what the clients saw`: how many datagrams were lost per hand-over, and when? Which sockets did the generations read?",
         answer: "With reuseport each generation binds sockets of its own and every hand-over loses datagrams, only while an old process lives and only on flows the kernel steered to the old socket. With scm-rights all 6 generations read the very same sockets (same inodes) and no datagram is lost. In both no datagram is answered twice.",
     },
+    ..Finding::DEFAULTS
 };
 
 /// One strategy through its hand-overs, as the clients saw it.

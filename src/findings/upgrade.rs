@@ -59,8 +59,6 @@ pub static U01: Finding = Finding {
     ],
     experiment: u01,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "Forking after the executable is replaced",
@@ -68,6 +66,7 @@ pub static U01: Finding = Finding {
         exercise: "Which pid token is A, which the forked child and which the exec'ed child (the `forked`/`spawned pid=… child=…` lines)? What does `readlink /proc/PID/exe` show for each, and which version does each run?",
         answer: "A is `[PID-1]`, the forked child `[PID-2]`, the exec'ed child `[PID-3]`. A and `[PID-2]` run version 1 and their exe ends in `(deleted)`; `[PID-3]` runs version 2 and its exe is the file on disk. `swaplab stale` flags `[PID-1]` and tells of `[PID-2]` to exec or restart `[PID-1]`; it does not flag `[PID-3]`.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u01(lab: &mut Lab) -> Result<()> {
@@ -159,8 +158,6 @@ pub static U02: Finding = Finding {
     ],
     experiment: u02,
     scope: Scope::AnyLibc,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "What survives execve",
@@ -168,6 +165,7 @@ pub static U02: Finding = Finding {
         exercise: "Compare A's pid, its fds and its flag before and after `execve`. Which fds keep their number and inode, which one is gone, and which build runs afterwards?",
         answer: "The pid and the start time stay: the same process runs build 2, its exe the file on disk. stdin, stdout, stderr and the plain pipe keep their fd numbers and inodes; the close-on-exec pipe is gone; the flag set before the exec is forgotten: nothing in memory survives.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u02(lab: &mut Lab) -> Result<()> {
@@ -437,8 +435,6 @@ pub static U03: Finding = Finding {
     ],
     experiment: u03,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "The nginx upgrade sequence under load",
@@ -446,6 +442,7 @@ pub static U03: Finding = Finding {
         exercise: "Follow the `[load] gen N (master [PID-k]) answers` lines and the process tables: which master answers after USR2, after WINCH and after QUIT? Who is the new master's parent, and how many requests failed?",
         answer: "After USR2 both generations answer, gen 1 from master `[PID-1]` and gen 2 from the new master, whose parent (PPID) in the table is `[PID-1]`; the old master's exe is `(deleted)` and both hold the same listening socket inode. After WINCH only gen 2's workers answer; after QUIT gen 2 serves alone and the pid file names the new master. The load line says 0 requests failed.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u03(lab: &mut Lab) -> Result<()> {
@@ -509,8 +506,6 @@ pub static U04: Finding = Finding {
     ],
     experiment: u04,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[NGINX, Need::Filesystem],
     lesson: Lesson {
         title: "USR2 sent twice",
@@ -518,6 +513,7 @@ pub static U04: Finding = Finding {
         exercise: "In the part `USR2 again, to either master, while both run`, what changes in the process table and the pid files after each USR2? And once the old master is gone?",
         answer: "Nothing: USR2 to the old master while its new binary runs, and USR2 to the new master while the old is alive, start no process, and the pid files stay as they were. Once the old master is gone, USR2 to the new master forks a new master again and renames the pid file to `.oldbin`. Real nginx does the same.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u04(lab: &mut Lab) -> Result<()> {
@@ -635,8 +631,6 @@ pub static U05: Finding = Finding {
     ],
     experiment: u05,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "Rolling an upgrade back",
@@ -644,6 +638,7 @@ pub static U05: Finding = Finding {
         exercise: "After HUP to the old master, whose workers answer, and from which image (see the process table's exe)? Which master does the pid file name after QUIT to the new one?",
         answer: "HUP brings the old master's workers back, forked from the old image: their exe is `(deleted)`. After QUIT to the new master the pid file names the old master again, no `.oldbin` remains, and every answer comes from version 1.0.0, with no failed request.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u05(lab: &mut Lab) -> Result<()> {
@@ -691,8 +686,6 @@ pub static U06: Finding = Finding {
     ],
     experiment: u06,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[NGINX, Need::Filesystem],
     lesson: Lesson {
         title: "A new binary that cannot run",
@@ -700,6 +693,7 @@ pub static U06: Finding = Finding {
         exercise: "The new binary is installed without execute permission. What happens to the pid file after USR2, which master remains, and did any request fail?",
         answer: "USR2 renames the pid file to `.oldbin` and, once the exec fails, back: the pid file names the old master again. The old master is the only master and keeps the same workers, which go on answering: the load line says 0 requests failed. Real nginx behaves the same.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u06(lab: &mut Lab) -> Result<()> {
@@ -899,8 +893,6 @@ pub static U07: Finding = Finding {
     ],
     experiment: u07,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "A library update and a server reload",
@@ -908,6 +900,7 @@ pub static U07: Finding = Finding {
         exercise: "After libexample is updated, HUP makes the master fork fresh workers. Which library do they map, and what does `swaplab stale` say of them? What changes after USR2?",
         answer: "The fresh workers forked on HUP still answer with the old library and map libexample `(deleted)`; `swaplab stale` flags the old master and tells of each fresh worker to exec or restart the master, `[PID-1]`, instead. After USR2 (fork + exec) the new generation answers with the new library and the new master maps it. No request failed.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u07(lab: &mut Lab) -> Result<()> {
@@ -1008,8 +1001,6 @@ pub static U08: Finding = Finding {
     ],
     experiment: u08,
     scope: Scope::Host,
-    musl: "",
-    older_kernels: &[],
     needs: &[NGINX, Need::Filesystem],
     lesson: Lesson {
         title: "Real nginx upgraded and rolled back",
@@ -1017,6 +1008,7 @@ pub static U08: Finding = Finding {
         exercise: "Follow the process tables and `[load]` lines through the upgrade and the rollback: who is the new master's parent, where does nginx pass the listening fd numbers, and which generation serves at the end of each part?",
         answer: "In both parts the new master's parent is the old master, the old master's exe ends in `(deleted)`, both hold the same listening socket, and the fd numbers travel in the `NGINX` environment variable. After the upgrade gen 2 serves alone; after the rollback the old generation does; no request fails.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn u08(lab: &mut Lab) -> Result<()> {

@@ -37,7 +37,6 @@ pub static L18: Finding = Finding {
     experiment: l18,
     scope: Scope::PerLibc,
     musl: MUSL_L18,
-    older_kernels: &[],
     needs: &[Need::Filesystem],
     lesson: Lesson {
         title: "A plugin built for the new library",
@@ -45,6 +44,7 @@ pub static L18: Finding = Finding {
         exercise: "After the update, what happens when P, still on the old library, loads the plugin built for the new one? Is P still alive afterwards, and what does Q, started after the update, do with the same plugin?",
         answer: "On glibc P's `dlopen` of the plugin fails: version `EXAMPLE_2' not found (on musl: the missing symbol `example_feature`). P does not crash: it still greets `Hell World` with the old code. Q loads the plugin and runs \"the feature of version 2\". `swaplab stale` flags P, not Q.",
     },
+    ..Finding::DEFAULTS
 };
 
 pub fn l18(lab: &mut Lab) -> Result<()> {

@@ -4,7 +4,7 @@
 //! (`crate::findings`) and anyone else's are made of this.
 //!
 //! ```no_run
-//! use swaplab::harness::finding::{Finding, Lesson, Scope};
+//! use swaplab::harness::finding::{Finding, Scope};
 //! use swaplab::harness::lab::Lab;
 //! use swaplab::harness::process::Program;
 //! use swaplab::harness::replace::Replace;
@@ -18,10 +18,9 @@
 //!     steps: &["install v1; start A; show A's maps"],
 //!     experiment: x02,
 //!     scope: Scope::AnyLibc, // the same on glibc and musl
-//!     musl: "",
-//!     older_kernels: &[], // the same on every kernel measured
-//!     needs: &[],
-//!     lesson: Lesson::NONE, // or a question, an exercise and its answer
+//!     // The rest as most findings have it: the same on musl and on every
+//!     // kernel measured, no needs, no lesson.
+//!     ..Finding::DEFAULTS
 //! };
 //!
 //! fn x02(lab: &mut Lab) -> anyhow::Result<()> {
@@ -238,6 +237,31 @@ pub struct Finding {
     /// What its lab sheet asks and answers ([`Lesson::NONE`] for a finding
     /// without one).
     pub lesson: Lesson,
+}
+
+impl Finding {
+    /// The fields most findings leave as they are: every C library the
+    /// same (`musl`), every kernel the same (`older_kernels`), no needs and
+    /// no lesson. A finding names what differs and ends with
+    /// `..Finding::DEFAULTS`.
+    pub const DEFAULTS: Finding = Finding {
+        id: "",
+        slug: "",
+        claim: "",
+        source: "",
+        steps: &[],
+        experiment: no_experiment,
+        scope: Scope::AnyLibc,
+        musl: "",
+        older_kernels: &[],
+        needs: &[],
+        lesson: Lesson::NONE,
+    };
+}
+
+/// [`Finding::DEFAULTS`]'s experiment: a finding must bring its own.
+fn no_experiment(_: &mut crate::harness::lab::Lab) -> anyhow::Result<()> {
+    anyhow::bail!("this finding names no experiment")
 }
 
 /// A finding as a teacher uses its lab sheet: a title and a question that

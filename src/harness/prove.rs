@@ -14,8 +14,7 @@
 //! # use swaplab::harness::finding::Finding;
 //! # static X01: Finding = Finding { id: "X01", slug: "", claim: "", source: "",
 //! #     steps: &[], experiment: |_| Ok(()), scope: swaplab::harness::finding::Scope::Host,
-//! #     musl: "", older_kernels: &[], needs: &[],
-//! #     lesson: swaplab::harness::finding::Lesson::NONE };
+//! #     ..Finding::DEFAULTS };
 //! use swaplab::harness::prove::Proof;
 //!
 //! #[test]

@@ -100,11 +100,9 @@ pub fn readme_table<'a>(root: &Path, findings: impl IntoIterator<Item = &'a Find
     ];
     for f in findings {
         let sheet = std::fs::read_to_string(root.join(f.sheet())).ok();
-        let mut title = sheet
-            .as_deref()
-            .and_then(|t| title_in(t, f.id))
-            .unwrap_or_else(|| slug_sentence(f.slug))
-            .replace('|', "\\|");
+        // The claim in short, as its test name reads; the sheet's own title
+        // asks the question instead.
+        let mut title = slug_sentence(f.slug).replace('|', "\\|");
         for k in f.older_kernels {
             title.push_str(&format!(
                 " (differs before Linux {}.{})",
@@ -122,15 +120,7 @@ pub fn readme_table<'a>(root: &Path, findings: impl IntoIterator<Item = &'a Find
     out.join("\n")
 }
 
-/// A sheet's title: its first line, `# L04: Forked children keep the old
-/// library`, without the `# L04: `.
-pub fn title_in(text: &str, id: &str) -> Option<String> {
-    let first = text.lines().next()?;
-    let title = first.strip_prefix(&format!("# {id}: "))?.trim();
-    (!title.is_empty()).then(|| title.to_string())
-}
-
-/// A slug as a sentence, for a finding with no sheet yet:
+/// A slug as a sentence:
 /// `forked_children_keep_the_old_library` → `Forked children keep the old
 /// library`.
 fn slug_sentence(slug: &str) -> String {
