@@ -13,11 +13,12 @@
 //! - [`harness`]: the `Lab` notebook, findings' type and needs, the run loop,
 //!   proving a finding in a test, sandboxes, processes, runtimes, /proc views;
 //! - [`targets`]: the programs under test and their protocol;
-//! - [`detector`]: `swaplab stale` and ELF reading, standing on their own.
+//! - [`detector`]: `swaplab stale` and ELF reading: the `swaplab-stale`
+//!   package (crates/stale), which cannot use anything above.
 
 pub mod bench;
 pub mod commands;
-pub mod detector;
+pub use swaplab_stale as detector;
 pub mod drivers;
 pub mod findings;
 pub mod harness;

@@ -16,56 +16,7 @@ use serde_json::Value;
 
 use crate::harness::platform::{Header, Platform};
 
-/// Why a command did not end with status 0.
-#[derive(Debug)]
-pub enum Exit {
-    /// Status 1: the command ran and its answer is no (a finding refuted
-    /// or in error, a cell marked, a process to restart, a bench run that
-    /// failed); it has printed what it found.
-    Failed,
-    /// Status 1: the command could not finish its work; the message (on
-    /// stderr) says why.
-    Aborted(String),
-    /// Status 2: bad input (an argument, a report file) or something the
-    /// command needs is missing (/proc, an output folder, matrix's root and
-    /// debootstrap); the message (on stderr) says which.
-    BadInput(String),
-    /// Status 3 (a monitoring plugin's UNKNOWN): the command ran, and could
-    /// not tell (`swaplab stale`: a process or a file it maps could not be
-    /// judged); it has printed what it could not judge.
-    Unknown,
-}
-
-impl Exit {
-    /// The process exit status.
-    pub fn status(&self) -> u8 {
-        match self {
-            Exit::Failed | Exit::Aborted(_) => 1,
-            Exit::BadInput(_) => 2,
-            Exit::Unknown => 3,
-        }
-    }
-
-    /// What to print on stderr, if anything is left to say.
-    pub fn message(&self) -> Option<&str> {
-        match self {
-            Exit::Failed | Exit::Unknown => None,
-            Exit::Aborted(m) | Exit::BadInput(m) => Some(m),
-        }
-    }
-}
-
-/// What a command returns: `Ok` for status 0.
-pub type Done = Result<(), Exit>;
-
-/// [`Exit::Failed`] when `failed`, else success.
-pub fn judged(failed: bool) -> Done {
-    if failed {
-        Err(Exit::Failed)
-    } else {
-        Ok(())
-    }
-}
+pub use swaplab_stale::command::{judged, pretty, Done, Exit};
 
 /// The CPUs this process may run on, as the benches report them.
 pub fn cores() -> usize {
@@ -95,10 +46,4 @@ pub fn first_sentence(s: &str, n: usize) -> String {
     } else {
         format!("{}…", first.chars().take(n - 1).collect::<String>())
     }
-}
-
-/// Pretty JSON of a value that always serialises (plain data, no maps with
-/// non-string keys).
-pub fn pretty(value: &impl serde::Serialize) -> String {
-    serde_json::to_string_pretty(value).expect("JSON")
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::detector::plan;
-use crate::detector::report::{Group, Marks, Report, Role, Unread, Urgency};
+use crate::plan;
+use crate::report::{Group, Marks, Report, Role, Unread, Urgency};
 
 /// The report for people: one block per process, then the summary.
 pub fn render(r: &Report, marks: &Marks) -> Vec<String> {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::detector::{dpkg_index, regular};
+use crate::{dpkg_index, regular};
 
 /// The most read of any one database file: dpkg's status is a few MB on
 /// a large machine; a file larger than this is no database of dpkg's.

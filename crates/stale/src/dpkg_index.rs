@@ -24,7 +24,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::detector::regular;
+use crate::regular;
 
 const MAGIC: &[u8; 8] = b"SWLDPKG1";
 
@@ -88,7 +88,7 @@ pub fn load(admin: &Path) -> Option<Index> {
 
 /// Where the index of `admin` is cached, if it is the machine's.
 fn cache_file(admin: &Path) -> Option<PathBuf> {
-    let base = crate::detector::cache_dir::swaplab_cache()?;
+    let base = crate::cache_dir::swaplab_cache()?;
     // Only the machine's own database is kept: it is the large one, and a
     // chroot's or a test's would leave a file behind for every folder. The
     // name as given, not resolved: a container's, reached through

@@ -4,7 +4,7 @@
 //! skipped), reached through the process's own working directory and root
 //! (`/proc/PID/cwd`, `/proc/PID/root`), and the descriptor it still reads
 //! it from, if any (shells read a script as they go: bash keeps it as fd
-//! 255). Nothing is run. [`crate::detector::stale`] judges what is found.
+//! 255). Nothing is run. [`crate::stale`] judges what is found.
 //!
 //! The limit: only the script named on the command line. The modules it
 //! imports (Python's, Perl's, Ruby's, Node's) are read and closed, not

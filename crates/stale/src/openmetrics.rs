@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::detector::kernel::KernelStatus;
-use crate::detector::stale::{Report, Unread};
+use crate::kernel::KernelStatus;
+use crate::stale::{Report, Unread};
 
 /// The report (and the kernel's status, when known) as OpenMetrics text,
 /// `# EOF` and a newline at the end.

@@ -24,8 +24,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::detector::mounts::Mounts;
-use crate::detector::report::{FileId, Identity};
+use crate::mounts::Mounts;
+use crate::report::{FileId, Identity};
 
 /// A file's facts, as `statx` gives them.
 #[derive(Clone, Copy, Debug)]

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::detector::report::{Group, GroupKind, Marks, Restart, StaleProcess, Urgency, PLAIN};
+use crate::report::{Group, GroupKind, Marks, Restart, StaleProcess, Urgency, PLAIN};
 
 /// The systemd service a cgroup path names: the innermost `*.service`, and
 /// the user manager (`user@UID.service`) above it, if any. The user manager
@@ -338,7 +338,7 @@ pub fn action(g: &Group, marks: &Marks) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detector::report::{FileId, Reason, Role, StaleFile};
+    use crate::report::{FileId, Reason, Role, StaleFile};
 
     /// A flagged process in `cgroup`, forked from `ppid`, mapping the
     /// replaced file `inode`.
@@ -382,7 +382,7 @@ mod tests {
                 detail: String::new(),
                 package: None,
                 path_in_maps: None,
-                identity: crate::detector::report::Identity::Stat,
+                identity: crate::report::Identity::Stat,
                 address: 0x7f00_0000,
             }],
         }

@@ -1,7 +1,11 @@
 //! `swaplab stale` and what it reads: mappings in /proc and ELF files. It
-//! stands on its own: nothing here knows of findings or the harness.
+//! stands on its own, a package of its own that builds with no C compiler:
+//! nothing here knows of findings or the harness. `swaplab` re-exports it
+//! as `swaplab::detector`; `cli` is the command both binaries run.
 
 pub mod cache_dir;
+pub mod cli;
+pub mod command;
 pub mod dpkg_index;
 pub mod elf;
 pub mod identity;

@@ -1,5 +1,5 @@
 //! One mapped file of one process, judged: where its name is now, whether
-//! the path still holds it (see [`crate::detector::identity`]), and if so
+//! the path still holds it (see [`crate::identity`]), and if so
 //! whether it was rewritten in place; else whether the new file has the
 //! same content.
 
@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{inside_root, Map, Scanner, INSTALL_WRITE_NS};
-use crate::detector::elf::{self, Where};
-use crate::detector::identity::{self, Ask, Facts, Holds};
-use crate::detector::maps;
-use crate::detector::mounts::Mounts;
-use crate::detector::regular;
-use crate::detector::report::{
+use crate::elf::{self, Where};
+use crate::identity::{self, Ask, Facts, Holds};
+use crate::maps;
+use crate::mounts::Mounts;
+use crate::regular;
+use crate::report::{
     FileId, Identity, Reason, Role, StaleFile, UncheckedFile, Unjudged, Urgency,
 };
-use crate::detector::scripts::Script;
+use crate::scripts::Script;
 
 /// What a path names now (cached per path for processes that share the
 /// scanner's mount namespace).

@@ -67,19 +67,19 @@ use procfs::process::Process;
 use procfs::FromRead;
 use regex::Regex;
 
-use crate::detector::elf;
-use crate::detector::maps;
-use crate::detector::mounts::Mounts;
-use crate::detector::packages::{self, Asked};
-use crate::detector::plan;
-use crate::detector::scripts;
+use crate::elf;
+use crate::maps;
+use crate::mounts::Mounts;
+use crate::packages::{self, Asked};
+use crate::plan;
+use crate::scripts;
 use judge::{FileCtx, Judged};
 
-pub use crate::detector::report::{
+pub use crate::report::{
     Excluded, FileId, Group, GroupKind, Identity, Marks, Reason, Report, Restart, Role, StaleFile,
     StaleProcess, UncheckedFile, UncheckedProcess, Unjudged, Unread, Unreadable, Urgency, PLAIN,
 };
-pub use crate::detector::text::{render, render_plan, summary};
+pub use crate::text::{render, render_plan, summary};
 
 /// How long an installer (`install`, a package manager) may take between
 /// creating a file and its last write: a file born after the process

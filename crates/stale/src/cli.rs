@@ -1,0 +1,204 @@
+//! `swaplab stale`: the running processes whose code is no longer on disk.
+
+use regex::Regex;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::command::{judged, pretty, Done, Exit};
+use crate::kernel::{self, KernelStatus};
+use crate::openmetrics;
+use crate::stale::{self, Options, Report};
+
+/// How the report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+    OpenMetrics,
+    /// What to restart, grouped (`--plan`).
+    Plan,
+}
+
+/// `--json`: the scan's report and the kernel's status beside it (`null`
+/// when it cannot tell). The kernel is the machine's, not the scan's: the
+/// lab's sandboxed scans (and their sheets) never show it.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "SwaplabStale")]
+struct WithKernel<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    kernel: Option<KernelStatus>,
+}
+
+/// The JSON Schema of `--json` as the report's types derive it; the file
+/// in the repository ([`SCHEMA`]) must say the same (a test checks).
+pub fn derived_schema() -> String {
+    let schema = schemars::schema_for!(WithKernel<'static>);
+    format!("{}\n", pretty(&schema))
+}
+
+/// `crates/stale/src/stale.schema.json`, which `--json-schema` prints: the
+/// schema that tools reading `--json` validate against.
+pub const SCHEMA: &str = include_str!("stale.schema.json");
+
+/// Which running processes run code that is no longer on disk (an
+/// executable or library replaced, removed, or modified in place), and
+/// how to restart them.
+#[derive(clap::Args)]
+#[command(after_help = HELP)]
+pub struct Args {
+    /// Only this process (repeatable).
+    #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
+    pub pids: Vec<i32>,
+    /// Only processes of this user (name or uid).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only processes whose name or command line matches this regular
+    /// expression.
+    #[arg(long = "match", value_name = "PATTERN")]
+    pub pattern: Option<String>,
+    /// Print JSON instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    /// Print OpenMetrics text instead of the report, for node-exporter's
+    /// textfile collector.
+    #[arg(long, conflicts_with = "json")]
+    pub openmetrics: bool,
+    /// Print what to restart instead: each service, container or
+    /// process tree once, what it fixes, and its command.
+    #[arg(long, conflicts_with_all = ["json", "openmetrics"])]
+    pub plan: bool,
+    /// A folder with a dpkg database of its own (`dpkg --root DIR`):
+    /// files under it are attributed from DIR/var/lib/dpkg (repeatable).
+    #[arg(long = "package-root", value_name = "DIR")]
+    pub package_roots: Vec<std::path::PathBuf>,
+    /// Print the JSON Schema of --json's output and scan nothing.
+    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan", "pids", "user", "pattern", "package_roots"])]
+    pub json_schema: bool,
+}
+
+const HELP: &str = "\
+Exit status:
+  0  no process needs a restart (some may be listed as optional: the file on
+     disk has the same content)
+  1  at least one process needs a restart
+  2  bad arguments, or /proc could not be read
+
+The kernel does not change the status (needrestart too keeps it apart): when
+a newer kernel than the running one is installed (/boot/vmlinuz-*,
+/usr/lib/modules/*/vmlinuz), one line says so, and --json's \"kernel\" field
+tells (null when the running kernel is not among the installed ones, as in a
+VM booted with a kernel from outside: then nothing can be told).
+
+Not reported (counted in the summary): pseudo-files (memfd, SysV shared
+memory, /dev, huge pages, [aio]), anonymous memory, and files mapped without
+execute permission. Another user's processes cannot be read without root:
+they are counted and named as unreadable.
+
+Examples:
+  swaplab stale
+  sudo swaplab stale --json
+  swaplab stale --user www-data --match nginx
+
+For node-exporter's textfile collector: status 1 still wrote the whole text;
+rename it into place, so the collector never reads half a file:
+  swaplab stale --openmetrics > DIR/swaplab.prom.$$; [ $? -le 1 ] &&
+    mv DIR/swaplab.prom.$$ DIR/swaplab.prom
+Gauges: swaplab_stale_processes{need}, swaplab_stale_process{pid,command,user,
+need,reason} (stale files), swaplab_stale_scanned_processes,
+swaplab_stale_unreadable_processes, swaplab_kernel_outdated (when known).";
+
+impl Args {
+    /// How the report is printed (the flags conflict with each other).
+    fn output(&self) -> Output {
+        match (self.json, self.openmetrics, self.plan) {
+            (true, _, _) => Output::Json,
+            (_, true, _) => Output::OpenMetrics,
+            (_, _, true) => Output::Plan,
+            _ => Output::Text,
+        }
+    }
+}
+
+impl Args {
+    /// Scans the processes the arguments select and prints the report (text,
+    /// JSON, OpenMetrics or the plan), with the kernel's status, or only the
+    /// schema (`--json-schema`); fails when a process needs a restart (the
+    /// kernel never changes the status).
+    pub fn run(self) -> Done {
+        if self.json_schema {
+            print!("{SCHEMA}");
+            return Ok(());
+        }
+        let output = self.output();
+        let Args {
+            pids,
+            user,
+            pattern,
+            package_roots,
+            ..
+        } = self;
+        let bad = |msg: String| Exit::BadInput(format!("swaplab stale: {msg}"));
+        let user = user
+            .as_deref()
+            .map(stale::parse_user)
+            .transpose()
+            .map_err(bad)?;
+        let pattern = pattern
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .map_err(|e| bad(format!("--match: not a valid regular expression: {e}")))?;
+        if let Some(pid) = pids
+            .iter()
+            .find(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        {
+            return Err(bad(format!("--pid {pid}: no such process")));
+        }
+        // Maps names files by their resolved path: so must the roots be.
+        let package_roots = package_roots
+            .iter()
+            .map(|r| match std::fs::canonicalize(r) {
+                Ok(real) if real.join("var/lib/dpkg").is_dir() => Ok(real),
+                _ => Err(bad(format!(
+                    "--package-root {}: no dpkg database there (var/lib/dpkg)",
+                    r.display()
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let opts = Options {
+            pids,
+            user,
+            pattern,
+            package_roots,
+            skip_packages: false,
+        };
+        let r = stale::scan(&opts).map_err(|e| bad(format!("{e:#}")))?;
+        let kernel = kernel::status_here();
+        match output {
+            Output::Json => println!("{}", pretty(&WithKernel { report: &r, kernel })),
+            Output::OpenMetrics => print!("{}", openmetrics::render(&r, kernel.as_ref())),
+            Output::Plan => {
+                for line in kernel.iter().filter_map(KernelStatus::line) {
+                    println!("{line}");
+                }
+                for line in stale::render_plan(&r, &stale::PLAIN) {
+                    println!("{line}");
+                }
+            }
+            Output::Text => {
+                for line in kernel.iter().filter_map(KernelStatus::line) {
+                    println!("{line}");
+                }
+                for line in stale::render(&r, &stale::PLAIN) {
+                    println!("{line}");
+                }
+            }
+        }
+        match r.exit_code() {
+            0 => Ok(()),
+            3 => Err(Exit::Unknown),
+            _ => judged(true),
+        }
+    }
+}
