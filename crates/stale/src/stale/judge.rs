@@ -14,9 +14,7 @@ use crate::identity::{self, Ask, Facts, Holds};
 use crate::maps;
 use crate::mounts::Mounts;
 use crate::regular;
-use crate::report::{
-    FileId, Identity, Reason, Role, StaleFile, UncheckedFile, Unjudged, Urgency,
-};
+use crate::report::{FileId, Identity, Reason, Role, StaleFile, UncheckedFile, Unjudged, Urgency};
 use crate::scripts::Script;
 
 /// What a path names now (cached per path for processes that share the
@@ -643,6 +641,15 @@ impl Scanner {
         for m in ctx.maps {
             let len = m.end - m.start;
             let rel = m.start.wrapping_sub(base);
+            // The loader maps the whole image from the first segment, then
+            // makes the holes between segments inaccessible: such a hole
+            // (`---p`, at the offset that first mapping gave it) holds
+            // nothing the process runs or reads.
+            let hole = m.perms.starts_with(b"---")
+                && m.offset.wrapping_sub(down(seg0.offset)) == rel.wrapping_sub(down(seg0.vaddr));
+            if hole {
+                continue;
+            }
             let fits = loads.iter().any(|s| {
                 let (lo, hi) = (down(s.vaddr), up(s.vaddr + s.memsz));
                 let r = &m.perms;
