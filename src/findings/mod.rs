@@ -1,4 +1,5 @@
-//! swaplab's findings. Each module holds a series: every finding's
+//! swaplab's findings, one file per finding (a series of several is a
+//! folder, with what its findings share in `common.rs`): every finding's
 //! definition (ID, claim, steps, scope, needs) sits right above the
 //! experiment that observes and judges it. `index.rs` lists them once, with
 //! the name of the test that proves each: the tests, the CLI, the JSON
