@@ -12,7 +12,7 @@ use swaplab::harness::process::Program;
 use swaplab::harness::replace::Replace;
 use swaplab::harness::sheets;
 use swaplab::harness::variants::Variant;
-use swaplab::targets::protocol::field_i32;
+use swaplab::targets::protocol::{self, field_i32};
 
 /// Whether `pid` is gone (or a zombie waiting for init), polled to a deadline.
 fn gone(pid: i32) -> bool {
@@ -82,9 +82,9 @@ fn a_panicking_experiment_leaves_no_process_and_no_sandbox() {
         let mut lab = Lab::new("panic", None).unwrap();
         lab.put_lib(Variant::V1, Replace::Install).unwrap();
         let mut p = lab.start(Program::Fork, "P").unwrap();
-        let line = lab.ask(&mut p, "fork", "forked").unwrap();
+        let line = lab.ask(&mut p, protocol::Command::Fork).unwrap();
         let child = field_i32(&line, "child").unwrap();
-        let spawned = lab.ask(&mut p, "spawn", "spawned").unwrap();
+        let spawned = lab.ask(&mut p, protocol::Command::Spawn).unwrap();
         let grandchild = field_i32(&spawned, "child").unwrap();
         lab.expect(&mut p, &format!("ready pid={grandchild}"))
             .unwrap();
@@ -190,7 +190,7 @@ fn an_experiment_to_interrupt() {
     let mut lab = Lab::new("int", None).unwrap();
     lab.put_lib(Variant::V1, Replace::Install).unwrap();
     let mut p = lab.start(Program::Fork, "P").unwrap();
-    lab.ask(&mut p, "fork", "forked").unwrap();
+    lab.ask(&mut p, protocol::Command::Fork).unwrap();
     let _ = p.wait_line(|_| false, "the interrupt");
     panic!("nobody interrupted this test binary");
 }

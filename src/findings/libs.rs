@@ -16,6 +16,7 @@ use crate::harness::map_checks::{
     check_current, check_old_deleted, check_two_copies, describe, none_deleted, only_inode,
 };
 use crate::harness::lab::{inode_of, vol, Lab, Stale};
+use crate::targets::protocol::Command;
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
 use crate::harness::runtime::Libc;
@@ -232,7 +233,7 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     lab.maps(p.pid())?;
     let m2 = lab.maps(c2)?;
     lab.note("restart only the children: kill them, fork a fresh one");
-    lab.ask(&mut p, "kill-children", "reaped")?;
+    lab.ask(&mut p, Command::KillChildren)?;
     let (c3, g3) = lab.fork_child(&mut p)?;
     lab.note("which processes must be restarted, and how?");
     let r = lab.stale(&[p.pid(), c3])?;
@@ -303,7 +304,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     lab.note("execve in place: A execs its own program; the pid stays");
     let pid_before = a.pid();
     let started = start_time(pid_before)?;
-    lab.ask(&mut a, "exec", "exec")?;
+    lab.ask(&mut a, Command::Exec)?;
     let ready = lab.expect(&mut a, &format!("ready pid={pid_before}"))?;
     let g3 = lab.call(&mut a)?;
     let m3 = lab.maps(a.pid())?;
@@ -600,7 +601,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
     let extra = match pin {
         Pin::SecondHandle => Some(lab.open(&mut d, &lib, "")?.0),
         Pin::NoLoadProbe => {
-            let line = lab.ask(&mut d, &format!("noload {}", lib.display()), "noload")?;
+            let line = lab.ask(&mut d, Command::NoLoad(lib.clone()))?;
             lab.check(
                 "the RTLD_NOLOAD probe finds the loaded library",
                 line.contains("loaded=yes"),
@@ -1362,9 +1363,9 @@ pub fn l13(lab: &mut Lab) -> Result<()> {
     })?;
     lab.observe("user", &user.name);
     lab.note(format!("U runs as {}; A as root", vol(&user.name)));
-    let other = lab.ask(&mut u, &format!("peek {}", a.pid()), "peek")?;
+    let other = lab.ask(&mut u, Command::Peek(a.pid()))?;
     let own_pid = u.pid();
-    let own = lab.ask(&mut u, &format!("peek {own_pid}"), "peek")?;
+    let own = lab.ask(&mut u, Command::Peek(own_pid))?;
     lab.note("root reads both");
     let ma = lab.maps(a.pid())?;
     let mu = lab.maps(u.pid())?;

@@ -26,14 +26,14 @@ use crate::harness::procs::{self, Proc};
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{V1, V2};
 use crate::harness::variants::{NEW, OLD};
-use crate::targets::protocol::{after_colon, field_i32};
+use crate::targets::protocol::{after_colon, field_i32, Command};
 
 use super::{NGINX, NGINX_UPGRADE};
 
 // ---- U01, U02: fork and execve on a small target --------------------------
 
 fn version(lab: &mut Lab, t: &mut Target) -> Result<String> {
-    Ok(after_colon(&lab.ask(t, "version", "version")?))
+    Ok(after_colon(&lab.ask(t, Command::Version)?))
 }
 
 /// Checks that an exe (as `exe_of` returned it) is `path`, deleted or not.
@@ -78,12 +78,12 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
     install_program(lab, Program::App2, Program::App, Replace::Install)?;
     let (a_exe, a_deleted) = exe_of(lab, a.pid())?;
     lab.note("fork: A copies itself");
-    let line = lab.ask(&mut a, "fork", "forked")?;
+    let line = lab.ask(&mut a, Command::Fork)?;
     let c = field_i32(&line, "child")?;
     let vc = after_colon(&lab.expect(&mut a, &format!("version pid={c}:"))?);
     let (c_exe, c_deleted) = exe_of(lab, c)?;
     lab.note("fork + execve of the same path: A starts its program anew");
-    let line = lab.ask(&mut a, "spawn", "spawned")?;
+    let line = lab.ask(&mut a, Command::Spawn)?;
     let s = field_i32(&line, "child")?;
     lab.expect(&mut a, &format!("ready pid={s}"))?;
     let vs = after_colon(&lab.expect(&mut a, &format!("version pid={s}:"))?);
@@ -173,20 +173,20 @@ pub fn u02(lab: &mut Lab) -> Result<()> {
     let mut a = lab.start_exe(&exe, "A", &[], |_| String::new())?;
     let pid = a.pid();
     let v1 = version(lab, &mut a)?;
-    lab.ask(&mut a, "remember the flag is set", "remembered")?;
-    let keep = lab.ask(&mut a, "pipe", "pipe")?;
-    let gone = lab.ask(&mut a, "pipe cloexec", "pipe")?;
+    lab.ask(&mut a, Command::Remember("the flag is set".into()))?;
+    let keep = lab.ask(&mut a, Command::Pipe { cloexec: false })?;
+    let gone = lab.ask(&mut a, Command::Pipe { cloexec: true })?;
     let (kr, kw) = (field_i32(&keep, "r")?, field_i32(&keep, "w")?);
     let (gr, gw) = (field_i32(&gone, "r")?, field_i32(&gone, "w")?);
     let before = lab.fds(pid);
     let started = procs::get(pid).map(|p| p.start);
     lab.note("the program file is replaced, then A calls execve on its own path");
     install_program(lab, Program::App2, Program::App, Replace::Install)?;
-    lab.ask(&mut a, "exec", "exec")?;
+    lab.ask(&mut a, Command::Exec)?;
     lab.expect(&mut a, "ready pid=")?;
     let restarted = procs::get(pid).map(|p| p.start);
     let v2 = version(lab, &mut a)?;
-    let recall = after_colon(&lab.ask(&mut a, "recall", "recall")?);
+    let recall = after_colon(&lab.ask(&mut a, Command::Recall)?);
     let after = lab.fds(pid);
     let (exe_after, deleted) = exe_of(lab, pid)?;
     let at = |fds: &[(i32, String)], fd: i32| -> Option<String> {
