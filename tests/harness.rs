@@ -328,33 +328,6 @@ fn ctrl_c_while_the_socket_holder_runs_leaves_nothing_behind() {
 }
 
 #[test]
-fn every_finding_has_a_test_named_after_its_claim() {
-    // The index makes one test per entry `ID test_name`, one to a line or
-    // several in a series written on one line (`preload { L14 l14_… }`).
-    let index = include_str!("../src/findings/index.rs");
-    let words: Vec<&str> = index
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .flat_map(|l| l.split(|c: char| c.is_whitespace() || "{},".contains(c)))
-        .filter(|w| !w.is_empty())
-        .collect();
-    let lines: Vec<(&str, &str)> = words
-        .windows(2)
-        .filter(|w| w[1].starts_with(&format!("{}_", w[0].to_ascii_lowercase())))
-        .map(|w| (w[0], w[1]))
-        .collect();
-    let all: Vec<_> = findings::all().collect();
-    assert_eq!(lines.len(), all.len(), "src/findings/index.rs: {lines:?}");
-    for ((id, test), f) in lines.iter().zip(all) {
-        assert_eq!(
-            (*id, *test),
-            (f.id, f.test_name().as_str()),
-            "src/findings/index.rs"
-        );
-    }
-}
-
-#[test]
 fn every_finding_with_an_experiment_has_a_lab_sheet_with_every_section() {
     for f in findings::all() {
         let path = sheets::repo().join(f.sheet());
