@@ -17,7 +17,7 @@
  * agent, and `--libc`, which prints `libc pid=N: glibc 2.31` (the running
  * glibc's own gnu_get_libc_version) and exits.
  *
- * The commands and their answers are listed in src/targets/agent.rs. Two
+ * The commands and their answers are listed in src/targets/protocol.rs. Two
  * are the twin's alone (L18C runs it on a Debian root's glibc):
  *
  *   iconv TO FROM   iconv_open(TO, FROM) and a conversion of "swaplab":

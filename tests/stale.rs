@@ -478,7 +478,7 @@ pub(crate) fn valid_report(v: &serde_json::Value) {
 fn stale_json_schema_is_the_one_the_report_derives_and_the_cli_prints() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/stale/src/stale.schema.json");
     let derived = swaplab::commands::stale::derived_schema();
-    if std::env::var_os("SWAPLAB_BLESS").is_some() && swaplab::commands::stale::SCHEMA != derived {
+    if swaplab::harness::sheets::blessing() && swaplab::commands::stale::SCHEMA != derived {
         // The binary prints the file it was built with: the next build
         // carries this one.
         std::fs::write(&file, &derived).unwrap();

@@ -20,7 +20,7 @@ use crate::harness::replace::Replace;
 use crate::harness::userns;
 use crate::harness::variants::Variant::{self, *};
 use crate::harness::variants::{NEW, OLD};
-use crate::targets::protocol::{after_colon, field_i32};
+use crate::targets::protocol::{self, after_colon, field_i32};
 
 use super::DETECTOR;
 
@@ -330,7 +330,7 @@ fn start_with_pseudo_files(lab: &mut Lab) -> Result<Target> {
         V1,
         Program::Plain,
     )?;
-    lab.ask(&mut l, "pseudo", "pseudo")?;
+    lab.ask(&mut l, protocol::Command::Pseudo)?;
     // What the kernel shows, not what l says of itself.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", l.pid()))?;
     let exec_of = |what: &str| {
@@ -355,7 +355,7 @@ fn start_with_pseudo_files(lab: &mut Lab) -> Result<Target> {
 fn update_under_the_cases(lab: &mut Lab, s: &mut Scenario) -> Result<Updated> {
     lab.put_variant_at(V2, Replace::Install, "lib/a/libexample.so", "")?;
     lab.note("c: a child a forks after the update");
-    let line = lab.ask(&mut s.a, "fork", "forked")?;
+    let line = lab.ask(&mut s.a, protocol::Command::Fork)?;
     let c = field_i32(&line, "child")?;
     let c_greeting = after_colon(&lab.expect(&mut s.a, &format!("greeting pid={c}:"))?);
     lab.note("h: a process started after the update");
@@ -538,7 +538,7 @@ fn call_each_process(lab: &mut Lab, s: &mut Scenario, u: &mut Updated) -> Result
     seen.insert("h", greeting(lab, &mut u.h)?);
     seen.insert("i", lab.callh(&mut s.i, s.i_handle)?.0);
     seen.insert("j", lab.callh(&mut s.j, s.j_handle)?.0);
-    seen.insert("k", after_colon(&lab.ask(&mut s.k, "version", "version")?));
+    seen.insert("k", after_colon(&lab.ask(&mut s.k, protocol::Command::Version)?));
     seen.insert("l", greeting(lab, &mut s.l)?);
     seen.insert("m", greeting(lab, &mut s.m)?);
     seen.insert("o", greeting(lab, &mut s.o)?);

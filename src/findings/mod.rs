@@ -59,6 +59,18 @@ macro_rules! index {
 
         /// Every finding, in the order of the index.
         static ALL: &[&Finding] = &[$($(&$module::$id),+),+];
+
+        // Each line's test is the one its finding names (its ID, `_`, its
+        // slug): a line that disagrees does not compile.
+        $($(const _: () = assert!(
+            $module::$id.is_proved_by(stringify!($test)),
+            concat!(
+                "src/findings/index.rs: ",
+                stringify!($test),
+                " is not the lowercase ID, `_` and the slug of ",
+                stringify!($id)
+            )
+        );)+)+
     };
 }
 

@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{answer_of, vol, Lab, Stale};
+use crate::targets::protocol::Command;
 use crate::harness::map_checks::{check_current, check_two_copies};
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
@@ -135,7 +136,7 @@ fn count_namespaces(lab: &mut Lab, label: &str, raised: bool) -> Result<(usize, 
     let lib = lab.sandbox.lib_file();
     let (mut n, mut why) = (0, String::from("(no failure)"));
     for _ in 0..ATTEMPTS {
-        match answer_of(&mut t, &format!("mopen {}", lib.display()), "opened")? {
+        match answer_of(&mut t, &Command::MOpen(lib.clone()))? {
             Ok(_) => n += 1,
             Err(e) => {
                 why = e;

@@ -17,7 +17,7 @@ use crate::harness::process::Target;
 use crate::harness::replace::Replace;
 use crate::harness::symbols::defines;
 use crate::harness::userns;
-use crate::targets::protocol::after_colon;
+use crate::targets::protocol::{after_colon, Command};
 
 use super::SHARED_LIBRARY_UPDATE;
 
@@ -228,8 +228,8 @@ fn start(lab: &mut Lab, exe: &Path, loader: &str, label: &str) -> Result<Target>
 
 /// `iconv UTF-16 UTF-8` and `user root` in `t`.
 fn lookups(lab: &mut Lab, t: &mut Target) -> Result<Lookups> {
-    let iconv = after_prefix(&lab.ask(t, "iconv UTF-16 UTF-8", "iconv")?, t.pid());
-    let user = after_prefix(&lab.ask(t, "user root", "user")?, t.pid());
+    let iconv = after_prefix(&lab.ask(t, Command::Iconv { to: "UTF-16".into(), from: "UTF-8".into() })?, t.pid());
+    let user = after_prefix(&lab.ask(t, Command::User("root".into()))?, t.pid());
     Ok(Lookups { iconv, user })
 }
 

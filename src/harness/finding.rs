@@ -374,6 +374,32 @@ impl Finding {
         format!("{}_{}", self.id.to_ascii_lowercase(), self.slug)
     }
 
+    /// Whether `test` is [`Finding::test_name`]: the index of findings
+    /// names each test (a macro cannot build an identifier from a string),
+    /// and checks with this, at compile time, that the name is the one the
+    /// ID and the slug give.
+    pub const fn is_proved_by(&self, test: &str) -> bool {
+        let (id, slug, test) = (self.id.as_bytes(), self.slug.as_bytes(), test.as_bytes());
+        if test.len() != id.len() + 1 + slug.len() || test[id.len()] != b'_' {
+            return false;
+        }
+        let mut i = 0;
+        while i < id.len() {
+            if test[i] != id[i].to_ascii_lowercase() {
+                return false;
+            }
+            i += 1;
+        }
+        let mut j = 0;
+        while j < slug.len() {
+            if test[id.len() + 1 + j] != slug[j] {
+                return false;
+            }
+            j += 1;
+        }
+        true
+    }
+
     /// The lab sheet's path, relative to the sheets' folder's parent
     /// (`experiments/L04.md`).
     pub fn sheet(&self) -> String {

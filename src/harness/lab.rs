@@ -19,7 +19,7 @@ use crate::harness::process::{hermetic, Program, Target};
 use crate::harness::replace::Replace;
 use crate::harness::sandbox::Sandbox;
 use crate::harness::variants::Variant;
-use crate::targets::protocol::{after_colon, field, field_i32, field_u32};
+use crate::targets::protocol::{after_colon, field, field_i32, field_u32, Command, OpenFlag};
 
 /// How an experiment judged its finding on this machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -449,10 +449,10 @@ impl Lab {
         Ok(t)
     }
 
-    /// Sends `cmd` to `t` and waits for the answer that starts with `answer`
-    /// (or an `error` line, which fails).
-    pub fn ask(&mut self, t: &mut Target, cmd: &str, answer: &str) -> Result<String> {
-        match self.ask_may_fail(t, cmd, answer)? {
+    /// Sends `cmd` to `t` and waits for its answer (the line that starts
+    /// with [`Command::answer`], or an `error` line, which fails).
+    pub fn ask(&mut self, t: &mut Target, cmd: Command) -> Result<String> {
+        match self.ask_may_fail(t, &cmd)? {
             Ok(line) => Ok(line),
             Err(e) => anyhow::bail!(
                 "{} answered `{cmd}` with: error pid={}: {e}\n{}",
@@ -472,7 +472,7 @@ impl Lab {
 
     /// `exit`: the target says goodbye and exits.
     pub fn stop(&mut self, t: &mut Target) -> Result<()> {
-        self.ask(t, "exit", "bye")?;
+        self.ask(t, Command::Exit)?;
         t.wait_exit()?;
         Ok(())
     }
@@ -483,8 +483,8 @@ impl Lab {
         &mut self,
         t: &mut Target,
     ) -> Result<std::result::Result<String, String>> {
-        self.say(format!("[{}] < call", t.label()));
-        t.send("call")?;
+        self.say(format!("[{}] < {}", t.label(), Command::Call));
+        t.send(&Command::Call.to_string())?;
         let want = format!("greeting pid={}", t.pid());
         match t.wait_line_or_end(|l| l.starts_with(&want), &format!("`{want}…`"))? {
             Some(line) => {
@@ -501,13 +501,13 @@ impl Lab {
 
     /// `call`: the greeting of the library linked at start-up.
     pub fn call(&mut self, t: &mut Target) -> Result<String> {
-        let line = self.ask(t, "call", "greeting")?;
+        let line = self.ask(t, Command::Call)?;
         Ok(after_colon(&line))
     }
 
     /// `fork` in `p`: the child calls the library; its pid and greeting.
     pub fn fork_child(&mut self, p: &mut Target) -> Result<(i32, String)> {
-        let line = self.ask(p, "fork", "forked")?;
+        let line = self.ask(p, Command::Fork)?;
         let child = field_i32(&line, "child")?;
         let g = self.expect(p, &format!("greeting pid={child}:"))?;
         Ok((child, after_colon(&g)))
@@ -516,7 +516,7 @@ impl Lab {
     /// `spawn` in `p`: a child that execs `p`'s program and calls the
     /// library; its pid and greeting.
     pub fn spawn_child(&mut self, p: &mut Target) -> Result<(i32, String)> {
-        let line = self.ask(p, "spawn", "spawned")?;
+        let line = self.ask(p, Command::Spawn)?;
         let child = field_i32(&line, "child")?;
         self.expect(p, &format!("ready pid={child}"))?;
         let g = self.expect(p, &format!("greeting pid={child}:"))?;
@@ -526,34 +526,33 @@ impl Lab {
     /// `callh H`: the greeting through dlopen handle `h`, and the address
     /// of `greeting()`.
     pub fn callh(&mut self, t: &mut Target, h: u32) -> Result<(String, String)> {
-        let line = self.ask(t, &format!("callh {h}"), "greeting")?;
+        let line = self.ask(t, Command::CallH(h))?;
         Ok((after_colon(&line), field(&line, "fn")?))
     }
 
     /// `thread H`: the greeting through handle `h`, called on a new thread
     /// that stays alive until [`Lab::join`].
     pub fn thread_call(&mut self, t: &mut Target, h: u32) -> Result<String> {
-        let line = self.ask(t, &format!("thread {h}"), "greeting")?;
+        let line = self.ask(t, Command::Thread(h))?;
         Ok(after_colon(&line))
     }
 
     /// `join`: the threads of [`Lab::thread_call`] exit; how many did.
     pub fn join(&mut self, t: &mut Target) -> Result<u32> {
-        let line = self.ask(t, "join", "joined")?;
+        let line = self.ask(t, Command::Join)?;
         field_u32(&line, "threads")
     }
 
-    /// Sends `cmd` to `t` and waits for the answer that starts with
-    /// `answer`: `Ok(line)`, or `Err(the error's text)` when `t` answered
-    /// with an error (a command that may fail, as a dlopen).
+    /// Sends `cmd` to `t` and waits for its answer: `Ok(line)`, or
+    /// `Err(the error's text)` when `t` answered with an error (a command
+    /// that may fail, as a dlopen).
     pub fn ask_may_fail(
         &mut self,
         t: &mut Target,
-        cmd: &str,
-        answer: &str,
+        cmd: &Command,
     ) -> Result<std::result::Result<String, String>> {
         self.say(format!("[{}] < {cmd}", t.label()));
-        let got = answer_of(t, cmd, answer)?;
+        let got = answer_of(t, cmd)?;
         let line = match &got {
             Ok(line) => line.clone(),
             Err(e) => format!("error pid={}: {e}", t.pid()),
@@ -569,7 +568,7 @@ impl Lab {
         t: &mut Target,
         path: &Path,
     ) -> Result<std::result::Result<(u32, i64), String>> {
-        let line = match self.ask_may_fail(t, &format!("mopen {}", path.display()), "opened")? {
+        let line = match self.ask_may_fail(t, &Command::MOpen(path.to_path_buf()))? {
             Ok(line) => line,
             Err(e) => return Ok(Err(e)),
         };
@@ -586,7 +585,7 @@ impl Lab {
         t: &mut Target,
         path: &Path,
     ) -> Result<std::result::Result<u32, String>> {
-        match self.ask_may_fail(t, &format!("open {}", path.display()), "opened")? {
+        match self.ask_may_fail(t, &Command::Open(path.to_path_buf(), vec![]))? {
             Ok(line) => Ok(Ok(field_u32(&line, "h")?)),
             Err(e) => Ok(Err(e)),
         }
@@ -594,14 +593,18 @@ impl Lab {
 
     /// `open PATH [opts]` (dlopen); returns the handle number and value.
     pub fn open(&mut self, t: &mut Target, path: &Path, opts: &str) -> Result<(u32, String)> {
-        let cmd = format!("open {} {opts}", path.display());
-        let line = self.ask(t, cmd.trim_end(), "opened")?;
+        let flags = opts
+            .split_whitespace()
+            .map(OpenFlag::parse)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let line = self.ask(t, Command::Open(path.to_path_buf(), flags))?;
         Ok((field_u32(&line, "h")?, field(&line, "handle")?))
     }
 
     /// `close H` (dlclose).
     pub fn close(&mut self, t: &mut Target, h: u32) -> Result<()> {
-        self.ask(t, &format!("close {h}"), "closed").map(|_| ())
+        self.ask(t, Command::Close(h)).map(|_| ())
     }
 
     /// Whether `p` is one of this sandbox's libexample files (`lib/libexample*`).
@@ -867,17 +870,13 @@ impl Lab {
     }
 }
 
-/// Sends `cmd` to `t` and waits for the answer that starts with `answer`,
-/// not narrated (a loop's worth of commands): `Ok(line)`, or `Err(the
-/// error's text)` when `t` answered with an error.
-pub fn answer_of(
-    t: &mut Target,
-    cmd: &str,
-    answer: &str,
-) -> Result<std::result::Result<String, String>> {
-    t.send(cmd)?;
+/// Sends `cmd` to `t` and waits for its answer (the line that starts with
+/// [`Command::answer`]), not narrated (a loop's worth of commands):
+/// `Ok(line)`, or `Err(the error's text)` when `t` answered with an error.
+pub fn answer_of(t: &mut Target, cmd: &Command) -> Result<std::result::Result<String, String>> {
+    t.send(&cmd.to_string())?;
     let (ok, err) = (
-        format!("{answer} pid={}", t.pid()),
+        format!("{} pid={}", cmd.answer(), t.pid()),
         format!("error pid={}", t.pid()),
     );
     let line = t.wait_line(

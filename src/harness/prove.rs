@@ -45,10 +45,11 @@
 //! (or the first run) is written into sheets and snapshots with
 //!
 //! ```console
-//! $ SWAPLAB_BLESS=1 INSTA_UPDATE=always cargo test x01
+//! $ SWAPLAB_BLESS=1 cargo test x01
 //! ```
 //!
-//! and reviewed with `git diff`. On CI (`CI` set) neither is ever written,
+//! (which also has insta write the snapshots in place), and reviewed with
+//! `git diff`. On CI (`CI` set) neither is ever written,
 //! and a finding that is Skipped, n/a by its experiment's own word, or
 //! Confirmed in part fails unless `SWAPLAB_ALLOW_SKIP` names it.
 
@@ -161,6 +162,7 @@ impl Proof {
             f.id,
             rt.libc.name()
         ));
+        bless_snapshots();
         settings.bind(|| {
             insta::assert_snapshot!(name, o.evidence.join("\n"));
         });
@@ -187,7 +189,7 @@ impl Proof {
         if shown.as_ref() == Some(&o.redacted) {
             return;
         }
-        if sheets::blessing() && !on_ci() {
+        if sheets::blessing() {
             let new = sheets::with_transcript_block(&text, block, &o.redacted)
                 .unwrap_or_else(|| no_block());
             std::fs::write(&path, new).expect("write the sheet");
@@ -204,6 +206,21 @@ impl Proof {
             first_differences(&shown, &o.redacted)
         );
     }
+}
+
+/// Blessing writes the snapshots too: insta has no setting for it, only
+/// `INSTA_UPDATE`, which it reads once, at its first assertion. So that
+/// `SWAPLAB_BLESS=1` is the one switch, it is set here, before any (an
+/// `INSTA_UPDATE` of one's own wins).
+fn bless_snapshots() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if sheets::blessing() && std::env::var_os("INSTA_UPDATE").is_none_or(|v| v.is_empty()) {
+            // Rust's own readers of the environment hold its lock; nothing
+            // else reads INSTA_UPDATE.
+            std::env::set_var("INSTA_UPDATE", "always");
+        }
+    });
 }
 
 /// What a sheet without its transcript block needs: the two markers, which

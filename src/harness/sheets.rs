@@ -35,9 +35,11 @@ pub fn sheet_in(dir: &Path, f: &Finding) -> PathBuf {
     dir.join(format!("{}.md", f.id))
 }
 
-/// Whether blessing (rewriting generated parts) was asked for.
+/// Whether to bless: rewrite what is generated (lab sheets, /proc
+/// snapshots, the README's table, the indexes) from a fresh run. The one
+/// switch is `SWAPLAB_BLESS=1`, and it never applies on CI (`CI` set).
 pub fn blessing() -> bool {
-    std::env::var_os("SWAPLAB_BLESS").is_some_and(|v| v == "1")
+    std::env::var_os("SWAPLAB_BLESS").is_some_and(|v| v == "1") && !crate::harness::ci::on_ci()
 }
 
 fn block(begin: &str, lines: &[String]) -> String {

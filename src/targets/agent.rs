@@ -1,31 +1,9 @@
 //! The command loop the target programs run (`src/bin/swaplab-*.rs`).
 //!
 //! A target prints `ready pid=N` and then obeys one command per line on
-//! stdin, answering each with one line that starts with a verb and `pid=N`,
-//! so the harness can wait for it:
-//!
-//! | command | answer |
-//! |---|---|
-//! | `call` | `greeting pid=N: TEXT` (the linked libexample's `greeting()`) |
-//! | `fork` | `forked pid=N child=M`; the child prints `greeting pid=M: TEXT` (or, if the program is not linked against libexample, `version pid=M: BUILD`) and waits to be killed |
-//! | `spawn` | `spawned pid=N child=M`; the child execs this program with `--hold`: `ready pid=M`, `greeting pid=M: TEXT` |
-//! | `exec` | `exec pid=N`, then the new image prints `ready pid=N` |
-//! | `kill-children` | `reaped pid=N children=K` |
-//! | `open PATH [nodelete] [global] [lazy]` | `opened pid=N h=H handle=0x…` (dlopen) |
-//! | `noload PATH` | `noload pid=N loaded=yes h=H handle=0x…` or `noload pid=N loaded=no` |
-//! | `callh H` | `greeting pid=N h=H fn=0x…: TEXT` |
-//! | `thread H` | the same, called on a new thread, which then waits: `greeting pid=N h=H fn=0x… thread=TID: TEXT` |
-//! | `join` | the waiting threads exit and are joined: `joined pid=N threads=K` |
-//! | `mopen PATH` | `opened pid=N h=H handle=0x… lmid=K` (dlmopen into a new link-map namespace, glibc only; `error pid=N: dlmopen: …` elsewhere) |
-//! | `close H` | `closed pid=N h=H` (dlclose) |
-//! | `peek PID` | `peek pid=N of=M ok mappings=K` or `peek pid=N of=M denied: …` |
-//! | `version` | `version pid=N: BUILD` (which build of the program runs) |
-//! | `remember TEXT` | `remembered pid=N: TEXT` (kept in memory only) |
-//! | `recall` | `recall pid=N: TEXT`, or `recall pid=N: (nothing)` |
-//! | `pipe [cloexec]` | `pipe pid=N r=FD w=FD cloexec=yes/no` (a pipe kept open) |
-//! | `pseudo` | `pseudo pid=N memfd=… sysv=… devzero=… anon=…`: maps, executable, a memfd, a SysV shared memory segment, `/dev/zero` shared, and anonymous memory (what `swaplab stale` must not report) |
-//! | `map PATH` | `mapped pid=N` (PATH mapped read-only, as data) |
-//! | `exit` | `bye pid=N`, children killed, exit 0 |
+//! stdin ([`Command`], whose module lists the commands and their answers),
+//! answering each with one line that starts with a verb and `pid=N`, so the
+//! harness can wait for it.
 //!
 //! `csrc/target.c` is this loop's C twin (the same commands and answers),
 //! built for other C libraries: keep the two in step. The twin alone also
@@ -37,12 +15,14 @@
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CStr, CString};
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use libloading::os::unix::{Library, Symbol, RTLD_GLOBAL, RTLD_LAZY, RTLD_LOCAL, RTLD_NOW};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{execv, fork, getpid, ForkResult, Pid};
+
+use super::protocol::{Command, OpenFlag};
 
 /// libexample's `const char *greeting(void)`.
 pub type GreetingFn = unsafe extern "C" fn() -> *const c_char;
@@ -145,16 +125,17 @@ pub fn main_build(build: &'static str, linked: Option<GreetingFn>) -> ! {
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.is_empty() {
-            continue;
-        }
-        if words[0] == "exit" {
-            agent.reap();
-            emit(&format!("bye pid={}", agent.pid));
-            std::process::exit(0);
-        }
-        if let Err(e) = agent.command(&words) {
+        let done = match Command::parse(&line) {
+            Ok(None) => continue,
+            Ok(Some(Command::Exit)) => {
+                agent.reap();
+                emit(&format!("bye pid={}", agent.pid));
+                std::process::exit(0);
+            }
+            Ok(Some(c)) => agent.command(c),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
             emit(&format!("error pid={}: {e}", agent.pid));
         }
     }
@@ -192,13 +173,8 @@ impl Agent {
         emit(&format!("version pid={}: {}", self.pid, self.build));
     }
 
-    fn pipe(&mut self, opts: &[&str]) -> Result<(), String> {
+    fn pipe(&mut self, cloexec: bool) -> Result<(), String> {
         use std::os::fd::AsRawFd;
-        let cloexec = match opts {
-            [] => false,
-            ["cloexec"] => true,
-            _ => return Err(format!("unknown pipe options {opts:?}")),
-        };
         let flags = if cloexec {
             nix::fcntl::OFlag::O_CLOEXEC
         } else {
@@ -216,68 +192,65 @@ impl Agent {
         Ok(())
     }
 
-    fn command(&mut self, w: &[&str]) -> Result<(), String> {
-        let arg = |i: usize| -> Result<&str, String> {
-            w.get(i)
-                .copied()
-                .ok_or_else(|| format!("`{}` needs an argument", w[0]))
-        };
-        match w[0] {
-            "call" => {
+    fn command(&mut self, c: Command) -> Result<(), String> {
+        match c {
+            Command::Call => {
                 self.call();
                 Ok(())
             }
-            "version" => {
+            Command::Version => {
                 self.version();
                 Ok(())
             }
-            "remember" => {
-                let text = w[1..].join(" ");
+            Command::Remember(text) => {
                 emit(&format!("remembered pid={}: {text}", self.pid));
                 self.memory = Some(text);
                 Ok(())
             }
-            "recall" => {
+            Command::Recall => {
                 let text = self.memory.as_deref().unwrap_or("(nothing)");
                 emit(&format!("recall pid={}: {text}", self.pid));
                 Ok(())
             }
-            "pipe" => self.pipe(&w[1..]),
-            "fork" => self.fork_child(),
-            "spawn" => self.spawn_child(),
-            "exec" => self.exec_self(),
-            "kill-children" => {
+            Command::Pipe { cloexec } => self.pipe(cloexec),
+            Command::Fork => self.fork_child(),
+            Command::Spawn => self.spawn_child(),
+            Command::Exec => self.exec_self(),
+            Command::KillChildren => {
                 let n = self.reap();
                 emit(&format!("reaped pid={} children={n}", self.pid));
                 Ok(())
             }
-            "open" => self.open(arg(1)?, &w[2..]),
-            "noload" => self.noload(arg(1)?),
-            "callh" => self.callh(parse_handle(arg(1)?)?),
-            "thread" => self.thread(parse_handle(arg(1)?)?),
-            "join" => {
+            Command::Open(path, flags) => self.open(&path, &flags),
+            Command::NoLoad(path) => self.noload(&path),
+            Command::CallH(h) => self.callh(h),
+            Command::Thread(h) => self.thread(h),
+            Command::Join => {
                 let n = self.join();
                 emit(&format!("joined pid={} threads={n}", self.pid));
                 Ok(())
             }
-            "mopen" => self.mopen(arg(1)?),
-            "close" => self.close(parse_handle(arg(1)?)?),
-            "peek" => {
-                let of: i32 = arg(1)?.parse().map_err(|_| "bad pid".to_string())?;
+            Command::MOpen(path) => self.mopen(&path),
+            Command::Close(h) => self.close(h),
+            Command::Peek(of) => {
                 self.peek(of);
                 Ok(())
             }
-            "pseudo" => {
+            Command::Pseudo => {
                 let r = pseudo_mappings();
                 emit(&format!("pseudo pid={} {r}", self.pid));
                 Ok(())
             }
-            "map" => {
-                map_data(arg(1)?)?;
+            Command::Map(path) => {
+                map_data(&path)?;
                 emit(&format!("mapped pid={}", self.pid));
                 Ok(())
             }
-            other => Err(format!("unknown command `{other}`")),
+            // `exit` ends the loop in main_build; the C twin's own commands
+            // are unknown here.
+            c @ (Command::Exit | Command::Iconv { .. } | Command::User(_)) => {
+                Err(format!("unknown command `{}`", c.word()))
+            }
         }
     }
 
@@ -353,14 +326,13 @@ impl Agent {
         (h, raw as usize)
     }
 
-    fn open(&mut self, path: &str, opts: &[&str]) -> Result<(), String> {
+    fn open(&mut self, path: &Path, opts: &[OpenFlag]) -> Result<(), String> {
         let mut flags = RTLD_NOW;
         for o in opts {
-            match *o {
-                "nodelete" => flags |= libc::RTLD_NODELETE,
-                "global" => flags |= RTLD_GLOBAL,
-                "lazy" => flags = (flags & !RTLD_NOW) | RTLD_LAZY,
-                other => return Err(format!("unknown open option `{other}`")),
+            match o {
+                OpenFlag::NoDelete => flags |= libc::RTLD_NODELETE,
+                OpenFlag::Global => flags |= RTLD_GLOBAL,
+                OpenFlag::Lazy => flags = (flags & !RTLD_NOW) | RTLD_LAZY,
             }
         }
         if flags & RTLD_GLOBAL == 0 {
@@ -374,7 +346,7 @@ impl Agent {
         Ok(())
     }
 
-    fn noload(&mut self, path: &str) -> Result<(), String> {
+    fn noload(&mut self, path: &Path) -> Result<(), String> {
         // SAFETY: RTLD_NOLOAD never runs initialisers.
         match unsafe { Library::open(Some(path), RTLD_LAZY | libc::RTLD_NOLOAD) } {
             Ok(lib) => {
@@ -441,8 +413,9 @@ impl Agent {
 
     /// `dlmopen(LM_ID_NEWLM, path)`: a new link-map namespace (glibc).
     #[cfg(target_env = "gnu")]
-    fn mopen(&mut self, path: &str) -> Result<(), String> {
-        let c = CString::new(path).map_err(|_| "path has a NUL".to_string())?;
+    fn mopen(&mut self, path: &Path) -> Result<(), String> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| "path has a NUL".to_string())?;
         // SAFETY: dlmopen with a valid C string; libexample's initialisers
         // are trivial. dlerror is read right after, on this thread.
         let raw = unsafe { libc::dlmopen(libc::LM_ID_NEWLM, c.as_ptr(), libc::RTLD_NOW) };
@@ -472,7 +445,7 @@ impl Agent {
     }
 
     #[cfg(not(target_env = "gnu"))]
-    fn mopen(&mut self, _path: &str) -> Result<(), String> {
+    fn mopen(&mut self, _path: &Path) -> Result<(), String> {
         Err("dlmopen: this C library has none".into())
     }
 
@@ -566,9 +539,9 @@ fn pseudo_mappings() -> String {
 }
 
 /// Maps the file at `path` read-only and private (data, not code).
-fn map_data(path: &str) -> Result<(), String> {
+fn map_data(path: &Path) -> Result<(), String> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    let f = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let len = f.metadata().map_err(|e| e.to_string())?.len().max(1) as usize;
     // SAFETY: a fresh read-only mapping, never unmapped or written.
     let p = unsafe {
@@ -582,7 +555,11 @@ fn map_data(path: &str) -> Result<(), String> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(format!("mmap {path}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mmap {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -595,8 +572,4 @@ fn dl_error(what: &str, e: &libloading::Error) -> String {
         Some(text) => format!("{what}: {text}"),
         None => format!("{what}: {e}"),
     }
-}
-
-fn parse_handle(s: &str) -> Result<u32, String> {
-    s.parse().map_err(|_| format!("bad handle `{s}`"))
 }

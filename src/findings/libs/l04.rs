@@ -10,6 +10,7 @@ use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::*;
 use crate::harness::variants::{NEW, OLD};
 use crate::findings::SHARED_LIBRARY_UPDATE;
+use crate::targets::protocol::Command;
 
 pub static L04: Finding = Finding {
     id: "L04",
@@ -47,7 +48,7 @@ pub fn l04(lab: &mut Lab) -> Result<()> {
     lab.maps(p.pid())?;
     let m2 = lab.maps(c2)?;
     lab.note("restart only the children: kill them, fork a fresh one");
-    lab.ask(&mut p, "kill-children", "reaped")?;
+    lab.ask(&mut p, Command::KillChildren)?;
     let (c3, g3) = lab.fork_child(&mut p)?;
     lab.note("which processes must be restarted, and how?");
     let r = lab.stale(&[p.pid(), c3])?;

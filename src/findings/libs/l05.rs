@@ -10,6 +10,7 @@ use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::*;
 use crate::harness::variants::{NEW, OLD};
 use crate::findings::SHARED_LIBRARY_UPDATE;
+use crate::targets::protocol::Command;
 
 pub static L05: Finding = Finding {
     id: "L05",
@@ -47,7 +48,7 @@ pub fn l05(lab: &mut Lab) -> Result<()> {
     lab.note("execve in place: A execs its own program; the pid stays");
     let pid_before = a.pid();
     let started = start_time(pid_before)?;
-    lab.ask(&mut a, "exec", "exec")?;
+    lab.ask(&mut a, Command::Exec)?;
     let ready = lab.expect(&mut a, &format!("ready pid={pid_before}"))?;
     let g3 = lab.call(&mut a)?;
     let m3 = lab.maps(a.pid())?;

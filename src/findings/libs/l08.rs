@@ -12,6 +12,7 @@ use crate::harness::runtime::Libc;
 use crate::harness::variants::Variant::*;
 use crate::harness::variants::{NEW, OLD};
 use crate::findings::SHARED_LIBRARY_UPDATE;
+use crate::targets::protocol::Command;
 
 /// How a library is pinned in one L08 case.
 #[derive(Clone, Copy, PartialEq)]
@@ -40,7 +41,7 @@ fn pinned_case(lab: &mut Lab, pin: Pin) -> Result<()> {
     let extra = match pin {
         Pin::SecondHandle => Some(lab.open(&mut d, &lib, "")?.0),
         Pin::NoLoadProbe => {
-            let line = lab.ask(&mut d, &format!("noload {}", lib.display()), "noload")?;
+            let line = lab.ask(&mut d, Command::NoLoad(lib.clone()))?;
             lab.check(
                 "the RTLD_NOLOAD probe finds the loaded library",
                 line.contains("loaded=yes"),

@@ -11,6 +11,7 @@ use crate::harness::process::Program;
 use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::*;
 use crate::findings::SHARED_LIBRARY_UPDATE;
+use crate::targets::protocol::Command;
 
 pub static L13: Finding = Finding {
     id: "L13",
@@ -52,9 +53,9 @@ pub fn l13(lab: &mut Lab) -> Result<()> {
     })?;
     lab.observe("user", &user.name);
     lab.note(format!("U runs as {}; A as root", vol(&user.name)));
-    let other = lab.ask(&mut u, &format!("peek {}", a.pid()), "peek")?;
+    let other = lab.ask(&mut u, Command::Peek(a.pid()))?;
     let own_pid = u.pid();
-    let own = lab.ask(&mut u, &format!("peek {own_pid}"), "peek")?;
+    let own = lab.ask(&mut u, Command::Peek(own_pid))?;
     lab.note("root reads both");
     let ma = lab.maps(a.pid())?;
     let mu = lab.maps(u.pid())?;

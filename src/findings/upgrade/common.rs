@@ -8,12 +8,12 @@ use nix::sys::signal::Signal;
 
 use crate::harness::lab::{pidt, Lab};
 use crate::harness::process::Target;
-use crate::targets::protocol::after_colon;
+use crate::targets::protocol::{after_colon, Command};
 
 // ---- U01, U02: fork and execve on a small target --------------------------
 
 pub(super) fn version(lab: &mut Lab, t: &mut Target) -> Result<String> {
-    Ok(after_colon(&lab.ask(t, "version", "version")?))
+    Ok(after_colon(&lab.ask(t, Command::Version)?))
 }
 
 /// Checks that an exe (as `exe_of` returned it) is `path`, deleted or not.

@@ -7,7 +7,7 @@ use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{Lab, Stale};
 use crate::harness::process::Program;
 use crate::harness::replace::Replace;
-use crate::targets::protocol::{after_colon, field_i32};
+use crate::targets::protocol::{after_colon, field_i32, Command};
 use crate::findings::NGINX_UPGRADE;
 
 use super::common::{check_exe, version};
@@ -44,12 +44,12 @@ pub fn u01(lab: &mut Lab) -> Result<()> {
     install_program(lab, Program::App2, Program::App, Replace::Install)?;
     let (a_exe, a_deleted) = exe_of(lab, a.pid())?;
     lab.note("fork: A copies itself");
-    let line = lab.ask(&mut a, "fork", "forked")?;
+    let line = lab.ask(&mut a, Command::Fork)?;
     let c = field_i32(&line, "child")?;
     let vc = after_colon(&lab.expect(&mut a, &format!("version pid={c}:"))?);
     let (c_exe, c_deleted) = exe_of(lab, c)?;
     lab.note("fork + execve of the same path: A starts its program anew");
-    let line = lab.ask(&mut a, "spawn", "spawned")?;
+    let line = lab.ask(&mut a, Command::Spawn)?;
     let s = field_i32(&line, "child")?;
     lab.expect(&mut a, &format!("ready pid={s}"))?;
     let vs = after_colon(&lab.expect(&mut a, &format!("version pid={s}:"))?);

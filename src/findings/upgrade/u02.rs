@@ -8,7 +8,7 @@ use crate::harness::lab::Lab;
 use crate::harness::process::Program;
 use crate::harness::procs;
 use crate::harness::replace::Replace;
-use crate::targets::protocol::{after_colon, field_i32};
+use crate::targets::protocol::{after_colon, field_i32, Command};
 use crate::findings::NGINX_UPGRADE;
 
 use super::common::{check_exe, version};
@@ -40,20 +40,20 @@ pub fn u02(lab: &mut Lab) -> Result<()> {
     let mut a = lab.start_exe(&exe, "A", &[], |_| String::new())?;
     let pid = a.pid();
     let v1 = version(lab, &mut a)?;
-    lab.ask(&mut a, "remember the flag is set", "remembered")?;
-    let keep = lab.ask(&mut a, "pipe", "pipe")?;
-    let gone = lab.ask(&mut a, "pipe cloexec", "pipe")?;
+    lab.ask(&mut a, Command::Remember("the flag is set".into()))?;
+    let keep = lab.ask(&mut a, Command::Pipe { cloexec: false })?;
+    let gone = lab.ask(&mut a, Command::Pipe { cloexec: true })?;
     let (kr, kw) = (field_i32(&keep, "r")?, field_i32(&keep, "w")?);
     let (gr, gw) = (field_i32(&gone, "r")?, field_i32(&gone, "w")?);
     let before = lab.fds(pid);
     let started = procs::get(pid).map(|p| p.start);
     lab.note("the program file is replaced, then A calls execve on its own path");
     install_program(lab, Program::App2, Program::App, Replace::Install)?;
-    lab.ask(&mut a, "exec", "exec")?;
+    lab.ask(&mut a, Command::Exec)?;
     lab.expect(&mut a, "ready pid=")?;
     let restarted = procs::get(pid).map(|p| p.start);
     let v2 = version(lab, &mut a)?;
-    let recall = after_colon(&lab.ask(&mut a, "recall", "recall")?);
+    let recall = after_colon(&lab.ask(&mut a, Command::Recall)?);
     let after = lab.fds(pid);
     let (exe_after, deleted) = exe_of(lab, pid)?;
     let at = |fds: &[(i32, String)], fd: i32| -> Option<String> {
