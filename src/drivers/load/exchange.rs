@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::samples::{Answer, Kind, Sample};
-use super::Options;
+use super::LoadOptions;
 
 fn classify(e: &std::io::Error) -> Kind {
     match e.kind() {
@@ -22,15 +22,34 @@ fn classify(e: &std::io::Error) -> Kind {
     }
 }
 
-pub(super) type Outcome = (Kind, Option<Answer>, Option<String>, u64);
+/// How one exchange ended: its kind, who answered (a completed one), what
+/// went wrong (a failure) and how many body bytes arrived.
+pub(super) struct ExchangeOutcome {
+    pub(super) kind: Kind,
+    answer: Option<Answer>,
+    detail: Option<String>,
+    bytes: u64,
+}
+
+impl ExchangeOutcome {
+    /// A failure of `kind`, what went wrong, after `bytes` body bytes.
+    fn failure(kind: Kind, detail: String, bytes: u64) -> ExchangeOutcome {
+        ExchangeOutcome {
+            kind,
+            answer: None,
+            detail: Some(detail),
+            bytes,
+        }
+    }
+}
 
 pub(super) fn connect(
-    opts: &Options,
+    opts: &LoadOptions,
     addr: SocketAddr,
     began: Instant,
-) -> Result<TcpStream, Outcome> {
+) -> Result<TcpStream, ExchangeOutcome> {
     TcpStream::connect_timeout(&addr, opts.timeout)
-        .map_err(|e| (classify(&e), None, Some(format!("connect: {e}")), 0))
+        .map_err(|e| ExchangeOutcome::failure(classify(&e), format!("connect: {e}"), 0))
         .inspect(|c| {
             let left = opts
                 .timeout
@@ -44,7 +63,7 @@ pub(super) fn connect(
 
 /// How one exchange on a connection ended, besides its outcome.
 pub(super) struct Exchanged {
-    pub(super) outcome: Outcome,
+    pub(super) outcome: ExchangeOutcome,
     /// The server keeps the connection open for the next request.
     pub(super) reusable: bool,
     /// Any byte of an answer arrived.
@@ -62,7 +81,12 @@ impl Exchanged {
         reused: bool,
         retried: bool,
     ) -> Sample {
-        let (kind, answer, detail, bytes) = self.outcome;
+        let ExchangeOutcome {
+            kind,
+            answer,
+            detail,
+            bytes,
+        } = self.outcome;
         Sample {
             start,
             latency,
@@ -78,7 +102,7 @@ impl Exchanged {
         }
     }
 
-    pub(super) fn failed(outcome: Outcome, answered: bool) -> Exchanged {
+    pub(super) fn failed(outcome: ExchangeOutcome, answered: bool) -> Exchanged {
         Exchanged {
             outcome,
             reusable: false,
@@ -140,7 +164,7 @@ impl Chunks {
 /// (Content-Length, or the last chunk).
 pub(super) fn exchange(
     conn: &mut TcpStream,
-    opts: &Options,
+    opts: &LoadOptions,
     addr: SocketAddr,
     began: Instant,
     keep_alive: bool,
@@ -157,7 +181,8 @@ pub(super) fn exchange(
         if keep_alive { "keep-alive" } else { "close" }
     );
     if let Err(e) = conn.write_all(req.as_bytes()) {
-        return Exchanged::failed((classify(&e), None, Some(format!("send: {e}")), 0), false);
+        let o = ExchangeOutcome::failure(classify(&e), format!("send: {e}"), 0);
+        return Exchanged::failed(o, false);
     }
     // The head, then the body counted as it streams (downloads can be
     // large): only its first bytes are kept, to see who answered.
@@ -174,10 +199,9 @@ pub(super) fn exchange(
             break;
         }
         if began.elapsed() > opts.timeout {
-            let o = (
+            let o = ExchangeOutcome::failure(
                 Kind::Timeout,
-                None,
-                Some(format!("answer: too slow ({body_bytes} body bytes in)")),
+                format!("answer: too slow ({body_bytes} body bytes in)"),
                 body_bytes,
             );
             return Exchanged::failed(o, !got.is_empty());
@@ -207,7 +231,8 @@ pub(super) fn exchange(
                         }
                         got.truncate((i + 4 + 512).min(got.len()));
                     } else if got.len() > 65536 {
-                        let o = (Kind::Other, None, Some("a head over 64 KiB".into()), 0);
+                        let o =
+                            ExchangeOutcome::failure(Kind::Other, "a head over 64 KiB".into(), 0);
                         return Exchanged::failed(o, true);
                     }
                 }
@@ -219,12 +244,8 @@ pub(super) fn exchange(
                     None if got.is_empty() => " (no answer)".to_string(),
                     None => String::new(),
                 };
-                let o = (
-                    classify(&e),
-                    None,
-                    Some(format!("receive{at}: {e}")),
-                    body_bytes,
-                );
+                let o =
+                    ExchangeOutcome::failure(classify(&e), format!("receive{at}: {e}"), body_bytes);
                 return Exchanged::failed(o, !got.is_empty());
             }
         }
@@ -246,7 +267,12 @@ pub(super) fn exchange(
         && kept
         && (length.is_some() || chunks.as_ref().is_some_and(|c| c.done));
     Exchanged {
-        outcome: (kind, answer, detail, body_bytes),
+        outcome: ExchangeOutcome {
+            kind,
+            answer,
+            detail,
+            bytes: body_bytes,
+        },
         reusable,
         answered: !got.is_empty(),
         closed,
@@ -274,14 +300,20 @@ fn header(head: &[u8], name: &str) -> Option<String> {
 /// probe): who answered a whole 200 answer (if it said), or what went
 /// wrong.
 pub fn get_once(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Option<Answer>, String> {
-    let mut opts = Options::new(addr);
+    let mut opts = LoadOptions::new(addr);
     opts.path = path.to_string();
     opts.timeout = timeout;
     let began = Instant::now();
-    let mut conn = connect(&opts, addr, began).map_err(|o| o.2.unwrap_or_default())?;
+    let mut conn = connect(&opts, addr, began).map_err(|o| o.detail.unwrap_or_default())?;
     match exchange(&mut conn, &opts, addr, began, false).outcome {
-        (Kind::Completed, answer, _, _) => Ok(answer),
-        (kind, _, detail, _) => Err(format!("{}: {}", kind.name(), detail.unwrap_or_default())),
+        ExchangeOutcome {
+            kind: Kind::Completed,
+            answer,
+            ..
+        } => Ok(answer),
+        ExchangeOutcome { kind, detail, .. } => {
+            Err(format!("{}: {}", kind.name(), detail.unwrap_or_default()))
+        }
     }
 }
 

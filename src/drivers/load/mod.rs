@@ -14,7 +14,7 @@
 //! clients wait for each answer before they think and send the next: their
 //! latency runs from the send, and a stall delays the next requests instead
 //! of piling them up. An emulated guest cannot keep a schedule: there a
-//! rate paces each thread of a closed loop ([`Options::pace`]).
+//! rate paces each thread of a closed loop ([`LoadOptions::pace`]).
 //!
 //! Bounded in count and in time, and loopback only: [`Load::start`] refuses
 //! any other address. Each request is a [`Sample`]: when it was due, how
@@ -58,7 +58,7 @@ pub struct KeepAlive {
 }
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct LoadOptions {
     /// Where to connect: request k of a thread goes to `addrs[k % len]`.
     pub addrs: Vec<SocketAddr>,
     /// Client threads, one connection each at a time. With a rate, the
@@ -82,9 +82,9 @@ pub struct Options {
     pub keep_alive: Option<KeepAlive>,
 }
 
-impl Options {
-    pub fn new(addr: SocketAddr) -> Options {
-        Options {
+impl LoadOptions {
+    pub fn new(addr: SocketAddr) -> LoadOptions {
+        LoadOptions {
             addrs: vec![addr],
             connections: 2,
             max_requests: 200_000,
@@ -133,7 +133,7 @@ impl Loop {
     }
 }
 
-impl Options {
+impl LoadOptions {
     /// How this load's requests go out: a rate on new connections is kept
     /// as a schedule, except in an emulated guest, where a schedule the
     /// machine cannot keep queues requests without bound and times them
@@ -171,12 +171,12 @@ pub struct Mark {
 
 impl Load {
     /// Starts the threads. Refuses any address outside loopback.
-    pub fn start(opts: Options) -> Result<Load> {
+    pub fn start(opts: LoadOptions) -> Result<Load> {
         let pace = opts.pace();
         Load::start_as(opts, pace)
     }
 
-    fn start_as(opts: Options, pace: Loop) -> Result<Load> {
+    fn start_as(opts: LoadOptions, pace: Loop) -> Result<Load> {
         if opts.addrs.is_empty() {
             bail!("the load client needs an address");
         }
@@ -345,7 +345,7 @@ impl Shared {
         self.grew.notify_all();
     }
 
-    fn full(&self, opts: &Options) -> bool {
+    fn full(&self, opts: &LoadOptions) -> bool {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.len() as u64 >= opts.max_requests
     }
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn only_loopback_is_loaded() {
-        let o = Options::new("192.0.2.1:80".parse().unwrap());
+        let o = LoadOptions::new("192.0.2.1:80".parse().unwrap());
         assert!(Load::start(o).is_err());
     }
 }

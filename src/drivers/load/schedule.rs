@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::workers::one_request;
-use super::{Options, Shared, MAX_POOL};
+use super::{LoadOptions, Shared, MAX_POOL};
 
 /// The sockets one open loop may hold at once: a quarter of this process's
 /// descriptor limit (each pool thread holds one), so that a pool grown
@@ -47,7 +47,7 @@ struct Pool {
 /// starts another thread when none is idle (up to the requests that can be
 /// in flight at once: rate × timeout, at most [`MAX_POOL`]); a slot no
 /// thread can take at once waits, and goes out late.
-pub(super) fn scheduler(shared: &Arc<Shared>, opts: &Options, rate: f64, t0: Instant) {
+pub(super) fn scheduler(shared: &Arc<Shared>, opts: &LoadOptions, rate: f64, t0: Instant) {
     let deadline = t0 + opts.max_duration;
     let cap = ((rate * opts.timeout.as_secs_f64()).ceil() as usize)
         .saturating_add(opts.connections)
@@ -113,7 +113,7 @@ pub(super) fn scheduler(shared: &Arc<Shared>, opts: &Options, rate: f64, t0: Ins
 /// A client thread of the open loop's pool: takes slot after slot.
 fn pool_worker(
     shared: &Shared,
-    opts: &Options,
+    opts: &LoadOptions,
     rx: &Mutex<std::sync::mpsc::Receiver<Slot>>,
     pool: &Pool,
     t0: Instant,
@@ -145,7 +145,7 @@ mod tests {
         // 400 ms before its 40th answer (about 0.2 s in).
         let stall = Duration::from_millis(400);
         let (addr, server) = serial_server(OK, 40, stall, 400);
-        let mut o = Options::new(addr);
+        let mut o = LoadOptions::new(addr);
         o.rate = Some(200.0);
         o.connections = 2;
         o.max_requests = 300;

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use super::exchange::{connect, exchange, Exchanged};
 use super::samples::{Kind, Sample};
-use super::{KeepAlive, Options, Shared};
+use super::{KeepAlive, LoadOptions, Shared};
 
 /// A closed loop: one request after another on new connections, as fast
 /// as the answers come or, with a rate in an emulated guest
 /// ([`Loop::Closed`](super::Loop::Closed)), each thread's request k due at (k × threads + me) / rate and sent at
 /// once when late. Latency counts from each send.
-pub(super) fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
+pub(super) fn worker(shared: &Shared, opts: &LoadOptions, t0: Instant, me: usize) {
     let deadline = t0 + opts.max_duration;
     let threads = opts.connections as f64;
     let mut k: usize = 0;
@@ -38,7 +38,7 @@ pub(super) fn worker(shared: &Shared, opts: &Options, t0: Instant, me: usize) {
 /// its latency counted from `due`.
 pub(super) fn one_request(
     shared: &Shared,
-    opts: &Options,
+    opts: &LoadOptions,
     addr: SocketAddr,
     t0: Instant,
     due: Instant,
@@ -60,7 +60,7 @@ pub(super) fn one_request(
 /// until the server closes it (or it fails), then a new one.
 pub(super) fn keep_alive_worker(
     shared: &Shared,
-    opts: &Options,
+    opts: &LoadOptions,
     ka: KeepAlive,
     t0: Instant,
     me: usize,
@@ -86,7 +86,7 @@ pub(super) fn keep_alive_worker(
         let counted = InFlight::new(&shared.in_flight);
         let mut x = keep_alive_request(opts, addr, began, &mut conn);
         let mut retried = false;
-        if reused && ka.retry && x.outcome.0 != Kind::Completed && !x.answered {
+        if reused && ka.retry && x.outcome.kind != Kind::Completed && !x.answered {
             retried = true;
             let mut fresh = None;
             x = keep_alive_request(opts, addr, Instant::now(), &mut fresh);
@@ -96,14 +96,14 @@ pub(super) fn keep_alive_worker(
         if !x.reusable {
             conn = None;
         }
-        failed = x.outcome.0 != Kind::Completed;
+        failed = x.outcome.kind != Kind::Completed;
         shared.record(x.sample(start, began.elapsed(), reused && !retried, retried));
     }
 }
 
 /// One request on `conn` (a new connection if it is `None`, left in it).
 fn keep_alive_request(
-    opts: &Options,
+    opts: &LoadOptions,
     addr: SocketAddr,
     began: Instant,
     conn: &mut Option<TcpStream>,
@@ -148,7 +148,7 @@ mod tests {
         // threads; the server freezes 300 ms before its 10th answer.
         let stall = Duration::from_millis(300);
         let (addr, server) = serial_server(OK, 10, stall, 400);
-        let mut o = Options::new(addr);
+        let mut o = LoadOptions::new(addr);
         o.rate = Some(100.0);
         o.connections = 2;
         o.max_requests = 60;
