@@ -71,8 +71,9 @@ use process::inside_root;
 use scanner::{clock_ns, Map, Scanner};
 
 pub use crate::report::{
-    Excluded, FileId, Group, GroupKind, Identity, Marks, Reason, Report, Restart, Role, StaleFile,
-    StaleProcess, UncheckedFile, UncheckedProcess, Unjudged, Unread, Unreadable, Urgency, PLAIN,
+    Excluded, FileId, Group, GroupKind, Identity, Marks, Reason, Restart, Role, StaleFile,
+    StaleProcess, StaleReport, UncheckedFile, UncheckedProcess, Unjudged, Unread, Unreadable,
+    Urgency, PLAIN,
 };
 pub use crate::text::{render, render_plan, summary};
 pub use scan::scan;
@@ -88,7 +89,7 @@ pub const INSTALL_WRITE_NS: i128 = 1_000_000_000;
 
 /// Which processes to look at. Empty means every process.
 #[derive(Clone, Debug, Default)]
-pub struct Options {
+pub struct ScanOptions {
     pub pids: Vec<i32>,
     pub user: Option<u32>,
     /// Matched against the command name and the command line.

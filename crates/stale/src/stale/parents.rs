@@ -3,17 +3,17 @@
 use std::collections::HashMap;
 
 use crate::plan;
-use crate::report::{Report, Urgency};
+use crate::report::{StaleReport, Urgency};
 
 use super::scanner::{Scanner, Seen};
-use super::Options;
+use super::ScanOptions;
 
 /// The parents of flagged processes that the scan did not report because
 /// they were not asked for (`--pid`, `--user`, `--match`): read now, so
 /// that the restart plan sees whether a process was forked from one that
 /// runs the same old code. Each is [`plan::Parent::Stale`], `Clean` or
 /// `Unread` (with its command name, which `/proc/PID/stat` gives anyone).
-pub(super) fn parents_outside(report: &Report, opts: &Options) -> plan::Parents {
+pub(super) fn parents_outside(report: &StaleReport, opts: &ScanOptions) -> plan::Parents {
     // Its own scanner: what it reads counts nowhere in the report.
     let mut s = Scanner::new();
     let filtered = !opts.pids.is_empty() || opts.user.is_some() || opts.pattern.is_some();
@@ -31,7 +31,7 @@ pub(super) fn parents_outside(report: &Report, opts: &Options) -> plan::Parents 
         .filter(|p| p.need == Urgency::Required)
         .map(|p| p.ppid)
         .collect();
-    let everyone = Options::default();
+    let everyone = ScanOptions::default();
     let mut guard = 0;
     while let Some(ppid) = todo.pop() {
         guard += 1;

@@ -10,15 +10,15 @@ use anyhow::{Context, Result};
 
 use crate::packages::{self, Asked};
 use crate::plan;
-use crate::report::{Excluded, Report, StaleProcess, Urgency};
+use crate::report::{Excluded, StaleProcess, StaleReport, Urgency};
 
 use super::parents::parents_outside;
 use super::process::cgroup_of;
 use super::scanner::{Scanner, Seen, PSEUDO};
-use super::Options;
+use super::ScanOptions;
 
 /// Scans the processes `opts` selects.
-pub fn scan(opts: &Options) -> Result<Report> {
+pub fn scan(opts: &ScanOptions) -> Result<StaleReport> {
     let t0 = Instant::now();
     let pids: Vec<i32> = if opts.pids.is_empty() {
         // The names alone: procfs's all_processes() opens every /proc/PID
@@ -31,7 +31,7 @@ pub fn scan(opts: &Options) -> Result<Report> {
     } else {
         opts.pids.clone()
     };
-    let mut report = Report {
+    let mut report = StaleReport {
         scanned: 0,
         required: 0,
         optional: 0,
@@ -92,7 +92,7 @@ pub fn scan(opts: &Options) -> Result<Report> {
 /// Reads every process of `pids` into `report`. Processes are independent:
 /// read them on every core, each thread with its own caches, then merge in
 /// pid order. The scanner returned holds the merged counts.
-pub(super) fn scan_all(pids: &[i32], opts: &Options, report: &mut Report) -> Scanner {
+pub(super) fn scan_all(pids: &[i32], opts: &ScanOptions, report: &mut StaleReport) -> Scanner {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -19,7 +19,7 @@ use crate::scripts;
 
 use super::judge::{self, FileCtx, Judged};
 use super::process::{args_of, cgroup_of, inside_root, proc_dir, uid_of, ProcDir, View};
-use super::Options;
+use super::ScanOptions;
 
 /// The kinds of pseudo-file mapping that are never reported.
 pub(super) const PSEUDO: &[(&str, &str)] = &[
@@ -207,7 +207,7 @@ impl Scanner {
             .clone()
     }
 
-    pub(super) fn one(&mut self, pid: i32, opts: &Options) -> Seen {
+    pub(super) fn one(&mut self, pid: i32, opts: &ScanOptions) -> Seen {
         let Some(ProcDir { dir, stat }) = proc_dir(pid) else {
             return Seen::Vanished;
         };
