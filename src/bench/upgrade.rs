@@ -20,7 +20,7 @@ use crate::harness::replace::Replace;
 use crate::harness::variants::Variant;
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct UpgradeOptions {
     /// Completed requests before, and again after, the switch.
     pub requests: usize,
     /// Answers each step of the sequence waits for.
@@ -81,7 +81,7 @@ fn completed(s: &Sample) -> bool {
     s.kind == Kind::Completed
 }
 
-fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
+fn one(server: &str, sequence: &'static str, o: &UpgradeOptions) -> Run {
     let mut run = Run {
         server: server.to_string(),
         sequence,
@@ -118,7 +118,7 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
             let (_, fleet) = ours.insert((t, fleet));
             (fleet, first, fleet::install_server_2)
         };
-        let mut opts = crate::drivers::load::Options::new(fleet.addr);
+        let mut opts = crate::drivers::load::LoadOptions::new(fleet.addr);
         opts.connections = o.connections;
         opts.rate = o.rate;
         opts.max_requests = (o.requests as u64) * 4 + 1_000_000;
@@ -156,7 +156,7 @@ fn one(server: &str, sequence: &'static str, o: &Options) -> Run {
 }
 
 /// Runs every (server, sequence) pair; `progress` hears about each.
-pub fn upgrade_runs(o: &Options, mut progress: impl FnMut(&str)) -> Vec<Run> {
+pub fn upgrade_runs(o: &UpgradeOptions, mut progress: impl FnMut(&str)) -> Vec<Run> {
     let mut runs = Vec::new();
     for server in &o.servers {
         for sequence in ["upgrade", "rollback"] {

@@ -12,7 +12,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::commands::matrix::kernel::REPORT;
 use crate::commands::{run::select, Done, Exit};
-use crate::harness::report::{self, Report};
+use crate::harness::report::{self, RunReport};
 use crate::harness::runtime::Runtime;
 
 /// The first process of `swaplab matrix --kernel`'s guest: runs the
@@ -83,7 +83,7 @@ fn run_findings(
         |_, _| None,
         |o| println!("  {} [{}]: {}", o.id, o.runtime, o.word()),
     );
-    let r = Report::new(&columns, outcomes);
+    let r = RunReport::new(&columns, outcomes);
     let partial = out.join(format!("{REPORT}.partial"));
     std::fs::write(&partial, serde_json::to_string_pretty(&r)?)?;
     std::fs::rename(&partial, out.join(REPORT))?;

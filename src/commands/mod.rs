@@ -26,7 +26,7 @@ pub fn cores() -> usize {
 }
 
 /// A bench's JSON: the head every swaplab report starts with (swaplab's
-/// version and the machine, as in `harness::report::Report`) and the cores
+/// version and the machine, as in `harness::report::RunReport`) and the cores
 /// the figures were measured on, then `body`'s fields.
 pub fn bench_json(platform: &Platform, cores: usize, body: Value) -> Value {
     let mut json = serde_json::to_value(Header::here(platform.clone())).expect("plain data");

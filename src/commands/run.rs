@@ -8,7 +8,7 @@ use crate::findings;
 use crate::harness::finding::Finding;
 use crate::harness::lab::{Sink, Verdict};
 use crate::harness::platform::Platform;
-use crate::harness::report::{self, Columns, Outcome, Report};
+use crate::harness::report::{self, Columns, Outcome, RunReport};
 use crate::harness::runtime::{Runtime, Unavailable};
 
 /// The findings named by `ids` (or every one), or an error message.
@@ -136,7 +136,7 @@ impl Args {
         });
         let failed = outcomes.iter().any(|o| o.verdict.is_failure());
         if json {
-            println!("{}", pretty(&Report::new(&cols, outcomes)));
+            println!("{}", pretty(&RunReport::new(&cols, outcomes)));
         } else if outcomes.len() > 1 || quiet {
             print_table(&selected, &cols, &outcomes);
         }

@@ -437,7 +437,7 @@ pub const LOAD_RATE: f64 = 2000.0;
 
 /// The load client on `fleet`'s address at [`LOAD_RATE`], narrated.
 pub fn start_load(lab: &mut Lab, fleet: &Fleet, connections: usize) -> Result<Load> {
-    let mut o = load::Options::new(fleet.addr);
+    let mut o = load::LoadOptions::new(fleet.addr);
     o.connections = connections;
     o.rate = Some(LOAD_RATE);
     // The whole experiment, however slow the machine (an emulated guest

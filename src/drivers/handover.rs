@@ -557,7 +557,7 @@ pub fn start_load(
     rate: f64,
     threads: usize,
 ) -> Result<Load> {
-    let mut o = load::Options::new(addrs[0]);
+    let mut o = load::LoadOptions::new(addrs[0]);
     o.addrs = addrs;
     o.rate = Some(rate);
     o.connections = threads;
@@ -581,7 +581,7 @@ pub fn start_keep_alive_load(
     threads: usize,
     ka: load::KeepAlive,
 ) -> Result<Load> {
-    let mut o = load::Options::new(addrs[0]);
+    let mut o = load::LoadOptions::new(addrs[0]);
     o.addrs = addrs;
     o.connections = threads;
     o.keep_alive = Some(ka);

@@ -192,7 +192,7 @@ pub fn listening_inodes(addr: std::net::SocketAddr) -> Vec<u64> {
 
 /// Starts the load of `pace` on `url`.
 fn start_load(lab: &mut Lab, url: &Url, pace: &ReloadPace) -> Result<Load> {
-    let mut o = load::Options::new(url.addr);
+    let mut o = load::LoadOptions::new(url.addr);
     o.path = url.path.clone();
     o.connections = pace.threads;
     o.max_duration = Duration::from_secs(1800);

@@ -259,7 +259,7 @@ pub enum Others {
 pub fn judge(
     lab: &mut Lab,
     cases: &[Case],
-    r: &crate::detector::stale::Report,
+    r: &crate::detector::stale::StaleReport,
     answers: &[(&str, Answer)],
     others: Others,
 ) {
@@ -302,7 +302,7 @@ pub fn judge(
 fn table<'a>(
     lab: &mut Lab,
     cases: &[Case],
-    r: &crate::detector::stale::Report,
+    r: &crate::detector::stale::StaleReport,
     answers: &[(&'a str, Answer)],
 ) -> BTreeMap<&'a str, (usize, usize)> {
     let mut head = format!("{:<34} {:<9} {:<13}", "CASE", "TRUTH", "swaplab stale");

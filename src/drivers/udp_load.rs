@@ -44,7 +44,7 @@ impl UdpMode {
 }
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct UdpOptions {
     /// The server (loopback only).
     pub addr: SocketAddr,
     /// Client sockets; datagram `seq` goes out on socket `seq % sockets`.
@@ -59,9 +59,9 @@ pub struct Options {
     pub answer_timeout: Duration,
 }
 
-impl Options {
-    pub fn new(addr: SocketAddr, sockets: usize, rate: f64) -> Options {
-        Options {
+impl UdpOptions {
+    pub fn new(addr: SocketAddr, sockets: usize, rate: f64) -> UdpOptions {
+        UdpOptions {
             addr,
             sockets,
             rate,
@@ -94,7 +94,7 @@ pub struct Datagram {
 
 /// Everything the load saw.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
+pub struct UdpReport {
     /// Every datagram, in the order of their numbers.
     pub datagrams: Vec<Datagram>,
     /// Answers to a datagram already answered.
@@ -116,7 +116,7 @@ pub struct Tally {
     pub by_gen: std::collections::BTreeMap<u32, usize>,
 }
 
-impl Report {
+impl UdpReport {
     /// The datagrams sent from `from_ns` (included) to `to_ns` (excluded).
     pub fn tally(&self, from_ns: u64, to_ns: u64) -> Tally {
         let mut t = Tally::default();
@@ -153,7 +153,7 @@ impl Report {
 }
 
 struct Shared {
-    report: Mutex<Report>,
+    report: Mutex<UdpReport>,
     /// Datagrams not answered yet.
     outstanding: std::sync::atomic::AtomicUsize,
     grew: Condvar,
@@ -164,7 +164,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn report(&self) -> MutexGuard<'_, Report> {
+    fn report(&self) -> MutexGuard<'_, UdpReport> {
         self.report.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -178,7 +178,7 @@ pub struct UdpLoad {
 impl UdpLoad {
     /// Opens the client sockets and starts sending. Refuses any address
     /// outside loopback.
-    pub fn start(opts: Options) -> Result<UdpLoad> {
+    pub fn start(opts: UdpOptions) -> Result<UdpLoad> {
         if !opts.addr.ip().is_loopback() {
             bail!(
                 "the UDP load client sends to loopback only (127.0.0.0/8, ::1), not {}",
@@ -207,7 +207,7 @@ impl UdpLoad {
             sockets.push(s);
         }
         let shared = Arc::new(Shared {
-            report: Mutex::new(Report::default()),
+            report: Mutex::new(UdpReport::default()),
             outstanding: Default::default(),
             grew: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -272,7 +272,7 @@ impl UdpLoad {
     /// Stops sending, waits for the last answers (until every datagram is
     /// answered, or `answer_timeout` after the last one went), and returns
     /// what the load saw.
-    pub fn stop(mut self) -> Report {
+    pub fn stop(mut self) -> UdpReport {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -290,7 +290,7 @@ impl Drop for UdpLoad {
     }
 }
 
-fn worker(shared: &Shared, opts: &Options, sockets: &[UdpSocket]) {
+fn worker(shared: &Shared, opts: &UdpOptions, sockets: &[UdpSocket]) {
     let t0 = Instant::now();
     let due = |seq: u64| t0 + Duration::from_secs_f64(seq as f64 / opts.rate);
     let mut next: u64 = 0;
@@ -341,7 +341,7 @@ fn worker(shared: &Shared, opts: &Options, sockets: &[UdpSocket]) {
     shared.grew.notify_all();
 }
 
-fn error(r: &mut Report, what: String) {
+fn error(r: &mut UdpReport, what: String) {
     r.errors += 1;
     if r.first_errors.len() < 5 {
         r.first_errors.push(what);
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn only_loopback_is_loaded() {
-        let o = Options::new("192.0.2.1:9".parse().unwrap(), 2, 10.0);
+        let o = UdpOptions::new("192.0.2.1:9".parse().unwrap(), 2, 10.0);
         assert!(UdpLoad::start(o).is_err());
     }
 
@@ -549,7 +549,7 @@ mod tests {
         let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
         echo.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let mut o = Options::new(echo.local_addr().unwrap(), 3, 2_000.0);
+        let mut o = UdpOptions::new(echo.local_addr().unwrap(), 3, 2_000.0);
         o.max_datagrams = 30;
         o.answer_timeout = Duration::from_millis(200);
         let load = UdpLoad::start(o).unwrap();

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::detector::stale::{GroupKind, Report};
+use crate::detector::stale::{GroupKind, StaleReport};
 use crate::drivers::restart_tools::{
     checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
 };
@@ -238,7 +238,7 @@ fn start_on_package(lab: &mut Lab, program: Program, label: &str, root: &Path) -
 
 /// Each flagged process's library is attributed to the package, with the
 /// version installed now and the one the process started on.
-fn check_packages(lab: &mut Lab, r: &Report, pids: &[i32], root: &Path) {
+fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[i32], root: &Path) {
     let db = root.join("var/lib/dpkg");
     for &pid in pids {
         let pkg = r
@@ -271,7 +271,7 @@ fn check_packages(lab: &mut Lab, r: &Report, pids: &[i32], root: &Path) {
 
 /// The master and its worker are one entry that needs an exec; the lone
 /// process is another; nothing else.
-fn check_groups(lab: &mut Lab, r: &Report, master: i32, worker: i32, lone: i32) {
+fn check_groups(lab: &mut Lab, r: &StaleReport, master: i32, worker: i32, lone: i32) {
     let shown: Vec<String> = r
         .groups
         .iter()

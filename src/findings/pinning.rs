@@ -212,7 +212,7 @@ fn judge(
     lab: &mut Lab,
     kind: &Kind,
     seen: &Seen,
-    r: &crate::detector::stale::Report,
+    r: &crate::detector::stale::StaleReport,
     pid: i32,
 ) {
     let (ino1, ino2) = seen.inodes;

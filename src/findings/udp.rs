@@ -10,7 +10,9 @@
 use anyhow::{bail, Result};
 
 use crate::drivers::handover::{listening_inodes, show_listening, Service, Setup, Strategy, Switch};
-use crate::drivers::udp_load::{Datagram, Options, QueueWatch, Report, Tally, UdpLoad, UdpMode};
+use crate::drivers::udp_load::{
+    Datagram, QueueWatch, Tally, UdpLoad, UdpMode, UdpOptions, UdpReport,
+};
 use crate::harness::finding::{Finding, Scope, Lesson};
 use crate::harness::lab::{pidt, vol, Lab};
 
@@ -63,7 +65,7 @@ pub static G09: Finding = Finding {
 /// One strategy through its hand-overs, as the clients saw it.
 struct Run {
     strategy: Strategy,
-    report: Report,
+    report: UdpReport,
     switches: Vec<Switch>,
     /// The socket inodes of each generation, gen 1 first (/proc/PID/fd).
     inodes: Vec<Vec<u64>>,
@@ -119,7 +121,7 @@ fn handovers(lab: &mut Lab, strategy: Strategy) -> Result<Run> {
     lab.note(format!(
         "clients: {FLOWS} UDP sockets (as many source ports) send {RATE} numbered datagrams a second to 127.0.0.1, in turn; `seq=N` is answered `seq=N pid=P gen=G`"
     ));
-    let load = UdpLoad::start(Options::new(addr, FLOWS, RATE))?;
+    let load = UdpLoad::start(UdpOptions::new(addr, FLOWS, RATE))?;
     load.wait_answered(0, SETTLE, "gen 1 answered", |a| a.gen == Some(1))?;
     let watch = QueueWatch::start(addr.port());
     let mut switches = Vec::new();

@@ -732,7 +732,7 @@ impl Lab {
     // ---- swaplab stale -----------------------------------------------------
 
     /// `swaplab stale --pid …` on these processes, narrated with its report.
-    pub fn stale(&mut self, pids: &[i32]) -> Result<crate::detector::stale::Report> {
+    pub fn stale(&mut self, pids: &[i32]) -> Result<crate::detector::stale::StaleReport> {
         self.stale_with(pids, &[], false)
     }
 
@@ -743,7 +743,7 @@ impl Lab {
         pids: &[i32],
         package_roots: &[PathBuf],
         plan: bool,
-    ) -> Result<crate::detector::stale::Report> {
+    ) -> Result<crate::detector::stale::StaleReport> {
         let mut args: Vec<String> = Vec::new();
         if plan {
             args.push("--plan".into());
@@ -753,7 +753,7 @@ impl Lab {
         }
         args.extend(pids.iter().map(|p| format!("--pid {}", pidt(*p))));
         self.proof(format!("$ swaplab stale {}", args.join(" ")));
-        let r = crate::detector::stale::scan(&crate::detector::stale::Options {
+        let r = crate::detector::stale::scan(&crate::detector::stale::ScanOptions {
             pids: pids.to_vec(),
             package_roots: package_roots.to_vec(),
             ..Default::default()
@@ -778,7 +778,7 @@ impl Lab {
     /// where to restart.
     pub fn check_stale(
         &mut self,
-        r: &crate::detector::stale::Report,
+        r: &crate::detector::stale::StaleReport,
         who: &str,
         pid: i32,
         want: Stale,
@@ -901,7 +901,7 @@ pub fn inode_of(p: &Path) -> Result<u64> {
 /// [`Lab::check_stale`]'s judgement: what is checked, whether it held, and
 /// what was seen (`rel` shows a path as the transcript does).
 fn judge_stale(
-    r: &crate::detector::stale::Report,
+    r: &crate::detector::stale::StaleReport,
     who: &str,
     pid: i32,
     want: &Stale,

@@ -230,17 +230,17 @@ pub fn run_all(
 /// What `swaplab run --json` prints: the machine, its columns (one per C
 /// library the targets ran on), and every finding's outcome in each.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct RunReport {
     #[serde(flatten)]
     pub header: Header,
     pub columns: Vec<Column>,
     pub findings: Vec<Outcome>,
 }
 
-impl Report {
+impl RunReport {
     /// The report of `findings`, run on `columns` on this machine.
-    pub fn new(columns: &Columns, findings: Vec<Outcome>) -> Report {
-        Report {
+    pub fn new(columns: &Columns, findings: Vec<Outcome>) -> RunReport {
+        RunReport {
             header: Header::here(Platform::detect()),
             columns: columns
                 .iter()

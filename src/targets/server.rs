@@ -60,7 +60,7 @@ pub const WORKER_COMM: &str = "swaplab worker";
     about = "The nginx-style master/worker server of the upgrade experiments",
     args_override_self = true
 )]
-struct Options {
+struct ServerOptions {
     /// Address to listen on, loopback only; port 0 takes a free one.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = loopback_address)]
     listen: SocketAddr,
@@ -100,8 +100,8 @@ fn fail(msg: &str) -> ! {
 /// The options, or the end: `--help` prints on stdout and exits 0; a bad
 /// command line exits 2, its message on stderr named after the server, as
 /// every other failure of it is.
-fn parse_options() -> Options {
-    Options::try_parse().unwrap_or_else(|e| {
+fn parse_options() -> ServerOptions {
+    ServerOptions::try_parse().unwrap_or_else(|e| {
         if !e.use_stderr() {
             e.exit()
         }
@@ -124,7 +124,7 @@ fn clear_cloexec(fd: RawFd) -> std::io::Result<()> {
 }
 
 /// The listening sockets: inherited through `SWAPLAB_LISTEN_FDS`, or bound.
-fn listeners(o: &Options, me: i32) -> Vec<TcpListener> {
+fn listeners(o: &ServerOptions, me: i32) -> Vec<TcpListener> {
     if let Ok(list) = std::env::var(LISTEN_FDS) {
         let out = adopt_listeners(&list).unwrap_or_else(|e| fail(&e));
         for l in &out {
@@ -216,7 +216,7 @@ struct Master {
     greeting: GreetingFn,
     exe: PathBuf,
     argv: Vec<CString>,
-    opts: Options,
+    opts: ServerOptions,
     listeners: Vec<TcpListener>,
     signals: SignalFd,
     workers: Vec<Pid>,

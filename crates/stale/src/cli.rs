@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::command::{judged, pretty, Done, Exit};
 use crate::kernel::{self, KernelStatus};
 use crate::openmetrics;
-use crate::stale::{self, Options, Report};
+use crate::stale::{self, ScanOptions, StaleReport};
 
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum Output {
 #[schemars(rename = "SwaplabStale")]
 struct WithKernel<'a> {
     #[serde(flatten)]
-    report: &'a Report,
+    report: &'a StaleReport,
     kernel: Option<KernelStatus>,
 }
 
@@ -166,7 +166,7 @@ impl Args {
                 ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let opts = Options {
+        let opts = ScanOptions {
             pids,
             user,
             pattern,

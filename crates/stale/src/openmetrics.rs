@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::kernel::KernelStatus;
-use crate::stale::{Report, Unread};
+use crate::stale::{StaleReport, Unread};
 
 /// The report (and the kernel's status, when known) as OpenMetrics text,
 /// `# EOF` and a newline at the end.
-pub fn render(r: &Report, kernel: Option<&KernelStatus>) -> String {
+pub fn render(r: &StaleReport, kernel: Option<&KernelStatus>) -> String {
     let mut out = String::new();
     family(
         &mut out,

@@ -262,7 +262,7 @@ pub struct Excluded {
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
-pub struct Report {
+pub struct StaleReport {
     /// Processes whose maps were read (after the filters).
     pub scanned: usize,
     pub required: usize,
@@ -290,7 +290,7 @@ pub struct Report {
     pub seconds: f64,
 }
 
-impl Report {
+impl StaleReport {
     /// The exit status `swaplab stale` ends with: 1 when a process needs a
     /// restart; else 3 (a monitoring plugin's UNKNOWN) when a process, or
     /// a file one maps, could not be judged; else 0 (optional restarts may

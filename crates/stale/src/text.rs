@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use crate::plan;
-use crate::report::{Group, Marks, Report, Role, Unread, Urgency};
+use crate::report::{Group, Marks, Role, StaleReport, Unread, Urgency};
 
 /// The report for people: one block per process, then the summary.
-pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
+pub fn render(r: &StaleReport, marks: &Marks) -> Vec<String> {
     let mut out = Vec::new();
     for p in &r.processes {
         let who = match &p.service {
@@ -70,7 +70,7 @@ pub fn render(r: &Report, marks: &Marks) -> Vec<String> {
 
 /// The processes with files that could not be judged: one block each,
 /// every such file with its reason.
-fn unchecked(r: &Report, marks: &Marks) -> Vec<String> {
+fn unchecked(r: &StaleReport, marks: &Marks) -> Vec<String> {
     let mut out = Vec::new();
     // One line each while they fit a screen; the summary names them all.
     if r.unreadable.len() <= UNREADABLE_LINES {
@@ -179,7 +179,7 @@ fn root_text(pid: i32, root: &std::path::Path, marks: &Marks) -> String {
 
 /// `--plan`: each thing to restart once, what it fixes, and the command
 /// where one is known; then the summary.
-pub fn render_plan(r: &Report, marks: &Marks) -> Vec<String> {
+pub fn render_plan(r: &StaleReport, marks: &Marks) -> Vec<String> {
     let mut out = Vec::new();
     for (n, g) in r.groups.iter().enumerate() {
         out.push(format!("{}. {}", n + 1, group_head(g, marks)));
@@ -215,7 +215,7 @@ fn ms_vol(detail: &str, marks: &Marks) -> String {
 }
 
 /// The summary line.
-pub fn summary(r: &Report, marks: &Marks) -> String {
+pub fn summary(r: &StaleReport, marks: &Marks) -> String {
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let mut s = format!(

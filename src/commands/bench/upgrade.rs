@@ -1,7 +1,7 @@
 //! `swaplab bench upgrade`: nginx's binary upgrade and its rollback,
 //! under load, on swaplab's server and real nginx.
 
-use crate::bench::upgrade::{self, Options};
+use crate::bench::upgrade::{self, UpgradeOptions};
 use crate::commands::bench::parse_rate;
 use crate::commands::{bench_json, cores, judged, pretty, Done};
 use crate::harness::platform::Platform;
@@ -37,7 +37,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> Done {
-        let o = Options {
+        let o = UpgradeOptions {
             requests: self.requests as usize,
             settle: self.settle as usize,
             connections: self.connections as usize,
@@ -51,7 +51,7 @@ impl Args {
 
 /// Upgrades and rollbacks of each server under load: prints the table (or
 /// JSON); fails when a run failed or refuted an expectation.
-fn bench(o: Options, json: bool) -> Done {
+fn bench(o: UpgradeOptions, json: bool) -> Done {
     let platform = Platform::detect();
     let cores = cores();
     if !json {

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use crate::commands::matrix::{check_codenames, write_report, Args};
 use crate::harness::finding::Finding;
 use crate::harness::recipe::{twin_args, variant_steps, Lang, SOURCES, TWINS, VARIANTS};
-use crate::harness::report::{self, Report};
+use crate::harness::report::{self, RunReport};
 use crate::harness::runtime::{Libc, Runtime};
 
 use crate::harness::debian_roots::{PORTABLE, READY};
@@ -258,7 +258,7 @@ pub fn run(opts: &Args, selected: &[&Finding], say: &dyn Fn(&str)) -> Result<Vec
             |_, _| None,
             |o| say(&format!("  {} [{}]: {}", o.id, o.runtime, o.word())),
         );
-        let r = Report::new(&columns, outcomes);
+        let r = RunReport::new(&columns, outcomes);
         let rt = columns[0].as_ref().expect("the column made above");
         let path = write_report(&opts.out, &rt.name, &serde_json::to_value(&r)?)?;
         written.push(path);

@@ -35,7 +35,7 @@ use crate::commands::{run::select, Done, Exit};
 use crate::harness::finding::Finding;
 use crate::harness::platform::filesystem_of;
 use crate::harness::process::{self, GroupGuard, Sentinel};
-use crate::harness::report::{self, Report};
+use crate::harness::report::{self, RunReport};
 use crate::harness::runtime::Runtime;
 use crate::harness::sandbox;
 
@@ -484,7 +484,7 @@ impl ColumnArgs {
             |_, _| None,
             |o| eprintln!("  {} [{}]: {}", o.id, o.runtime, o.word()),
         );
-        let r = Report::new(&columns, outcomes);
+        let r = RunReport::new(&columns, outcomes);
         let json = serde_json::to_value(&r).map_err(|e| failed(e.into()))?;
         write_report(out, &column, &json).map_err(failed)?;
         Ok(())

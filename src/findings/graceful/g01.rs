@@ -42,7 +42,7 @@ fn port_of(a: &Accepting) -> u16 {
 /// Requests `n` downloads one after another; returns who answered each
 /// (`Err` with what happened to one that failed).
 fn answers(addr: SocketAddr, n: usize) -> Result<Vec<std::result::Result<i32, String>>> {
-    let mut o = load::Options::new(addr);
+    let mut o = load::LoadOptions::new(addr);
     o.connections = 1;
     o.max_requests = n as u64;
     let l = Load::start(o)?;

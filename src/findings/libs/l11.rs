@@ -41,7 +41,7 @@ struct Under {
     /// Its next call: the greeting, or how it died.
     called: std::result::Result<String, String>,
     /// What `swaplab stale` said between the replacement and the call.
-    stale: crate::detector::stale::Report,
+    stale: crate::detector::stale::StaleReport,
     pid: i32,
 }
 
@@ -320,7 +320,7 @@ pub fn l11(lab: &mut Lab) -> Result<()> {
 /// found by `evidence` (`segments` or `mtime`).
 fn check_in_place(
     lab: &mut Lab,
-    r: &crate::detector::stale::Report,
+    r: &crate::detector::stale::StaleReport,
     who: &str,
     pid: i32,
     evidence: &str,

@@ -72,7 +72,7 @@ pub(super) struct FileCtx<'a> {
     /// What the printed name may stand for.
     pub readings: &'a [maps::Reading],
     pub mapped: FileId,
-    /// The mappings of the loaded image only (see [`super::loaded_image`]).
+    /// The mappings of the loaded image only (see [`super::scanner::loaded_image`]).
     pub maps: &'a [Map],
     pub own_ns: bool,
     /// `/proc/PID/root`'s link, for a process in another mount namespace.

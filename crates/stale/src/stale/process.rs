@@ -1,0 +1,121 @@
+//! What the scan reads of one process in /proc: its folder, how it sees
+//! files (its mount namespace and root), its owner, command line and cgroup.
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use procfs::FromRead;
+
+use crate::maps;
+
+/// How a process sees files (see
+/// [`Scanner::view_of`](super::scanner::Scanner::view_of)).
+pub(super) struct View {
+    pub(super) ns: Option<PathBuf>,
+    pub(super) own_ns: bool,
+    pub(super) root_link: Option<PathBuf>,
+    /// Its root directory (device, inode).
+    pub(super) root: Option<(u64, u64)>,
+}
+
+/// A process's folder in /proc, and its stat, as the scan reads it: a live
+/// thread's (`/proc/PID/task/TID`) when the main thread has exited
+/// (`pthread_exit` in main) and the others still run the process's code.
+pub(super) struct ProcDir {
+    pub(super) dir: PathBuf,
+    pub(super) stat: procfs::process::Stat,
+}
+
+pub(super) fn proc_dir(pid: i32) -> Option<ProcDir> {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let stat = read_in(&dir, "stat", |b| procfs::process::Stat::from_read(b))
+        .ok()?
+        .ok()?;
+    if !matches!(stat.state, 'Z' | 'X') {
+        return Some(ProcDir { dir, stat });
+    }
+    if stat.num_threads <= 1 {
+        return None;
+    }
+    // The main thread is a zombie: its maps, root and namespaces are gone
+    // with it; a live thread has them all.
+    let tasks = fs::read_dir(dir.join("task")).ok()?;
+    tasks.filter_map(|t| t.ok()).find_map(|t| {
+        let tdir = t.path();
+        let tstat = read_in(&tdir, "stat", |b| procfs::process::Stat::from_read(b))
+            .ok()?
+            .ok()?;
+        if matches!(tstat.state, 'Z' | 'X') {
+            return None;
+        }
+        // The process's start, name and parent are the main thread's.
+        let mut tstat = tstat;
+        tstat.starttime = stat.starttime;
+        tstat.comm = stat.comm.clone();
+        tstat.ppid = stat.ppid;
+        Some(ProcDir {
+            dir: tdir,
+            stat: tstat,
+        })
+    })
+}
+
+/// A file of a process's folder in /proc, read whole in as few calls as it
+/// takes (see [`maps::read_whole`]; procfs reads with `std`'s
+/// `read_to_end`, which asks the size first and then reads 32 bytes, 32,
+/// 64…).
+pub(super) fn read_in<T>(dir: &Path, name: &str, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    let file = File::open(dir.join(name))?;
+    maps::read_whole(file, f)
+}
+
+/// The owner of `/proc/PID`: the process's effective uid.
+pub(super) fn uid_of(pid: i32) -> Option<u32> {
+    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+}
+
+/// The command line, its words joined by spaces, as procfs's `cmdline()`
+/// gives them (empty words left out; nothing when it is not UTF-8).
+pub(super) fn args_of(dir: &Path) -> String {
+    read_in(dir, "cmdline", |b| {
+        std::str::from_utf8(b)
+            .map(|s| {
+                s.split('\0')
+                    .filter(|w| !w.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
+/// The process's cgroup: the unified hierarchy's path, else systemd's
+/// (`name=systemd`), else the first controller's that is not the root.
+pub(super) fn cgroup_of(dir: &Path) -> Option<String> {
+    let groups = read_in(dir, "cgroup", |b| procfs::ProcessCGroups::from_read(b))
+        .ok()?
+        .ok()?
+        .0;
+    let mut set = groups.iter().filter(|g| g.pathname != "/");
+    let unified = set.clone().find(|g| g.hierarchy == 0);
+    let systemd = set
+        .clone()
+        .find(|g| g.controllers.iter().any(|c| c == "name=systemd"));
+    unified
+        .or(systemd)
+        .or_else(|| set.next())
+        .map(|g| g.pathname.clone())
+}
+
+/// `path` as a process whose root is `root` names it: without the root's
+/// folder in front; `None` when the root is `/` or holds no such path.
+pub(super) fn inside_root(path: &Path, root: &Path) -> Option<PathBuf> {
+    if root == Path::new("/") {
+        return None;
+    }
+    path.strip_prefix(root)
+        .ok()
+        .map(|rest| Path::new("/").join(rest))
+}

@@ -1,0 +1,194 @@
+//! The scan: every selected process read (on every core), merged in pid
+//! order, planned and attributed to its packages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::packages::{self, Asked};
+use crate::plan;
+use crate::report::{Excluded, StaleProcess, StaleReport, Urgency};
+
+use super::parents::parents_outside;
+use super::process::cgroup_of;
+use super::scanner::{Scanner, Seen, PSEUDO};
+use super::ScanOptions;
+
+/// Scans the processes `opts` selects.
+pub fn scan(opts: &ScanOptions) -> Result<StaleReport> {
+    let t0 = Instant::now();
+    let pids: Vec<i32> = if opts.pids.is_empty() {
+        // The names alone: procfs's all_processes() opens every /proc/PID
+        // on the way (an open and a close each, before the threads start),
+        // and each thread opens it again.
+        fs::read_dir("/proc")
+            .context("cannot list /proc")?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .collect()
+    } else {
+        opts.pids.clone()
+    };
+    let mut report = StaleReport {
+        scanned: 0,
+        required: 0,
+        optional: 0,
+        processes: Vec::new(),
+        groups: Vec::new(),
+        unreadable: Vec::new(),
+        kernel_threads: 0,
+        vanished: 0,
+        excluded: Vec::new(),
+        data_files: 0,
+        unchecked_files: 0,
+        unchecked: Vec::new(),
+        scanner_uid: nix::unistd::geteuid().as_raw(),
+        seconds: 0.0,
+    };
+    let mut s = scan_all(&pids, opts, &mut report);
+    let parents = parents_outside(&report, opts);
+    plan::advise(&mut report.processes, &parents);
+    if !opts.skip_packages {
+        attribute_packages(&mut report.processes, &opts.package_roots);
+    }
+    for p in &mut report.processes {
+        p.user = s.user(p.uid);
+    }
+    report.processes.sort_by_key(|p| p.pid);
+    let own_cgroup = cgroup_of(Path::new("/proc/self"));
+    report.groups = plan::groups(
+        &report.processes,
+        &parents,
+        Path::new("/run/systemd/system").is_dir(),
+        own_cgroup.as_deref(),
+    );
+    report.unreadable.sort_by_key(|u| u.pid);
+    report.unchecked.sort_by_key(|u| u.pid);
+    report.unchecked_files = report.unchecked.iter().map(|u| u.files.len()).sum();
+    report.required = report
+        .processes
+        .iter()
+        .filter(|p| p.need == Urgency::Required)
+        .count();
+    report.optional = report.processes.len() - report.required;
+    report.excluded = PSEUDO
+        .iter()
+        .filter_map(|(kind, why)| {
+            s.excluded.get(kind).map(|&(processes, mappings)| Excluded {
+                kind,
+                why,
+                processes,
+                mappings,
+            })
+        })
+        .collect();
+    report.data_files = s.data_files;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Reads every process of `pids` into `report`. Processes are independent:
+/// read them on every core, each thread with its own caches, then merge in
+/// pid order. The scanner returned holds the merged counts.
+pub(super) fn scan_all(pids: &[i32], opts: &ScanOptions, report: &mut StaleReport) -> Scanner {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let threads = if pids.len() < 64 { 1 } else { threads };
+    let parts: Vec<(Vec<Seen>, Scanner)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut s = Scanner::new();
+                    let seen: Vec<Seen> = pids
+                        .iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|&pid| s.one(pid, opts))
+                        .collect();
+                    (seen, s)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a scan thread panicked"))
+            .collect()
+    });
+    let mut s = Scanner::new();
+    for (seen, part) in parts {
+        for (kind, (procs, maps)) in part.excluded {
+            let e = s.excluded.entry(kind).or_default();
+            e.0 += procs;
+            e.1 += maps;
+        }
+        s.data_files += part.data_files;
+        for one in seen {
+            match one {
+                Seen::Vanished => report.vanished += 1,
+                Seen::Kernel => report.kernel_threads += 1,
+                Seen::Filtered => {}
+                Seen::Unreadable(u) => report.unreadable.push(u),
+                Seen::Scanned { stale, unchecked } => {
+                    report.scanned += 1;
+                    report.processes.extend(stale.map(|p| *p));
+                    report.unchecked.extend(unchecked);
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Names the package of every flagged file where a dpkg database tells:
+/// the process's own root's database (a chroot, a container), else that
+/// of a `package_roots` folder the file is under, else the host's.
+pub(super) fn attribute_packages(procs: &mut [StaleProcess], package_roots: &[PathBuf]) {
+    // Database root -> (process, file, path inside that root, start).
+    type Asks = Vec<(usize, usize, PathBuf, String)>;
+    let mut asked: BTreeMap<PathBuf, Asks> = BTreeMap::new();
+    // A worker forked after the upgrade runs what its top started on: the
+    // top's start says which upgrade replaced it.
+    let starts: HashMap<i32, i128> = procs.iter().map(|p| (p.pid, p.start_ns)).collect();
+    for (i, p) in procs.iter().enumerate() {
+        let start = starts.get(&p.restart.at).copied().unwrap_or(p.start_ns);
+        let started = packages::log_time(start);
+        let other_ns = PathBuf::from(format!("/proc/{}/root", p.pid));
+        for (j, f) in p.files.iter().enumerate() {
+            // The process's own database, for what lies in its root (a
+            // chroot's file found under it, or anything seen through
+            // another namespace's root).
+            let own = p
+                .root
+                .as_ref()
+                .filter(|r| f.path_in_maps.is_some() || **r == other_ns);
+            let (root, inside) = match own {
+                Some(r) => (r.clone(), f.path.clone()),
+                None => package_roots
+                    .iter()
+                    .find_map(|r| {
+                        let rest = f.path.strip_prefix(r).ok()?;
+                        Some((r.clone(), Path::new("/").join(rest)))
+                    })
+                    .unwrap_or_else(|| (PathBuf::from("/"), f.path.clone())),
+            };
+            asked
+                .entry(root)
+                .or_default()
+                .push((i, j, inside, started.clone()));
+        }
+    }
+    for (root, files) in asked {
+        let asks: Vec<Asked> = files
+            .iter()
+            .map(|(_, _, path, started)| Asked { path, started })
+            .collect();
+        let owners = packages::owners(&root, &asks);
+        for (i, j, path, _) in &files {
+            procs[*i].files[*j].package = owners.get(path).cloned();
+        }
+    }
+}
