@@ -17,7 +17,7 @@
 //! read by whoever else holds that socket, or freed with it when no one
 //! does: that difference is G09's.
 
-use std::io::{IoSlice, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,15 +27,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{
-    self, sendmsg, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
-    SockaddrStorage,
-};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use nix::unistd::{getpid, Pid};
 
 use crate::targets::agent::emit;
 use crate::targets::generation::own_generation;
-use crate::targets::handover::{fail, log, mono_ns, poll_ready, signal_fd, take_over, Opts};
+use crate::targets::handover::{
+    fail, log, mono_ns, poll_ready, send_fds, signal_fd, take_over, Opts,
+};
 
 /// A datagram's text is at most this long; longer ones are cut.
 const MAX_DATAGRAM: usize = 512;
@@ -445,21 +444,12 @@ impl Server {
             return;
         }
         let fds: Vec<RawFd> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
-        let text = format!(
-            "fds n={} pid={} gen={} {}\n",
-            fds.len(),
-            self.me,
-            self.gen,
-            describe(&self.sockets).replace(", ", " ")
-        );
-        let iov = [IoSlice::new(text.as_bytes())];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        match sendmsg::<()>(conn.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+        let described = describe(&self.sockets);
+        match send_fds(&conn, self.me, self.gen, &fds, &described) {
             Ok(_) => {
                 self.log(&format!(
-                    "take-over request from pid={peer}: sent {} fds in one message ({})",
-                    fds.len(),
-                    describe(&self.sockets)
+                    "take-over request from pid={peer}: sent {} fds in one message ({described})",
+                    fds.len()
                 ));
                 self.handover = Some(Handover::new(conn, self.opts.handover_timeout_ms));
             }

@@ -50,7 +50,7 @@ use crate::targets::keepalive::Drain;
 mod holder;
 mod server;
 
-pub(crate) use server::take_over;
+pub(crate) use server::{send_fds, take_over};
 
 /// Exit status of a new process whose take-over was refused or failed.
 pub const TAKEOVER_FAILED: i32 = 3;

@@ -191,6 +191,26 @@ fn activated(me: i32) -> Option<Vec<TcpListener>> {
     Some(ls)
 }
 
+/// The old process's side of the SCM_RIGHTS hand-over: every listening fd
+/// in one `sendmsg`, with the line `fds n=… pid=… gen=… ADDR…` that
+/// [`take_over`] reads; `described` names the sockets (`a, b`).
+pub(crate) fn send_fds(
+    conn: &UnixStream,
+    me: i32,
+    gen: u32,
+    fds: &[RawFd],
+    described: &str,
+) -> nix::Result<usize> {
+    let text = format!(
+        "fds n={} pid={me} gen={gen} {}\n",
+        fds.len(),
+        described.replace(", ", " ")
+    );
+    let iov = [IoSlice::new(text.as_bytes())];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(conn.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+}
+
 /// The new process's side of the SCM_RIGHTS hand-over, up to having the
 /// sockets: returns them, the old generation and the open connection.
 pub(crate) fn take_over(me: i32, path: &Path, opts: &Opts) -> (Vec<TcpListener>, u32, UnixStream) {
@@ -554,21 +574,12 @@ impl Server {
             return;
         }
         let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
-        let text = format!(
-            "fds n={} pid={} gen={} {}\n",
-            fds.len(),
-            self.me,
-            self.gen,
-            describe(&self.listeners).replace(", ", " ")
-        );
-        let iov = [IoSlice::new(text.as_bytes())];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        match sendmsg::<()>(conn.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+        let described = describe(&self.listeners);
+        match send_fds(&conn, self.me, self.gen, &fds, &described) {
             Ok(_) => {
                 self.log(&format!(
-                    "take-over request from pid={peer}: sent {} fds in one message ({})",
-                    fds.len(),
-                    describe(&self.listeners)
+                    "take-over request from pid={peer}: sent {} fds in one message ({described})",
+                    fds.len()
                 ));
                 let _ = conn.set_nonblocking(true);
                 self.handover = Some(Handover {
