@@ -129,7 +129,8 @@ fn matrix_fs_runs_the_file_findings_on_fresh_tmpfs_and_btrfs() {
     }
     assert!(stdout.contains("· tmpfs"), "{stdout}");
     assert!(stdout.contains("· btrfs"), "{stdout}");
-    assert_nothing_left_of(&tmp, &folders);
+    let said = Said::new(std::sync::Mutex::new(vec![stderr.to_string()]));
+    assert_nothing_left_of(&tmp, &folders, &said);
 }
 
 /// Loop devices whose image lies in a folder named `swaplab-fs-…` that the
@@ -173,11 +174,12 @@ fn processes_naming(tmp: &Path) -> Vec<i32> {
 }
 
 /// No mount of the matrix in this namespace, no folder in `tmp`, no
-/// process naming it, and no loop device of the images `names` (given
-/// three handshake deadlines, 60 s: a killed column's namespace ends when
-/// its last process has died, and the sentinel removes the folder only
-/// after its mounts; with three builds beside it, that took over 30 s).
-fn assert_nothing_left_of(tmp: &Path, names: &[String]) {
+/// process naming it, and no loop device of the images `names`, given as
+/// long as a sentinel may take, and a handshake deadline more: a killed
+/// column's namespace ends when its last process has died, and the
+/// sentinel removes the folder only after its mounts.
+/// `said` is what the matrix and its sentinels wrote, shown on failure.
+fn assert_nothing_left_of(tmp: &Path, names: &[String], said: &Said) {
     let left = || {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mounts: Vec<&str> = mounts
@@ -197,13 +199,26 @@ fn assert_nothing_left_of(tmp: &Path, names: &[String]) {
         }
     };
     let found = swaplab::harness::process::poll_until(
-        3 * swaplab::harness::process::deadline(),
+        swaplab::targets::sentinel::SWEEP
+            + swaplab::targets::sentinel::UNMOUNT_LIMIT
+            + swaplab::harness::process::deadline(),
         Duration::from_millis(20),
         left,
     );
     if let Err((mounts, loops, folders, pids)) = found {
+        let holders: Vec<String> = names
+            .iter()
+            .flat_map(|n| swaplab::detector::mounts::mounted_under(&tmp.join(n)))
+            .map(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"));
+                format!("{pid} {}", comm.unwrap_or_default().trim())
+            })
+            .collect();
+        let said = said.lock().unwrap().join("\n");
         panic!(
-            "left behind: mounts {mounts:?}, loop devices {loops:?}, folders {folders:?}, processes {pids:?}"
+            "left behind: mounts {mounts:?}, loop devices {loops:?}, folders {folders:?}, \
+             processes {pids:?}, namespaces still mounting there (a process of each) \
+             {holders:?}; the matrix's last lines:\n{said}"
         );
     }
 }
@@ -211,8 +226,8 @@ fn assert_nothing_left_of(tmp: &Path, names: &[String]) {
 /// Starts `swaplab matrix --fs FS --only L11` with its temp folder in
 /// `tmp`, and waits (60 s at most) until its column has mounted the
 /// filesystem and runs: the line that says where the sandboxes are. Returns
-/// the matrix and the name of its folder.
-fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Killed, String) {
+/// the matrix, the name of its folder, and what it goes on saying.
+fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Killed, String, Said) {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
     cmd.args(["matrix", "--fs", fs, "--only", "L11", "--out"])
         .arg(out)
@@ -226,10 +241,17 @@ fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Killed, String) {
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let want = format!("fs-{fs}: sandboxes in ");
+    let said = Said::default();
+    let kept = said.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.starts_with(&want) {
-                let _ = tx.send(line);
+                let _ = tx.send(line.clone());
+            }
+            let mut kept = kept.lock().unwrap();
+            kept.push(line);
+            if kept.len() > 20 {
+                kept.remove(0);
             }
         }
     });
@@ -244,8 +266,11 @@ fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Killed, String) {
     // The column's mounts are its own: none reaches this namespace.
     let here = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!here.contains(&folder), "{folder} is mounted here:\n{here}");
-    (child, folder)
+    (child, folder, said)
 }
+
+/// The last lines a matrix (and the sentinels it started) wrote.
+type Said = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// A matrix killed and reaped when the test ends, however it ends.
 struct Killed(Child);
@@ -268,7 +293,7 @@ fn a_matrix_killed_or_interrupted_while_a_column_runs_leaves_nothing_behind() {
         let dir = swaplab::harness::sandbox::scratch("fs").unwrap();
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp).unwrap();
-        let (mut child, folder) = start_column(fs, &tmp, &dir.path().join("out"));
+        let (mut child, folder, said) = start_column(fs, &tmp, &dir.path().join("out"));
         // The loop device of its image is there while it runs.
         let until = Instant::now() + Duration::from_secs(20);
         while loops_of(std::slice::from_ref(&folder)).is_empty() {
@@ -285,6 +310,84 @@ fn a_matrix_killed_or_interrupted_while_a_column_runs_leaves_nothing_behind() {
             Signal::SIGINT => assert_eq!(status.code(), Some(130), "{status:?}"),
             _ => assert_eq!(status.signal(), Some(signal as i32), "{status:?}"),
         }
-        assert_nothing_left_of(&tmp, &[folder]);
+        assert_nothing_left_of(&tmp, &[folder], &said);
     }
+}
+
+/// A mount namespace that mounts over a sandbox lives as long as any
+/// process in it, whatever its executable: an orphaned sentinel kills them
+/// all before it removes the folder, rather than waiting for them.
+#[test]
+fn an_orphaned_sentinel_kills_what_keeps_a_namespace_over_its_sandbox() {
+    if !root_or_skip("a mount namespace over a sandbox") {
+        return;
+    }
+    use swaplab::harness::process::{deadline, die_with_parent, targets_dir};
+    use swaplab::targets::sentinel::SWEEP;
+    let dir = swaplab::harness::sandbox::scratch("fs").unwrap();
+    let folder = dir.path().join("swaplab-fs-held");
+    std::fs::create_dir(&folder).unwrap();
+    // A namespace whose one process (sleep, from /usr/bin) mounts over it.
+    let mut holder = Command::new("unshare");
+    holder
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs swaplab-held \"$0\" && exec sleep 600")
+        .arg(&folder)
+        .stdin(Stdio::null());
+    die_with_parent(&mut holder);
+    let mut holder = Killed(holder.spawn().unwrap());
+    let mounted =
+        swaplab::harness::process::poll_until(deadline(), Duration::from_millis(10), || {
+            match swaplab::detector::mounts::mounted_under(&folder).is_empty() {
+                true => Err(()),
+                false => Ok(()),
+            }
+        });
+    assert!(
+        mounted.is_ok(),
+        "the namespace did not mount over {folder:?}"
+    );
+    // The sentinel's parent: a shell that hands it its own stdin, a pipe
+    // held here, and waits.
+    let mut parent = Command::new("sh");
+    parent
+        .arg("-c")
+        .arg("exec 3<&0; \"$0\" \"$1\" <&3 3<&- & exec 3<&-; exec sleep 600")
+        .arg(targets_dir().unwrap().join("swaplab-sentinel"))
+        .arg(&folder)
+        .stdin(Stdio::piped());
+    die_with_parent(&mut parent);
+    let mut parent = Killed(parent.spawn().unwrap());
+    let sentinel_runs =
+        swaplab::harness::process::poll_until(deadline(), Duration::from_millis(10), || {
+            let sentinels = processes_naming(&folder).into_iter().filter(|pid| {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                exe.ends_with("swaplab-sentinel")
+            });
+            match sentinels.count() {
+                1 => Ok(()),
+                _ => Err(()),
+            }
+        });
+    assert!(sentinel_runs.is_ok(), "no sentinel on {folder:?}");
+    // Its parent dies, its stdin ends: it fires as after a killed harness.
+    drop(parent.0.stdin.take());
+    parent.0.kill().unwrap();
+    parent.0.wait().unwrap();
+    let gone = swaplab::harness::process::poll_until(
+        SWEEP + deadline(),
+        Duration::from_millis(20),
+        || match folder.exists() {
+            true => Err(()),
+            false => Ok(()),
+        },
+    );
+    assert!(
+        gone.is_ok(),
+        "{folder:?} is still there, mounted by {:?}",
+        swaplab::detector::mounts::mounted_under(&folder)
+    );
+    use std::os::unix::process::ExitStatusExt;
+    let status = holder.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
 }

@@ -4,7 +4,8 @@
 //! closed it, or died, even by SIGKILL — the sentinel kills every process
 //! whose executable lies under the sandbox, until none is left, and, if the
 //! harness died (its parent changed), removes the sandbox too, once no mount
-//! namespace mounts anything under it any more.
+//! namespace mounts anything under it any more (killing the processes of
+//! those namespaces, which are the harness's).
 //!
 //! Process groups written to its stdin, one number a line (a server that a
 //! user's own command started and that daemonized out of the harness's
@@ -64,7 +65,7 @@ fn main() {
             _ => {}
         }
     }
-    let until = Instant::now() + Duration::from_secs(10);
+    let until = Instant::now() + swaplab::targets::sentinel::SWEEP;
     loop {
         for g in &groups {
             let _ = nix::sys::signal::killpg(
@@ -85,16 +86,44 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     if nix::unistd::getppid() != parent {
-        // Not while a mount namespace of the harness's (`matrix --fs`)
-        // still mounts over the folder: removing it from here would detach
-        // those mounts lazily and leave their loop device attached for good.
-        let until = Instant::now() + Duration::from_secs(30);
-        let mounted = || !swaplab::detector::mounts::mounted_under(&root).is_empty();
-        while mounted() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
+        remove_once_unmounted(&root);
+    }
+}
+
+/// Removes `root` once no mount namespace mounts anything under it. Not
+/// before: removing it while a namespace of the harness's (`matrix --fs`)
+/// still mounts over it would detach those mounts lazily and leave their
+/// loop device attached for good. A namespace that mounts under the
+/// sandbox is the harness's own, and lives as long as any process in it:
+/// each is killed (a target with its executable elsewhere, or a sentinel
+/// of a sandbox in there, would otherwise keep it for seconds).
+fn remove_once_unmounted(root: &Path) {
+    let limit = swaplab::targets::sentinel::UNMOUNT_LIMIT;
+    let until = Instant::now() + limit;
+    let holders = || swaplab::detector::mounts::mounted_under(root);
+    let mut left = holders();
+    while !left.is_empty() && Instant::now() < until {
+        for pid in &left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
-        if !mounted() {
-            let _ = std::fs::remove_dir_all(&root);
-        }
+        std::thread::sleep(Duration::from_millis(20));
+        left = holders();
+    }
+    if let Some(pid) = left.first() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        eprintln!(
+            "swaplab-sentinel: {} stays: process {pid} ({}) still mounts under it after {limit:?}",
+            root.display(),
+            comm.trim()
+        );
+    } else if let Err(e) = std::fs::remove_dir_all(root).or_else(|e| {
+        (e.kind() == std::io::ErrorKind::NotFound)
+            .then_some(())
+            .ok_or(e)
+    }) {
+        eprintln!("swaplab-sentinel: cannot remove {}: {e}", root.display());
     }
 }

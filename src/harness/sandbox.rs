@@ -53,10 +53,7 @@ pub fn remove_all() {
     }
 }
 
-/// How long [`remove_all`] and a sweep wait for the mounts over a folder
-/// to go: the killed processes of a mount namespace may take seconds to
-/// die (a sentinel in there sweeps for up to 10 s).
-pub const UNMOUNT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+pub use crate::targets::sentinel::UNMOUNT_LIMIT;
 
 /// Waits up to `limit` until no mount namespace has a mount at or under
 /// `dir`; fails naming a process of one that still has. A folder must not

@@ -7,4 +7,5 @@ pub mod handover;
 pub mod handover_udp;
 pub mod keepalive;
 pub mod protocol;
+pub mod sentinel;
 pub mod server;
