@@ -75,7 +75,8 @@ fn a_new_process_that_crashes_before_ready_leaves_the_old_one_serving() {
     assert_eq!((sw.from, sw.gen), (old, 2));
     served_by(&load, 2, 5);
     no_failures(load);
-    assert!(svc.finish(&mut lab).unwrap().is_empty());
+    let left = svc.finish(&mut lab).unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
@@ -101,7 +102,8 @@ fn a_new_process_that_hangs_is_killed_after_the_timeout_and_the_old_one_keeps_se
     .unwrap();
     served_by(&load, 1, 10);
     no_failures(load);
-    assert!(svc.finish(&mut lab).unwrap().is_empty());
+    let left = svc.finish(&mut lab).unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
@@ -142,7 +144,8 @@ fn a_second_takeover_during_one_in_progress_is_refused_cleanly() {
         .unwrap();
     served_by(&load, 1, 10);
     no_failures(load);
-    assert!(svc.finish(&mut lab).unwrap().is_empty());
+    let left = svc.finish(&mut lab).unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
@@ -171,7 +174,8 @@ fn the_holder_refuses_a_restart_while_a_generation_is_starting() {
     svc.expect(&mut lab, "accepting pid=").unwrap();
     served_by(&load, 2, 10);
     no_failures(load);
-    assert!(svc.finish(&mut lab).unwrap().is_empty());
+    let left = svc.finish(&mut lab).unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
@@ -267,7 +271,8 @@ fn the_holder_ignores_ready_from_a_process_it_did_not_start() {
     .unwrap();
     served_by(&load, 2, 10);
     no_failures(load);
-    assert!(svc.finish(&mut lab).unwrap().is_empty());
+    let left = svc.finish(&mut lab).unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]

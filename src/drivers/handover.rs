@@ -529,24 +529,32 @@ impl Service {
             left.push(format!("{CONTROL} is still there"));
         }
         // The process table, not only the pids waited for above: an old
-        // generation, an exec child or a holder's generation that outlived
-        // the service would show here.
-        for p in running(lab)? {
-            left.push(format!("pid {p} still runs bin/swaplab-handover"));
+        // generation, an exec child or a holder's generation that outlives
+        // the service by the deadline shows here. (A holder SIGKILLs its
+        // generations as it exits: they may take a moment to go.)
+        let exe = lab.sandbox.program(Program::Handover)?;
+        let gone = lab.wait_until("no process runs bin/swaplab-handover", || {
+            match running(&exe).as_slice() {
+                [] => Ok(()),
+                pids => Err(format!("{pids:?}")),
+            }
+        });
+        if gone.is_err() {
+            for p in running(&exe) {
+                left.push(format!("pid {p} still runs bin/swaplab-handover"));
+            }
         }
         Ok(left)
     }
 }
 
-/// The live processes that run this sandbox's hand-over server, from the
-/// process table (`/proc/*/exe`).
-pub fn running(lab: &Lab) -> Result<Vec<i32>> {
-    let exe = lab.sandbox.program(Program::Handover)?;
-    Ok(procs::all()
+/// The live processes whose executable is `exe`.
+fn running(exe: &std::path::Path) -> Vec<i32> {
+    procs::all()
         .into_iter()
-        .filter(|p| p.exe.as_deref() == Some(exe.as_path()))
+        .filter(|p| p.exe.as_deref() == Some(exe))
         .map(|p| p.pid)
-        .collect())
+        .collect()
 }
 
 /// The load of the graceful-restart experiments: constant rate, every
