@@ -2,14 +2,18 @@
 //! `csrc/libexample.c`, the sleeper of `swaplab bench stale`, and, where
 //! `musl-gcc` is installed, musl builds of the variants and of the C twins of
 //! the target programs (`csrc/target.c`). The recipe (which variants, which
-//! flags) is `src/harness/recipe.rs`, shared with `swaplab matrix`.
+//! flags) is `crates/harness/src/recipe.rs`, shared with `swaplab matrix`.
+//!
+//! It is the build script of the harness package (`crates/harness`), whose
+//! material this is; the `-L` paths it prints reach the target programs of
+//! `swaplab`, which depends on the harness.
 //!
 //! The `cc` crate builds static archives only, so its configured compiler
 //! (honouring `CC`, `CFLAGS` and the target) is asked for a command and run
 //! with `-shared -fPIC`. Each variant lands in its own folder,
 //! `$OUT_DIR/libexample/<variant>/libexample.so`, so the plain-linked targets
 //! can be linked with `-L <folder> -lexample` and the harness copies the
-//! others into each experiment's sandbox. `SWAPLAB_VARIANTS` tells the crate
+//! others into each experiment's sandbox. `SWAPLAB_VARIANTS` tells the harness
 //! where they are, at compile time; `SWAPLAB_MUSL` where the musl builds are
 //! (empty when there are none, and `SWAPLAB_MUSL_WHY` says why).
 
@@ -17,7 +21,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-include!("src/harness/recipe.rs");
+include!("crates/harness/src/recipe.rs");
 
 fn run(mut cmd: Command, what: &str) {
     let status = cmd.status().unwrap_or_else(|e| {
@@ -97,8 +101,16 @@ fn build_musl(cc: &Path, host: &Compilers, dir: &Path) {
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo:rerun-if-changed=csrc");
-    println!("cargo:rerun-if-changed=src/harness/recipe.rs");
+    // It builds the harness package (crates/harness); the C sources are the
+    // repository's, two folders up.
+    let package = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let repo = package.join("../..");
+    env::set_current_dir(&repo).expect("the repository's folder");
+    println!("cargo:rerun-if-changed={}", repo.join("csrc").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        package.join("src/recipe.rs").display()
+    );
     println!("cargo:rerun-if-env-changed=CC");
     println!("cargo:rerun-if-env-changed=CFLAGS");
     println!("cargo:rerun-if-env-changed=CXX");

@@ -8,14 +8,14 @@
 
 use anyhow::Result;
 
-use swaplab::harness::finding::{Finding, Scope};
-use swaplab::harness::lab::Lab;
-use swaplab::harness::map_checks::describe;
-use swaplab::harness::process::Program;
-use swaplab::harness::replace::Replace;
-use swaplab::harness::report::run_on;
-use swaplab::harness::runtime::Runtime;
-use swaplab::harness::variants::Variant;
+use swaplab_harness::finding::{Finding, Scope};
+use swaplab_harness::lab::Lab;
+use swaplab_harness::map_checks::describe;
+use swaplab_harness::process::Program;
+use swaplab_harness::replace::Replace;
+use swaplab_harness::report::run_on;
+use swaplab_harness::runtime::Runtime;
+use swaplab_harness::variants::Variant;
 
 /// The finding: what it claims, and the experiment that judges the claim.
 pub static X01: Finding = Finding {
@@ -105,7 +105,7 @@ fn list(lab: &mut Lab, dir: &str) -> Result<Vec<String>> {
 
 /// Narrates X01 on the host's C library and prints the verdict.
 fn main() {
-    let live: swaplab::harness::lab::Sink = Box::new(|line| println!("{line}"));
+    let live: swaplab_harness::lab::Sink = Box::new(|line| println!("{line}"));
     let outcome = run_on(&X01, &Runtime::host(), Some(live));
     if outcome.verdict.is_failure() {
         eprintln!("{}: {:?}", X01.id, outcome.verdict);
@@ -118,7 +118,7 @@ fn main() {
 /// this example's own folders.
 #[test]
 fn x01_a_removed_library_stays_mapped_marked_deleted() {
-    use swaplab::harness::prove::Proof;
+    use swaplab_harness::prove::Proof;
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     Proof::new(here.join("experiments"), here.join("snapshots")).prove(&X01);
 }

@@ -11,17 +11,22 @@
 //! - [`vm`]: other kernels in qemu guests (`matrix --kernel`): fetching
 //!   Debian's kernels, the guest's initramfs, booting with deadlines;
 //! - [`harness`]: the `Lab` notebook, findings' type and needs, the run loop,
-//!   proving a finding in a test, sandboxes, processes, runtimes, /proc views;
-//! - [`targets`]: the programs under test and their protocol;
+//!   proving a finding in a test, sandboxes, processes, runtimes, /proc views:
+//!   the `swaplab-harness` package (crates/harness), with the C it builds;
+//! - [`targets`]: the programs under test, and their protocol (the
+//!   `swaplab-protocol` package, crates/protocol, which the harness uses too);
 //! - [`detector`]: `swaplab stale` and ELF reading: the `swaplab-stale`
-//!   package (crates/stale), which cannot use anything above.
+//!   package (crates/stale).
+//!
+//! Cargo keeps the three packages from using anything above them; the layer
+//! test keeps the order of the rest.
 
 pub mod bench;
 pub mod commands;
 pub use swaplab_stale as detector;
 pub mod drivers;
 pub mod findings;
-pub mod harness;
+pub use swaplab_harness as harness;
 pub mod targets;
 pub mod vm;
 

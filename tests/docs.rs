@@ -330,8 +330,18 @@ fn every_code_block_in_the_guides_is_checked() {
                     for l in b.body.iter().filter(|l| l.contains(" = ")) {
                         let (key, value) = l.split_once(" = ").unwrap();
                         let value = value.split(" #").next().unwrap().trim();
-                        let ok = if key.trim() == "swaplab" {
-                            cargo_toml.contains("name = \"swaplab\"")
+                        let ok = if key.trim().starts_with("swaplab") {
+                            // A package of this workspace, at the path given
+                            // from a checkout named `swaplab` beside.
+                            let dir = value
+                                .split("path = \"../swaplab")
+                                .nth(1)
+                                .and_then(|p| p.split('"').next())
+                                .unwrap_or_default()
+                                .trim_start_matches('/');
+                            let manifest = sheets::repo().join(dir).join("Cargo.toml");
+                            std::fs::read_to_string(manifest)
+                                .is_ok_and(|m| m.contains(&format!("name = \"{}\"", key.trim())))
                         } else {
                             cargo_toml.lines().any(|c| {
                                 c.starts_with(&format!("{} = ", key.trim())) && c.contains(value)

@@ -579,7 +579,7 @@ fn c_sleeper_preloading(dir: &Path, args: &[&str], preload: Option<&Path>) -> Gu
     let lib = dir.join("libexample.so");
     let v1 = swaplab::harness::variants::Variant::V1.built_path();
     install(v1.to_str().unwrap(), &lib);
-    let mut cmd = std::process::Command::new(env!("SWAPLAB_SLEEPER"));
+    let mut cmd = std::process::Command::new(swaplab::harness::variants::SLEEPER);
     cmd.arg(std::process::id().to_string())
         .args(args)
         .env_clear()
@@ -1317,7 +1317,7 @@ fn stale_a_process_in_its_own_mount_namespace_is_never_judged_by_the_hosts_file(
     let v2 = swaplab::harness::variants::Variant::V2.built_path();
     install(v1.to_str().unwrap(), &own.join("libexample.so"));
     install(v2.to_str().unwrap(), &host.join("libexample.so"));
-    let mut cmd = std::process::Command::new(env!("SWAPLAB_SLEEPER"));
+    let mut cmd = std::process::Command::new(swaplab::harness::variants::SLEEPER);
     cmd.arg(std::process::id().to_string())
         .env_clear()
         .env("LD_LIBRARY_PATH", &host)

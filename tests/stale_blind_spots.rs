@@ -229,7 +229,7 @@ fn in_own_mount_namespace(dir: &Path, script: &str, sleepers: usize) -> (Namespa
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", &setup])
         .env("D", dir)
-        .env("S", env!("SWAPLAB_SLEEPER"))
+        .env("S", swaplab::harness::variants::SLEEPER)
         .env("V1", Variant::V1.built_path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

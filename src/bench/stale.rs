@@ -268,7 +268,7 @@ fn start_sleepers(
 ) -> Result<Population> {
     let root = sandbox.root();
     let exe = sandbox.bin_dir().join("swaplab-sleeper");
-    std::fs::copy(env!("SWAPLAB_SLEEPER"), &exe)
+    std::fs::copy(crate::harness::variants::SLEEPER, &exe)
         .context("cannot copy the sleeper into the sandbox")?;
     let v1 = sandbox.rel(&sandbox.stage(Variant::V1)?);
     let v2 = sandbox.rel(&sandbox.stage(Variant::V2)?);

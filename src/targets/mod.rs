@@ -6,6 +6,6 @@ pub mod generation;
 pub mod handover;
 pub mod handover_udp;
 pub mod keepalive;
-pub mod protocol;
-pub mod sentinel;
+pub use swaplab_protocol as protocol;
+pub use swaplab_protocol::sentinel;
 pub mod server;

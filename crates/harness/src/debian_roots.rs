@@ -17,7 +17,7 @@ pub fn candidates() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("SWAPLAB_CACHE")
         .map(PathBuf::from)
         .into_iter()
-        .chain(crate::detector::cache_dir::swaplab_cache())
+        .chain(swaplab_stale::cache_dir::swaplab_cache())
         .chain([PathBuf::from("/var/cache/swaplab")])
         .map(|d| d.join("debian"))
         .collect();
@@ -27,7 +27,7 @@ pub fn candidates() -> Vec<PathBuf> {
 
 /// The twins' source this swaplab has; the matrix leaves the one it built
 /// from in the root (`swaplab/src/target.c`).
-const TARGET_C: &str = include_str!("../../csrc/target.c");
+const TARGET_C: &str = include_str!("../../../csrc/target.c");
 
 /// The finished root of `release` whose portable twins this swaplab's
 /// matrix built (from the same `target.c`: an older build lacks commands

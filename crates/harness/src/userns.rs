@@ -21,10 +21,10 @@ pub fn available() -> std::result::Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     in_own_namespaces(&mut cmd, &Inside::default()).map_err(|e| e.to_string())?;
-    let limit = crate::harness::process::deadline();
+    let limit = crate::process::deadline();
     match cmd
         .spawn()
-        .and_then(|mut c| crate::harness::process::wait_or_kill(&mut c, limit))
+        .and_then(|mut c| crate::process::wait_or_kill(&mut c, limit))
     {
         Ok(Some(s)) if s.success() => Ok(()),
         Ok(Some(s)) => Err(format!("a trial start ended {s}")),

@@ -6,7 +6,7 @@ use std::time::Duration;
 /// it gives up (one in D state may take a while to go).
 pub const SWEEP: Duration = Duration::from_secs(10);
 
-/// How long a sentinel, [`crate::harness::sandbox::remove_all`] and a sweep
+/// How long a sentinel, the harness's `sandbox::remove_all` and a sweep
 /// wait for the mounts over a folder to go: the processes of a mount
 /// namespace may take seconds to die (a sentinel in there sweeps for up to
 /// [`SWEEP`]). On a fresh CI machine, a killed column's folder once

@@ -1,14 +1,14 @@
 //! What a finding is: its ID, the claim, where the claim comes from, the
 //! steps, the experiment that observes and judges it, which C libraries it
 //! runs on, and what it needs of the machine. swaplab's own findings
-//! (`crate::findings`) and anyone else's are made of this.
+//! (swaplab's `findings`) and anyone else's are made of this.
 //!
 //! ```no_run
-//! use swaplab::harness::finding::{Finding, Scope};
-//! use swaplab::harness::lab::Lab;
-//! use swaplab::harness::process::Program;
-//! use swaplab::harness::replace::Replace;
-//! use swaplab::harness::variants::Variant;
+//! use swaplab_harness::finding::{Finding, Scope};
+//! use swaplab_harness::lab::Lab;
+//! use swaplab_harness::process::Program;
+//! use swaplab_harness::replace::Replace;
+//! use swaplab_harness::variants::Variant;
 //!
 //! static X02: Finding = Finding {
 //!     id: "X02", // outside swaplab's series (L, U, G, D)
@@ -36,21 +36,21 @@
 //! }
 //! ```
 //!
-//! [`crate::harness::prove`] proves it in a test; `examples/own_finding.rs`
+//! [`crate::prove`] proves it in a test; `examples/own_finding.rs`
 //! is a whole one.
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::harness::lab::Lab;
-use crate::harness::runtime::{Libc, Runtime};
+use crate::lab::Lab;
+use crate::runtime::{Libc, Runtime};
 
 /// The experiment: observes on the [`Lab`] and judges with its checks. An
 /// `Err` is a failure of the harness (a deadline, a file that could not be
 /// written): the verdict is Error, not Refuted.
 pub type Experiment = fn(&mut Lab) -> Result<()>;
 
-/// Which C libraries a finding runs on (see [`crate::harness::runtime`]).
+/// Which C libraries a finding runs on (see [`crate::runtime`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Scope {
     /// Every C library, with the C twins of the targets; the same claim holds
@@ -88,7 +88,7 @@ pub enum Need {
     SecondUser,
     /// The roots `swaplab matrix --debian` builds, of these releases.
     DebianRoots(&'static [&'static str]),
-    /// A user and mount namespace of its own ([`crate::harness::userns`]),
+    /// A user and mount namespace of its own ([`crate::userns`]),
     /// which this kernel may refuse to an unprivileged user.
     UserNamespaces,
     /// Not a lack, a dependence: its outcome can depend on the filesystem
@@ -147,14 +147,14 @@ impl Need {
                 as_root(),
             ),
             Need::Tool { program, package }
-                if crate::harness::programs::find(program).is_none() =>
+                if crate::programs::find(program).is_none() =>
             {
                 missing(
                     format!("{program} is not installed"),
                     format!("apt-get install -y {package}"),
                 )
             }
-            Need::NetNs(what) => match crate::harness::netns::NetNs::available() {
+            Need::NetNs(what) => match crate::netns::NetNs::available() {
                 Err(why) => missing(
                     format!("{id} {what} inside network namespaces of its own, which this machine does not allow ({why})"),
                     as_root(),
@@ -169,12 +169,12 @@ impl Need {
                 "no unprivileged user `swaplab` or `nobody` on this machine".into(),
                 "useradd --system --no-create-home swaplab".into(),
             ),
-            Need::UserNamespaces => match crate::harness::userns::available() {
+            Need::UserNamespaces => match crate::userns::available() {
                 Ok(()) => Ok(()),
                 Err(why) => missing(
                     format!(
                         "{id} starts processes in a user and mount namespace of their own, which this machine refuses ({why}; {})",
-                        crate::harness::userns::WHY_IT_MAY_FAIL
+                        crate::userns::WHY_IT_MAY_FAIL
                     ),
                     as_root(),
                 ),
@@ -183,12 +183,12 @@ impl Need {
                 let absent: Vec<&str> = releases
                     .iter()
                     .copied()
-                    .filter(|r| crate::harness::debian_roots::find(r).is_none())
+                    .filter(|r| crate::debian_roots::find(r).is_none())
                     .collect();
                 if absent.is_empty() {
                     return Ok(());
                 }
-                let looked: Vec<String> = crate::harness::debian_roots::candidates()
+                let looked: Vec<String> = crate::debian_roots::candidates()
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect();
@@ -260,7 +260,7 @@ impl Finding {
 }
 
 /// [`Finding::DEFAULTS`]'s experiment: a finding must bring its own.
-fn no_experiment(_: &mut crate::harness::lab::Lab) -> anyhow::Result<()> {
+fn no_experiment(_: &mut crate::lab::Lab) -> anyhow::Result<()> {
     anyhow::bail!("this finding names no experiment")
 }
 
@@ -268,7 +268,7 @@ fn no_experiment(_: &mut crate::harness::lab::Lab) -> anyhow::Result<()> {
 /// do not give the answer away (the claim comes after the transcript), and
 /// an exercise the transcript answers, with the answer to check against.
 /// The sheet's head, answer and exercise are generated from it
-/// ([`crate::harness::sheets::lesson_parts`]); `""` where there is none.
+/// ([`crate::sheets::lesson_parts`]); `""` where there is none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lesson {
     /// The sheet's title, after the ID: the subject, not the outcome.
@@ -312,8 +312,7 @@ impl Finding {
     /// What the finding expects on `libc` under the running kernel: the
     /// claim, the running kernel's own, or musl's.
     pub fn claim_for(&self, libc: Libc) -> &'static str {
-        if let Some(k) = crate::harness::platform::kernel_version().and_then(|v| self.on_kernel(v))
-        {
+        if let Some(k) = crate::platform::kernel_version().and_then(|v| self.on_kernel(v)) {
             return k.claim;
         }
         match (self.scope, libc) {

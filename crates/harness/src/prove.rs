@@ -6,16 +6,16 @@
 //!
 //! # Getting started
 //!
-//! A finding ([`crate::harness::finding`]) is proved by one test, named
+//! A finding ([`crate::finding`]) is proved by one test, named
 //! after it ([`Finding::test_name`]), so that `cargo test x01` runs exactly
 //! it:
 //!
 //! ```no_run
-//! # use swaplab::harness::finding::Finding;
+//! # use swaplab_harness::finding::Finding;
 //! # static X01: Finding = Finding { id: "X01", slug: "", claim: "", source: "",
-//! #     steps: &[], experiment: |_| Ok(()), scope: swaplab::harness::finding::Scope::Host,
+//! #     steps: &[], experiment: |_| Ok(()), scope: swaplab_harness::finding::Scope::Host,
 //! #     ..Finding::DEFAULTS };
-//! use swaplab::harness::prove::Proof;
+//! use swaplab_harness::prove::Proof;
 //!
 //! #[test]
 //! fn x01_a_removed_library_stays_mapped_marked_deleted() {
@@ -36,7 +36,7 @@
 //!   experiment's redacted transcript (musl's own block, where the finding
 //!   is [`Scope::PerLibc`], starts with [`sheets::begin`]`("musl")`).
 //! - The snapshot `ID_proc.snap` (`ID_musl_proc.snap`) holds the /proc
-//!   lines the experiment showed with [`crate::harness::lab::Lab::proof`],
+//!   lines the experiment showed with [`crate::lab::Lab::proof`],
 //!   redacted; insta keeps it.
 //!
 //! # Workflow
@@ -55,12 +55,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::ci::{may_skip, on_ci};
-use crate::harness::finding::{Finding, Scope};
-use crate::harness::lab::Verdict;
-use crate::harness::report::{run_all, Outcome};
-use crate::harness::runtime::{Libc, Runtime};
-use crate::harness::sheets;
+use crate::ci::{may_skip, on_ci};
+use crate::finding::{Finding, Scope};
+use crate::lab::Verdict;
+use crate::report::{run_all, Outcome};
+use crate::runtime::{Libc, Runtime};
+use crate::sheets;
 
 /// Where a project keeps what its findings are checked against.
 pub struct Proof {
@@ -89,8 +89,8 @@ impl Proof {
     /// Runs `f` on every C library it runs on here (the host's, and musl's
     /// where `musl-gcc` built the C twins) and judges each: Refuted or Error
     /// panics; Skipped, n/a by its experiment's own word
-    /// ([`crate::harness::lab::Lab::not_applicable`]) and Confirmed in part
-    /// ([`crate::harness::lab::Lab::show_unjudged`]) panic on CI only
+    /// ([`crate::lab::Lab::not_applicable`]) and Confirmed in part
+    /// ([`crate::lab::Lab::show_unjudged`]) panic on CI only
     /// (unless `SWAPLAB_ALLOW_SKIP` lists it), and otherwise say why on
     /// stderr.
     pub fn prove(&self, f: &Finding) {

@@ -37,11 +37,18 @@
 //! Failures answer `error pid=N: …`. `csrc/target.c`, the agent's C twin,
 //! obeys the same words: keep the two in step (a test checks that the twin
 //! knows every word).
+//!
+//! It is a package of its own so that both sides can stand on it: the
+//! target programs (in `swaplab`) and the harness (`swaplab-harness`),
+//! neither importing the other. [`sentinel`] holds the limits of the
+//! sentinel program, which the harness waits by.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+
+pub mod sentinel;
 
 /// A command of the target programs: one line on their stdin. Its
 /// [`Display`](fmt::Display) is the line sent (and shown in transcripts as
@@ -349,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_c_twin_obeys_every_word() {
-        let twin = include_str!("../../csrc/target.c");
+        let twin = include_str!("../../../csrc/target.c");
         for c in every() {
             let word = format!("\"{}\"", c.word());
             assert!(twin.contains(&word), "csrc/target.c does not know {word}");

@@ -21,10 +21,10 @@ use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
-use crate::detector::mounts::mounted_under;
-use crate::harness::process::Program;
-use crate::harness::runtime::Runtime;
-use crate::harness::variants::Variant;
+use crate::process::Program;
+use crate::runtime::Runtime;
+use crate::variants::Variant;
+use swaplab_stale::mounts::mounted_under;
 
 /// Sandboxes alive now, for [`remove_all`].
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -53,7 +53,7 @@ pub fn remove_all() {
     }
 }
 
-pub use crate::targets::sentinel::UNMOUNT_LIMIT;
+pub use swaplab_protocol::sentinel::UNMOUNT_LIMIT;
 
 /// Waits up to `limit` until no mount namespace has a mount at or under
 /// `dir`; fails naming a process of one that still has. A folder must not
@@ -61,15 +61,17 @@ pub use crate::targets::sentinel::UNMOUNT_LIMIT;
 /// detaches its mounts lazily, and a loop device mounted under them then
 /// stays attached for good, with no mount left to undo (measured on 6.18).
 pub fn wait_unmounted(dir: &Path, limit: std::time::Duration) -> Result<()> {
-    crate::harness::process::poll_until(limit, std::time::Duration::from_millis(20), || {
-        match mounted_under(dir).first() {
+    crate::process::poll_until(
+        limit,
+        std::time::Duration::from_millis(20),
+        || match mounted_under(dir).first() {
             None => Ok(()),
             Some(pid) => Err(anyhow::anyhow!(
                 "process {pid} still mounts something under {} after {limit:?}",
                 dir.display()
             )),
-        }
-    })
+        },
+    )
 }
 
 /// The owner tag of this process, for people: `PID_START`, START being its

@@ -3,8 +3,8 @@
 //! on disk, or both side by side. Each is a check on the [`Lab`] that can
 //! fail, with what the maps showed.
 
-use crate::detector::maps::{self, Mapping};
-use crate::harness::lab::Lab;
+use crate::lab::Lab;
+use swaplab_stale::maps::{self, Mapping};
 
 /// Every mapping in `m` is marked (deleted) (and there is one).
 pub fn all_deleted(m: &[Mapping]) -> bool {

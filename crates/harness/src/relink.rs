@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::harness::replace::{run_tools, shell_line};
+use crate::replace::{run_tools, shell_line};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relink {

@@ -14,12 +14,12 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::detector::maps::{self, Mapping};
-use crate::harness::process::{hermetic, Program, Target};
-use crate::harness::replace::Replace;
-use crate::harness::sandbox::Sandbox;
-use crate::harness::variants::Variant;
-use crate::targets::protocol::{after_colon, field, field_i32, field_u32, Command, OpenFlag};
+use crate::process::{hermetic, Program, Target};
+use crate::replace::Replace;
+use crate::sandbox::Sandbox;
+use crate::variants::Variant;
+use swaplab_protocol::{after_colon, field, field_i32, field_u32, Command, OpenFlag};
+use swaplab_stale::maps::{self, Mapping};
 
 /// How an experiment judged its finding on this machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -121,8 +121,8 @@ pub enum Stale {
 /// how urgent, and where to restart.
 #[derive(Clone, Debug)]
 pub struct Flagged {
-    pub need: crate::detector::stale::Urgency,
-    pub reason: crate::detector::stale::Reason,
+    pub need: swaplab_stale::stale::Urgency,
+    pub reason: swaplab_stale::stale::Reason,
     /// The file, as the report names it (the path the process sees).
     pub path: PathBuf,
     /// The ancestor to exec or restart instead (it was forked from it, and
@@ -133,9 +133,9 @@ pub struct Flagged {
 impl Stale {
     /// A restart of this very process is required: `path` is stale for
     /// `reason`.
-    pub fn required(reason: crate::detector::stale::Reason, path: impl Into<PathBuf>) -> Stale {
+    pub fn required(reason: swaplab_stale::stale::Reason, path: impl Into<PathBuf>) -> Stale {
         Stale::Flagged(Flagged {
-            need: crate::detector::stale::Urgency::Required,
+            need: swaplab_stale::stale::Urgency::Required,
             reason,
             path: path.into(),
             via: None,
@@ -144,14 +144,14 @@ impl Stale {
 
     /// [`Stale::required`] for a file replaced by another.
     pub fn replaced(path: impl Into<PathBuf>) -> Stale {
-        Stale::required(crate::detector::stale::Reason::Replaced, path)
+        Stale::required(swaplab_stale::stale::Reason::Replaced, path)
     }
 
     /// Listed as optional: `path` was installed again with the same content.
     pub fn optional(path: impl Into<PathBuf>) -> Stale {
         Stale::Flagged(Flagged {
-            need: crate::detector::stale::Urgency::Optional,
-            reason: crate::detector::stale::Reason::Reinstalled,
+            need: swaplab_stale::stale::Urgency::Optional,
+            reason: swaplab_stale::stale::Reason::Reinstalled,
             path: path.into(),
             via: None,
         })
@@ -201,7 +201,7 @@ pub type Sink = Box<dyn FnMut(&str) + Send>;
 /// - Judge: [`Lab::check`], [`Lab::check_eq`]; the verdict is Confirmed
 ///   only when every check held ([`Lab::verdict`]).
 ///
-/// The transcript, redacted ([`crate::harness::redact`]), is what the lab
+/// The transcript, redacted ([`crate::redact`]), is what the lab
 /// sheet must show.
 pub struct Lab {
     /// The experiment's folder (`lib/`, `bin/`, `build/`, `run/`), removed
@@ -226,15 +226,11 @@ impl Lab {
     /// A lab with a fresh sandbox. `live`, when given, receives each
     /// transcript line as it is written (the CLI's narration).
     pub fn new(id: &str, live: Option<Sink>) -> Result<Lab> {
-        Lab::on(id, live, crate::harness::runtime::Runtime::host())
+        Lab::on(id, live, crate::runtime::Runtime::host())
     }
 
     /// A lab whose targets run on `runtime` (another C library).
-    pub fn on(
-        id: &str,
-        live: Option<Sink>,
-        runtime: crate::harness::runtime::Runtime,
-    ) -> Result<Lab> {
+    pub fn on(id: &str, live: Option<Sink>, runtime: crate::runtime::Runtime) -> Result<Lab> {
         Ok(Lab {
             sandbox: Sandbox::on(&id.to_ascii_lowercase(), runtime)?,
             transcript: Vec::new(),
@@ -249,7 +245,7 @@ impl Lab {
     }
 
     /// The C library family the targets run on.
-    pub fn libc(&self) -> crate::harness::runtime::Libc {
+    pub fn libc(&self) -> crate::runtime::Libc {
         self.sandbox.runtime().libc
     }
 
@@ -282,9 +278,9 @@ impl Lab {
     }
 
     /// Starts a part of a multi-part experiment (`# --- title ---`); inode
-    /// tokens are numbered afresh in each part (see [`crate::harness::redact`]).
+    /// tokens are numbered afresh in each part (see [`crate::redact`]).
     pub fn part(&mut self, title: impl Display) {
-        self.say(format!("{}{title} ---", crate::harness::redact::PART));
+        self.say(format!("{}{title} ---", crate::redact::PART));
     }
 
     /// Records an observation for the report.
@@ -492,7 +488,7 @@ impl Lab {
                 Ok(Ok(after_colon(&line)))
             }
             None => {
-                let how = crate::harness::process::describe_status(&t.wait_exit()?);
+                let how = crate::process::describe_status(&t.wait_exit()?);
                 self.say(format!("# process {} was {how}", t.label()));
                 Ok(Err(how))
             }
@@ -643,8 +639,8 @@ impl Lab {
 
     /// The article's process table for process group `pgid`: PID, PPID,
     /// command and executable, read from /proc, oldest first.
-    pub fn table(&mut self, pgid: i32, shown: Shown) -> Vec<crate::harness::procs::Proc> {
-        let rows = crate::harness::procs::group(pgid);
+    pub fn table(&mut self, pgid: i32, shown: Shown) -> Vec<crate::procs::Proc> {
+        let rows = crate::procs::group(pgid);
         let col = match shown {
             Shown::Comm => "comm",
             Shown::Args => "args",
@@ -681,7 +677,7 @@ impl Lab {
 
     /// `ls -l /proc/PID/fd`, narrated; returns (fd, target).
     pub fn fds(&mut self, pid: i32) -> Vec<(i32, String)> {
-        let fds = crate::harness::procs::fds(pid);
+        let fds = crate::procs::fds(pid);
         self.proof(format!(
             "$ ls -l /proc/{pid}/fd | awk '{{print $9, $10, $11}}'"
         ));
@@ -707,9 +703,9 @@ impl Lab {
         what: &str,
         probe: impl FnMut() -> std::result::Result<T, String>,
     ) -> Result<T> {
-        let limit = crate::harness::process::deadline();
+        let limit = crate::process::deadline();
         let every = std::time::Duration::from_millis(2);
-        crate::harness::process::poll_until(limit, every, probe).map_err(|last| {
+        crate::process::poll_until(limit, every, probe).map_err(|last| {
             anyhow::anyhow!(
                 "timed out after {:.1} s waiting until {what} (last seen: {last})\n(sandbox: {})",
                 limit.as_secs_f64(),
@@ -722,7 +718,7 @@ impl Lab {
     /// fails at the deadline naming `what` and the pid still there.
     pub fn wait_until_exited(&mut self, what: &str, pids: &[i32]) -> Result<()> {
         self.wait_until(what, || {
-            match pids.iter().find(|p| crate::harness::procs::alive(**p)) {
+            match pids.iter().find(|p| crate::procs::alive(**p)) {
                 Some(p) => Err(format!("pid {p} still alive")),
                 None => Ok(()),
             }
@@ -732,7 +728,7 @@ impl Lab {
     // ---- swaplab stale -----------------------------------------------------
 
     /// `swaplab stale --pid …` on these processes, narrated with its report.
-    pub fn stale(&mut self, pids: &[i32]) -> Result<crate::detector::stale::StaleReport> {
+    pub fn stale(&mut self, pids: &[i32]) -> Result<swaplab_stale::stale::StaleReport> {
         self.stale_with(pids, &[], false)
     }
 
@@ -743,7 +739,7 @@ impl Lab {
         pids: &[i32],
         package_roots: &[PathBuf],
         plan: bool,
-    ) -> Result<crate::detector::stale::StaleReport> {
+    ) -> Result<swaplab_stale::stale::StaleReport> {
         let mut args: Vec<String> = Vec::new();
         if plan {
             args.push("--plan".into());
@@ -753,19 +749,19 @@ impl Lab {
         }
         args.extend(pids.iter().map(|p| format!("--pid {}", pidt(*p))));
         self.proof(format!("$ swaplab stale {}", args.join(" ")));
-        let r = crate::detector::stale::scan(&crate::detector::stale::ScanOptions {
+        let r = swaplab_stale::stale::scan(&swaplab_stale::stale::ScanOptions {
             pids: pids.to_vec(),
             package_roots: package_roots.to_vec(),
             ..Default::default()
         })?;
-        let marks = crate::detector::stale::Marks {
+        let marks = swaplab_stale::stale::Marks {
             pid: pidt,
             vol: |s| vol(s),
         };
         let lines = if plan {
-            crate::detector::stale::render_plan(&r, &marks)
+            swaplab_stale::stale::render_plan(&r, &marks)
         } else {
-            crate::detector::stale::render(&r, &marks)
+            swaplab_stale::stale::render(&r, &marks)
         };
         for line in lines {
             self.proof(line);
@@ -778,7 +774,7 @@ impl Lab {
     /// where to restart.
     pub fn check_stale(
         &mut self,
-        r: &crate::detector::stale::StaleReport,
+        r: &swaplab_stale::stale::StaleReport,
         who: &str,
         pid: i32,
         want: Stale,
@@ -856,7 +852,7 @@ impl Lab {
 
     /// The transcript with everything that changes between runs redacted.
     pub fn redacted(&self) -> Vec<String> {
-        crate::harness::redact::redact(&self.transcript, self.sandbox.root())
+        crate::redact::redact(&self.transcript, self.sandbox.root())
     }
 
     /// The redacted lines that show /proc (redacted together with the whole
@@ -901,13 +897,13 @@ pub fn inode_of(p: &Path) -> Result<u64> {
 /// [`Lab::check_stale`]'s judgement: what is checked, whether it held, and
 /// what was seen (`rel` shows a path as the transcript does).
 fn judge_stale(
-    r: &crate::detector::stale::StaleReport,
+    r: &swaplab_stale::stale::StaleReport,
     who: &str,
     pid: i32,
     want: &Stale,
     rel: &dyn Fn(&Path) -> String,
 ) -> (String, bool, String) {
-    use crate::detector::stale::Urgency;
+    use swaplab_stale::stale::Urgency;
     let got = r.get(pid);
     let saw = match got {
         None => "not flagged".to_string(),
@@ -960,7 +956,7 @@ fn judge_stale(
             (what, ok, saw)
         }
         Stale::Unchecked(path) => {
-            let unchecked: Vec<&crate::detector::stale::UncheckedFile> = r
+            let unchecked: Vec<&swaplab_stale::stale::UncheckedFile> = r
                 .unchecked
                 .iter()
                 .filter(|u| u.pid == pid)

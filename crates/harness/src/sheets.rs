@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::finding::{Finding, Scope};
+use crate::finding::{Finding, Scope};
 
 pub const BEGIN: &str =
     "<!-- transcript: generated from the experiment; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
@@ -25,9 +25,11 @@ pub const TABLE_BEGIN: &str =
     "<!-- findings table: generated; refresh with `SWAPLAB_BLESS=1 cargo test` -->";
 pub const TABLE_END: &str = "<!-- end of findings table -->";
 
-/// The repository this swaplab was built from.
+/// The repository this swaplab was built from (this package is
+/// `crates/harness` in it).
 pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let package = Path::new(env!("CARGO_MANIFEST_DIR"));
+    package.ancestors().nth(2).unwrap_or(package)
 }
 
 /// Where `f`'s lab sheet is in the sheets' folder `dir`.
@@ -39,7 +41,7 @@ pub fn sheet_in(dir: &Path, f: &Finding) -> PathBuf {
 /// snapshots, the README's table, the indexes) from a fresh run. The one
 /// switch is `SWAPLAB_BLESS=1`, and it never applies on CI (`CI` set).
 pub fn blessing() -> bool {
-    std::env::var_os("SWAPLAB_BLESS").is_some_and(|v| v == "1") && !crate::harness::ci::on_ci()
+    std::env::var_os("SWAPLAB_BLESS").is_some_and(|v| v == "1") && !crate::ci::on_ci()
 }
 
 fn block(begin: &str, lines: &[String]) -> String {

@@ -72,7 +72,8 @@ pub fn targets_dir() -> Result<PathBuf> {
 fn build_targets_with_cargo(dir: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO");
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR");
-    let ours = std::env::var("CARGO_PKG_NAME").is_ok_and(|n| n == env!("CARGO_PKG_NAME"));
+    // The package whose programs they are.
+    let ours = std::env::var("CARGO_PKG_NAME").is_ok_and(|n| n == "swaplab");
     let (Some(cargo), Some(manifest), true) = (cargo, manifest, ours) else {
         bail!("not started by `cargo run`, which could build them");
     };

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::harness::process::Program;
-use crate::harness::variants::Variant;
+use crate::process::Program;
+use crate::variants::Variant;
 
 /// A C library family: the loaders differ in how they match and unload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -65,10 +65,10 @@ pub struct Runtime {
     /// Set in a column of `swaplab matrix --fs`: the filesystem made fresh
     /// under the sandboxes (`ext4`, `btrfs`, ...). There only the findings
     /// whose outcome can depend on it run
-    /// ([`crate::harness::finding::Finding::depends_on_filesystem`]).
+    /// ([`crate::finding::Finding::depends_on_filesystem`]).
     pub filesystem: Option<String>,
     /// The target programs' folder; `None` for the host's (found beside the
-    /// running executable, see [`crate::harness::process::targets_dir`]).
+    /// running executable, see [`crate::process::targets_dir`]).
     #[serde(skip)]
     targets: Option<PathBuf>,
     /// The libexample variants' folder (`<dir>/<variant>/libexample.so`).
@@ -99,7 +99,7 @@ impl Runtime {
             twins: false,
             filesystem: None,
             targets: None,
-            variants: PathBuf::from(crate::harness::variants::VARIANTS_DIR),
+            variants: PathBuf::from(crate::variants::VARIANTS_DIR),
         }
     }
 
@@ -152,7 +152,7 @@ impl Runtime {
         variants: PathBuf,
     ) -> Result<Runtime> {
         let probe = targets.join(Program::Plain.file_name());
-        let loader = crate::detector::elf::interpreter(&probe).ok_or_else(|| {
+        let loader = swaplab_stale::elf::interpreter(&probe).ok_or_else(|| {
             anyhow::anyhow!("{} names no dynamic loader (PT_INTERP)", probe.display())
         })?;
         let libc_version = match libc {
@@ -187,7 +187,7 @@ impl Runtime {
     pub fn targets(&self) -> Result<PathBuf> {
         match &self.targets {
             Some(d) => Ok(d.clone()),
-            None => crate::harness::process::targets_dir(),
+            None => crate::process::targets_dir(),
         }
     }
 
@@ -200,7 +200,7 @@ impl Runtime {
         }
         let want =
             std::fs::canonicalize(&self.loader).unwrap_or_else(|_| PathBuf::from(&self.loader));
-        let maps = crate::detector::maps::file_mappings(pid)?;
+        let maps = swaplab_stale::maps::file_mappings(pid)?;
         if maps.iter().any(|m| m.path == want) {
             return Ok(());
         }
@@ -239,7 +239,7 @@ fn host_libc_version() -> String {
 /// musl the loader is libc itself).
 pub fn host_loader() -> Option<String> {
     let me = nix::unistd::getpid().as_raw();
-    let maps = crate::detector::maps::file_mappings(me).ok()?;
+    let maps = swaplab_stale::maps::file_mappings(me).ok()?;
     let named = |prefix: &str| {
         maps.iter().map(|m| &m.path).find(|p| {
             p.file_name()

@@ -1,13 +1,16 @@
 //! The `libexample.so` builds that `build.rs` compiled from `csrc/` (the
-//! recipe: `src/harness/recipe.rs`).
+//! recipe: `crates/harness/src/recipe.rs`).
 
 use std::path::{Path, PathBuf};
 
 /// Where build.rs put the variants (known at compile time).
 pub const VARIANTS_DIR: &str = env!("SWAPLAB_VARIANTS");
 
+/// The C sleeper of `swaplab bench stale`, which build.rs compiled.
+pub const SLEEPER: &str = env!("SWAPLAB_SLEEPER");
+
 /// The greetings, as the recipe builds them in.
-pub use crate::harness::recipe::{NEW, OLD};
+pub use crate::recipe::{NEW, OLD};
 
 /// One build of libexample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,7 +68,7 @@ impl Variant {
 
     /// What `greeting()` returns in this build (the recipe's text).
     pub fn greeting(self) -> &'static str {
-        crate::harness::recipe::VARIANTS
+        crate::recipe::VARIANTS
             .iter()
             .find(|b| b.name == self.name())
             .map(|b| b.greeting)

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::runtime::Runtime;
+use crate::runtime::Runtime;
 
 /// The machine the findings were observed on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -174,7 +174,7 @@ impl Platform {
         };
         let host = Runtime::host();
         Platform {
-            os: crate::harness::runtime::os_name(),
+            os: crate::runtime::os_name(),
             kernel: kernel_release(),
             arch: field(|u| u.machine()),
             libc: host.libc.name().into(),
@@ -253,7 +253,7 @@ fn emulated_in(cmdline: &str) -> bool {
 
 /// The running kernel's release (`uname -r`), empty if uname fails.
 pub fn kernel_release() -> String {
-    crate::detector::kernel::running_release().unwrap_or_default()
+    swaplab_stale::kernel::running_release().unwrap_or_default()
 }
 
 /// (major, minor) of the running kernel, if its release says.

@@ -96,9 +96,9 @@ pub fn run_tools(cwd: &Path, argvs: &[Vec<String>]) -> Result<()> {
             })?;
         // Its own group is out of the terminal's reach: Ctrl-C kills it
         // through kill_all.
-        let _group = crate::harness::process::GroupGuard::new(child.id() as i32);
-        let limit = crate::harness::process::deadline();
-        let Some(status) = crate::harness::process::wait_or_kill(&mut child, limit)? else {
+        let _group = crate::process::GroupGuard::new(child.id() as i32);
+        let limit = crate::process::deadline();
+        let Some(status) = crate::process::wait_or_kill(&mut child, limit)? else {
             bail!("`{}` did not end within {limit:?}", argv.join(" "));
         };
         if !status.success() {

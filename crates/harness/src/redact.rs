@@ -6,7 +6,7 @@
 //! | `[ADDR]` | an address range in a maps line, any `0x…` value |
 //! | `[DEV]` | the device in a maps line |
 //! | `[INODE-1]`, `[INODE-2]`, … | inodes, numbered by first appearance: equal inodes keep equal tokens, so "same file" and "new file" still show. Numbering starts afresh at each part of an experiment (a `# --- … ---` line): a file freed in one part may hand its inode number to a file of the next (ext4 reuses numbers at once), which would make the tokens differ from run to run |
-//! | `[PID-1]`, `[PID-2]`, … | process ids: `pid=N`, `child=N`, `of=N`, `thread=N` (a thread id), `/proc/N/`, the pid argument of `peek`, and the pids the experiment marked with [`crate::harness::lab::pidv`] (process tables). Numbered by first appearance over the whole transcript (not afresh at each part, unlike inodes: a process lives across parts), so equal pids keep equal tokens and a reader tells the parent from its child, and a table still shows who is whose parent |
+//! | `[PID-1]`, `[PID-2]`, … | process ids: `pid=N`, `child=N`, `of=N`, `thread=N` (a thread id), `/proc/N/`, the pid argument of `peek`, and the pids the experiment marked with [`crate::lab::pidv`] (process tables). Numbered by first appearance over the whole transcript (not afresh at each part, unlike inodes: a process lives across parts), so equal pids keep equal tokens and a reader tells the parent from its child, and a table still shows who is whose parent |
 //! | `pipe:[INODE-k]`, `socket:[INODE-k]` | the inodes of pipes and sockets in `/proc/PID/fd`, numbered with the file inodes |
 //! | `[PORT]` | the port of a loopback address (`127.0.0.1:[PORT]`, `[::1]:[PORT]`) |
 //! | `at_ns=[NS]` | a CLOCK_MONOTONIC time printed by the hand-over server |

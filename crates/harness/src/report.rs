@@ -7,10 +7,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::harness::finding::Finding;
-use crate::harness::lab::{Check, Lab, Sink, Unjudged, Verdict};
-use crate::harness::platform::{Header, Platform};
-use crate::harness::runtime::{Runtime, Unavailable};
+use crate::finding::Finding;
+use crate::lab::{Check, Lab, Sink, Unjudged, Verdict};
+use crate::platform::{Header, Platform};
+use crate::runtime::{Runtime, Unavailable};
 
 /// One finding, run and judged.
 #[derive(Clone, Debug, Serialize)]
@@ -42,12 +42,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// An outcome with no run behind it yet: `verdict` and nothing seen.
-    fn blank(
-        f: &Finding,
-        runtime: &str,
-        libc: crate::harness::runtime::Libc,
-        verdict: Verdict,
-    ) -> Outcome {
+    fn blank(f: &Finding, runtime: &str, libc: crate::runtime::Libc, verdict: Verdict) -> Outcome {
         Outcome {
             id: f.id.into(),
             runtime: runtime.into(),
@@ -77,7 +72,7 @@ impl Outcome {
     /// Why the claim was not judged in full, though it could have been
     /// here: its experiment said n/a itself, or showed parts without
     /// judging them. On CI this fails the test unless `SWAPLAB_ALLOW_SKIP`
-    /// names the finding ([`crate::harness::prove`]).
+    /// names the finding ([`crate::prove`]).
     pub fn not_fully_judged(&self) -> Option<String> {
         match &self.verdict {
             Verdict::NotApplicable {
@@ -183,7 +178,7 @@ impl Column {
             loader: rt.loader.clone(),
             os: rt.os.clone(),
             unavailable: String::new(),
-            kernel: crate::harness::platform::kernel_release(),
+            kernel: crate::platform::kernel_release(),
         }
     }
 
@@ -195,7 +190,7 @@ impl Column {
             loader: String::new(),
             os: String::new(),
             unavailable: u.reason.clone(),
-            kernel: crate::harness::platform::kernel_release(),
+            kernel: crate::platform::kernel_release(),
         }
     }
 }
