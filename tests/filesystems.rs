@@ -315,14 +315,15 @@ fn a_matrix_killed_or_interrupted_while_a_column_runs_leaves_nothing_behind() {
 }
 
 /// A mount namespace that mounts over a sandbox lives as long as any
-/// process in it, whatever its executable: an orphaned sentinel kills them
-/// all before it removes the folder, rather than waiting for them.
+/// process in it, whatever its executable: a sentinel whose harness died
+/// kills them all before it removes the folder, rather than waiting for
+/// them.
 #[test]
-fn an_orphaned_sentinel_kills_what_keeps_a_namespace_over_its_sandbox() {
+fn a_sentinel_whose_harness_died_kills_what_holds_a_namespace_over_its_sandbox() {
     if !root_or_skip("a mount namespace over a sandbox") {
         return;
     }
-    use swaplab::harness::process::{deadline, die_with_parent, targets_dir};
+    use swaplab::harness::process::{deadline, die_with_parent, poll_until, targets_dir};
     use swaplab::targets::sentinel::SWEEP;
     let dir = swaplab::harness::sandbox::scratch("fs").unwrap();
     let folder = dir.path().join("swaplab-fs-held");
@@ -336,45 +337,22 @@ fn an_orphaned_sentinel_kills_what_keeps_a_namespace_over_its_sandbox() {
         .stdin(Stdio::null());
     die_with_parent(&mut holder);
     let mut holder = Killed(holder.spawn().unwrap());
-    let mounted =
-        swaplab::harness::process::poll_until(deadline(), Duration::from_millis(10), || {
-            match swaplab::detector::mounts::mounted_under(&folder).is_empty() {
-                true => Err(()),
-                false => Ok(()),
-            }
-        });
+    let mounted = poll_until(deadline(), Duration::from_millis(10), || {
+        match swaplab::detector::mounts::mounted_under(&folder).is_empty() {
+            true => Err(()),
+            false => Ok(()),
+        }
+    });
     assert!(
         mounted.is_ok(),
         "the namespace did not mount over {folder:?}"
     );
-    // The sentinel's parent: a shell that hands it its own stdin, a pipe
-    // held here, and waits.
-    let mut parent = Command::new("sh");
-    parent
-        .arg("-c")
-        .arg("exec 3<&0; \"$0\" \"$1\" <&3 3<&- & exec 3<&-; exec sleep 600")
-        .arg(targets_dir().unwrap().join("swaplab-sentinel"))
-        .arg(&folder)
-        .stdin(Stdio::piped());
-    die_with_parent(&mut parent);
-    let mut parent = Killed(parent.spawn().unwrap());
-    let sentinel_runs =
-        swaplab::harness::process::poll_until(deadline(), Duration::from_millis(10), || {
-            let sentinels = processes_naming(&folder).into_iter().filter(|pid| {
-                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-                exe.ends_with("swaplab-sentinel")
-            });
-            match sentinels.count() {
-                1 => Ok(()),
-                _ => Err(()),
-            }
-        });
-    assert!(sentinel_runs.is_ok(), "no sentinel on {folder:?}");
-    // Its parent dies, its stdin ends: it fires as after a killed harness.
-    drop(parent.0.stdin.take());
-    parent.0.kill().unwrap();
-    parent.0.wait().unwrap();
-    let gone = swaplab::harness::process::poll_until(
+    // Its harness "dies": the pipe ends with no `done` said.
+    let mut sentinel = Command::new(targets_dir().unwrap().join("swaplab-sentinel"));
+    sentinel.arg(&folder).stdin(Stdio::piped());
+    let mut sentinel = Killed(sentinel.spawn().unwrap());
+    drop(sentinel.0.stdin.take());
+    let gone = poll_until(
         SWEEP + deadline(),
         Duration::from_millis(20),
         || match folder.exists() {
@@ -390,4 +368,5 @@ fn an_orphaned_sentinel_kills_what_keeps_a_namespace_over_its_sandbox() {
     use std::os::unix::process::ExitStatusExt;
     let status = holder.0.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{status:?}");
+    assert!(sentinel.0.wait().unwrap().success());
 }

@@ -1,22 +1,24 @@
 //! Guards a sandbox whose processes leave the harness's process tree (real
 //! nginx daemonizes: a new session, its parent init). The harness starts it
-//! with a pipe on stdin and never writes to it. When stdin ends — the harness
-//! closed it, or died, even by SIGKILL — the sentinel kills every process
-//! whose executable lies under the sandbox, until none is left, and, if the
-//! harness died (its parent changed), removes the sandbox too, once no mount
+//! with a pipe on stdin. When stdin ends — the harness closed it, or died,
+//! even by SIGKILL — the sentinel kills every process whose executable lies
+//! under the sandbox, until none is left. If the harness did not say `done`
+//! first, it died: the sentinel removes the sandbox too, once no mount
 //! namespace mounts anything under it any more (killing the processes of
 //! those namespaces, which are the harness's).
 //!
-//! Process groups written to its stdin, one number a line (a server that a
-//! user's own command started and that daemonized out of the harness's
-//! tree, with its executable elsewhere), are killed too; `-N` takes group N
-//! back once it has ended.
+//! Process groups the harness names (a server that a user's own command
+//! started and that daemonized out of the harness's tree, with its
+//! executable elsewhere) are killed too. The lines it reads are
+//! `swaplab::targets::sentinel::Order`s.
 //!
 //! usage: swaplab-sentinel SANDBOX
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use swaplab::targets::sentinel::Order;
 
 fn under(root: &Path) -> Vec<i32> {
     let Ok(all) = procfs::process::all_processes() else {
@@ -45,24 +47,22 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let parent = nix::unistd::getppid();
     let mut said = Vec::new();
     let mut chunk = [0u8; 64];
     let mut stdin = std::io::stdin().lock();
     while let Ok(n @ 1..) = stdin.read(&mut chunk) {
         said.extend_from_slice(&chunk[..n]);
     }
-    // `N` adds a group, `-N` takes it back (it ended: its number may be
-    // given to another group later).
     let mut groups: Vec<i32> = Vec::new();
-    for n in String::from_utf8_lossy(&said)
+    let mut harness_lives = false;
+    for order in String::from_utf8_lossy(&said)
         .lines()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter_map(Order::parse)
     {
-        match n {
-            n if n > 1 => groups.push(n),
-            n if n < -1 => groups.retain(|g| *g != -n),
-            _ => {}
+        match order {
+            Order::Watch(g) => groups.push(g),
+            Order::Forget(g) => groups.retain(|w| *w != g),
+            Order::Done => harness_lives = true,
         }
     }
     let until = Instant::now() + swaplab::targets::sentinel::SWEEP;
@@ -85,7 +85,7 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    if nix::unistd::getppid() != parent {
+    if !harness_lives {
         remove_once_unmounted(&root);
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use swaplab_protocol::sentinel::Order;
 
 /// How long any handshake may take before it is a failure. Generous, because
 /// the suite must pass with both cores busy; `SWAPLAB_TIMEOUT` (seconds)
@@ -345,7 +346,9 @@ impl Drop for GroupGuard {
 
 /// `swaplab-sentinel` watching a sandbox: when this guard is dropped, or the
 /// harness dies however it dies, the sentinel kills every process whose
-/// executable lies in the sandbox (see `src/bin/swaplab-sentinel.rs`).
+/// executable lies in the sandbox; if the harness died, it removes the
+/// sandbox too (see `src/bin/swaplab-sentinel.rs` and
+/// [`swaplab_protocol::sentinel`]).
 pub struct Sentinel {
     child: Child,
 }
@@ -370,21 +373,27 @@ impl Sentinel {
     /// Has the sentinel forget process group `pgid` (it ended: its number
     /// may go to another group).
     pub fn forget_group(&mut self, pgid: i32) -> Result<()> {
-        self.watch_group(-pgid)
+        self.tell(Order::Forget(pgid))
     }
 
     /// Has the sentinel kill process group `pgid` too, when it fires.
     pub fn watch_group(&mut self, pgid: i32) -> Result<()> {
-        use std::io::Write;
+        self.tell(Order::Watch(pgid))
+    }
+
+    fn tell(&mut self, order: Order) -> Result<()> {
         let stdin = self.child.stdin.as_mut().context("the sentinel's stdin")?;
         stdin
-            .write_all(format!("{pgid}\n").as_bytes())
-            .context("cannot tell the sentinel a process group")
+            .write_all(format!("{}\n", order.line()).as_bytes())
+            .with_context(|| format!("cannot tell the sentinel {order:?}"))
     }
 }
 
 impl Drop for Sentinel {
+    /// Stops it: it kills what is left in the sandbox, and leaves the
+    /// folder to its owner (who is alive: it says `done`).
     fn drop(&mut self) {
+        let _ = self.tell(Order::Done);
         drop(self.child.stdin.take());
         let _ = wait_or_kill(&mut self.child, Duration::from_secs(15));
     }
