@@ -1358,3 +1358,98 @@ fn a_process_that_names_itself_with_a_newline_forges_no_line_of_the_plan_or_repo
         assert!(!text.lines().any(|l| l.starts_with("   $ evil")), "{text}");
     }
 }
+
+#[test]
+fn stale_exclude_leaves_a_process_out_by_name_or_user_and_counts_it() {
+    let dir = sandbox();
+    let (p, exe) = sleeper(dir.path(), "excl-sleep", None);
+    install("/bin/true", &exe);
+    let pid = p.pid().to_string();
+    let me = nix::unistd::geteuid().to_string();
+    // The executable was replaced: its link reads "PATH (deleted)".
+    let exe_path = format!("name=^{}", regex::escape(&exe.display().to_string()));
+    for rule in [
+        "name=^excl-sleep$",
+        exe_path.as_str(),
+        &format!("user={me}"),
+    ] {
+        let out = swaplab()
+            .args(["stale", "--json", "--pid", &pid, "--exclude", rule])
+            .assert()
+            .code(0);
+        let v = json(&out.get_output().stdout);
+        assert_eq!(v["excluded_processes"], 1, "{rule}: {v}");
+        assert_eq!(v["required"], 0, "{rule}: {v}");
+        assert_eq!(v["processes"], serde_json::json!([]), "{rule}: {v}");
+        swaplab()
+            .args(["stale", "--pid", &pid, "--exclude", rule])
+            .assert()
+            .code(0)
+            .stdout(predicate::str::contains("1 process left out by --exclude"));
+    }
+    // A rule that names another process leaves this one judged.
+    swaplab()
+        .args(["stale", "--pid", &pid, "--exclude", "name=^other$"])
+        .args(["--exclude", "unit=excl-sleep"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("1 process needs a restart"));
+    swaplab()
+        .args(["stale", "--exclude", "pid=1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a kind of exclusion"));
+}
+
+#[test]
+fn stale_as_a_monitoring_plugin_says_critical_ok_or_unknown_in_one_line() {
+    let dir = sandbox();
+    let (p, exe) = sleeper(dir.path(), "plug-sleep", None);
+    install("/bin/true", &exe);
+    let pid = p.pid().to_string();
+    let plugin = |extra: &[&str], code: i32| {
+        let out = swaplab()
+            .args(["stale", "--monitoring-plugin", "--pid", &pid])
+            .args(extra)
+            .assert()
+            .code(code);
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+    let critical = plugin(&[], 2);
+    assert_eq!(critical.lines().count(), 1, "{critical}");
+    assert!(
+        critical.starts_with("STALE CRITICAL - 1 process (plug-sleep) to restart | required=1 "),
+        "{critical}"
+    );
+    let ok = plugin(&["--exclude", "name=^plug-sleep$"], 0);
+    assert!(ok.starts_with("STALE OK - "), "{ok}");
+    assert!(ok.contains("excluded=1 scanned=0"), "{ok}");
+    // Bad input is the plugin's UNKNOWN, still one line.
+    let out = swaplab()
+        .args(["stale", "--monitoring-plugin", "--pid", "2147483647"])
+        .assert()
+        .code(3);
+    let unknown = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(unknown.starts_with("STALE UNKNOWN - "), "{unknown}");
+    assert_eq!(unknown.lines().count(), 1, "{unknown}");
+}
+
+#[test]
+fn stale_json_names_the_host_the_time_and_its_format_version() {
+    let dir = sandbox();
+    let (p, _exe) = sleeper(dir.path(), "json-sleep", None);
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let out = swaplab()
+        .args(["stale", "--json", "--pid", &p.pid().to_string()])
+        .assert()
+        .code(0);
+    let after = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    let v = json(&out.get_output().stdout);
+    assert_eq!(v["format_version"], swaplab::detector::cli::FORMAT_VERSION);
+    let host = nix::unistd::gethostname().unwrap();
+    assert_eq!(v["host"], host.to_string_lossy().as_ref(), "{v}");
+    let time = v["time"].as_str().unwrap();
+    assert!(time.ends_with('Z'), "{time}");
+    let at = humantime::parse_rfc3339(time).unwrap();
+    assert!(before <= at && at <= after, "{time}");
+}

@@ -5,8 +5,10 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::command::{judged, pretty, Done, Exit};
+use crate::exclude::Exclusion;
 use crate::kernel::{self, KernelStatus};
 use crate::openmetrics;
+use crate::plugin;
 use crate::stale::{self, ScanOptions, StaleReport};
 
 /// How the report is printed.
@@ -17,18 +19,31 @@ pub enum Output {
     OpenMetrics,
     /// What to restart, grouped (`--plan`).
     Plan,
+    /// One line and a plugin's status (`--monitoring-plugin`).
+    Plugin,
 }
 
-/// `--json`: the scan's report and the kernel's status beside it (`null`
-/// when it cannot tell). The kernel is the machine's, not the scan's: the
-/// lab's sandboxed scans (and their sheets) never show it.
+/// `--json`: the scan's report, the kernel's status beside it (`null` when
+/// it cannot tell), and where and when it was made, for collecting from
+/// many machines. The kernel is the machine's, not the scan's: the lab's
+/// sandboxed scans (and their sheets) never show it.
 #[derive(Serialize, JsonSchema)]
 #[schemars(rename = "SwaplabStale")]
 struct WithKernel<'a> {
+    /// The version of this format: it grows when a field changes meaning
+    /// or goes; new fields may come without it.
+    format_version: u32,
+    /// The machine's host name.
+    host: String,
+    /// When the scan ended, in UTC (RFC 3339).
+    time: String,
     #[serde(flatten)]
     report: &'a StaleReport,
     kernel: Option<KernelStatus>,
 }
+
+/// [`WithKernel::format_version`] of this build.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// The JSON Schema of `--json` as the report's types derive it; the file
 /// in the repository ([`SCHEMA`]) must say the same (a test checks).
@@ -68,12 +83,21 @@ pub struct Args {
     /// process tree once, what it fixes, and its command.
     #[arg(long, conflicts_with_all = ["json", "openmetrics"])]
     pub plan: bool,
+    /// Act as a monitoring plugin (Nagios, Icinga, Sensu): one line, and
+    /// the status OK 0, WARNING 1, CRITICAL 2 or UNKNOWN 3.
+    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan"])]
+    pub monitoring_plugin: bool,
+    /// Leave processes out: `name=REGEX` (command name or executable
+    /// path), `user=USER`, or `unit=UNIT` (the systemd service they run
+    /// in). Repeatable; they are counted, not judged.
+    #[arg(long, value_name = "KIND=VALUE", value_parser = Exclusion::parse)]
+    pub exclude: Vec<Exclusion>,
     /// A folder with a dpkg database of its own (`dpkg --root DIR`):
     /// files under it are attributed from DIR/var/lib/dpkg (repeatable).
     #[arg(long = "package-root", value_name = "DIR")]
     pub package_roots: Vec<std::path::PathBuf>,
     /// Print the JSON Schema of --json's output and scan nothing.
-    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan", "pids", "user", "pattern", "package_roots"])]
+    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan", "monitoring_plugin", "pids", "user", "pattern", "package_roots", "exclude"])]
     pub json_schema: bool,
 }
 
@@ -83,6 +107,10 @@ Exit status:
      disk has the same content)
   1  at least one process needs a restart
   2  bad arguments, or /proc could not be read
+  3  nothing needs a restart, but a process or a file could not be judged
+With --monitoring-plugin: 0 OK, 1 WARNING (an optional restart, or a newer
+kernel installed), 2 CRITICAL (a restart needed), 3 UNKNOWN (something could
+not be judged, or bad arguments).
 
 The kernel does not change the status (needrestart too keeps it apart): when
 a newer kernel than the running one is installed (/boot/vmlinuz-*,
@@ -99,6 +127,8 @@ Examples:
   swaplab stale
   sudo swaplab stale --json
   swaplab stale --user www-data --match nginx
+  swaplab stale --exclude unit=postgresql --exclude 'name=^/opt/'
+  sudo swaplab stale --monitoring-plugin
 
 For node-exporter's textfile collector: status 1 still wrote the whole text;
 rename it into place, so the collector never reads half a file:
@@ -111,10 +141,16 @@ swaplab_stale_unreadable_processes, swaplab_kernel_outdated (when known).";
 impl Args {
     /// How the report is printed (the flags conflict with each other).
     fn output(&self) -> Output {
-        match (self.json, self.openmetrics, self.plan) {
-            (true, _, _) => Output::Json,
-            (_, true, _) => Output::OpenMetrics,
-            (_, _, true) => Output::Plan,
+        match (
+            self.json,
+            self.openmetrics,
+            self.plan,
+            self.monitoring_plugin,
+        ) {
+            (true, ..) => Output::Json,
+            (_, true, ..) => Output::OpenMetrics,
+            (_, _, true, _) => Output::Plan,
+            (.., true) => Output::Plugin,
             _ => Output::Text,
         }
     }
@@ -131,11 +167,23 @@ impl Args {
             return Ok(());
         }
         let output = self.output();
+        match self.scan_and_print(output) {
+            // A plugin that cannot run says UNKNOWN, on its one line.
+            Err(Exit::BadInput(why)) if output == Output::Plugin => {
+                println!("STALE UNKNOWN - {}", why.replace('\n', " "));
+                Err(Exit::Unknown)
+            }
+            done => done,
+        }
+    }
+
+    fn scan_and_print(self, output: Output) -> Done {
         let Args {
             pids,
             user,
             pattern,
             package_roots,
+            exclude,
             ..
         } = self;
         let bad = |msg: String| Exit::BadInput(format!("swaplab stale: {msg}"));
@@ -172,11 +220,22 @@ impl Args {
             pattern,
             package_roots,
             skip_packages: false,
+            exclude,
         };
         let r = stale::scan(&opts).map_err(|e| bad(format!("{e:#}")))?;
         let kernel = kernel::status_here();
         match output {
-            Output::Json => println!("{}", pretty(&WithKernel { report: &r, kernel })),
+            Output::Json => println!("{}", pretty(&with_kernel(&r, kernel))),
+            Output::Plugin => {
+                let (state, line) = plugin::line(&r, kernel.as_ref());
+                println!("{line}");
+                return match state {
+                    plugin::State::Ok => Ok(()),
+                    plugin::State::Warning => Err(Exit::Failed),
+                    plugin::State::Critical => Err(Exit::Critical),
+                    plugin::State::Unknown => Err(Exit::Unknown),
+                };
+            }
             Output::OpenMetrics => print!("{}", openmetrics::render(&r, kernel.as_ref())),
             Output::Plan => {
                 for line in kernel.iter().filter_map(KernelStatus::line) {
@@ -200,5 +259,19 @@ impl Args {
             3 => Err(Exit::Unknown),
             _ => judged(true),
         }
+    }
+}
+
+/// The JSON's envelope around `r`: this machine's name and the time now.
+fn with_kernel(r: &StaleReport, kernel: Option<KernelStatus>) -> WithKernel<'_> {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    WithKernel {
+        format_version: FORMAT_VERSION,
+        host,
+        time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        report: r,
+        kernel,
     }
 }

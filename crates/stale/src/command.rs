@@ -16,6 +16,9 @@ pub enum Exit {
     /// command needs is missing (/proc, an output folder, matrix's root and
     /// debootstrap); the message (on stderr) says which.
     BadInput(String),
+    /// Status 2 with nothing more to say: a monitoring plugin's CRITICAL
+    /// (`swaplab stale --monitoring-plugin`), whose line is printed.
+    Critical,
     /// Status 3 (a monitoring plugin's UNKNOWN): the command ran, and could
     /// not tell (`swaplab stale`: a process or a file it maps could not be
     /// judged); it has printed what it could not judge.
@@ -27,7 +30,7 @@ impl Exit {
     pub fn status(&self) -> u8 {
         match self {
             Exit::Failed | Exit::Aborted(_) => 1,
-            Exit::BadInput(_) => 2,
+            Exit::BadInput(_) | Exit::Critical => 2,
             Exit::Unknown => 3,
         }
     }
@@ -35,7 +38,7 @@ impl Exit {
     /// What to print on stderr, if anything is left to say.
     pub fn message(&self) -> Option<&str> {
         match self {
-            Exit::Failed | Exit::Unknown => None,
+            Exit::Failed | Exit::Critical | Exit::Unknown => None,
             Exit::Aborted(m) | Exit::BadInput(m) => Some(m),
         }
     }

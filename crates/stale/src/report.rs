@@ -277,6 +277,8 @@ pub struct StaleReport {
     /// Processes that exited while being read.
     pub vanished: usize,
     pub excluded: Vec<Excluded>,
+    /// Processes `--exclude` left out: not judged, not in the status.
+    pub excluded_processes: usize,
     /// Files mapped without execute permission (not code).
     pub data_files: usize,
     /// Files mapped as code that could not be judged, in every process

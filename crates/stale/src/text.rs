@@ -227,6 +227,12 @@ pub fn summary(r: &StaleReport, marks: &Marks) -> String {
     if r.unreadable.is_empty() {
         s.push_str(", none unreadable");
     }
+    if r.excluded_processes > 0 {
+        s.push_str(&format!(
+            ", {} left out by --exclude",
+            (marks.vol)(plural(r.excluded_processes, "process", "processes"))
+        ));
+    }
     for why in [Unread::AnotherUser, Unread::Refused] {
         let these: Vec<&str> = r
             .unreadable

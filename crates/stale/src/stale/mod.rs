@@ -100,6 +100,9 @@ pub struct ScanOptions {
     pub package_roots: Vec<PathBuf>,
     /// Leave the package databases unread.
     pub skip_packages: bool,
+    /// Processes to leave out (`--exclude`), counted in
+    /// [`StaleReport::excluded_processes`].
+    pub exclude: Vec<crate::exclude::Exclusion>,
 }
 
 /// `--user`: a user name or a numeric uid.

@@ -41,6 +41,7 @@ pub fn scan(opts: &ScanOptions) -> Result<StaleReport> {
         kernel_threads: 0,
         vanished: 0,
         excluded: Vec::new(),
+        excluded_processes: 0,
         data_files: 0,
         unchecked_files: 0,
         unchecked: Vec::new(),
@@ -131,6 +132,7 @@ pub(super) fn scan_all(pids: &[i32], opts: &ScanOptions, report: &mut StaleRepor
                 Seen::Vanished => report.vanished += 1,
                 Seen::Kernel => report.kernel_threads += 1,
                 Seen::Filtered => {}
+                Seen::Excluded => report.excluded_processes += 1,
                 Seen::Unreadable(u) => report.unreadable.push(u),
                 Seen::Scanned { stale, unchecked } => {
                     report.scanned += 1;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::elf;
+use crate::exclude::Candidate;
 use crate::maps;
 use crate::mounts::Mounts;
 use crate::plan;
@@ -96,6 +97,8 @@ pub(super) enum Seen {
     Vanished,
     Kernel,
     Filtered,
+    /// Left out by `--exclude`.
+    Excluded,
     Unreadable(Unreadable),
     Scanned {
         stale: Option<Box<StaleProcess>>,
@@ -226,6 +229,23 @@ impl Scanner {
                 return Seen::Filtered;
             }
             args = Some(a);
+        }
+        if !opts.exclude.is_empty() {
+            uid = uid.or_else(|| uid_of(pid));
+            let exe = std::fs::read_link(dir.join("exe")).ok();
+            let unit = cgroup_of(&dir)
+                .as_deref()
+                .and_then(plan::service_in)
+                .map(|(unit, _)| unit);
+            let candidate = Candidate {
+                command: &stat.comm,
+                exe: exe.as_deref(),
+                uid,
+                unit: unit.as_deref(),
+            };
+            if opts.exclude.iter().any(|e| e.matches(&candidate)) {
+                return Seen::Excluded;
+            }
         }
         let lines = match maps::read_file_lines(&dir) {
             Ok(m) => m,

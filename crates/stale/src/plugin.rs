@@ -1,0 +1,122 @@
+//! `--monitoring-plugin`: one line and the exit status of a monitoring
+//! plugin (Nagios, Icinga, Naemon, Sensu's checks): OK 0, WARNING 1,
+//! CRITICAL 2, UNKNOWN 3, and performance data after `|`.
+
+use crate::kernel::KernelStatus;
+use crate::report::StaleReport;
+
+/// A plugin's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+impl State {
+    /// The plugin's exit status for it.
+    pub fn status(self) -> u8 {
+        match self {
+            State::Ok => 0,
+            State::Warning => 1,
+            State::Critical => 2,
+            State::Unknown => 3,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Warning => "WARNING",
+            State::Critical => "CRITICAL",
+            State::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// The state the report puts the machine in: CRITICAL when a process needs
+/// a restart; else UNKNOWN when a process or a file could not be judged
+/// (as an ordinary user, another user's processes); else WARNING when a
+/// restart is optional or a newer kernel is installed; else OK.
+pub fn state(r: &StaleReport, kernel: Option<&KernelStatus>) -> State {
+    if r.required > 0 {
+        State::Critical
+    } else if !r.unreadable.is_empty() || !r.unchecked.is_empty() {
+        State::Unknown
+    } else if r.optional > 0 || kernel.is_some_and(|k| k.outdated) {
+        State::Warning
+    } else {
+        State::Ok
+    }
+}
+
+/// The plugin's line: the state, what it is about, and the counts as
+/// performance data.
+pub fn line(r: &StaleReport, kernel: Option<&KernelStatus>) -> (State, String) {
+    let state = state(r, kernel);
+    let mut what = match state {
+        State::Critical => format!("{} to restart", needing(r, true)),
+        State::Unknown => format!(
+            "{} unreadable, {} with files not judged",
+            r.unreadable.len(),
+            r.unchecked.len()
+        ),
+        State::Warning if r.optional > 0 => format!("{} may be restarted", needing(r, false)),
+        State::Warning => String::new(),
+        State::Ok => format!("no process runs code that is gone; {} scanned", r.scanned),
+    };
+    if let Some(k) = kernel.filter(|k| k.outdated) {
+        if !what.is_empty() {
+            what.push_str("; ");
+        }
+        what.push_str(&format!(
+            "kernel {} installed, {} running",
+            k.newest_installed, k.running
+        ));
+    }
+    let perf = format!(
+        "required={} optional={} unreadable={} unchecked={} excluded={} scanned={}",
+        r.required,
+        r.optional,
+        r.unreadable.len(),
+        r.unchecked.len(),
+        r.excluded_processes,
+        r.scanned
+    );
+    // A process names itself: nothing it says may end the line or open
+    // the performance data.
+    let what = what.replace(['\n', '\r', '|'], " ");
+    (state, format!("STALE {} - {what} | {perf}", state.word()))
+}
+
+/// `N processes (nginx ×2, sshd)`: the processes of one urgency and their
+/// commands, the first five named.
+fn needing(r: &StaleReport, required: bool) -> String {
+    let mut names: Vec<(String, usize)> = Vec::new();
+    for p in r
+        .processes
+        .iter()
+        .filter(|p| (p.need == crate::report::Urgency::Required) == required)
+    {
+        match names.iter_mut().find(|(n, _)| *n == p.command) {
+            Some((_, k)) => *k += 1,
+            None => names.push((p.command.clone(), 1)),
+        }
+    }
+    let n = names.iter().map(|(_, k)| k).sum::<usize>();
+    let shown: Vec<String> = names
+        .iter()
+        .take(5)
+        .map(|(c, k)| {
+            if *k > 1 {
+                format!("{c} ×{k}")
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    let more = if names.len() > 5 { ", …" } else { "" };
+    let noun = if n == 1 { "process" } else { "processes" };
+    format!("{n} {noun} ({}{more})", shown.join(", "))
+}
