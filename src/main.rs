@@ -58,7 +58,7 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    let command = Cli::parse().command;
+    let command = swaplab::detector::plugin::parse_args::<Cli>().command;
     let done = match command {
         // The guest's first process forks before anything else: no handler
         // thread may be lost in its child (see commands::guest). An fs

@@ -1108,6 +1108,8 @@ fn stale_plan_lists_a_master_and_its_forked_workers_once_and_asks_for_an_exec() 
     // descriptor of its stdin and so end when the test does; then the
     // copy is replaced under all three: the master and what it forked run
     // the same old code, and a fork from it (a reload by HUP) would copy it.
+    // The workers name themselves `swl-worker` (the shell's builtin echo
+    // writes their own comm), as nginx's do: only the master is `swl-master`.
     let dir = sandbox();
     let sh = dir.path().join("swl-master");
     std::fs::copy("/bin/sh", &sh).unwrap();
@@ -1116,7 +1118,8 @@ fn stale_plan_lists_a_master_and_its_forked_workers_once_and_asks_for_an_exec() 
         &sh,
         &[
             "-c",
-            "exec 3<&0; read a <&3 & read b <&3 & echo ready; wait",
+            "exec 3<&0; w() { echo swl-worker > /proc/self/comm; read a <&3; }; \
+             w & w & echo ready; wait",
         ],
     );
     let m = master.pid();
@@ -1188,6 +1191,29 @@ fn stale_plan_lists_a_master_and_its_forked_workers_once_and_asks_for_an_exec() 
     assert_eq!(v["processes"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["groups"][0]["top"], m, "{v}");
     assert_eq!(v["groups"][0]["top_command"], "swl-master", "{v}");
+    // The master left out by --exclude, and nothing else asked for: it is
+    // still read as the workers' parent, never taken for a clean one.
+    let out = swaplab()
+        .args(["stale", "--json", "--exclude", "name=^swl-master$"])
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    let worker = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == workers[0])
+        .unwrap_or_else(|| panic!("no worker {} in {v}", workers[0]));
+    assert_eq!(worker["restart"]["at"], m, "{worker}");
+    assert_eq!(worker["restart"]["fork_is_enough"], false, "{worker}");
+    assert!(
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pid"] != m),
+        "{v}"
+    );
 }
 
 /// A root folder for a chroot with a copy of `sleep` at `/bin/sleep` and
@@ -1366,8 +1392,9 @@ fn stale_exclude_leaves_a_process_out_by_name_or_user_and_counts_it() {
     install("/bin/true", &exe);
     let pid = p.pid().to_string();
     let me = nix::unistd::geteuid().to_string();
-    // The executable was replaced: its link reads "PATH (deleted)".
-    let exe_path = format!("name=^{}", regex::escape(&exe.display().to_string()));
+    // The path it was started from, though its link now reads "PATH
+    // (deleted)".
+    let exe_path = format!("name=^{}$", regex::escape(&exe.display().to_string()));
     for rule in [
         "name=^excl-sleep$",
         exe_path.as_str(),
@@ -1399,6 +1426,17 @@ fn stale_exclude_leaves_a_process_out_by_name_or_user_and_counts_it() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("not a kind of exclusion"));
+    // A kernel thread is counted as one, whatever the rules say.
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    if kthreadd {
+        let out = swaplab()
+            .args(["stale", "--json", "--exclude", "name=."])
+            .output()
+            .unwrap();
+        let v = json(&out.stdout);
+        assert!(v["kernel_threads"].as_u64().unwrap() >= 1, "{v}");
+        assert_eq!(v["scanned"], 0, "{v}");
+    }
 }
 
 #[test]
@@ -1432,6 +1470,23 @@ fn stale_as_a_monitoring_plugin_says_critical_ok_or_unknown_in_one_line() {
     let unknown = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(unknown.starts_with("STALE UNKNOWN - "), "{unknown}");
     assert_eq!(unknown.lines().count(), 1, "{unknown}");
+    // So is an argument clap refuses (not its status 2, CRITICAL to a
+    // monitoring system), and a `|` of the user's opens no performance data.
+    for bad in [
+        &["--exclude", "bogus"][..],
+        &["--json"],
+        &["--match", "a|("],
+    ] {
+        let out = swaplab()
+            .args(["stale", "--monitoring-plugin"])
+            .args(bad)
+            .assert()
+            .code(3);
+        let line = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        assert!(line.starts_with("STALE UNKNOWN - "), "{bad:?}: {line}");
+        assert_eq!(line.lines().count(), 1, "{bad:?}: {line}");
+        assert!(!line.contains('|'), "{bad:?}: {line}");
+    }
 }
 
 #[test]

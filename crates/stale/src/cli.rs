@@ -110,7 +110,7 @@ Exit status:
   3  nothing needs a restart, but a process or a file could not be judged
 With --monitoring-plugin: 0 OK, 1 WARNING (an optional restart, or a newer
 kernel installed), 2 CRITICAL (a restart needed), 3 UNKNOWN (something could
-not be judged, or bad arguments).
+not be judged, or bad arguments: one line says which).
 
 The kernel does not change the status (needrestart too keeps it apart): when
 a newer kernel than the running one is installed (/boot/vmlinuz-*,
@@ -136,7 +136,8 @@ rename it into place, so the collector never reads half a file:
     mv DIR/swaplab.prom.$$ DIR/swaplab.prom
 Gauges: swaplab_stale_processes{need}, swaplab_stale_process{pid,command,user,
 need,reason} (stale files), swaplab_stale_scanned_processes,
-swaplab_stale_unreadable_processes, swaplab_kernel_outdated (when known).";
+swaplab_stale_excluded_processes, swaplab_stale_unreadable_processes,
+swaplab_kernel_outdated (when known).";
 
 impl Args {
     /// How the report is printed (the flags conflict with each other).
@@ -170,7 +171,7 @@ impl Args {
         match self.scan_and_print(output) {
             // A plugin that cannot run says UNKNOWN, on its one line.
             Err(Exit::BadInput(why)) if output == Output::Plugin => {
-                println!("STALE UNKNOWN - {}", why.replace('\n', " "));
+                println!("{}", plugin::unknown_line(&why));
                 Err(Exit::Unknown)
             }
             done => done,

@@ -10,7 +10,8 @@ use regex::Regex;
 /// One rule of `--exclude KIND=VALUE`.
 #[derive(Clone, Debug)]
 pub enum Exclusion {
-    /// `name=REGEX`: the command name or the executable's path matches.
+    /// `name=REGEX`: the command name or the executable's path matches
+    /// (the path it was started from, also once it was replaced).
     Name(Regex),
     /// `user=USER`: the process's owner (a name or a uid).
     User(u32),

@@ -3,12 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Which running processes run code that is no longer on disk (an
 /// executable or library replaced, removed, or modified in place), and how
 /// to restart them.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "swaplab-stale", version)]
 struct Cli {
     #[command(flatten)]
@@ -21,7 +19,7 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to its default, before any
     // thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    match Cli::parse().args.run() {
+    match swaplab_stale::plugin::parse_args::<Cli>().args.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
             if let Some(why) = exit.message() {

@@ -56,6 +56,12 @@ pub fn render(r: &StaleReport, kernel: Option<&KernelStatus>) -> String {
         "Processes whose mappings were read.",
         &[(vec![], r.scanned as f64)],
     );
+    family(
+        &mut out,
+        "swaplab_stale_excluded_processes",
+        "Processes --exclude left out, not judged.",
+        &[(vec![], r.excluded_processes as f64)],
+    );
     // Every reason, 0 included: an alert on it needs the series.
     let unread: Vec<Sample> = [Unread::AnotherUser, Unread::Refused]
         .into_iter()

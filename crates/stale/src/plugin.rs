@@ -64,6 +64,10 @@ pub fn line(r: &StaleReport, kernel: Option<&KernelStatus>) -> (State, String) {
         ),
         State::Warning if r.optional > 0 => format!("{} may be restarted", needing(r, false)),
         State::Warning => String::new(),
+        State::Ok if r.excluded_processes > 0 => format!(
+            "no process judged runs code that is gone; {} scanned, {} left out",
+            r.scanned, r.excluded_processes
+        ),
         State::Ok => format!("no process runs code that is gone; {} scanned", r.scanned),
     };
     if let Some(k) = kernel.filter(|k| k.outdated) {
@@ -84,10 +88,40 @@ pub fn line(r: &StaleReport, kernel: Option<&KernelStatus>) -> (State, String) {
         r.excluded_processes,
         r.scanned
     );
-    // A process names itself: nothing it says may end the line or open
-    // the performance data.
-    let what = what.replace(['\n', '\r', '|'], " ");
-    (state, format!("STALE {} - {what} | {perf}", state.word()))
+    (
+        state,
+        format!("STALE {} - {} | {perf}", state.word(), text(&what)),
+    )
+}
+
+/// The line of a plugin that could not run: UNKNOWN, and why.
+pub fn unknown_line(why: &str) -> String {
+    format!("STALE UNKNOWN - {}", text(why))
+}
+
+/// `s` as the text of a plugin's line: a process names itself, and a
+/// pattern is the user's: nothing in it may end the line or open the
+/// performance data.
+fn text(s: &str) -> String {
+    s.replace(['\n', '\r', '|'], " ")
+}
+
+/// Parses the command line as `C::parse` does, except that with
+/// `--monitoring-plugin` among the arguments, an argument clap refuses is
+/// the plugin's UNKNOWN (one line, status 3), not clap's status 2 (which a
+/// monitoring system reads as CRITICAL).
+pub fn parse_args<C: clap::Parser>() -> C {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match C::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() && args.iter().any(|a| a == "--monitoring-plugin") => {
+            let why = e.to_string();
+            let first = why.lines().next().unwrap_or_default();
+            println!("{}", unknown_line(first.trim_start_matches("error: ")));
+            std::process::exit(State::Unknown.status().into())
+        }
+        Err(e) => e.exit(),
+    }
 }
 
 /// `N processes (nginx ×2, sshd)`: the processes of one urgency and their

@@ -9,14 +9,18 @@ use super::scanner::{Scanner, Seen};
 use super::ScanOptions;
 
 /// The parents of flagged processes that the scan did not report because
-/// they were not asked for (`--pid`, `--user`, `--match`): read now, so
+/// they were not asked for (`--pid`, `--user`, `--match`) or were left out
+/// (`--exclude`): read now, so
 /// that the restart plan sees whether a process was forked from one that
 /// runs the same old code. Each is [`plan::Parent::Stale`], `Clean` or
 /// `Unread` (with its command name, which `/proc/PID/stat` gives anyone).
 pub(super) fn parents_outside(report: &StaleReport, opts: &ScanOptions) -> plan::Parents {
     // Its own scanner: what it reads counts nowhere in the report.
     let mut s = Scanner::new();
-    let filtered = !opts.pids.is_empty() || opts.user.is_some() || opts.pattern.is_some();
+    let filtered = !opts.pids.is_empty()
+        || opts.user.is_some()
+        || opts.pattern.is_some()
+        || !opts.exclude.is_empty();
     let mut known: HashMap<i32, plan::Parent> = HashMap::new();
     for u in &report.unreadable {
         known.insert(u.pid, plan::Parent::Unjudged(u.command.clone()));

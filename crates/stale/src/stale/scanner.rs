@@ -230,9 +230,15 @@ impl Scanner {
             }
             args = Some(a);
         }
-        if !opts.exclude.is_empty() {
+        // A kernel thread is counted as one, whatever the rules say.
+        const PF_KTHREAD: u32 = 0x0020_0000;
+        if !opts.exclude.is_empty() && stat.flags & PF_KTHREAD == 0 {
             uid = uid.or_else(|| uid_of(pid));
-            let exe = std::fs::read_link(dir.join("exe")).ok();
+            // The executable's path, also once it was replaced.
+            let exe = std::fs::read_link(dir.join("exe")).ok().map(|e| {
+                let s = e.to_string_lossy();
+                PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s))
+            });
             let unit = cgroup_of(&dir)
                 .as_deref()
                 .and_then(plan::service_in)
