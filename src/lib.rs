@@ -18,8 +18,10 @@
 //! - [`detector`]: `swaplab stale` and ELF reading: the `swaplab-stale`
 //!   package (crates/stale).
 //!
-//! Cargo keeps the three packages from using anything above them; the layer
-//! test keeps the order of the rest.
+//! Cargo forbids a cycle between packages: none of the three can use
+//! swaplab, and neither the detector nor the protocol can use the harness.
+//! The layer test keeps the rest: the detector and the protocol use no
+//! other package of swaplab's, and swaplab's own modules keep their order.
 
 pub mod bench;
 pub mod commands;

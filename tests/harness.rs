@@ -564,7 +564,19 @@ fn the_layers_import_only_downwards_and_the_targets_nothing_of_the_harness() {
             }
         }
     }
-    // Nor do they reach the harness's package by its own name.
+    // The lowest packages stand on none of swaplab's: a dependency Cargo
+    // would allow (no cycle) but the layers do not.
+    for package in ["crates/stale", "crates/protocol"] {
+        let manifest = sheets::repo().join(package).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("swaplab"))
+        {
+            wrong.push(format!("{} depends on {line}", manifest.display()));
+        }
+    }
+    // Nor do the targets reach the harness's package by its own name.
     for file in rust_files(&src.join("bin"))
         .into_iter()
         .chain(rust_files(&src.join("targets")))
@@ -792,4 +804,61 @@ fn on_ci_a_claim_not_judged_in_full_fails_unless_allowed() {
             assert!(said.contains(what), "{id}:\n{said}");
         }
     }
+}
+
+/// A sentinel told `done` leaves the sandbox to its owner while the owner
+/// lives, and removes it once the owner has died since (its owner lock is
+/// free): a harness killed while it waited for the sentinel's sweep.
+#[test]
+fn a_sentinel_told_done_removes_the_sandbox_only_if_its_owner_died_since() {
+    use std::io::Write;
+    use swaplab::harness::process::{deadline, poll_until, targets_dir};
+    let sentinel_done = |dir: &std::path::Path| {
+        let mut s = Command::new(targets_dir().unwrap().join("swaplab-sentinel"))
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = s.stdin.take().unwrap();
+        stdin.write_all(b"done\n").unwrap();
+        drop(stdin);
+        assert!(s.wait().unwrap().success());
+    };
+    // Its owner (this test) lives: the folder stays.
+    let alive = swaplab::harness::sandbox::scratch("done-alive").unwrap();
+    sentinel_done(alive.path());
+    assert!(alive.path().join(".owner").exists(), "{:?}", alive.path());
+    // Its owner (a shell that takes the lock on its descriptor 9 with
+    // flock(1), then becomes `sleep`) died after `done` was said.
+    let parent = swaplab::harness::sandbox::scratch("done-parent").unwrap();
+    let dir = parent.path().join("swaplab-owned-dead");
+    std::fs::create_dir(&dir).unwrap();
+    let lock = dir.join(".owner");
+    std::fs::write(&lock, "").unwrap();
+    let mut owner = Command::new("sh");
+    owner
+        .args(["-c", "exec 9>\"$0\" && flock -x 9 && exec sleep 600"])
+        .arg(&lock);
+    swaplab::harness::process::die_with_parent(&mut owner);
+    let mut owner = owner.spawn().unwrap();
+    let held = poll_until(deadline(), Duration::from_millis(5), || {
+        let f = std::fs::File::open(&lock).unwrap();
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(_) => Err(()),
+            Err(_) => Ok(()),
+        }
+    });
+    assert!(held.is_ok(), "flock never took {lock:?}");
+    let mut s = Command::new(targets_dir().unwrap().join("swaplab-sentinel"))
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = s.stdin.take().unwrap();
+    stdin.write_all(b"done\n").unwrap();
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    drop(stdin);
+    assert!(s.wait().unwrap().success());
+    assert!(!dir.exists(), "{dir:?} is still there");
 }

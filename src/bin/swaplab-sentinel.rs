@@ -3,7 +3,8 @@
 //! with a pipe on stdin. When stdin ends — the harness closed it, or died,
 //! even by SIGKILL — the sentinel kills every process whose executable lies
 //! under the sandbox, until none is left. If the harness did not say `done`
-//! first, it died: the sentinel removes the sandbox too, once no mount
+//! first, or said it and died since (its sandbox's owner lock is free), the
+//! sentinel removes the sandbox too, once no mount
 //! namespace mounts anything under it any more (killing the processes of
 //! those namespaces, which are the harness's).
 //!
@@ -18,7 +19,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use swaplab::targets::sentinel::Order;
+use swaplab::targets::sentinel::{Order, OWNER_LOCK};
 
 fn under(root: &Path) -> Vec<i32> {
     let Ok(all) = procfs::process::all_processes() else {
@@ -50,11 +51,16 @@ fn main() {
     let mut said = Vec::new();
     let mut chunk = [0u8; 64];
     let mut stdin = std::io::stdin().lock();
-    while let Ok(n @ 1..) = stdin.read(&mut chunk) {
-        said.extend_from_slice(&chunk[..n]);
+    loop {
+        match stdin.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => said.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
     }
     let mut groups: Vec<i32> = Vec::new();
-    let mut harness_lives = false;
+    let mut said_done = false;
     for order in String::from_utf8_lossy(&said)
         .lines()
         .filter_map(Order::parse)
@@ -62,7 +68,7 @@ fn main() {
         match order {
             Order::Watch(g) => groups.push(g),
             Order::Forget(g) => groups.retain(|w| *w != g),
-            Order::Done => harness_lives = true,
+            Order::Done => said_done = true,
         }
     }
     let until = Instant::now() + swaplab::targets::sentinel::SWEEP;
@@ -85,8 +91,22 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    if !harness_lives {
+    // A harness that said `done` and then died (killed while it waited for
+    // this sweep) has let go of its sandbox's owner lock: the sandbox is
+    // then no one's to remove but this sentinel's.
+    if !said_done || !owner_holds(&root) {
         remove_once_unmounted(&root);
+    }
+}
+
+/// Whether a live process holds the owner lock of the sandbox `root` (the
+/// harness's sandbox module takes it for as long as its owner lives). A
+/// sandbox without the lock file is left to whoever made it.
+fn owner_holds(root: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    match std::fs::File::open(root.join(OWNER_LOCK)) {
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err(),
+        Err(_) => true,
     }
 }
 

@@ -24,6 +24,7 @@ use tempfile::TempDir;
 use crate::process::Program;
 use crate::runtime::Runtime;
 use crate::variants::Variant;
+use swaplab_protocol::sentinel::OWNER_LOCK;
 use swaplab_stale::mounts::mounted_under;
 
 /// Sandboxes alive now, for [`remove_all`].
@@ -82,9 +83,6 @@ fn owner_tag() -> String {
         .map_or(0, |s| s.starttime);
     format!("{}_{start}", std::process::id())
 }
-
-/// The file in each folder whose lock its owner holds.
-const OWNER_LOCK: &str = ".owner";
 
 /// Whether nobody holds the lock on `dir`'s owner file: its owner is gone.
 /// A folder with no owner file yet (being made) is not taken for gone.

@@ -40,8 +40,8 @@
 //!
 //! It is a package of its own so that both sides can stand on it: the
 //! target programs (in `swaplab`) and the harness (`swaplab-harness`),
-//! neither importing the other. [`sentinel`] holds the limits of the
-//! sentinel program, which the harness waits by.
+//! neither importing the other. [`sentinel`] holds what the harness tells
+//! the sentinel program, and the limits it waits by.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -6,7 +6,8 @@
 //! every process of the sandbox. If [`Order::Done`] came first, the harness
 //! lives and removes the sandbox itself; if not, the harness died (however
 //! it died: its end of the pipe closed with it) and the sentinel removes the
-//! sandbox too.
+//! sandbox too. It does as well when the harness died after `done`: its
+//! lock on the sandbox's [`OWNER_LOCK`] file is then free.
 
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ impl Order {
         }
     }
 }
+
+/// The file in a sandbox whose `flock` its owner holds for as long as it
+/// lives (the kernel lets go of it when the owner dies, however it dies).
+pub const OWNER_LOCK: &str = ".owner";
 
 /// How long a sentinel goes on killing the processes of its sandbox before
 /// it gives up (one in D state may take a while to go).
