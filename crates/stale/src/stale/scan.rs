@@ -57,7 +57,9 @@ pub fn scan(opts: &ScanOptions) -> Result<StaleReport> {
     for p in &mut report.processes {
         p.user = s.user(p.uid);
     }
-    report.processes.sort_by_key(|p| p.pid);
+    // Oldest first (a master before the workers it forked), whatever the
+    // pids: they wrap around (at 32768 on many machines).
+    report.processes.sort_by_key(|p| (p.start_ns, p.pid));
     let own_cgroup = cgroup_of(Path::new("/proc/self"));
     report.groups = plan::groups(
         &report.processes,
