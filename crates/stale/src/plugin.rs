@@ -125,32 +125,22 @@ pub fn parse_args<C: clap::Parser>() -> C {
 }
 
 /// `N processes (nginx ×2, sshd)`: the processes of one urgency and their
-/// commands, the first five named.
+/// commands.
 fn needing(r: &StaleReport, required: bool) -> String {
-    let mut names: Vec<(String, usize)> = Vec::new();
-    for p in r
+    let names: Vec<&str> = r
         .processes
         .iter()
         .filter(|p| (p.need == crate::report::Urgency::Required) == required)
-    {
-        match names.iter_mut().find(|(n, _)| *n == p.command) {
-            Some((_, k)) => *k += 1,
-            None => names.push((p.command.clone(), 1)),
-        }
-    }
-    let n = names.iter().map(|(_, k)| k).sum::<usize>();
-    let shown: Vec<String> = names
-        .iter()
-        .take(5)
-        .map(|(c, k)| {
-            if *k > 1 {
-                format!("{c} ×{k}")
-            } else {
-                c.clone()
-            }
-        })
+        .map(|p| p.command.as_str())
         .collect();
-    let more = if names.len() > 5 { ", …" } else { "" };
-    let noun = if n == 1 { "process" } else { "processes" };
-    format!("{n} {noun} ({}{more})", shown.join(", "))
+    let noun = if names.len() == 1 {
+        "process"
+    } else {
+        "processes"
+    };
+    format!(
+        "{} {noun} ({})",
+        names.len(),
+        crate::text::names_counted(&names)
+    )
 }

@@ -105,7 +105,7 @@ fn unchecked(r: &StaleReport, marks: &Marks) -> Vec<String> {
 }
 
 /// Up to eight command names, each with its count (`sshd ×3`).
-fn names_counted(names: &[&str]) -> String {
+pub fn names_counted(names: &[&str]) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for n in names {
         *counts.entry(n).or_default() += 1;
