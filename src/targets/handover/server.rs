@@ -134,13 +134,18 @@ pub(super) fn serve_main(opts: Opts) -> ! {
     } else {
         log(me, "paused: listening, not accepting");
     }
-    emit(&format!("ready pid={me}"));
     match takeover_conn {
-        Some(conn) => s.finish_takeover(conn),
+        Some(conn) => {
+            emit(&format!("ready pid={me}"));
+            s.finish_takeover(conn)
+        }
         None => {
+            // Bound before `ready`: whoever waits for it may start the
+            // next generation at once, which connects to this socket.
             if let Some(path) = s.opts.control.clone() {
                 s.bind_control(&path);
             }
+            emit(&format!("ready pid={me}"));
         }
     }
     if let Ok(sock) = std::env::var("NOTIFY_SOCKET") {
