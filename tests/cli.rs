@@ -11,6 +11,22 @@ pub fn swaplab() -> Command {
     cmd
 }
 
+/// `swaplab` as `user` runs it, from `/`: its own copy in `dir`, a folder
+/// opened to it here. The build folder may not be open to it (a checkout
+/// under Debian's /root, mode 700).
+pub fn swaplab_as(user: &nix::unistd::User, dir: &std::path::Path) -> std::process::Command {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("swaplab");
+    std::fs::copy(assert_cmd::cargo::cargo_bin!("swaplab"), &copy).unwrap();
+    let mut cmd = std::process::Command::new(copy);
+    cmd.uid(user.uid.as_raw())
+        .gid(user.gid.as_raw())
+        .current_dir("/");
+    cmd
+}
+
 #[test]
 fn list_shows_every_finding_with_its_status() {
     let out = swaplab().arg("list").assert().success();
@@ -438,15 +454,9 @@ fn matrix_says_it_needs_root_and_stops_cleanly() {
         return;
     };
     let dir = swaplab::harness::sandbox::scratch("cli").unwrap();
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
-    {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-    }
-    let out = cmd
+    let out = swaplab_as(&user, dir.path())
         .args(["matrix", "--debian", "bullseye", "--out"])
         .arg(dir.path().join("out"))
-        .current_dir("/")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -32,23 +32,20 @@ fn matrix_fs_rejects_bad_input_and_non_root_with_exit_code_2() {
             "not a folder of swaplab matrix --fs",
         ));
     // As an unprivileged user: exit 2, and what to run instead.
-    let as_user = |cmd: &mut Command| {
-        if nix::unistd::geteuid().is_root() {
-            let user = swaplab::harness::finding::second_user()?;
-            use std::os::unix::process::CommandExt;
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-        }
-        Some(())
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let Some(user) = swaplab::harness::finding::second_user() else {
+            eprintln!("skipped the non-root case: no user `swaplab` or `nobody` to run as");
+            return;
+        };
+        crate::cli::swaplab_as(&user, dir.path())
+    } else {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
+        cmd.current_dir("/");
+        cmd
     };
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("swaplab"));
-    if as_user(&mut cmd).is_none() {
-        eprintln!("skipped the non-root case: no user `swaplab` or `nobody` to run as");
-        return;
-    }
     let run = cmd
         .args(["matrix", "--fs", "ext4,btrfs", "--out"])
         .arg(&out)
-        .current_dir("/")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
@@ -73,9 +70,31 @@ fn root_or_skip(what: &str) -> bool {
     false
 }
 
+/// Whether the `mkfs` of each filesystem is installed; if not, says so and
+/// what to install (on CI it must be).
+fn mkfs_or_skip(fs: &[&str]) -> bool {
+    let missing: Vec<String> = fs
+        .iter()
+        .map(|f| format!("mkfs.{f}"))
+        .filter(|m| swaplab::harness::programs::find(m).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !swaplab::harness::ci::on_ci(),
+        "on CI {missing:?} must be installed"
+    );
+    eprintln!(
+        "skipped: {} not installed (apt-get install -y btrfs-progs xfsprogs e2fsprogs)",
+        missing.join(", ")
+    );
+    false
+}
+
 #[test]
 fn matrix_fs_runs_the_file_findings_on_fresh_tmpfs_and_btrfs() {
-    if !root_or_skip("matrix --fs") {
+    if !root_or_skip("matrix --fs") || !mkfs_or_skip(&["btrfs"]) {
         return;
     }
     let dir = swaplab::harness::sandbox::scratch("fs").unwrap();
@@ -255,9 +274,16 @@ fn start_column(fs: &str, tmp: &Path, out: &Path) -> (Killed, String, Said) {
             }
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(60));
-    let Ok(line) = line else {
-        panic!("the {fs} column did not say where its sandboxes are within 60 s");
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => line,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the {fs} column did not say where its sandboxes are within 60 s")
+        }
+        // Its stderr ended: the matrix ended first.
+        Err(_) => panic!(
+            "the matrix ended before its {fs} column said where its sandboxes are:\n{}",
+            said.lock().unwrap().join("\n")
+        ),
     };
     let folder = fs_folders(tmp)
         .into_iter()
@@ -284,7 +310,7 @@ impl Drop for Killed {
 
 #[test]
 fn a_matrix_killed_or_interrupted_while_a_column_runs_leaves_nothing_behind() {
-    if !root_or_skip("matrix --fs") {
+    if !root_or_skip("matrix --fs") || !mkfs_or_skip(&["ext4", "btrfs"]) {
         return;
     }
     use nix::sys::signal::Signal;

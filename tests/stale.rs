@@ -341,14 +341,8 @@ fn stale_as_an_unprivileged_user_reports_its_own_and_counts_the_rest() {
     let (user_p, user_exe) = sleeper(dir.path(), "swl-unpriv-user", Some(ids));
     install("/bin/true", &root_exe);
     install("/bin/true", &user_exe);
-    // The user runs its own copy of swaplab from the sandbox (the build
-    // folder may not be open to it).
-    let me = dir.path().join("swaplab");
-    std::fs::copy(assert_cmd::cargo::cargo_bin!("swaplab"), &me).unwrap();
-    let mut cmd = std::process::Command::new(&me);
-    cmd.args(["stale", "--json", "--match", "swl-unpriv"])
-        .uid(ids.0)
-        .gid(ids.1);
+    let mut cmd = crate::cli::swaplab_as(&user, dir.path());
+    cmd.args(["stale", "--json", "--match", "swl-unpriv"]);
     let out = output_of(cmd);
     assert_eq!(
         out.status.code(),
@@ -372,10 +366,8 @@ fn stale_as_an_unprivileged_user_reports_its_own_and_counts_the_rest() {
         .map(|u| u["pid"].as_i64().unwrap())
         .collect();
     assert_eq!(unreadable, vec![root_p.pid() as i64], "{v}");
-    let mut cmd = std::process::Command::new(&me);
-    cmd.args(["stale", "--match", "swl-unpriv"])
-        .uid(ids.0)
-        .gid(ids.1);
+    let mut cmd = crate::cli::swaplab_as(&user, dir.path());
+    cmd.args(["stale", "--match", "swl-unpriv"]);
     let text = output_of(cmd);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
@@ -385,10 +377,8 @@ fn stale_as_an_unprivileged_user_reports_its_own_and_counts_the_rest() {
     assert_eq!(v["unreadable"][0]["reason"], "another-user", "{v}");
     // Asked for by pid, another user's process cannot be judged: exit 3,
     // never an all-clear.
-    let mut cmd = std::process::Command::new(&me);
-    cmd.args(["stale", "--pid", &root_p.pid().to_string()])
-        .uid(ids.0)
-        .gid(ids.1);
+    let mut cmd = crate::cli::swaplab_as(&user, dir.path());
+    cmd.args(["stale", "--pid", &root_p.pid().to_string()]);
     let out = output_of(cmd);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{text}");
