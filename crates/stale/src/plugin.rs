@@ -57,11 +57,20 @@ pub fn line(r: &StaleReport, kernel: Option<&KernelStatus>) -> (State, String) {
     let state = state(r, kernel);
     let mut what = match state {
         State::Critical => format!("{} to restart", needing(r, true)),
-        State::Unknown => format!(
-            "{} unreadable, {} with files not judged",
-            r.unreadable.len(),
-            r.unchecked.len()
-        ),
+        State::Unknown => {
+            // `N WHAT (names)`, or `0 WHAT`.
+            let named = |what: &str, names: Vec<&str>| match names.len() {
+                0 => format!("0 {what}"),
+                n => format!("{n} {what} ({})", crate::text::names_counted(&names)),
+            };
+            let unread = r.unreadable.iter().map(|u| u.command.as_str()).collect();
+            let unchecked = r.unchecked.iter().map(|u| u.command.as_str()).collect();
+            format!(
+                "not judged: {}, {}",
+                named("unreadable", unread),
+                named("with files it could not judge", unchecked)
+            )
+        }
         State::Warning if r.optional > 0 => format!("{} may be restarted", needing(r, false)),
         State::Warning => String::new(),
         State::Ok if r.excluded_processes > 0 => format!(
