@@ -71,6 +71,17 @@ pub fn tool(
     }
 }
 
+/// Shows a tool's lines about `pids` in the order `pids` come (the order the
+/// experiment started them), not the tool's: lsof and checkrestart sort by
+/// pid, and pids wrap around (at 32768 on many machines), which would move
+/// lines of a lab sheet. Lines of one process keep their own order.
+fn show_in_order(lab: &mut Lab, pids: &[i32], mut lines: Vec<(i32, String)>) {
+    lines.sort_by_key(|(pid, _)| pids.iter().position(|p| p == pid));
+    for (_, line) in lines {
+        lab.proof(line);
+    }
+}
+
 /// `grep -l '(deleted)' /proc/PID/maps …`: the article's detection.
 pub fn grep_deleted(lab: &mut Lab, pids: &[i32]) -> Answer {
     let files: Vec<String> = pids.iter().map(|p| format!("/proc/{p}/maps")).collect();
@@ -118,6 +129,7 @@ pub fn lsof(lab: &mut Lab, pids: &[i32], plus_l1: bool) -> Answer {
     };
     let out = tool(lab, &argv, &shown, "lsof")?;
     let mut flagged = BTreeSet::new();
+    let mut lines = Vec::new();
     for line in out.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         let Some(pid) = cols.get(1).and_then(|p| p.parse::<i32>().ok()) else {
@@ -131,16 +143,20 @@ pub fn lsof(lab: &mut Lab, pids: &[i32], plus_l1: bool) -> Answer {
             } else {
                 name.to_string()
             };
-            lab.proof(format!(
-                "{} {} {} {}",
-                cols[0],
-                pidt(pid),
-                cols.get(3).unwrap_or(&""),
-                name
+            lines.push((
+                pid,
+                format!(
+                    "{} {} {} {}",
+                    cols[0],
+                    pidt(pid),
+                    cols.get(3).unwrap_or(&""),
+                    name
+                ),
             ));
             flagged.insert(pid);
         }
     }
+    show_in_order(lab, pids, lines);
     if flagged.is_empty() {
         lab.proof("(no lines)");
     }
@@ -191,6 +207,7 @@ pub fn needrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
         .map_err(|e| format!("cannot run needrestart: {e}"))?;
     let text = String::from_utf8_lossy(&out.stderr);
     let mut flagged = BTreeSet::new();
+    let mut lines = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("[main] #") else {
             continue;
@@ -202,9 +219,10 @@ pub fn needrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
             continue;
         };
         if pids.contains(&pid) && what.starts_with("uses ") && flagged.insert(pid) {
-            lab.proof(format!("[main] #{} {what}", pidt(pid)));
+            lines.push((pid, format!("[main] #{} {what}", pidt(pid))));
         }
     }
+    show_in_order(lab, pids, lines);
     if flagged.is_empty() {
         lab.proof("(no lines)");
     }
@@ -223,6 +241,7 @@ pub fn checkrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
         "debian-goodies",
     )?;
     let mut flagged = BTreeSet::new();
+    let mut lines = Vec::new();
     for line in out.lines() {
         let mut cols = line.split('\t');
         if cols.next() != Some("file") {
@@ -233,10 +252,11 @@ pub fn checkrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
         };
         if pids.contains(&pid) {
             let rest: Vec<&str> = cols.collect();
-            lab.proof(format!("file {} {}", pidt(pid), rest.join(" ")));
+            lines.push((pid, format!("file {} {}", pidt(pid), rest.join(" "))));
             flagged.insert(pid);
         }
     }
+    show_in_order(lab, pids, lines);
     if flagged.is_empty() {
         lab.proof("(no lines)");
     }
