@@ -19,7 +19,15 @@ pub fn swaplab_as(user: &nix::unistd::User, dir: &std::path::Path) -> std::proce
     use std::os::unix::process::CommandExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let copy = dir.join("swaplab");
-    std::fs::copy(assert_cmd::cargo::cargo_bin!("swaplab"), &copy).unwrap();
+    // Copied by cp, not by this process: a child that another test's
+    // thread forks would hold this process's write descriptor until it
+    // execs, and exec'ing the copy meanwhile fails with ETXTBSY.
+    let cp = std::process::Command::new("cp")
+        .arg(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success(), "cp swaplab {copy:?}: {cp:?}");
     let mut cmd = std::process::Command::new(copy);
     cmd.uid(user.uid.as_raw())
         .gid(user.gid.as_raw())
