@@ -33,7 +33,7 @@ use nix::unistd::{getpid, Pid};
 use crate::targets::agent::emit;
 use crate::targets::generation::own_generation;
 use crate::targets::handover::{
-    fail, log, mono_ns, poll_ready, send_fds, signal_fd, take_over, Opts,
+    bind_each, fail, log, mono_ns, poll_ready, send_fds, signal_fd, take_over, Opts,
 };
 
 /// A datagram's text is at most this long; longer ones are cut.
@@ -77,17 +77,7 @@ fn bind_udp(addr: SocketAddr, reuseport: bool) -> Result<UdpSocket, String> {
 /// Binds every `--listen` address; a port 0 after the first means the
 /// first one's port (one port on 127.0.0.1 and ::1).
 fn bind_all(addrs: &[SocketAddr], reuseport: bool) -> Vec<UdpSocket> {
-    let mut v: Vec<UdpSocket> = Vec::new();
-    for a in addrs {
-        let mut a = *a;
-        if a.port() == 0 {
-            if let Some(first) = v.first().and_then(|s| s.local_addr().ok()) {
-                a.set_port(first.port());
-            }
-        }
-        v.push(bind_udp(a, reuseport).unwrap_or_else(|e| fail(&e)));
-    }
-    v
+    bind_each(addrs, |a| bind_udp(a, reuseport), UdpSocket::local_addr)
 }
 
 /// `fd=4 addr=127.0.0.1:P, fd=5 addr=[::1]:P`: the TCP mode's format, which

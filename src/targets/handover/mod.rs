@@ -230,17 +230,32 @@ pub(crate) fn poll_ready(fds: &mut [PollFd], timeout: PollTimeout) -> Vec<bool> 
 /// after the first listener means the first one's port (one port on
 /// 127.0.0.1 and ::1).
 fn bind_all(addrs: &[SocketAddr], reuseport: bool) -> Vec<TcpListener> {
-    let mut ls: Vec<TcpListener> = Vec::new();
+    bind_each(
+        addrs,
+        |a| bind_listener(a, reuseport),
+        TcpListener::local_addr,
+    )
+}
+
+/// Binds every address with `bind`, or fails with its reason; a port 0
+/// after the first socket means the first one's port (`local` reads it).
+/// The TCP and the UDP servers both bind this way.
+pub(crate) fn bind_each<S>(
+    addrs: &[SocketAddr],
+    bind: impl Fn(SocketAddr) -> Result<S, String>,
+    local: impl Fn(&S) -> std::io::Result<SocketAddr>,
+) -> Vec<S> {
+    let mut bound: Vec<S> = Vec::new();
     for a in addrs {
         let mut a = *a;
         if a.port() == 0 {
-            if let Some(first) = ls.first().and_then(|l| l.local_addr().ok()) {
+            if let Some(first) = bound.first().and_then(|s| local(s).ok()) {
                 a.set_port(first.port());
             }
         }
-        ls.push(bind_listener(a, reuseport).unwrap_or_else(|e| fail(&e)));
+        bound.push(bind(a).unwrap_or_else(|e| fail(&e)));
     }
-    ls
+    bound
 }
 
 fn describe(ls: &[TcpListener]) -> String {
