@@ -300,7 +300,7 @@ fn stale_rejects_bad_input_with_exit_code_2() {
         .arg(empty.path())
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("no dpkg database there"));
+        .stderr(predicate::str::contains("no dpkg or rpm database there"));
     swaplab()
         .args(["stale", "--plan", "--json"])
         .assert()

@@ -92,8 +92,9 @@ pub struct Args {
     /// in). Repeatable; they are counted, not judged.
     #[arg(long, value_name = "KIND=VALUE", value_parser = Exclusion::parse)]
     pub exclude: Vec<Exclusion>,
-    /// A folder with a dpkg database of its own (`dpkg --root DIR`):
-    /// files under it are attributed from DIR/var/lib/dpkg (repeatable).
+    /// A folder with a package database of its own (`dpkg --root DIR`,
+    /// `rpm --root DIR`): files under it are attributed from DIR/var/lib/dpkg
+    /// or rpm's DIR/var/lib/rpm/rpmdb.sqlite (repeatable).
     #[arg(long = "package-root", value_name = "DIR")]
     pub package_roots: Vec<std::path::PathBuf>,
     /// Print the JSON Schema of --json's output and scan nothing.
@@ -208,9 +209,9 @@ impl Args {
         let package_roots = package_roots
             .iter()
             .map(|r| match std::fs::canonicalize(r) {
-                Ok(real) if real.join("var/lib/dpkg").is_dir() => Ok(real),
+                Ok(real) if crate::packages::has_database(&real) => Ok(real),
                 _ => Err(bad(format!(
-                    "--package-root {}: no dpkg database there (var/lib/dpkg)",
+                    "--package-root {}: no dpkg or rpm database there (var/lib/dpkg, var/lib/rpm, usr/lib/sysimage/rpm)",
                     r.display()
                 ))),
             })

@@ -20,5 +20,6 @@ pub mod plugin;
 pub mod regular;
 pub mod report;
 pub mod scripts;
+pub mod sqlite;
 pub mod stale;
 pub mod text;

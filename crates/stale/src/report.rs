@@ -105,7 +105,7 @@ pub struct StaleFile {
     /// The whole explanation, for people.
     pub detail: String,
     /// The package that installed the file at this path, where a dpkg
-    /// database tells (see [`super::packages`]).
+    /// or rpm database tells (see [`super::packages`]).
     pub package: Option<Package>,
     /// The name `/proc/PID/maps` gives, when the process knows the file by
     /// another: a chroot's file, named from the root of the namespace.
@@ -287,9 +287,20 @@ pub struct StaleReport {
     /// The processes with files that could not be judged, each file with
     /// its reason.
     pub unchecked: Vec<UncheckedProcess>,
+    /// Package databases found that could not be read: the files they
+    /// hold are not named.
+    pub unread_databases: Vec<UnreadDatabase>,
     /// The effective uid the scan ran as.
     pub scanner_uid: u32,
     pub seconds: f64,
+}
+
+/// A package database that could not be read, and why.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnreadDatabase {
+    pub path: PathBuf,
+    pub why: String,
 }
 
 impl StaleReport {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::packages::{Manager, Package};
 use crate::plan;
 use crate::report::{Group, Marks, Role, StaleReport, Unread, Urgency};
 
@@ -43,19 +44,10 @@ pub fn render(r: &StaleReport, marks: &Marks) -> Vec<String> {
             } else {
                 f.detail.clone()
             };
-            let package = match &f.package {
-                Some(p) => format!(
-                    " [package {}{}{}]",
-                    p.name,
-                    p.version
-                        .as_ref()
-                        .map_or(String::new(), |v| format!(" {v}")),
-                    p.upgraded_from
-                        .as_ref()
-                        .map_or(String::new(), |v| format!(", upgraded from {v}"))
-                ),
-                None => String::new(),
-            };
+            let package = f
+                .package
+                .as_ref()
+                .map_or(String::new(), |p| package_text(p, marks));
             out.push(format!(
                 "  {role} {}: {}: {detail}{package}",
                 f.path.to_string_lossy(),
@@ -64,6 +56,13 @@ pub fn render(r: &StaleReport, marks: &Marks) -> Vec<String> {
         }
     }
     out.extend(unchecked(r, marks));
+    for d in &r.unread_databases {
+        out.push(format!(
+            "packages not named from {}: {}",
+            d.path.to_string_lossy(),
+            d.why
+        ));
+    }
     out.push(summary(r, marks));
     out.into_iter().map(one_line).collect()
 }
@@ -215,6 +214,39 @@ fn ms_vol(detail: &str, marks: &Marks) -> String {
 }
 
 /// The summary line.
+/// ` [package NAME VERSION, …]`: what the package database told of a
+/// file: the version installed now, and the one the process runs (dpkg's
+/// log) or whether the version installed now came after it started (rpm's
+/// install time).
+fn package_text(p: &Package, marks: &Marks) -> String {
+    let mut s = format!(" [package {}", p.name);
+    if let Some(v) = &p.version {
+        s.push_str(&format!(" {v}"));
+    }
+    if p.manager == Manager::Rpm {
+        s.push_str(" (rpm)");
+    }
+    if let Some(v) = &p.upgraded_from {
+        s.push_str(&format!(", upgraded from {v}"));
+    }
+    if let Some(after) = p.installed_after_start {
+        let when = p.installed_at.clone().unwrap_or_default();
+        s.push_str(&if after {
+            format!(
+                ", installed {} after the process started: it runs an earlier version",
+                (marks.vol)(when)
+            )
+        } else {
+            format!(
+                ", installed {} before the process started",
+                (marks.vol)(when)
+            )
+        });
+    }
+    s.push(']');
+    s
+}
+
 pub fn summary(r: &StaleReport, marks: &Marks) -> String {
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::packages::{self, Asked};
 use crate::plan;
-use crate::report::{Excluded, StaleProcess, StaleReport, Urgency};
+use crate::report::{Excluded, StaleProcess, StaleReport, UnreadDatabase, Urgency};
 
 use super::parents::parents_outside;
 use super::process::cgroup_of;
@@ -45,6 +45,7 @@ pub fn scan(opts: &ScanOptions) -> Result<StaleReport> {
         data_files: 0,
         unchecked_files: 0,
         unchecked: Vec::new(),
+        unread_databases: Vec::new(),
         scanner_uid: nix::unistd::geteuid().as_raw(),
         seconds: 0.0,
     };
@@ -52,7 +53,7 @@ pub fn scan(opts: &ScanOptions) -> Result<StaleReport> {
     let parents = parents_outside(&report, opts);
     plan::advise(&mut report.processes, &parents);
     if !opts.skip_packages {
-        attribute_packages(&mut report.processes, &opts.package_roots);
+        report.unread_databases = attribute_packages(&mut report.processes, &opts.package_roots);
     }
     for p in &mut report.processes {
         p.user = s.user(p.uid);
@@ -147,19 +148,22 @@ pub(super) fn scan_all(pids: &[i32], opts: &ScanOptions, report: &mut StaleRepor
     s
 }
 
-/// Names the package of every flagged file where a dpkg database tells:
-/// the process's own root's database (a chroot, a container), else that
-/// of a `package_roots` folder the file is under, else the host's.
-pub(super) fn attribute_packages(procs: &mut [StaleProcess], package_roots: &[PathBuf]) {
+/// Names the package of every flagged file where a dpkg or rpm database
+/// tells: the process's own root's database (a chroot, a container), else
+/// that of a `package_roots` folder the file is under, else the host's.
+/// Returns the databases found that could not be read.
+pub(super) fn attribute_packages(
+    procs: &mut [StaleProcess],
+    package_roots: &[PathBuf],
+) -> Vec<UnreadDatabase> {
     // Database root -> (process, file, path inside that root, start).
-    type Asks = Vec<(usize, usize, PathBuf, String)>;
+    type Asks = Vec<(usize, usize, PathBuf, i128)>;
     let mut asked: BTreeMap<PathBuf, Asks> = BTreeMap::new();
     // A worker forked after the upgrade runs what its top started on: the
     // top's start says which upgrade replaced it.
     let starts: HashMap<i32, i128> = procs.iter().map(|p| (p.pid, p.start_ns)).collect();
     for (i, p) in procs.iter().enumerate() {
         let start = starts.get(&p.restart.at).copied().unwrap_or(p.start_ns);
-        let started = packages::log_time(start);
         let other_ns = PathBuf::from(format!("/proc/{}/root", p.pid));
         for (j, f) in p.files.iter().enumerate() {
             // The process's own database, for what lies in its root (a
@@ -179,20 +183,25 @@ pub(super) fn attribute_packages(procs: &mut [StaleProcess], package_roots: &[Pa
                     })
                     .unwrap_or_else(|| (PathBuf::from("/"), f.path.clone())),
             };
-            asked
-                .entry(root)
-                .or_default()
-                .push((i, j, inside, started.clone()));
+            asked.entry(root).or_default().push((i, j, inside, start));
         }
     }
+    let mut unread = Vec::new();
     for (root, files) in asked {
         let asks: Vec<Asked> = files
             .iter()
-            .map(|(_, _, path, started)| Asked { path, started })
+            .map(|(_, _, path, started_ns)| Asked {
+                path,
+                started_ns: *started_ns,
+            })
             .collect();
         let owners = packages::owners(&root, &asks);
         for (i, j, path, _) in &files {
-            procs[*i].files[*j].package = owners.get(path).cloned();
+            procs[*i].files[*j].package = owners.by_path.get(path).cloned();
+        }
+        if let Some((path, why)) = owners.unread {
+            unread.push(UnreadDatabase { path, why });
         }
     }
+    unread
 }

@@ -1,60 +1,24 @@
-//! Which package owns a file, read from dpkg's database directly: the
-//! `info/*.list` files for the owner (found through [`dpkg_index`]), `status` for the installed version,
-//! and dpkg's log for the version an upgrade replaced. Nothing is run: no
-//! package manager, no hook, no interpreter (needrestart's local-root CVEs
-//! came from running an interpreter on what a process named).
-//!
-//! A database belongs to a root: the host's (`/`), a chroot's or a
-//! container's (as its processes see it, through `/proc/PID/root`), or one
-//! named on the command line (a `dpkg --root` folder). Paths are asked for
-//! as they are inside that root.
+//! dpkg's database: the `info/*.list` files for the owner (found through
+//! [`dpkg_index`]), `status` for the installed version, and dpkg's log for
+//! the version an upgrade replaced.
 //!
 //! What it cannot tell: files dpkg diverted (`dpkg-divert`) are named by
-//! their diverted name in the lists and are not followed; rpm's database
-//! (Berkeley DB or SQLite) is not read.
+//! their diverted name in the lists and are not followed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::Serialize;
-
+use super::{names_in_lists, usr_aliases, Asked, Manager, Package};
 use crate::{dpkg_index, regular};
 
 /// The most read of any one database file: dpkg's status is a few MB on
 /// a large machine; a file larger than this is no database of dpkg's.
 const CAP: u64 = 256 << 20;
 
-/// The package a file came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Package {
-    pub name: String,
-    /// `amd64`, `all`, … when the list file names it (`libc6:amd64.list`).
-    pub arch: Option<String>,
-    /// The version installed now (dpkg's `status`).
-    pub version: Option<String>,
-    /// The version the process started on, when dpkg's log shows the
-    /// upgrade that replaced it: the first upgrade of this package at or
-    /// after the process's start.
-    pub upgraded_from: Option<String>,
-    /// The database the answer came from.
-    pub database: PathBuf,
-}
-
-/// One file to attribute: its path inside the root, and when the process
-/// that runs it started (local time as dpkg's log writes it,
-/// `YYYY-MM-DD HH:MM:SS`).
-pub struct Asked<'a> {
-    pub path: &'a Path,
-    pub started: &'a str,
-}
-
 /// The owners of `files` in the dpkg database under `root`, by the file's
 /// path; files no package owns are left out. Empty when `root` holds no
 /// dpkg database.
-pub fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package> {
+pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package> {
     let admin = root.join("var/lib/dpkg");
     let Some(index) = dpkg_index::load(&admin) else {
         return BTreeMap::new();
@@ -97,18 +61,22 @@ pub fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package> {
                 .get(&(name.clone(), arch.clone()))
                 .or_else(|| versions.get(&(name.clone(), None)))
                 .cloned();
+            let started = log_time(files[i].started_ns);
             let upgraded_from = upgrades
                 .iter()
                 .filter(|u| u.package == name && (arch.is_none() || u.arch == arch))
-                .find(|u| u.when.as_str() >= files[i].started)
+                .find(|u| u.when >= started)
                 .map(|u| u.from.clone());
             (
                 files[i].path.to_path_buf(),
                 Package {
+                    manager: Manager::Dpkg,
                     name,
                     arch,
                     version,
                     upgraded_from,
+                    installed_at: None,
+                    installed_after_start: None,
                     database: admin.clone(),
                 },
             )
@@ -120,40 +88,6 @@ pub fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package> {
 fn read_list(admin: &Path, list: &str) -> Option<HashSet<Vec<u8>>> {
     let text = regular::read(&admin.join("info").join(format!("{list}.list")), CAP).ok()?;
     Some(text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect())
-}
-
-/// The merged-`/usr` links of a root (`/lib -> usr/lib`, …): dpkg lists a
-/// file under the name its package ships, which may be the other one.
-fn usr_aliases(root: &Path) -> Vec<(PathBuf, PathBuf)> {
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let target = fs::read_link(e.path()).ok()?;
-            let target = if target.is_absolute() {
-                target
-            } else {
-                Path::new("/").join(target)
-            };
-            Some((Path::new("/").join(e.file_name()), target))
-        })
-        .collect()
-}
-
-/// Every name `path` may be listed under: itself, and the same file
-/// through each merged-`/usr` link in either direction.
-fn names_in_lists(path: &Path, aliases: &[(PathBuf, PathBuf)]) -> Vec<PathBuf> {
-    let mut names = vec![path.to_path_buf()];
-    for (link, target) in aliases {
-        if let Ok(rest) = path.strip_prefix(target) {
-            names.push(link.join(rest));
-        } else if let Ok(rest) = path.strip_prefix(link) {
-            names.push(target.join(rest));
-        }
-    }
-    names
 }
 
 /// `(package, arch)` → installed version, from dpkg's `status` file, for
@@ -256,6 +190,23 @@ pub fn log_time(epoch_ns: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    /// A local time (`YYYY-MM-DD HH:MM:SS`) in ns since the epoch, as
+    /// date(1) reads it in this process's time zone.
+    fn local_ns(when: &str) -> i128 {
+        let out = std::process::Command::new("date")
+            .arg(format!("--date={when}"))
+            .arg("+%s")
+            .output()
+            .expect("date(1) runs");
+        let secs: i128 = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        secs * 1_000_000_000
+    }
 
     /// A dpkg database written by hand, as dpkg writes it.
     fn database(dir: &Path) {
@@ -295,15 +246,15 @@ mod tests {
         let asked = [
             Asked {
                 path: Path::new("/usr/lib/libfoo.so.1"),
-                started: "2026-01-01 12:00:00",
+                started_ns: local_ns("2026-01-01 12:00:00"),
             },
             Asked {
                 path: Path::new("/usr/bin/bar"),
-                started: "2026-01-01 12:00:00",
+                started_ns: local_ns("2026-01-01 12:00:00"),
             },
             Asked {
                 path: Path::new("/usr/bin/ba"),
-                started: "2026-01-01 12:00:00",
+                started_ns: local_ns("2026-01-01 12:00:00"),
             },
         ];
         let got = owners(dir.path(), &asked);
@@ -327,7 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let asked = [Asked {
             path: Path::new("/usr/bin/bar"),
-            started: "",
+            started_ns: 0,
         }];
         assert!(owners(dir.path(), &asked).is_empty());
     }
