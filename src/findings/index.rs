@@ -61,8 +61,9 @@ index! {
     detect {
         D01 d01_swaplab_stale_finds_exactly_the_processes_to_restart,
     }
-    /// The same question after a real package upgrade, done by dpkg.
-    dpkg {
+    /// The same question after a real package upgrade, done by dpkg and by rpm.
+    packages {
         D02 d02_a_real_dpkg_upgrade_is_attributed_to_its_package_and_grouped,
+        D03 d03_a_real_rpm_upgrade_is_attributed_from_the_rpm_database,
     }
 }

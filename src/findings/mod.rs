@@ -40,7 +40,7 @@ pub const SERIES: &[Series] = &[
     Series {
         prefix: "D",
         name: "Which running processes must be restarted",
-        about: "Article 000's practical question answered by swaplab's detector, `swaplab stale`, and judged against the tools people use, on every case the other series show and after a real dpkg upgrade.",
+        about: "Article 000's practical question answered by swaplab's detector, `swaplab stale`, and judged against the tools people use, on every case the other series show and after a real dpkg or rpm upgrade.",
     },
 ];
 

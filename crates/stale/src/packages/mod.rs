@@ -95,6 +95,12 @@ pub fn owners(root: &Path, files: &[Asked]) -> Owners {
     Owners { by_path, unread }
 }
 
+/// A time in seconds since the epoch as the report writes it: UTC, RFC 3339.
+pub fn utc_time(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// Whether `root` holds a database this module reads or names as unread.
 pub fn has_database(root: &Path) -> bool {
     root.join("var/lib/dpkg").is_dir() || rpm::database_dir(root).is_some()

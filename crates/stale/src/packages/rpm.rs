@@ -11,12 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
 use super::rpm_header::{self as tag, Header};
-use super::{names_in_lists, usr_aliases, Asked, Manager, Package};
+use super::{names_in_lists, usr_aliases, utc_time, Asked, Manager, Package};
 use crate::sqlite::{Db, Value};
 
 /// Where rpm keeps its database inside a root: Fedora 36 and later in
@@ -145,10 +144,7 @@ fn package(h: &Header, database: &Path, started_ns: i128) -> Result<Package> {
         arch: h.string(tag::ARCH)?,
         version,
         upgraded_from: None,
-        installed_at: installed.map(|s| {
-            let t = UNIX_EPOCH + Duration::from_secs(s.into());
-            humantime::format_rfc3339_seconds(t).to_string()
-        }),
+        installed_at: installed.map(|s| utc_time(s.into())),
         // rpm keeps seconds: an install in the second the process started
         // counts as after it, as dpkg's log does.
         installed_after_start: installed

@@ -5,22 +5,23 @@
 //! people use are judged on the same processes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::detector::stale::{GroupKind, StaleReport};
+use crate::detector::stale::StaleReport;
 use crate::drivers::restart_tools::{
-    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Case, Others, Truth,
+    checkrestart, grep_deleted, judge, lsof, needrestart, Answer, Others, Truth,
 };
 use crate::harness::finding::{Finding, Need, Scope, Lesson};
 use crate::harness::lab::{pidt, Lab, Stale};
-use crate::harness::process::{Program, Target};
+use crate::harness::process::Program;
 use crate::harness::userns;
 use crate::harness::variants::Variant::{self, V1, V2};
 use crate::harness::variants::{NEW, OLD};
 
-use super::DETECTOR;
+use super::common::{case, check_groups, run, start_on_package};
+use crate::findings::DETECTOR;
 
 /// The package's name, and its two versions.
 const PACKAGE: &str = "libexample1";
@@ -121,16 +122,6 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-fn case(key: &'static str, title: &'static str, truth: Truth, expect: Stale, pid: i32) -> Case {
-    Case {
-        key,
-        title,
-        truth,
-        expect,
-        pid,
-    }
-}
-
 /// `pkg-VERSION/` with the control file and the variant's library at
 /// `/usr/lib/libexample.so`, built into `libexample1_VERSION.deb`.
 fn build_packages(lab: &mut Lab) -> Result<Vec<PathBuf>> {
@@ -203,39 +194,6 @@ fn dpkg(lab: &mut Lab, root: &Path, deb: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cmd` in the sandbox; its stdout, with its lines shown when `show`.
-fn run(lab: &mut Lab, cmd: &mut Command, show: bool) -> Result<String> {
-    cmd.current_dir(lab.sandbox.root())
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null());
-    let out = crate::harness::process::output_within(cmd, 3 * crate::harness::process::deadline())
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{:?} failed ({}): {}",
-        cmd.get_program(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if show {
-        for line in text.lines() {
-            lab.proof(line.to_string());
-        }
-    }
-    Ok(text)
-}
-
-/// Starts `program` on the package's library folder.
-fn start_on_package(lab: &mut Lab, program: Program, label: &str, root: &Path) -> Result<Target> {
-    let libs = root.join("usr/lib");
-    let t = lab.start_with(program, label, &[], move |cmd| {
-        cmd.env("LD_LIBRARY_PATH", &libs);
-        "LD_LIBRARY_PATH=dpkg-root/usr/lib".to_string()
-    })?;
-    Ok(t)
-}
-
 /// Each flagged process's library is attributed to the package, with the
 /// version installed now and the one the process started on.
 fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[i32], root: &Path) {
@@ -269,31 +227,3 @@ fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[i32], root: &Path) {
     }
 }
 
-/// The master and its worker are one entry that needs an exec; the lone
-/// process is another; nothing else.
-fn check_groups(lab: &mut Lab, r: &StaleReport, master: i32, worker: i32, lone: i32) {
-    let shown: Vec<String> = r
-        .groups
-        .iter()
-        .map(|g| {
-            let pids: Vec<String> = g.pids.iter().map(|&p| pidt(p)).collect();
-            format!("{:?} top {} [{}] exec_needed={}", g.kind, pidt(g.top), pids.join(" "), g.exec_needed)
-        })
-        .collect();
-    let tree = |top: i32, mut want: Vec<i32>, exec: bool| {
-        want.sort();
-        r.groups.iter().any(|g| {
-            let mut got = g.pids.clone();
-            got.sort();
-            g.top == top && got == want && g.exec_needed == exec
-        })
-    };
-    lab.check(
-        "the plan lists a and its worker c once, as a tree a fork-only reload cannot fix, and b alone",
-        r.groups.len() == 2
-            && r.groups.iter().all(|g| g.kind == GroupKind::ProcessTree)
-            && tree(master, vec![master, worker], true)
-            && tree(lone, vec![lone], false),
-        shown.join("; "),
-    );
-}
