@@ -1498,3 +1498,51 @@ fn stale_json_names_the_host_the_time_and_its_format_version() {
     let at = humantime::parse_rfc3339(time).unwrap();
     assert!(before <= at && at <= after, "{time}");
 }
+
+#[test]
+fn stale_plan_reads_an_excluded_master_however_many_other_processes_are_stale() {
+    // 300 stale processes forked from one other shell, started after the
+    // master: the plan once gave up after 256 parents to look at, counting
+    // each of their 300 (identical) parents, and took the excluded master
+    // it never reached for a clean one.
+    let dir = sandbox();
+    let sh = dir.path().join("swl-master");
+    std::fs::copy("/bin/sh", &sh).unwrap();
+    let master = interpreter(
+        dir.path(),
+        &sh,
+        &[
+            "-c",
+            "exec 3<&0; w() { echo swl-worker > /proc/self/comm; read a <&3; }; w & echo ready; wait",
+        ],
+    );
+    let m = master.pid();
+    wait_for("the master forked its worker", || children(m).len() == 1);
+    let worker = children(m)[0];
+    let many_sh = dir.path().join("swl-many");
+    std::fs::copy("/bin/sh", &many_sh).unwrap();
+    let many = interpreter(
+        dir.path(),
+        &many_sh,
+        &[
+            "-c",
+            "exec 3<&0; i=0; while [ $i -lt 300 ]; do (read a <&3) & i=$((i+1)); done; echo ready; wait",
+        ],
+    );
+    wait_for("300 forked", || children(many.pid()).len() == 300);
+    install("/bin/true", &sh);
+    install("/bin/true", &many_sh);
+    let out = swaplab()
+        .args(["stale", "--json", "--exclude", "name=^swl-master$"])
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    let w = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == worker)
+        .unwrap_or_else(|| panic!("no worker {worker} among {} processes", v["scanned"]));
+    assert_eq!(w["restart"]["at"], m, "{w}");
+    assert_eq!(w["restart"]["fork_is_enough"], false, "{w}");
+}

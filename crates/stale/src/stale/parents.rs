@@ -36,10 +36,11 @@ pub(super) fn parents_outside(report: &StaleReport, opts: &ScanOptions) -> plan:
         .map(|p| p.ppid)
         .collect();
     let everyone = ScanOptions::default();
-    let mut guard = 0;
+    // Each parent is read once (`known`), so the walk ends; it must not
+    // stop early: a cap counted the 300 identical parents of 300 workers
+    // and never reached the master of another.
     while let Some(ppid) = todo.pop() {
-        guard += 1;
-        if ppid <= 1 || guard > 256 || reported.contains(&ppid) || known.contains_key(&ppid) {
+        if ppid <= 1 || reported.contains(&ppid) || known.contains_key(&ppid) {
             continue;
         }
         if !filtered {
