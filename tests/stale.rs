@@ -1500,6 +1500,61 @@ fn stale_json_names_the_host_the_time_and_its_format_version() {
 }
 
 #[test]
+fn output_replaces_the_file_whole_so_a_reader_never_sees_half_of_one() {
+    let dir = sandbox();
+    let file = dir.path().join("swaplab_stale.prom");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let pid = std::process::id().to_string();
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(text) = std::fs::read_to_string(&file) {
+                    assert!(text.ends_with("# EOF\n"), "a reader saw {text:?}");
+                    reads += 1;
+                }
+            }
+            reads
+        });
+        for _ in 0..20 {
+            swaplab()
+                .args(["stale", "--openmetrics", "--pid", &pid, "--output"])
+                .arg(&file)
+                .assert()
+                .code(predicate::in_iter([0, 1, 3]))
+                .stdout("");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0, "the reader never saw the file");
+    });
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".swaplab-stale."))
+        .collect();
+    assert!(left.is_empty(), "new files left behind: {left:?}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "node-exporter, another user, reads it");
+}
+
+#[test]
+fn the_apt_hook_is_quiet_and_succeeds_when_nothing_needs_a_restart() {
+    // Its own process runs what is on disk; a bad argument still exits 0.
+    let pid = std::process::id().to_string();
+    swaplab()
+        .args(["stale", "--apt-hook", "--pid", &pid])
+        .assert()
+        .success()
+        .stdout("");
+    swaplab()
+        .args(["stale", "--apt-hook", "--pid", "999999999"])
+        .assert()
+        .success()
+        .stdout("")
+        .stderr(predicate::str::contains("--pid"));
+}
+
+#[test]
 fn stale_plan_reads_an_excluded_master_however_many_other_processes_are_stale() {
     // 300 stale processes forked from one other shell, started after the
     // master: the plan once gave up after 256 parents to look at, counting

@@ -1,5 +1,9 @@
 //! `swaplab stale`: the running processes whose code is no longer on disk.
 
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use regex::Regex;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -21,6 +25,9 @@ pub enum Output {
     Plan,
     /// One line and a plugin's status (`--monitoring-plugin`).
     Plugin,
+    /// The plan when a restart is needed, else nothing; status 0
+    /// (`--apt-hook`).
+    AptHook,
 }
 
 /// `--json`: the scan's report, the kernel's status beside it (`null` when
@@ -83,10 +90,20 @@ pub struct Args {
     /// process tree once, what it fixes, and its command.
     #[arg(long, conflicts_with_all = ["json", "openmetrics"])]
     pub plan: bool,
+    /// Act as apt's hook (DPkg::Post-Invoke): print the plan when a
+    /// process needs a restart, nothing otherwise, and exit 0 whatever
+    /// happens, so that apt never fails for it.
+    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan"])]
+    pub apt_hook: bool,
     /// Act as a monitoring plugin (Nagios, Icinga, Sensu): one line, and
     /// the status OK 0, WARNING 1, CRITICAL 2 or UNKNOWN 3.
-    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan"])]
+    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan", "apt_hook"])]
     pub monitoring_plugin: bool,
+    /// Write the report into FILE instead of printing it: a new file in
+    /// FILE's folder, renamed over FILE once whole, so that a reader (node-
+    /// exporter's textfile collector) never sees half of one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["apt_hook", "monitoring_plugin"])]
+    pub output: Option<std::path::PathBuf>,
     /// Leave processes out: `name=REGEX` (command name or executable
     /// path), `user=USER`, or `unit=UNIT` (the systemd service they run
     /// in). Repeatable; they are counted, not judged.
@@ -98,7 +115,7 @@ pub struct Args {
     #[arg(long = "package-root", value_name = "DIR")]
     pub package_roots: Vec<std::path::PathBuf>,
     /// Print the JSON Schema of --json's output and scan nothing.
-    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan", "monitoring_plugin", "pids", "user", "pattern", "package_roots", "exclude"])]
+    #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan", "apt_hook", "monitoring_plugin", "output", "pids", "user", "pattern", "package_roots", "exclude"])]
     pub json_schema: bool,
 }
 
@@ -131,10 +148,11 @@ Examples:
   swaplab stale --exclude unit=postgresql --exclude 'name=^/opt/'
   sudo swaplab stale --monitoring-plugin
 
-For node-exporter's textfile collector: status 1 still wrote the whole text;
-rename it into place, so the collector never reads half a file:
-  swaplab stale --openmetrics > DIR/swaplab.prom.$$; [ $? -le 1 ] &&
-    mv DIR/swaplab.prom.$$ DIR/swaplab.prom
+For node-exporter's textfile collector (the whole text is written with
+status 1 or 3 too, into a new file renamed over the old one):
+  swaplab stale --openmetrics --output DIR/swaplab_stale.prom
+As apt's hook (DPkg::Post-Invoke), quiet unless a restart is needed:
+  swaplab stale --apt-hook
 Gauges: swaplab_stale_processes{need}, swaplab_stale_process{pid,command,user,
 need,reason} (stale files), swaplab_stale_scanned_processes,
 swaplab_stale_excluded_processes, swaplab_stale_unreadable_processes,
@@ -148,11 +166,13 @@ impl Args {
             self.openmetrics,
             self.plan,
             self.monitoring_plugin,
+            self.apt_hook,
         ) {
             (true, ..) => Output::Json,
             (_, true, ..) => Output::OpenMetrics,
-            (_, _, true, _) => Output::Plan,
-            (.., true) => Output::Plugin,
+            (_, _, true, ..) => Output::Plan,
+            (_, _, _, true, _) => Output::Plugin,
+            (.., true) => Output::AptHook,
             _ => Output::Text,
         }
     }
@@ -175,6 +195,13 @@ impl Args {
                 println!("{}", plugin::unknown_line(&why));
                 Err(Exit::Unknown)
             }
+            // apt's hook must never fail apt: it says why on stderr.
+            Err(e) if output == Output::AptHook => {
+                if let Some(why) = e.message() {
+                    eprintln!("{why}");
+                }
+                Ok(())
+            }
             done => done,
         }
     }
@@ -186,6 +213,7 @@ impl Args {
             pattern,
             package_roots,
             exclude,
+            output: output_file,
             ..
         } = self;
         let bad = |msg: String| Exit::BadInput(format!("swaplab stale: {msg}"));
@@ -226,42 +254,75 @@ impl Args {
         };
         let r = stale::scan(&opts).map_err(|e| bad(format!("{e:#}")))?;
         let kernel = kernel::status_here();
-        match output {
-            Output::Json => println!("{}", pretty(&with_kernel(&r, kernel))),
-            Output::Plugin => {
-                let (state, line) = plugin::line(&r, kernel.as_ref());
-                println!("{line}");
-                return match state {
-                    plugin::State::Ok => Ok(()),
-                    plugin::State::Warning => Err(Exit::Failed),
-                    plugin::State::Critical => Err(Exit::Critical),
-                    plugin::State::Unknown => Err(Exit::Unknown),
-                };
-            }
-            Output::OpenMetrics => print!("{}", openmetrics::render(&r, kernel.as_ref())),
-            Output::Plan => {
-                for line in kernel.iter().filter_map(KernelStatus::line) {
-                    println!("{line}");
-                }
-                for line in stale::render_plan(&r, &stale::PLAIN) {
-                    println!("{line}");
-                }
-            }
-            Output::Text => {
-                for line in kernel.iter().filter_map(KernelStatus::line) {
-                    println!("{line}");
-                }
-                for line in stale::render(&r, &stale::PLAIN) {
-                    println!("{line}");
-                }
-            }
+        let text = render(output, &r, kernel.as_ref());
+        match &output_file {
+            Some(file) => write_atomically(file, &text).map_err(bad)?,
+            None => print!("{text}"),
         }
-        match r.exit_code() {
-            0 => Ok(()),
-            3 => Err(Exit::Unknown),
-            _ => judged(true),
+        match output {
+            Output::AptHook => Ok(()),
+            Output::Plugin => match plugin::line(&r, kernel.as_ref()).0 {
+                plugin::State::Ok => Ok(()),
+                plugin::State::Warning => Err(Exit::Failed),
+                plugin::State::Critical => Err(Exit::Critical),
+                plugin::State::Unknown => Err(Exit::Unknown),
+            },
+            _ => match r.exit_code() {
+                0 => Ok(()),
+                3 => Err(Exit::Unknown),
+                _ => judged(true),
+            },
         }
     }
+}
+
+/// The report as `output` prints it, with the kernel's status where that
+/// form shows it.
+fn render(output: Output, r: &StaleReport, kernel: Option<&KernelStatus>) -> String {
+    let lines = |lines: Vec<String>| -> String { lines.iter().map(|l| format!("{l}\n")).collect() };
+    let kernel_lines = || -> Vec<String> { kernel.iter().filter_map(|k| k.line()).collect() };
+    match output {
+        Output::Json => format!("{}\n", pretty(&with_kernel(r, kernel.cloned()))),
+        Output::Plugin => format!("{}\n", plugin::line(r, kernel).1),
+        Output::OpenMetrics => openmetrics::render(r, kernel),
+        Output::AptHook if r.required == 0 => String::new(),
+        Output::AptHook => {
+            let mut out = vec![format!(
+                "swaplab-stale: {} running code that is no longer on disk; what to restart:",
+                if r.required == 1 {
+                    "1 process is".to_string()
+                } else {
+                    format!("{} processes are", r.required)
+                }
+            )];
+            out.extend(stale::render_plan(r, &stale::PLAIN));
+            lines(out)
+        }
+        Output::Plan => lines([kernel_lines(), stale::render_plan(r, &stale::PLAIN)].concat()),
+        Output::Text => lines([kernel_lines(), stale::render(r, &stale::PLAIN)].concat()),
+    }
+}
+
+/// Writes `text` into a new file beside `file` and renames it over `file`:
+/// a reader sees the old file or the new one, whole.
+fn write_atomically(file: &Path, text: &str) -> Result<(), String> {
+    let why = |e: &dyn std::fmt::Display| format!("--output {}: {e}", file.display());
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".swaplab-stale.")
+        .tempfile_in(dir)
+        .map_err(|e| why(&e))?;
+    tmp.write_all(text.as_bytes()).map_err(|e| why(&e))?;
+    // Readable by the collector, whichever user it runs as.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| why(&e))?;
+    tmp.as_file().sync_all().map_err(|e| why(&e))?;
+    tmp.persist(file).map_err(|e| why(&e.error))?;
+    Ok(())
 }
 
 /// The JSON's envelope around `r`: this machine's name and the time now.

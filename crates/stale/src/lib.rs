@@ -17,6 +17,7 @@ pub mod openmetrics;
 pub mod packages;
 pub mod plan;
 pub mod plugin;
+pub mod program;
 pub mod regular;
 pub mod report;
 pub mod scripts;
