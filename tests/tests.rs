@@ -23,6 +23,9 @@ mod handover;
 /// `swaplab stale` and `bench stale` as a user meets them.
 mod stale;
 
+/// The detector's Debian package: dpkg -i, apt's hook, the service.
+mod package;
+
 /// `swaplab stale` where a review found it blind (in-place rewrites, a
 /// zombie main thread, btrfs and overlays).
 mod stale_blind_spots;
