@@ -51,6 +51,16 @@ if apt_install "$OTHER"; then echo "== apt exit 0"; else echo "== apt exit $?"; 
 echo "== done"
 "#;
 
+/// Purges the package from the root: it must take the detector's part of
+/// swaplab's cache, not the lab's (Debian roots, kernels).
+const PURGE: &str = r#"
+set -euo pipefail
+if [ -d /etc/dpkg/dpkg.cfg.d ]; then mount --bind "$W/empty" /etc/dpkg/dpkg.cfg.d; fi
+mkdir -p "$R/var/cache/swaplab/dpkg" "$R/var/cache/swaplab/kernels"
+touch "$R/var/cache/swaplab/dpkg/host.idx" "$R/var/cache/swaplab/kernels/vmlinuz"
+dpkg --root="$R" --admindir="$R/var/lib/dpkg" --log="$R/var/log/dpkg.log" --force-script-chrootless --purge swaplab-stale
+"#;
+
 #[test]
 fn the_detectors_debian_package_installs_with_dpkg_and_apt_runs_its_hook() {
     for tool in ["dpkg-deb", "dpkg-shlibdeps", "apt-get", "unshare"] {
@@ -81,25 +91,36 @@ fn the_detectors_debian_package_installs_with_dpkg_and_apt_runs_its_hook() {
         format!("Dir \"{}/\";\n", root.display()),
     )
     .unwrap();
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--user", "--map-root-user", "--mount", "--pid", "--fork"])
-        .args(["--mount-proc", "--kill-child", "bash", "-c", SCRIPT])
-        .current_dir(w)
-        .env("W", w)
-        .env("R", &root)
-        .env("DEB", &deb)
-        .env("LIB1", &lib1)
-        .env("LIB2", &lib2)
-        .env("OTHER", &other)
-        .env("SLEEPER", SLEEPER)
-        .env("LC_ALL", "C");
-    let out = output_within(&mut cmd, 3 * deadline()).expect("the script ends");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let all = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the script failed:\n{all}");
+    let in_namespaces = |script: &str| {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--user", "--map-root-user", "--mount", "--pid", "--fork"])
+            .args(["--mount-proc", "--kill-child", "bash", "-c", script])
+            .current_dir(w)
+            .env("W", w)
+            .env("R", &root)
+            .env("DEB", &deb)
+            .env("LIB1", &lib1)
+            .env("LIB2", &lib2)
+            .env("OTHER", &other)
+            .env("SLEEPER", SLEEPER)
+            .env("LC_ALL", "C");
+        let out = output_within(&mut cmd, 3 * deadline()).expect("the script ends");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let all = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "the script failed:\n{all}");
+        (text, all)
+    };
+    let (text, all) = in_namespaces(SCRIPT);
     check_hook(&text, &all);
     check_installed(&root);
     check_service(&root);
+    let (_, all) = in_namespaces(PURGE);
+    assert!(
+        !root.join("usr/bin/swaplab-stale").exists()
+            && !root.join("var/cache/swaplab/dpkg").exists()
+            && root.join("var/cache/swaplab/kernels/vmlinuz").exists(),
+        "purge took the program and the detector's cache, and left the lab's:\n{all}"
+    );
 }
 
 /// The package holds the program, its man page, completions for three
