@@ -191,7 +191,8 @@ pub fn render_plan(r: &StaleReport, marks: &Marks) -> Vec<String> {
             out.push(format!("   $ {c}"));
         }
     }
-    out.push(summary(r, marks));
+    // The plan does not list what could not be judged: say where it is.
+    out.push(summary(r, marks).replace("(listed above)", "(listed without --plan)"));
     out.into_iter().map(one_line).collect()
 }
 
