@@ -5,9 +5,10 @@
 //! detector reads every container's database through `/proc/PID/root`).
 //! This reads only what the file format (sqlite.org/fileformat.html) says
 //! a table's B-tree holds: pages, cells, overflow chains and records.
-//! Every page number is bounds-checked and every walk is capped by the
-//! file's page count, so a broken or hostile file gives an error, not a
-//! hang.
+//! Every page number is bounds-checked, all the reading one database
+//! does is capped by a few times its page count, and only the columns
+//! asked for are decoded, so a broken or hostile file gives an error, not
+//! a hang or a flood of memory.
 //!
 //! What it does not do: SQL, indexes, or a write-ahead log. A database
 //! whose `-wal` file holds frames is being written (rpm empties it when it
@@ -29,6 +30,10 @@ pub struct Db {
     /// The page size less the bytes each page reserves at its end.
     usable: usize,
     pages: u32,
+    /// Pages read so far, against [`Db::limit`]: in a sound file each page
+    /// has one place, but cells, children and overflow chains can all
+    /// point at the same pages over and over.
+    reads: std::cell::Cell<u64>,
 }
 
 /// One column's value in a row.
@@ -98,17 +103,32 @@ impl Db {
         );
         let len = file.metadata()?.len();
         let pages = u32::try_from(len / page_size as u64).unwrap_or(u32::MAX);
+        ensure!(pages >= 1, "{}: shorter than one page", path.display());
         Ok(Db {
             file,
             page_size,
             usable,
             pages,
+            reads: std::cell::Cell::new(0),
         })
+    }
+
+    /// How many pages one database's reading may take: every page once for
+    /// a walk of its tables, and again for each lookup's way down.
+    fn limit(&self) -> u64 {
+        8 * u64::from(self.pages) + 64
     }
 
     /// The page numbered `n` (from 1).
     fn page(&self, n: u32) -> Result<Vec<u8>> {
         ensure!(n >= 1 && n <= self.pages, "page {n} is outside the file");
+        self.reads.set(self.reads.get() + 1);
+        ensure!(
+            self.reads.get() <= self.limit(),
+            "read {} pages of a {}-page file: its pages point at each other over and over",
+            self.reads.get(),
+            self.pages
+        );
         let mut buf = vec![0u8; self.page_size];
         self.file
             .read_exact_at(&mut buf, (n as u64 - 1) * self.page_size as u64)
@@ -119,7 +139,7 @@ impl Db {
     /// The root page of the table named `name`, from the schema table.
     pub fn table_root(&self, name: &str) -> Result<u32> {
         let mut root = None;
-        self.each_row(1, |row| {
+        self.each_row(1, 4, |row| {
             // sqlite_schema: type, name, tbl_name, rootpage, sql.
             if let [Value::Text(kind), Value::Text(n), _, Value::Int(page), ..] =
                 row.values.as_slice()
@@ -134,19 +154,17 @@ impl Db {
     }
 
     /// Calls `f` on every row of the table whose B-tree starts at `root`,
-    /// in rowid order, until it returns false.
-    pub fn each_row(&self, root: u32, mut f: impl FnMut(Row) -> bool) -> Result<()> {
+    /// in rowid order, with its first `columns` columns, until it returns
+    /// false.
+    pub fn each_row(&self, root: u32, columns: usize, mut f: impl FnMut(Row) -> bool) -> Result<()> {
         let mut stack = vec![root];
-        let mut visited = 0u32;
         while let Some(n) = stack.pop() {
-            visited += 1;
-            ensure!(visited <= self.pages, "the table's pages form a loop");
             let page = self.page(n)?;
             let node = Node::read(&page, n)?;
             match node.kind {
                 LEAF_TABLE => {
                     for at in node.cells(&page)? {
-                        if !f(self.leaf_cell(&page, at)?) {
+                        if !f(self.leaf_cell(&page, at, columns)?) {
                             return Ok(());
                         }
                     }
@@ -164,10 +182,11 @@ impl Db {
         Ok(())
     }
 
-    /// The row with `rowid` in the table whose B-tree starts at `root`.
-    pub fn row(&self, root: u32, rowid: i64) -> Result<Option<Row>> {
+    /// The row with `rowid` in the table whose B-tree starts at `root`,
+    /// with its first `columns` columns.
+    pub fn row(&self, root: u32, rowid: i64, columns: usize) -> Result<Option<Row>> {
         let mut n = root;
-        for _ in 0..self.pages {
+        loop {
             let page = self.page(n)?;
             let node = Node::read(&page, n)?;
             let cells = node.cells(&page)?;
@@ -177,7 +196,7 @@ impl Db {
                         let (_, len) = varint(&page, at)?;
                         let (id, _) = varint(&page, at + len)?;
                         if id == rowid {
-                            return self.leaf_cell(&page, at).map(Some);
+                            return self.leaf_cell(&page, at, columns).map(Some);
                         }
                     }
                     return Ok(None);
@@ -197,12 +216,11 @@ impl Db {
                 k => bail!("page {n}: kind {k:#x} in a table's B-tree"),
             }
         }
-        bail!("the table's pages form a loop")
     }
 
-    /// A table leaf's cell at `at`: its rowid and its record, gathered
-    /// from overflow pages where it spills.
-    fn leaf_cell(&self, page: &[u8], at: usize) -> Result<Row> {
+    /// A table leaf's cell at `at`: its rowid and the first `columns`
+    /// columns of its record, gathered from overflow pages where it spills.
+    fn leaf_cell(&self, page: &[u8], at: usize, columns: usize) -> Result<Row> {
         let (size, a) = varint(page, at)?;
         let (rowid, b) = varint(page, at + a)?;
         let start = at + a + b;
@@ -237,7 +255,7 @@ impl Db {
         }
         Ok(Row {
             rowid,
-            values: record(&payload)?,
+            values: record(&payload, columns)?,
         })
     }
 }
@@ -282,14 +300,15 @@ impl Node {
     }
 }
 
-/// A record's columns: a header of serial types, then their values.
-fn record(payload: &[u8]) -> Result<Vec<Value>> {
+/// A record's first `columns` columns: a header of serial types, then
+/// their values.
+fn record(payload: &[u8], columns: usize) -> Result<Vec<Value>> {
     let (header_len, mut h) = varint(payload, 0)?;
     let header_len = usize::try_from(header_len).context("a negative header size")?;
     ensure!(header_len <= payload.len(), "a record header past its end");
     let mut body = header_len;
     let mut values = Vec::new();
-    while h < header_len {
+    while h < header_len && values.len() < columns {
         let (serial, len) = varint(payload, h)?;
         h += len;
         let (value, size) = value(payload, body, serial)?;
@@ -376,7 +395,7 @@ mod tests {
         // Header: size 6, then NULL, int8, int16, text "hi", blob [7].
         let payload = [6, 0, 1, 2, 17, 14, 0xfe, 0x01, 0x00, b'h', b'i', 7];
         assert_eq!(
-            record(&payload).unwrap(),
+            record(&payload, 9).unwrap(),
             vec![
                 Value::Null,
                 Value::Int(-2),
@@ -385,7 +404,8 @@ mod tests {
                 Value::Blob(vec![7]),
             ]
         );
-        assert!(record(&[6, 0, 1, 2, 17, 14]).is_err());
+        assert_eq!(record(&payload, 2).unwrap(), vec![Value::Null, Value::Int(-2)]);
+        assert!(record(&[6, 0, 1, 2, 17, 14], 9).is_err());
     }
 
     /// A database that SQLite itself wrote (through python3's sqlite3):
@@ -409,7 +429,7 @@ mod tests {
         let db = Db::open(&file).unwrap();
         let root = db.table_root("t").unwrap();
         let mut n = 0;
-        db.each_row(root, |row| {
+        db.each_row(root, 4, |row| {
             n += 1;
             let i = row.rowid;
             let len = if i % 100 == 0 { 20000 } else { 3 };
@@ -426,10 +446,86 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 3000);
-        let row = db.row(root, 2900).unwrap().unwrap();
+        let row = db.row(root, 2900, 2).unwrap().unwrap();
         assert_eq!(row.values[1], Value::Text(b"row2900".to_vec()));
-        assert!(db.row(root, 3001).unwrap().is_none());
+        assert!(db.row(root, 3001, 2).unwrap().is_none());
         assert!(db.table_root("missing").is_err());
+    }
+
+    /// SQLite's varint, for values below 2^56.
+    fn put_varint(v: u64) -> Vec<u8> {
+        let mut groups = vec![(v & 0x7f) as u8];
+        let mut v = v >> 7;
+        while v > 0 {
+            groups.push((v & 0x7f) as u8 | 0x80);
+            v >>= 7;
+        }
+        groups.reverse();
+        groups
+    }
+
+    /// A 512-byte table leaf page holding `cell` once, with `pointers`
+    /// cell pointers all at it; its header at `at` (100 on page 1).
+    fn leaf_page(at: usize, cell: &[u8], pointers: usize) -> Vec<u8> {
+        let mut page = vec![0u8; 512];
+        let off = 512 - cell.len();
+        page[off..].copy_from_slice(cell);
+        page[at] = LEAF_TABLE;
+        page[at + 3..at + 5].copy_from_slice(&(pointers as u16).to_be_bytes());
+        for i in 0..pointers {
+            let p = at + 8 + 2 * i;
+            page[p..p + 2].copy_from_slice(&(off as u16).to_be_bytes());
+        }
+        page
+    }
+
+    /// A file whose one table's leaf points 200 times at one cell, whose
+    /// payload spills into an overflow page that names itself as next.
+    fn hostile_file() -> Vec<u8> {
+        let pages = 64u64;
+        // The schema's row: table "t" at page 2 (text serial 13 + 2n).
+        let schema = [6, 23, 15, 15, 1, 15, b't', b'a', b'b', b'l', b'e', b't', b't', 2, b'x'];
+        let mut cell1 = put_varint(schema.len() as u64);
+        cell1.extend(put_varint(1));
+        cell1.extend(schema);
+        let mut file = leaf_page(100, &cell1, 1);
+        file[..16].copy_from_slice(b"SQLite format 3\0");
+        file[16..18].copy_from_slice(&512u16.to_be_bytes());
+        file[56..60].copy_from_slice(&1u32.to_be_bytes());
+        // A record as long as 60 pages, spilling from page 2 into page 3.
+        let size = 60 * 508;
+        let (min_local, u) = ((512 - 12) * 32 / 255 - 23, 512);
+        let local = min_local + (size - min_local) % (u - 4);
+        let local = if local <= u - 35 { local } else { min_local };
+        let mut cell = put_varint(size as u64);
+        cell.extend(put_varint(1));
+        let mut payload = vec![2u8, 13];
+        payload.resize(local, 0);
+        cell.extend(payload);
+        cell.extend(3u32.to_be_bytes());
+        file.extend(leaf_page(0, &cell, 200));
+        let mut overflow = vec![0u8; 512];
+        overflow[..4].copy_from_slice(&3u32.to_be_bytes());
+        file.extend(overflow);
+        file.resize(pages as usize * 512, 0);
+        file
+    }
+
+    #[test]
+    fn pages_that_point_at_each_other_end_the_read_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.sqlite");
+        std::fs::write(&file, hostile_file()).unwrap();
+        let db = Db::open(&file).unwrap();
+        let root = db.table_root("t").unwrap();
+        let mut rows = 0;
+        let read = db.each_row(root, 1, |_| {
+            rows += 1;
+            true
+        });
+        let why = read.expect_err("a walk past the budget is an error");
+        assert!(format!("{why:#}").contains("point at each other"), "{why:#}");
+        assert!(rows < 200, "stopped early: {rows} rows");
     }
 
     #[test]

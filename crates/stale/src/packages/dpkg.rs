@@ -6,7 +6,7 @@
 //! their diverted name in the lists and are not followed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{names_in_lists, usr_aliases, Asked, Manager, Package};
 use crate::{dpkg_index, regular};
@@ -15,10 +15,10 @@ use crate::{dpkg_index, regular};
 /// a large machine; a file larger than this is no database of dpkg's.
 const CAP: u64 = 256 << 20;
 
-/// The owners of `files` in the dpkg database under `root`, by the file's
-/// path; files no package owns are left out. Empty when `root` holds no
-/// dpkg database.
-pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package> {
+/// The owners of `files` in the dpkg database under `root`, by the index
+/// of the file asked (each with its own start); files no package owns are
+/// left out. Empty when `root` holds no dpkg database.
+pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<usize, Package> {
     let admin = root.join("var/lib/dpkg");
     let Some(index) = dpkg_index::load(&admin) else {
         return BTreeMap::new();
@@ -68,7 +68,7 @@ pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<PathBuf, Package>
                 .find(|u| u.when >= started)
                 .map(|u| u.from.clone());
             (
-                files[i].path.to_path_buf(),
+                i,
                 Package {
                     manager: Manager::Dpkg,
                     name,
@@ -256,21 +256,28 @@ mod tests {
                 path: Path::new("/usr/bin/ba"),
                 started_ns: local_ns("2026-01-01 12:00:00"),
             },
+            // The same library for a process started before both upgrades.
+            Asked {
+                path: Path::new("/usr/lib/libfoo.so.1"),
+                started_ns: local_ns("2026-01-01 09:00:00"),
+            },
         ];
         let got = owners(dir.path(), &asked);
-        let foo = &got[Path::new("/usr/lib/libfoo.so.1")];
+        let foo = &got[&0];
         assert_eq!(foo.name, "libfoo1");
         assert_eq!(foo.arch.as_deref(), Some("amd64"));
         assert_eq!(foo.version.as_deref(), Some("2.0-1"));
         assert_eq!(foo.upgraded_from.as_deref(), Some("1.0-1"));
-        let bar = &got[Path::new("/usr/bin/bar")];
+        // Each process is judged by its own start, not the first one's.
+        assert_eq!(got[&3].upgraded_from.as_deref(), Some("0.9-1"));
+        let bar = &got[&1];
         assert_eq!(
             (bar.name.as_str(), bar.version.as_deref()),
             ("bar", Some("3"))
         );
         assert_eq!(bar.upgraded_from, None);
         // A prefix of a listed name is not that name.
-        assert!(!got.contains_key(Path::new("/usr/bin/ba")));
+        assert!(!got.contains_key(&2));
     }
 
     #[test]

@@ -67,8 +67,9 @@ pub struct Asked<'a> {
 /// What the databases of one root told.
 #[derive(Default)]
 pub struct Owners {
-    /// The owner of each file asked that a package owns, by its path.
-    pub by_path: BTreeMap<PathBuf, Package>,
+    /// The owner of each file asked that a package owns, by the index of
+    /// the ask: what a package tells depends on each process's start.
+    pub by_ask: BTreeMap<usize, Package>,
     /// A database found there that could not be read, and why.
     pub unread: Option<(PathBuf, String)>,
 }
@@ -76,23 +77,23 @@ pub struct Owners {
 /// The owners of `files` in the databases under `root`: dpkg's first,
 /// then rpm's for the files dpkg does not list.
 pub fn owners(root: &Path, files: &[Asked]) -> Owners {
-    let mut by_path = dpkg::owners(root, files);
-    let rest: Vec<Asked> = files
+    let mut by_ask = dpkg::owners(root, files);
+    let rest: Vec<usize> = (0..files.len()).filter(|i| !by_ask.contains_key(i)).collect();
+    let asks: Vec<Asked> = rest
         .iter()
-        .filter(|f| !by_path.contains_key(f.path))
-        .map(|f| Asked {
-            path: f.path,
-            started_ns: f.started_ns,
+        .map(|&i| Asked {
+            path: files[i].path,
+            started_ns: files[i].started_ns,
         })
         .collect();
     let mut unread = None;
-    if !rest.is_empty() {
-        match rpm::owners(root, &rest) {
-            Ok(found) => by_path.extend(found),
+    if !asks.is_empty() {
+        match rpm::owners(root, &asks) {
+            Ok(found) => by_ask.extend(found.into_iter().map(|(k, p)| (rest[k], p))),
             Err(why) => unread = Some(why),
         }
     }
-    Owners { by_path, unread }
+    Owners { by_ask, unread }
 }
 
 /// A time in seconds since the epoch as the report writes it: UTC, RFC 3339.

@@ -32,13 +32,13 @@ pub(super) fn database_dir(root: &Path) -> Option<PathBuf> {
     })
 }
 
-/// The owners of `files` in the rpm database under `root`, by the file's
-/// path; empty when there is none. An error names the database that could
-/// not be read, and why.
+/// The owners of `files` in the rpm database under `root`, by the index
+/// of the file asked; empty when there is none. An error names the
+/// database that could not be read, and why.
 pub(super) fn owners(
     root: &Path,
     files: &[Asked],
-) -> Result<BTreeMap<PathBuf, Package>, (PathBuf, String)> {
+) -> Result<BTreeMap<usize, Package>, (PathBuf, String)> {
     let Some(dir) = database_dir(root) else {
         return Ok(BTreeMap::new());
     };
@@ -54,7 +54,7 @@ pub(super) fn owners(
     read(root, &sqlite, files).map_err(|e| (sqlite, format!("{e:#}")))
 }
 
-fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<PathBuf, Package>> {
+fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<usize, Package>> {
     let db = Db::open(sqlite)?;
     let aliases = usr_aliases(root);
     // Each name a file may be listed under, by its base name.
@@ -69,7 +69,7 @@ fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<PathBuf,
     }
     // (package, index in its file list) for each base name asked.
     let mut hits: BTreeSet<(i64, usize)> = BTreeSet::new();
-    db.each_row(db.table_root("Basenames")?, |row| {
+    db.each_row(db.table_root("Basenames")?, 3, |row| {
         if let [Value::Text(key), Value::Int(hnum), Value::Int(idx), ..] = row.values.as_slice() {
             if wanted.contains_key(key) {
                 hits.insert((*hnum, usize::try_from(*idx).unwrap_or(usize::MAX)));
@@ -82,7 +82,7 @@ fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<PathBuf,
     let hnums: BTreeSet<i64> = hits.iter().map(|(h, _)| *h).collect();
     for hnum in hnums {
         let row = db
-            .row(packages, hnum)?
+            .row(packages, hnum, 2)?
             .with_context(|| format!("package {hnum} is indexed but not stored"))?;
         let Some(Value::Blob(blob)) = row.values.get(1) else {
             continue;
@@ -93,9 +93,8 @@ fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<PathBuf,
             let Some(path) = paths.get(idx) else { continue };
             let base = path.file_name().unwrap_or_default().as_encoded_bytes();
             for (i, name) in wanted.get(base).into_iter().flatten() {
-                if name == path && !out.contains_key(files[*i].path) {
-                    let pkg = package(&header, sqlite, files[*i].started_ns)?;
-                    out.insert(files[*i].path.to_path_buf(), pkg);
+                if name == path && !out.contains_key(i) {
+                    out.insert(*i, package(&header, sqlite, files[*i].started_ns)?);
                 }
             }
         }
@@ -104,23 +103,30 @@ fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<PathBuf,
 }
 
 /// The full name of each file in a header: its directory (by index) and
-/// its base name.
+/// its base name, as bytes (a name need not be UTF-8).
 fn file_paths(h: &Header) -> Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStringExt;
     let bases = h.strings(tag::BASENAMES)?;
     let dirs = h.strings(tag::DIRNAMES)?;
     let index = h.int32s(tag::DIRINDEXES)?;
-    Ok(bases
+    anyhow::ensure!(
+        bases.len() == index.len(),
+        "{} file names but {} directory indexes",
+        bases.len(),
+        index.len()
+    );
+    bases
         .iter()
         .zip(&index)
         .map(|(base, &d)| {
-            let dir = dirs.get(d as usize).copied().unwrap_or_default();
+            let dir = dirs
+                .get(d as usize)
+                .with_context(|| format!("directory index {d} of {}", dirs.len()))?;
             let mut full = dir.to_vec();
             full.extend_from_slice(base);
-            PathBuf::from(std::ffi::OsString::from(
-                String::from_utf8_lossy(&full).into_owned(),
-            ))
+            Ok(PathBuf::from(std::ffi::OsString::from_vec(full)))
         })
-        .collect())
+        .collect()
 }
 
 /// The package a header describes, judged against a start time.

@@ -26,6 +26,9 @@ const I18NSTRING: u32 = 9;
 /// rpm's own limits on a header (`hdrblobVerifyInfo`).
 const MAX_ENTRIES: usize = 0xffff;
 const MAX_DATA: usize = 256 << 20;
+/// The most strings one tag may hold here: a package of a million files
+/// is none rpm builds, and each string costs a slice.
+const MAX_STRINGS: usize = 1 << 20;
 
 /// A header's index and data, borrowed from its blob.
 pub struct Header<'a> {
@@ -83,8 +86,9 @@ impl<'a> Header<'a> {
             return Ok(Vec::new());
         };
         let count = if e.kind == STRING { 1 } else { e.count };
+        ensure!(count <= MAX_STRINGS, "tag {tag}: {count} strings");
         let mut at = e.offset;
-        let mut out = Vec::with_capacity(count.min(self.data.len()));
+        let mut out = Vec::new();
         for _ in 0..count {
             let rest = self.data.get(at..).context("a string past the data")?;
             let len = rest

@@ -196,8 +196,8 @@ pub(super) fn attribute_packages(
             })
             .collect();
         let owners = packages::owners(&root, &asks);
-        for (i, j, path, _) in &files {
-            procs[*i].files[*j].package = owners.by_path.get(path).cloned();
+        for (k, (i, j, _, _)) in files.iter().enumerate() {
+            procs[*i].files[*j].package = owners.by_ask.get(&k).cloned();
         }
         if let Some((path, why)) = owners.unread {
             unread.push(UnreadDatabase { path, why });
