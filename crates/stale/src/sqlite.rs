@@ -156,7 +156,12 @@ impl Db {
     /// Calls `f` on every row of the table whose B-tree starts at `root`,
     /// in rowid order, with its first `columns` columns, until it returns
     /// false.
-    pub fn each_row(&self, root: u32, columns: usize, mut f: impl FnMut(Row) -> bool) -> Result<()> {
+    pub fn each_row(
+        &self,
+        root: u32,
+        columns: usize,
+        mut f: impl FnMut(Row) -> bool,
+    ) -> Result<()> {
         let mut stack = vec![root];
         while let Some(n) = stack.pop() {
             let page = self.page(n)?;
@@ -404,7 +409,10 @@ mod tests {
                 Value::Blob(vec![7]),
             ]
         );
-        assert_eq!(record(&payload, 2).unwrap(), vec![Value::Null, Value::Int(-2)]);
+        assert_eq!(
+            record(&payload, 2).unwrap(),
+            vec![Value::Null, Value::Int(-2)]
+        );
         assert!(record(&[6, 0, 1, 2, 17, 14], 9).is_err());
     }
 
@@ -484,7 +492,9 @@ mod tests {
     fn hostile_file() -> Vec<u8> {
         let pages = 64u64;
         // The schema's row: table "t" at page 2 (text serial 13 + 2n).
-        let schema = [6, 23, 15, 15, 1, 15, b't', b'a', b'b', b'l', b'e', b't', b't', 2, b'x'];
+        let schema = [
+            6, 23, 15, 15, 1, 15, b't', b'a', b'b', b'l', b'e', b't', b't', 2, b'x',
+        ];
         let mut cell1 = put_varint(schema.len() as u64);
         cell1.extend(put_varint(1));
         cell1.extend(schema);
@@ -524,7 +534,10 @@ mod tests {
             true
         });
         let why = read.expect_err("a walk past the budget is an error");
-        assert!(format!("{why:#}").contains("point at each other"), "{why:#}");
+        assert!(
+            format!("{why:#}").contains("point at each other"),
+            "{why:#}"
+        );
         assert!(rows < 200, "stopped early: {rows} rows");
     }
 

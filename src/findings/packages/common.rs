@@ -57,9 +57,9 @@ pub fn start_on_package(lab: &mut Lab, program: Program, label: &str, root: &Pat
     Ok(t)
 }
 
-/// The master and its worker are one entry that needs an exec; the lone
-/// process is another; nothing else.
-pub fn check_groups(lab: &mut Lab, r: &StaleReport, master: i32, worker: i32, lone: i32) {
+/// The master and its worker are one entry that needs an exec; each lone
+/// process (its key, its pid) is another; nothing else.
+pub fn check_groups(lab: &mut Lab, r: &StaleReport, master: i32, worker: i32, lones: &[(&str, i32)]) {
     let shown: Vec<String> = r
         .groups
         .iter()
@@ -76,12 +76,17 @@ pub fn check_groups(lab: &mut Lab, r: &StaleReport, master: i32, worker: i32, lo
             g.top == top && got == want && g.exec_needed == exec
         })
     };
+    let keys: Vec<&str> = lones.iter().map(|(k, _)| *k).collect();
+    let alone = match keys.as_slice() {
+        [one] => format!("{one} alone"),
+        many => format!("{} each alone", many.join(", ")),
+    };
     lab.check(
-        "the plan lists a and its worker c once, as a tree a fork-only reload cannot fix, and b alone",
-        r.groups.len() == 2
+        format!("the plan lists a and its worker c once, as a tree a fork-only reload cannot fix, and {alone}"),
+        r.groups.len() == 1 + lones.len()
             && r.groups.iter().all(|g| g.kind == GroupKind::ProcessTree)
             && tree(master, vec![master, worker], true)
-            && tree(lone, vec![lone], false),
+            && lones.iter().all(|&(_, p)| tree(p, vec![p], false)),
         shown.join("; "),
     );
 }

@@ -118,7 +118,7 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
     lab.part("judged");
     judge(lab, &cases, &r, &answers, Others::EachRight);
     check_packages(lab, &r, &[a.pid(), b.pid(), c], &root);
-    check_groups(lab, &r, a.pid(), c, b.pid());
+    check_groups(lab, &r, a.pid(), c, &[("b", b.pid())]);
     Ok(())
 }
 

@@ -14,7 +14,8 @@ use crate::drivers::restart_tools::{grep_deleted, judge, lsof, Answer, Others, T
 use crate::harness::finding::{Finding, Lesson, Need, Scope};
 use crate::harness::lab::{pidt, Lab, Stale};
 use crate::harness::process::Program;
-use crate::harness::variants::Variant::{self, V1, V2};
+use crate::harness::replace::Replace;
+use crate::harness::variants::Variant::{self, V1, V2, V2Layout};
 use crate::harness::variants::{NEW, OLD};
 
 use super::common::{case, check_groups, run, start_on_package};
@@ -30,11 +31,12 @@ const DBPATH: &str = "/var/lib/rpm";
 pub static D03: Finding = Finding {
     id: "D03",
     slug: "a_real_rpm_upgrade_is_attributed_from_the_rpm_database",
-    claim: "After `rpm -U` upgrades a package built with `rpmbuild`, in the sandbox's own root (`rpm --root --dbpath`), under running processes, `swaplab stale --package-root` flags exactly the processes that still run the old build and names, from rpm's database read as a file (`rpmdb.sqlite`; rpm is not run), the package, the version installed now and its install time, both as `rpm -q` tells them; that time is after the processes started, so they run an earlier version (rpm keeps no record of which). It groups them as after dpkg's upgrade (D02): a master and the worker it forked after the upgrade as one entry a fork-only reload cannot fix, a lone process as another; the process started after the upgrade is left alone. `grep '(deleted)' /proc/*/maps` and `lsof` (its `DEL` entries) flag the same three and name no package.",
+    claim: "After `rpm -U` upgrades a package built with `rpmbuild`, in the sandbox's own root (`rpm --root --dbpath`), under running processes, `swaplab stale --package-root` flags exactly the processes that still run the old build and names, from rpm's database read as a file (`rpmdb.sqlite`; rpm is not run), the package, the version installed now and its install time, both as `rpm -q` tells them; that time is after the processes started, so they run an earlier version (rpm keeps no record of which). A process started after the upgrade whose library is then replaced by hand, outside rpm, is flagged too, with the same package installed before it started: each process is judged by its own start. The plan groups them as after dpkg's upgrade (D02): a master and the worker it forked after the upgrade as one entry a fork-only reload cannot fix, each lone process as another; the process started after the last replacement is left alone. `grep '(deleted)' /proc/*/maps` and `lsof` (its `DEL` entries) flag the same four and name no package.",
     source: DETECTOR,
     steps: &[
         "build libexample1 1.0 (libexample v1) and 2.0 (v2) with rpmbuild; install 1.0 with rpm --root into the sandbox's own root",
-        "start a forking master and a lone process on the package's library; upgrade to 2.0 with rpm -U; ask rpm -q what it installed, and when; fork a worker from the master; start a process after the upgrade",
+        "start a forking master and a lone process on the package's library; upgrade to 2.0 with rpm -U; ask rpm -q what it installed, and when; fork a worker from the master",
+        "start a process after the upgrade; replace the library by hand with another build (v2-layout); start one more",
         "run swaplab stale (its report and --plan), grep and lsof on them; call every process to see what it runs",
     ],
     experiment: d03,
@@ -49,8 +51,8 @@ pub static D03: Finding = Finding {
     lesson: Lesson {
         title: "An rpm upgrade under running processes",
         question: "D02 asked dpkg. On Fedora, RHEL or openSUSE the package manager is rpm, and its database is another file in another format: an SQLite database of package headers. dpkg's log says which version an upgrade replaced; rpm keeps no such log. What can a detector still tell from rpm's database about a process that runs a library rpm has since replaced?",
-        exercise: "Which processes run the old build after `rpm -U` (the truth: each process's greeting)? What does `swaplab stale --package-root` say of their package, and how does it know they started before the upgrade?",
-        answer: "a, b and c greet `Hell World` (the old build); h, started after, greets `Hello World`. `swaplab stale` names libexample1 2.0-1 (rpm), installed at the time `rpm -q --qf '%{INSTALLTIME}'` prints, after a and b started (c counts from a, the master it was forked from): they run an earlier version. It groups a with c (exec or restart a, `[PID-1]`) and b alone; h is left alone. grep and lsof flag the same three and cannot say which package.",
+        exercise: "Which processes run the old build after `rpm -U` (the truth: each process's greeting)? What does `swaplab stale --package-root` say of their package, and how does it know they started before the upgrade? What does it say of d, whose library was replaced by hand after it started?",
+        answer: "a, b and c greet `Hell World` (the old build, 1.0); d greets `Hello World` (2.0) but its file is gone too; h, started last, runs the hand-made build. `swaplab stale` names libexample1 2.0-1 (rpm), installed at the time `rpm -q --qf '%{INSTALLTIME}'` prints: after a and b started (c counts from a, the master it was forked from), so they run an earlier version; before d started, so d runs the package's own 2.0 and what replaced it came from outside rpm. It groups a with c (exec or restart a, `[PID-1]`), b alone and d alone; h is left alone. grep and lsof flag the same four and cannot say which package.",
     },
     ..Finding::DEFAULTS
 };
@@ -78,6 +80,27 @@ pub fn d03(lab: &mut Lab) -> Result<()> {
     );
     let installed = query(lab, &root)?;
     let (c, c_greeting) = lab.fork_child(&mut a)?;
+
+    lab.part("after the upgrade: a process, then the library replaced by hand");
+    // rpm keeps its install time in whole seconds, and a start is known to
+    // a clock tick, rounded down: d starts a whole second after the
+    // install's second, where the two cannot meet.
+    lab.wait_until("the clock is a second past rpm's install time", || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        (now > installed.secs + 1)
+            .then_some(())
+            .ok_or(format!("{now} s"))
+    })?;
+    let mut d = start_on_package(lab, Program::Plain, "d", &root)?;
+    lab.put_variant_at(
+        V2Layout,
+        Replace::Install,
+        "rpm-root/usr/lib/libexample.so",
+        ", by hand: outside rpm",
+    )?;
     let mut h = start_on_package(lab, Program::Plain, "h", &root)?;
 
     lab.part("the tools");
@@ -85,7 +108,8 @@ pub fn d03(lab: &mut Lab) -> Result<()> {
         case("a", "master, started before", Truth::Required, Stale::replaced(&lib), a.pid()),
         case("b", "lone, started before", Truth::Required, Stale::replaced(&lib), b.pid()),
         case("c", "forked from a after", Truth::Required, Stale::replaced(&lib).via(a.pid()), c),
-        case("h", "started after", Truth::Clean, Stale::Clean, h.pid()),
+        case("d", "started after rpm, before the hand", Truth::Required, Stale::replaced(&lib), d.pid()),
+        case("h", "started last", Truth::Clean, Stale::Clean, h.pid()),
     ];
     let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
     let r = lab.stale_with(&pids, std::slice::from_ref(&root), false)?;
@@ -100,7 +124,8 @@ pub fn d03(lab: &mut Lab) -> Result<()> {
         ("a", lab.call(&mut a)?, OLD),
         ("b", lab.call(&mut b)?, OLD),
         ("c", c_greeting, OLD),
-        ("h", lab.call(&mut h)?, NEW),
+        ("d", lab.call(&mut d)?, NEW),
+        ("h", lab.call(&mut h)?, V2Layout.greeting()),
     ];
     for (key, got, want) in seen {
         lab.check_eq(format!("{key} runs {want}"), got.as_str(), want);
@@ -108,14 +133,16 @@ pub fn d03(lab: &mut Lab) -> Result<()> {
 
     lab.part("judged");
     judge(lab, &cases, &r, &answers, Others::EachRight);
-    check_packages(lab, &r, &[a.pid(), b.pid(), c], &root, &installed);
-    check_groups(lab, &r, a.pid(), c, b.pid());
+    check_packages(lab, &r, &[(a.pid(), true), (b.pid(), true), (c, true), (d.pid(), false)], &root, &installed);
+    check_groups(lab, &r, a.pid(), c, &[("b", b.pid()), ("d", d.pid())]);
     Ok(())
 }
 
 /// What `rpm -q` says is installed: the version and the install time.
 struct Installed {
     version: String,
+    /// rpm's INSTALLTIME, in seconds since the epoch.
+    secs: u64,
     /// rpm's INSTALLTIME, as the report writes it (UTC, RFC 3339).
     at: String,
 }
@@ -252,21 +279,23 @@ fn query(lab: &mut Lab, root: &Path) -> Result<Installed> {
     );
     Ok(Installed {
         version: version.to_string(),
+        secs,
         at,
     })
 }
 
 /// Each flagged process's library is attributed to the package, from the
 /// sandbox's rpm database, with the version and install time rpm -q
-/// gave, after the process started.
-fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[i32], root: &Path, rpm: &Installed) {
+/// gave, and judged by the process's own start: after it (`true`) or
+/// before it.
+fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[(i32, bool)], root: &Path, rpm: &Installed) {
     let db = root.join("var/lib/rpm/rpmdb.sqlite");
     lab.check_eq(
         "rpm -q says 2.0-1 is installed",
         rpm.version.as_str(),
         "2.0-1",
     );
-    for &pid in pids {
+    for &(pid, after) in pids {
         let pkg = r
             .get(pid)
             .and_then(|p| p.files.iter().find_map(|f| f.package.clone()));
@@ -283,7 +312,8 @@ fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[i32], root: &Path, rpm
         });
         lab.check(
             format!(
-                "swaplab stale names rpm's {PACKAGE} 2.0-1, installed when rpm -q says, after {} started, from the sandbox's database",
+                "swaplab stale names rpm's {PACKAGE} 2.0-1, installed when rpm -q says, {} {} started, from the sandbox's database",
+                if after { "after" } else { "before" },
                 pidt(pid)
             ),
             pkg.is_some_and(|p| {
@@ -291,7 +321,7 @@ fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[i32], root: &Path, rpm
                     && p.name == PACKAGE
                     && p.version.as_deref() == Some(rpm.version.as_str())
                     && p.installed_at.as_deref() == Some(rpm.at.as_str())
-                    && p.installed_after_start == Some(true)
+                    && p.installed_after_start == Some(after)
                     && p.upgraded_from.is_none()
                     && p.database == db
             }),

@@ -78,7 +78,9 @@ pub struct Owners {
 /// then rpm's for the files dpkg does not list.
 pub fn owners(root: &Path, files: &[Asked]) -> Owners {
     let mut by_ask = dpkg::owners(root, files);
-    let rest: Vec<usize> = (0..files.len()).filter(|i| !by_ask.contains_key(i)).collect();
+    let rest: Vec<usize> = (0..files.len())
+        .filter(|i| !by_ask.contains_key(i))
+        .collect();
     let asks: Vec<Asked> = rest
         .iter()
         .map(|&i| Asked {

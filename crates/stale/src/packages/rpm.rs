@@ -151,8 +151,8 @@ fn package(h: &Header, database: &Path, started_ns: i128) -> Result<Package> {
         version,
         upgraded_from: None,
         installed_at: installed.map(|s| utc_time(s.into())),
-        // rpm keeps seconds: an install in the second the process started
-        // counts as after it, as dpkg's log does.
+        // rpm keeps whole seconds: an install in the second the process
+        // started counts as after it, as dpkg's log does.
         installed_after_start: installed
             .map(|s| i128::from(s) >= started_ns.div_euclid(1_000_000_000)),
         database: database.to_path_buf(),
