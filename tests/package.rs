@@ -41,13 +41,16 @@ mkfifo ready
 LD_LIBRARY_PATH="$R/usr/lib" "$SLEEPER" $$ > ready &
 sleeper=$!
 exec 3<ready
-until read -t 30 -r line <&3 && [ "${line#ready}" != "$line" ]; do :; done
+# Its first lines, to `ready`; at its end (EOF) or after 30 s, the script fails.
+line=
+while read -t 30 -r line <&3; do case "$line" in ready*) break ;; esac; done
+case "$line" in ready*) ;; *) echo "the sleeper never said ready" >&2; exit 1 ;; esac
 echo "== sleeper $sleeper"
 echo "== upgrade"
-if apt_install "$LIB2"; then echo "== apt exit 0"; else echo "== apt exit $?"; fi
+if apt_install "$LIB2" 2>&1; then echo "== apt exit 0"; else echo "== apt exit $?"; fi
 kill "$sleeper"; wait "$sleeper" || true
 echo "== other"
-if apt_install "$OTHER"; then echo "== apt exit 0"; else echo "== apt exit $?"; fi
+if apt_install "$OTHER" 2>&1; then echo "== apt exit 0"; else echo "== apt exit $?"; fi
 echo "== done"
 "#;
 
@@ -169,11 +172,12 @@ fn check_hook(text: &str, all: &str) {
         "the plan does not name the sleeper ({sleeper}):\n{all}"
     );
     assert!(upgrade.contains("== apt exit 0"), "apt failed:\n{all}");
-    // The sandbox's own path names swaplab-stale: look for the hook's lines.
+    // The sandbox's own path names swaplab-stale: look for the hook's lines
+    // (its stderr is in them too: `swaplab stale: …`).
     assert!(
-        !other
-            .lines()
-            .any(|l| l.starts_with("swaplab-stale:") || l.contains("[required]")),
+        !other.lines().any(|l| l.starts_with("swaplab-stale:")
+            || l.starts_with("swaplab stale:")
+            || l.contains("[required]")),
         "with nothing to restart, the hook was not quiet:\n{all}"
     );
     assert!(other.contains("== apt exit 0"), "apt failed:\n{all}");
@@ -223,10 +227,9 @@ fn check_service(root: &Path) {
         .map(|w| w[1].clone())
         .expect("the service writes a file");
     std::fs::create_dir_all(output.parent().unwrap()).unwrap();
-    let status = Command::new(&words[0])
-        .args(&words[1..])
-        .status()
-        .unwrap()
+    let status = output_within(Command::new(&words[0]).args(&words[1..]), deadline())
+        .expect("the service's command ends")
+        .status
         .code()
         .unwrap_or(-1);
     assert!(
@@ -397,8 +400,7 @@ fn detector_binary() -> PathBuf {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    swaplab::harness::programs::find(tool).is_some()
 }
 
 fn run(cmd: &mut Command) -> String {

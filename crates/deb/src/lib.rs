@@ -45,6 +45,7 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     let depends = control::shlib_depends(work.path(), &root.join(tree::PROGRAM))?;
     let arch = control::architecture()?;
     control::write_all(&root, &arch, &depends)?;
+    tree::folders_open(&root)?;
     let deb = opts.out.join(format!("{PACKAGE}_{VERSION}_{arch}.deb"));
     run(Command::new("dpkg-deb")
         .args(["--build", "--root-owner-group"])

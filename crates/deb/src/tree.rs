@@ -66,5 +66,23 @@ pub fn lay_out(root: &Path, binary: &Path) -> Result<()> {
     for (path, text) in texts {
         write(&root.join(path), text.as_bytes(), 0o644)?;
     }
+    folders_open(root)
+}
+
+/// Every folder under `root` (and `root`) 0755, whatever the umask: dpkg
+/// installs them as the package has them, and refuses a control folder
+/// of another mode.
+pub fn folders_open(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                dirs.push(e.path());
+            }
+        }
+    }
     Ok(())
 }

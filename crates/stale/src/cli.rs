@@ -91,8 +91,9 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["json", "openmetrics"])]
     pub plan: bool,
     /// Act as apt's hook (DPkg::Post-Invoke): print the plan when a
-    /// process needs a restart, nothing otherwise, and exit 0 whatever
-    /// happens, so that apt never fails for it.
+    /// process needs a restart, nothing otherwise, and exit 0 whatever the
+    /// scan finds or fails on (saying why on stderr), so that apt never
+    /// fails for it.
     #[arg(long, conflicts_with_all = ["json", "openmetrics", "plan"])]
     pub apt_hook: bool,
     /// Act as a monitoring plugin (Nagios, Icinga, Sensu): one line, and

@@ -214,7 +214,6 @@ fn ms_vol(detail: &str, marks: &Marks) -> String {
     }
 }
 
-/// The summary line.
 /// ` [package NAME VERSION, …]`: what the package database told of a
 /// file: the version installed now, and the one the process runs (dpkg's
 /// log) or whether the version installed now came after it started (rpm's
@@ -248,6 +247,7 @@ fn package_text(p: &Package, marks: &Marks) -> String {
     s
 }
 
+/// The summary line.
 pub fn summary(r: &StaleReport, marks: &Marks) -> String {
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
