@@ -1092,29 +1092,34 @@ pub(crate) fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// A master (a copy of sh, `swl-master`, in `dir`) that forked `n`
+/// workers; they read from a descriptor of its stdin, so they end when
+/// the test does, and name themselves `swl-worker` (the shell's builtin
+/// echo writes their own comm), as nginx's do. The master, its copy of
+/// sh, and the workers.
+fn master_with_workers(dir: &Path, n: usize) -> (Guarded, PathBuf, Vec<i32>) {
+    let sh = dir.join("swl-master");
+    std::fs::copy("/bin/sh", &sh).unwrap();
+    let forks = "w & ".repeat(n);
+    let script = format!(
+        "exec 3<&0; w() {{ echo swl-worker > /proc/self/comm; read a <&3; }}; {forks}echo ready; wait"
+    );
+    let master = interpreter(dir, &sh, &["-c", &script]);
+    let m = master.pid();
+    wait_for("the master forked its workers", || children(m).len() == n);
+    let workers = children(m);
+    (master, sh, workers)
+}
+
 #[test]
 fn stale_plan_lists_a_master_and_its_forked_workers_once_and_asks_for_an_exec() {
-    // A shell (a copy of sh) that forks two workers, which read from a
-    // descriptor of its stdin and so end when the test does; then the
-    // copy is replaced under all three: the master and what it forked run
-    // the same old code, and a fork from it (a reload by HUP) would copy it.
-    // The workers name themselves `swl-worker` (the shell's builtin echo
-    // writes their own comm), as nginx's do: only the master is `swl-master`.
+    // A master and two workers; then the master's copy of sh is replaced
+    // under all three: the master and what it forked run the same old
+    // code, and a fork from it (a reload by HUP) would copy it. Only the
+    // master is `swl-master`.
     let dir = sandbox();
-    let sh = dir.path().join("swl-master");
-    std::fs::copy("/bin/sh", &sh).unwrap();
-    let master = interpreter(
-        dir.path(),
-        &sh,
-        &[
-            "-c",
-            "exec 3<&0; w() { echo swl-worker > /proc/self/comm; read a <&3; }; \
-             w & w & echo ready; wait",
-        ],
-    );
+    let (master, sh, workers) = master_with_workers(dir.path(), 2);
     let m = master.pid();
-    wait_for("the master forked two workers", || children(m).len() == 2);
-    let workers = children(m);
     let (lone, lone_exe) = sleeper(dir.path(), "swl-lone", None);
     install("/bin/true", &sh);
     install("/bin/true", &lone_exe);
@@ -1561,19 +1566,8 @@ fn stale_plan_reads_an_excluded_master_however_many_other_processes_are_stale() 
     // each of their 300 (identical) parents, and took the excluded master
     // it never reached for a clean one.
     let dir = sandbox();
-    let sh = dir.path().join("swl-master");
-    std::fs::copy("/bin/sh", &sh).unwrap();
-    let master = interpreter(
-        dir.path(),
-        &sh,
-        &[
-            "-c",
-            "exec 3<&0; w() { echo swl-worker > /proc/self/comm; read a <&3; }; w & echo ready; wait",
-        ],
-    );
-    let m = master.pid();
-    wait_for("the master forked its worker", || children(m).len() == 1);
-    let worker = children(m)[0];
+    let (master, sh, workers) = master_with_workers(dir.path(), 1);
+    let (m, worker) = (master.pid(), workers[0]);
     let many_sh = dir.path().join("swl-many");
     std::fs::copy("/bin/sh", &many_sh).unwrap();
     let many = interpreter(

@@ -220,7 +220,7 @@ impl Args {
         let bad = |msg: String| Exit::BadInput(format!("swaplab stale: {msg}"));
         let user = user
             .as_deref()
-            .map(stale::parse_user)
+            .map(crate::users::parse_user)
             .transpose()
             .map_err(bad)?;
         let pattern = pattern

@@ -42,7 +42,7 @@ impl Exclusion {
             "name" => Regex::new(value)
                 .map(Exclusion::Name)
                 .map_err(|e| format!("name={value}: not a valid regular expression: {e}")),
-            "user" => crate::stale::parse_user(value).map(Exclusion::User),
+            "user" => crate::users::parse_user(value).map(Exclusion::User),
             "unit" => Ok(Exclusion::Unit(match value.ends_with(".service") {
                 true => value.to_string(),
                 false => format!("{value}.service"),

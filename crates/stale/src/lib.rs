@@ -24,3 +24,4 @@ pub mod scripts;
 pub mod sqlite;
 pub mod stale;
 pub mod text;
+pub mod users;

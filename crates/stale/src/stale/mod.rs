@@ -105,18 +105,6 @@ pub struct ScanOptions {
     pub exclude: Vec<crate::exclude::Exclusion>,
 }
 
-/// `--user`: a user name or a numeric uid.
-pub fn parse_user(s: &str) -> std::result::Result<u32, String> {
-    if let Ok(uid) = s.parse::<u32>() {
-        return Ok(uid);
-    }
-    match nix::unistd::User::from_name(s) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("--user {s}: no such user")),
-        Err(e) => Err(format!("--user {s}: cannot look the user up: {e}")),
-    }
-}
-
 /// Waits until process `pid` has run longer than the detector's time
 /// resolution (two clock ticks of its start time) plus a margin, and an
 /// installer's writing time ([`INSTALL_WRITE_NS`]), so that a write made
