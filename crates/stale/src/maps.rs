@@ -217,7 +217,23 @@ std::thread_local! {
 /// each call that empties the kernel's buffer makes it lock the process's
 /// memory map and format again from where it stopped: 9 reads for a 3 KB
 /// maps file, where a large buffer takes 2 (a page, then the end).
-pub fn read_whole<T>(mut file: std::fs::File, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+pub fn read_whole<T>(file: std::fs::File, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    read_until(file, false, f)
+}
+
+/// [`read_whole`] of a `/proc` file that is one record (a `single_open`
+/// seq_file: `stat`, `cgroup`): the kernel formats it whole and hands it
+/// all to the first read with room for it, so a read that leaves room
+/// was the last, and the read that would say so (0 bytes) is spared.
+pub fn read_record<T>(file: std::fs::File, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    read_until(file, true, f)
+}
+
+fn read_until<T>(
+    mut file: std::fs::File,
+    short_is_end: bool,
+    f: impl FnOnce(&[u8]) -> T,
+) -> std::io::Result<T> {
     use std::io::Read;
     BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
@@ -227,9 +243,15 @@ pub fn read_whole<T>(mut file: std::fs::File, f: impl FnOnce(&[u8]) -> T) -> std
                 let grown = buf.len() * 2;
                 buf.resize(grown, 0);
             }
+            let room = buf.len() - n;
             match file.read(&mut buf[n..]) {
                 Ok(0) => break,
-                Ok(k) => n += k,
+                Ok(k) => {
+                    n += k;
+                    if short_is_end && k < room {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

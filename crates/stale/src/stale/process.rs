@@ -29,7 +29,7 @@ pub(super) struct ProcDir {
 
 pub(super) fn proc_dir(pid: i32) -> Option<ProcDir> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
-    let stat = read_in(&dir, "stat", |b| procfs::process::Stat::from_read(b))
+    let stat = read_record_in(&dir, "stat", |b| procfs::process::Stat::from_read(b))
         .ok()?
         .ok()?;
     if !matches!(stat.state, 'Z' | 'X') {
@@ -43,7 +43,7 @@ pub(super) fn proc_dir(pid: i32) -> Option<ProcDir> {
     let tasks = fs::read_dir(dir.join("task")).ok()?;
     tasks.filter_map(|t| t.ok()).find_map(|t| {
         let tdir = t.path();
-        let tstat = read_in(&tdir, "stat", |b| procfs::process::Stat::from_read(b))
+        let tstat = read_record_in(&tdir, "stat", |b| procfs::process::Stat::from_read(b))
             .ok()?
             .ok()?;
         if matches!(tstat.state, 'Z' | 'X') {
@@ -70,6 +70,13 @@ pub(super) fn read_in<T>(dir: &Path, name: &str, f: impl FnOnce(&[u8]) -> T) -> 
     maps::read_whole(file, f)
 }
 
+/// [`read_in`] of a file the kernel formats as one record (`stat`,
+/// `cgroup`): one read (see [`maps::read_record`]).
+fn read_record_in<T>(dir: &Path, name: &str, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    let file = File::open(dir.join(name))?;
+    maps::read_record(file, f)
+}
+
 /// The owner of `/proc/PID`: the process's effective uid.
 pub(super) fn uid_of(pid: i32) -> Option<u32> {
     fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
@@ -94,7 +101,7 @@ pub(super) fn args_of(dir: &Path) -> String {
 /// The process's cgroup: the unified hierarchy's path, else systemd's
 /// (`name=systemd`), else the first controller's that is not the root.
 pub(super) fn cgroup_of(dir: &Path) -> Option<String> {
-    let groups = read_in(dir, "cgroup", |b| procfs::ProcessCGroups::from_read(b))
+    let groups = read_record_in(dir, "cgroup", |b| procfs::ProcessCGroups::from_read(b))
         .ok()?
         .ok()?
         .0;
