@@ -23,6 +23,7 @@
 //! Where none of them tells, the file is not judged (`no-identity`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::mounts::Mounts;
 use crate::report::{FileId, Identity};
@@ -85,10 +86,11 @@ pub struct Ask<'a> {
     pub path: &'a Facts,
     /// The path as the process names it (for an overlay's layers).
     pub named: &'a Path,
-    /// The mounts of the process's namespace.
-    pub mounts: &'a Mounts,
+    /// The mounts of the process's namespace (read when first asked for:
+    /// most files are settled by `stat` alone).
+    pub mounts: &'a dyn Fn() -> Arc<Mounts>,
     /// `/proc/PID/map_files/START-END` of one of the file's mappings.
-    pub map_file: &'a Path,
+    pub map_file: &'a dyn Fn() -> PathBuf,
     /// How a path the process names is reached from the scanner: itself,
     /// or under `/proc/PID/root`.
     pub reach: &'a dyn Fn(&Path) -> PathBuf,
@@ -108,10 +110,11 @@ pub fn holds(a: &Ask) -> Holds {
     if dev(a.path.id) == dev(m) {
         return inode(a.path.id.inode == m.inode, Identity::Stat);
     }
-    if let Ok(mapped) = facts(a.map_file) {
+    if let Ok(mapped) = facts(&(a.map_file)()) {
         return inode(mapped.id == a.path.id, Identity::MapFiles);
     }
-    let mount = a.path.mount.and_then(|id| a.mounts.get(id));
+    let mounts = (a.mounts)();
+    let mount = a.path.mount.and_then(|id| mounts.get(id));
     if let Some(mount) = mount.filter(|mount| mount.dev == dev(m)) {
         // btrfs numbers inodes per subvolume: the inode decides only for
         // a path in the subvolume the mount shows (the same device as its

@@ -78,8 +78,9 @@ pub(super) struct FileCtx<'a> {
     /// `/proc/PID/root`'s link, for a process in another mount namespace.
     pub root_link: Option<&'a Path>,
     pub start_ns: i128,
-    /// The mounts of the process's mount namespace.
-    pub mounts: Arc<Mounts>,
+    /// The mounts of the process's mount namespace, read when first asked
+    /// for.
+    pub mounts: &'a dyn Fn() -> Arc<Mounts>,
 }
 
 impl FileCtx<'_> {
@@ -149,8 +150,8 @@ impl Scanner {
                     mapped: ctx.mapped,
                     path: f,
                     named: &r.path,
-                    mounts: &ctx.mounts,
-                    map_file: &ctx.map_file(),
+                    mounts: ctx.mounts,
+                    map_file: &|| ctx.map_file(),
                     reach: &|p: &Path| reach(ctx, p).unwrap_or_else(|| p.to_path_buf()),
                 }),
                 _ => Holds::Other(Identity::None),
@@ -183,8 +184,12 @@ impl Scanner {
             .all(|(_, st, _)| matches!(st, OnDisk::Missing));
         if nothing_at_any {
             let reach_it = |p: &Path| reach(ctx, p).unwrap_or_else(|| p.to_path_buf());
-            let seen =
-                identity::through_layer(&ctx.mounts, &ctx.readings[0].path, ctx.mapped, &reach_it);
+            let seen = identity::through_layer(
+                &(ctx.mounts)(),
+                &ctx.readings[0].path,
+                ctx.mapped,
+                &reach_it,
+            );
             if let Some(found) = seen {
                 return self.locate_at(ctx, found);
             }

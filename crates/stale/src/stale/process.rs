@@ -15,8 +15,21 @@ pub(super) struct View {
     pub(super) ns: Option<PathBuf>,
     pub(super) own_ns: bool,
     pub(super) root_link: Option<PathBuf>,
-    /// Its root directory (device, inode).
-    pub(super) root: Option<(u64, u64)>,
+    /// Its root directory (device, inode): read with the view in another
+    /// namespace, and in the scanner's only once its mounts are asked for
+    /// (most files never need them: a `stat` per process spared).
+    pub(super) root: std::cell::OnceCell<Option<(u64, u64)>>,
+}
+
+impl View {
+    /// The root directory (device, inode) of the process in `dir`.
+    pub(super) fn root(&self, dir: &Path) -> Option<(u64, u64)> {
+        *self.root.get_or_init(|| {
+            fs::metadata(dir.join("root"))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        })
+    }
 }
 
 /// A process's folder in /proc, and its stat, as the scan reads it: a live

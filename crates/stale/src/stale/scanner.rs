@@ -145,7 +145,7 @@ impl Scanner {
                 .ok()
                 .filter(|r| r != Path::new("/"));
             (r.clone(), r)
-        } else if view.root.is_some() && view.root == self.my_root {
+        } else if view.root(dir).is_some() && view.root(dir) == self.my_root {
             // The host's root with mounts of its own (a service's
             // PrivateTmp or ProtectSystem): judged through /proc/PID/root,
             // but no container.
@@ -187,27 +187,16 @@ impl Scanner {
         let root_link = (!own_ns)
             .then(|| fs::read_link(dir.join("root")).ok())
             .flatten();
-        let root = fs::metadata(dir.join("root"))
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        View {
+        let view = View {
             ns,
             own_ns,
             root_link,
-            root,
-        }
-    }
-
-    /// The mounts the process in `dir` sees: its namespace's, as its root
-    /// shows them (mountinfo leaves out what a chroot cannot reach).
-    pub(super) fn mounts_of(&mut self, view: &View, dir: &Path) -> Arc<Mounts> {
-        let Some(ns) = &view.ns else {
-            return Arc::new(Mounts::of(dir));
+            root: std::cell::OnceCell::new(),
         };
-        self.mounts
-            .entry((ns.clone(), view.root))
-            .or_insert_with(|| Arc::new(Mounts::of(dir)))
-            .clone()
+        if !own_ns {
+            view.root(dir);
+        }
+        view
     }
 
     pub(super) fn one(&mut self, pid: i32, opts: &ScanOptions) -> Seen {
@@ -360,7 +349,13 @@ impl Scanner {
         Vec<StaleFile>,
         Vec<UncheckedFile>,
     ) {
-        let mounts = self.mounts_of(view, dir);
+        // The process's mounts, looked up the first time a file needs them.
+        let cache = std::cell::RefCell::new(std::mem::take(&mut self.mounts));
+        let once = std::cell::OnceCell::new();
+        let mounts = || {
+            once.get_or_init(|| mounts_seen(&mut cache.borrow_mut(), view, dir))
+                .clone()
+        };
         let start_ns = self.start_ns(stat);
         let (mut exe, mut exe_id) = (None, None);
         let (mut stale, mut unchecked) = (Vec::new(), Vec::new());
@@ -394,7 +389,7 @@ impl Scanner {
                 own_ns: view.own_ns,
                 root_link: view.root_link.as_deref(),
                 start_ns,
-                mounts: mounts.clone(),
+                mounts: &mounts,
             };
             match self.check(&ctx) {
                 Judged::Stale(f) => stale.push(*f),
@@ -402,6 +397,7 @@ impl Scanner {
                 Judged::Current => {}
             }
         }
+        self.mounts = cache.into_inner();
         (exe, exe_id, stale, unchecked)
     }
 
@@ -439,6 +435,19 @@ impl Scanner {
         }
         files
     }
+}
+
+/// The mounts the process in `dir` sees: its namespace's, as its root
+/// shows them (mountinfo leaves out what a chroot cannot reach); `cache`
+/// holds them by namespace and root.
+fn mounts_seen(cache: &mut HashMap<SeenFrom, Arc<Mounts>>, view: &View, dir: &Path) -> Arc<Mounts> {
+    let Some(ns) = &view.ns else {
+        return Arc::new(Mounts::of(dir));
+    };
+    cache
+        .entry((ns.clone(), view.root(dir)))
+        .or_insert_with(|| Arc::new(Mounts::of(dir)))
+        .clone()
 }
 
 /// The mappings (in address order) that belong to the image the loader laid
