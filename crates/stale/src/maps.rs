@@ -106,7 +106,7 @@ pub fn read_file_lines(dir: &Path) -> std::io::Result<Vec<Line>> {
     // The same open, and so the same error, as the text's.
     let file = std::fs::File::open(dir.join("maps"))?;
     let mut name = [0u8; 4096];
-    let mut lines = Vec::new();
+    let mut lines = Vec::with_capacity(32);
     let mut addr = 0;
     loop {
         let mut q = ProcmapQuery {
@@ -306,13 +306,16 @@ pub fn readings(printed: &OsStr) -> Vec<Reading> {
     }
     let mut out = Vec::with_capacity(4);
     for t in texts {
+        let marked = t
+            .strip_suffix(DELETED.as_bytes())
+            .map(|rest| PathBuf::from(OsStr::from_bytes(rest)));
         out.push(Reading {
-            path: PathBuf::from(OsString::from_vec(t.clone())),
+            path: PathBuf::from(OsString::from_vec(t)),
             unlinked: false,
         });
-        if let Some(rest) = t.strip_suffix(DELETED.as_bytes()) {
+        if let Some(path) = marked {
             out.push(Reading {
-                path: PathBuf::from(OsStr::from_bytes(rest)),
+                path,
                 unlinked: true,
             });
         }
@@ -322,16 +325,21 @@ pub fn readings(printed: &OsStr) -> Vec<Reading> {
 
 fn replace(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(from) {
+    let mut rest = hay;
+    // From one occurrence of `from`'s first byte to the next, copied a
+    // stretch at a time (names rarely hold it at all).
+    while let Some(at) = rest.iter().position(|&b| b == from[0]) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        if rest.starts_with(from) {
             out.extend_from_slice(to);
-            i += from.len();
+            rest = &rest[from.len()..];
         } else {
-            out.push(hay[i]);
-            i += 1;
+            out.push(rest[0]);
+            rest = &rest[1..];
         }
     }
+    out.extend_from_slice(rest);
     out
 }
 

@@ -116,11 +116,14 @@ impl Scanner {
         match reach(ctx, path) {
             None => (ctx.dir.join("root"), OnDisk::Unreadable),
             Some(p) if ctx.own_ns => {
-                let state = self
-                    .paths
-                    .entry(p.clone())
-                    .or_insert_with(|| on_disk(&p))
-                    .clone();
+                let state = match self.paths.get(&p) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let state = on_disk(&p);
+                        self.paths.insert(p.clone(), state.clone());
+                        state
+                    }
+                };
                 (p, state)
             }
             Some(p) => {
@@ -630,6 +633,7 @@ impl Scanner {
         }
         // A file that is no ELF image (a JIT's cache mapped executable)
         // has no segments to compare.
+        // Borrowed, not cloned: every process on a library asks again.
         let loads = self
             .segments
             .entry((id, f.ctime_ns, size))
@@ -639,7 +643,7 @@ impl Scanner {
                     .and_then(|file| elf::read(&file, Where::File))
                     .map(|e| e.loads)
             })
-            .clone()?;
+            .as_deref()?;
         let first = ctx.maps.iter().find(|m| m.offset == 0)?;
         let seg0 = loads.iter().find(|s| s.offset == 0)?;
         let base = first.start.wrapping_sub(down(seg0.vaddr));

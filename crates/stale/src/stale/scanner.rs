@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -407,7 +408,11 @@ impl Scanner {
         let mut files: Vec<(FileKey, Vec<Map>)> = Vec::new();
         let mut pseudo: BTreeMap<&'static str, usize> = BTreeMap::new();
         for m in lines {
-            let shown = m.name.to_string_lossy();
+            // UTF-8 checked fast (most names are), lossily only if not.
+            let shown = match std::str::from_utf8(m.name.as_bytes()) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => m.name.to_string_lossy(),
+            };
             // Anonymous memory, [heap], [stack], [vdso] and the like.
             if shown.is_empty() || (shown.starts_with('[') && shown.ends_with(']')) {
                 continue;
