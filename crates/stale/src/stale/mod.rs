@@ -58,6 +58,7 @@ mod parents;
 mod process;
 mod scan;
 mod scanner;
+mod stat;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

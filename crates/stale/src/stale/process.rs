@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use procfs::FromRead;
 
+use super::stat::Stat;
 use crate::maps;
 
 /// How a process sees files (see
@@ -37,14 +38,12 @@ impl View {
 /// (`pthread_exit` in main) and the others still run the process's code.
 pub(super) struct ProcDir {
     pub(super) dir: PathBuf,
-    pub(super) stat: procfs::process::Stat,
+    pub(super) stat: Stat,
 }
 
 pub(super) fn proc_dir(pid: i32) -> Option<ProcDir> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
-    let stat = read_record_in(&dir, "stat", |b| procfs::process::Stat::from_read(b))
-        .ok()?
-        .ok()?;
+    let stat = read_record_in(&dir, "stat", Stat::parse).ok()??;
     if !matches!(stat.state, 'Z' | 'X') {
         return Some(ProcDir { dir, stat });
     }
@@ -56,9 +55,7 @@ pub(super) fn proc_dir(pid: i32) -> Option<ProcDir> {
     let tasks = fs::read_dir(dir.join("task")).ok()?;
     tasks.filter_map(|t| t.ok()).find_map(|t| {
         let tdir = t.path();
-        let tstat = read_record_in(&tdir, "stat", |b| procfs::process::Stat::from_read(b))
-            .ok()?
-            .ok()?;
+        let tstat = read_record_in(&tdir, "stat", Stat::parse).ok()??;
         if matches!(tstat.state, 'Z' | 'X') {
             return None;
         }

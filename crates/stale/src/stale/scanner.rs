@@ -21,6 +21,7 @@ use crate::scripts;
 
 use super::judge::{self, FileCtx, Judged};
 use super::process::{args_of, cgroup_of, inside_root, proc_dir, uid_of, ProcDir, View};
+use super::stat::Stat;
 use super::ScanOptions;
 
 /// The kinds of pseudo-file mapping that are never reported.
@@ -328,7 +329,7 @@ impl Scanner {
     }
 
     /// When the process started, in wall-clock ns.
-    pub(super) fn start_ns(&self, stat: &procfs::process::Stat) -> i128 {
+    pub(super) fn start_ns(&self, stat: &Stat) -> i128 {
         self.boot_to_real_ns + stat.starttime as i128 * self.tick_ns
     }
 
@@ -342,7 +343,7 @@ impl Scanner {
         pid: i32,
         dir: &Path,
         view: &View,
-        stat: &procfs::process::Stat,
+        stat: &Stat,
         files: Vec<(FileKey, Vec<Map>)>,
     ) -> (
         Option<PathBuf>,
