@@ -14,7 +14,7 @@ use crate::report::{Excluded, StaleProcess, StaleReport, UnreadDatabase, Urgency
 
 use super::parents::parents_outside;
 use super::process::cgroup_of;
-use super::scanner::{Scanner, Seen, PSEUDO};
+use super::scanner::{boot_to_real_ns, Scanner, Seen, PSEUDO};
 use super::ScanOptions;
 
 /// Scans the processes `opts` selects.
@@ -94,12 +94,17 @@ pub(super) fn scan_all(opts: &ScanOptions, report: &mut StaleReport) -> Result<S
         .clamp(1, 8);
     let few = !opts.pids.is_empty() && opts.pids.len() < 64;
     let threads = if few { 1 } else { cores };
+    // One clock offset for all: each scanner reading its own put the
+    // processes started in one clock tick in the order of the threads'
+    // few ns of difference, which changed from run to run.
+    let boot_to_real_ns = boot_to_real_ns();
     let (parts, listed) = std::thread::scope(|scope| {
         let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
             .map(|_| {
                 let (tx, rx) = std::sync::mpsc::channel::<i32>();
                 let handle = scope.spawn(move || {
                     let mut s = Scanner::new();
+                    s.boot_to_real_ns = boot_to_real_ns;
                     let seen: Vec<Seen> = rx.iter().map(|pid| s.one(pid, opts)).collect();
                     (seen, s)
                 });

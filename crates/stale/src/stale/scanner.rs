@@ -95,6 +95,12 @@ pub(super) fn clock_ns(id: nix::time::ClockId) -> i128 {
         .unwrap_or(0)
 }
 
+/// CLOCK_REALTIME − CLOCK_BOOTTIME now, in ns (two clock reads: a few ns
+/// apart from one reading to the next).
+pub(super) fn boot_to_real_ns() -> i128 {
+    clock_ns(nix::time::ClockId::CLOCK_REALTIME) - clock_ns(nix::time::ClockId::CLOCK_BOOTTIME)
+}
+
 pub(super) enum Seen {
     Vanished,
     Kernel,
@@ -116,8 +122,7 @@ impl Scanner {
         Scanner {
             my_mnt_ns: fs::read_link("/proc/self/ns/mnt").ok(),
             my_root: fs::metadata("/").ok().map(|m| (m.dev(), m.ino())),
-            boot_to_real_ns: clock_ns(nix::time::ClockId::CLOCK_REALTIME)
-                - clock_ns(nix::time::ClockId::CLOCK_BOOTTIME),
+            boot_to_real_ns: boot_to_real_ns(),
             tick_ns: 1_000_000_000 / procfs::ticks_per_second().max(1) as i128,
             page: procfs::page_size(),
             paths: HashMap::new(),
