@@ -5,6 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use procfs::process::{MMapPath, Process};
@@ -67,8 +68,9 @@ pub struct Line {
     pub dev: (u32, u32),
     pub inode: u64,
     /// The name column as printed (newlines escaped as `\012`, ` (deleted)`
-    /// appended to an unlinked name); empty for anonymous memory.
-    pub name: OsString,
+    /// appended to an unlinked name); empty for anonymous memory. Shared
+    /// by the lines of one name in a row (a library's four or five).
+    pub name: Arc<OsStr>,
 }
 
 /// Every line of `/proc/PID/maps`; the error is the open's or the read's
@@ -157,9 +159,18 @@ pub fn read_file_lines(dir: &Path) -> std::io::Result<Vec<Line>> {
             offset: q.vma_offset,
             dev: (q.dev_major, q.dev_minor),
             inode: q.inode,
-            name: OsString::from_vec(as_printed(&name[..len])),
+            name: shared_name(&lines, &name[..len]),
         });
         addr = q.vma_end;
+    }
+}
+
+/// `raw`, a name the ioctl gave, as printed: the previous line's name
+/// when it is the same (no copy), else a new one.
+fn shared_name(lines: &[Line], raw: &[u8]) -> Arc<OsStr> {
+    match lines.last() {
+        Some(prev) if !raw.contains(&b'\n') && prev.name.as_bytes() == raw => prev.name.clone(),
+        _ => Arc::from(OsStr::from_bytes(&as_printed(raw))),
     }
 }
 
@@ -278,7 +289,7 @@ fn parse_line(line: &[u8]) -> Option<Line> {
         offset: hex(offset)?,
         dev: (hex(major)? as u32, hex(minor)? as u32),
         inode: inode.parse().ok()?,
-        name: OsStr::from_bytes(name).to_os_string(),
+        name: Arc::from(OsStr::from_bytes(name)),
     })
 }
 

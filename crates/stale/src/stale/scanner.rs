@@ -59,7 +59,7 @@ pub(super) fn pseudo_kind(path: &str) -> Option<&'static str> {
 }
 
 /// A mapped file as maps names it: major, minor, inode, the name as printed.
-pub(super) type FileKey = (u32, u32, u64, std::ffi::OsString);
+pub(super) type FileKey = (u32, u32, u64, Arc<std::ffi::OsStr>);
 
 /// One file-backed mapping, as the checks need it.
 #[derive(Clone, Debug)]
