@@ -173,9 +173,16 @@ pub struct Switch {
     pub done_ns: u64,
     /// `(fds, messages)` the new process received (SCM_RIGHTS).
     pub received: Option<(usize, usize)>,
-    /// The new generation's fds that are not client connections.
+    /// The new generation's fds that are not client connections, in every
+    /// look at it so far (see [`Service::look_again_at_fds`]).
     pub fds: usize,
+    /// Those fds, as (number, target).
+    #[serde(skip)]
+    pub lasting: FdSet,
 }
+
+/// A process's fds as (number, target as `ls -l` shows it).
+pub type FdSet = std::collections::BTreeSet<(i32, String)>;
 
 impl Switch {
     /// Signal to new process accepting.
@@ -188,7 +195,7 @@ impl Switch {
 /// sockets, plus the listening sockets (by fd number, as the server logged
 /// them) and Unix sockets (from /proc/net/unix). A leak of any kind shows
 /// as growth; connections in flight do not count.
-pub fn lasting_fds(pid: i32, listening: &[i32]) -> usize {
+pub fn lasting_fds(pid: i32, listening: &[i32]) -> FdSet {
     let unix: std::collections::HashSet<u64> = procfs::net::unix()
         .unwrap_or_default()
         .into_iter()
@@ -205,7 +212,7 @@ pub fn lasting_fds(pid: i32, listening: &[i32]) -> usize {
             };
             listening.contains(fd) || unix.contains(&ino)
         })
-        .count()
+        .collect()
 }
 
 /// A hand-over server running under one strategy.
@@ -494,10 +501,7 @@ impl Service {
             }
         }
         let done = mono_ns();
-        let mut fds = lasting_fds(self.current.pid, &self.listening_fds());
-        if let Some(h) = self.holder {
-            fds += procs::fds(h).len();
-        }
+        let lasting = self.lasting_fds();
         let s = Switch {
             from: old.pid,
             to: self.current.pid,
@@ -506,10 +510,35 @@ impl Service {
             accepting_ns: self.current.at_ns,
             done_ns: done,
             received,
-            fds,
+            fds: lasting.len(),
+            lasting,
         };
         self.switches.push(s.clone());
         Ok(s)
+    }
+
+    /// The current generation's lasting fds, and the holder's (whose fds
+    /// are all lasting: it serves no client), the holder's numbered from -1
+    /// down so the two never mix.
+    fn lasting_fds(&self) -> FdSet {
+        let mut fds = lasting_fds(self.current.pid, &self.listening_fds());
+        if let Some(h) = self.holder {
+            fds.extend(procs::fds(h).into_iter().map(|(fd, t)| (-1 - fd, t)));
+        }
+        fds
+    }
+
+    /// Looks at the current generation's fds again, some time after the
+    /// switch: the switch's count keeps only the fds seen both times. A
+    /// leaked fd stays, so it is in both looks; a descriptor that was only
+    /// passing through in one look (seen in an emulated guest, where a
+    /// moment lasts long: counts of [10, 11, 10]) is no leak.
+    pub fn look_again_at_fds(&mut self) {
+        let now = self.lasting_fds();
+        if let Some(s) = self.switches.last_mut() {
+            s.lasting.retain(|f| now.contains(f));
+            s.fds = s.lasting.len();
+        }
     }
 
     /// Ends the service gracefully (QUIT: stop accepting, drain) and checks

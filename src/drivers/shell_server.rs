@@ -440,6 +440,7 @@ impl ShellServer {
             done_ns: mono_ns(),
             received: None,
             fds: 0,
+            lasting: Default::default(),
         })
     }
 
