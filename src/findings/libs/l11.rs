@@ -93,17 +93,17 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         starts: 1000,
         cap: Duration::from_secs(300),
     };
-    const EXPECTED: usize = 20;
-    lab.note("starts in a tight loop while another loop replaces the library, until starts have failed both ways the claim names, and 20 in all");
+    const EXPECTED: usize = 10;
+    lab.note(format!("starts in a tight loop while another loop replaces the library, until starts have failed both ways the claim names, and {EXPECTED} in all"));
     lab.shell("while :; do install -m 755 build/libexample-v2.so lib/libexample.so; install -m 755 build/libexample-v1.so lib/libexample.so; done &");
-    lab.shell("until [ \"$enoent\" ] && [ \"$short\" ] && [ $((failed)) -ge 20 ]; do err=$(bin/swaplab-plain --once 2>&1 >/dev/null) || { failed=$((failed+1)); case $err in *'No such file'*) enoent=1;; *'file too short'*|*'Exec format error'*) short=1;; esac; }; done");
+    lab.shell(format!("until [ \"$enoent\" ] && [ \"$short\" ] && [ $((failed)) -ge {EXPECTED} ]; do err=$(bin/swaplab-plain --once 2>&1 >/dev/null) || {{ failed=$((failed+1)); case $err in *'No such file'*) enoent=1;; *'file too short'*|*'Exec format error'*) short=1;; esac; }}; done"));
     let inst = start_loop(
         lab,
         Program::Plain,
         alternating(lab, Replace::Install)?,
         5000,
         budget,
-        // 20 failures in all, so that the failure rate below is measured,
+        // 10 failures in all, so that the failure rate below is measured,
         // not the luck of the first failures.
         Until::Seen(&[NO_FILE, TOO_SHORT], EXPECTED),
     )?;
@@ -115,8 +115,8 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         vol(inst.replacements)
     ));
     // Enough rename starts that install's window, at the rate just
-    // measured, would have failed 20 of them (none failing by chance:
-    // e^-20), and never fewer than install's own starts. No cap: if the
+    // measured, would have failed 10 of them (none failing by chance:
+    // e^-10, 1 in 22,000), and never fewer than install's own starts. No cap: if the
     // budget runs out first, the check below says so.
     let rate = inst.failed.max(1) as f64 / inst.starts.max(1) as f64;
     let want = ((EXPECTED as f64 / rate).ceil() as usize)
@@ -194,10 +194,10 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
 pub static L11: Finding = Finding {
     id: "L11",
     slug: "how_the_file_is_replaced_decides_what_running_processes_see",
-    claim: "How the file is replaced matters. `install` unlinks then creates (not atomic): a process starting in that window fails both ways: ENOENT (nothing at the path) and \"file too short\" (musl: \"Exec format error\"; the new file not written yet), and now and then it is killed by SIGBUS (a file still being written); every failed start is one of these. `rename(2)` is atomic: no start fails, over as many starts as install's measured failure rate would fail 20 of. `cp` over the live file (same inode, `O_TRUNC`) is accepted by the kernel (no ETXTBSY for a mapped `.so`) and the running process crashes on its next call into the library (SIGSEGV; SIGBUS when the new file is shorter than the mapping). A same-layout in-place write without truncation makes the running process silently run the new code; only the file's modification time shows it, so where the filesystem keeps no birth time (tmpfs on Debian 11's 5.10) `swaplab stale` counts that file unchecked instead of flagging it. Neither in-place case shows `(deleted)`.",
+    claim: "How the file is replaced matters. `install` unlinks then creates (not atomic): a process starting in that window fails both ways: ENOENT (nothing at the path) and \"file too short\" (musl: \"Exec format error\"; the new file not written yet), and now and then it is killed by SIGBUS (a file still being written); every failed start is one of these. `rename(2)` is atomic: no start fails, over as many starts as install's measured failure rate would fail 10 of. `cp` over the live file (same inode, `O_TRUNC`) is accepted by the kernel (no ETXTBSY for a mapped `.so`) and the running process crashes on its next call into the library (SIGSEGV; SIGBUS when the new file is shorter than the mapping). A same-layout in-place write without truncation makes the running process silently run the new code; only the file's modification time shows it, so where the filesystem keeps no birth time (tmpfs on Debian 11's 5.10) `swaplab stale` counts that file unchecked instead of flagging it. Neither in-place case shows `(deleted)`.",
     source: SHARED_LIBRARY_UPDATE,
     steps: &[
-        "start processes in a tight loop while another loop replaces the library with install, until starts have failed both ways (ENOENT, file too short) and 20 in all (a measured failure rate); then, with rename, as many starts as that rate would fail 20 of; count the failed starts by kind",
+        "start processes in a tight loop while another loop replaces the library with install, until starts have failed both ways (ENOENT, file too short) and 10 in all (a measured failure rate); then, with rename, as many starts as that rate would fail 10 of; count the failed starts by kind",
         "rename v2 over a running A: A keeps v1, its maps say (deleted)",
         "cp the re-laid-out v2 over a running B (O_TRUNC, same inode); B calls the library",
         "cp the short v2 over a running C; C calls the library",
