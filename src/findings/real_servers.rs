@@ -18,13 +18,13 @@ use crate::harness::lab::{vol, Lab};
 
 use super::{GRACEFUL_RESTART, NGINX};
 
-/// Reloads per server and load (the claim's "5 reloads each").
-const RELOADS: usize = 5;
+/// Reloads per server and load (the claim's "3 reloads each").
+const RELOADS: usize = 3;
 
 pub static G10: Finding = Finding {
     id: "G10",
     slug: "real_servers_fail_no_new_connection_across_reloads",
-    claim: "Real servers from Debian's packages keep their listening sockets across a reload: nginx `HUP` (configuration reload) and `USR2` (binary upgrade), haproxy's master-worker reload (`USR2`) and apache2 `graceful` fail no new connection over 5 reloads each (none refused, reset, cut short, timed out or answered other than 200), under a load of new connections and under a keep-alive load, each reload seeing new connections under both; what each does to established keep-alive connections (G08) is measured and shown, not judged (`swaplab bench reload --preset real` runs 50 reloads each).",
+    claim: "Real servers from Debian's packages keep their listening sockets across a reload: nginx `HUP` (configuration reload) and `USR2` (binary upgrade), haproxy's master-worker reload (`USR2`) and apache2 `graceful` fail no new connection over 3 reloads each (none refused, reset, cut short, timed out or answered other than 200), under a load of new connections and under a keep-alive load, each reload seeing new connections under both; what each does to established keep-alive connections (G08) is measured and shown, not judged (`swaplab bench reload --preset real` runs 50 reloads each).",
     source: GRACEFUL_RESTART,
     steps: &[
         "for each of nginx HUP, nginx USR2 (then QUIT the old master), haproxy -W (USR2 to the master) and apache2 (apachectl -k graceful): copy the system's binary into the sandbox, write a configuration that keeps everything in the sandbox and listens on one loopback port, start it",
@@ -47,8 +47,8 @@ pub static G10: Finding = Finding {
     lesson: Lesson {
         title: "Real servers' reloads under load",
         question: "G03 and G06 show that passing the listening socket keeps every new connection. Do the servers people run keep that promise when they are reloaded — nginx with `HUP` (a new configuration) and `USR2` (a new binary), haproxy in master-worker mode, apache2 with `apachectl -k graceful` — and what happens to the keep-alive connections they hold (G08)?",
-        exercise: "The counts in the table are redacted (`[N]`): read the checks under it. For each server and load, which socket does it listen on after 5 reloads, did any request on a new connection fail, and how do the checks rule out that nothing was tried?",
-        answer: "Each server (nginx HUP and USR2, haproxy, apache2 graceful) listens after 5 reloads on the very socket it had before the first (the same inode in `/proc/net/tcp`); no request on a new connection failed (refused, reset, cut short, timed out or not 200); and each reload saw new connections, so that none failed is not none tried. What happens on reused keep-alive connections is measured in the last column, not judged.",
+        exercise: "The counts in the table are redacted (`[N]`): read the checks under it. For each server and load, which socket does it listen on after 3 reloads, did any request on a new connection fail, and how do the checks rule out that nothing was tried?",
+        answer: "Each server (nginx HUP and USR2, haproxy, apache2 graceful) listens after 3 reloads on the very socket it had before the first (the same inode in `/proc/net/tcp`); no request on a new connection failed (refused, reset, cut short, timed out or not 200); and each reload saw new connections, so that none failed is not none tried. What happens on reused keep-alive connections is measured in the last column, not judged.",
     },
     ..Finding::DEFAULTS
 };
