@@ -57,6 +57,51 @@ pub fn start_on_package(lab: &mut Lab, program: Program, label: &str, root: &Pat
     Ok(t)
 }
 
+/// Starts a (a master that forks) and b (a lone process) on the package's
+/// library at `lib`, then runs `upgrade` under them (narrated as
+/// `words.0`) and checks `words.1`: that it put a new file at `lib`.
+pub fn upgrade_under_two(
+    lab: &mut Lab,
+    root: &Path,
+    lib: &Path,
+    words: (&str, &str),
+    upgrade: impl FnOnce(&mut Lab) -> Result<()>,
+) -> Result<(Target, Target)> {
+    lab.part("processes on the package's library");
+    let a = start_on_package(lab, Program::Fork, "a", root)?;
+    let b = start_on_package(lab, Program::Plain, "b", root)?;
+    let before = crate::harness::lab::inode_of(lib)?;
+    lab.part(words.0);
+    upgrade(lab)?;
+    let after = crate::harness::lab::inode_of(lib)?;
+    lab.check(words.1, before != after, format!("inode {before} -> {after}"));
+    Ok((a, b))
+}
+
+/// `swaplab stale` on the cases' processes with `root`'s package
+/// database, without and then with the plan; the report without it.
+pub fn ask_swaplab(lab: &mut Lab, cases: &[Case], root: &Path) -> Result<(Vec<i32>, StaleReport)> {
+    let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
+    let roots = [root.to_path_buf()];
+    let r = lab.stale_with(&pids, &roots, false)?;
+    lab.stale_with(&pids, &roots, true)?;
+    Ok((pids, r))
+}
+
+/// The package `swaplab stale` named for one of `pid`'s files, if any.
+pub fn package_of(r: &StaleReport, pid: i32) -> Option<crate::detector::packages::Package> {
+    r.get(pid)
+        .and_then(|p| p.files.iter().find_map(|f| f.package.clone()))
+}
+
+/// Each process's greeting (its key, what it said) against the build it
+/// should run.
+pub fn check_greetings(lab: &mut Lab, seen: impl IntoIterator<Item = (&'static str, String, &'static str)>) {
+    for (key, got, want) in seen {
+        lab.check_eq(format!("{key} runs {want}"), got.as_str(), want);
+    }
+}
+
 /// The master and its worker are one entry that needs an exec; each lone
 /// process (its key, its pid) is another; nothing else.
 pub fn check_groups(lab: &mut Lab, r: &StaleReport, master: i32, worker: i32, lones: &[(&str, i32)]) {

@@ -20,7 +20,7 @@ use crate::harness::userns;
 use crate::harness::variants::Variant::{self, V1, V2};
 use crate::harness::variants::{NEW, OLD};
 
-use super::common::{case, check_groups, run, start_on_package};
+use super::common::{ask_swaplab, case, check_greetings, check_groups, package_of, run, start_on_package, upgrade_under_two};
 use crate::findings::DETECTOR;
 
 /// The package's name, and its two versions.
@@ -64,19 +64,16 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
     dpkg(lab, &root, &debs[0])?;
     let lib = root.join("usr/lib/libexample.so");
 
-    lab.part("processes on the package's library");
-    let mut a = start_on_package(lab, Program::Fork, "a", &root)?;
-    let mut b = start_on_package(lab, Program::Plain, "b", &root)?;
-    let before = crate::harness::lab::inode_of(&lib)?;
-
-    lab.part("the upgrade: dpkg -i");
-    dpkg(lab, &root, &debs[1])?;
-    let after = crate::harness::lab::inode_of(&lib)?;
-    lab.check(
-        "dpkg put a new file at the library's path (unpack, then rename)",
-        before != after,
-        format!("inode {before} -> {after}"),
-    );
+    let (mut a, mut b) = upgrade_under_two(
+        lab,
+        &root,
+        &lib,
+        (
+            "the upgrade: dpkg -i",
+            "dpkg put a new file at the library's path (unpack, then rename)",
+        ),
+        |lab| dpkg(lab, &root, &debs[1]),
+    )?;
     let log = std::fs::read_to_string(root.join("var/log/dpkg.log")).unwrap_or_default();
     lab.check(
         "dpkg's log in the sandbox's root records the upgrade from 1.0 to 2.0",
@@ -94,9 +91,7 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
         case("c", "forked from a after", Truth::Required, Stale::replaced(&lib).via(a.pid()), c),
         case("h", "started after", Truth::Clean, Stale::Clean, h.pid()),
     ];
-    let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
-    let r = lab.stale_with(&pids, std::slice::from_ref(&root), false)?;
-    lab.stale_with(&pids, std::slice::from_ref(&root), true)?;
+    let (pids, r) = ask_swaplab(lab, &cases, &root)?;
     let answers: Vec<(&str, Answer)> = vec![
         ("grep (deleted)", grep_deleted(lab, &pids)),
         ("lsof DEL", lsof(lab, &pids, false)),
@@ -111,9 +106,7 @@ pub fn d02(lab: &mut Lab) -> Result<()> {
         ("c", c_greeting, OLD),
         ("h", lab.call(&mut h)?, NEW),
     ];
-    for (key, got, want) in seen {
-        lab.check_eq(format!("{key} runs {want}"), got.as_str(), want);
-    }
+    check_greetings(lab, seen);
 
     lab.part("judged");
     judge(lab, &cases, &r, &answers, Others::EachRight);
@@ -199,9 +192,7 @@ fn dpkg(lab: &mut Lab, root: &Path, deb: &Path) -> Result<()> {
 fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[i32], root: &Path) {
     let db = root.join("var/lib/dpkg");
     for &pid in pids {
-        let pkg = r
-            .get(pid)
-            .and_then(|p| p.files.iter().find_map(|f| f.package.clone()));
+        let pkg = package_of(r, pid);
         let saw = pkg.as_ref().map_or("no package".to_string(), |p| {
             format!(
                 "{} {:?} (upgraded from {:?}) from {}",

@@ -18,7 +18,7 @@ use crate::harness::replace::Replace;
 use crate::harness::variants::Variant::{self, V1, V2, V2Layout};
 use crate::harness::variants::{NEW, OLD};
 
-use super::common::{case, check_groups, run, start_on_package};
+use super::common::{ask_swaplab, case, check_greetings, check_groups, package_of, run, start_on_package, upgrade_under_two};
 use crate::findings::DETECTOR;
 
 /// The package's name, and its two versions.
@@ -65,19 +65,13 @@ pub fn d03(lab: &mut Lab) -> Result<()> {
     rpm(lab, &root, &["-i"], &rpms[0])?;
     let lib = root.join("usr/lib/libexample.so");
 
-    lab.part("processes on the package's library");
-    let mut a = start_on_package(lab, Program::Fork, "a", &root)?;
-    let mut b = start_on_package(lab, Program::Plain, "b", &root)?;
-    let before = crate::harness::lab::inode_of(&lib)?;
-
-    lab.part("the upgrade: rpm -U");
-    rpm(lab, &root, &["-U"], &rpms[1])?;
-    let after = crate::harness::lab::inode_of(&lib)?;
-    lab.check(
-        "rpm put a new file at the library's path",
-        before != after,
-        format!("inode {before} -> {after}"),
-    );
+    let (mut a, mut b) = upgrade_under_two(
+        lab,
+        &root,
+        &lib,
+        ("the upgrade: rpm -U", "rpm put a new file at the library's path"),
+        |lab| rpm(lab, &root, &["-U"], &rpms[1]),
+    )?;
     let installed = query(lab, &root)?;
     let (c, c_greeting) = lab.fork_child(&mut a)?;
 
@@ -111,9 +105,7 @@ pub fn d03(lab: &mut Lab) -> Result<()> {
         case("d", "started after rpm, before the hand", Truth::Required, Stale::replaced(&lib), d.pid()),
         case("h", "started last", Truth::Clean, Stale::Clean, h.pid()),
     ];
-    let pids: Vec<i32> = cases.iter().map(|c| c.pid).collect();
-    let r = lab.stale_with(&pids, std::slice::from_ref(&root), false)?;
-    lab.stale_with(&pids, std::slice::from_ref(&root), true)?;
+    let (pids, r) = ask_swaplab(lab, &cases, &root)?;
     let answers: Vec<(&str, Answer)> = vec![
         ("grep (deleted)", grep_deleted(lab, &pids)),
         ("lsof DEL", lsof(lab, &pids, false)),
@@ -127,9 +119,7 @@ pub fn d03(lab: &mut Lab) -> Result<()> {
         ("d", lab.call(&mut d)?, NEW),
         ("h", lab.call(&mut h)?, V2Layout.greeting()),
     ];
-    for (key, got, want) in seen {
-        lab.check_eq(format!("{key} runs {want}"), got.as_str(), want);
-    }
+    check_greetings(lab, seen);
 
     lab.part("judged");
     judge(lab, &cases, &r, &answers, Others::EachRight);
@@ -296,9 +286,7 @@ fn check_packages(lab: &mut Lab, r: &StaleReport, pids: &[(i32, bool)], root: &P
         "2.0-1",
     );
     for &(pid, after) in pids {
-        let pkg = r
-            .get(pid)
-            .and_then(|p| p.files.iter().find_map(|f| f.package.clone()));
+        let pkg = package_of(r, pid);
         let saw = pkg.as_ref().map_or("no package".to_string(), |p| {
             format!(
                 "{:?} {} {:?} installed {:?} after start {:?} from {}",
