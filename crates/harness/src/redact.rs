@@ -10,7 +10,7 @@
 //! | `pipe:[INODE-k]`, `socket:[INODE-k]` | the inodes of pipes and sockets in `/proc/PID/fd`, numbered with the file inodes |
 //! | `[PORT]` | the port of a loopback address (`127.0.0.1:[PORT]`, `[::1]:[PORT]`) |
 //! | `at_ns=[NS]` | a CLOCK_MONOTONIC time printed by the hand-over server |
-//! | `[N] downloads` | how many downloads a hand-over server had in flight |
+//! | `[N] downloads` | a count of downloads: in flight at a hand-over, or waited for |
 //! | `[UID]` | `uid=N` |
 //! | `(user [USER])` | `(user NAME)` and `(user NAME, UNIT.service)` in `swaplab stale`'s lines: who runs the test, and the systemd service (if any) around it, not what the test made |
 //! | `build-id=[BUILD-1]`, … | ELF build-ids, numbered by first appearance over the whole transcript (they depend on the compiler) |

@@ -10,6 +10,8 @@ use crate::findings::GRACEFUL_RESTART;
 
 
 pub const G03_SWITCHES: usize = 20;
+/// Downloads from each new generation before its fds are looked at again.
+const LOOK_AGAIN_AFTER: usize = 5;
 
 pub static G03: Finding = Finding {
     id: "G03",
@@ -68,7 +70,7 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
         same &= before == after && !after.contains(&0);
         let m = load.mark();
         let gen = svc.current.gen;
-        load.wait_for(m, 5, &format!("a download from gen {gen} completed"), |s| {
+        load.wait_for(m, LOOK_AGAIN_AFTER, &format!("a download from gen {gen} completed"), |s| {
             s.kind == Kind::Completed && s.answer.as_ref().and_then(|a| a.gen) == Some(gen)
         })?;
         svc.look_again_at_fds();
@@ -126,8 +128,8 @@ pub fn g03(lab: &mut Lab) -> Result<()> {
     let fds: Vec<usize> = seen.iter().map(|s| s.fds).collect();
     lab.observe("lasting_fds", &fds);
     lab.check(
-        "no fd leaks from generation to generation (/proc/PID/fd counts at the switch and after 5 downloads, connections aside, stay equal)",
-        fds.windows(2).all(|w| w[0] == w[1]),
+        format!("no fd leaks from generation to generation (/proc/PID/fd counts at the switch and after {LOOK_AGAIN_AFTER} downloads, connections aside, stay equal)"),
+        fds.iter().all(|&n| n > 0) && fds.windows(2).all(|w| w[0] == w[1]),
         format!("{fds:?}"),
     );
     lab.check(

@@ -125,11 +125,12 @@ pub fn g06(lab: &mut Lab) -> Result<()> {
         }
         // Growth is what a leak shows: one more descriptor each generation.
         // Each count keeps only the fds seen in both looks at a generation
-        // (at the switch and after its downloads), as a leak would be.
+        // (at the switch and after its downloads), as a leak would be; a
+        // count of 0 is a look that failed, not a process without fds.
         let fds: Vec<usize> = c.switches.iter().map(|s| s.fds).collect();
         lab.check(
             format!("{name}: no fd growth from generation to generation (/proc/PID/fd at the switch and after {} downloads, connections aside)", pace.between),
-            fds.windows(2).all(|w| w[1] <= w[0]),
+            fds.iter().all(|&n| n > 0) && fds.windows(2).all(|w| w[1] <= w[0]),
             format!("{fds:?}"),
         );
         lab.check(

@@ -103,8 +103,8 @@ fn start_windows(lab: &mut Lab) -> Result<()> {
         alternating(lab, Replace::Install)?,
         5000,
         budget,
-        // 10 failures in all, so that the failure rate below is measured,
-        // not the luck of the first failures.
+        // 10 failures in all, so that the failure rate below rests on more
+        // than the first failures (within about a third, at 10).
         Until::Seen(&[NO_FILE, TOO_SHORT], EXPECTED),
     )?;
     lab.note(format!(
