@@ -437,6 +437,88 @@ fn bench_stale_times_each_tool_and_judges_its_answer() {
         .code(2);
 }
 
+#[test]
+fn a_killed_bench_takes_the_tool_it_times_with_it() {
+    // needrestart runs for minutes beside many processes: a bench killed
+    // meanwhile must not leave it running. The check runs in a test binary
+    // of its own, which becomes the reaper of the bench's orphans and so
+    // learns how needrestart ended.
+    if !Path::new("/usr/sbin/needrestart").exists() {
+        assert!(
+            !swaplab::harness::ci::on_ci(),
+            "needrestart is missing: sudo apt-get install needrestart"
+        );
+        eprintln!("skipped: needrestart is not installed (sudo apt-get install needrestart)");
+        return;
+    }
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "stale::a_bench_to_kill", "--ignored"])
+        .stdin(Stdio::null());
+    let out = swaplab::harness::process::output_within(
+        &mut cmd,
+        3 * swaplab::harness::process::deadline(),
+    )
+    .expect("the inner test ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Not a claim: run by `a_killed_bench_takes_the_tool_it_times_with_it` in
+/// a test binary of its own.
+#[test]
+#[ignore = "run by a_killed_bench_takes_the_tool_it_times_with_it"]
+fn a_bench_to_kill() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::unistd::Pid;
+    use swaplab::harness::process::deadline;
+    // SAFETY: prctl with integer arguments only.
+    let made = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(made, 0, "PR_SET_CHILD_SUBREAPER");
+    let mut bench = std::process::Command::new(assert_cmd::cargo::cargo_bin!("swaplab"))
+        .args(["bench", "stale", "--processes", "20", "--runs", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bench_pid = bench.id() as i32;
+    let until = Instant::now() + deadline() * 4;
+    let timed = loop {
+        let nr = swaplab::harness::procs::children(bench_pid)
+            .into_iter()
+            .find(|p| p.comm == "needrestart");
+        if let Some(p) = nr {
+            break p.pid;
+        }
+        assert!(
+            bench.try_wait().unwrap().is_none() && Instant::now() < until,
+            "the bench ran no needrestart before it ended or the deadline passed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    kill(Pid::from_raw(bench_pid), Signal::SIGKILL).unwrap();
+    bench.wait().unwrap();
+    // needrestart is this process's child now: how did it end?
+    let until = Instant::now() + deadline();
+    loop {
+        match waitpid(Pid::from_raw(timed), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => return,
+            Ok(WaitStatus::StillAlive) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            other => {
+                let _ = kill(Pid::from_raw(timed), Signal::SIGKILL);
+                panic!("needrestart {timed} outlived the killed bench: {other:?}");
+            }
+        }
+    }
+}
+
 /// `swaplab stale --json --pid PID`: the status and the report, checked
 /// against the JSON Schema in the repository.
 pub(crate) fn stale_json(pid: i32) -> (Option<i32>, serde_json::Value) {

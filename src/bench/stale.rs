@@ -182,8 +182,12 @@ fn time_runs(argv: &[String], runs: usize) -> Result<(Vec<f64>, String)> {
     let mut secs = Vec::new();
     let mut last = String::new();
     for _ in 0..runs.max(1) {
+        let mut cmd = std::process::Command::new(&argv[0]);
+        // A bench killed mid-run takes the tool it times with it
+        // (needrestart runs for minutes beside many processes).
+        crate::harness::process::die_with_parent(&mut cmd);
         let t0 = std::time::Instant::now();
-        let out = std::process::Command::new(&argv[0])
+        let out = cmd
             .args(&argv[1..])
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
