@@ -501,7 +501,7 @@ impl Service {
             }
         }
         let done = mono_ns();
-        let lasting = self.lasting_fds();
+        let lasting = self.generation_fds();
         let s = Switch {
             from: old.pid,
             to: self.current.pid,
@@ -520,7 +520,7 @@ impl Service {
     /// The current generation's lasting fds, and the holder's (whose fds
     /// are all lasting: it serves no client), the holder's numbered from -1
     /// down so the two never mix.
-    fn lasting_fds(&self) -> FdSet {
+    fn generation_fds(&self) -> FdSet {
         let mut fds = lasting_fds(self.current.pid, &self.listening_fds());
         if let Some(h) = self.holder {
             fds.extend(procs::fds(h).into_iter().map(|(fd, t)| (-1 - fd, t)));
@@ -534,7 +534,7 @@ impl Service {
     /// passing through in one look (seen in an emulated guest, where a
     /// moment lasts long: counts of [10, 11, 10]) is no leak.
     pub fn look_again_at_fds(&mut self) {
-        let now = self.lasting_fds();
+        let now = self.generation_fds();
         if let Some(s) = self.switches.last_mut() {
             s.lasting.retain(|f| now.contains(f));
             s.fds = s.lasting.len();
