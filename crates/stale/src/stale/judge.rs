@@ -197,11 +197,7 @@ impl Scanner {
                 return self.locate_at(ctx, found);
             }
         }
-        let links = ctx.maps.first().and_then(|_| {
-            std::fs::metadata(ctx.map_file())
-                .ok()
-                .map(|meta| meta.nlink())
-        });
+        let links = self.links_of(ctx);
         let pick = ctx.readings.iter().position(|r| r.unlinked).unwrap_or(0);
         let unlinked = ctx.readings[pick].unlinked;
         let (deleted, how) = match links {
@@ -225,6 +221,19 @@ impl Scanner {
             unlinked_by: Some(how),
             links,
         }
+    }
+
+    /// The mapped file's link count, where `/proc/PID/map_files` tells
+    /// (root): asked once per file, since any process's mapping of it
+    /// shows the same inode.
+    fn links_of(&mut self, ctx: &FileCtx) -> Option<u64> {
+        if let Some(&n) = self.links.get(&ctx.mapped) {
+            return Some(n);
+        }
+        ctx.maps.first()?;
+        let n = std::fs::metadata(ctx.map_file()).ok()?.nlink();
+        self.links.insert(ctx.mapped, n);
+        Some(n)
     }
 
     /// The mapped file found under an overlay's mount point (see

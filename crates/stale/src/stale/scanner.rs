@@ -82,6 +82,10 @@ pub(super) struct Scanner {
     pub(super) paths: HashMap<PathBuf, judge::OnDisk>,
     pub(super) segments: HashMap<(FileId, i128, u64), Option<Vec<elf::Segment>>>,
     pub(super) compared: HashMap<(FileId, FileId, i128), judge::Compared>,
+    /// The link count of each mapped file `/proc/PID/map_files` told: a
+    /// file's, not a process's (one `stat` for the thousand processes
+    /// that map one replaced library).
+    pub(super) links: HashMap<FileId, u64>,
     /// The mounts each (mount namespace, root directory) sees.
     pub(super) mounts: HashMap<SeenFrom, Arc<Mounts>>,
     pub(super) users: HashMap<u32, String>,
@@ -128,6 +132,7 @@ impl Scanner {
             paths: HashMap::new(),
             segments: HashMap::new(),
             compared: HashMap::new(),
+            links: HashMap::new(),
             mounts: HashMap::new(),
             users: HashMap::new(),
             excluded: BTreeMap::new(),
