@@ -34,6 +34,13 @@ pub struct ToolRun {
     /// Wall time of each run, in seconds.
     pub seconds: Vec<f64>,
     pub median_seconds: Option<f64>,
+    /// CPU time of each run, in seconds, the tool's and its children's:
+    /// its own code (user) and the kernel's work for it (system), which
+    /// for every tool here is mostly producing each process's mappings.
+    pub user_seconds: Vec<f64>,
+    pub system_seconds: Vec<f64>,
+    pub median_user_seconds: Option<f64>,
+    pub median_system_seconds: Option<f64>,
     /// Among the bench's sleepers: flagged, missed, false alarms.
     pub flagged: usize,
     pub missed: usize,
@@ -176,16 +183,45 @@ impl Drop for Sleepers {
     }
 }
 
-/// Times `argv` (stdout captured), `runs` times; returns the seconds of each
-/// run and the last run's stdout.
-fn time_runs(argv: &[String], runs: usize) -> Result<(Vec<f64>, String)> {
-    let mut secs = Vec::new();
+/// What each timed run of a tool took: wall time, and CPU time in user
+/// space and in the kernel, in seconds.
+#[derive(Debug, Default)]
+struct Timed {
+    wall: Vec<f64>,
+    user: Vec<f64>,
+    system: Vec<f64>,
+}
+
+impl Timed {
+    fn extend(&mut self, other: Timed) {
+        self.wall.extend(other.wall);
+        self.user.extend(other.user);
+        self.system.extend(other.system);
+    }
+}
+
+/// The CPU time (user, system) of the children waited for so far.
+fn children_cpu() -> (f64, f64) {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| (secs(u.user_time()), secs(u.system_time())))
+        .unwrap_or_default()
+}
+
+/// Times `argv` (stdout captured), `runs` times; returns the times of each
+/// run and the last run's stdout. The CPU time is what the waited-for
+/// children used between the start and the end of the run: the tool and
+/// what it waited for (grep under its `sh`).
+fn time_runs(argv: &[String], runs: usize) -> Result<(Timed, String)> {
+    let mut timed = Timed::default();
     let mut last = String::new();
     for _ in 0..runs.max(1) {
         let mut cmd = std::process::Command::new(&argv[0]);
         // A bench killed mid-run takes the tool it times with it
         // (needrestart runs for minutes beside many processes).
         crate::harness::process::die_with_parent(&mut cmd);
+        let (user0, system0) = children_cpu();
         let t0 = std::time::Instant::now();
         let out = cmd
             .args(&argv[1..])
@@ -193,10 +229,13 @@ fn time_runs(argv: &[String], runs: usize) -> Result<(Vec<f64>, String)> {
             .stderr(std::process::Stdio::null())
             .output()
             .with_context(|| format!("cannot run {}", argv[0]))?;
-        secs.push(t0.elapsed().as_secs_f64());
+        timed.wall.push(t0.elapsed().as_secs_f64());
+        let (user1, system1) = children_cpu();
+        timed.user.push(user1 - user0);
+        timed.system.push(system1 - system0);
         last = String::from_utf8_lossy(&out.stdout).into_owned();
     }
-    Ok((secs, last))
+    Ok((timed, last))
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -325,7 +364,7 @@ fn time_swaplab_and_grep(
     progress("timing swaplab stale and grep, one run each untimed, then in turn");
     time_runs(&swaplab, 1)?;
     time_runs(&grep, 1)?;
-    let (mut s_secs, mut g_secs) = (Vec::new(), Vec::new());
+    let (mut s_secs, mut g_secs) = (Timed::default(), Timed::default());
     let (mut s_out, mut g_out) = (String::new(), String::new());
     for _ in 0..o.runs.max(1) {
         let (t, out) = time_runs(&swaplab, 1)?;
@@ -462,18 +501,17 @@ fn flagged_by_needrestart(out: &str, ours: &Pids) -> Pids {
         .collect()
 }
 
-fn tool_run(
-    tool: &'static str,
-    command: &str,
-    seconds: Vec<f64>,
-    j: (usize, usize, usize),
-) -> ToolRun {
+fn tool_run(tool: &'static str, command: &str, t: Timed, j: (usize, usize, usize)) -> ToolRun {
     ToolRun {
         tool,
         command: command.into(),
         skipped: None,
-        median_seconds: median(&seconds),
-        seconds,
+        median_seconds: median(&t.wall),
+        seconds: t.wall,
+        median_user_seconds: median(&t.user),
+        median_system_seconds: median(&t.system),
+        user_seconds: t.user,
+        system_seconds: t.system,
         flagged: j.0,
         missed: j.1,
         false_alarms: j.2,
@@ -488,6 +526,10 @@ fn skipped(tool: &'static str, why: String) -> ToolRun {
         skipped: Some(why),
         seconds: Vec::new(),
         median_seconds: None,
+        user_seconds: Vec::new(),
+        system_seconds: Vec::new(),
+        median_user_seconds: None,
+        median_system_seconds: None,
         flagged: 0,
         missed: 0,
         false_alarms: 0,
@@ -503,9 +545,10 @@ pub fn stale_table(b: &StaleBench) -> String {
         .find(|t| t.tool == "grep")
         .and_then(|t| t.median_seconds);
     let mut out = format!(
-        "{:<33} {:>10} {:>9} {:>8} {:>7} {:>13}  ANSWER\n",
-        "TOOL", "WALL (s)", "× grep", "FLAGGED", "MISSED", "FALSE ALARMS"
+        "{:<33} {:>10} {:>9} {:>9} {:>9} {:>8} {:>7} {:>13}  ANSWER\n",
+        "TOOL", "WALL (s)", "× grep", "USER (s)", "SYS (s)", "FLAGGED", "MISSED", "FALSE ALARMS"
     );
+    let cpu = |c: Option<f64>| c.map_or_else(|| "-".to_string(), |c| format!("{c:.4}"));
     for t in &b.tools {
         match (&t.skipped, t.median_seconds) {
             (Some(why), _) => out.push_str(&format!("{:<33} skipped: {why}\n", t.tool)),
@@ -514,10 +557,12 @@ pub fn stale_table(b: &StaleBench) -> String {
                     .map(|g| format!("{:.2}", s / g))
                     .unwrap_or_else(|| "-".into());
                 out.push_str(&format!(
-                    "{:<33} {:>10.4} {:>9} {:>8} {:>7} {:>13}  {}\n",
+                    "{:<33} {:>10.4} {:>9} {:>9} {:>9} {:>8} {:>7} {:>13}  {}\n",
                     t.tool,
                     s,
                     ratio,
+                    cpu(t.median_user_seconds),
+                    cpu(t.median_system_seconds),
                     t.flagged,
                     t.missed,
                     t.false_alarms,
@@ -527,6 +572,9 @@ pub fn stale_table(b: &StaleBench) -> String {
             (None, None) => {}
         }
     }
+    out.push_str(
+        "USER and SYS: CPU time of the tool and its children (median), in its own code and in the kernel; on more than one core it may exceed WALL\n",
+    );
     out.push_str(&format!("ANSWER is judged on {}\n", b.judged_on));
     out
 }
@@ -551,7 +599,16 @@ mod tests {
             fresh: 1,
             jit: 0,
             setup_seconds: 0.0,
-            tools: vec![tool_run("grep", "grep", vec![0.1], (1, 0, 0))],
+            tools: vec![tool_run(
+                "grep",
+                "grep",
+                Timed {
+                    wall: vec![0.1],
+                    user: vec![0.01],
+                    system: vec![0.09],
+                },
+                (1, 0, 0),
+            )],
         };
         let t = stale_table(&b);
         assert!(t.contains("correct"), "{t}");
@@ -560,5 +617,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("swaplab run D01"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("grep") && l.contains(" 0.0100 ") && l.contains(" 0.0900 ")),
+            "user and system time shown: {t}"
+        );
     }
 }
