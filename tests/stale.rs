@@ -1304,20 +1304,7 @@ fn stale_plan_lists_a_master_and_its_forked_workers_once_and_asks_for_an_exec() 
 /// whose package `sleeper-pkg` 2.0 owns `/bin/sleep`.
 fn chroot_root(dir: &Path) -> PathBuf {
     let root = dir.join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/sleep", root.join("bin/sleep")).unwrap();
-    let ldd = output_of({
-        let mut c = std::process::Command::new("ldd");
-        c.arg("/bin/sleep");
-        c
-    });
-    for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
-        if word.starts_with('/') {
-            let to = root.join(word.trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(word, &to).unwrap();
-        }
-    }
+    copy_with_libraries(&root, "/bin/sleep");
     let admin = root.join("var/lib/dpkg");
     std::fs::create_dir_all(admin.join("info")).unwrap();
     std::fs::write(
@@ -1331,6 +1318,23 @@ fn chroot_root(dir: &Path) -> PathBuf {
     )
     .unwrap();
     root
+}
+
+/// Copies `exe` into `root` at its own path, with the libraries `ldd`
+/// names, at theirs.
+fn copy_with_libraries(root: &Path, exe: &str) {
+    let ldd = output_of({
+        let mut c = std::process::Command::new("ldd");
+        c.arg(exe);
+        c
+    });
+    let words = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let libraries = words.split_whitespace().filter(|w| w.starts_with('/'));
+    for file in std::iter::once(exe).chain(libraries) {
+        let to = root.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(file, &to).unwrap();
+    }
 }
 
 /// Whether this machine lets this user make user and mount namespaces of
@@ -1409,6 +1413,58 @@ fn chrooted_sleep_replaced(keep_mounts: bool) {
     let (_, plan) = stale_of(&[pid], &["--plan"]);
     assert!(plan.contains("restart the container or chroot"), "{plan}");
     assert!(plan.contains("fixes: /bin/sleep (sleeper-pkg)"), "{plan}");
+}
+
+#[test]
+fn stale_a_chrooted_script_behind_an_absolute_link_is_judged_in_its_root() {
+    // `/opt/tool.sh` links to an absolute name, as Debian's alternatives
+    // do. From the scanner's root that name holds another file (here a
+    // decoy in the sandbox): only the process's own root may decide.
+    if !own_namespaces() {
+        return;
+    }
+    for keep_mounts in [true, false] {
+        chrooted_script_behind_a_link(keep_mounts);
+    }
+}
+
+fn chrooted_script_behind_a_link(keep_mounts: bool) {
+    let dir = sandbox();
+    let root = dir.path().join("root");
+    copy_with_libraries(&root, "/bin/sh");
+    let decoy = dir.path().join("alternatives/tool.sh");
+    let own = root.join(decoy.strip_prefix("/").unwrap());
+    for f in [&decoy, &own] {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, SH_SCRIPT).unwrap();
+    }
+    std::fs::create_dir_all(root.join("opt")).unwrap();
+    std::os::unix::fs::symlink(&decoy, root.join("opt/tool.sh")).unwrap();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("/opt/tool.sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let inside = swaplab::harness::userns::Inside {
+        chroot: Some(root.clone()),
+        keep_mounts,
+        ..Default::default()
+    };
+    swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
+    let mut p = spawn_guarded(cmd);
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(p.0.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n", "the chrooted sh said {line:?}");
+    let pid = p.pid();
+    swaplab::detector::stale::wait_until_measurably_started(pid, Duration::from_secs(20)).unwrap();
+    install("/bin/true", &decoy);
+    flagged_none(
+        pid,
+        "the scanner's file of the linked name changed, not its own",
+    );
+    install("/bin/true", &own);
+    let (v, f) = flagged_only(pid, Path::new("/opt/tool.sh"), "script-replaced");
+    assert_eq!(f["role"], "script", "{v}");
 }
 
 #[test]

@@ -91,9 +91,9 @@ pub struct Ask<'a> {
     pub mounts: &'a dyn Fn() -> Arc<Mounts>,
     /// `/proc/PID/map_files/START-END` of one of the file's mappings.
     pub map_file: &'a dyn Fn() -> PathBuf,
-    /// How a path the process names is reached from the scanner: itself,
-    /// or under `/proc/PID/root`.
-    pub reach: &'a dyn Fn(&Path) -> PathBuf,
+    /// The facts of a path the process names, looked up as the process
+    /// sees it: itself, or inside its root (see [`crate::in_root`]).
+    pub stat: &'a dyn Fn(&Path) -> std::io::Result<Facts>,
 }
 
 /// Whether the path holds the mapped file (see the module's text).
@@ -121,7 +121,7 @@ pub fn holds(a: &Ask) -> Holds {
         // mount point), where a new file gets a new number. A path in a
         // nested subvolume may name another subvolume's file of the same
         // number (a snapshot swapped in).
-        let point = facts(&(a.reach)(&mount.point)).map(|f| dev(f.id));
+        let point = (a.stat)(&mount.point).map(|f| dev(f.id));
         return match point {
             Ok(d) if d == dev(a.path.id) => inode(a.path.id.inode == m.inode, Identity::Mountinfo),
             _ => Holds::Unknown,
@@ -134,7 +134,7 @@ pub fn holds(a: &Ask) -> Holds {
         return Holds::Unknown;
     };
     for layer in &mount.layers {
-        match facts(&(a.reach)(&layer.join(rel))) {
+        match (a.stat)(&layer.join(rel)) {
             Ok(f) => return inode(f.id == m, Identity::OverlayLayer),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(_) => return Holds::Unknown,
@@ -149,20 +149,20 @@ pub fn holds(a: &Ask) -> Holds {
 /// layer's private mount, so `/lib.so` stands for `LAYER/lib.so`. The
 /// overlay one of whose layers holds `mapped` at that name gives the
 /// path under its mount point, and whether that path still shows it
-/// (no layer above holds the name); `reach` takes a path as the
-/// process names it to one the scanner reaches.
+/// (no layer above holds the name); `stat` looks a path up as the
+/// process sees it.
 pub fn through_layer(
     mounts: &Mounts,
     printed: &Path,
     mapped: FileId,
-    reach: &dyn Fn(&Path) -> PathBuf,
+    stat: &dyn Fn(&Path) -> std::io::Result<Facts>,
 ) -> Option<(PathBuf, Holds)> {
     let rel = printed.strip_prefix("/").ok()?;
     mounts.all().find_map(|m| {
         let held: Vec<FileId> = m
             .layers
             .iter()
-            .filter_map(|layer| facts(&reach(&layer.join(rel))).ok().map(|f| f.id))
+            .filter_map(|layer| stat(&layer.join(rel)).ok().map(|f| f.id))
             .collect();
         let at = held.iter().position(|id| *id == mapped)?;
         let holds = if at == 0 {

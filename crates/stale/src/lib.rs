@@ -10,6 +10,7 @@ pub mod dpkg_index;
 pub mod elf;
 pub mod exclude;
 pub mod identity;
+pub mod in_root;
 pub mod kernel;
 pub mod maps;
 pub mod mounts;

@@ -17,12 +17,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::identity::{self, Facts};
+use crate::in_root;
+use crate::report::FileId;
+
 /// The script a process runs.
 pub struct Script {
     /// The name as the process knows it, made absolute.
     pub path: PathBuf,
-    /// The same name as the scanner reaches it (through `/proc/PID/...`).
+    /// The same name under `/proc/PID/...`, as the scanner shows it.
     pub real: PathBuf,
+    /// What the name holds now, looked up as the process sees it: links
+    /// followed inside its root (see [`crate::in_root`]).
+    pub now: std::io::Result<Facts>,
     /// The descriptor the interpreter still reads the script from.
     pub held: Option<Held>,
 }
@@ -159,17 +166,30 @@ pub fn script_of(pid: i32, exe: &Path) -> Option<Script> {
         .map(|w| OsStr::from_bytes(w).to_os_string())
         .collect();
     let arg = Path::new(script_arg(syn, argv.get(1..)?)?);
-    let (path, real) = if arg.is_absolute() {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    // `name`: the script as the process names it from its root, where
+    // that can be told.
+    let (path, real, name) = if arg.is_absolute() {
         let rel = arg.strip_prefix("/").unwrap_or(arg);
-        (
-            tidy(arg),
-            PathBuf::from(format!("/proc/{pid}/root")).join(rel),
-        )
+        (tidy(arg), root.join(rel), Some(arg.to_path_buf()))
     } else {
         let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        // Both links name from the scanner's root: the working directory
+        // inside the process's root is the part after the root's name,
+        // if that name still leads to it (a directory renamed or removed
+        // since is reached through /proc/PID/cwd alone).
+        let cwd_inside = fs::read_link(&root)
+            .ok()
+            .and_then(|r| cwd.strip_prefix(&r).ok().map(|c| Path::new("/").join(c)))
+            .filter(|c| {
+                let seen = in_root::reach(&root, c).and_then(|r| identity::facts(r.path()));
+                let held = identity::facts(Path::new(&format!("/proc/{pid}/cwd")));
+                matches!((seen, held), (Ok(a), Ok(b)) if a.id == b.id)
+            });
         (
             tidy(&cwd.join(arg)),
             PathBuf::from(format!("/proc/{pid}/cwd")).join(arg),
+            cwd_inside.map(|c| c.join(arg)),
         )
     };
     // A descriptor or kernel file (`bash <(…)` runs `bash /dev/fd/63`):
@@ -179,16 +199,24 @@ pub fn script_of(pid: i32, exe: &Path) -> Option<Script> {
     if path.starts_with("/dev") || path.starts_with("/proc") {
         return None;
     }
-    let held = held(pid, &path, &real);
-    Some(Script { path, real, held })
+    let now = match &name {
+        Some(name) => in_root::reach(&root, name).and_then(|r| identity::facts(r.path())),
+        None => identity::facts(&real),
+    };
+    let held = held(pid, &path, now.as_ref().ok().map(|f| f.id));
+    Some(Script {
+        path,
+        real,
+        now,
+        held,
+    })
 }
 
 /// The descriptor the process reads the script from: one that holds the
 /// file now at the path, or else one whose target is the path with the
 /// kernel's ` (deleted)` mark and whose file has no link left (a file
 /// merely named so has links).
-fn held(pid: i32, path: &Path, real: &Path) -> Option<Held> {
-    let now = fs::metadata(real).ok().map(|m| (m.dev(), m.ino()));
+fn held(pid: i32, path: &Path, now: Option<FileId>) -> Option<Held> {
     let mut unlinked = path.as_os_str().to_os_string();
     unlinked.push(" (deleted)");
     let mut by_name = None;
@@ -205,7 +233,7 @@ fn held(pid: i32, path: &Path, real: &Path) -> Option<Held> {
         let Ok(file) = fs::metadata(entry.path()) else {
             continue;
         };
-        if now == Some((file.dev(), file.ino())) {
+        if now == Some(FileId::of(&file)) {
             return Some(Held { fd, file });
         }
         if file.nlink() == 0 && by_name.is_none() {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::{inside_root, Map, Scanner, INSTALL_WRITE_NS};
 use crate::elf::{self, Where};
 use crate::identity::{self, Ask, Facts, Holds};
+use crate::in_root::{self, Reached};
 use crate::maps;
 use crate::mounts::Mounts;
 use crate::regular;
@@ -27,11 +28,28 @@ pub(super) enum OnDisk {
 }
 
 pub(super) fn on_disk(p: &Path) -> OnDisk {
-    match identity::facts(p) {
-        Ok(f) => OnDisk::File(f),
+    state_of(identity::facts(p).as_ref())
+}
+
+/// What a lookup's answer says of the name.
+pub(super) fn state_of(found: Result<&Facts, &std::io::Error>) -> OnDisk {
+    match found {
+        Ok(f) => OnDisk::File(*f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => OnDisk::Missing,
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => OnDisk::Missing,
         Err(_) => OnDisk::Unreadable,
+    }
+}
+
+/// `path`, reached (see [`in_root`]), and what it names now; a name that
+/// could not be reached is shown as `shown`.
+fn reached_state(reached: std::io::Result<Reached>, shown: &Path) -> (Reached, OnDisk) {
+    match reached {
+        Ok(r) => {
+            let state = on_disk(r.path());
+            (r, state)
+        }
+        Err(e) => (Reached::as_is(shown), state_of(Err(&e))),
     }
 }
 
@@ -96,7 +114,7 @@ struct Located {
     /// The name as the process knows it.
     path: PathBuf,
     /// The same name as the scanner reaches it.
-    real: PathBuf,
+    real: Reached,
     state: OnDisk,
     /// Whether the path holds the mapped file, and which identity said.
     holds: Holds,
@@ -112,23 +130,24 @@ impl Scanner {
     /// Where the process itself would find `path`: the same path when it
     /// shares the scanner's mount namespace (maps show paths from the
     /// reader's root), else through `/proc/PID/root`.
-    fn resolve(&mut self, ctx: &FileCtx, path: &Path) -> (PathBuf, OnDisk) {
-        match reach(ctx, path) {
-            None => (ctx.dir.join("root"), OnDisk::Unreadable),
-            Some(p) if ctx.own_ns => {
-                let state = match self.paths.get(&p) {
-                    Some(known) => known.clone(),
-                    None => {
-                        let state = on_disk(&p);
-                        self.paths.insert(p.clone(), state.clone());
-                        state
-                    }
-                };
-                (p, state)
-            }
-            Some(p) => {
-                let state = on_disk(&p);
-                (p, state)
+    fn resolve(&mut self, ctx: &FileCtx, path: &Path) -> (Reached, OnDisk) {
+        if ctx.own_ns {
+            let state = match self.paths.get(path) {
+                Some(known) => known.clone(),
+                None => {
+                    let state = on_disk(path);
+                    self.paths.insert(path.to_path_buf(), state.clone());
+                    state
+                }
+            };
+            return (Reached::as_is(path), state);
+        }
+        match inside(ctx, path) {
+            None => (Reached::as_is(&ctx.dir.join("root")), OnDisk::Unreadable),
+            Some(name) => {
+                let root = ctx.dir.join("root");
+                let shown = root.join(name.strip_prefix("/").unwrap_or(&name));
+                reached_state(in_root::reach(&root, &name), &shown)
             }
         }
     }
@@ -155,7 +174,7 @@ impl Scanner {
                     named: &r.path,
                     mounts: ctx.mounts,
                     map_file: &|| ctx.map_file(),
-                    reach: &|p: &Path| reach(ctx, p).unwrap_or_else(|| p.to_path_buf()),
+                    stat: &|p: &Path| stat_as_seen(ctx, p),
                 }),
                 _ => Holds::Other(Identity::None),
             };
@@ -186,12 +205,11 @@ impl Scanner {
             .iter()
             .all(|(_, st, _)| matches!(st, OnDisk::Missing));
         if nothing_at_any {
-            let reach_it = |p: &Path| reach(ctx, p).unwrap_or_else(|| p.to_path_buf());
             let seen = identity::through_layer(
                 &(ctx.mounts)(),
                 &ctx.readings[0].path,
                 ctx.mapped,
-                &reach_it,
+                &|p: &Path| stat_as_seen(ctx, p),
             );
             if let Some(found) = seen {
                 return self.locate_at(ctx, found);
@@ -297,7 +315,7 @@ impl Scanner {
             (OnDisk::Unreadable, _) => {
                 return unchecked(
                     Unjudged::StatRefused,
-                    format!("stat of {} was refused", at.real.display()),
+                    format!("stat of {} was refused", at.real.path().display()),
                 )
             }
             // Not unlinked (the kernel marks an unlinked name, and a renamed
@@ -333,10 +351,10 @@ impl Scanner {
             }
             (OnDisk::File(f), Holds::Other(_)) => *f,
             (OnDisk::File(f), Holds::Same(_)) => {
-                return self.check_current(ctx, (&at.path, &at.real), f, identity)
+                return self.check_current(ctx, (&at.path, at.real.path()), f, identity)
             }
         };
-        let how = self.compare(ctx, &at.real, facts.id, facts.ctime_ns);
+        let how = self.compare(ctx, at.real.path(), facts.id, facts.ctime_ns);
         let (reason, need, evidence, what) = match how {
             Compared::Same(by) => (
                 Reason::Reinstalled,
@@ -495,21 +513,29 @@ fn unjudged(role: Role, path: &Path, w: Written, what: &str) -> Judged {
     })
 }
 
-/// The path by which the scanner reaches `path` as process `ctx` names it:
-/// itself in the scanner's mount namespace, else under `/proc/PID/root`.
-/// A process that chrooted inside its namespace after it loaded its
-/// libraries maps files outside its root: nothing reaches them from here
-/// (`None`), and they are not called removed.
-fn reach(ctx: &FileCtx, path: &Path) -> Option<PathBuf> {
-    if ctx.own_ns {
-        return Some(path.to_path_buf());
+/// `path` as process `ctx` names it, from its own root: a chroot's
+/// folder taken off in front. A process that chrooted inside its
+/// namespace after it loaded its libraries maps files outside its root:
+/// nothing reaches them from here (`None`), and they are not called
+/// removed.
+fn inside(ctx: &FileCtx, path: &Path) -> Option<PathBuf> {
+    match ctx.root_link {
+        Some(r) if r != Path::new("/") => inside_root(path, r),
+        _ => Some(path.to_path_buf()),
     }
-    let inside = match ctx.root_link {
-        Some(r) if r != Path::new("/") => inside_root(path, r)?,
-        _ => path.to_path_buf(),
-    };
-    let rel = inside.strip_prefix("/").unwrap_or(&inside);
-    Some(ctx.dir.join("root").join(rel))
+}
+
+/// The facts of `path` as process `ctx` sees it: itself in the scanner's
+/// mount namespace, else looked up inside the process's root (see
+/// [`in_root`]); a name outside that root is looked up as it is.
+fn stat_as_seen(ctx: &FileCtx, path: &Path) -> std::io::Result<Facts> {
+    if ctx.own_ns {
+        return identity::facts(path);
+    }
+    match inside(ctx, path) {
+        Some(name) => identity::facts(in_root::reach(&ctx.dir.join("root"), &name)?.path()),
+        None => identity::facts(path),
+    }
 }
 
 impl Scanner {
@@ -554,7 +580,7 @@ impl Scanner {
                 detail,
             })
         };
-        match on_disk(&script.real) {
+        match state_of(script.now.as_ref()) {
             OnDisk::Unreadable => unchecked(
                 Unjudged::StatRefused,
                 format!("stat of {} was refused", script.real.display()),
