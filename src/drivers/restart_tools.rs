@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::detector::stale::Urgency;
 use crate::harness::lab::{pidt, Lab, Stale};
@@ -33,6 +34,21 @@ impl Truth {
 /// longer than a target's answer, so they get this many harness deadlines.
 const TOOL_DEADLINE_FACTOR: u32 = 6;
 
+/// What each process running on the machine adds to a tool's deadline.
+/// needrestart looks up every stale process outside its ignored paths in
+/// dpkg, about 40 ms each here (`bench stale`: 1,000 in 41 s), and D01
+/// takes /tmp out of those paths: the 3,000 stale sleepers of another
+/// run beside it pushed it past a fixed 120 s and refuted D01.
+const TOOL_DEADLINE_PER_PROCESS: Duration = Duration::from_millis(50);
+
+/// How long a tool that reads every process may run: the harness's
+/// deadlines, and more for each process the machine runs now, so that a
+/// busy machine slows D01 down instead of refuting it.
+fn tool_deadline() -> Duration {
+    let processes = crate::harness::procs::all().len() as u32;
+    TOOL_DEADLINE_FACTOR * deadline() + TOOL_DEADLINE_PER_PROCESS * processes
+}
+
 /// One case of the scenario: a process and what it really needs.
 pub struct Case {
     pub key: &'static str,
@@ -59,7 +75,7 @@ pub fn tool(
         .current_dir(lab.sandbox.root())
         .env("LC_ALL", "C")
         .stdin(Stdio::null());
-    let out = output_within(&mut cmd, TOOL_DEADLINE_FACTOR * deadline());
+    let out = output_within(&mut cmd, tool_deadline());
     match out {
         Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -203,7 +219,7 @@ pub fn needrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
         .current_dir(lab.sandbox.root())
         .env("LC_ALL", "C")
         .stdin(Stdio::null());
-    let out = output_within(&mut cmd, TOOL_DEADLINE_FACTOR * deadline())
+    let out = output_within(&mut cmd, tool_deadline())
         .map_err(|e| format!("cannot run needrestart: {e}"))?;
     let text = String::from_utf8_lossy(&out.stderr);
     let mut flagged = BTreeSet::new();
