@@ -8,6 +8,7 @@
 //! process itself does; the file it opens is then read through
 //! `/proc/self/fd/N` for as long as the [`Reached`] lives.
 
+use std::cell::OnceCell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -18,14 +19,16 @@ pub struct Reached {
     /// Held open while [`Reached::path`] is in use.
     fd: Option<OwnedFd>,
     path: PathBuf,
+    shown: PathBuf,
 }
 
 impl Reached {
-    /// A name the scanner reaches as it is (its own root).
+    /// A name the scanner reaches as it is.
     pub fn as_is(path: &Path) -> Reached {
         Reached {
             fd: None,
             path: path.to_path_buf(),
+            shown: path.to_path_buf(),
         }
     }
 
@@ -34,43 +37,88 @@ impl Reached {
         &self.path
     }
 
-    /// Whether the name was opened inside a root (else it is itself).
+    /// The name to show a reader: under `/proc/PID/root`, never the
+    /// descriptor's.
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    /// Whether the name was opened inside the root (else it is itself).
     pub fn opened(&self) -> bool {
         self.fd.is_some()
     }
 }
 
-/// `name` (absolute, as the process names it) reached from `root`, the
-/// process's root directory (`/proc/PID/root`). The error is the lookup's:
-/// `NotFound` when nothing is at the name in that root. On a kernel
-/// without `openat2`, the name under `root` as before (links with an
-/// absolute path then lead out of it).
-pub fn reach(root: &Path, name: &Path) -> std::io::Result<Reached> {
-    use rustix::fs::{open, openat2, Mode, OFlags, ResolveFlags};
-    let rel = name.strip_prefix("/").unwrap_or(name);
-    let dir = open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let rel_or_dot = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    match openat2(
-        &dir,
-        rel_or_dot,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
-    ) {
-        Ok(fd) => Ok(Reached {
-            path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-            fd: Some(fd),
-        }),
-        Err(rustix::io::Errno::NOSYS) => Ok(Reached::as_is(&root.join(rel))),
-        Err(e) => Err(e.into()),
+/// A process's root directory (`/proc/PID/root`), opened when first used
+/// and kept for every name looked up in it.
+pub struct Root {
+    path: PathBuf,
+    /// The directory, or the errno that opening it gave.
+    dir: OnceCell<Result<OwnedFd, i32>>,
+}
+
+impl Root {
+    pub fn new(path: PathBuf) -> Root {
+        Root {
+            path,
+            dir: OnceCell::new(),
+        }
+    }
+
+    /// `name` (absolute, as the process names it) reached inside this root.
+    /// The error is the lookup's: `NotFound` when nothing is at the name
+    /// there. Where the kernel cannot resolve inside a root (no `openat2`
+    /// before Linux 5.6, a seccomp filter that forbids it, a magic link on
+    /// the way, which `RESOLVE_IN_ROOT` refuses), the name under the root
+    /// as before: links with an absolute path then lead out of it.
+    pub fn reach(&self, name: &Path) -> std::io::Result<Reached> {
+        use rustix::fs::{open, openat2, Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        let rel = name.strip_prefix("/").unwrap_or(name);
+        let shown = self.path.join(rel);
+        let dir = self.dir.get_or_init(|| {
+            open(
+                &self.path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| e.raw_os_error())
+        });
+        let dir = dir
+            .as_ref()
+            .map_err(|&e| std::io::Error::from_raw_os_error(e))?;
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        // EAGAIN: a rename or mount raced the walk through `..`.
+        let mut tries = 0;
+        let found = loop {
+            let r = openat2(
+                dir,
+                rel,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT,
+            );
+            tries += 1;
+            match r {
+                Err(Errno::AGAIN) if tries < 5 => continue,
+                r => break r,
+            }
+        };
+        match found {
+            Ok(fd) => Ok(Reached {
+                path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                fd: Some(fd),
+                shown,
+            }),
+            Err(Errno::NOSYS | Errno::PERM | Errno::LOOP | Errno::AGAIN) => {
+                Ok(Reached::as_is(&shown))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -90,15 +138,22 @@ mod tests {
         std::fs::create_dir_all(&inside).unwrap();
         std::fs::write(inside.join("tool"), b"inside").unwrap();
         std::os::unix::fs::symlink(alt.join("tool"), root.join("tool")).unwrap();
-        let r = reach(&root, Path::new("/tool")).unwrap();
-        assert!(r.opened());
+        let root = Root::new(root);
+        let r = root.reach(Path::new("/tool")).unwrap();
+        if !r.opened() {
+            eprintln!(
+                "skipped: this kernel cannot resolve a name inside a root (openat2, Linux 5.6)"
+            );
+            return;
+        }
         assert_eq!(std::fs::read(r.path()).unwrap(), b"inside");
+        assert_eq!(r.shown(), dir.path().join("root/tool"));
         // From the scanner's root the link leads to nothing.
-        assert!(std::fs::metadata(root.join("tool")).is_err());
-        let gone = reach(&root, Path::new("/nothing")).unwrap_err();
+        assert!(std::fs::metadata(r.shown()).is_err());
+        let gone = root.reach(Path::new("/nothing")).unwrap_err();
         assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
         // `..` stays in the root, as it does for the process.
-        let up = reach(&root, Path::new("/../../tool")).unwrap();
+        let up = root.reach(Path::new("/../../tool")).unwrap();
         assert_eq!(std::fs::read(up.path()).unwrap(), b"inside");
     }
 }

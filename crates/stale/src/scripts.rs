@@ -166,23 +166,24 @@ pub fn script_of(pid: i32, exe: &Path) -> Option<Script> {
         .map(|w| OsStr::from_bytes(w).to_os_string())
         .collect();
     let arg = Path::new(script_arg(syn, argv.get(1..)?)?);
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let root_dir = PathBuf::from(format!("/proc/{pid}/root"));
+    let root = in_root::Root::new(root_dir.clone());
     // `name`: the script as the process names it from its root, where
     // that can be told.
     let (path, real, name) = if arg.is_absolute() {
         let rel = arg.strip_prefix("/").unwrap_or(arg);
-        (tidy(arg), root.join(rel), Some(arg.to_path_buf()))
+        (tidy(arg), root_dir.join(rel), Some(arg.to_path_buf()))
     } else {
         let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
         // Both links name from the scanner's root: the working directory
         // inside the process's root is the part after the root's name,
         // if that name still leads to it (a directory renamed or removed
         // since is reached through /proc/PID/cwd alone).
-        let cwd_inside = fs::read_link(&root)
+        let cwd_inside = fs::read_link(&root_dir)
             .ok()
             .and_then(|r| cwd.strip_prefix(&r).ok().map(|c| Path::new("/").join(c)))
             .filter(|c| {
-                let seen = in_root::reach(&root, c).and_then(|r| identity::facts(r.path()));
+                let seen = root.reach(c).and_then(|r| identity::facts(r.path()));
                 let held = identity::facts(Path::new(&format!("/proc/{pid}/cwd")));
                 matches!((seen, held), (Ok(a), Ok(b)) if a.id == b.id)
             });
@@ -200,7 +201,7 @@ pub fn script_of(pid: i32, exe: &Path) -> Option<Script> {
         return None;
     }
     let now = match &name {
-        Some(name) => in_root::reach(&root, name).and_then(|r| identity::facts(r.path())),
+        Some(name) => root.reach(name).and_then(|r| identity::facts(r.path())),
         None => identity::facts(&real),
     };
     let held = held(pid, &path, now.as_ref().ok().map(|f| f.id));

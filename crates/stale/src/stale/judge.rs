@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::{inside_root, Map, Scanner, INSTALL_WRITE_NS};
 use crate::elf::{self, Where};
 use crate::identity::{self, Ask, Facts, Holds};
-use crate::in_root::{self, Reached};
+use crate::in_root::{Reached, Root};
 use crate::maps;
 use crate::mounts::Mounts;
 use crate::regular;
@@ -99,6 +99,9 @@ pub(super) struct FileCtx<'a> {
     /// The mounts of the process's mount namespace, read when first asked
     /// for.
     pub mounts: &'a dyn Fn() -> Arc<Mounts>,
+    /// Its root, where names are looked up for a process in another
+    /// mount namespace (opened when first used).
+    pub root: &'a Root,
 }
 
 impl FileCtx<'_> {
@@ -145,9 +148,11 @@ impl Scanner {
         match inside(ctx, path) {
             None => (Reached::as_is(&ctx.dir.join("root")), OnDisk::Unreadable),
             Some(name) => {
-                let root = ctx.dir.join("root");
-                let shown = root.join(name.strip_prefix("/").unwrap_or(&name));
-                reached_state(in_root::reach(&root, &name), &shown)
+                let shown = ctx
+                    .dir
+                    .join("root")
+                    .join(name.strip_prefix("/").unwrap_or(&name));
+                reached_state(ctx.root.reach(&name), &shown)
             }
         }
     }
@@ -242,15 +247,22 @@ impl Scanner {
     }
 
     /// The mapped file's link count, where `/proc/PID/map_files` tells
-    /// (root): asked once per file, since any process's mapping of it
-    /// shows the same inode.
+    /// (root). Asked once per file among the processes of the scanner's
+    /// mount namespace: there the name maps prints and the device and
+    /// inode together tell one file (a device and inode alone do not:
+    /// btrfs snapshots share the device maps names and repeat inodes).
     fn links_of(&mut self, ctx: &FileCtx) -> Option<u64> {
-        if let Some(&n) = self.links.get(&ctx.mapped) {
+        let key = ctx
+            .own_ns
+            .then(|| (ctx.mapped, ctx.readings[0].path.clone()));
+        if let Some(&n) = key.as_ref().and_then(|k| self.links.get(k)) {
             return Some(n);
         }
         ctx.maps.first()?;
         let n = std::fs::metadata(ctx.map_file()).ok()?.nlink();
-        self.links.insert(ctx.mapped, n);
+        if let Some(k) = key {
+            self.links.insert(k, n);
+        }
         Some(n)
     }
 
@@ -315,7 +327,7 @@ impl Scanner {
             (OnDisk::Unreadable, _) => {
                 return unchecked(
                     Unjudged::StatRefused,
-                    format!("stat of {} was refused", at.real.path().display()),
+                    format!("stat of {} was refused", at.real.shown().display()),
                 )
             }
             // Not unlinked (the kernel marks an unlinked name, and a renamed
@@ -533,7 +545,7 @@ fn stat_as_seen(ctx: &FileCtx, path: &Path) -> std::io::Result<Facts> {
         return identity::facts(path);
     }
     match inside(ctx, path) {
-        Some(name) => identity::facts(in_root::reach(&ctx.dir.join("root"), &name)?.path()),
+        Some(name) => identity::facts(ctx.root.reach(&name)?.path()),
         None => identity::facts(path),
     }
 }

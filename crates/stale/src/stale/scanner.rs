@@ -82,10 +82,11 @@ pub(super) struct Scanner {
     pub(super) paths: HashMap<PathBuf, judge::OnDisk>,
     pub(super) segments: HashMap<(FileId, i128, u64), Option<Vec<elf::Segment>>>,
     pub(super) compared: HashMap<(FileId, FileId, i128), judge::Compared>,
-    /// The link count of each mapped file `/proc/PID/map_files` told: a
-    /// file's, not a process's (one `stat` for the thousand processes
-    /// that map one replaced library).
-    pub(super) links: HashMap<FileId, u64>,
+    /// The link count `/proc/PID/map_files` told of each mapped file
+    /// (device and inode, and its name in maps), in the scanner's mount
+    /// namespace: a file's, not a process's (one `stat` for the thousand
+    /// processes that map one replaced library).
+    pub(super) links: HashMap<(FileId, PathBuf), u64>,
     /// The mounts each (mount namespace, root directory) sees.
     pub(super) mounts: HashMap<SeenFrom, Arc<Mounts>>,
     pub(super) users: HashMap<u32, String>,
@@ -368,6 +369,7 @@ impl Scanner {
             once.get_or_init(|| mounts_seen(&mut cache.borrow_mut(), view, dir))
                 .clone()
         };
+        let root = crate::in_root::Root::new(dir.join("root"));
         let start_ns = self.start_ns(stat);
         let (mut exe, mut exe_id) = (None, None);
         let (mut stale, mut unchecked) = (Vec::new(), Vec::new());
@@ -402,6 +404,7 @@ impl Scanner {
                 root_link: view.root_link.as_deref(),
                 start_ns,
                 mounts: &mounts,
+                root: &root,
             };
             match self.check(&ctx) {
                 Judged::Stale(f) => stale.push(*f),
