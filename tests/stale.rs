@@ -432,7 +432,8 @@ fn bench_stale_times_each_tool_and_judges_its_answer() {
     assert_eq!(g["false_alarms"], 1, "the memfd sleeper: {g}");
     assert!(s["median_seconds"].as_f64().unwrap() > 0.0);
     // The kernel splits a run's exact CPU time into user and system by
-    // its samples: the two add up to the time it ran, never 0.
+    // its samples: a run's two add up to the time it ran, never 0, so
+    // their medians cannot both be 0.
     let cpu = |t: &serde_json::Value| {
         t["median_user_seconds"].as_f64().unwrap() + t["median_system_seconds"].as_f64().unwrap()
     };
