@@ -1371,19 +1371,25 @@ fn stale_a_chrooted_process_is_judged_in_its_root_and_named_as_it_sees_its_files
     }
 }
 
+/// Starts `cmd` chrooted into `root`, in user and mount namespaces of
+/// its own (a chroot needs root, or a user namespace of its own), and
+/// with `keep_mounts` in the scanner's mounts, as `sudo chroot` runs.
+fn spawn_chrooted(mut cmd: std::process::Command, root: &Path, keep_mounts: bool) -> Guarded {
+    let inside = swaplab::harness::userns::Inside {
+        chroot: Some(root.to_path_buf()),
+        keep_mounts,
+        ..Default::default()
+    };
+    swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
+    spawn_guarded(cmd)
+}
+
 fn chrooted_sleep_replaced(keep_mounts: bool) {
     let dir = sandbox();
     let root = chroot_root(dir.path());
     let mut cmd = std::process::Command::new("/bin/sleep");
     cmd.arg("600").stdin(Stdio::null()).stdout(Stdio::null());
-    // A chroot needs root, or a user namespace of its own.
-    let inside = swaplab::harness::userns::Inside {
-        chroot: Some(root.clone()),
-        keep_mounts,
-        ..Default::default()
-    };
-    swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
-    let p = spawn_guarded(cmd);
+    let p = spawn_chrooted(cmd, &root, keep_mounts);
     let pid = p.pid();
     let real = std::fs::canonicalize(&root).unwrap();
     wait_for("the chrooted sleep runs", || {
@@ -1445,13 +1451,7 @@ fn chrooted_script_behind_a_link(keep_mounts: bool) {
     cmd.arg("/opt/tool.sh")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
-    let inside = swaplab::harness::userns::Inside {
-        chroot: Some(root.clone()),
-        keep_mounts,
-        ..Default::default()
-    };
-    swaplab::harness::userns::in_own_namespaces(&mut cmd, &inside).unwrap();
-    let mut p = spawn_guarded(cmd);
+    let mut p = spawn_chrooted(cmd, &root, keep_mounts);
     let mut line = String::new();
     let mut out = std::io::BufReader::new(p.0.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
