@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use super::{names_in_lists, usr_aliases, Asked, Manager, Package};
+use super::{names_in_lists, usr_aliases, Asked, DbRoot, Manager, Package};
 use crate::{dpkg_index, regular};
 
 /// The most read of any one database file: dpkg's status is a few MB on
@@ -18,12 +18,15 @@ const CAP: u64 = 256 << 20;
 /// The owners of `files` in the dpkg database under `root`, by the index
 /// of the file asked (each with its own start); files no package owns are
 /// left out. Empty when `root` holds no dpkg database.
-pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<usize, Package> {
-    let admin = root.join("var/lib/dpkg");
-    let Some(index) = dpkg_index::load(&admin) else {
+pub(super) fn owners(root: &DbRoot, files: &[Asked]) -> BTreeMap<usize, Package> {
+    let Some(reached) = root.reach("/var/lib/dpkg") else {
         return BTreeMap::new();
     };
-    let aliases = usr_aliases(root);
+    let admin = reached.path();
+    let Some(index) = dpkg_index::load(admin) else {
+        return BTreeMap::new();
+    };
+    let aliases = usr_aliases(&root.path);
     // The index proposes list files by a hash of the name; each is read
     // (once) to confirm the name is there.
     let mut lists: HashMap<&str, Option<HashSet<Vec<u8>>>> = HashMap::new();
@@ -35,7 +38,7 @@ pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<usize, Package> {
             index.candidates(name).find(|list| {
                 lists
                     .entry(list)
-                    .or_insert_with(|| read_list(&admin, list))
+                    .or_insert_with(|| read_list(admin, list))
                     .as_ref()
                     .is_some_and(|l| l.contains(name))
             })
@@ -53,7 +56,10 @@ pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<usize, Package> {
     }
     let names: BTreeSet<&str> = owner.values().map(|(p, _)| p.as_str()).collect();
     let versions = installed_versions(&admin.join("status"), &names);
-    let upgrades = upgrades(&root.join("var/log/dpkg.log"), &names);
+    let upgrades = root
+        .reach("/var/log/dpkg.log")
+        .map(|log| upgrades(log.path(), &names))
+        .unwrap_or_default();
     owner
         .into_iter()
         .map(|(i, (name, arch))| {
@@ -77,7 +83,7 @@ pub(super) fn owners(root: &Path, files: &[Asked]) -> BTreeMap<usize, Package> {
                     upgraded_from,
                     installed_at: None,
                     installed_after_start: None,
-                    database: admin.clone(),
+                    database: reached.shown().to_path_buf(),
                 },
             )
         })
@@ -262,7 +268,7 @@ mod tests {
                 started_ns: local_ns("2026-01-01 09:00:00"),
             },
         ];
-        let got = owners(dir.path(), &asked);
+        let got = owners(&DbRoot::new(dir.path()), &asked);
         let foo = &got[&0];
         assert_eq!(foo.name, "libfoo1");
         assert_eq!(foo.arch.as_deref(), Some("amd64"));
@@ -280,6 +286,41 @@ mod tests {
         assert!(!got.contains_key(&2));
     }
 
+    /// In another root, a database folder linked to an absolute path is
+    /// read at that path inside the root, not at the host's path of that
+    /// name: another database there (a decoy) tells nothing.
+    #[test]
+    fn an_absolute_link_to_the_database_is_followed_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        // A path the host holds too: under the temporary folder.
+        let elsewhere = dir.path().join("elsewhere");
+        database(&root.join(elsewhere.strip_prefix("/").unwrap()));
+        database(&elsewhere);
+        fs::write(
+            elsewhere.join("var/lib/dpkg/status"),
+            "Package: bar\nStatus: install ok installed\nArchitecture: all\nVersion: 9-decoy\n",
+        )
+        .unwrap();
+        fs::create_dir_all(root.join("var/lib")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("var/lib/dpkg"), root.join("var/lib/dpkg"))
+            .unwrap();
+        let db_root = DbRoot::new(&root);
+        if !db_root.reach("/var/lib/dpkg").unwrap().opened() {
+            eprintln!(
+                "skipped: this kernel cannot resolve a name inside a root (openat2, Linux 5.6)"
+            );
+            return;
+        }
+        let asked = [Asked {
+            path: Path::new("/usr/bin/bar"),
+            started_ns: 0,
+        }];
+        let bar = &owners(&db_root, &asked)[&0];
+        assert_eq!(bar.version.as_deref(), Some("3"), "{bar:?}");
+        assert_eq!(bar.database, root.join("var/lib/dpkg"));
+    }
+
     #[test]
     fn no_database_no_owner() {
         let dir = tempfile::tempdir().unwrap();
@@ -287,7 +328,7 @@ mod tests {
             path: Path::new("/usr/bin/bar"),
             started_ns: 0,
         }];
-        assert!(owners(dir.path(), &asked).is_empty());
+        assert!(owners(&DbRoot::new(dir.path()), &asked).is_empty());
     }
 
     #[test]

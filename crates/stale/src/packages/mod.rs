@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::in_root::{Reached, Root};
+
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -74,9 +76,38 @@ pub struct Owners {
     pub unread: Option<(PathBuf, String)>,
 }
 
+/// A root whose database is read. Its names are reached inside it (see
+/// [`crate::in_root`]): in a chroot's or a container's root, a link to an
+/// absolute path (`/var/lib/rpm` to `/usr/lib/sysimage/rpm`) leads to that
+/// path in the same root, not to the host's database. The host's names
+/// are used as they are (its dpkg index is cached by name).
+struct DbRoot {
+    path: PathBuf,
+    inside: Option<Root>,
+}
+
+impl DbRoot {
+    fn new(root: &Path) -> DbRoot {
+        DbRoot {
+            path: root.to_path_buf(),
+            inside: (root != Path::new("/")).then(|| Root::new(root.to_path_buf())),
+        }
+    }
+
+    /// `name` (absolute, as inside the root) as the database is read
+    /// there: `None` when nothing can be reached at it.
+    fn reach(&self, name: &str) -> Option<Reached> {
+        match &self.inside {
+            Some(root) => root.reach(Path::new(name)).ok(),
+            None => Some(Reached::as_is(Path::new(name))),
+        }
+    }
+}
+
 /// The owners of `files` in the databases under `root`: dpkg's first,
 /// then rpm's for the files dpkg does not list.
 pub fn owners(root: &Path, files: &[Asked]) -> Owners {
+    let root = &DbRoot::new(root);
     let mut by_ask = dpkg::owners(root, files);
     let rest: Vec<usize> = (0..files.len())
         .filter(|i| !by_ask.contains_key(i))
@@ -106,7 +137,9 @@ pub fn utc_time(secs: u64) -> String {
 
 /// Whether `root` holds a database this module reads or names as unread.
 pub fn has_database(root: &Path) -> bool {
-    root.join("var/lib/dpkg").is_dir() || rpm::database_dir(root).is_some()
+    let root = DbRoot::new(root);
+    let dpkg = root.reach("/var/lib/dpkg");
+    dpkg.is_some_and(|d| d.path().is_dir()) || rpm::database_dir(&root).is_some()
 }
 
 /// The merged-`/usr` links of a root (`/lib -> usr/lib`, …): a database

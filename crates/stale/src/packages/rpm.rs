@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::rpm_header::{self as tag, Header};
-use super::{names_in_lists, usr_aliases, utc_time, Asked, Manager, Package};
+use super::{names_in_lists, usr_aliases, utc_time, Asked, DbRoot, Manager, Package};
+use crate::in_root::Reached;
 use crate::sqlite::{Db, Value};
 
 /// Where rpm keeps its database inside a root: Fedora 36 and later in
@@ -24,39 +25,50 @@ use crate::sqlite::{Db, Value};
 const DIRS: [&str; 2] = ["usr/lib/sysimage/rpm", "var/lib/rpm"];
 
 /// The folder under `root` that holds an rpm database of any format.
-pub(super) fn database_dir(root: &Path) -> Option<PathBuf> {
-    DIRS.iter().map(|d| root.join(d)).find(|d| {
-        ["rpmdb.sqlite", "Packages", "Packages.db"]
-            .iter()
-            .any(|f| d.join(f).is_file())
-    })
+pub(super) fn database_dir(root: &DbRoot) -> Option<Reached> {
+    DIRS.iter()
+        .filter_map(|d| root.reach(&format!("/{d}")))
+        .find(|d| {
+            ["rpmdb.sqlite", "Packages", "Packages.db"]
+                .iter()
+                .any(|f| d.path().join(f).is_file())
+        })
 }
 
 /// The owners of `files` in the rpm database under `root`, by the index
 /// of the file asked; empty when there is none. An error names the
 /// database that could not be read, and why.
 pub(super) fn owners(
-    root: &Path,
+    root: &DbRoot,
     files: &[Asked],
 ) -> Result<BTreeMap<usize, Package>, (PathBuf, String)> {
     let Some(dir) = database_dir(root) else {
         return Ok(BTreeMap::new());
     };
-    let sqlite = dir.join("rpmdb.sqlite");
+    let (sqlite, shown) = (
+        dir.path().join("rpmdb.sqlite"),
+        dir.shown().join("rpmdb.sqlite"),
+    );
     if !sqlite.is_file() {
-        let why = if dir.join("Packages.db").is_file() {
+        let why = if dir.path().join("Packages.db").is_file() {
             "rpm's ndb format (openSUSE), which swaplab does not read"
         } else {
             "a Berkeley DB database (rpm before 4.16), which swaplab does not read"
         };
-        return Err((dir, why.to_string()));
+        return Err((dir.shown().to_path_buf(), why.to_string()));
     }
-    read(root, &sqlite, files).map_err(|e| (sqlite, format!("{e:#}")))
+    read(root, (&sqlite, &shown), files).map_err(|e| (shown.clone(), format!("{e:#}")))
 }
 
-fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<usize, Package>> {
+/// The owners of `files` in the database at `sqlite` (read there, shown
+/// as `shown`).
+fn read(
+    root: &DbRoot,
+    (sqlite, shown): (&Path, &Path),
+    files: &[Asked],
+) -> Result<BTreeMap<usize, Package>> {
     let db = Db::open(sqlite)?;
-    let aliases = usr_aliases(root);
+    let aliases = usr_aliases(&root.path);
     // Each name a file may be listed under, by its base name.
     let mut wanted: HashMap<Vec<u8>, Vec<(usize, PathBuf)>> = HashMap::new();
     for (i, f) in files.iter().enumerate() {
@@ -94,7 +106,7 @@ fn read(root: &Path, sqlite: &Path, files: &[Asked]) -> Result<BTreeMap<usize, P
             let base = path.file_name().unwrap_or_default().as_encoded_bytes();
             for (i, name) in wanted.get(base).into_iter().flatten() {
                 if name == path && !out.contains_key(i) {
-                    out.insert(*i, package(&header, sqlite, files[*i].started_ns)?);
+                    out.insert(*i, package(&header, shown, files[*i].started_ns)?);
                 }
             }
         }
@@ -174,15 +186,16 @@ mod tests {
     fn a_database_in_a_format_not_read_says_so_and_none_is_no_answer() {
         let dir = tempfile::tempdir().unwrap();
         let lib = Path::new("/usr/lib/libx.so");
-        assert!(owners(dir.path(), &asked(lib)).unwrap().is_empty());
+        let root = DbRoot::new(dir.path());
+        assert!(owners(&root, &asked(lib)).unwrap().is_empty());
         let rpm = dir.path().join("var/lib/rpm");
         std::fs::create_dir_all(&rpm).unwrap();
         std::fs::write(rpm.join("Packages"), b"\0\x06\x15\x61").unwrap();
-        let (path, why) = owners(dir.path(), &asked(lib)).unwrap_err();
+        let (path, why) = owners(&root, &asked(lib)).unwrap_err();
         assert_eq!(path, rpm);
         assert!(why.contains("Berkeley DB"), "{why}");
         std::fs::write(rpm.join("rpmdb.sqlite"), [b'x'; 4096]).unwrap();
-        let (path, why) = owners(dir.path(), &asked(lib)).unwrap_err();
+        let (path, why) = owners(&root, &asked(lib)).unwrap_err();
         assert_eq!(path, rpm.join("rpmdb.sqlite"));
         assert!(why.contains("not an SQLite"), "{why}");
     }
