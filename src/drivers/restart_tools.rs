@@ -5,11 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::detector::stale::Urgency;
 use crate::harness::lab::{pidt, Lab, Stale};
-use crate::harness::process::{deadline, output_within};
+use crate::harness::process::{output_within, whole_machine_deadline};
 
 /// What the process really needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -28,41 +27,6 @@ impl Truth {
             Truth::Clean => "-",
         }
     }
-}
-
-/// The tools read every process on the machine: on a busy one that takes
-/// longer than a target's answer, so they get this many harness deadlines.
-const TOOL_DEADLINE_FACTOR: u32 = 6;
-
-/// What each process running on the machine adds to a tool's deadline.
-/// needrestart looks up every stale process outside its ignored paths in
-/// dpkg, and D01 takes /tmp out of those paths: `bench stale`'s 1,000
-/// sleepers, 500 of them stale, took it 41 s here (41 ms per process on
-/// the machine). 3,000 such sleepers of another run beside the suite
-/// pushed it past a fixed 120 s and refuted D01.
-const TOOL_DEADLINE_PER_PROCESS: Duration = Duration::from_millis(50);
-
-/// The most a tool that reads every process may take, however busy the
-/// machine: a tool that hangs is still caught.
-const TOOL_DEADLINE_MAX: Duration = Duration::from_secs(15 * 60);
-
-/// How long a tool that reads every process may run: the harness's
-/// deadlines, and more for each process the machine runs now, so that a
-/// busy machine slows D01 down instead of refuting it.
-fn tool_deadline() -> Duration {
-    let processes = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.parse::<u32>().is_ok())
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    let base = TOOL_DEADLINE_FACTOR * deadline();
-    (base + TOOL_DEADLINE_PER_PROCESS * processes as u32).min(base.max(TOOL_DEADLINE_MAX))
 }
 
 /// One case of the scenario: a process and what it really needs.
@@ -91,7 +55,7 @@ pub fn tool(
         .current_dir(lab.sandbox.root())
         .env("LC_ALL", "C")
         .stdin(Stdio::null());
-    let out = output_within(&mut cmd, tool_deadline());
+    let out = output_within(&mut cmd, whole_machine_deadline());
     match out {
         Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -235,7 +199,7 @@ pub fn needrestart(lab: &mut Lab, pids: &[i32]) -> Answer {
         .current_dir(lab.sandbox.root())
         .env("LC_ALL", "C")
         .stdin(Stdio::null());
-    let out = output_within(&mut cmd, tool_deadline())
+    let out = output_within(&mut cmd, whole_machine_deadline())
         .map_err(|e| format!("cannot run needrestart: {e}"))?;
     let text = String::from_utf8_lossy(&out.stderr);
     let mut flagged = BTreeSet::new();

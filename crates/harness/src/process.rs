@@ -27,6 +27,42 @@ pub fn deadline() -> Duration {
         .unwrap_or(Duration::from_secs(20))
 }
 
+/// The tools read every process on the machine: on a busy one that takes
+/// longer than a target's answer, so they get this many harness deadlines.
+const TOOL_DEADLINE_FACTOR: u32 = 6;
+
+/// What each process running on the machine adds to a tool's deadline.
+/// needrestart looks up every stale process outside its ignored paths in
+/// dpkg, and D01 takes /tmp out of those paths: `bench stale`'s 1,000
+/// sleepers, 500 of them stale, took it 41 s here (41 ms per process on
+/// the machine). 3,000 such sleepers of another run beside the suite
+/// pushed it past a fixed 120 s and refuted D01.
+const TOOL_DEADLINE_PER_PROCESS: Duration = Duration::from_millis(50);
+
+/// The most a tool that reads every process may take, however busy the
+/// machine: a tool that hangs is still caught.
+const TOOL_DEADLINE_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// How long a tool that reads every process may run (needrestart, in D01
+/// and in `bench stale`): the harness's deadlines, and more for each
+/// process the machine runs now, so that a busy machine slows the tool
+/// down instead of refuting D01 or failing the bench.
+pub fn whole_machine_deadline() -> Duration {
+    let processes = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    let base = TOOL_DEADLINE_FACTOR * deadline();
+    (base + TOOL_DEADLINE_PER_PROCESS * processes as u32).min(base.max(TOOL_DEADLINE_MAX))
+}
+
 /// The folder that holds the target programs (`swaplab-plain`, ...): the
 /// folder of the running executable, or its parent when that is cargo's
 /// `deps/` (integration tests) or `examples/` (examples and their tests).
