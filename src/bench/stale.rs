@@ -2,6 +2,7 @@
 //! same set of processes.
 
 use anyhow::{Context, Result};
+use nix::sys::resource::UsageWho;
 use serde::Serialize;
 
 use crate::harness::replace::Replace;
@@ -46,7 +47,13 @@ pub struct ToolRun {
     pub missed: usize,
     pub false_alarms: usize,
     pub correct: bool,
+    /// Whether it answers, and so is judged: not the reads alone
+    /// ([`READS_ALONE`]).
+    pub judged: bool,
 }
+
+/// The row that times swaplab's reads of /proc without its judging.
+pub const READS_ALONE: &str = "swaplab stale's reads alone";
 
 /// The one case the bench's answers are judged on (D01 judges the others).
 pub const JUDGED_ON: &str = "one case: libexample replaced by install under running processes (D01's case a), beside processes that map a memfd executable (D01's case l); every other case (removed, forked, written in place, reinstalled, dlopen, mounts, overlays) is judged by D01: swaplab run D01";
@@ -200,11 +207,11 @@ impl Timed {
     }
 }
 
-/// The CPU time (user, system) of the children waited for so far.
-fn children_cpu() -> (f64, f64) {
-    use nix::sys::resource::{getrusage, UsageWho};
+/// The CPU time (user, system) of `who`: this process, or the children
+/// waited for so far.
+fn cpu_of(who: nix::sys::resource::UsageWho) -> (f64, f64) {
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    getrusage(UsageWho::RUSAGE_CHILDREN)
+    nix::sys::resource::getrusage(who)
         .map(|u| (secs(u.user_time()), secs(u.system_time())))
         .unwrap_or_default()
 }
@@ -212,25 +219,24 @@ fn children_cpu() -> (f64, f64) {
 /// Times `argv` (stdout captured), `runs` times; returns the times of each
 /// run and the last run's stdout. The CPU time is what the waited-for
 /// children used between the start and the end of the run: the tool and
-/// what it waited for (grep under its `sh`).
+/// what it waited for (grep under its `sh`). A run that overstays the
+/// deadline of a tool that reads every process fails the bench.
 fn time_runs(argv: &[String], runs: usize) -> Result<(Timed, String)> {
     let mut timed = Timed::default();
     let mut last = String::new();
+    let limit = crate::harness::process::whole_machine_deadline();
     for _ in 0..runs.max(1) {
         let mut cmd = std::process::Command::new(&argv[0]);
         // A bench killed mid-run takes the tool it times with it
         // (needrestart runs for minutes beside many processes).
         crate::harness::process::die_with_parent(&mut cmd);
-        let (user0, system0) = children_cpu();
+        cmd.args(&argv[1..]).stdin(std::process::Stdio::null());
+        let (user0, system0) = cpu_of(UsageWho::RUSAGE_CHILDREN);
         let t0 = std::time::Instant::now();
-        let out = cmd
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
+        let out = crate::harness::process::output_within(&mut cmd, limit)
             .with_context(|| format!("cannot run {}", argv[0]))?;
         timed.wall.push(t0.elapsed().as_secs_f64());
-        let (user1, system1) = children_cpu();
+        let (user1, system1) = cpu_of(UsageWho::RUSAGE_CHILDREN);
         timed.user.push(user1 - user0);
         timed.system.push(system1 - system0);
         last = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -348,7 +354,8 @@ fn start_sleepers(
 }
 
 /// Times `swaplab stale --json` and the article's grep, each run once
-/// untimed and then `runs` times in turn, and judges their last answers.
+/// untimed and then `runs` times in turn, with swaplab's reads alone
+/// beside them; judges the tools' last answers.
 fn time_swaplab_and_grep(
     o: &StaleOptions,
     population: &Population,
@@ -361,20 +368,34 @@ fn time_swaplab_and_grep(
         "-c".into(),
         "grep -l '(deleted)' /proc/*/maps 2>/dev/null".into(),
     ];
-    progress("timing swaplab stale and grep, one run each untimed, then in turn");
-    time_runs(&swaplab, 1)?;
+    progress("timing swaplab stale, its reads alone and grep, one run each untimed, then in turn");
+    let (_, first) = time_runs(&swaplab, 1)?;
+    let reported = listed_by_swaplab(&first)?;
+    time_reads_alone(&reported)?;
     time_runs(&grep, 1)?;
-    let (mut s_secs, mut g_secs) = (Timed::default(), Timed::default());
+    let (mut s_secs, mut r_secs, mut g_secs) =
+        (Timed::default(), Timed::default(), Timed::default());
     let (mut s_out, mut g_out) = (String::new(), String::new());
     for _ in 0..o.runs.max(1) {
         let (t, out) = time_runs(&swaplab, 1)?;
         s_secs.extend(t);
         s_out = out;
+        r_secs.extend(time_reads_alone(&reported)?);
         let (t, out) = time_runs(&grep, 1)?;
         g_secs.extend(t);
         g_out = out;
     }
     let swaplab_flagged = flagged_by_swaplab(&s_out)?;
+    let reads = ToolRun {
+        judged: false,
+        correct: false,
+        ..tool_run(
+            READS_ALONE,
+            "the reads of /proc swaplab stale makes, in the bench's process, nothing judged",
+            r_secs,
+            (0, 0, 0),
+        )
+    };
     Ok(vec![
         tool_run(
             "swaplab stale",
@@ -382,6 +403,7 @@ fn time_swaplab_and_grep(
             s_secs,
             population.judge(&swaplab_flagged),
         ),
+        reads,
         tool_run(
             "grep",
             "grep -l '(deleted)' /proc/*/maps",
@@ -391,15 +413,42 @@ fn time_swaplab_and_grep(
     ])
 }
 
+/// Times [`crate::detector::stale::reads_only`] once, in this process: the
+/// reads a scan makes of every process, and of `reported` what the
+/// report shows, without judging or printing: the floor of the scan's
+/// design here.
+fn time_reads_alone(reported: &Pids) -> Result<Timed> {
+    let (user0, system0) = cpu_of(UsageWho::RUSAGE_SELF);
+    let t0 = std::time::Instant::now();
+    crate::detector::stale::reads_only(reported)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let (user1, system1) = cpu_of(UsageWho::RUSAGE_SELF);
+    Ok(Timed {
+        wall: vec![wall],
+        user: vec![user1 - user0],
+        system: vec![system1 - system0],
+    })
+}
+
+/// Every process `swaplab stale --json` reported (to restart, or not).
+fn listed_by_swaplab(json: &str) -> Result<Pids> {
+    swaplab_pids(json, |_| true)
+}
+
 /// The processes `swaplab stale --json` says must restart.
 fn flagged_by_swaplab(json: &str) -> Result<Pids> {
+    swaplab_pids(json, |p| p["need"] == "required")
+}
+
+/// The processes of `swaplab stale --json`'s report that `keep` keeps.
+fn swaplab_pids(json: &str, keep: impl Fn(&serde_json::Value) -> bool) -> Result<Pids> {
     let v: serde_json::Value =
         serde_json::from_str(json).context("swaplab stale --json gave no JSON")?;
     Ok(v["processes"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter(|p| p["need"] == "required")
+                .filter(|p| keep(p))
                 .filter_map(|p| p["pid"].as_i64().map(|x| x as i32))
                 .collect()
         })
@@ -516,6 +565,7 @@ fn tool_run(tool: &'static str, command: &str, t: Timed, j: (usize, usize, usize
         missed: j.1,
         false_alarms: j.2,
         correct: j.1 == 0 && j.2 == 0,
+        judged: true,
     }
 }
 
@@ -534,6 +584,7 @@ fn skipped(tool: &'static str, why: String) -> ToolRun {
         missed: 0,
         false_alarms: 0,
         correct: false,
+        judged: true,
     }
 }
 
@@ -556,17 +607,27 @@ pub fn stale_table(b: &StaleBench) -> String {
                 let ratio = grep
                     .map(|g| format!("{:.2}", s / g))
                     .unwrap_or_else(|| "-".into());
+                let (flagged, missed, false_alarms, answer) = if !t.judged {
+                    let none = || "-".to_string();
+                    (none(), none(), none(), "none: the floor of its design")
+                } else {
+                    (
+                        t.flagged.to_string(),
+                        t.missed.to_string(),
+                        t.false_alarms.to_string(),
+                        if t.correct { "correct" } else { "wrong" },
+                    )
+                };
                 out.push_str(&format!(
-                    "{:<33} {:>10.4} {:>9} {:>9} {:>9} {:>8} {:>7} {:>13}  {}\n",
+                    "{:<33} {:>10.4} {:>9} {:>9} {:>9} {:>8} {:>7} {:>13}  {answer}\n",
                     t.tool,
                     s,
                     ratio,
                     cpu(t.median_user_seconds),
                     cpu(t.median_system_seconds),
-                    t.flagged,
-                    t.missed,
-                    t.false_alarms,
-                    if t.correct { "correct" } else { "wrong" }
+                    flagged,
+                    missed,
+                    false_alarms,
                 ));
             }
             (None, None) => {}
@@ -575,6 +636,11 @@ pub fn stale_table(b: &StaleBench) -> String {
     out.push_str(
         "USER and SYS: CPU time of the tool and its children (median), in its own code and in the kernel; on more than one core it may exceed WALL\n",
     );
+    if b.tools.iter().any(|t| !t.judged) {
+        out.push_str(&format!(
+            "{READS_ALONE}: the reads of /proc it makes (stat, file mappings, mount namespace; command line, root, cgroup and owner of what it reports), timed in the bench's process, nothing judged or printed: no scan of this design can be faster here\n"
+        ));
+    }
     out.push_str(&format!("ANSWER is judged on {}\n", b.judged_on));
     out
 }
@@ -599,16 +665,31 @@ mod tests {
             fresh: 1,
             jit: 0,
             setup_seconds: 0.0,
-            tools: vec![tool_run(
-                "grep",
-                "grep",
-                Timed {
-                    wall: vec![0.1],
-                    user: vec![0.01],
-                    system: vec![0.09],
+            tools: vec![
+                tool_run(
+                    "grep",
+                    "grep",
+                    Timed {
+                        wall: vec![0.1],
+                        user: vec![0.01],
+                        system: vec![0.09],
+                    },
+                    (1, 0, 0),
+                ),
+                ToolRun {
+                    judged: false,
+                    ..tool_run(
+                        READS_ALONE,
+                        "",
+                        Timed {
+                            wall: vec![0.05],
+                            user: vec![0.0],
+                            system: vec![0.09],
+                        },
+                        (0, 0, 0),
+                    )
                 },
-                (1, 0, 0),
-            )],
+            ],
         };
         let t = stale_table(&b);
         assert!(t.contains("correct"), "{t}");
@@ -621,6 +702,13 @@ mod tests {
             t.lines()
                 .any(|l| l.starts_with("grep") && l.contains(" 0.0100 ") && l.contains(" 0.0900 ")),
             "user and system time shown: {t}"
+        );
+        // No answer, so neither right nor wrong.
+        let reads = t.lines().find(|l| l.starts_with(READS_ALONE)).unwrap();
+        assert!(reads.ends_with("none: the floor of its design"), "{t}");
+        assert!(
+            !reads.contains("correct") && !reads.contains("wrong"),
+            "{t}"
         );
     }
 }

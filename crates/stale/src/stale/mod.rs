@@ -56,6 +56,7 @@
 mod judge;
 mod parents;
 mod process;
+mod reads;
 mod scan;
 mod scanner;
 mod stat;
@@ -77,6 +78,7 @@ pub use crate::report::{
     Urgency, PLAIN,
 };
 pub use crate::text::{render, render_plan, summary};
+pub use reads::reads_only;
 pub use scan::scan;
 
 /// How long an installer (`install`, a package manager) may take between

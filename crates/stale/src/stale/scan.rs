@@ -82,44 +82,19 @@ pub fn scan(opts: &ScanOptions) -> Result<StaleReport> {
     Ok(report)
 }
 
-/// Reads every process `opts` selects into `report`. Processes are
-/// independent: read them on every core, each thread with its own caches,
-/// then merge. The threads start at once and take the pids as /proc lists
-/// them (10 ms for 10,000 processes, in the kernel). The scanner returned
-/// holds the merged counts.
+/// Reads every process `opts` selects into `report` (see
+/// [`on_every_core`]). The scanner returned holds the merged counts.
 pub(super) fn scan_all(opts: &ScanOptions, report: &mut StaleReport) -> Result<Scanner> {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let few = !opts.pids.is_empty() && opts.pids.len() < 64;
-    let threads = if few { 1 } else { cores };
     // One clock offset for all: each scanner reading its own put the
     // processes started in one clock tick in the order of the threads'
     // few ns of difference, which changed from run to run.
     let boot_to_real_ns = boot_to_real_ns();
-    let (parts, listed) = std::thread::scope(|scope| {
-        let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
-            .map(|_| {
-                let (tx, rx) = std::sync::mpsc::channel::<i32>();
-                let handle = scope.spawn(move || {
-                    let mut s = Scanner::new();
-                    s.boot_to_real_ns = boot_to_real_ns;
-                    let seen: Vec<Seen> = rx.iter().map(|pid| s.one(pid, opts)).collect();
-                    (seen, s)
-                });
-                (tx, handle)
-            })
-            .unzip();
-        let listed = hand_out(opts, &senders);
-        drop(senders);
-        let parts: Vec<(Vec<Seen>, Scanner)> = handles
-            .into_iter()
-            .map(|h| h.join().expect("a scan thread panicked"))
-            .collect();
-        (parts, listed)
-    });
-    listed?;
+    let new = || {
+        let mut s = Scanner::new();
+        s.boot_to_real_ns = boot_to_real_ns;
+        s
+    };
+    let parts = on_every_core(opts, new, |s, pid| s.one(pid, opts))?;
     let mut s = Scanner::new();
     for (seen, part) in parts {
         for (kind, (procs, maps)) in part.excluded {
@@ -144,6 +119,47 @@ pub(super) fn scan_all(opts: &ScanOptions, report: &mut StaleReport) -> Result<S
         }
     }
     Ok(s)
+}
+
+/// Reads each process `opts` selects with `each`, on every core: processes
+/// are independent. Each thread has its own state (its caches), made by
+/// `new`, returned with its answers for the caller to merge. The threads
+/// start at once and take the pids as /proc lists them (10 ms for 10,000
+/// processes, in the kernel).
+pub(super) fn on_every_core<S: Send, R: Send>(
+    opts: &ScanOptions,
+    new: impl Fn() -> S + Sync,
+    each: impl Fn(&mut S, i32) -> R + Sync,
+) -> Result<Vec<(Vec<R>, S)>> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let few = !opts.pids.is_empty() && opts.pids.len() < 64;
+    let threads = if few { 1 } else { cores };
+    let (new, each) = (&new, &each);
+    let (parts, listed) = std::thread::scope(|scope| {
+        let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel::<i32>();
+                let handle = scope.spawn(move || {
+                    let mut s = new();
+                    let answers: Vec<R> = rx.iter().map(|pid| each(&mut s, pid)).collect();
+                    (answers, s)
+                });
+                (tx, handle)
+            })
+            .unzip();
+        let listed = hand_out(opts, &senders);
+        drop(senders);
+        let parts: Vec<(Vec<R>, S)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("a scan thread panicked"))
+            .collect();
+        (parts, listed)
+    });
+    listed?;
+    Ok(parts)
 }
 
 /// Sends the pids `opts` names, else every pid /proc lists, to the
