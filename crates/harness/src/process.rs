@@ -275,12 +275,19 @@ pub fn poll_until<T, E>(
 /// it must not take one from them. Without pidfds (before Linux 5.3), polls
 /// every 200 µs.
 fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
-    match exits_within(child.id(), limit) {
+    // Reaped already (a daemonizing start command): its pid may be
+    // another process's now.
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    let until = Instant::now() + limit;
+    match exits_by(child.id(), until) {
         Some(true) => return child.wait().map(Some),
         Some(false) => return Ok(None),
         None => {}
     }
-    let exited = poll_until(limit, Duration::from_micros(200), || {
+    let left = until.saturating_duration_since(Instant::now());
+    let exited = poll_until(left, Duration::from_micros(200), || {
         match child.try_wait() {
             Ok(None) => Err(()),
             Ok(Some(s)) => Ok(Ok(s)),
@@ -293,9 +300,9 @@ fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<Exi
     }
 }
 
-/// Whether the child `pid` (not yet reaped) exits within `limit`, asleep on
-/// its pidfd; `None` where the kernel has no pidfds.
-fn exits_within(pid: u32, limit: Duration) -> Option<bool> {
+/// Whether the child `pid` (not yet reaped) exits by `until`, asleep on
+/// its pidfd; `None` where the kernel has no pidfds or the poll fails.
+fn exits_by(pid: u32, until: Instant) -> Option<bool> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
@@ -305,11 +312,10 @@ fn exits_within(pid: u32, limit: Duration) -> Option<bool> {
     }
     // SAFETY: the descriptor was just opened, and is owned here alone.
     let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-    let until = Instant::now() + limit;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         // Whole milliseconds, rounded up: never a busy loop.
-        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         match poll(
             &mut fds,
