@@ -122,6 +122,11 @@ impl Root {
     }
 }
 
+/// What a test that needs `RESOLVE_IN_ROOT` says when it skips.
+#[cfg(test)]
+pub(crate) const SKIP_WITHOUT_OPENAT2: &str =
+    "skipped: this kernel cannot resolve a name inside a root (openat2, Linux 5.6)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,9 +146,7 @@ mod tests {
         let root = Root::new(root);
         let r = root.reach(Path::new("/tool")).unwrap();
         if !r.opened() {
-            eprintln!(
-                "skipped: this kernel cannot resolve a name inside a root (openat2, Linux 5.6)"
-            );
+            eprintln!("{SKIP_WITHOUT_OPENAT2}");
             return;
         }
         assert_eq!(std::fs::read(r.path()).unwrap(), b"inside");

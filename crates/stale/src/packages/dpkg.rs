@@ -56,9 +56,10 @@ pub(super) fn owners(root: &DbRoot, files: &[Asked]) -> BTreeMap<usize, Package>
     }
     let names: BTreeSet<&str> = owner.values().map(|(p, _)| p.as_str()).collect();
     let versions = installed_versions(&admin.join("status"), &names);
+    // The folder reached, not the log: its rotated log is named beside it.
     let upgrades = root
-        .reach("/var/log/dpkg.log")
-        .map(|log| upgrades(log.path(), &names))
+        .reach("/var/log")
+        .map(|logs| upgrades(&logs.path().join("dpkg.log"), &names))
         .unwrap_or_default();
     owner
         .into_iter()
@@ -237,10 +238,15 @@ mod tests {
              Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.0-1\n",
         )
         .unwrap();
+        // The older upgrade in the log dpkg's logrotate rotated.
+        fs::write(
+            dir.join("var/log/dpkg.log.1"),
+            "2026-01-01 10:00:00 upgrade libfoo1:amd64 0.9-1 1.0-1\n",
+        )
+        .unwrap();
         fs::write(
             dir.join("var/log/dpkg.log"),
-            "2026-01-01 10:00:00 upgrade libfoo1:amd64 0.9-1 1.0-1\n\
-             2026-01-02 10:00:00 upgrade libfoo1:amd64 1.0-1 2.0-1\n",
+            "2026-01-02 10:00:00 upgrade libfoo1:amd64 1.0-1 2.0-1\n",
         )
         .unwrap();
     }
@@ -307,9 +313,7 @@ mod tests {
             .unwrap();
         let db_root = DbRoot::new(&root);
         if !db_root.reach("/var/lib/dpkg").unwrap().opened() {
-            eprintln!(
-                "skipped: this kernel cannot resolve a name inside a root (openat2, Linux 5.6)"
-            );
+            eprintln!("{}", crate::in_root::SKIP_WITHOUT_OPENAT2);
             return;
         }
         let asked = [Asked {

@@ -80,7 +80,10 @@ pub struct Owners {
 /// [`crate::in_root`]): in a chroot's or a container's root, a link to an
 /// absolute path (`/var/lib/rpm` to `/usr/lib/sysimage/rpm`) leads to that
 /// path in the same root, not to the host's database. The host's names
-/// are used as they are (its dpkg index is cached by name).
+/// are used as they are (its dpkg index is cached by name). Only the
+/// database's folder is reached so: the files in it are opened under that
+/// folder as they are named (a list file linked elsewhere is not followed
+/// inside the root).
 struct DbRoot {
     path: PathBuf,
     inside: Option<Root>,

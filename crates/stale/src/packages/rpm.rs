@@ -57,7 +57,12 @@ pub(super) fn owners(
         };
         return Err((dir.shown().to_path_buf(), why.to_string()));
     }
-    read(root, (&sqlite, &shown), files).map_err(|e| (shown.clone(), format!("{e:#}")))
+    // The reader's errors name the file it opened: shown as the reader
+    // knows it, never as this process's descriptor.
+    read(root, (&sqlite, &shown), files).map_err(|e| {
+        let why = format!("{e:#}").replace(&*sqlite.to_string_lossy(), &shown.to_string_lossy());
+        (shown.clone(), why)
+    })
 }
 
 /// The owners of `files` in the database at `sqlite` (read there, shown
@@ -198,5 +203,6 @@ mod tests {
         let (path, why) = owners(&root, &asked(lib)).unwrap_err();
         assert_eq!(path, rpm.join("rpmdb.sqlite"));
         assert!(why.contains("not an SQLite"), "{why}");
+        assert!(!why.contains("/proc/self/fd"), "{why}");
     }
 }
