@@ -263,7 +263,7 @@ impl Args {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 write(&mut out)
                     .and_then(|()| out.flush())
-                    .map_err(|e| Exit::Aborted(format!("swaplab stale: cannot print: {e}")))?
+                    .map_err(|e| bad(format!("cannot print the report: {e}")))?
             }
         }
         match output {
