@@ -435,14 +435,14 @@ fn bench_stale_times_each_tool_and_judges_its_answer() {
     assert_eq!(g["missed"], 0, "{g}");
     assert_eq!(g["false_alarms"], 1, "the memfd sleeper: {g}");
     assert!(s["median_seconds"].as_f64().unwrap() > 0.0);
-    // The reads alone: timed, answering nothing.
+    // The reads alone (the bench fails if they read fewer processes than
+    // its sleepers): timed, answering nothing, so neither right nor wrong.
     let r = tool("swaplab stale's reads alone");
-    assert_eq!(
-        (&r["judged"], &r["correct"]),
-        (&false.into(), &false.into()),
+    assert!(r["median_seconds"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(
+        r.get("correct").is_none() && r.get("flagged").is_none(),
         "{r}"
     );
-    assert!(r["median_seconds"].as_f64().unwrap() > 0.0, "{r}");
     // The kernel splits a run's exact CPU time into user and system by
     // its samples: a run's two add up to the time it ran, never 0, so
     // their medians cannot both be 0.

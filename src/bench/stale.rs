@@ -42,18 +42,26 @@ pub struct ToolRun {
     pub system_seconds: Vec<f64>,
     pub median_user_seconds: Option<f64>,
     pub median_system_seconds: Option<f64>,
-    /// Among the bench's sleepers: flagged, missed, false alarms.
+    /// Its answer, judged; none for a tool skipped, or for the reads
+    /// alone, which answer nothing.
+    #[serde(flatten)]
+    pub answer: Option<Answer>,
+}
+
+/// A tool's answer, judged on the bench's sleepers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Answer {
     pub flagged: usize,
     pub missed: usize,
     pub false_alarms: usize,
     pub correct: bool,
-    /// Whether it answers, and so is judged: not the reads alone
-    /// ([`READS_ALONE`]).
-    pub judged: bool,
 }
 
 /// The row that times swaplab's reads of /proc without its judging.
 pub const READS_ALONE: &str = "swaplab stale's reads alone";
+
+/// What that row times.
+const READS_ALONE_ARE: &str = "the per-process reads of /proc a scan makes (stat, file mappings, mount namespace; command line, root, cgroup and owner of what it reports), timed in the bench's process, nothing judged or printed: no scan of this design can be faster here";
 
 /// The one case the bench's answers are judged on (D01 judges the others).
 pub const JUDGED_ON: &str = "one case: libexample replaced by install under running processes (D01's case a), beside processes that map a memfd executable (D01's case l); every other case (removed, forked, written in place, reinstalled, dlopen, mounts, overlays) is judged by D01: swaplab run D01";
@@ -209,7 +217,7 @@ impl Timed {
 
 /// The CPU time (user, system) of `who`: this process, or the children
 /// waited for so far.
-fn cpu_of(who: nix::sys::resource::UsageWho) -> (f64, f64) {
+fn cpu_of(who: UsageWho) -> (f64, f64) {
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     nix::sys::resource::getrusage(who)
         .map(|u| (secs(u.user_time()), secs(u.system_time())))
@@ -260,7 +268,7 @@ pub fn stale_bench(o: &StaleOptions, progress: impl Fn(&str)) -> Result<StaleBen
     // sandbox.
     let sentinel = crate::harness::process::Sentinel::start(sandbox.root())?;
     let population = start_sleepers(o, &sandbox, &progress)?;
-    let mut tools = time_swaplab_and_grep(o, &population, &progress)?;
+    let mut tools = time_fast_tools(o, &population, &progress)?;
     tools.extend(time_needrestart(o, &sandbox, &population, &progress)?);
     let bench = StaleBench {
         options: o.clone(),
@@ -353,10 +361,10 @@ fn start_sleepers(
     })
 }
 
-/// Times `swaplab stale --json` and the article's grep, each run once
-/// untimed and then `runs` times in turn, with swaplab's reads alone
-/// beside them; judges the tools' last answers.
-fn time_swaplab_and_grep(
+/// Times `swaplab stale --json`, its reads alone and the article's grep,
+/// each run once untimed and then `runs` times in turn; judges the tools'
+/// last answers.
+fn time_fast_tools(
     o: &StaleOptions,
     population: &Population,
     progress: &impl Fn(&str),
@@ -371,7 +379,8 @@ fn time_swaplab_and_grep(
     progress("timing swaplab stale, its reads alone and grep, one run each untimed, then in turn");
     let (_, first) = time_runs(&swaplab, 1)?;
     let reported = listed_by_swaplab(&first)?;
-    time_reads_alone(&reported)?;
+    let sleepers = population.sleepers.pids.len();
+    time_reads_alone(&reported, sleepers)?;
     time_runs(&grep, 1)?;
     let (mut s_secs, mut r_secs, mut g_secs) =
         (Timed::default(), Timed::default(), Timed::default());
@@ -380,35 +389,26 @@ fn time_swaplab_and_grep(
         let (t, out) = time_runs(&swaplab, 1)?;
         s_secs.extend(t);
         s_out = out;
-        r_secs.extend(time_reads_alone(&reported)?);
+        r_secs.extend(time_reads_alone(&reported, sleepers)?);
         let (t, out) = time_runs(&grep, 1)?;
         g_secs.extend(t);
         g_out = out;
     }
     let swaplab_flagged = flagged_by_swaplab(&s_out)?;
-    let reads = ToolRun {
-        judged: false,
-        correct: false,
-        ..tool_run(
-            READS_ALONE,
-            "the reads of /proc swaplab stale makes, in the bench's process, nothing judged",
-            r_secs,
-            (0, 0, 0),
-        )
-    };
+    let reads = tool_run(READS_ALONE, READS_ALONE_ARE, r_secs, None);
     Ok(vec![
         tool_run(
             "swaplab stale",
             "swaplab stale --json",
             s_secs,
-            population.judge(&swaplab_flagged),
+            Some(population.judge(&swaplab_flagged)),
         ),
         reads,
         tool_run(
             "grep",
             "grep -l '(deleted)' /proc/*/maps",
             g_secs,
-            population.judge(&flagged_by_grep(&g_out)),
+            Some(population.judge(&flagged_by_grep(&g_out))),
         ),
     ])
 }
@@ -416,13 +416,17 @@ fn time_swaplab_and_grep(
 /// Times [`crate::detector::stale::reads_only`] once, in this process: the
 /// reads a scan makes of every process, and of `reported` what the
 /// report shows, without judging or printing: the floor of the scan's
-/// design here.
-fn time_reads_alone(reported: &Pids) -> Result<Timed> {
+/// design here. Fails unless it read at least the bench's `sleepers`.
+fn time_reads_alone(reported: &Pids, sleepers: usize) -> Result<Timed> {
     let (user0, system0) = cpu_of(UsageWho::RUSAGE_SELF);
     let t0 = std::time::Instant::now();
-    crate::detector::stale::reads_only(reported)?;
+    let read = crate::detector::stale::reads_only(reported)?;
     let wall = t0.elapsed().as_secs_f64();
     let (user1, system1) = cpu_of(UsageWho::RUSAGE_SELF);
+    anyhow::ensure!(
+        read >= sleepers,
+        "{READS_ALONE}: {read} processes read, fewer than the bench's {sleepers} sleepers"
+    );
     Ok(Timed {
         wall: vec![wall],
         user: vec![user1 - user0],
@@ -522,7 +526,12 @@ fn time_needrestart(
         } else {
             "needrestart -b -r l -c run/needrestart-tmp-not-ignored.conf".to_string()
         };
-        tools.push(tool_run(name, &shown, secs, population.judge(&flagged)));
+        tools.push(tool_run(
+            name,
+            &shown,
+            secs,
+            Some(population.judge(&flagged)),
+        ));
     }
     Ok(tools)
 }
@@ -550,7 +559,14 @@ fn flagged_by_needrestart(out: &str, ours: &Pids) -> Pids {
         .collect()
 }
 
-fn tool_run(tool: &'static str, command: &str, t: Timed, j: (usize, usize, usize)) -> ToolRun {
+/// A tool's row: its times, and its answer judged as `judged` gives it
+/// (sleepers flagged, missed, false alarms), if it answers.
+fn tool_run(
+    tool: &'static str,
+    command: &str,
+    t: Timed,
+    judged: Option<(usize, usize, usize)>,
+) -> ToolRun {
     ToolRun {
         tool,
         command: command.into(),
@@ -561,11 +577,12 @@ fn tool_run(tool: &'static str, command: &str, t: Timed, j: (usize, usize, usize
         median_system_seconds: median(&t.system),
         user_seconds: t.user,
         system_seconds: t.system,
-        flagged: j.0,
-        missed: j.1,
-        false_alarms: j.2,
-        correct: j.1 == 0 && j.2 == 0,
-        judged: true,
+        answer: judged.map(|(flagged, missed, false_alarms)| Answer {
+            flagged,
+            missed,
+            false_alarms,
+            correct: missed == 0 && false_alarms == 0,
+        }),
     }
 }
 
@@ -580,11 +597,7 @@ fn skipped(tool: &'static str, why: String) -> ToolRun {
         system_seconds: Vec::new(),
         median_user_seconds: None,
         median_system_seconds: None,
-        flagged: 0,
-        missed: 0,
-        false_alarms: 0,
-        correct: false,
-        judged: true,
+        answer: None,
     }
 }
 
@@ -607,16 +620,17 @@ pub fn stale_table(b: &StaleBench) -> String {
                 let ratio = grep
                     .map(|g| format!("{:.2}", s / g))
                     .unwrap_or_else(|| "-".into());
-                let (flagged, missed, false_alarms, answer) = if !t.judged {
-                    let none = || "-".to_string();
-                    (none(), none(), none(), "none: the floor of its design")
-                } else {
-                    (
-                        t.flagged.to_string(),
-                        t.missed.to_string(),
-                        t.false_alarms.to_string(),
-                        if t.correct { "correct" } else { "wrong" },
-                    )
+                let (flagged, missed, false_alarms, answer) = match &t.answer {
+                    None => {
+                        let none = || "-".to_string();
+                        (none(), none(), none(), "none: the floor of its design")
+                    }
+                    Some(a) => (
+                        a.flagged.to_string(),
+                        a.missed.to_string(),
+                        a.false_alarms.to_string(),
+                        if a.correct { "correct" } else { "wrong" },
+                    ),
                 };
                 out.push_str(&format!(
                     "{:<33} {:>10.4} {:>9} {:>9} {:>9} {:>8} {:>7} {:>13}  {answer}\n",
@@ -636,10 +650,8 @@ pub fn stale_table(b: &StaleBench) -> String {
     out.push_str(
         "USER and SYS: CPU time of the tool and its children (median), in its own code and in the kernel; on more than one core it may exceed WALL\n",
     );
-    if b.tools.iter().any(|t| !t.judged) {
-        out.push_str(&format!(
-            "{READS_ALONE}: the reads of /proc it makes (stat, file mappings, mount namespace; command line, root, cgroup and owner of what it reports), timed in the bench's process, nothing judged or printed: no scan of this design can be faster here\n"
-        ));
+    if b.tools.iter().any(|t| t.tool == READS_ALONE) {
+        out.push_str(&format!("{READS_ALONE}: {READS_ALONE_ARE}\n"));
     }
     out.push_str(&format!("ANSWER is judged on {}\n", b.judged_on));
     out
@@ -674,21 +686,18 @@ mod tests {
                         user: vec![0.01],
                         system: vec![0.09],
                     },
-                    (1, 0, 0),
+                    Some((1, 0, 0)),
                 ),
-                ToolRun {
-                    judged: false,
-                    ..tool_run(
-                        READS_ALONE,
-                        "",
-                        Timed {
-                            wall: vec![0.05],
-                            user: vec![0.0],
-                            system: vec![0.09],
-                        },
-                        (0, 0, 0),
-                    )
-                },
+                tool_run(
+                    READS_ALONE,
+                    READS_ALONE_ARE,
+                    Timed {
+                        wall: vec![0.05],
+                        user: vec![0.0],
+                        system: vec![0.09],
+                    },
+                    None,
+                ),
             ],
         };
         let t = stale_table(&b);
