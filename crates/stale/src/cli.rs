@@ -125,7 +125,8 @@ Exit status:
   0  no process needs a restart (some may be listed as optional: the file on
      disk has the same content)
   1  at least one process needs a restart
-  2  bad arguments, or /proc could not be read
+  2  bad arguments, /proc could not be read, or the report could not be
+     written
   3  nothing needs a restart, but a process or a file could not be judged
 With --monitoring-plugin: 0 OK, 1 WARNING (an optional restart, or a newer
 kernel installed), 2 CRITICAL (a restart needed), 3 UNKNOWN (something could
