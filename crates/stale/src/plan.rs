@@ -174,8 +174,15 @@ pub fn groups(
         .into_iter()
         .map(|((kind, name), members)| group(kind, name, &members, &by_pid))
         .collect();
-    out.sort_by(|a, b| b.need.cmp(&a.need).then(a.top.cmp(&b.top)));
+    // The oldest top first, as the processes are listed: pids wrap around
+    // (at 32768 on many machines), and a later start can get a lower pid.
+    out.sort_by_key(|g| (std::cmp::Reverse(g.need), started(g.top, &by_pid), g.top));
     out
+}
+
+/// When process `pid` started (ns), as the report knows it; unknown last.
+fn started(pid: i32, by_pid: &HashMap<i32, &StaleProcess>) -> i128 {
+    by_pid.get(&pid).map_or(i128::MAX, |p| p.start_ns)
 }
 
 /// The login session a cgroup path names (`session-N.scope` under a
@@ -250,14 +257,14 @@ fn group(
         .map(|p| p.need)
         .max()
         .unwrap_or(Urgency::Optional);
-    // The top: a member no other member is the parent of; the lowest pid
+    // The top: a member no other member is the parent of; the oldest
     // among such, for a service with several trees.
     let inside: BTreeSet<i32> = pids.iter().copied().collect();
     let top = members
         .iter()
         .filter(|p| !inside.contains(&p.ppid))
         .map(|p| p.restart.at)
-        .min()
+        .min_by_key(|&at| (started(at, by_pid), at))
         .unwrap_or(pids[0]);
     let top_stale = by_pid
         .get(&top)
@@ -505,6 +512,28 @@ mod tests {
         assert!(procs[0].restart.advice.contains("cannot be told"));
         assert_eq!(procs[1].restart.parent_unjudged, None);
         assert!(procs[1].restart.fork_is_enough);
+    }
+
+    /// Pids wrap around: a process started later may have a lower pid.
+    /// Groups come oldest first, and a service's top is its oldest tree,
+    /// whatever the pids.
+    #[test]
+    fn groups_and_tops_go_by_start_not_by_pid() {
+        let started = |pid, ppid, cgroup, ns| StaleProcess {
+            start_ns: ns,
+            ..flagged(pid, ppid, cgroup, 7)
+        };
+        let mut procs = vec![
+            started(32700, 1, "/", 1_000),
+            started(32701, 1, "/", 2_000),
+            started(150, 1, "/", 3_000),
+            started(32750, 1, "/system.slice/app.service", 4_000),
+            started(160, 1, "/system.slice/app.service", 5_000),
+        ];
+        advise(&mut procs, &Parents::new());
+        let g = groups(&procs, &Parents::new(), true, None);
+        let tops: Vec<i32> = g.iter().map(|g| g.top).collect();
+        assert_eq!(tops, vec![32700, 32701, 150, 32750], "{g:#?}");
     }
 
     #[test]
