@@ -241,7 +241,8 @@ fn time_runs(argv: &[String], runs: usize) -> Result<(Timed, String)> {
         cmd.args(&argv[1..]).stdin(std::process::Stdio::null());
         let (user0, system0) = cpu_of(UsageWho::RUSAGE_CHILDREN);
         let t0 = std::time::Instant::now();
-        let out = crate::harness::process::output_within(&mut cmd, limit)
+        // Asleep until it ends: a wait that polls takes a core from it.
+        let out = crate::harness::process::output_asleep_within(&mut cmd, limit)
             .with_context(|| format!("cannot run {}", argv[0]))?;
         timed.wall.push(t0.elapsed().as_secs_f64());
         let (user1, system1) = cpu_of(UsageWho::RUSAGE_CHILDREN);

@@ -268,23 +268,39 @@ pub fn poll_until<T, E>(
     }
 }
 
-/// Waits up to `limit` for `child` to exit: its status, or `None` if it still
-/// runs then. Asleep on its pidfd, woken at its exit: L11's start loop counts
-/// how many short-lived starts fit in a time budget, so the wait must not
-/// round each one up, and `bench stale` times tools that use every core, so
-/// it must not take one from them. Without pidfds (before Linux 5.3), polls
-/// every 200 µs.
-fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+/// How a wait learns that a child exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waking {
+    /// Asks every 200 µs, never rounding a short start up by more: the
+    /// experiments' waits. L11's windows were measured with it in every
+    /// run; once, on tmpfs, a sleeping wait saw install's second window in
+    /// none of 5,000 starts.
+    Polling,
+    /// Asleep on the child's pidfd until it exits (polling where the
+    /// kernel has no pidfds, before 5.3): takes no core from a tool that
+    /// uses them all (`bench stale`, which the polls slowed by a tenth).
+    Asleep,
+}
+
+/// Waits up to `limit` for `child` to exit, learning it as `waking` says:
+/// its status, or `None` if it still runs then.
+fn wait_within(
+    child: &mut Child,
+    limit: Duration,
+    waking: Waking,
+) -> std::io::Result<Option<ExitStatus>> {
     // Reaped already (a daemonizing start command): its pid may be
     // another process's now.
     if let Some(status) = child.try_wait()? {
         return Ok(Some(status));
     }
     let until = Instant::now() + limit;
-    match exits_by(child.id(), until) {
-        Some(true) => return child.wait().map(Some),
-        Some(false) => return Ok(None),
-        None => {}
+    if waking == Waking::Asleep {
+        match exits_by(child.id(), until) {
+            Some(true) => return child.wait().map(Some),
+            Some(false) => return Ok(None),
+            None => {}
+        }
     }
     let left = until.saturating_duration_since(Instant::now());
     let exited = poll_until(left, Duration::from_micros(200), || {
@@ -337,6 +353,24 @@ pub fn output_within(
     cmd: &mut std::process::Command,
     limit: Duration,
 ) -> std::io::Result<std::process::Output> {
+    output_by(cmd, limit, Waking::Polling)
+}
+
+/// [`output_within`], asleep until `cmd` ends: for a tool timed while it
+/// uses every core.
+pub fn output_asleep_within(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    output_by(cmd, limit, Waking::Asleep)
+}
+
+/// [`output_within`], waiting as `waking` says.
+fn output_by(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+    waking: Waking,
+) -> std::io::Result<std::process::Output> {
     use std::io::{Read, Seek};
     use std::os::unix::process::CommandExt;
     let (mut out, mut err) = (tempfile::tempfile()?, tempfile::tempfile()?);
@@ -347,7 +381,7 @@ pub fn output_within(
     // Its own group is out of the terminal's reach: Ctrl-C kills it
     // through kill_all.
     let _group = GroupGuard::new(child.id() as i32);
-    let Some(status) = wait_or_kill(&mut child, limit)? else {
+    let Some(status) = wait_or_kill_by(&mut child, limit, waking)? else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!("{:?} did not end within {limit:?}", cmd.get_program()),
@@ -369,7 +403,16 @@ pub fn output_within(
 /// [`hermetic`] makes it), to exit: its status; or, if it overstays, kills
 /// its group, reaps it and returns `None`, so nothing is left behind.
 pub fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
-    let status = wait_within(child, limit)?;
+    wait_or_kill_by(child, limit, Waking::Polling)
+}
+
+/// [`wait_or_kill`], waiting as `waking` says.
+fn wait_or_kill_by(
+    child: &mut Child,
+    limit: Duration,
+    waking: Waking,
+) -> std::io::Result<Option<ExitStatus>> {
+    let status = wait_within(child, limit, waking)?;
     if status.is_none() {
         let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.wait();
@@ -637,7 +680,7 @@ impl Target {
             return Ok(s);
         }
         let limit = deadline();
-        match wait_within(&mut self.child, limit)? {
+        match wait_within(&mut self.child, limit, Waking::Polling)? {
             Some(s) => {
                 self.status = Some(s);
                 Ok(s)
